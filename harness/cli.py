@@ -1,0 +1,85 @@
+"""The `harness` command: parse arguments, call one library function, exit.
+
+    harness run CONFIG [--results-dir DIR]   run an experiment, write results and report
+    harness validate CONFIG                  check a config without loading any model
+    harness report RESULTS_DIR               rewrite report.md from result files alone
+
+Exit codes: 0 success, 2 a problem with the user's input (config, data, model name),
+1 anything else. Input problems print one line naming the file, line or key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def _input_errors() -> tuple[type[BaseException], ...]:
+    from harness.config import ConfigError
+    from harness.data import DataError
+    from harness.models import ModelError
+    from harness.retrieve import EmbedderError
+    from harness.train import TrainError
+
+    return (ConfigError, DataError, ModelError, EmbedderError, TrainError)
+
+
+def _run(args) -> int:
+    from harness.config import load_config
+    from harness.runner import run_experiment
+
+    out = run_experiment(load_config(args.config), results_root=args.results_dir)
+    print(f"report: {out / 'report.md'}")
+    return 0
+
+
+def _validate(args) -> int:
+    from harness.config import config_hash, load_config
+
+    cfg = load_config(args.config)
+    print(f"{args.config}: ok (experiment {cfg.name!r}, config hash {config_hash(cfg)[:12]})")
+    return 0
+
+
+def _report(args) -> int:
+    from pathlib import Path
+
+    from harness.report import write_report
+
+    folder = Path(args.results_dir)
+    if not (folder / "metrics.json").is_file():
+        print(f"harness: error: {folder}: no metrics.json (not a finished results folder)", file=sys.stderr)
+        return 2
+    print(f"report: {write_report(folder)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="harness", description="Fine-tune, retrieve, or both? Measure it.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="run an experiment")
+    p.add_argument("config")
+    p.add_argument("--results-dir", default=None, help="parent folder of results (default: the config's output_dir)")
+    p.set_defaults(func=_run)
+    p = sub.add_parser("validate", help="check a config file without loading models")
+    p.add_argument("config")
+    p.set_defaults(func=_validate)
+    p = sub.add_parser("report", help="rewrite report.md from a results folder")
+    p.add_argument("results_dir")
+    p.set_defaults(func=_report)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "urllib3", "sentence_transformers", "transformers", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return args.func(args)
+    except _input_errors() as err:
+        print(f"harness: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

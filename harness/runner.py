@@ -1,0 +1,231 @@
+"""Orchestration of one experiment: data, model, adapter, index, pipelines, results.
+
+`run_experiment(cfg)` does, in order and visibly: seed everything; build or read the
+data; load the generator once; obtain the adapter (from the cache when the same model,
+training data and training settings were trained before, else by training it); build the
+retriever; run each configured pipeline on the same questions; score; aggregate with
+intervals; compare pipelines pairwise; write results atomically; write the report.
+
+The runner owns no metric, prompt or training logic: those live in metrics.py,
+prompts.py and train.py. It records the costs of each arm as it goes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from harness import metrics, report, stats
+from harness.config import ExperimentConfig, config_hash, config_to_dict
+from harness.data import Dataset, load_user_dataset
+from harness.models import LoadedModel, cache_dir, load_generator
+from harness.pipelines import PIPELINES, answer
+from harness.prompts import TEMPLATES
+from harness.results import (atomic_write_json, atomic_write_jsonl, atomic_write_yaml, provenance,
+                             staged_run_dir)
+from harness.retrieve import build_retriever, load_embedder
+from harness.train import TrainResult, build_examples, planned_steps, train_lora
+from harness.world import generate_world
+
+log = logging.getLogger(__name__)
+
+ADAPTER_FORMAT = 1  # bump when a change to train.py makes old cached adapters invalid
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def load_dataset(cfg: ExperimentConfig) -> Dataset:
+    d = cfg.data
+    if d.documents:
+        data = load_user_dataset(documents=d.documents, questions=d.questions, train_questions=d.train_questions)
+    else:
+        w = d.world
+        data = generate_world(seed=w.seed, n_people=w.n_people, n_organisations=w.n_organisations,
+                              n_places=w.n_places, paraphrases=w.paraphrases,
+                              train_questions_per_fact=w.train_questions_per_fact, n_unanswerable=w.n_unanswerable)
+    if d.max_questions and d.max_questions < len(data.questions):
+        keep = sorted(random.Random(cfg.seed).sample(range(len(data.questions)), d.max_questions))
+        data = Dataset(documents=data.documents, questions=tuple(data.questions[i] for i in keep),
+                       train_texts=data.train_texts, train_questions=data.train_questions, facts=data.facts)
+    return data
+
+
+def _adapter_key(lm: LoadedModel, examples, cfg: ExperimentConfig) -> str:
+    """What determines an adapter: the model, the exact training pairs, the training
+    settings, the compute dtype. Never retrieval or evaluation settings."""
+    blob = json.dumps({
+        "format": ADAPTER_FORMAT, "model": lm.fingerprint, "dtype": lm.dtype, "device": lm.device,
+        "examples": hashlib.sha256(json.dumps([[e.prompt, e.completion] for e in examples]).encode()).hexdigest(),
+        "train": cfg.train.model_dump(mode="json"),
+    }, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def obtain_adapter(lm: LoadedModel, data: Dataset, cfg: ExperimentConfig) -> tuple[dict, bool]:
+    """Attach the adapter for this config to `lm`, training it only if not cached.
+    Returns (training record, whether it came from the cache)."""
+    from peft import PeftModel
+
+    t = cfg.train
+    examples = build_examples(lm.tokenizer, objective=t.objective, texts=data.train_texts,
+                              questions=data.train_questions)
+    key = _adapter_key(lm, examples, cfg)
+    target = cache_dir() / "adapters" / key[:32]
+    record_path = target / "harness-train.json"
+    if record_path.is_file():
+        log.info("adapter from cache: %s", target)
+        lm.model = PeftModel.from_pretrained(lm.model, target)
+        lm.model.eval()
+        return json.loads(record_path.read_text()), True
+    tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    steps = planned_steps(len(examples), dev_fraction=t.dev_fraction, batch_size=t.batch_size, epochs=t.epochs,
+                          max_steps=t.max_steps)
+    with tqdm(total=steps, desc=f"train LoRA ({t.objective})", unit="step") as bar:
+        result: TrainResult = train_lora(
+            lm, examples, rank=t.rank, alpha=t.alpha, dropout=t.dropout, target_modules=t.target_modules,
+            lr=t.lr, epochs=t.epochs, max_steps=t.max_steps, batch_size=t.batch_size, max_length=t.max_length,
+            warmup_ratio=t.warmup_ratio, dev_fraction=t.dev_fraction,
+            early_stopping_patience=t.early_stopping_patience, seed=t.seed, out_dir=tmp, progress=bar.update)
+    record = result.to_json()
+    record["adapter_dir"] = str(target)
+    record["cache_key"] = key
+    atomic_write_json(tmp / "harness-train.json", record)
+    if target.exists():  # trained concurrently elsewhere; both are the same adapter
+        shutil.rmtree(tmp)
+    else:
+        tmp.rename(target)
+    return record, False
+
+
+def _percentile(values, q: float) -> float:
+    return float(np.percentile(values, q)) if len(values) else float("nan")
+
+
+def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = None) -> Path:
+    """Run every configured pipeline on the same items; returns the results folder."""
+    t_run = time.perf_counter()
+    timings: dict[str, float] = {}
+    final = Path(results_root or cfg.output_dir) / cfg.name
+    seed_everything(cfg.seed)
+
+    t0 = time.perf_counter()
+    data = load_dataset(cfg)
+    timings["data_seconds"] = time.perf_counter() - t0
+    questions = list(data.questions)
+    by_id = {q.id: q for q in questions}
+    wanted = [PIPELINES[p] for p in cfg.eval.pipelines]
+
+    with staged_run_dir(final) as stage:
+        t0 = time.perf_counter()
+        lm = load_generator(cfg.model.name, dtype=cfg.model.dtype, device=cfg.model.device)
+        timings["model_load_seconds"] = time.perf_counter() - t0
+        log.info("model %s on %s, compute dtype %s", cfg.model.name, lm.device, lm.dtype)
+
+        train_record, adapter_cached = None, None
+        if any(p.adapter for p in wanted):
+            t0 = time.perf_counter()
+            train_record, adapter_cached = obtain_adapter(lm, data, cfg)
+            timings["adapter_seconds"] = time.perf_counter() - t0
+            atomic_write_json(stage / "loss_curve.json", train_record["loss_curve"])
+
+        retriever = None
+        if any(p.retrieval for p in wanted):
+            t0 = time.perf_counter()
+            embedder = load_embedder(cfg.embedder.name)
+            timings["embedder_load_seconds"] = time.perf_counter() - t0
+            retriever = build_retriever(list(data.documents), embedder=embedder, chunk_size=cfg.retrieval.chunk_size,
+                                        chunk_overlap=cfg.retrieval.chunk_overlap, batch_size=cfg.embedder.batch_size)
+
+        predictions, per_item, pipeline_costs = [], {}, {}
+        for name in cfg.eval.pipelines:
+            pipe = PIPELINES[name]
+            t0 = time.perf_counter()
+            with tqdm(total=len(questions), desc=f"answer [{name}]", unit="q") as bar:
+                rows = answer(lm, questions, adapter=pipe.adapter, retriever=retriever if pipe.retrieval else None,
+                              top_k=cfg.retrieval.top_k, max_new_tokens=cfg.eval.max_new_tokens,
+                              batch_size=cfg.eval.batch_size, multiple_choice=cfg.eval.multiple_choice,
+                              progress=bar.update)
+            wall = time.perf_counter() - t0
+            scored = []
+            for row in rows:
+                q = by_id[row["question_id"]]
+                row["scores"] = metrics.score_prediction(row, q)
+                scored.append((row["scores"], q))
+                predictions.append({"pipeline": name, "question": q.question, "answers": list(q.answers),
+                                    "answerable": q.answerable, "choices": list(q.choices),
+                                    "answer_index": q.answer_index, **row})
+            per_item[name] = metrics.item_values(scored)
+            pipeline_costs[name] = {
+                "wall_seconds": wall,
+                "latency_p50_s": _percentile([r["latency_s"] for r in rows], 50),
+                "latency_p95_s": _percentile([r["latency_s"] for r in rows], 95),
+                "prompt_tokens_mean": float(np.mean([r["prompt_tokens"] for r in rows])),
+                "new_tokens_mean": float(np.mean([r["new_tokens"] for r in rows])),
+            }
+
+        kinds = {m: spec[2] for m, spec in metrics.METRICS.items()}
+        samples = cfg.eval.bootstrap_samples
+        aggregates = {p: stats.aggregate(v, kinds, samples=samples, seed=cfg.seed) for p, v in per_item.items()}
+        comparisons = stats.compare_all(per_item, kinds, samples=samples, seed=cfg.seed)
+        timings["total_seconds"] = time.perf_counter() - t_run
+
+        n_answerable = sum(q.answerable for q in questions)
+        result = {
+            "experiment": cfg.name,
+            "status": "complete",
+            "config_hash": config_hash(cfg),
+            "seed": cfg.seed,
+            "model": {"name": cfg.model.name, "fingerprint": lm.fingerprint, "dtype": lm.dtype, "device": lm.device},
+            "embedder": cfg.embedder.name if retriever is not None else None,
+            "data": {
+                "source": "files" if cfg.data.documents else "world",
+                "fingerprint": data.fingerprint(),
+                "documents": len(data.documents), "questions": len(questions),
+                "answerable": n_answerable, "unanswerable": len(questions) - n_answerable,
+                "train_texts": len(data.train_texts), "train_questions": len(data.train_questions),
+            },
+            "pipelines": aggregates,
+            "comparisons": comparisons,
+            "metric_definitions": {m: {"label": s[0], "direction": s[1], "kind": s[2]} for m, s in metrics.METRICS.items()},
+            "costs": {
+                "training": None if train_record is None else {
+                    **{k: v for k, v in train_record.items() if k != "loss_curve"}, "from_cache": adapter_cached},
+                "index": None if retriever is None else retriever.stats(),
+                "pipelines": pipeline_costs,
+            },
+            "protocol": {
+                "templates": {k: t.id for k, t in TEMPLATES.items()},
+                "decoding": f"greedy, max_new_tokens={cfg.eval.max_new_tokens}",
+                "multiple_choice": "argmax over choices of summed continuation log-likelihood under the pipeline's prompt",
+                "abstention_phrases": list(metrics.ABSTENTION_PHRASES),
+                "normalisation": "SQuAD: lower case, strip punctuation and articles, collapse whitespace",
+                "intervals": "95%: Wilson for proportions, percentile bootstrap for means; paired bootstrap and exact "
+                             "McNemar for differences, Benjamini-Hochberg adjusted",
+                "bootstrap_samples": samples,
+                "top_k": cfg.retrieval.top_k,
+            },
+            "timings": timings,
+            "provenance": provenance(),
+        }
+        atomic_write_yaml(stage / "config.yaml", config_to_dict(cfg))
+        atomic_write_jsonl(stage / "predictions.jsonl", predictions)
+        atomic_write_json(stage / "metrics.json", result)
+        report.write_report(stage)
+    log.info("results in %s", final)
+    return final

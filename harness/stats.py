@@ -1,0 +1,138 @@
+"""Uncertainty for every number the report prints. Pure functions on lists of per-item
+scores; seeded, so the same scores give the same intervals.
+
+- `wilson(k, n)`: the Wilson score interval for a proportion (better than the normal
+  approximation near 0 and 1, which is where a base model sits on unknown facts).
+- `bootstrap_ci(values)`: percentile bootstrap interval for a mean.
+- `paired_difference(a, b)`: mean of b - a over the same items, with a paired bootstrap
+  interval (items are resampled together, so item difficulty cancels).
+- `mcnemar_exact(a, b)`: exact McNemar p-value for two 0/1 score lists on the same items.
+- `benjamini_hochberg(pvalues)`: false-discovery-rate adjusted p-values.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.stats import binomtest, norm
+
+
+def _z(confidence: float) -> float:
+    return float(norm.ppf(0.5 + confidence / 2))
+
+
+def wilson(k: float, n: int, *, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for k successes in n trials."""
+    if n == 0:
+        return (float("nan"), float("nan"))
+    z, p = _z(confidence), k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def bootstrap_ci(values, *, samples: int = 2000, confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean."""
+    x = np.asarray(values, dtype=float)
+    if x.size == 0:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, size=(samples, x.size))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return (float(lo), float(hi))
+
+
+def summarize(values, *, kind: str, samples: int = 2000, seed: int = 0) -> dict:
+    """Mean, n and a 95% interval: Wilson for 0/1 proportions, bootstrap for means."""
+    x = [float(v) for v in values]
+    n = len(x)
+    mean = sum(x) / n if n else float("nan")
+    if kind == "proportion":
+        lo, hi = wilson(sum(x), n)
+        method = "wilson"
+    else:
+        lo, hi = bootstrap_ci(x, samples=samples, seed=seed)
+        method = "bootstrap"
+    return {"mean": mean, "n": n, "ci95": [lo, hi], "ci_method": method}
+
+
+def paired_difference(a, b, *, samples: int = 2000, confidence: float = 0.95, seed: int = 0) -> dict:
+    """Mean of (b - a) over paired items with a paired percentile-bootstrap interval."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.shape != y.shape:
+        raise ValueError(f"paired scores differ in length: {x.size} vs {y.size}")
+    d = y - x
+    lo, hi = bootstrap_ci(d, samples=samples, confidence=confidence, seed=seed)
+    return {"diff": float(d.mean()) if d.size else float("nan"), "n": int(d.size), "ci95": [lo, hi]}
+
+
+def mcnemar_exact(a, b) -> dict:
+    """Exact (binomial) McNemar test on discordant pairs of two 0/1 score lists."""
+    x, y = np.asarray(a) > 0.5, np.asarray(b) > 0.5
+    only_a, only_b = int(np.sum(x & ~y)), int(np.sum(~x & y))
+    n = only_a + only_b
+    p = 1.0 if n == 0 else float(binomtest(only_b, n, 0.5).pvalue)
+    return {"only_a": only_a, "only_b": only_b, "p": p}
+
+
+def benjamini_hochberg(pvalues) -> list[float]:
+    """Benjamini-Hochberg adjusted p-values (step-up, monotone, capped at 1)."""
+    p = np.asarray(pvalues, dtype=float)
+    m = p.size
+    if m == 0:
+        return []
+    order = np.argsort(p)
+    ranked = p[order] * m / np.arange(1, m + 1)
+    adjusted = np.minimum.accumulate(ranked[::-1])[::-1]
+    out = np.empty(m)
+    out[order] = np.minimum(adjusted, 1.0)
+    return [float(v) for v in out]
+
+
+def aggregate(values_by_metric: dict[str, dict[str, float]], kinds: dict[str, str], *,
+              samples: int = 2000, seed: int = 0) -> dict[str, dict]:
+    """`summarize` for each metric's per-item values."""
+    return {m: summarize(list(v.values()), kind=kinds[m], samples=samples, seed=seed)
+            for m, v in values_by_metric.items()}
+
+
+def compare_all(per_pipeline: dict[str, dict[str, dict[str, float]]], kinds: dict[str, str], *,
+                samples: int = 2000, seed: int = 0, alpha: float = 0.05) -> list[dict]:
+    """Every pair of pipelines on every metric they share, on the items both scored:
+    paired difference (b - a) with a paired bootstrap interval; for 0/1 metrics an exact
+    McNemar p-value. p-values are Benjamini-Hochberg adjusted across all comparisons,
+    and `significant` means adjusted p < alpha."""
+    names = list(per_pipeline)
+    rows = []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            for metric in per_pipeline[a]:
+                if metric not in per_pipeline[b]:
+                    continue
+                ids = sorted(set(per_pipeline[a][metric]) & set(per_pipeline[b][metric]))
+                if not ids:
+                    continue
+                xa = [per_pipeline[a][metric][k] for k in ids]
+                xb = [per_pipeline[b][metric][k] for k in ids]
+                row = {"metric": metric, "a": a, "b": b, **paired_difference(xa, xb, samples=samples, seed=seed)}
+                if kinds[metric] == "proportion":
+                    row.update(test="mcnemar_exact", **mcnemar_exact(xa, xb))
+                else:
+                    row.update(test="paired_bootstrap", p=_bootstrap_p(xa, xb, samples=samples, seed=seed))
+                rows.append(row)
+    for row, p_adj in zip(rows, benjamini_hochberg([r["p"] for r in rows])):
+        row["p_adj"] = p_adj
+        row["significant"] = p_adj < alpha
+    return rows
+
+
+def _bootstrap_p(a, b, *, samples: int, seed: int) -> float:
+    """Two-sided paired bootstrap p-value for mean(b - a) = 0 (centred resampling)."""
+    d = np.asarray(b, dtype=float) - np.asarray(a, dtype=float)
+    if d.size == 0 or np.all(d == d[0]):
+        return 1.0 if d.size == 0 or d[0] == 0 else 0.0
+    rng = np.random.default_rng(seed)
+    centred = d - d.mean()
+    means = centred[rng.integers(0, d.size, size=(samples, d.size))].mean(axis=1)
+    return float((np.sum(np.abs(means) >= abs(d.mean())) + 1) / (samples + 1))

@@ -1,0 +1,201 @@
+"""LoRA fine-tuning through PEFT.
+
+`build_examples(...)` turns training material into (prompt, completion) pairs:
+`cpt` has an empty prompt and the training text as completion (next-token loss on all of
+it); `sft` renders each training question with the same closed-book template the
+pipelines use and puts the loss on the answer only.
+
+`train_lora(lm, examples, *, rank=..., ...)` wraps `lm.model` in a PEFT LoRA model in
+place, trains it with AdamW and a linear warm-up/decay schedule, measures a held-out dev
+loss after every epoch (optionally stopping early and keeping the best epoch), saves the
+adapter to `out_dir`, and returns the loss curve and the costs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import resource
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from harness.models import LoadedModel, compute_context
+from harness.prompts import answer_suffix, render, template_for
+
+log = logging.getLogger(__name__)
+
+
+class TrainError(ValueError):
+    """Training that cannot start; the message names the config key."""
+
+
+@dataclass(frozen=True)
+class Example:
+    prompt: str
+    completion: str
+
+
+@dataclass
+class TrainResult:
+    adapter_dir: str
+    loss_curve: list[dict]
+    best_epoch: int | None
+    stopped_early: bool
+    steps: int
+    train_examples: int
+    dev_examples: int
+    trainable_params: int
+    total_params: int
+    tokens: int
+    wall_seconds: float
+    tokens_per_second: float
+    peak_rss_mb: float
+    adapter_bytes: int
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def build_examples(tokenizer, *, objective: str, texts=(), questions=()) -> list[Example]:
+    """Training pairs for `cpt` (texts) or `sft` (questions with answers)."""
+    if objective == "cpt":
+        return [Example("", t + answer_suffix(tokenizer)) for t in texts if t.strip()]
+    template = template_for(retrieval=False)
+    return [Example(render(tokenizer, template, question=q.question), q.answers[0] + answer_suffix(tokenizer))
+            for q in questions if q.answers]
+
+
+def split_sizes(n_examples: int, dev_fraction: float) -> tuple[int, int]:
+    """(train, dev) sizes: no dev split below 10 examples."""
+    n_dev = int(round(n_examples * dev_fraction)) if n_examples >= 10 else 0
+    return n_examples - n_dev, n_dev
+
+
+def planned_steps(n_examples: int, *, dev_fraction: float, batch_size: int, epochs: int,
+                  max_steps: int | None) -> int:
+    steps = epochs * math.ceil(split_sizes(n_examples, dev_fraction)[0] / batch_size)
+    return min(steps, max_steps) if max_steps else steps
+
+
+def _tokenize(tokenizer, ex: Example, max_length: int) -> tuple[list[int], list[int]]:
+    prompt = tokenizer(ex.prompt, add_special_tokens=False)["input_ids"] if ex.prompt else []
+    completion = tokenizer(ex.completion, add_special_tokens=False)["input_ids"]
+    ids = (prompt + completion)[:max_length]
+    labels = ([-100] * len(prompt) + completion)[:max_length]
+    return ids, labels
+
+
+def _batches(items, batch_size: int, pad_id: int):
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        width = max(len(ids) for ids, _ in chunk)
+        ids = torch.tensor([i + [pad_id] * (width - len(i)) for i, _ in chunk])
+        labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in chunk])
+        mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in chunk])
+        yield ids, mask, labels
+
+
+@torch.no_grad()
+def _dev_loss(lm: LoadedModel, items, batch_size: int, pad_id: int) -> float:
+    lm.model.eval()
+    total, count = 0.0, 0
+    for ids, mask, labels in _batches(items, batch_size, pad_id):
+        with compute_context(lm):
+            loss = lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
+                            labels=labels.to(lm.device)).loss
+        n = int((labels[:, 1:] != -100).sum())
+        total, count = total + float(loss) * n, count + n
+    return total / max(count, 1)
+
+
+def train_lora(lm: LoadedModel, examples: list[Example], *, rank: int, alpha: float, dropout: float,
+               target_modules, lr: float, epochs: int, max_steps: int | None, batch_size: int,
+               max_length: int, warmup_ratio: float, dev_fraction: float,
+               early_stopping_patience: int | None, seed: int, out_dir: str | Path,
+               progress=None) -> TrainResult:
+    """Train a LoRA adapter on `lm.model` (wrapped in place) and save it to `out_dir`."""
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+    from transformers import get_linear_schedule_with_warmup
+
+    if not examples:
+        raise TrainError("train: no training examples (is the training data empty?)")
+    tok = lm.tokenizer
+    items = [_tokenize(tok, ex, max_length) for ex in examples]
+    items = [it for it in items if any(lab != -100 for lab in it[1])]
+    rng = random.Random(seed)
+    order = list(range(len(items)))
+    rng.shuffle(order)
+    n_dev = split_sizes(len(items), dev_fraction)[1]
+    dev = [items[i] for i in order[:n_dev]]
+    train = [items[i] for i in order[n_dev:]]
+
+    torch.manual_seed(seed)
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),
+                        task_type="CAUSAL_LM", bias="none")
+    try:
+        model = get_peft_model(lm.model, config)
+    except ValueError as err:
+        raise TrainError(f"train.target_modules: {str(err).splitlines()[0]}") from None
+    lm.model = model
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+
+    total_steps = planned_steps(len(items), dev_fraction=dev_fraction, batch_size=batch_size, epochs=epochs,
+                                max_steps=max_steps)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    schedule = get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * total_steps), total_steps)
+    pad_id = tok.pad_token_id
+
+    curve, best, best_epoch, bad_epochs, stopped_early = [], float("inf"), None, 0, False
+    best_state = None
+    step, tokens, t0 = 0, 0, time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        model.train()
+        rng.shuffle(train)
+        for ids, mask, labels in _batches(train, batch_size, pad_id):
+            with compute_context(lm):
+                loss = model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
+                             labels=labels.to(lm.device)).loss
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            tokens += int(mask.sum())
+            curve.append({"step": step, "epoch": epoch, "train_loss": float(loss.detach())})
+            if progress is not None:
+                progress(1)
+            if step >= total_steps:
+                break
+        if dev:
+            dev_loss = _dev_loss(lm, dev, batch_size, pad_id)
+            curve.append({"step": step, "epoch": epoch, "dev_loss": dev_loss})
+            log.info("epoch %d: dev loss %.4f", epoch, dev_loss)
+            if dev_loss < best - 1e-6:
+                best, best_epoch, bad_epochs = dev_loss, epoch, 0
+                if early_stopping_patience:
+                    best_state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
+            else:
+                bad_epochs += 1
+                if early_stopping_patience and bad_epochs >= early_stopping_patience:
+                    stopped_early = True
+                    break
+        if step >= total_steps:
+            break
+    wall = time.perf_counter() - t0
+    if best_state is not None:
+        set_peft_model_state_dict(model, best_state)
+    model.eval()
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir)
+    adapter_bytes = sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file())
+    return TrainResult(
+        adapter_dir=str(out_dir), loss_curve=curve, best_epoch=best_epoch, stopped_early=stopped_early,
+        steps=step, train_examples=len(train), dev_examples=len(dev), trainable_params=trainable,
+        total_params=total, tokens=tokens, wall_seconds=wall, tokens_per_second=tokens / max(wall, 1e-9),
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, adapter_bytes=adapter_bytes,
+    )

@@ -1,0 +1,92 @@
+"""Shared fixtures: a tiny Llama and a locally trained tokenizer, built in the test
+session (a few thousand parameters, no download), and a results/cache sandbox."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_tiny_model(folder: Path, corpus: list[str]) -> Path:
+    """Train a byte-level BPE tokenizer on `corpus` and save it with a 2-layer Llama."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    raw.train_from_iterator(corpus, trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                  bos_token="<|endoftext|>")
+    tok.chat_template = CHAT_TEMPLATE
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                         tie_word_embeddings=True, pad_token_id=tok.pad_token_id,
+                         eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    from harness.prompts import TEMPLATES
+    from harness.world import generate_world
+
+    world = generate_world(seed=0, n_people=4, n_organisations=2, n_places=2, paraphrases=2, n_unanswerable=4)
+    corpus = list(world.train_texts) + [q.question for q in world.questions] + [t.user for t in TEMPLATES.values()]
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"), corpus * 3)
+
+
+@pytest.fixture(autouse=True)
+def _sandbox_cache(tmp_path_factory, monkeypatch):
+    """Every test gets a cache outside the source tree that the session shares."""
+    cache = tmp_path_factory.getbasetemp() / "harness-cache"
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    yield
+
+
+@pytest.fixture
+def tiny_lm(tiny_model_dir):
+    from harness.models import load_generator
+
+    return load_generator(str(tiny_model_dir), dtype="float32", device="cpu")
+
+
+def tiny_config(model_dir: Path, *, name: str = "tiny", **overrides) -> dict:
+    """A raw config mapping for a fast end-to-end run on the tiny model."""
+    raw = {
+        "name": name,
+        "seed": 0,
+        "model": {"name": str(model_dir), "dtype": "float32", "device": "cpu"},
+        "embedder": {"name": "hashing"},
+        "data": {"world": {"seed": 0, "n_people": 3, "n_organisations": 2, "n_places": 2,
+                           "paraphrases": 1, "n_unanswerable": 4}},
+        "train": {"objective": "sft", "rank": 4, "alpha": 8, "epochs": 2, "batch_size": 8, "lr": 0.005,
+                  "max_length": 96},
+        "retrieval": {"chunk_size": 32, "top_k": 2},
+        "eval": {"max_new_tokens": 6, "batch_size": 8, "bootstrap_samples": 200},
+    }
+    for key, value in overrides.items():
+        raw[key] = value
+    return raw
+
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -1,0 +1,65 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.config import ConfigError, config_hash, load_config, parse_config
+
+EXPERIMENTS = sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=[p.name for p in EXPERIMENTS])
+def test_every_experiment_file_validates(path):
+    cfg = load_config(path)
+    assert cfg.name == path.stem
+
+
+def test_experiments_folder_is_not_empty():
+    assert EXPERIMENTS
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ConfigError, match=r"x\.yaml: train\.rnak: Extra inputs are not permitted"):
+        parse_config({"name": "a", "train": {"rnak": 8}}, source="x.yaml")
+
+
+def test_wrong_type_is_named():
+    with pytest.raises(ConfigError, match=r"retrieval\.top_k"):
+        parse_config({"name": "a", "retrieval": {"top_k": "three"}})
+
+
+def test_bad_pipeline_name_lists_valid_ones():
+    with pytest.raises(ConfigError, match=r"eval\.pipelines\.0: .*'base'"):
+        parse_config({"name": "a", "eval": {"pipelines": ["bsae"]}})
+
+
+def test_cross_field_rules():
+    with pytest.raises(ConfigError, match="chunk_overlap must be smaller"):
+        parse_config({"name": "a", "retrieval": {"chunk_size": 16, "chunk_overlap": 16}})
+    with pytest.raises(ConfigError, match="together"):
+        parse_config({"name": "a", "data": {"documents": "docs/"}})
+    with pytest.raises(ConfigError, match="train_questions"):
+        parse_config({"name": "a", "data": {"documents": "d", "questions": "q.jsonl"}})
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: a\ntrain: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: line \d+ invalid YAML"):
+        load_config(bad)
+    top = tmp_path / "list.yaml"
+    top.write_text("- a\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(top)
+
+
+def test_config_is_frozen_and_hash_is_stable(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump({"name": "c", "train": {"rank": 4}}))
+    a, b = load_config(p), load_config(p)
+    assert config_hash(a) == config_hash(b)
+    assert config_hash(a) != config_hash(parse_config({"name": "c", "train": {"rank": 8}}))
+    with pytest.raises(Exception):
+        a.train.rank = 2

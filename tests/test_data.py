@@ -1,0 +1,68 @@
+import json
+
+import pytest
+
+from harness.data import DataError, load_documents, load_questions, load_user_dataset
+
+
+def _write(path, rows):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+def test_documents_from_folder_and_jsonl(tmp_path):
+    folder = tmp_path / "docs"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.txt").write_text("Alpha text.")
+    (folder / "sub" / "b.md").write_text("Beta text.")
+    (folder / "skip.csv").write_text("x")
+    docs = load_documents(folder)
+    assert [(d.id, d.text) for d in docs] == [("a", "Alpha text."), ("sub/b", "Beta text.")]
+    j = _write(tmp_path / "d.jsonl", [{"id": 1, "text": "One."}, "", {"id": "two", "text": "Two."}])
+    assert [d.id for d in load_documents(j)] == ["1", "two"]
+
+
+def test_malformed_jsonl_names_file_and_line(tmp_path):
+    j = _write(tmp_path / "d.jsonl", [{"id": "a", "text": "ok"}, "{not json"])
+    with pytest.raises(DataError, match=r"d\.jsonl:2: invalid JSON"):
+        load_documents(j)
+    j = _write(tmp_path / "e.jsonl", [{"id": "a", "text": ""}])
+    with pytest.raises(DataError, match=r"e\.jsonl:1: 'text' must be a non-empty string"):
+        load_documents(j)
+    j = _write(tmp_path / "f.jsonl", [{"id": "a", "text": "x"}, {"id": "a", "text": "y"}])
+    with pytest.raises(DataError, match=r"f\.jsonl:2: duplicate id"):
+        load_documents(j)
+
+
+def test_empty_inputs_are_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no non-empty"):
+        load_documents(tmp_path / "empty")
+    with pytest.raises(DataError, match="empty"):
+        load_questions(_write(tmp_path / "q.jsonl", []))
+    with pytest.raises(DataError, match="not found"):
+        load_documents(tmp_path / "missing.jsonl")
+
+
+def test_questions_validate_fields(tmp_path):
+    good = {"question": "Where?", "answers": ["Ostrow"], "choices": ["A", "Ostrow"], "answer_index": 1}
+    qs = load_questions(_write(tmp_path / "q.jsonl", [good, {"question": "Who?", "answers": []}]))
+    assert qs[0].answerable and qs[0].choices == ("A", "Ostrow") and qs[0].answer_index == 1
+    assert not qs[1].answerable and qs[1].id == "q00001"
+    cases = [
+        ({"answers": ["x"]}, "'question' must be"),
+        ({"question": "q", "answers": [1]}, "'answers' must be"),
+        ({"question": "q", "answers": ["x"], "choices": ["a", "b"], "answer_index": 2}, "answer_index"),
+        ({"question": "q", "answers": ["x"], "answer_index": 0}, "without 'choices'"),
+    ]
+    for i, (row, message) in enumerate(cases):
+        with pytest.raises(DataError, match=rf"bad{i}\.jsonl:1: .*{message}"):
+            load_questions(_write(tmp_path / f"bad{i}.jsonl", [row]))
+
+
+def test_user_dataset_trains_on_documents(tmp_path):
+    docs = _write(tmp_path / "d.jsonl", [{"id": "a", "text": "Ana was born in Ostrow."}])
+    qs = _write(tmp_path / "q.jsonl", [{"question": "Where was Ana born?", "answers": ["Ostrow"]}])
+    data = load_user_dataset(documents=str(docs), questions=str(qs), train_questions=None)
+    assert data.train_texts == ("Ana was born in Ostrow.",)
+    assert len(data.fingerprint()) == 64

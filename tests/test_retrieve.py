@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+
+from harness.data import Document
+from harness.retrieve import HashingEmbedder, build_retriever, chunk_documents, split_sentences
+
+DOC = Document(id="d", text="One two three four. Five six seven. Eight nine ten eleven twelve. Thirteen.")
+
+
+def test_chunks_pack_whole_sentences_up_to_size():
+    chunks = chunk_documents([DOC], chunk_size=7, chunk_overlap=0)
+    assert [c.text for c in chunks] == ["One two three four. Five six seven.",
+                                        "Eight nine ten eleven twelve. Thirteen."]
+    assert [c.id for c in chunks] == ["d#0", "d#1"]
+    sentences = split_sentences(DOC.text)
+    for c in chunks:  # never a cut sentence
+        assert all(s in sentences for s in split_sentences(c.text))
+
+
+def test_overlap_repeats_trailing_sentences():
+    chunks = chunk_documents([DOC], chunk_size=8, chunk_overlap=3)
+    assert [c.text for c in chunks] == ["One two three four. Five six seven.",
+                                        "Five six seven. Eight nine ten eleven twelve.",
+                                        "Thirteen."]  # the 5-word sentence exceeds the overlap
+
+
+def test_long_sentence_is_its_own_chunk():
+    doc = Document(id="x", text="a b c d e f g h i j. k.")
+    assert [c.text for c in chunk_documents([doc], chunk_size=3, chunk_overlap=0)] == ["a b c d e f g h i j.", "k."]
+
+
+def test_hashing_embedder_is_deterministic_and_normalised():
+    e = HashingEmbedder(dim=64)
+    a = e.encode(["Ana was born in Ostrow", "Bo"])
+    assert np.allclose(a, e.encode(["Ana was born in Ostrow", "Bo"]))
+    assert np.allclose(np.linalg.norm(a, axis=1), 1.0)
+
+
+def test_faiss_search_finds_the_document_with_the_fact():
+    docs = [Document(id=f"d{i}", text=t) for i, t in enumerate(
+        ["Ana Velk was born in Ostrow.", "Bo Trenn plays the harp.", "The Zuna Guild makes ink."])]
+    r = build_retriever(docs, embedder=HashingEmbedder(), chunk_size=16, chunk_overlap=0)
+    hits = r.search(["Which instrument does Bo Trenn play?", "Where was Ana Velk born?"], k=2)
+    assert hits[0][0].chunk.doc_id == "d1" and hits[1][0].chunk.doc_id == "d0"
+    assert hits[0][0].score >= hits[0][1].score
+    assert r.stats()["chunks"] == 3 and r.stats()["dim"] == 512
+
+
+def test_k_larger_than_corpus_is_capped():
+    r = build_retriever([DOC], embedder=HashingEmbedder(), chunk_size=64, chunk_overlap=0)
+    assert len(r.search(["seven"], k=10)[0]) == 1
+
+
+def test_unknown_embedder_is_a_clear_error(tmp_path):
+    from harness.retrieve import EmbedderError, load_embedder
+
+    with pytest.raises(EmbedderError, match="embedder.name"):
+        load_embedder(str(tmp_path / "no-such-model"))

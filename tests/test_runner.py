@@ -1,0 +1,119 @@
+"""End to end on the tiny model: the results folder, its contents, caching, failures."""
+
+import json
+
+import pytest
+
+from conftest import tiny_config
+from harness.config import parse_config
+from harness.data import DataError
+from harness.results import read_jsonl
+from harness.runner import run_experiment
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_model_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("results")
+    cfg = parse_config(tiny_config(tiny_model_dir))
+    return run_experiment(cfg, results_root=root), cfg
+
+
+def test_results_folder_has_every_file(tiny_run):
+    out, _ = tiny_run
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "loss_curve.json", "metrics.json",
+                                                      "predictions.jsonl", "report.md"]
+    assert not list(out.parent.glob(".*partial*"))
+
+
+def test_every_pipeline_scored_every_question(tiny_run):
+    out, cfg = tiny_run
+    m = json.loads((out / "metrics.json").read_text())
+    preds = read_jsonl(out / "predictions.jsonl")
+    n_q = m["data"]["questions"]
+    assert m["data"] == {**m["data"], "answerable": 3 * 4 + 2 * 3 + 2 * 3, "unanswerable": 4}
+    assert list(m["pipelines"]) == ["base", "finetuned", "rag", "rag_finetuned"]
+    assert len(preds) == 4 * n_q
+    for p in m["pipelines"]:
+        rows = [r for r in preds if r["pipeline"] == p]
+        assert len({r["question_id"] for r in rows}) == n_q
+        agg = m["pipelines"][p]
+        assert agg["contains"]["n"] == m["data"]["answerable"]
+        assert agg["hallucination_unanswerable"]["n"] == 4
+        # the aggregate is the mean of the per-item scores written next to it
+        values = [r["scores"]["contains"] for r in rows if r["answerable"]]
+        assert agg["contains"]["mean"] == pytest.approx(sum(values) / len(values))
+        lo, hi = agg["contains"]["ci95"]
+        assert 0 <= lo <= agg["contains"]["mean"] <= hi <= 1
+    assert "retrieval_recall" in m["pipelines"]["rag"] and "retrieval_recall" not in m["pipelines"]["base"]
+    rag_rows = [r for r in preds if r["pipeline"] == "rag"]
+    assert all(len(r["retrieved"]) == 2 and r["template"] == "with_context@v1" for r in rag_rows)
+    assert all(r["template"] == "closed_book@v1" and not r["retrieved"] for r in preds if r["pipeline"] == "base")
+
+
+def test_metrics_carry_provenance_and_costs(tiny_run):
+    out, cfg = tiny_run
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["status"] == "complete" and len(m["config_hash"]) == 64
+    assert m["model"]["dtype"] == "float32" and m["provenance"]["versions"]["torch"]
+    tr = m["costs"]["training"]
+    assert tr["steps"] > 0 and tr["trainable_params"] > 0 and tr["from_cache"] is False
+    assert m["costs"]["index"]["chunks"] > 0
+    assert m["costs"]["pipelines"]["rag"]["prompt_tokens_mean"] > m["costs"]["pipelines"]["base"]["prompt_tokens_mean"]
+    pairs = {(c["a"], c["b"]) for c in m["comparisons"] if c["metric"] == "contains"}
+    assert len(pairs) == 6
+    report = (out / "report.md").read_text()
+    for heading in ("## Results by pipeline", "## Which differences are real", "## Cost per arm",
+                    "## Worked examples", "## Protocol"):
+        assert heading in report
+
+
+def test_rerun_reuses_the_adapter_and_reproduces_every_score(tiny_run, tiny_model_dir, tmp_path):
+    out, cfg = tiny_run
+    again = run_experiment(cfg, results_root=tmp_path)
+    first, second = (json.loads((d / "metrics.json").read_text()) for d in (out, again))
+    assert second["costs"]["training"]["from_cache"] is True
+    assert first["pipelines"] == second["pipelines"] and first["comparisons"] == second["comparisons"]
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "latency_s"} for r in rows]  # noqa: E731
+    assert strip(read_jsonl(out / "predictions.jsonl")) == strip(read_jsonl(again / "predictions.jsonl"))
+
+
+def test_retrieval_settings_do_not_retrain(tiny_run, tiny_model_dir, tmp_path):
+    raw = tiny_config(tiny_model_dir, retrieval={"chunk_size": 16, "top_k": 1})
+    m = json.loads((run_experiment(parse_config(raw), results_root=tmp_path) / "metrics.json").read_text())
+    assert m["costs"]["training"]["from_cache"] is True
+
+
+def test_rag_only_run_loads_no_adapter(tiny_model_dir, tmp_path):
+    raw = tiny_config(tiny_model_dir, eval={"pipelines": ["base", "rag"], "max_new_tokens": 4})
+    out = run_experiment(parse_config(raw), results_root=tmp_path)
+    m = json.loads((out / "metrics.json").read_text())
+    assert list(m["pipelines"]) == ["base", "rag"] and m["costs"]["training"] is None
+    assert not (out / "loss_curve.json").exists()
+
+
+def test_failed_run_leaves_nothing_behind(tiny_model_dir, tmp_path):
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text('{"id": "a", "text": "fine"}\n{broken\n')
+    qs = tmp_path / "q.jsonl"
+    qs.write_text('{"question": "q?", "answers": ["a"]}\n')
+    raw = tiny_config(tiny_model_dir, data={"documents": str(docs), "questions": str(qs)},
+                      train={"objective": "cpt"})
+    with pytest.raises(DataError, match=r"docs\.jsonl:2"):
+        run_experiment(parse_config(raw), results_root=tmp_path / "results")
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
+
+
+def test_user_data_run_with_cpt(tiny_model_dir, tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "ana.txt").write_text("Ana Velk was born in Ostrow. Ana Velk plays the harp.")
+    (docs / "bo.md").write_text("Bo Trenn works for the Zuna Guild.")
+    qs = tmp_path / "q.jsonl"
+    qs.write_text(json.dumps({"question": "Where was Ana Velk born?", "answers": ["Ostrow"],
+                              "choices": ["Ostrow", "Lund"], "answer_index": 0}) + "\n"
+                  + json.dumps({"question": "Who employs Cy Dorn?", "answers": []}) + "\n")
+    raw = tiny_config(tiny_model_dir, data={"documents": str(docs), "questions": str(qs)},
+                      train={"objective": "cpt", "epochs": 1, "rank": 2})
+    m = json.loads((run_experiment(parse_config(raw), results_root=tmp_path / "r") / "metrics.json").read_text())
+    assert m["data"]["source"] == "files" and m["data"]["answerable"] == 1 and m["data"]["unanswerable"] == 1
+    assert m["pipelines"]["rag"]["retrieval_recall"]["mean"] == 1.0

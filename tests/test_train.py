@@ -1,0 +1,86 @@
+import pytest
+import torch
+
+from harness.data import Question
+from harness.train import Example, TrainError, _tokenize, build_examples, train_lora
+
+QS = [Question(id=f"q{i}", question=f"Where was person {i} born?", answers=(f"Town{i}",)) for i in range(12)]
+
+
+def test_sft_examples_render_the_closed_book_prompt_and_mask_it(tiny_lm):
+    tok = tiny_lm.tokenizer
+    ex = build_examples(tok, objective="sft", questions=QS[:1])[0]
+    assert ex.prompt.endswith("<|im_start|>assistant\n") and "Where was person 0 born?" in ex.prompt
+    assert ex.completion == "Town0<|im_end|>"
+    ids, labels = _tokenize(tok, ex, max_length=512)
+    n_prompt = len(tok(ex.prompt, add_special_tokens=False)["input_ids"])
+    assert labels[:n_prompt] == [-100] * n_prompt and labels[n_prompt:] == ids[n_prompt:]
+
+
+def test_cpt_examples_train_on_every_token(tiny_lm):
+    ex = build_examples(tiny_lm.tokenizer, objective="cpt", texts=["Ana was born in Ostrow.", "  "])
+    assert ex == [Example("", "Ana was born in Ostrow.<|im_end|>")]
+    ids, labels = _tokenize(tiny_lm.tokenizer, ex[0], max_length=512)
+    assert ids == labels
+
+
+def _train(lm, tmp_path, **kw):
+    args = dict(rank=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"], lr=0.01, epochs=3,
+                max_steps=None, batch_size=4, max_length=96, warmup_ratio=0.0, dev_fraction=0.25,
+                early_stopping_patience=None, seed=0, out_dir=tmp_path / "adapter")
+    args.update(kw)
+    return train_lora(lm, build_examples(lm.tokenizer, objective="sft", questions=QS), **args)
+
+
+def test_lora_training_lowers_loss_and_saves_only_the_adapter(tiny_lm, tmp_path):
+    base_state = {k: v.clone() for k, v in tiny_lm.model.state_dict().items()}
+    r = _train(tiny_lm, tmp_path)
+    train = [p["train_loss"] for p in r.loss_curve if "train_loss" in p]
+    dev = [p["dev_loss"] for p in r.loss_curve if "dev_loss" in p]
+    assert len(dev) == 3 and r.dev_examples == 3 and r.train_examples == 9
+    assert train[-1] < train[0] and dev[-1] < dev[0]
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+    assert 0 < r.trainable_params < r.total_params
+    with tiny_lm.model.disable_adapter():  # the base weights were never touched
+        for k, v in tiny_lm.model.get_base_model().state_dict().items():
+            if "lora" not in k:
+                assert torch.equal(v, base_state[k.replace("base_layer.", "")])
+
+
+def test_max_steps_and_early_stopping(tiny_lm, tmp_path):
+    r = _train(tiny_lm, tmp_path, max_steps=2, epochs=5)
+    assert r.steps == 2
+
+
+def test_early_stopping_keeps_the_best_epoch(tiny_model_dir, tmp_path, monkeypatch):
+    """A scripted dev-loss sequence: best at epoch 2, then two epochs without improvement
+    stop the run (patience 2), and the saved adapter is the epoch-2 state."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    import harness.train as train_mod
+    from harness.models import load_generator
+
+    script, snapshots = iter([3.0, 2.0, 2.5, 2.6, 1.0, 0.5]), []
+
+    def scripted_dev_loss(lm, items, batch_size, pad_id):
+        snapshots.append({k: v.clone() for k, v in get_peft_model_state_dict(lm.model).items()})
+        return next(script)
+
+    monkeypatch.setattr(train_mod, "_dev_loss", scripted_dev_loss)
+    lm = load_generator(str(tiny_model_dir), dtype="float32", device="cpu")
+    r = _train(lm, tmp_path, epochs=6, early_stopping_patience=2)
+    assert r.stopped_early and r.best_epoch == 2
+    assert [p["dev_loss"] for p in r.loss_curve if "dev_loss" in p] == [3.0, 2.0, 2.5, 2.6]
+    saved = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    best = snapshots[1]
+    assert saved.keys() == best.keys() and all(torch.equal(saved[k], best[k]) for k in best)
+    assert not all(torch.equal(saved[k], snapshots[3][k]) for k in best)
+
+
+def test_bad_target_module_names_the_key(tiny_model_dir, tmp_path):
+    from harness.models import load_generator
+
+    lm = load_generator(str(tiny_model_dir), dtype="float32", device="cpu")
+    with pytest.raises(TrainError, match="train.target_modules"):
+        _train(lm, tmp_path, target_modules=["no_such_proj"])
