@@ -29,7 +29,8 @@ def wilson(k: float, n: int, *, confidence: float = 0.95) -> tuple[float, float]
     z, p = _z(confidence), k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # At k = 0 and k = n the bounds are exactly 0 and 1; rounding must not move them.
+    return (0.0 if k == 0 else max(0.0, centre - half), 1.0 if k == n else min(1.0, centre + half))
 
 
 def bootstrap_ci(values, *, samples: int = 2000, confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:

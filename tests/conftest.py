@@ -53,14 +53,16 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"), corpus * 3)
 
 
-@pytest.fixture(autouse=True)
-def _sandbox_cache(tmp_path_factory, monkeypatch):
-    """Every test gets a cache outside the source tree that the session shares."""
-    cache = tmp_path_factory.getbasetemp() / "harness-cache"
-    monkeypatch.setenv("HARNESS_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+@pytest.fixture(scope="session", autouse=True)
+def _sandbox_cache(tmp_path_factory):
+    """One cache for the whole session, outside the source tree and the user's home;
+    session-scoped so that module-scoped fixtures see it too. No hub access, ever."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("HARNESS_CACHE", str(tmp_path_factory.getbasetemp() / "harness-cache"))
+    mp.setenv("HF_HUB_OFFLINE", "1")
+    mp.setenv("TRANSFORMERS_OFFLINE", "1")
     yield
+    mp.undo()
 
 
 @pytest.fixture
