@@ -2,7 +2,8 @@
 
     harness run CONFIG [--results-dir DIR]   run an experiment, write results and report
     harness validate CONFIG                  check a config without loading any model
-    harness report RESULTS_DIR               rewrite report.md from result files alone
+    harness report RESULTS_DIR               rewrite report.md/.html from result files alone
+    harness compare DIR_A DIR_B              two runs side by side, Markdown on stdout
 
 Exit codes: 0 success, 2 a problem with the user's input (config, data, model name),
 1 anything else. Input problems print one line naming the file, line or key.
@@ -55,6 +56,19 @@ def _report(args) -> int:
     return 0
 
 
+def _compare(args) -> int:
+    from pathlib import Path
+
+    from harness.report import compare_runs
+
+    for folder in (args.dir_a, args.dir_b):
+        if not (Path(folder) / "metrics.json").is_file():
+            print(f"harness: error: {folder}: no metrics.json (not a finished results folder)", file=sys.stderr)
+            return 2
+    print(compare_runs(args.dir_a, args.dir_b), end="")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="harness", description="Fine-tune, retrieve, or both? Measure it.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -69,10 +83,14 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("report", help="rewrite report.md from a results folder")
     p.add_argument("results_dir")
     p.set_defaults(func=_report)
+    p = sub.add_parser("compare", help="put two results folders side by side (Markdown on stdout)")
+    p.add_argument("dir_a")
+    p.add_argument("dir_b")
+    p.set_defaults(func=_compare)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "urllib3", "sentence_transformers", "transformers", "filelock"):
+    for noisy in ("httpx", "urllib3", "sentence_transformers", "transformers", "filelock", "faiss.loader"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return args.func(args)

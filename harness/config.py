@@ -124,6 +124,7 @@ class EvalConfig(_Section):
     multiple_choice: bool = True
     n_examples: int = Field(4, ge=0)
     bootstrap_samples: int = Field(2000, ge=100)
+    min_effect: float = Field(0.05, ge=0, le=1)  # smallest difference worth acting on (0.05 = 5 points)
 
     @model_validator(mode="after")
     def _unique(self) -> "EvalConfig":

@@ -147,3 +147,11 @@ def item_values(scored: list[tuple[dict, object]]) -> dict[str, dict[str, float]
         else:
             out["hallucination_unanswerable"][q.id] = scores["hallucinated"]
     return {m: v for m, v in out.items() if v}
+
+
+# The questions a report answers with a verdict, and the metric that decides each.
+DECISIONS = {
+    "facts (multiple choice)": "mc_accuracy",
+    "facts (generated answer contains the gold)": "contains",
+    "hallucination on questions with no answer": "hallucination_unanswerable",
+}

@@ -6,7 +6,9 @@ Every pipeline renders its prompt from the same family, so the only differences 
 version are recorded with every prediction; change the wording, bump the version.
 
 Prompts go through the tokenizer's chat template when it has one (instruction-tuned
-models), and through a plain "Question: ... Answer:" layout otherwise (base models).
+models), with the instruction as the system message (it replaces a model's default system
+prompt, which would only add tokens), and through a plain "instruction, question,
+Answer:" layout otherwise (base models).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ ABSTAIN = "I don't know"
 class Template:
     name: str
     version: str
+    system: str  # the instruction, sent as the system message (replacing a model's default)
     user: str  # format string with {question} and, for retrieval, {context}
 
     @property
@@ -35,9 +38,9 @@ def render(tokenizer, template: Template, *, question: str, passages: list[str] 
     """The full prompt text up to where the model's answer starts."""
     user = template.user.format(question=question, context=format_context(passages or []))
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
-                                             add_generation_prompt=True)
-    return f"{user}\nAnswer:"
+        messages = [{"role": "system", "content": template.system}, {"role": "user", "content": user}]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return f"{template.system}\n\n{user}\nAnswer:"
 
 
 def answer_suffix(tokenizer) -> str:
@@ -52,13 +55,13 @@ def template_for(*, retrieval: bool) -> Template:
 TEMPLATES = {
     "closed_book": Template(
         name="closed_book", version="v1",
-        user=("Answer the question with a short phrase. If you do not know the answer, "
-              f"reply \"{ABSTAIN}\".\n\nQuestion: {{question}}"),
+        system=f"Answer the question with a short phrase. If you do not know the answer, reply \"{ABSTAIN}\".",
+        user="Question: {question}",
     ),
     "with_context": Template(
         name="with_context", version="v1",
-        user=("Answer the question with a short phrase, using the passages below. If they do "
-              f"not contain the answer, reply \"{ABSTAIN}\".\n\nPassages:\n{{context}}\n\n"
-              "Question: {question}"),
+        system=("Answer the question with a short phrase, using the passages given. If they do not "
+                f"contain the answer, reply \"{ABSTAIN}\"."),
+        user="Passages:\n{context}\n\nQuestion: {question}",
     ),
 }

@@ -1,12 +1,18 @@
-"""The comparison report: a pure reader of a results folder that writes `report.md`.
+"""The comparison report: a pure reader of a results folder that writes `report.md` and a
+self-contained `report.html` from one source.
 
-`write_report(results_dir)` reads `metrics.json`, `predictions.jsonl` and
-`loss_curve.json` and nothing else; it never imports torch or loads a model, so
-`harness report DIR` regenerates a report anywhere the result files are.
+`build_blocks(m, predictions, curve)` turns the parsed result files into a list of
+blocks (headings, paragraphs, tables, figures, the item drill-down); `to_markdown` and
+`to_html` render the same blocks. `write_report(results_dir)` reads `metrics.json`,
+`predictions.jsonl` and `loss_curve.json` and nothing else; it never imports torch or
+loads a model, so `harness report DIR` regenerates a report anywhere the files are.
+`compare_runs(dir_a, dir_b)` puts two runs side by side.
 """
 
 from __future__ import annotations
 
+import base64
+import html
 import json
 from pathlib import Path
 
@@ -28,127 +34,293 @@ def _cell(agg: dict | None) -> str:
     return f"{_pct(agg['mean'])} [{_pct(lo)}, {_pct(hi)}]"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
+def _pts(x: float) -> str:
+    return f"{100 * x:+.1f}"
 
 
-def _fmt_s(x) -> str:
-    return "–" if x is None else f"{x:.2f}"
+def pick_examples(by_q: dict[str, dict[str, dict]], n: int) -> list[str]:
+    """Question ids worth reading: first those where the pipelines disagree (some right,
+    some wrong), then the rest, in question order; one unanswerable question at the end."""
+    def right(row):
+        return row["scores"].get("contains", 0.0)
+
+    answerable = [q for q, rows in by_q.items() if next(iter(rows.values()))["answerable"]]
+    unanswerable = [q for q in by_q if q not in answerable]
+    split = [q for q in answerable if len({right(r) for r in by_q[q].values()}) > 1]
+    rest = [q for q in answerable if q not in split]
+    return (split + rest)[:max(n - 1, 0)] + unanswerable[:1]
 
 
-def render_markdown(m: dict, predictions: list[dict], loss_curve: list[dict] | None, *, n_examples: int = 4) -> str:
+def _verdict_line(question: str, v: dict, defs: dict) -> str:
+    label = defs[v["metric"]]["label"]
+    if v["effect"] is None:
+        return f"**{question}: {v['verdict']}** ({label})."
+    lo, hi = v["ci95"]
+    return (f"**{question}: {v['verdict']}** — {v['comparison']}: {_pts(v['effect'])} points "
+            f"[{_pts(lo)}, {_pts(hi)}], adjusted p = {v['p_adj']:.3g} ({label}).")
+
+
+def build_blocks(m: dict, predictions: list[dict], curve: list[dict] | None) -> list[tuple]:
+    """The report as blocks: ("h1"|"h2"|"p", text), ("table", header, rows),
+    ("figure", name, caption), ("items", rows)."""
+    from harness import plots
+
     pipes = list(m["pipelines"])
     defs = m["metric_definitions"]
     d = m["data"]
-    out = [f"# {m['experiment']}: base vs fine-tuned vs RAG vs both", ""]
-    out.append(f"Model `{m['model']['name']}` ({m['model']['device']}, {m['model']['dtype']}); "
-               f"embedder `{m['embedder']}`; data: {d['source']} "
-               f"({d['documents']} documents, {d['answerable']} answerable and {d['unanswerable']} unanswerable "
-               f"questions; {d['train_texts']} training texts, {d['train_questions']} training questions). "
-               f"Config hash `{m['config_hash'][:12]}`, seed {m['seed']}.")
-    out += ["", "All numbers are percentages with 95% confidence intervals in brackets "
-            "(Wilson for proportions, bootstrap for means). Every pipeline answered the same questions.", ""]
+    b: list[tuple] = [("h1", f"{m['experiment']}: base vs fine-tuned vs RAG vs both")]
+    b.append(("p", f"Model `{m['model']['name']}` ({m['model']['device']}, {m['model']['dtype']}); "
+                   f"embedder `{m['embedder']}`; data: {d['source']} ({d['documents']} documents, "
+                   f"{d['answerable']} answerable and {d['unanswerable']} unanswerable questions; "
+                   f"{d['train_texts']} training texts, {d['train_questions']} training questions). "
+                   f"Config hash `{m['config_hash'][:12]}`, seed {m['seed']}."))
 
-    out += ["## Results by pipeline", ""]
-    metrics_present = [k for k in MAIN_METRICS if any(k in m["pipelines"][p] for p in pipes)]
+    b.append(("h2", "Verdicts"))
+    verdicts = m.get("verdicts") or {}
+    if verdicts:
+        for question, v in verdicts.items():
+            b.append(("p", _verdict_line(question, v, defs)))
+        any_v = next(iter(verdicts.values()))
+        b.append(("p", f"Rule: X beats Y when the paired difference favours X by at least "
+                       f"{100 * any_v['min_effect']:.0f} points and its Benjamini-Hochberg adjusted p is below "
+                       f"{any_v['alpha']}. “both”: rag_finetuned beats each single arm; “RAG”: rag beats "
+                       "finetuned and base; “fine-tuning”: finetuned beats rag and base; otherwise "
+                       "“no clear winner”. The interval is a paired bootstrap 95% interval."))
+    else:
+        b.append(("p", "No verdicts: they need all four pipelines in the run."))
+
+    b.append(("h2", "Results by pipeline"))
+    b.append(("p", "Percentages with 95% confidence intervals in brackets (Wilson for proportions, "
+                   "bootstrap for means). Every pipeline answered the same questions."))
     rows = []
-    for k in metrics_present:
+    for k in MAIN_METRICS:
+        if not any(k in m["pipelines"][p] for p in pipes):
+            continue
         arrow = {"higher": "↑", "lower": "↓"}.get(defs[k]["direction"], "")
-        n = next((m["pipelines"][p][k]["n"] for p in pipes if k in m["pipelines"][p]), 0)
-        rows.append([f"{defs[k]['label']} {arrow}", str(n)] + [_cell(m["pipelines"][p].get(k)) for p in pipes])
-    out += [_table(["metric", "n"] + pipes, rows), ""]
+        n = next(m["pipelines"][p][k]["n"] for p in pipes if k in m["pipelines"][p])
+        rows.append([f"{defs[k]['label']} {arrow}".strip(), str(n)] + [_cell(m["pipelines"][p].get(k)) for p in pipes])
+    b.append(("table", ["metric", "n"] + pipes, rows))
     if any("mc_accuracy" in m["pipelines"][p] for p in pipes):
-        out += ["Multiple choice is 4-way: chance is 25.0.", ""]
+        b.append(("p", "Multiple choice is 4-way: chance is 25.0."))
+    b.append(("figure", "pipelines", plots.pipeline_bars(m, HEADLINE_METRICS),
+              "Headline metrics per pipeline with 95% intervals."))
 
-    out += ["## Which differences are real", "",
-            "Paired on the same items: difference (column minus row pipeline, in points) with a paired "
-            "bootstrap 95% interval; p from an exact McNemar test, Benjamini-Hochberg adjusted over all "
-            f"{len(m['comparisons'])} comparisons in this run. ✔ marks adjusted p < 0.05.", ""]
+    b.append(("h2", "Which differences are real"))
+    b.append(("p", "Paired on the same items: difference (first minus second pipeline, in points) with a paired "
+                   "bootstrap 95% interval; p from an exact McNemar test (bootstrap for means), "
+                   f"Benjamini-Hochberg adjusted over all {len(m['comparisons'])} comparisons in this run. "
+                   "✔ marks adjusted p < 0.05."))
     for k in HEADLINE_METRICS:
         comps = [c for c in m["comparisons"] if c["metric"] == k]
-        if not comps:
-            continue
-        rows = [[f"{c['b']} − {c['a']}", f"{100 * c['diff']:+.1f}",
-                 f"[{100 * c['ci95'][0]:+.1f}, {100 * c['ci95'][1]:+.1f}]", f"{c['p_adj']:.3g}",
-                 "✔" if c["significant"] else ""] for c in comps]
-        out += [f"**{defs[k]['label']}**", "", _table(["comparison", "diff", "95% CI", "p (adj.)", ""], rows), ""]
+        if comps:
+            b.append(("p", f"**{defs[k]['label']}**"))
+            b.append(("table", ["comparison", "diff", "95% CI", "p (adj.)", ""],
+                      [[f"{c['b']} − {c['a']}", _pts(c["diff"]), f"[{_pts(c['ci95'][0])}, {_pts(c['ci95'][1])}]",
+                        f"{c['p_adj']:.3g}", "✔" if c["significant"] else ""] for c in comps]))
 
     costs = m["costs"]
-    out += ["## Cost per arm", ""]
-    rows = [[p, _fmt_s(c["wall_seconds"]), f"{1000 * c['latency_p50_s']:.0f}", f"{1000 * c['latency_p95_s']:.0f}",
-             f"{c['prompt_tokens_mean']:.0f}", f"{c['new_tokens_mean']:.1f}"] for p, c in costs["pipelines"].items()]
-    out += [_table(["pipeline", "eval wall s", "latency p50 ms", "latency p95 ms", "prompt tokens", "generated tokens"],
-                   rows), "", "Latency is the batch's wall time divided by its size (batched greedy decoding).", ""]
+    b.append(("h2", "Cost per arm"))
+    b.append(("table", ["pipeline", "eval wall s", "latency p50 ms", "latency p95 ms", "prompt tokens / query",
+                        "generated tokens / query"],
+              [[p, f"{c['wall_seconds']:.1f}", f"{1000 * c['latency_p50_s']:.0f}", f"{1000 * c['latency_p95_s']:.0f}",
+                f"{c['prompt_tokens_mean']:.0f}", f"{c['new_tokens_mean']:.1f}"] for p, c in costs["pipelines"].items()]))
+    b.append(("p", "Latency is generation alone: the batch's wall time divided by its size (batched greedy "
+                   "decoding). Eval wall time also includes retrieval and multiple-choice scoring."))
     tr = costs.get("training")
     if tr:
-        out += [f"Training: {tr['steps']} steps on {tr['train_examples']} examples ({tr['dev_examples']} held out), "
-                f"{tr['wall_seconds']:.1f} s, {tr['tokens_per_second']:.0f} tokens/s, "
-                f"{tr['trainable_params']:,} trainable parameters "
-                f"({100 * tr['trainable_params'] / tr['total_params']:.2f}% of {tr['total_params']:,}), "
-                f"adapter {tr['adapter_bytes'] / 1e6:.1f} MB, peak RSS {tr['peak_rss_mb']:.0f} MB"
-                + (" (adapter reused from the cache; costs are from when it was trained)." if tr["from_cache"] else "."), ""]
+        b.append(("p", f"Fine-tuning arm: {tr['steps']} steps on {tr['train_examples']} examples "
+                       f"({tr['dev_examples']} held out), {tr['wall_seconds']:.1f} s, {tr['tokens_per_second']:.0f} "
+                       f"tokens/s, {tr['trainable_params']:,} trainable parameters "
+                       f"({100 * tr['trainable_params'] / tr['total_params']:.2f}% of {tr['total_params']:,}), "
+                       f"adapter {tr['adapter_bytes'] / 1e6:.1f} MB on disk, peak process memory "
+                       f"{tr['peak_rss_mb']:.0f} MB" + (" (adapter reused from the cache; these costs are from "
+                                                        "when it was trained)." if tr["from_cache"] else ".")))
     ix = costs.get("index")
     if ix:
-        out += [f"Index: {ix['chunks']} chunks, dimension {ix['dim']}, built in {ix['build_seconds']:.2f} s, "
-                f"{ix['index_bytes'] / 1e3:.1f} kB; top-k = {m['protocol']['top_k']}.", ""]
+        b.append(("p", f"Retrieval arm: {ix['chunks']} chunks of dimension {ix['dim']}, index built in "
+                       f"{ix['build_seconds']:.2f} s, {ix['index_bytes'] / 1e3:.1f} kB; top-k = {m['protocol']['top_k']}."))
+    b.append(("figure", "cost", plots.accuracy_vs_cost(m), "Multiple-choice accuracy against per-query latency."))
+    if any("retrieval_recall" in a for a in m["pipelines"].values()):
+        b.append(("h2", "Retrieval against answers"))
+        b.append(("figure", "retrieval", plots.retrieval_vs_accuracy(predictions),
+                  "Fact recall when the gold chunk was retrieved and when it was missed."))
 
-    if loss_curve:
-        train_pts = [p for p in loss_curve if "train_loss" in p]
-        dev_pts = [p for p in loss_curve if "dev_loss" in p]
-        out += ["## Training loss", ""]
-        if train_pts:
-            out.append(f"Train loss: first step {train_pts[0]['train_loss']:.3f}, last step {train_pts[-1]['train_loss']:.3f}.")
-        if dev_pts:
-            out += ["", _table(["epoch", "step", "dev loss"],
-                               [[str(p["epoch"]), str(p["step"]), f"{p['dev_loss']:.4f}"] for p in dev_pts])]
-        out.append("")
+    if curve:
+        b.append(("h2", "Training loss"))
+        dev = [p for p in curve if "dev_loss" in p]
+        if dev:
+            b.append(("table", ["epoch", "step", "dev loss"], [[str(p["epoch"]), str(p["step"]), f"{p['dev_loss']:.4f}"]
+                                                              for p in dev]))
+        b.append(("figure", "loss", plots.loss_curve(curve), "Train loss per step and dev loss per epoch."))
 
-    out += ["## Worked examples", ""]
     by_q: dict[str, dict[str, dict]] = {}
     for row in predictions:
         by_q.setdefault(row["question_id"], {})[row["pipeline"]] = row
-    answerable = [q for q, rows in by_q.items() if next(iter(rows.values()))["answerable"]]
-    unanswerable = [q for q in by_q if q not in answerable]
-    picks = answerable[:max(n_examples - 1, 0)] + unanswerable[:1]
-    for qid in picks:
-        rows = by_q[qid]
-        first = next(iter(rows.values()))
-        gold = ", ".join(first["answers"]) or "(none: unanswerable)"
-        out += [f"**{first['question']}** — gold: {gold}", ""]
+    b.append(("h2", "Worked examples"))
+    for qid in pick_examples(by_q, m["protocol"].get("n_examples", 4)):
+        first = next(iter(by_q[qid].values()))
+        lines = []
         for p in pipes:
-            r = rows.get(p)
-            if r is None:
-                continue
-            s = r["scores"]
-            mark = ("✔" if s.get("contains") else "✘") if first["answerable"] else ("abstained" if s["abstained"] else "asserted")
-            out.append(f"- `{p}`: {r['output']!r} — {mark}")
-        out.append("")
+            r = by_q[qid].get(p)
+            if r is not None:
+                s = r["scores"]
+                mark = ("✔" if s.get("contains") else "✘") if first["answerable"] else (
+                    "abstained" if s["abstained"] else "asserted")
+                lines.append(f"`{p}`: “{r['output']}” {mark}")
+        gold = ", ".join(first["answers"]) or "(none: unanswerable)"
+        b.append(("p", f"**{first['question']}** — gold: {gold}<br>" + "<br>".join(lines)))
+    b.append(("items", predictions))
 
-    out += ["## Protocol", "",
-            f"- Templates: {', '.join(m['protocol']['templates'].values())}; decoding: {m['protocol']['decoding']}.",
-            f"- Multiple choice: {m['protocol']['multiple_choice']}.",
-            f"- Normalisation: {m['protocol']['normalisation']}.",
-            "- Abstention rule: an output abstains when it is empty or its normalised text contains one of: "
-            + ", ".join(f"“{p}”" for p in m["protocol"]["abstention_phrases"]) + ".",
-            "- Hallucination: on answerable questions, a wrong answer given instead of abstaining; on "
-            "unanswerable questions (entities that do not exist), any answer asserted.",
-            f"- Intervals: {m['protocol']['intervals']}.",
-            f"- Timings: total {m['timings']['total_seconds']:.0f} s. Versions: "
-            + ", ".join(f"{k} {v}" for k, v in m["provenance"]["versions"].items() if v) + ".",
-            f"- Git commit: {m['provenance']['git']['commit'] or 'unknown'}"
-            + (" (with uncommitted changes)" if m["provenance"]["git"]["dirty"] else "") + ".", ""]
+    proto = m["protocol"]
+    b.append(("h2", "Protocol"))
+    b.append(("p", f"Templates: {', '.join(proto['templates'].values())}; decoding: {proto['decoding']}. "
+                   f"Multiple choice: {proto['multiple_choice']}. Normalisation: {proto['normalisation']}."))
+    b.append(("p", "Abstention rule: an output abstains when it is empty or its normalised text contains one of: "
+                   + ", ".join(f"“{p}”" for p in proto["abstention_phrases"]) + ". Hallucination: on answerable "
+                   "questions, a wrong answer given instead of abstaining; on unanswerable questions (entities "
+                   "that do not exist), any answer asserted."))
+    b.append(("p", f"Intervals: {proto['intervals']}. Total time {m['timings']['total_seconds']:.0f} s. Versions: "
+                   + ", ".join(f"{k} {v}" for k, v in m["provenance"]["versions"].items() if v)
+                   + f". Git commit: {m['provenance']['git']['commit'] or 'unknown'}"
+                   + (" (with uncommitted changes)." if m["provenance"]["git"]["dirty"] else ".")))
+    return b
+
+
+def to_markdown(blocks: list[tuple], *, figure_dir: str | None = None) -> str:
+    out = []
+    for block in blocks:
+        kind = block[0]
+        if kind == "h1":
+            out += [f"# {block[1]}", ""]
+        elif kind == "h2":
+            out += [f"## {block[1]}", ""]
+        elif kind == "p":
+            out += [block[1].replace("<br>", "  \n"), ""]
+        elif kind == "table":
+            header, rows = block[1], block[2]
+            out += ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+            out += ["| " + " | ".join(r) + " |" for r in rows] + [""]
+        elif kind == "figure" and block[2] is not None and figure_dir:
+            out += [f"![{block[3]}]({figure_dir}/{block[1]}.png)", ""]
+        elif kind == "items":
+            out += ["Every item, with each pipeline's answer and scores, is in `predictions.jsonl` and in "
+                    "the filterable table of `report.html`.", ""]
     return "\n".join(out)
 
 
-def write_report(results_dir: str | Path, *, n_examples: int = 4) -> Path:
-    """(Re)write `report.md` in `results_dir` from its result files."""
-    results_dir = Path(results_dir)
+def _md_inline(text: str) -> str:
+    """The little Markdown the blocks use (**bold**, `code`, <br>) as HTML."""
+    import re
+
+    t = html.escape(text).replace("&lt;br&gt;", "<br>")
+    t = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", t)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", t)
+
+
+_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1em}td,th{border:1px solid #ccc;padding:3px 7px;font-size:13px;
+vertical-align:top}th{background:#f2f2f2}figure{margin:1em 0}figcaption{font-size:12px;color:#555}
+img{max-width:100%}.ok{color:#1a7f37}.bad{color:#cf222e}#filters{margin:.5em 0}#filters *{margin-right:.6em}"""
+
+_JS = """(function(){var q=document.getElementById('f-text'),p=document.getElementById('f-pipe'),
+c=document.getElementById('f-correct'),rows=document.querySelectorAll('#items tbody tr'),
+n=document.getElementById('f-count');function apply(){var t=q.value.toLowerCase(),shown=0;
+rows.forEach(function(r){var ok=(!t||r.textContent.toLowerCase().indexOf(t)>=0)&&
+(!p.value||r.dataset.pipeline===p.value)&&(!c.value||r.dataset.correct===c.value);
+r.style.display=ok?'':'none';if(ok)shown++;});n.textContent=shown+' of '+rows.length+' rows';}
+[q,p,c].forEach(function(e){e.addEventListener('input',apply);});apply();
+document.body.dataset.ready='1';})();"""
+
+
+def _items_html(predictions: list[dict]) -> str:
+    pipes = sorted({r["pipeline"] for r in predictions})
+    head = ("<div id='filters'><input id='f-text' placeholder='filter text'>"
+            "<select id='f-pipe'><option value=''>all pipelines</option>"
+            + "".join(f"<option>{html.escape(p)}</option>" for p in pipes)
+            + "</select><select id='f-correct'><option value=''>right and wrong</option>"
+              "<option value='1'>right</option><option value='0'>wrong</option>"
+              "<option value='u'>unanswerable</option></select><span id='f-count'></span></div>")
+    rows = []
+    for r in predictions:
+        s = r["scores"]
+        correct = "u" if not r["answerable"] else str(int(s.get("contains", 0)))
+        passages = "<br>".join(f"[{html.escape(h['id'])}] {html.escape(h['text'])}" for h in r["retrieved"])
+        mark = {"1": "<span class='ok'>right</span>", "0": "<span class='bad'>wrong</span>",
+                "u": "abstained" if s["abstained"] else "<span class='bad'>asserted</span>"}[correct]
+        rows.append(f"<tr data-pipeline='{html.escape(r['pipeline'])}' data-correct='{correct}'>"
+                    f"<td>{html.escape(r['question'])}</td><td>{html.escape(', '.join(r['answers']) or '—')}</td>"
+                    f"<td>{html.escape(r['pipeline'])}</td><td>{html.escape(r['output'])}</td><td>{mark}</td>"
+                    f"<td>{passages}</td></tr>")
+    return (head + "<table id='items'><thead><tr><th>question</th><th>gold</th><th>pipeline</th><th>answer</th>"
+            "<th>right?</th><th>retrieved passages</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+
+
+def to_html(blocks: list[tuple], *, title: str) -> str:
+    body = []
+    for block in blocks:
+        kind = block[0]
+        if kind in ("h1", "h2"):
+            body.append(f"<{kind}>{_md_inline(block[1])}</{kind}>")
+        elif kind == "p":
+            body.append(f"<p>{_md_inline(block[1])}</p>")
+        elif kind == "table":
+            body.append("<table><thead><tr>" + "".join(f"<th>{_md_inline(h)}</th>" for h in block[1])
+                        + "</tr></thead><tbody>" + "".join("<tr>" + "".join(f"<td>{_md_inline(c)}</td>" for c in r)
+                                                         + "</tr>" for r in block[2]) + "</tbody></table>")
+        elif kind == "figure" and block[2] is not None:
+            data = base64.b64encode(block[2]).decode()
+            body.append(f"<figure class='plot' id='fig-{block[1]}'><img alt='{html.escape(block[3])}' "
+                        f"src='data:image/png;base64,{data}'><figcaption>{html.escape(block[3])}</figcaption></figure>")
+        elif kind == "items":
+            body.append("<h2>All items</h2>" + _items_html(block[1]))
+    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{_CSS}</style></head><body>{''.join(body)}<script>{_JS}</script></body></html>\n")
+
+
+def _load(results_dir: Path) -> tuple[dict, list[dict], list[dict] | None]:
     m = json.loads((results_dir / "metrics.json").read_text(encoding="utf-8"))
     predictions = read_jsonl(results_dir / "predictions.jsonl")
     curve_path = results_dir / "loss_curve.json"
     curve = json.loads(curve_path.read_text(encoding="utf-8")) if curve_path.is_file() else None
+    return m, predictions, curve
+
+
+def write_report(results_dir: str | Path) -> Path:
+    """(Re)write `report.md`, its figures under `figures/`, and `report.html` in
+    `results_dir`, from its result files."""
+    results_dir = Path(results_dir)
+    m, predictions, curve = _load(results_dir)
+    blocks = build_blocks(m, predictions, curve)
+    figures = results_dir / "figures"
+    figures.mkdir(exist_ok=True)
+    for block in blocks:
+        if block[0] == "figure" and block[2] is not None:
+            tmp = figures / f".{block[1]}.png.tmp"
+            tmp.write_bytes(block[2])
+            tmp.replace(figures / f"{block[1]}.png")
+    atomic_write_text(results_dir / "report.html", to_html(blocks, title=f"{m['experiment']} — harness report"))
     target = results_dir / "report.md"
-    atomic_write_text(target, render_markdown(m, predictions, curve, n_examples=n_examples))
+    atomic_write_text(target, to_markdown(blocks, figure_dir="figures"))
     return target
+
+
+def compare_runs(dir_a: str | Path, dir_b: str | Path) -> str:
+    """Two runs side by side: each shared pipeline's headline metrics in both, as Markdown.
+    The runs may differ in items, so differences here are not paired."""
+    (ma, _, _), (mb, _, _) = _load(Path(dir_a)), _load(Path(dir_b))
+    defs = ma["metric_definitions"]
+    out = [f"# {ma['experiment']} vs {mb['experiment']}", "",
+           f"A = `{dir_a}` (config `{ma['config_hash'][:12]}`), B = `{dir_b}` (config `{mb['config_hash'][:12]}`). "
+           "Percentages with 95% intervals; the runs may differ in items, so B − A is not a paired difference.", ""]
+    rows = []
+    for k in MAIN_METRICS:
+        for p in ma["pipelines"]:
+            a, bb = ma["pipelines"][p].get(k), mb["pipelines"].get(p, {}).get(k)
+            if a and bb:
+                rows.append([defs[k]["label"], p, _cell(a), _cell(bb), _pts(bb["mean"] - a["mean"])])
+    out += ["| metric | pipeline | A | B | B − A |", "|---|---|---|---|---|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    for name, m in (("A", ma), ("B", mb)):
+        for question, v in (m.get("verdicts") or {}).items():
+            out.append(f"\n{name}: {_verdict_line(question, v, defs)}")
+    return "\n".join(out) + "\n"

@@ -183,6 +183,10 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
         samples = cfg.eval.bootstrap_samples
         aggregates = {p: stats.aggregate(v, kinds, samples=samples, seed=cfg.seed) for p, v in per_item.items()}
         comparisons = stats.compare_all(per_item, kinds, samples=samples, seed=cfg.seed)
+        verdicts = {question: stats.decide(comparisons, metric=metric, direction=metrics.METRICS[metric][1],
+                                           min_effect=cfg.eval.min_effect)
+                    for question, metric in metrics.DECISIONS.items()
+                    if all(p in per_item and metric in per_item[p] for p in PIPELINES)}
         timings["total_seconds"] = time.perf_counter() - t_run
 
         n_answerable = sum(q.answerable for q in questions)
@@ -202,6 +206,7 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
             },
             "pipelines": aggregates,
             "comparisons": comparisons,
+            "verdicts": verdicts,
             "metric_definitions": {m: {"label": s[0], "direction": s[1], "kind": s[2]} for m, s in metrics.METRICS.items()},
             "costs": {
                 "training": None if train_record is None else {
@@ -219,6 +224,7 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
                              "McNemar for differences, Benjamini-Hochberg adjusted",
                 "bootstrap_samples": samples,
                 "top_k": cfg.retrieval.top_k,
+                "n_examples": cfg.eval.n_examples,
             },
             "timings": timings,
             "provenance": provenance(),

@@ -137,3 +137,50 @@ def _bootstrap_p(a, b, *, samples: int, seed: int) -> float:
     centred = d - d.mean()
     means = centred[rng.integers(0, d.size, size=(samples, d.size))].mean(axis=1)
     return float((np.sum(np.abs(means) >= abs(d.mean())) + 1) / (samples + 1))
+
+
+VERDICTS = ("RAG", "fine-tuning", "both", "no clear winner")
+
+
+def decide(comparisons: list[dict], *, metric: str, direction: str, min_effect: float = 0.05,
+           alpha: float = 0.05, rag: str = "rag", finetuned: str = "finetuned", combined: str = "rag_finetuned",
+           base: str = "base") -> dict:
+    """The verdict for one question from the paired comparisons of one metric.
+
+    X beats Y when the paired difference favours X by at least `min_effect` (in the
+    metric's units; 0.05 = 5 points) and its Benjamini-Hochberg adjusted p is below
+    `alpha`. Then: "both" if the combined pipeline beats each single arm; "RAG" if RAG
+    beats fine-tuning and the base; "fine-tuning" if fine-tuning beats RAG and the base;
+    otherwise "no clear winner". The effect reported is the deciding difference.
+    """
+    sign = 1.0 if direction == "higher" else -1.0
+    table = {}
+    for c in comparisons:
+        if c["metric"] == metric:
+            table[(c["a"], c["b"])] = c
+            table[(c["b"], c["a"])] = {**c, "a": c["b"], "b": c["a"], "diff": -c["diff"],
+                                       "ci95": [-c["ci95"][1], -c["ci95"][0]]}
+
+    def gap(x: str, y: str) -> dict | None:
+        """Comparison oriented as x minus y (x's advantage, in the metric's direction)."""
+        return table.get((y, x))
+
+    def beats(x: str, y: str) -> bool:
+        c = gap(x, y)
+        return c is not None and sign * c["diff"] >= min_effect and c["p_adj"] < alpha
+
+    def result(verdict: str, x: str | None, y: str | None) -> dict:
+        c = gap(x, y) if x and y else None
+        return {"metric": metric, "verdict": verdict, "min_effect": min_effect, "alpha": alpha,
+                "comparison": f"{x} vs {y}" if c else None,
+                "effect": c["diff"] if c else None, "ci95": c["ci95"] if c else None,
+                "p_adj": c["p_adj"] if c else None}
+
+    if beats(combined, rag) and beats(combined, finetuned):
+        worse_single = min((rag, finetuned), key=lambda s: sign * gap(combined, s)["diff"])
+        return result("both", combined, worse_single)
+    if beats(rag, finetuned) and beats(rag, base):
+        return result("RAG", rag, finetuned)
+    if beats(finetuned, rag) and beats(finetuned, base):
+        return result("fine-tuning", finetuned, rag)
+    return result("no clear winner", rag, finetuned)

@@ -49,7 +49,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from harness.world import generate_world
 
     world = generate_world(seed=0, n_people=4, n_organisations=2, n_places=2, paraphrases=2, n_unanswerable=4)
-    corpus = list(world.train_texts) + [q.question for q in world.questions] + [t.user for t in TEMPLATES.values()]
+    corpus = list(world.train_texts) + [q.question for q in world.questions] + [t.system + " " + t.user for t in TEMPLATES.values()]
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"), corpus * 3)
 
 

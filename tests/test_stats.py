@@ -77,3 +77,48 @@ def test_summarize_picks_interval_by_kind():
     assert stats.summarize([1, 0, 1, 1], kind="proportion")["ci_method"] == "wilson"
     s = stats.summarize([0.5, 0.25], kind="mean", samples=200)
     assert s["ci_method"] == "bootstrap" and s["mean"] == pytest.approx(0.375) and s["n"] == 2
+
+
+def _simulated_run(rng, n, rates):
+    """Paired 0/1 outcomes with a shared item difficulty, so pipelines are correlated."""
+    difficulty = rng.uniform(size=n)
+    ids = [f"q{i}" for i in range(n)]
+    per = {}
+    for name, rate in rates.items():
+        noise = rng.uniform(size=n)
+        per[name] = {"mc_accuracy": dict(zip(ids, ((0.5 * difficulty + 0.5 * noise) < rate).astype(float)))}
+    return per
+
+
+def test_decision_rule_says_no_clear_winner_when_nothing_differs():
+    rng = np.random.default_rng(10)
+    runs, calm = 150, 0
+    for _ in range(runs):
+        per = _simulated_run(rng, 300, {"base": 0.5, "finetuned": 0.5, "rag": 0.5, "rag_finetuned": 0.5})
+        comps = stats.compare_all(per, {"mc_accuracy": "proportion"}, samples=100)
+        calm += stats.decide(comps, metric="mc_accuracy", direction="higher")["verdict"] == "no clear winner"
+    assert calm / runs >= 0.95
+
+
+def test_decision_rule_finds_a_planted_ten_point_difference():
+    rng = np.random.default_rng(11)
+    runs, found = 100, 0
+    for _ in range(runs):
+        per = _simulated_run(rng, 300, {"base": 0.4, "finetuned": 0.4, "rag": 0.5, "rag_finetuned": 0.5})
+        comps = stats.compare_all(per, {"mc_accuracy": "proportion"}, samples=100)
+        found += stats.decide(comps, metric="mc_accuracy", direction="higher")["verdict"] == "RAG"
+    assert found / runs >= 0.6
+
+
+def test_decision_rule_both_and_lower_is_better():
+    rng = np.random.default_rng(12)
+    per = _simulated_run(rng, 400, {"base": 0.2, "finetuned": 0.45, "rag": 0.45, "rag_finetuned": 0.8})
+    comps = stats.compare_all(per, {"mc_accuracy": "proportion"}, samples=200)
+    d = stats.decide(comps, metric="mc_accuracy", direction="higher")
+    assert d["verdict"] == "both" and d["effect"] > 0.2 and d["comparison"].startswith("rag_finetuned vs")
+    # the same numbers read as a lower-is-better metric favour the pipelines that score least
+    d = stats.decide(comps, metric="mc_accuracy", direction="lower")
+    assert d["verdict"] == "no clear winner"
+    per = _simulated_run(rng, 400, {"base": 0.6, "finetuned": 0.6, "rag": 0.3, "rag_finetuned": 0.45})
+    comps = stats.compare_all(per, {"mc_accuracy": "proportion"}, samples=200)
+    assert stats.decide(comps, metric="mc_accuracy", direction="lower")["verdict"] == "RAG"

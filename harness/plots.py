@@ -1,0 +1,122 @@
+"""Charts for the report, drawn with matplotlib from results data (never from a model).
+
+Each function takes the parsed `metrics.json` (and predictions or the loss curve where it
+needs them) and returns PNG bytes, or None when the run has nothing to draw. Axes are
+labelled with units; every estimate carries its 95% interval as an error bar.
+"""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+COLORS = {"base": "#7f7f7f", "finetuned": "#1f77b4", "rag": "#2ca02c", "rag_finetuned": "#9467bd"}
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _err(agg: dict) -> tuple[float, list[float]]:
+    mean, (lo, hi) = 100 * agg["mean"], agg["ci95"]
+    return mean, [mean - 100 * lo, 100 * hi - mean]
+
+
+def pipeline_bars(m: dict, metrics: tuple[str, ...]) -> bytes | None:
+    """One panel per metric: each pipeline's value with its 95% interval."""
+    present = [k for k in metrics if any(k in a for a in m["pipelines"].values())]
+    if not present:
+        return None
+    fig, axes = plt.subplots(1, len(present), figsize=(4.2 * len(present), 3.4), squeeze=False)
+    for ax, k in zip(axes[0], present):
+        names = [p for p, a in m["pipelines"].items() if k in a]
+        vals = [_err(m["pipelines"][p][k]) for p in names]
+        ax.bar(names, [v for v, _ in vals], yerr=list(zip(*[e for _, e in vals])), capsize=4,
+               color=[COLORS.get(p, "#333") for p in names])
+        if k == "mc_accuracy":
+            ax.axhline(25, ls="--", color="k", lw=1, label="chance (4-way)")
+            ax.legend(loc="upper left", fontsize=8)
+        ax.set_title(m["metric_definitions"][k]["label"], fontsize=9, wrap=True)
+        ax.set_ylabel("% of items (95% CI)")
+        ax.set_ylim(0, 105)
+        ax.tick_params(axis="x", labelrotation=20, labelsize=8)
+    return _png(fig)
+
+
+def accuracy_vs_cost(m: dict, metric: str = "mc_accuracy") -> bytes | None:
+    """Accuracy against per-query latency (p50), one point per pipeline."""
+    names = [p for p in m["pipelines"] if metric in m["pipelines"][p] and p in m["costs"]["pipelines"]]
+    if not names:
+        return None
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for p in names:
+        v, e = _err(m["pipelines"][p][metric])
+        x = 1000 * m["costs"]["pipelines"][p]["latency_p50_s"]
+        ax.errorbar([x], [v], yerr=[[e[0]], [e[1]]], fmt="o", capsize=4, color=COLORS.get(p, "#333"), label=p)
+    ax.set_xlabel("latency per query, p50 (ms)")
+    ax.set_ylabel(f"{m['metric_definitions'][metric]['label'].split('(')[0].strip()} (%)")
+    ax.set_title("accuracy against cost", fontsize=10)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def retrieval_vs_accuracy(predictions: list[dict]) -> bytes | None:
+    """Fact recall of each retrieval pipeline, split by whether retrieval found the gold
+    chunk: how much of the answer quality the retriever explains."""
+    groups: dict[tuple[str, bool], list[float]] = {}
+    for r in predictions:
+        s = r["scores"]
+        if "retrieval_hit" in s and "contains" in s:
+            groups.setdefault((r["pipeline"], bool(s["retrieval_hit"])), []).append(s["contains"])
+    if not groups:
+        return None
+    from harness.stats import wilson
+
+    pipes = sorted({p for p, _ in groups})
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    width = 0.38
+    for j, hit in enumerate((True, False)):
+        xs, ys, errs = [], [], [[], []]
+        for i, p in enumerate(pipes):
+            vals = groups.get((p, hit), [])
+            if not vals:
+                continue
+            mean = sum(vals) / len(vals)
+            lo, hi = wilson(sum(vals), len(vals))
+            xs.append(i + (j - 0.5) * width)
+            ys.append(100 * mean)
+            errs[0].append(100 * (mean - lo))
+            errs[1].append(100 * (hi - mean))
+        ax.bar(xs, ys, width, yerr=errs, capsize=4, color="#2ca02c" if hit else "#d62728",
+               label="gold chunk retrieved" if hit else "gold chunk missed")
+    ax.set_xticks(range(len(pipes)), pipes)
+    ax.set_ylabel("fact recall (%, 95% CI)")
+    ax.set_ylim(0, 105)
+    ax.set_title("answer accuracy by retrieval outcome", fontsize=10)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def loss_curve(curve: list[dict] | None) -> bytes | None:
+    """Training loss per step and held-out dev loss per epoch."""
+    if not curve:
+        return None
+    train = [(p["step"], p["train_loss"]) for p in curve if "train_loss" in p]
+    dev = [(p["step"], p["dev_loss"]) for p in curve if "dev_loss" in p]
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    if train:
+        ax.plot(*zip(*train), lw=1, color="#1f77b4", label="train (per step)")
+    if dev:
+        ax.plot(*zip(*dev), "o-", color="#ff7f0e", label="dev (per epoch)")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("cross-entropy loss (nats/token)")
+    ax.set_title("adapter training", fontsize=10)
+    ax.legend(fontsize=8)
+    return _png(fig)

@@ -1,0 +1,93 @@
+"""The report: two renderings from one source, the notebook, and the page in Chromium."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import tiny_config
+from harness.config import parse_config
+from harness.report import compare_runs, write_report
+from harness.runner import run_experiment
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_model_dir, tmp_path_factory):
+    cfg = parse_config(tiny_config(tiny_model_dir, name="report-fixture"))
+    return run_experiment(cfg, results_root=tmp_path_factory.mktemp("report"))
+
+
+def test_markdown_and_html_come_from_the_same_numbers(run_dir):
+    md = (run_dir / "report.md").read_text()
+    page = (run_dir / "report.html").read_text()
+    m = json.loads((run_dir / "metrics.json").read_text())
+    cell = m["pipelines"]["rag"]["mc_accuracy"]
+    text = f"{100 * cell['mean']:.1f} [{100 * cell['ci95'][0]:.1f}, {100 * cell['ci95'][1]:.1f}]"
+    assert text in md and text in page
+    assert md.index("## Verdicts") < md.index("## Results by pipeline")
+    for v in m["verdicts"].values():
+        assert v["verdict"] in ("RAG", "fine-tuning", "both", "no clear winner")
+        assert v["verdict"] in md
+    assert "http://" not in page and "https://" not in page  # self-contained
+    assert page.count("data:image/png;base64,") >= 3
+    assert len(re.findall(r"<tr data-pipeline=", page)) == 4 * m["data"]["questions"]
+    for fig in ("pipelines", "cost", "loss", "retrieval"):
+        assert (run_dir / "figures" / f"{fig}.png").stat().st_size > 1000
+
+
+def test_report_regenerates_identically_from_files(run_dir, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    for name in ("report.md", "report.html"):
+        (copy / name).unlink()
+    write_report(copy)
+    assert (copy / "report.md").read_text() == (run_dir / "report.md").read_text()
+    assert (copy / "report.html").read_text() == (run_dir / "report.html").read_text()
+
+
+def test_compare_two_runs(run_dir):
+    text = compare_runs(run_dir, run_dir)
+    assert "| metric | pipeline | A | B | B − A |" in text and "+0.0" in text
+
+
+def test_notebook_runs_top_to_bottom(run_dir, monkeypatch):
+    """Executes every code cell in order, in one namespace, as a kernel would."""
+    nb = json.loads((ROOT / "notebooks" / "explore_results.ipynb").read_text())
+    monkeypatch.setenv("HARNESS_RESULTS", str(run_dir))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    namespace: dict = {}
+    ran = 0
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            exec(compile("".join(cell["source"]), f"cell{ran}", "exec"), namespace)
+            ran += 1
+    assert ran >= 5 and len(namespace["preds"]) == 4 * json.loads((run_dir / "metrics.json").read_text())["data"]["questions"]
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (apt-get install chromium); .ci/run installs it")
+def test_html_report_renders_in_headless_chromium(run_dir, tmp_path):
+    """Loads the page offline, with no outside connections, and checks the console and
+    that the plots and the filterable drill-down table are on the page."""
+    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--disable-default-apps", "--disable-extensions", f"--user-data-dir={tmp_path / 'profile'}",
+             "--enable-logging=stderr", "--v=0", "--virtual-time-budget=3000"]
+    url = (run_dir / "report.html").as_uri()
+    dom = subprocess.run(flags + ["--dump-dom", url], capture_output=True, text=True, timeout=120)
+    console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line]
+    assert not [line for line in console if re.search(r"error|uncaught", line, re.I)], console
+    assert 'data-ready="1"' in dom.stdout  # the filter script ran to the end
+    assert dom.stdout.count("class=\"plot\"") >= 3 and 'id="items"' in dom.stdout
+    shot = Path(os.environ.get("HARNESS_ARTIFACTS", tmp_path)) / "report.png"
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(flags + [f"--screenshot={shot}", "--window-size=1200,2400", url], capture_output=True, timeout=120)
+    assert shot.is_file() and shot.stat().st_size > 10_000
