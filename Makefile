@@ -21,8 +21,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install -c constraints.txt -e '.[test]'
 	touch $@
 
+# The demo runs on the embedded models and local data only: no hub access is attempted.
 demo: $(STAMP)
-	$(VENV)/bin/harness run experiments/demo.yaml
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(VENV)/bin/harness run experiments/demo.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest -q

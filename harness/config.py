@@ -133,6 +133,26 @@ class EvalConfig(_Section):
         return self
 
 
+class BenchmarksConfig(_Section):
+    """Forgetting checks: MMLU and HellaSwag subsets scored through lm-evaluation-harness
+    for the base model and each fine-tuned pipeline (see harness/benchmarks.py).
+
+    `data_dir` (or the environment variable HARNESS_BENCHMARK_DATA) holds `mmlu/test.jsonl`,
+    `mmlu/dev.jsonl` and `hellaswag/validation.jsonl`; relative paths are taken from the
+    working directory. Without local data, lm-eval's hub tasks are used when the machine is
+    online; otherwise the benchmark is reported as skipped, with the reason."""
+
+    data_dir: str | None = None
+    mmlu_subjects: tuple[str, ...] = ("anatomy", "astronomy", "college_biology", "college_chemistry", "prehistory")
+    mmlu_items: int | None = Field(20, ge=1)  # per subject, a seeded subset; null = all
+    hellaswag_items: int | None = Field(100, ge=1)  # null = all; 0 subjects and no hellaswag: use `benchmarks: null`
+    hellaswag: bool = True
+    num_fewshot: int = Field(0, ge=0, le=5)
+    pipelines: tuple[Literal["base", "finetuned"], ...] = ("base", "finetuned")
+    batch_size: int = Field(16, ge=1)
+    seed: int = 1234
+
+
 class ExperimentConfig(_Section):
     name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     seed: int = 0
@@ -143,6 +163,7 @@ class ExperimentConfig(_Section):
     train: TrainConfig = TrainConfig()
     retrieval: RetrievalConfig = RetrievalConfig()
     eval: EvalConfig = EvalConfig()
+    benchmarks: BenchmarksConfig | None = None
 
     @model_validator(mode="after")
     def _sft_needs_questions(self) -> "ExperimentConfig":

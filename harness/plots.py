@@ -120,3 +120,29 @@ def loss_curve(curve: list[dict] | None) -> bytes | None:
     ax.set_title("adapter training", fontsize=10)
     ax.legend(fontsize=8)
     return _png(fig)
+
+
+def knowledge_vs_forgetting(m: dict) -> bytes | None:
+    """Per adapter and benchmark: fact MC gain (x) against benchmark accuracy change (y),
+    both paired differences from the base in points, with 95% intervals."""
+    bench = m.get("benchmarks") or {}
+    changes = bench.get("change_from_base") or {}
+    gains = {c["b"]: c for c in m["comparisons"] if c["metric"] == "mc_accuracy" and c["a"] == "base"}
+    points = [(pipe, label, c["acc"]) for label, per in changes.items() for pipe, c in per.items()
+              if pipe in gains and "acc" in c]
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(5.8, 3.8))
+    for pipe, label, c in points:
+        g = gains[pipe]
+        ax.errorbar([100 * g["diff"]], [100 * c["diff"]],
+                    xerr=[[100 * (g["diff"] - g["ci95"][0])], [100 * (g["ci95"][1] - g["diff"])]],
+                    yerr=[[100 * (c["diff"] - c["ci95"][0])], [100 * (c["ci95"][1] - c["diff"])]],
+                    fmt="o", capsize=3, label=f"{pipe}: {label}")
+    ax.axhline(0, color="k", lw=0.8)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_xlabel("fact MC accuracy gain over base (points)")
+    ax.set_ylabel("benchmark acc change (points)")
+    ax.set_title("knowledge gained vs capability lost", fontsize=10)
+    ax.legend(fontsize=7)
+    return _png(fig)

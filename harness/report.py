@@ -60,6 +60,39 @@ def _verdict_line(question: str, v: dict, defs: dict) -> str:
             f"[{_pts(lo)}, {_pts(hi)}], adjusted p = {v['p_adj']:.3g} ({label}).")
 
 
+def _forgetting_blocks(m: dict) -> list[tuple]:
+    """Per adapter: the fact-recall gain next to the change on general benchmarks."""
+    bench = m.get("benchmarks")
+    if not bench:
+        return []
+    from harness import plots
+
+    b: list[tuple] = [("h2", "Knowledge gained against capability lost")]
+    gains = {c["b"]: c for c in m["comparisons"] if c["metric"] == "mc_accuracy" and c["a"] == "base"}
+    for pipe in sorted({p for per in bench.get("change_from_base", {}).values() for p in per}):
+        g = gains.get(pipe)
+        if g:
+            b.append(("p", f"**{pipe}** gains {_pts(g['diff'])} points [{_pts(g['ci95'][0])}, {_pts(g['ci95'][1])}] "
+                           "of multiple-choice accuracy on the injected facts; on general benchmarks "
+                           "(same items, paired; negative = forgotten):"))
+        rows = []
+        for label, per in bench["change_from_base"].items():
+            if pipe not in per:
+                continue
+            for metric, c in per[pipe].items():
+                base_acc = bench["accuracy"][label]["base"][metric]
+                ft_acc = bench["accuracy"][label][pipe][metric]
+                rows.append([label, metric, str(c["n"]), _cell(base_acc), _cell(ft_acc), _pts(c["diff"]),
+                             f"[{_pts(c['ci95'][0])}, {_pts(c['ci95'][1])}]", f"{c['p']:.3g}"])
+        b.append(("table", ["benchmark", "metric", "n", "base", pipe, "change", "95% CI", "McNemar p"], rows))
+    b.append(("figure", "forgetting", plots.knowledge_vs_forgetting(m), "Fact gain against benchmark change, per adapter."))
+    b.append(("p", f"Scored by lm-evaluation-harness ({bench['num_fewshot']}-shot, log-likelihood multiple choice; "
+                   f"data: {bench['source']}). MMLU reports acc, HellaSwag acc and acc_norm, as lm-eval does."))
+    for s in bench.get("skipped", []):
+        b.append(("p", f"Skipped **{s['benchmark']}**: {s['reason']}. To run it: {s['fix']}."))
+    return b
+
+
 def build_blocks(m: dict, predictions: list[dict], curve: list[dict] | None) -> list[tuple]:
     """The report as blocks: ("h1"|"h2"|"p", text), ("table", header, rows),
     ("figure", name, caption), ("items", rows)."""
@@ -117,6 +150,8 @@ def build_blocks(m: dict, predictions: list[dict], curve: list[dict] | None) -> 
             b.append(("table", ["comparison", "diff", "95% CI", "p (adj.)", ""],
                       [[f"{c['b']} − {c['a']}", _pts(c["diff"]), f"[{_pts(c['ci95'][0])}, {_pts(c['ci95'][1])}]",
                         f"{c['p_adj']:.3g}", "✔" if c["significant"] else ""] for c in comps]))
+
+    b += _forgetting_blocks(m)
 
     costs = m["costs"]
     b.append(("h2", "Cost per arm"))

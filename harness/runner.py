@@ -25,11 +25,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from harness import metrics, report, stats
+from harness import benchmarks, metrics, report, stats
 from harness.config import ExperimentConfig, config_hash, config_to_dict
 from harness.data import Dataset, load_user_dataset
 from harness.models import LoadedModel, cache_dir, load_generator
-from harness.pipelines import PIPELINES, answer
+from harness.pipelines import PIPELINES, adapter_switch, answer
 from harness.prompts import TEMPLATES
 from harness.results import (atomic_write_json, atomic_write_jsonl, atomic_write_yaml, provenance,
                              staged_run_dir)
@@ -113,6 +113,34 @@ def obtain_adapter(lm: LoadedModel, data: Dataset, cfg: ExperimentConfig) -> tup
     return record, False
 
 
+def run_benchmarks(lm: LoadedModel, cfg: ExperimentConfig, *, adapter_id: str | None) -> dict:
+    """Score the benchmark subsets for the base and each fine-tuned pipeline on the one
+    loaded model, switching the adapter on and off; then the forgetting summary."""
+    b = cfg.benchmarks
+    prepared = benchmarks.prepare_tasks(data_dir=b.data_dir, mmlu_subjects=b.mmlu_subjects, mmlu_items=b.mmlu_items,
+                                        hellaswag=b.hellaswag, hellaswag_items=b.hellaswag_items, seed=b.seed)
+    for s in prepared.skipped:
+        log.warning("benchmark %s skipped: %s (%s)", s["benchmark"], s["reason"], s["fix"])
+    scores, skipped = {}, list(prepared.skipped)
+    for name in b.pipelines:
+        pipe = PIPELINES[name]
+        if pipe.adapter and adapter_id is None:
+            skipped.append({"benchmark": f"all ({name})", "reason": "no adapter was trained in this run",
+                            "fix": "add 'finetuned' to eval.pipelines"})
+            continue
+        if not prepared.tasks:
+            continue
+        log.info("benchmarks for %s: %s", name, ", ".join(t.label for t in prepared.tasks))
+        with adapter_switch(lm, pipe.adapter):
+            scores[name] = benchmarks.score_tasks(lm, prepared, adapter_id=adapter_id if pipe.adapter else None,
+                                                  num_fewshot=b.num_fewshot, batch_size=b.batch_size)
+    summary = stats.benchmark_summary(scores, samples=cfg.eval.bootstrap_samples, seed=cfg.seed) if scores else {}
+    return {**summary, "skipped": skipped, "source": prepared.source, "task_dir": prepared.task_dir,
+            "tasks": [t.__dict__ for t in prepared.tasks], "num_fewshot": b.num_fewshot,
+            "from_cache": {p: {label: r["from_cache"] for label, r in s.items()} for p, s in scores.items()},
+            "protocol": {p: {label: r["protocol"] for label, r in s.items()} for p, s in scores.items()}}
+
+
 def _percentile(values, q: float) -> float:
     return float(np.percentile(values, q)) if len(values) else float("nan")
 
@@ -179,6 +207,12 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
                 "new_tokens_mean": float(np.mean([r["new_tokens"] for r in rows])),
             }
 
+        benchmark_result = None
+        if cfg.benchmarks is not None:
+            t0 = time.perf_counter()
+            benchmark_result = run_benchmarks(lm, cfg, adapter_id=train_record["cache_key"] if train_record else None)
+            timings["benchmarks_seconds"] = time.perf_counter() - t0
+
         kinds = {m: spec[2] for m, spec in metrics.METRICS.items()}
         samples = cfg.eval.bootstrap_samples
         aggregates = {p: stats.aggregate(v, kinds, samples=samples, seed=cfg.seed) for p, v in per_item.items()}
@@ -207,6 +241,7 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
             "pipelines": aggregates,
             "comparisons": comparisons,
             "verdicts": verdicts,
+            "benchmarks": benchmark_result,
             "metric_definitions": {m: {"label": s[0], "direction": s[1], "kind": s[2]} for m, s in metrics.METRICS.items()},
             "costs": {
                 "training": None if train_record is None else {

@@ -184,3 +184,38 @@ def decide(comparisons: list[dict], *, metric: str, direction: str, min_effect: 
     if beats(finetuned, rag) and beats(finetuned, base):
         return result("fine-tuning", finetuned, rag)
     return result("no clear winner", rag, finetuned)
+
+
+def benchmark_summary(scores: dict[str, dict[str, dict]], *, base: str = "base", samples: int = 2000,
+                      seed: int = 0) -> dict:
+    """Accuracy per (benchmark task, pipeline) with Wilson intervals, plus each other
+    pipeline's paired change from `base` on the same items (forgetting when negative).
+    MMLU subjects are also pooled into "mmlu (all subjects)", weighted by item count as
+    lm-eval's group average is. `scores` is {pipeline: {task label: score_tasks() entry}}."""
+    pooled: dict[str, dict] = {}
+    for pipe, tasks in scores.items():
+        mmlu = {f"{label}:{k}": v for label, t in tasks.items() if label.startswith("mmlu/") for k, v in t["items"].items()}
+        pooled[pipe] = dict(tasks)
+        if len([t for t in tasks if t.startswith("mmlu/")]) > 1:
+            pooled[pipe]["mmlu (all subjects)"] = {"items": mmlu}
+    out: dict = {"accuracy": {}, "change_from_base": {}}
+    for pipe, tasks in pooled.items():
+        for label, t in tasks.items():
+            for metric in next(iter(t["items"].values())).keys():
+                values = [v[metric] for v in t["items"].values()]
+                out["accuracy"].setdefault(label, {}).setdefault(pipe, {})[metric] = summarize(values, kind="proportion")
+    if base in pooled:
+        for pipe, tasks in pooled.items():
+            if pipe == base:
+                continue
+            for label, t in tasks.items():
+                ref = pooled[base].get(label)
+                if ref is None:
+                    continue
+                ids = sorted(set(t["items"]) & set(ref["items"]))
+                for metric in next(iter(t["items"].values())).keys():
+                    a = [ref["items"][i][metric] for i in ids]
+                    b = [t["items"][i][metric] for i in ids]
+                    out["change_from_base"].setdefault(label, {}).setdefault(pipe, {})[metric] = {
+                        **paired_difference(a, b, samples=samples, seed=seed), **mcnemar_exact(a, b)}
+    return out
