@@ -51,6 +51,7 @@ class LoadedModel:
     fingerprint: str
     dtype: str  # "float32" or "bfloat16": the compute dtype actually used
     device: str
+    source: str = ""  # where the weights were read from: a directory or a hub id
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,7 @@ def load_generator(name: str, *, dtype: str = "auto", device: str = "auto") -> L
         tokenizer.pad_token = tokenizer.eos_token
     model.to(device).eval()
     return LoadedModel(model=model, tokenizer=tokenizer, name=name, fingerprint=fingerprint,
-                       dtype=dtype, device=device)
+                       dtype=dtype, device=device, source=str(source))
 
 
 def _encode(tokenizer, text: str) -> list[int]:
