@@ -98,6 +98,7 @@ class TrainConfig(_Section):
     dev_fraction: float = Field(0.1, ge=0, lt=1)
     early_stopping_patience: int | None = Field(None, ge=1)
     seed: int = 0
+    repeats: int = Field(1, ge=1)  # adapters trained with seeds seed, seed+1, ...: the spread across seeds
 
 
 class RetrievalConfig(_Section):

@@ -137,6 +137,22 @@ def build_blocks(m: dict, predictions: list[dict], curve: list[dict] | None) -> 
         b.append(("p", "Multiple choice is 4-way: chance is 25.0."))
     b.append(("figure", "pipelines", plots.pipeline_bars(m, HEADLINE_METRICS),
               "Headline metrics per pipeline with 95% intervals."))
+    spread = m.get("seed_spread") or {}
+    if spread:
+        b.append(("h2", "Spread across training seeds"))
+        b.append(("p", "The fine-tuned pipelines re-run with an adapter trained from each seed. The per-item "
+                       "interval above says how much the items could move the number; this says how much "
+                       "the training seed does. Everything else in this report uses the first seed."))
+        rows = []
+        for pipe, per in spread.items():
+            for k in HEADLINE_METRICS:
+                if k in per:
+                    sp = per[k]
+                    rows.append([pipe, defs[k]["label"], ", ".join(_pct(v) for v in sp["values"]),
+                                 f"{_pct(sp['mean'])} ± {_pct(sp['sd'])}", f"{_pct(sp['min'])}–{_pct(sp['max'])}",
+                                 _cell(m["pipelines"][pipe].get(k))])
+        b.append(("table", ["pipeline", "metric", f"per seed ({', '.join(map(str, next(iter(spread.values()))['contains']['seeds']))})",
+                            "mean ± sd", "range", "first seed, 95% CI over items"], rows))
 
     b.append(("h2", "Which differences are real"))
     b.append(("p", "Paired on the same items: difference (first minus second pipeline, in points) with a paired "

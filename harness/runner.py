@@ -64,31 +64,40 @@ def load_dataset(cfg: ExperimentConfig) -> Dataset:
     return data
 
 
-def _adapter_key(lm: LoadedModel, examples, cfg: ExperimentConfig) -> str:
+def _adapter_key(lm: LoadedModel, examples, cfg: ExperimentConfig, seed: int) -> str:
     """What determines an adapter: the model, the exact training pairs, the training
-    settings, the compute dtype. Never retrieval or evaluation settings."""
+    settings and seed, the compute dtype. Never retrieval or evaluation settings, nor how
+    many seeds the run repeats."""
+    train = cfg.train.model_dump(mode="json")
+    train.pop("repeats")
+    train["seed"] = seed
     blob = json.dumps({
         "format": ADAPTER_FORMAT, "model": lm.fingerprint, "dtype": lm.dtype, "device": lm.device,
         "examples": hashlib.sha256(json.dumps([[e.prompt, e.completion] for e in examples]).encode()).hexdigest(),
-        "train": cfg.train.model_dump(mode="json"),
+        "train": train,
     }, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def obtain_adapter(lm: LoadedModel, data: Dataset, cfg: ExperimentConfig) -> tuple[dict, bool]:
-    """Attach the adapter for this config to `lm`, training it only if not cached.
-    Returns (training record, whether it came from the cache)."""
+def obtain_adapter(lm: LoadedModel, data: Dataset, cfg: ExperimentConfig, *, seed: int,
+                   name: str = "default") -> tuple[dict, bool]:
+    """Attach the adapter for this config and seed to `lm` under `name` (and make it the
+    active one), training it only if not cached. Returns (training record, from cache)."""
     from peft import PeftModel
 
     t = cfg.train
     examples = build_examples(lm.tokenizer, objective=t.objective, texts=data.train_texts,
                               questions=data.train_questions)
-    key = _adapter_key(lm, examples, cfg)
+    key = _adapter_key(lm, examples, cfg, seed)
     target = cache_dir() / "adapters" / key[:32]
     record_path = target / "harness-train.json"
     if record_path.is_file():
-        log.info("adapter from cache: %s", target)
-        lm.model = PeftModel.from_pretrained(lm.model, target)
+        log.info("adapter %s from cache: %s", name, target)
+        if hasattr(lm.model, "peft_config"):
+            lm.model.load_adapter(target, adapter_name=name)
+            lm.model.set_adapter(name)
+        else:
+            lm.model = PeftModel.from_pretrained(lm.model, target, adapter_name=name)
         lm.model.eval()
         return json.loads(record_path.read_text()), True
     tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
@@ -96,21 +105,50 @@ def obtain_adapter(lm: LoadedModel, data: Dataset, cfg: ExperimentConfig) -> tup
     tmp.mkdir(parents=True)
     steps = planned_steps(len(examples), dev_fraction=t.dev_fraction, batch_size=t.batch_size, epochs=t.epochs,
                           max_steps=t.max_steps)
-    with tqdm(total=steps, desc=f"train LoRA ({t.objective})", unit="step") as bar:
+    with tqdm(total=steps, desc=f"train LoRA ({t.objective}, seed {seed})", unit="step") as bar:
         result: TrainResult = train_lora(
             lm, examples, rank=t.rank, alpha=t.alpha, dropout=t.dropout, target_modules=t.target_modules,
             lr=t.lr, epochs=t.epochs, max_steps=t.max_steps, batch_size=t.batch_size, max_length=t.max_length,
             warmup_ratio=t.warmup_ratio, dev_fraction=t.dev_fraction,
-            early_stopping_patience=t.early_stopping_patience, seed=t.seed, out_dir=tmp, progress=bar.update)
+            early_stopping_patience=t.early_stopping_patience, seed=seed, out_dir=tmp, adapter_name=name,
+            progress=bar.update)
     record = result.to_json()
     record["adapter_dir"] = str(target)
     record["cache_key"] = key
+    record["seed"] = seed
     atomic_write_json(tmp / "harness-train.json", record)
     if target.exists():  # trained concurrently elsewhere; both are the same adapter
         shutil.rmtree(tmp)
     else:
         tmp.rename(target)
     return record, False
+
+
+def spread_across_seeds(lm: LoadedModel, questions, cfg: ExperimentConfig, retriever, per_item: dict,
+                        extra_seeds: list) -> dict:
+    """Each fine-tuned pipeline re-run with the adapter of every other seed; per metric,
+    the aggregate for each seed and their mean, standard deviation, min and max."""
+    by_id = {q.id: q for q in questions}
+    values: dict[str, dict[str, list]] = {}
+    for name in cfg.eval.pipelines:
+        if PIPELINES[name].adapter:
+            for metric, v in per_item[name].items():
+                values.setdefault(name, {})[metric] = [sum(v.values()) / len(v)]
+    for adapter, seed, record, _ in extra_seeds:
+        lm.model.set_adapter(adapter)
+        for name in values:
+            pipe = PIPELINES[name]
+            rows = answer(lm, questions, adapter=True, retriever=retriever if pipe.retrieval else None,
+                          top_k=cfg.retrieval.top_k, max_new_tokens=cfg.eval.max_new_tokens,
+                          batch_size=cfg.eval.batch_size, multiple_choice=cfg.eval.multiple_choice)
+            items = metrics.item_values([(metrics.score_prediction(r, by_id[r["question_id"]]), by_id[r["question_id"]])
+                                         for r in rows])
+            for metric, v in items.items():
+                values[name][metric].append(sum(v.values()) / len(v))
+    lm.model.set_adapter("default")
+    seeds = [cfg.train.seed] + [seed for _, seed, _, _ in extra_seeds]
+    return {name: {metric: {"seeds": seeds, "values": vals, **stats.spread(vals)} for metric, vals in per.items()}
+            for name, per in values.items()}
 
 
 def run_benchmarks(lm: LoadedModel, cfg: ExperimentConfig, *, adapter_id: str | None) -> dict:
@@ -165,10 +203,18 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
         timings["model_load_seconds"] = time.perf_counter() - t0
         log.info("model %s on %s, compute dtype %s", cfg.model.name, lm.device, lm.dtype)
 
-        train_record, adapter_cached = None, None
+        train_record, adapter_cached, extra_seeds = None, None, []
         if any(p.adapter for p in wanted):
             t0 = time.perf_counter()
-            train_record, adapter_cached = obtain_adapter(lm, data, cfg)
+            seeds = [cfg.train.seed + i for i in range(cfg.train.repeats)]
+            # The first seed's adapter is the primary: every per-item result, comparison
+            # and verdict uses it; the others give the spread across seeds.
+            train_record, adapter_cached = obtain_adapter(lm, data, cfg, seed=seeds[0], name="default")
+            for seed in seeds[1:]:
+                record, cached = obtain_adapter(lm, data, cfg, seed=seed, name=f"seed{seed}")
+                extra_seeds.append((f"seed{seed}", seed, record, cached))
+            if extra_seeds:
+                lm.model.set_adapter("default")
             timings["adapter_seconds"] = time.perf_counter() - t0
             atomic_write_json(stage / "loss_curve.json", train_record["loss_curve"])
 
@@ -207,6 +253,12 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
                 "new_tokens_mean": float(np.mean([r["new_tokens"] for r in rows])),
             }
 
+        seed_spread = {}
+        if extra_seeds:
+            t0 = time.perf_counter()
+            seed_spread = spread_across_seeds(lm, questions, cfg, retriever, per_item, extra_seeds)
+            timings["extra_seeds_seconds"] = time.perf_counter() - t0
+
         benchmark_result = None
         if cfg.benchmarks is not None:
             t0 = time.perf_counter()
@@ -241,6 +293,7 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
             "pipelines": aggregates,
             "comparisons": comparisons,
             "verdicts": verdicts,
+            "seed_spread": seed_spread,
             "benchmarks": benchmark_result,
             "metric_definitions": {m: {"label": s[0], "direction": s[1], "kind": s[2]} for m, s in metrics.METRICS.items()},
             "costs": {

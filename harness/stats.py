@@ -58,6 +58,13 @@ def summarize(values, *, kind: str, samples: int = 2000, seed: int = 0) -> dict:
     return {"mean": mean, "n": n, "ci95": [lo, hi], "ci_method": method}
 
 
+def spread(values) -> dict:
+    """Mean, sample standard deviation, min and max of one aggregate across seeds."""
+    x = np.asarray(values, dtype=float)
+    return {"mean": float(x.mean()), "sd": float(x.std(ddof=1)) if x.size > 1 else 0.0,
+            "min": float(x.min()), "max": float(x.max())}
+
+
 def paired_difference(a, b, *, samples: int = 2000, confidence: float = 0.95, seed: int = 0) -> dict:
     """Mean of (b - a) over paired items with a paired percentile-bootstrap interval."""
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)

@@ -116,8 +116,12 @@ def train_lora(lm: LoadedModel, examples: list[Example], *, rank: int, alpha: fl
                target_modules, lr: float, epochs: int, max_steps: int | None, batch_size: int,
                max_length: int, warmup_ratio: float, dev_fraction: float,
                early_stopping_patience: int | None, seed: int, out_dir: str | Path,
-               progress=None) -> TrainResult:
-    """Train a LoRA adapter on `lm.model` (wrapped in place) and save it to `out_dir`."""
+               adapter_name: str = "default", progress=None) -> TrainResult:
+    """Train a LoRA adapter on `lm.model` and save it to `out_dir`.
+
+    The first adapter wraps `lm.model` in a PEFT model in place; a later one (another
+    seed, say) is added beside the others under `adapter_name` and made the active one,
+    and only its weights train."""
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
     from transformers import get_linear_schedule_with_warmup
 
@@ -137,10 +141,17 @@ def train_lora(lm: LoadedModel, examples: list[Example], *, rank: int, alpha: fl
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),
                         task_type="CAUSAL_LM", bias="none")
     try:
-        model = get_peft_model(lm.model, config)
+        if hasattr(lm.model, "peft_config"):
+            lm.model.add_adapter(adapter_name, config)
+            lm.model.set_adapter(adapter_name)
+            model = lm.model
+        else:
+            model = get_peft_model(lm.model, config, adapter_name=adapter_name)
     except ValueError as err:
         raise TrainError(f"train.target_modules: {str(err).splitlines()[0]}") from None
     lm.model = model
+    for name, param in model.named_parameters():
+        param.requires_grad = "lora_" in name and f".{adapter_name}." in name
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
 
@@ -178,7 +189,8 @@ def train_lora(lm: LoadedModel, examples: list[Example], *, rank: int, alpha: fl
             if dev_loss < best - 1e-6:
                 best, best_epoch, bad_epochs = dev_loss, epoch, 0
                 if early_stopping_patience:
-                    best_state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
+                    best_state = {k: v.detach().clone()
+                                  for k, v in get_peft_model_state_dict(model, adapter_name=adapter_name).items()}
             else:
                 bad_epochs += 1
                 if early_stopping_patience and bad_epochs >= early_stopping_patience:
@@ -188,10 +200,14 @@ def train_lora(lm: LoadedModel, examples: list[Example], *, rank: int, alpha: fl
             break
     wall = time.perf_counter() - t0
     if best_state is not None:
-        set_peft_model_state_dict(model, best_state)
+        set_peft_model_state_dict(model, best_state, adapter_name=adapter_name)
     model.eval()
     out_dir = Path(out_dir)
-    model.save_pretrained(out_dir)
+    model.save_pretrained(out_dir, selected_adapters=[adapter_name])
+    if (out_dir / adapter_name).is_dir():  # PEFT puts a non-default adapter in a subfolder
+        for f in (out_dir / adapter_name).iterdir():
+            f.rename(out_dir / f.name)
+        (out_dir / adapter_name).rmdir()
     adapter_bytes = sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file())
     return TrainResult(
         adapter_dir=str(out_dir), loss_curve=curve, best_epoch=best_epoch, stopped_early=stopped_early,

@@ -117,3 +117,21 @@ def test_user_data_run_with_cpt(tiny_model_dir, tmp_path):
     m = json.loads((run_experiment(parse_config(raw), results_root=tmp_path / "r") / "metrics.json").read_text())
     assert m["data"]["source"] == "files" and m["data"]["answerable"] == 1 and m["data"]["unanswerable"] == 1
     assert m["pipelines"]["rag"]["retrieval_recall"]["mean"] == 1.0
+
+
+def test_repeated_seeds_report_their_spread(tiny_model_dir, tmp_path):
+    raw = tiny_config(tiny_model_dir, name="seeds", eval={"pipelines": ["base", "finetuned"], "max_new_tokens": 4,
+                                                          "bootstrap_samples": 200})
+    raw["train"] = {**raw["train"], "repeats": 2, "seed": 5}
+    out = run_experiment(parse_config(raw), results_root=tmp_path)
+    m = json.loads((out / "metrics.json").read_text())
+    sp = m["seed_spread"]["finetuned"]["mc_accuracy"]
+    assert sp["seeds"] == [5, 6] and len(sp["values"]) == 2
+    assert sp["values"][0] == pytest.approx(m["pipelines"]["finetuned"]["mc_accuracy"]["mean"])
+    assert sp["min"] <= sp["mean"] <= sp["max"] and sp["sd"] >= 0
+    assert "## Spread across training seeds" in (out / "report.md").read_text()
+    # one seed again: the seed-5 adapter comes from the cache, untouched by the repeat
+    raw["train"]["repeats"] = 1
+    again = json.loads((run_experiment(parse_config(raw), results_root=tmp_path / "b") / "metrics.json").read_text())
+    assert again["costs"]["training"]["from_cache"] is True and again["seed_spread"] == {}
+    assert again["pipelines"]["finetuned"] == m["pipelines"]["finetuned"]

@@ -84,3 +84,30 @@ def test_bad_target_module_names_the_key(tiny_model_dir, tmp_path):
     lm = load_generator(str(tiny_model_dir), dtype="float32", device="cpu")
     with pytest.raises(TrainError, match="train.target_modules"):
         _train(lm, tmp_path, target_modules=["no_such_proj"])
+
+
+def test_same_seed_trains_the_same_adapter_bit_for_bit(tiny_model_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    from harness.models import load_generator
+
+    saved = []
+    for run in ("a", "b"):
+        lm = load_generator(str(tiny_model_dir), dtype="float32", device="cpu")
+        _train(lm, tmp_path / run, epochs=1, dropout=0.1)
+        saved.append(load_file(tmp_path / run / "adapter" / "adapter_model.safetensors"))
+    assert saved[0].keys() == saved[1].keys()
+    assert all(torch.equal(saved[0][k], saved[1][k]) for k in saved[0])
+
+
+def test_a_second_adapter_trains_beside_the_first(tiny_model_dir, tmp_path):
+    from harness.models import load_generator
+
+    lm = load_generator(str(tiny_model_dir), dtype="float32", device="cpu")
+    _train(lm, tmp_path / "one", epochs=1)
+    first = {k: v.clone() for k, v in lm.model.state_dict().items() if ".default." in k}
+    r = _train(lm, tmp_path / "two", epochs=1, seed=1, adapter_name="seed1")
+    assert (tmp_path / "two" / "adapter" / "adapter_model.safetensors").is_file()
+    assert r.trainable_params == sum(v.numel() for k, v in first.items())  # only the new adapter trained
+    after = {k: v for k, v in lm.model.state_dict().items() if ".default." in k}
+    assert all(torch.equal(first[k], after[k]) for k in first)
