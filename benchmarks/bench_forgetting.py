@@ -79,32 +79,37 @@ def main() -> int:
         return 2
     n_items = sum(t.n_items for t in prepared.tasks)
 
-    ours = {}
+    ours, our_calls = {}, []
     t0 = time.perf_counter()
+    t1 = time.perf_counter()
     ours["base"] = benchmarks.score_tasks(lm, prepared, adapter_id=None, num_fewshot=0, batch_size=args.batch_size)
+    our_calls.append(time.perf_counter() - t1)
     for i, path in enumerate(adapters):
         name = f"adapter{i}"
+        t1 = time.perf_counter()
         if i == 0:
             lm.model = PeftModel.from_pretrained(lm.model, path, adapter_name=name)
         else:
             lm.model.load_adapter(path, adapter_name=name)
+            lm.model.delete_adapter(f"adapter{i - 1}")
         lm.model.set_adapter(name)
         lm.model.eval()
         with adapter_switch(lm, True):
             ours[name] = benchmarks.score_tasks(lm, prepared, adapter_id=name, num_fewshot=0,
                                                 batch_size=args.batch_size)
-        if i:
-            lm.model.delete_adapter(f"adapter{i - 1}")
+        our_calls.append(time.perf_counter() - t1)
     harness_s = time.perf_counter() - t0 + harness_load
 
     manager = TaskManager(include_path=prepared.task_dir, include_defaults=False)
-    theirs = {}
+    theirs, their_calls = {}, []
     t0 = time.perf_counter()
     for name, peft in [("base", None)] + [(f"adapter{i}", p) for i, p in enumerate(adapters)]:
         model_args = {"pretrained": str(model_dir), "dtype": "float32"} | ({"peft": str(peft)} if peft else {})
+        t1 = time.perf_counter()
         raw = simple_evaluate(model="hf", model_args=model_args, tasks=[t.name for t in prepared.tasks],
                               num_fewshot=0, batch_size=args.batch_size, device="cpu", task_manager=manager,
                               bootstrap_iters=0)["results"]
+        their_calls.append(time.perf_counter() - t1)
         theirs[name] = {t.label: raw[t.name]["acc,none"] for t in prepared.tasks}
     plain_s = time.perf_counter() - t0
 
@@ -116,6 +121,8 @@ def main() -> int:
     print("|---|---|---|---|")
     print(f"| harness (one load, adapters swapped) | 1 | {harness_s:.1f} | {scored / harness_s:.2f} |")
     print(f"| plain lm_eval (reload per adapter) | {1 + len(adapters)} | {plain_s:.1f} | {scored / plain_s:.2f} |")
+    print(f"per call (s), harness: {' '.join(f'{x:.1f}' for x in our_calls)} (+{harness_load:.1f} first load); "
+          f"plain: {' '.join(f'{x:.1f}' for x in their_calls)}")
     print(f"accuracies identical between the two: {agree}")
     return 0 if agree else 1
 
