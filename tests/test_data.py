@@ -66,3 +66,15 @@ def test_user_dataset_trains_on_documents(tmp_path):
     data = load_user_dataset(documents=str(docs), questions=str(qs), train_questions=None)
     assert data.train_texts == ("Ana was born in Ostrow.",)
     assert len(data.fingerprint()) == 64
+
+
+def test_the_shipped_example_data_loads():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "examples" / "facts"
+    data = load_user_dataset(documents=str(root / "docs"), questions=str(root / "questions.jsonl"),
+                             train_questions=None)
+    assert len(data.documents) == 2 and len(data.questions) == 5
+    assert sum(q.answerable for q in data.questions) == 4
+    corpus = " ".join(d.text for d in data.documents)
+    assert all(any(a in corpus for a in q.answers) for q in data.questions if q.answerable)
