@@ -117,8 +117,7 @@ def build_blocks(m: dict, predictions: list[dict], curve: list[dict] | None) -> 
         b.append(("p", f"Rule: X beats Y when the paired difference favours X by at least "
                        f"{100 * any_v['min_effect']:.0f} points and its Benjamini-Hochberg adjusted p is below "
                        f"{any_v['alpha']}. “both”: rag_finetuned beats each single arm; “RAG”: rag beats "
-                       "finetuned and base; “fine-tuning”: finetuned beats rag and base; otherwise "
-                       "“no clear winner”. The interval is a paired bootstrap 95% interval."))
+                       "finetuned; “fine-tuning”: finetuned beats rag; otherwise “no clear winner”. The interval is a paired bootstrap 95% interval."))
     else:
         b.append(("p", "No verdicts: they need all four pipelines in the run."))
 

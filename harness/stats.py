@@ -150,15 +150,16 @@ VERDICTS = ("RAG", "fine-tuning", "both", "no clear winner")
 
 
 def decide(comparisons: list[dict], *, metric: str, direction: str, min_effect: float = 0.05,
-           alpha: float = 0.05, rag: str = "rag", finetuned: str = "finetuned", combined: str = "rag_finetuned",
-           base: str = "base") -> dict:
+           alpha: float = 0.05, rag: str = "rag", finetuned: str = "finetuned",
+           combined: str = "rag_finetuned") -> dict:
     """The verdict for one question from the paired comparisons of one metric.
 
     X beats Y when the paired difference favours X by at least `min_effect` (in the
     metric's units; 0.05 = 5 points) and its Benjamini-Hochberg adjusted p is below
     `alpha`. Then: "both" if the combined pipeline beats each single arm; "RAG" if RAG
-    beats fine-tuning and the base; "fine-tuning" if fine-tuning beats RAG and the base;
-    otherwise "no clear winner". The effect reported is the deciding difference.
+    beats fine-tuning head to head; "fine-tuning" if fine-tuning beats RAG; otherwise "no
+    clear winner". The effect reported is the deciding difference. (Whether an arm beats
+    the base is in the comparisons table; the verdict answers which arm to choose.)
     """
     sign = 1.0 if direction == "higher" else -1.0
     table = {}
@@ -186,9 +187,9 @@ def decide(comparisons: list[dict], *, metric: str, direction: str, min_effect: 
     if beats(combined, rag) and beats(combined, finetuned):
         worse_single = min((rag, finetuned), key=lambda s: sign * gap(combined, s)["diff"])
         return result("both", combined, worse_single)
-    if beats(rag, finetuned) and beats(rag, base):
+    if beats(rag, finetuned):
         return result("RAG", rag, finetuned)
-    if beats(finetuned, rag) and beats(finetuned, base):
+    if beats(finetuned, rag):
         return result("fine-tuning", finetuned, rag)
     return result("no clear winner", rag, finetuned)
 
