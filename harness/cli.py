@@ -5,8 +5,8 @@
     harness report RESULTS_DIR               rewrite report.md/.html from result files alone
     harness compare DIR_A DIR_B              two runs side by side, Markdown on stdout
 
-Exit codes: 0 success, 2 a problem with the user's input (config, data, model name),
-1 anything else. Input problems print one line naming the file, line or key.
+Exit codes: 0 success, 2 a problem with the user's input (config, data, model name) or
+a results folder that another live run is writing, 1 anything else. Input problems print one line naming the file, line or key.
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ def _input_errors() -> tuple[type[BaseException], ...]:
     from harness.config import ConfigError
     from harness.data import DataError
     from harness.models import ModelError
+    from harness.results import RunLockedError
     from harness.retrieve import EmbedderError
     from harness.train import TrainError
 
-    return (ConfigError, DataError, ModelError, EmbedderError, TrainError)
+    return (ConfigError, DataError, ModelError, EmbedderError, TrainError, RunLockedError)
 
 
 def _run(args) -> int:

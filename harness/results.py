@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import yaml
@@ -88,6 +89,55 @@ def staged_run_dir(final: str | Path):
     staging.rename(final)
     if old.exists():
         shutil.rmtree(old)
+
+
+class RunLockedError(RuntimeError):
+    """Another live process is writing the same results folder."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def run_lock(final: str | Path):
+    """Hold `results/.<name>.lock` for the length of a run. A second run on the same
+    folder is refused while the holder lives; a lock left by a process that is gone
+    (killed, crashed) on this machine is stale and taken over."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    lock = final.parent / f".{final.name}.lock"
+    me = {"pid": os.getpid(), "host": platform.node(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = json.loads(lock.read_text() or "{}")
+            except (OSError, json.JSONDecodeError):
+                holder = {}
+            pid, host = holder.get("pid"), holder.get("host")
+            if isinstance(pid, int) and host == me["host"] and not _pid_alive(pid):
+                lock.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            raise RunLockedError(f"{final}: another run is writing it (pid {pid} on {host}, since "
+                                 f"{holder.get('started')}); wait for it, or delete {lock} if that process "
+                                 "is gone") from None
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        break
+    else:
+        raise RunLockedError(f"{final}: could not take the lock {lock}")
+    try:
+        yield lock
+    finally:
+        lock.unlink(missing_ok=True)
 
 
 def package_versions() -> dict[str, str | None]:

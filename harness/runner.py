@@ -31,7 +31,7 @@ from harness.data import Dataset, load_user_dataset
 from harness.models import LoadedModel, cache_dir, load_generator
 from harness.pipelines import PIPELINES, adapter_switch, answer
 from harness.prompts import TEMPLATES
-from harness.results import (atomic_write_json, atomic_write_jsonl, atomic_write_yaml, provenance,
+from harness.results import (atomic_write_json, atomic_write_jsonl, atomic_write_yaml, provenance, run_lock,
                              staged_run_dir)
 from harness.retrieve import build_retriever, load_embedder
 from harness.train import TrainResult, build_examples, planned_steps, train_lora
@@ -197,7 +197,7 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
     by_id = {q.id: q for q in questions}
     wanted = [PIPELINES[p] for p in cfg.eval.pipelines]
 
-    with staged_run_dir(final) as stage:
+    with run_lock(final), staged_run_dir(final) as stage:
         t0 = time.perf_counter()
         lm = load_generator(cfg.model.name, dtype=cfg.model.dtype, device=cfg.model.device)
         timings["model_load_seconds"] = time.perf_counter() - t0

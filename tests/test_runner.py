@@ -135,3 +135,24 @@ def test_repeated_seeds_report_their_spread(tiny_model_dir, tmp_path):
     again = json.loads((run_experiment(parse_config(raw), results_root=tmp_path / "b") / "metrics.json").read_text())
     assert again["costs"]["training"]["from_cache"] is True and again["seed_spread"] == {}
     assert again["pipelines"]["finetuned"] == m["pipelines"]["finetuned"]
+
+
+def test_a_second_run_on_the_same_folder_is_refused_and_a_stale_lock_is_taken(tiny_model_dir, tmp_path):
+    import os
+    import platform
+    import subprocess
+    import sys
+
+    from harness.results import RunLockedError
+
+    cfg = parse_config(tiny_config(tiny_model_dir, name="locked", eval={"pipelines": ["base"], "max_new_tokens": 2}))
+    lock = tmp_path / ".locked.lock"
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": platform.node(), "started": "now"}))
+    with pytest.raises(RunLockedError, match=r"another run is writing it \(pid \d+"):
+        run_experiment(cfg, results_root=tmp_path)
+    assert not (tmp_path / "locked").exists()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid that no longer runs: its lock is stale
+    lock.write_text(json.dumps({"pid": gone.pid, "host": platform.node(), "started": "earlier"}))
+    out = run_experiment(cfg, results_root=tmp_path)
+    assert (out / "metrics.json").is_file() and not lock.exists()
