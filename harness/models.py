@@ -17,6 +17,7 @@ processor has native bf16 instructions (AVX512-BF16 or AMX), since elsewhere it 
 from __future__ import annotations
 
 import contextlib
+import difflib
 import hashlib
 import importlib
 import importlib.util
@@ -175,6 +176,11 @@ def load_generator(name: str, *, dtype: str = "auto", device: str = "auto") -> L
         source, fingerprint = Path(name), _dir_fingerprint(Path(name))
     elif Path(name).exists() or name.startswith((".", "/")):
         raise ModelError(f"model.name: {name!r} is not a model directory or a .gguf file")
+    elif "/" not in name and difflib.get_close_matches(name, EMBEDDED_GENERATORS, n=1, cutoff=0.8):
+        # A near miss of an embedded name is a typo, not a hub id: say so before any download.
+        guess = difflib.get_close_matches(name, EMBEDDED_GENERATORS, n=1, cutoff=0.8)[0]
+        raise ModelError(f"model.name: unknown model {name!r}; did you mean {guess!r}? "
+                         f"(embedded: {', '.join(EMBEDDED_GENERATORS)}; or a hub id, local directory or .gguf file)")
     else:
         source, fingerprint = name, None
     # Weights stay float32 on the CPU (bf16 runs through autocast); on a GPU they load in

@@ -13,6 +13,7 @@ product in a `faiss.IndexFlatIP`, i.e. cosine similarity, exactly.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib.util
 import re
@@ -110,6 +111,10 @@ def load_embedder(name: str):
     if name in EMBEDDERS:
         factory = EMBEDDERS[name]
         return factory()
+    near = difflib.get_close_matches(name, EMBEDDERS, n=1, cutoff=0.8) if "/" not in name else []
+    if near:  # a typo of a built-in name, not a hub id: say so before any download
+        raise EmbedderError(f"embedder.name: unknown embedder {name!r}; did you mean {near[0]!r}? "
+                            f"(built in: {', '.join(EMBEDDERS)}; or a hub id or local directory)")
     if (name.startswith((".", "/", "~")) or Path(name).suffix) and not Path(name).expanduser().exists():
         raise EmbedderError(f"embedder.name: {name!r} is not one of {', '.join(EMBEDDERS)} and no such "
                             "directory exists")

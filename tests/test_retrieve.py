@@ -56,3 +56,10 @@ def test_unknown_embedder_is_a_clear_error(tmp_path):
 
     with pytest.raises(EmbedderError, match="embedder.name"):
         load_embedder(str(tmp_path / "no-such-model"))
+
+
+def test_a_near_miss_of_a_built_in_embedder_is_a_typo():
+    from harness.retrieve import EmbedderError, load_embedder
+
+    with pytest.raises(EmbedderError, match="did you mean 'minilm'"):
+        load_embedder("minlm")
