@@ -134,7 +134,7 @@ def spread_across_seeds(lm: LoadedModel, questions, cfg: ExperimentConfig, retri
         if PIPELINES[name].adapter:
             for metric, v in per_item[name].items():
                 values.setdefault(name, {})[metric] = [sum(v.values()) / len(v)]
-    for adapter, seed, record, _ in extra_seeds:
+    for adapter, _seed, _record, _cached in extra_seeds:
         lm.model.set_adapter(adapter)
         for name in values:
             pipe = PIPELINES[name]

@@ -61,5 +61,7 @@ def test_config_is_frozen_and_hash_is_stable(tmp_path):
     a, b = load_config(p), load_config(p)
     assert config_hash(a) == config_hash(b)
     assert config_hash(a) != config_hash(parse_config({"name": "c", "train": {"rank": 8}}))
-    with pytest.raises(Exception):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="frozen"):
         a.train.rank = 2
