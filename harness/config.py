@@ -103,8 +103,10 @@ class TrainConfig(_Section):
 
 class RetrievalConfig(_Section):
     """Sentence-packed chunks of at most `chunk_size` words, `chunk_overlap` words shared
-    between neighbours, FAISS inner product on normalised embeddings, `top_k` passages."""
+    between neighbours, `top_k` passages. `method`: `dense` (FAISS inner product on
+    normalised embeddings), `bm25` (lexical), or `hybrid` (reciprocal rank fusion)."""
 
+    method: Literal["dense", "bm25", "hybrid"] = "dense"
     chunk_size: int = Field(64, ge=8)
     chunk_overlap: int = Field(0, ge=0)
     top_k: int = Field(3, ge=1)

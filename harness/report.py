@@ -187,8 +187,10 @@ def build_blocks(m: dict, predictions: list[dict], curve: list[dict] | None) -> 
                                                         "when it was trained)." if tr["from_cache"] else ".")))
     ix = costs.get("index")
     if ix:
-        b.append(("p", f"Retrieval arm: {ix['chunks']} chunks of dimension {ix['dim']}, index built in "
-                       f"{ix['build_seconds']:.2f} s, {ix['index_bytes'] / 1e3:.1f} kB; top-k = {m['protocol']['top_k']}."))
+        dim = f" of dimension {ix['dim']}" if ix.get("dim") else ""
+        b.append(("p", f"Retrieval arm ({ix.get('method', 'dense')}): {ix['chunks']} chunks{dim}, index built in "
+                       f"{ix['build_seconds']:.2f} s, {ix['index_bytes'] / 1e3:.1f} kB of FAISS index; "
+                       f"top-k = {m['protocol']['top_k']}."))
     b.append(("figure", "cost", plots.accuracy_vs_cost(m), "Multiple-choice accuracy against per-query latency."))
     if any("retrieval_recall" in a for a in m["pipelines"].values()):
         b.append(("h2", "Retrieval against answers"))

@@ -3,11 +3,15 @@
 Documents are split into sentences and packed into chunks of at most `chunk_size` words;
 neighbouring chunks share whole sentences worth up to `chunk_overlap` words. A sentence
 is never cut, so a fact stated in one sentence lives whole in at least one chunk, which
-is what retrieval recall@k checks. Chunks are embedded (normalised) and searched by inner
-product in a `faiss.IndexFlatIP`, i.e. cosine similarity, exactly.
+is what retrieval recall@k checks. Three methods (`METHODS`):
 
-    retriever = build_retriever(docs, embedder=load_embedder("minilm"), chunk_size=64,
-                                chunk_overlap=0)
+- `dense`: chunks embedded (normalised) and searched by inner product in a
+  `faiss.IndexFlatIP`, i.e. cosine similarity, exactly;
+- `bm25`: lexical BM25 through the `bm25s` library (English stop words removed);
+- `hybrid`: both lists fused by reciprocal rank fusion (Cormack et al. 2009, k = 60).
+
+    retriever = build_retriever(docs, method="dense", embedder=load_embedder("minilm"),
+                                chunk_size=64, chunk_overlap=0)
     hits = retriever.search(["Where was X born?"], k=3)   # [[Hit, Hit, Hit]]
 """
 
@@ -127,23 +131,60 @@ def load_embedder(name: str):
                             f"directory, or a hub id the hub could provide ({str(err).splitlines()[0]})") from None
 
 
-class Retriever:
-    """Chunks, their FAISS index, and the embedder that made it."""
+RRF_K = 60
 
-    def __init__(self, chunks: list[Chunk], index, embedder, *, batch_size: int = 64, build_seconds: float = 0.0):
-        self.chunks, self.index, self.embedder = chunks, index, embedder
+
+def reciprocal_rank_fusion(rankings: list[list[int]], *, k: int = RRF_K) -> list[tuple[int, float]]:
+    """Fuse ranked lists of ids: score(d) = sum over lists of 1 / (k + rank of d), rank
+    from 1; ties keep the order of first appearance."""
+    scores: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, doc in enumerate(ranking, 1):
+            scores[doc] = scores.get(doc, 0.0) + 1.0 / (k + rank)
+    return sorted(scores.items(), key=lambda kv: -kv[1])
+
+
+def _bm25_tokens(texts: list[str]):
+    import bm25s
+
+    return bm25s.tokenize(texts, stopwords="en", show_progress=False)
+
+
+class Retriever:
+    """Chunks, their FAISS index and/or BM25 index, and the embedder for dense search."""
+
+    def __init__(self, chunks: list[Chunk], *, method: str = "dense", index=None, embedder=None, bm25=None,
+                 batch_size: int = 64, build_seconds: float = 0.0):
+        self.chunks, self.method, self.index, self.embedder, self.bm25 = chunks, method, index, embedder, bm25
         self.batch_size, self.build_seconds = batch_size, build_seconds
 
+    def _dense(self, queries: list[str], k: int) -> list[list[tuple[int, float]]]:
+        scores, ids = self.index.search(_embed(self.embedder, queries, self.batch_size), k)
+        return [[(int(j), float(s)) for s, j in zip(srow, irow) if j >= 0] for srow, irow in zip(scores, ids)]
+
+    def _lexical(self, queries: list[str], k: int) -> list[list[tuple[int, float]]]:
+        ids, scores = self.bm25.retrieve(_bm25_tokens(queries), k=k, show_progress=False)
+        return [[(int(j), float(s)) for j, s in zip(irow, srow)] for irow, srow in zip(ids, scores)]
+
     def search(self, queries: list[str], k: int) -> list[list[Hit]]:
-        vecs = _embed(self.embedder, queries, self.batch_size)
-        scores, ids = self.index.search(vecs, min(k, len(self.chunks)))
-        return [[Hit(self.chunks[j], float(s)) for s, j in zip(srow, irow) if j >= 0]
-                for srow, irow in zip(scores, ids)]
+        k = min(k, len(self.chunks))
+        if self.method == "dense":
+            ranked = self._dense(queries, k)
+        elif self.method == "bm25":
+            ranked = self._lexical(queries, k)
+        else:  # hybrid: fuse deeper lists than k, so a chunk ranked k+1 by one method can rise
+            depth = min(len(self.chunks), max(4 * k, 20))
+            dense, lexical = self._dense(queries, depth), self._lexical(queries, depth)
+            ranked = [reciprocal_rank_fusion([[j for j, _ in d], [j for j, _ in b]])[:k]
+                      for d, b in zip(dense, lexical)]
+        return [[Hit(self.chunks[j], s) for j, s in row] for row in ranked]
 
     def stats(self) -> dict:
-        return {"chunks": len(self.chunks), "build_seconds": self.build_seconds,
-                "index_bytes": int(faiss.serialize_index(self.index).nbytes),
-                "dim": int(self.index.d)}
+        out = {"method": self.method, "chunks": len(self.chunks), "build_seconds": self.build_seconds,
+               "index_bytes": 0, "dim": None}
+        if self.index is not None:
+            out.update(index_bytes=int(faiss.serialize_index(self.index).nbytes), dim=int(self.index.d))
+        return out
 
 
 def _embed(embedder, texts: list[str], batch_size: int) -> np.ndarray:
@@ -153,16 +194,29 @@ def _embed(embedder, texts: list[str], batch_size: int) -> np.ndarray:
 
 
 def build_retriever(docs: list[Document], *, embedder, chunk_size: int, chunk_overlap: int,
-                    batch_size: int = 64) -> Retriever:
-    """Chunk, embed and index `docs`; the build time is kept for the cost table."""
+                    method: str = "dense", batch_size: int = 64) -> Retriever:
+    """Chunk and index `docs` for `method`; the build time is kept for the cost table."""
+    if method not in METHODS:
+        raise EmbedderError(f"retrieval.method: {method!r} is not one of {', '.join(METHODS)}")
     t0 = time.perf_counter()
     chunks = chunk_documents(docs, chunk_size=chunk_size, chunk_overlap=chunk_overlap)
     if not chunks:
         raise EmbedderError("retrieval: the corpus has no text to index")
-    vecs = _embed(embedder, [c.text for c in chunks], batch_size)
-    index = faiss.IndexFlatIP(vecs.shape[1])
-    index.add(vecs)
-    return Retriever(chunks, index, embedder, batch_size=batch_size, build_seconds=time.perf_counter() - t0)
+    index = bm25 = None
+    if method in ("dense", "hybrid"):
+        vecs = _embed(embedder, [c.text for c in chunks], batch_size)
+        index = faiss.IndexFlatIP(vecs.shape[1])
+        index.add(vecs)
+    if method in ("bm25", "hybrid"):
+        import bm25s
+
+        bm25 = bm25s.BM25()
+        bm25.index(_bm25_tokens([c.text for c in chunks]), show_progress=False)
+    return Retriever(chunks, method=method, index=index, embedder=embedder, bm25=bm25, batch_size=batch_size,
+                     build_seconds=time.perf_counter() - t0)
+
+
+METHODS = ("dense", "bm25", "hybrid")
 
 
 EMBEDDERS = {

@@ -221,10 +221,11 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
         retriever = None
         if any(p.retrieval for p in wanted):
             t0 = time.perf_counter()
-            embedder = load_embedder(cfg.embedder.name)
+            embedder = load_embedder(cfg.embedder.name) if cfg.retrieval.method != "bm25" else None
             timings["embedder_load_seconds"] = time.perf_counter() - t0
-            retriever = build_retriever(list(data.documents), embedder=embedder, chunk_size=cfg.retrieval.chunk_size,
-                                        chunk_overlap=cfg.retrieval.chunk_overlap, batch_size=cfg.embedder.batch_size)
+            retriever = build_retriever(list(data.documents), embedder=embedder, method=cfg.retrieval.method,
+                                        chunk_size=cfg.retrieval.chunk_size, chunk_overlap=cfg.retrieval.chunk_overlap,
+                                        batch_size=cfg.embedder.batch_size)
 
         predictions, per_item, pipeline_costs = [], {}, {}
         for name in cfg.eval.pipelines:
@@ -282,7 +283,7 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
             "config_hash": config_hash(cfg),
             "seed": cfg.seed,
             "model": {"name": cfg.model.name, "fingerprint": lm.fingerprint, "dtype": lm.dtype, "device": lm.device},
-            "embedder": cfg.embedder.name if retriever is not None else None,
+            "embedder": cfg.embedder.name if retriever is not None and retriever.embedder is not None else None,
             "data": {
                 "source": "files" if cfg.data.documents else "world",
                 "fingerprint": data.fingerprint(),
@@ -312,6 +313,7 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
                              "McNemar for differences, Benjamini-Hochberg adjusted",
                 "bootstrap_samples": samples,
                 "top_k": cfg.retrieval.top_k,
+                "retrieval_method": cfg.retrieval.method,
                 "n_examples": cfg.eval.n_examples,
             },
             "timings": timings,

@@ -63,3 +63,31 @@ def test_a_near_miss_of_a_built_in_embedder_is_a_typo():
 
     with pytest.raises(EmbedderError, match="did you mean 'minilm'"):
         load_embedder("minlm")
+
+
+DOCS3 = [Document(id=f"d{i}", text=t) for i, t in enumerate(
+    ["Ana Velk was born in Ostrow.", "Bo Trenn plays the harp.", "The Zuna Guild makes ink."])]
+
+
+def test_bm25_ranks_the_lexical_match_first():
+    r = build_retriever(DOCS3, embedder=None, method="bm25", chunk_size=16, chunk_overlap=0)
+    hits = r.search(["Which instrument does Bo Trenn play?", "Who makes ink in the Zuna Guild?"], k=2)
+    assert [h[0].chunk.doc_id for h in hits] == ["d1", "d2"]
+    assert hits[0][0].score > hits[0][1].score
+    assert r.stats()["method"] == "bm25" and r.stats()["dim"] is None
+
+
+def test_reciprocal_rank_fusion_by_hand():
+    from harness.retrieve import reciprocal_rank_fusion
+
+    fused = reciprocal_rank_fusion([[1, 2, 3], [2, 3, 1]], k=60)
+    # 2: 1/62 + 1/61; 1: 1/61 + 1/63; 3: 1/63 + 1/62
+    assert [d for d, _ in fused] == [2, 1, 3]
+    assert fused[0][1] == pytest.approx(1 / 62 + 1 / 61)
+
+
+def test_hybrid_uses_both_indexes():
+    r = build_retriever(DOCS3, embedder=HashingEmbedder(), method="hybrid", chunk_size=16, chunk_overlap=0)
+    hits = r.search(["Where was Ana Velk born?"], k=3)
+    assert hits[0][0].chunk.doc_id == "d0" and len(hits[0]) == 3
+    assert r.stats()["dim"] == 512 and r.stats()["method"] == "hybrid"

@@ -156,3 +156,12 @@ def test_a_second_run_on_the_same_folder_is_refused_and_a_stale_lock_is_taken(ti
     lock.write_text(json.dumps({"pid": gone.pid, "host": platform.node(), "started": "earlier"}))
     out = run_experiment(cfg, results_root=tmp_path)
     assert (out / "metrics.json").is_file() and not lock.exists()
+
+
+@pytest.mark.parametrize("method", ["bm25", "hybrid"])
+def test_lexical_and_hybrid_retrieval_runs(tiny_model_dir, tmp_path, method):
+    raw = tiny_config(tiny_model_dir, name=method, retrieval={"method": method, "chunk_size": 32, "top_k": 2},
+                      eval={"pipelines": ["base", "rag"], "max_new_tokens": 2, "bootstrap_samples": 200})
+    m = json.loads((run_experiment(parse_config(raw), results_root=tmp_path) / "metrics.json").read_text())
+    assert m["costs"]["index"]["method"] == method and m["protocol"]["retrieval_method"] == method
+    assert m["pipelines"]["rag"]["retrieval_recall"]["mean"] >= 0.8  # names in the questions are exact words
