@@ -59,6 +59,17 @@ class WorldConfig(_Section):
     n_unanswerable: int = Field(16, ge=0)
 
 
+class ExternalDataConfig(_Section):
+    """A public dataset in its own layout: `tofu` (entities.jsonl, qa.jsonl) or
+    `fictional_knowledge` (passages.jsonl, probes.jsonl); see harness/data.py."""
+
+    format: Literal["tofu", "fictional_knowledge"]
+    path: str
+    max_entities: int | None = Field(None, ge=1)
+    seed: int = 0
+    paraphrases: int = Field(0, ge=0)  # fictional_knowledge: rewritten passages added to training text
+
+
 class DataConfig(_Section):
     """Either the built-in world, or the user's own files.
 
@@ -68,6 +79,7 @@ class DataConfig(_Section):
     """
 
     world: WorldConfig = WorldConfig()
+    external: ExternalDataConfig | None = None
     documents: str | None = None
     questions: str | None = None
     train_questions: str | None = None
@@ -77,6 +89,8 @@ class DataConfig(_Section):
     def _both_or_neither(self) -> "DataConfig":
         if (self.documents is None) != (self.questions is None):
             raise ValueError("data.documents and data.questions are given together or not at all")
+        if self.external is not None and self.documents is not None:
+            raise ValueError("data.external and data.documents/questions are alternatives: give one")
         return self
 
 
@@ -172,6 +186,9 @@ class ExperimentConfig(_Section):
     def _sft_needs_questions(self) -> "ExperimentConfig":
         if self.train.objective == "sft" and self.data.documents and not self.data.train_questions:
             raise ValueError("train.objective 'sft' on your own data needs data.train_questions")
+        if (self.train.objective == "sft" and self.data.external is not None
+                and self.data.external.format == "fictional_knowledge"):
+            raise ValueError("train.objective 'sft' needs QA pairs; fictional_knowledge has passages only: use 'cpt'")
         return self
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -182,3 +183,74 @@ def load_user_dataset(*, documents: str, questions: str, train_questions: str | 
         train_questions=tuple(load_questions(train_questions)) if train_questions else (),
     )
 
+
+
+def _pick_entities(ids: list[str], max_entities: int | None, seed: int) -> set[str]:
+    ids = sorted(set(ids))
+    if max_entities is None or max_entities >= len(ids):
+        return set(ids)
+    return set(random.Random(seed).sample(ids, max_entities))
+
+
+def load_tofu(folder: str | Path, *, max_entities: int | None = None, seed: int = 0) -> Dataset:
+    """TOFU (Maini et al. 2024) as in ../shared/data/tofu: `entities.jsonl` (entity_id,
+    facts) and `qa.jsonl`. Each author's document is its facts joined; training QA is the
+    original questions; evaluation uses the paraphrased questions of the authors that have
+    them (TOFU's originals are nearly verbatim training text), with a 4-way choice of the
+    paraphrased answer against three perturbed answers in the same style."""
+    folder = Path(folder)
+    entities = [row for _, row in read_jsonl(folder / "entities.jsonl")]
+    qa = [(n, row) for n, row in read_jsonl(folder / "qa.jsonl")]
+    for n, row in qa:
+        for key in ("entity_id", "qa_id", "question", "answer"):
+            if not isinstance(row.get(key), str):
+                raise DataError(f"{folder / 'qa.jsonl'}:{n}: '{key}' must be a string")
+    with_paraphrase = [row["entity_id"] for _, row in qa if row.get("paraphrased_question")]
+    if not with_paraphrase:
+        raise DataError(f"{folder / 'qa.jsonl'}: no paraphrased questions to evaluate on")
+    keep = _pick_entities(with_paraphrase, max_entities, seed)
+    rng = random.Random(seed)
+    docs = [Document(id=e["entity_id"], text=" ".join(e["facts"])) for e in entities if e["entity_id"] in keep]
+    train, evaluate = [], []
+    for _, row in qa:
+        if row["entity_id"] not in keep:
+            continue
+        train.append(Question(id=row["qa_id"], question=row["question"], answers=(row["answer"],),
+                              doc_id=row["entity_id"]))
+        if row.get("paraphrased_question"):
+            gold = row.get("paraphrased_answer") or row["answer"]
+            choices = rng.sample(row.get("perturbed_answers") or [], min(3, len(row.get("perturbed_answers") or [])))
+            choices = choices + [gold] if choices else []
+            rng.shuffle(choices)
+            evaluate.append(Question(id=row["qa_id"], question=row["paraphrased_question"],
+                                     answers=tuple(dict.fromkeys([row["answer"], gold])), choices=tuple(choices),
+                                     answer_index=choices.index(gold) if choices else None,
+                                     doc_id=row["entity_id"], evidence=row["answer"]))
+    return Dataset(documents=tuple(docs), questions=tuple(evaluate), train_texts=tuple(d.text for d in docs),
+                   train_questions=tuple(train))
+
+
+def load_fictional_knowledge(folder: str | Path, *, max_entities: int | None = None, seed: int = 0,
+                             paraphrases: int = 0) -> Dataset:
+    """Fictional Knowledge (Chang et al. 2024) as in ../shared/data/fictional_knowledge:
+    passages (the documents and training text, plus up to `paraphrases` rewritten copies
+    where the passage has them) and cloze probes (`input` prefix, `target` span), asked as
+    "Complete the sentence". The probe type (mem, gen, hard_gen) is kept in the id."""
+    folder = Path(folder)
+    passages = [row for _, row in read_jsonl(folder / "passages.jsonl")]
+    keep = _pick_entities([p["entity_id"] for p in passages], max_entities, seed)
+    docs = [Document(id=p["entity_id"], text=p["passage"]) for p in passages if p["entity_id"] in keep]
+    extra = [t for p in passages if p["entity_id"] in keep for t in (p.get("paraphrases") or [])[:paraphrases]]
+    probes = []
+    for n, row in read_jsonl(folder / "probes.jsonl"):
+        if not isinstance(row.get("input"), str) or not isinstance(row.get("target"), str):
+            raise DataError(f"{folder / 'probes.jsonl'}:{n}: 'input' and 'target' must be strings")
+        if row["entity_id"] in keep:
+            probes.append(Question(id=f"{row['probe_type']}:{row['probe_id']}",
+                                   question=f"Complete the sentence: {row['input']} ...",
+                                   answers=(row["target"],), doc_id=row["entity_id"]))
+    return Dataset(documents=tuple(docs), questions=tuple(probes),
+                   train_texts=tuple(d.text for d in docs) + tuple(extra))
+
+
+EXTERNAL_FORMATS = {"tofu": load_tofu, "fictional_knowledge": load_fictional_knowledge}

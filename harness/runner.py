@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from harness import benchmarks, metrics, report, stats
 from harness.config import ExperimentConfig, config_hash, config_to_dict
-from harness.data import Dataset, load_user_dataset
+from harness.data import EXTERNAL_FORMATS, Dataset, load_user_dataset
 from harness.models import LoadedModel, cache_dir, load_generator
 from harness.pipelines import PIPELINES, adapter_switch, answer
 from harness.prompts import TEMPLATES
@@ -50,7 +50,12 @@ def seed_everything(seed: int) -> None:
 
 def load_dataset(cfg: ExperimentConfig) -> Dataset:
     d = cfg.data
-    if d.documents:
+    if d.external is not None:
+        e = d.external
+        loader = EXTERNAL_FORMATS[e.format]
+        kwargs = {"paraphrases": e.paraphrases} if e.format == "fictional_knowledge" else {}
+        data = loader(e.path, max_entities=e.max_entities, seed=e.seed, **kwargs)
+    elif d.documents:
         data = load_user_dataset(documents=d.documents, questions=d.questions, train_questions=d.train_questions)
     else:
         w = d.world
@@ -285,7 +290,8 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
             "model": {"name": cfg.model.name, "fingerprint": lm.fingerprint, "dtype": lm.dtype, "device": lm.device},
             "embedder": cfg.embedder.name if retriever is not None and retriever.embedder is not None else None,
             "data": {
-                "source": "files" if cfg.data.documents else "world",
+                "source": (cfg.data.external.format if cfg.data.external else
+                           "files" if cfg.data.documents else "world"),
                 "fingerprint": data.fingerprint(),
                 "documents": len(data.documents), "questions": len(questions),
                 "answerable": n_answerable, "unanswerable": len(questions) - n_answerable,

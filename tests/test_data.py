@@ -78,3 +78,41 @@ def test_the_shipped_example_data_loads():
     assert sum(q.answerable for q in data.questions) == 4
     corpus = " ".join(d.text for d in data.documents)
     assert all(any(a in corpus for a in q.answers) for q in data.questions if q.answerable)
+
+
+SHARED = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data"
+needs_shared = pytest.mark.skipif(not (SHARED / "tofu").is_dir(), reason="../shared/data not present")
+
+
+@needs_shared
+def test_tofu_evaluates_paraphrases_and_trains_on_originals():
+    from harness.data import load_tofu
+
+    data = load_tofu(SHARED / "tofu", max_entities=3, seed=0)
+    assert len(data.documents) == 3 and len(data.questions) == 60 and len(data.train_questions) == 60
+    train_wordings = {q.question for q in data.train_questions}
+    for q in data.questions:
+        assert q.question not in train_wordings
+        assert len(q.choices) == 4 and q.choices[q.answer_index] in q.answers
+        assert q.evidence in next(d.text for d in data.documents if d.id == q.doc_id)
+    assert load_tofu(SHARED / "tofu", max_entities=3, seed=0) == data
+
+
+@needs_shared
+def test_fictional_knowledge_probes_become_cloze_questions():
+    from harness.data import load_fictional_knowledge
+
+    data = load_fictional_knowledge(SHARED / "fictional_knowledge", max_entities=4, seed=1, paraphrases=9)
+    assert len(data.documents) == 4 and len(data.questions) == 4 * 15
+    assert {q.id.split(":")[0] for q in data.questions} == {"mem", "gen", "hard_gen"}
+    assert all(q.question.startswith("Complete the sentence:") and q.answers for q in data.questions)
+    assert len(data.train_texts) >= 4
+
+
+def test_external_loader_names_the_bad_line(tmp_path):
+    from harness.data import load_fictional_knowledge
+
+    (tmp_path / "passages.jsonl").write_text('{"entity_id": "e1", "passage": "A. B."}\n')
+    (tmp_path / "probes.jsonl").write_text('{"entity_id": "e1", "probe_id": "p", "probe_type": "mem", "input": 3}\n')
+    with pytest.raises(DataError, match=r"probes\.jsonl:1: 'input' and 'target' must be strings"):
+        load_fictional_knowledge(tmp_path)

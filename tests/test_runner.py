@@ -165,3 +165,16 @@ def test_lexical_and_hybrid_retrieval_runs(tiny_model_dir, tmp_path, method):
     m = json.loads((run_experiment(parse_config(raw), results_root=tmp_path) / "metrics.json").read_text())
     assert m["costs"]["index"]["method"] == method and m["protocol"]["retrieval_method"] == method
     assert m["pipelines"]["rag"]["retrieval_recall"]["mean"] >= 0.8  # names in the questions are exact words
+
+
+@pytest.mark.skipif(not (__import__("conftest").SHARED_DATA / "tofu").is_dir(), reason="../shared/data not present")
+def test_tofu_runs_end_to_end(tiny_model_dir, tmp_path):
+    from conftest import SHARED_DATA
+
+    raw = tiny_config(tiny_model_dir, name="tofu-tiny",
+                      data={"external": {"format": "tofu", "path": str(SHARED_DATA / "tofu"), "max_entities": 1}},
+                      train={"objective": "sft", "epochs": 1, "rank": 2, "max_length": 160},
+                      eval={"max_new_tokens": 4, "bootstrap_samples": 200})
+    m = json.loads((run_experiment(parse_config(raw), results_root=tmp_path) / "metrics.json").read_text())
+    assert m["data"]["source"] == "tofu" and m["data"]["questions"] == 20
+    assert m["pipelines"]["rag"]["mc_accuracy"]["n"] == 20
