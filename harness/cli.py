@@ -1,6 +1,7 @@
 """The `harness` command: parse arguments, call one library function, exit.
 
     harness run CONFIG [--results-dir DIR]   run an experiment, write results and report
+    harness plan CONFIG                      a grid's cells: done, adapter cached, estimated cost
     harness validate CONFIG                  check a config without loading any model
     harness report RESULTS_DIR               rewrite report.md/.html from result files alone
     harness compare DIR_A DIR_B              two runs side by side, Markdown on stdout
@@ -29,18 +30,44 @@ def _input_errors() -> tuple[type[BaseException], ...]:
 
 def _run(args) -> int:
     from harness.config import load_config
-    from harness.runner import run_experiment
+    from harness.runner import run_experiment, run_grid
 
-    out = run_experiment(load_config(args.config), results_root=args.results_dir)
+    cfg = load_config(args.config)
+    if cfg.grid is not None:
+        out = run_grid(cfg, results_root=args.results_dir)
+        print(f"grid report: {out / 'grid.md'}")
+        return 0
+    out = run_experiment(cfg, results_root=args.results_dir)
     print(f"report: {out / 'report.md'}")
+    return 0
+
+
+def _plan(args) -> int:
+    from harness.config import load_config
+    from harness.runner import plan_grid
+
+    rows = plan_grid(load_config(args.config), results_root=args.results_dir)
+    print("| cell | config | status | adapter | benchmarks | estimate |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        est = "–" if r["estimate_seconds"] is None else f"~{r['estimate_seconds']:.0f} s"
+        print(f"| {r['cell']} | {r['hash']} | {r['status']} | {r['adapter']} | {r['benchmarks']} | {est} |")
+    todo = [r for r in rows if r["status"] != "done"]
+    known = [r["estimate_seconds"] for r in todo if r["estimate_seconds"] is not None]
+    print(f"{len(todo)} of {len(rows)} cells to run" + (f", about {sum(known):.0f} s from earlier measurements"
+                                                      if known and len(known) == len(todo) else "") + ".")
     return 0
 
 
 def _validate(args) -> int:
     from harness.config import config_hash, load_config
 
+    from harness.config import expand_grid
+
     cfg = load_config(args.config)
-    print(f"{args.config}: ok (experiment {cfg.name!r}, config hash {config_hash(cfg)[:12]})")
+    cells = expand_grid(cfg, source=args.config)  # every grid cell validates too
+    grid = f", {len(cells)} grid cells" if cfg.grid else ""
+    print(f"{args.config}: ok (experiment {cfg.name!r}, config hash {config_hash(cfg)[:12]}{grid})")
     return 0
 
 
@@ -78,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("config")
     p.add_argument("--results-dir", default=None, help="parent folder of results (default: the config's output_dir)")
     p.set_defaults(func=_run)
+    p = sub.add_parser("plan", help="list a grid's cells, what is done or cached, and an estimate")
+    p.add_argument("config")
+    p.add_argument("--results-dir", default=None)
+    p.set_defaults(func=_plan)
     p = sub.add_parser("validate", help="check a config file without loading models")
     p.add_argument("config")
     p.set_defaults(func=_validate)

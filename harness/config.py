@@ -14,7 +14,10 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+import itertools
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -170,6 +173,26 @@ class BenchmarksConfig(_Section):
     seed: int = 1234
 
 
+class GridConfig(_Section):
+    """Axes over any config field by dotted path (`train.rank: [4, 8]`), crossed
+    (cartesian product) or zipped (equal-length lists, taken together); `include` adds
+    cells ({path: value, ...}, other fields at the experiment's values), `exclude` drops
+    every cell that matches all of the given {path: value} pairs."""
+
+    mode: Literal["cross", "zip"] = "cross"
+    axes: dict[str, tuple[Any, ...]]
+    include: tuple[dict[str, Any], ...] = ()
+    exclude: tuple[dict[str, Any], ...] = ()
+
+    @model_validator(mode="after")
+    def _shape(self) -> "GridConfig":
+        if not self.axes or any(len(v) == 0 for v in self.axes.values()):
+            raise ValueError("grid.axes needs at least one axis, each with at least one value")
+        if self.mode == "zip" and len({len(v) for v in self.axes.values()}) > 1:
+            raise ValueError("grid.mode 'zip' needs every axis to have the same number of values")
+        return self
+
+
 class ExperimentConfig(_Section):
     name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     seed: int = 0
@@ -181,6 +204,7 @@ class ExperimentConfig(_Section):
     retrieval: RetrievalConfig = RetrievalConfig()
     eval: EvalConfig = EvalConfig()
     benchmarks: BenchmarksConfig | None = None
+    grid: GridConfig | None = None
 
     @model_validator(mode="after")
     def _sft_needs_questions(self) -> "ExperimentConfig":
@@ -230,3 +254,63 @@ def config_hash(cfg: ExperimentConfig) -> str:
     """sha256 of the resolved config's canonical JSON; equal configs hash equal."""
     blob = json.dumps(config_to_dict(cfg), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of a grid: a readable id from its values, its full config, its hash."""
+
+    id: str
+    values: dict
+    config: ExperimentConfig
+    hash: str
+
+
+def _set_path(raw: dict, path: str, value, *, source: str) -> None:
+    keys = path.split(".")
+    node = raw
+    for k in keys[:-1]:
+        if not isinstance(node.get(k), dict):
+            if k in node and node[k] is None:  # an optional section left out: start it
+                node[k] = {}
+            else:
+                raise ConfigError(f"{source}: grid: {path!r} is not a config field")
+        node = node[k]
+    if keys[-1] not in node:
+        raise ConfigError(f"{source}: grid: {path!r} is not a config field")
+    node[keys[-1]] = value
+
+
+def _cell_id(values: dict) -> str:
+    short = [p.split(".")[-1] for p in values]
+    names = short if len(set(short)) == len(short) else list(values)
+    text = ",".join(f"{n}={v}" for n, v in zip(names, values.values()))
+    return re.sub(r"[^A-Za-z0-9_.,=+-]", "-", text)
+
+
+def expand_grid(cfg: ExperimentConfig, *, source: str = "<config>") -> list[Cell]:
+    """The cells of `cfg.grid` (a one-cell list without a grid), each a validated config."""
+    base = config_to_dict(cfg)
+    base.pop("grid")
+    if cfg.grid is None:
+        return [Cell(id="", values={}, config=cfg, hash=config_hash(cfg))]
+    g = cfg.grid
+    paths = list(g.axes)
+    combos = (itertools.product(*g.axes.values()) if g.mode == "cross" else zip(*g.axes.values()))
+    points = [dict(zip(paths, c)) for c in combos] + [dict(x) for x in g.include]
+    cells, seen = [], set()
+    for values in points:
+        if any(all(values.get(k) == v for k, v in ex.items()) for ex in g.exclude):
+            continue
+        raw = json.loads(json.dumps(base))
+        for path, value in values.items():
+            _set_path(raw, path, value, source=source)
+        cell_cfg = parse_config(raw, source=f"{source} (grid cell {values})")
+        cid = _cell_id(values)
+        if cid in seen:
+            continue
+        seen.add(cid)
+        cells.append(Cell(id=cid, values=values, config=cell_cfg, hash=config_hash(cell_cfg)))
+    if not cells:
+        raise ConfigError(f"{source}: grid: every cell is excluded")
+    return cells

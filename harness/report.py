@@ -376,3 +376,60 @@ def compare_runs(dir_a: str | Path, dir_b: str | Path) -> str:
         for question, v in (m.get("verdicts") or {}).items():
             out.append(f"\n{name}: {_verdict_line(question, v, defs)}")
     return "\n".join(out) + "\n"
+
+
+def render_grid(grid: dict, cells: dict[str, dict]) -> str:
+    """The grid report: each headline metric per cell and pipeline with intervals, the
+    best cell per pipeline, and each axis's effect (mean over the cells at each value)."""
+    ids = [c["id"] for c in grid["cells"] if c["id"] in cells]
+    values = {c["id"]: c["values"] for c in grid["cells"]}
+    out = [f"# {grid['experiment']}: grid of {len(grid['cells'])} cells", "",
+           f"{len(ids)} cells finished. Each cell's own report is in its folder; percentages with 95% intervals.", ""]
+    any_m = next(iter(cells.values()), None)
+    if any_m is None:
+        return "\n".join(out)
+    defs = any_m["metric_definitions"]
+    for metric in HEADLINE_METRICS:
+        pipes = [p for p in any_m["pipelines"] if metric in any_m["pipelines"][p]]
+        if not pipes:
+            continue
+        out += [f"## {defs[metric]['label']}", "", "| cell | " + " | ".join(pipes) + " |",
+                "|---|" + "|".join("---" for _ in pipes) + "|"]
+        for cid in ids:
+            out.append(f"| {cid} | " + " | ".join(_cell(cells[cid]["pipelines"].get(p, {}).get(metric)) for p in pipes)
+                       + " |")
+        better = max if defs[metric]["direction"] == "higher" else min
+        out.append("")
+        for p in pipes:
+            scored = [(cid, cells[cid]["pipelines"][p][metric]) for cid in ids if metric in cells[cid]["pipelines"].get(p, {})]
+            if scored:
+                best_id, best = better(scored, key=lambda kv: kv[1]["mean"])
+                out.append(f"- best for `{p}`: **{best_id}** {_cell(best)}")
+        out.append("")
+        for axis in grid["cells"][0]["values"] if grid["cells"] else []:
+            levels: dict[str, list[float]] = {}
+            for cid in ids:
+                if axis in values[cid]:
+                    for p in pipes:
+                        agg = cells[cid]["pipelines"].get(p, {}).get(metric)
+                        if agg:
+                            levels.setdefault(f"{p}|{values[cid][axis]}", []).append(agg["mean"])
+            if levels:
+                out.append(f"Effect of `{axis}` (mean over cells at each value): " + "; ".join(
+                    f"{k.split('|')[0]} @ {k.split('|')[1]}: {_pct(sum(v) / len(v))}" for k, v in levels.items()) + ".")
+        out.append("")
+    return "\n".join(out)
+
+
+def write_grid_report(grid_dir: str | Path) -> Path:
+    """(Re)write `grid.md` in a grid's folder from `grid.json` and the cells' metrics."""
+    grid_dir = Path(grid_dir)
+    grid = json.loads((grid_dir / "grid.json").read_text(encoding="utf-8"))
+    cells = {}
+    for c in grid["cells"]:
+        path = grid_dir / c["id"] / "metrics.json"
+        if path.is_file():
+            cells[c["id"]] = json.loads(path.read_text(encoding="utf-8"))
+    target = grid_dir / "grid.md"
+    atomic_write_text(target, render_grid(grid, cells))
+    return target

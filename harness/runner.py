@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from harness import benchmarks, metrics, report, stats
-from harness.config import ExperimentConfig, config_hash, config_to_dict
+from harness.config import ExperimentConfig, config_hash, config_to_dict, expand_grid
 from harness.data import EXTERNAL_FORMATS, Dataset, load_user_dataset
 from harness.models import LoadedModel, cache_dir, load_generator
 from harness.pipelines import PIPELINES, adapter_switch, answer
@@ -40,6 +40,87 @@ from harness.world import generate_world
 log = logging.getLogger(__name__)
 
 ADAPTER_FORMAT = 1  # bump when a change to train.py makes old cached adapters invalid
+
+
+def adapter_group(cfg: ExperimentConfig) -> str:
+    """Hash of what decides the adapters of a config (model, data, training): configs with
+    the same group train the same adapters and share them through the cache."""
+    blob = json.dumps({"model": cfg.model.model_dump(mode="json"), "data": cfg.data.model_dump(mode="json"),
+                       "train": cfg.train.model_dump(mode="json")}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _finished(folder: Path) -> dict | None:
+    """metrics.json of a finished run in `folder`, or None."""
+    path = folder / "metrics.json"
+    if not path.is_file():
+        return None
+    m = json.loads(path.read_text(encoding="utf-8"))
+    return m if m.get("status") == "complete" else None
+
+
+def plan_grid(cfg: ExperimentConfig, *, results_root: str | Path | None = None) -> list[dict]:
+    """What each cell needs and what is already there: a cell is done when its folder
+    holds a finished run of the same config hash; its adapter is cached when a finished
+    run of the same adapter group recorded an adapter that is still in the cache. The
+    estimate is from what the finished cells measured."""
+    root = Path(results_root or cfg.output_dir) / cfg.name
+    cells = expand_grid(cfg)
+    done = {c.id: _finished(root / c.id) if c.id else _finished(root) for c in cells}
+    finished = [m for m in done.values() if m]
+    cached_groups = {m.get("adapter_group") for m in finished
+                     if (m["costs"].get("training") or {}).get("adapter_dir")
+                     and Path(m["costs"]["training"]["adapter_dir"]).is_dir()}
+
+    def trained(m: dict) -> bool:
+        return (m["costs"].get("training") or {}).get("from_cache") is False
+
+    evals = [m["timings"]["total_seconds"] - (m["timings"].get("adapter_seconds", 0.0) if trained(m) else 0.0)
+             for m in finished]
+    trains = [m["timings"]["adapter_seconds"] for m in finished if trained(m)]
+    rows, first_of_group = [], {}
+    for c in cells:
+        m = done[c.id]
+        is_done = m is not None and m["config_hash"] == c.hash
+        needs_adapter = any(PIPELINES[p].adapter for p in c.config.eval.pipelines)
+        group = adapter_group(c.config)
+        if not needs_adapter:
+            adapter = "not needed"
+        elif group in cached_groups:
+            adapter = "cached"
+        elif group in first_of_group:  # an earlier cell of this run trains it
+            adapter = f"from {first_of_group[group]}"
+        else:
+            adapter = "to train"
+            first_of_group[group] = c.id or cfg.name
+        estimate = None
+        if not is_done and evals:
+            estimate = float(np.mean(evals)) + (float(np.mean(trains)) if adapter == "to train" and trains else 0.0)
+        rows.append({"cell": c.id or cfg.name, "hash": c.hash[:12], "values": c.values,
+                     "status": "done" if is_done else "to run", "adapter": adapter,
+                     "benchmarks": "yes" if c.config.benchmarks else "no", "estimate_seconds": estimate})
+    return rows
+
+
+def run_grid(cfg: ExperimentConfig, *, results_root: str | Path | None = None) -> Path:
+    """Run every cell of the grid that has no finished result of its config yet, each into
+    `<results_root>/<name>/<cell id>/`; adapters are shared through the cache. Then the
+    grid report compares the cells."""
+    root = Path(results_root or cfg.output_dir) / cfg.name
+    cells = expand_grid(cfg)
+    with run_lock(root):
+        for i, c in enumerate(cells, 1):
+            m = _finished(root / c.id)
+            if m is not None and m["config_hash"] == c.hash:
+                log.info("cell %d/%d %s: done already, skipped", i, len(cells), c.id)
+                continue
+            log.info("cell %d/%d %s", i, len(cells), c.id)
+            run_experiment(c.config, results_root=root, folder=c.id)
+        atomic_write_json(root / "grid.json", {"experiment": cfg.name, "config_hash": config_hash(cfg),
+                                               "cells": [{"id": c.id, "values": c.values, "hash": c.hash}
+                                                         for c in cells]})
+        report.write_grid_report(root)
+    return root
 
 
 def seed_everything(seed: int) -> None:
@@ -188,11 +269,13 @@ def _percentile(values, q: float) -> float:
     return float(np.percentile(values, q)) if len(values) else float("nan")
 
 
-def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = None) -> Path:
-    """Run every configured pipeline on the same items; returns the results folder."""
+def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = None,
+                   folder: str | None = None) -> Path:
+    """Run every configured pipeline on the same items; returns the results folder,
+    `<results_root>/<folder or cfg.name>`."""
     t_run = time.perf_counter()
     timings: dict[str, float] = {}
-    final = Path(results_root or cfg.output_dir) / cfg.name
+    final = Path(results_root or cfg.output_dir) / (folder or cfg.name)
     seed_everything(cfg.seed)
 
     t0 = time.perf_counter()
@@ -286,6 +369,7 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
             "experiment": cfg.name,
             "status": "complete",
             "config_hash": config_hash(cfg),
+            "adapter_group": adapter_group(cfg),
             "seed": cfg.seed,
             "model": {"name": cfg.model.name, "fingerprint": lm.fingerprint, "dtype": lm.dtype, "device": lm.device},
             "embedder": cfg.embedder.name if retriever is not None and retriever.embedder is not None else None,

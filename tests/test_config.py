@@ -10,8 +10,11 @@ EXPERIMENTS = sorted((Path(__file__).resolve().parents[1] / "experiments").glob(
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=[p.name for p in EXPERIMENTS])
 def test_every_experiment_file_validates(path):
+    from harness.config import expand_grid
+
     cfg = load_config(path)
     assert cfg.name == path.stem
+    assert expand_grid(cfg, source=str(path))  # grid cells validate too
 
 
 def test_experiments_folder_is_not_empty():
