@@ -124,6 +124,8 @@ class RetrievalConfig(_Section):
     normalised embeddings), `bm25` (lexical), or `hybrid` (reciprocal rank fusion)."""
 
     method: Literal["dense", "bm25", "hybrid"] = "dense"
+    index: Literal["flat", "ivf", "hnsw"] = "flat"  # FAISS index for dense search; flat is exact
+    nprobe: int = Field(8, ge=1)  # ivf: clusters searched per query
     chunk_size: int = Field(64, ge=8)
     chunk_overlap: int = Field(0, ge=0)
     top_k: int = Field(3, ge=1)

@@ -312,6 +312,7 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
             embedder = load_embedder(cfg.embedder.name) if cfg.retrieval.method != "bm25" else None
             timings["embedder_load_seconds"] = time.perf_counter() - t0
             retriever = build_retriever(list(data.documents), embedder=embedder, method=cfg.retrieval.method,
+                                        index_kind=cfg.retrieval.index, nprobe=cfg.retrieval.nprobe,
                                         chunk_size=cfg.retrieval.chunk_size, chunk_overlap=cfg.retrieval.chunk_overlap,
                                         batch_size=cfg.embedder.batch_size)
 
@@ -404,6 +405,7 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
                 "bootstrap_samples": samples,
                 "top_k": cfg.retrieval.top_k,
                 "retrieval_method": cfg.retrieval.method,
+                "retrieval_index": cfg.retrieval.index,
                 "n_examples": cfg.eval.n_examples,
             },
             "timings": timings,

@@ -91,3 +91,19 @@ def test_hybrid_uses_both_indexes():
     hits = r.search(["Where was Ana Velk born?"], k=3)
     assert hits[0][0].chunk.doc_id == "d0" and len(hits[0]) == 3
     assert r.stats()["dim"] == 512 and r.stats()["method"] == "hybrid"
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_approximate_indexes_agree_with_flat_on_a_larger_corpus(kind):
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(300)]
+    docs = [Document(id=f"d{i}", text=" ".join(rng.choice(words, size=12)) + ".") for i in range(400)]
+    queries = [d.text for d in docs[:50]]
+    flat = build_retriever(docs, embedder=HashingEmbedder(), chunk_size=32, chunk_overlap=0)
+    approx = build_retriever(docs, embedder=HashingEmbedder(), chunk_size=32, chunk_overlap=0, index_kind=kind,
+                             nprobe=20)
+    exact = [h[0].chunk.id for h in flat.search(queries, k=1)]
+    found = [h[0].chunk.id for h in approx.search(queries, k=1)]
+    assert exact == [d.id + "#0" for d in docs[:50]]  # each document finds itself
+    assert sum(a == b for a, b in zip(exact, found)) >= 45
+    assert approx.stats()["index"] == {"ivf": "IndexIVFFlat", "hnsw": "IndexHNSWFlat"}[kind]
