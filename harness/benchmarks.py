@@ -26,7 +26,7 @@ import json
 import logging
 import os
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -55,10 +55,6 @@ class PreparedTasks:
     task_dir: str | None  # folder holding the task YAMLs (local data)
     tasks: list[BenchmarkTask] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
-
-    def to_json(self) -> dict:
-        return {"source": self.source, "task_dir": self.task_dir, "tasks": [asdict(t) for t in self.tasks],
-                "skipped": self.skipped}
 
 
 def resolve_data_dir(configured: str | None) -> Path | None:

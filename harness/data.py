@@ -48,9 +48,6 @@ class Question:
     doc_id: str | None = None
     evidence: str | None = None  # the sentence that holds the answer, when known
 
-    def to_json(self) -> dict:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
 class Dataset:
