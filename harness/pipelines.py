@@ -41,32 +41,67 @@ def adapter_switch(lm: LoadedModel, on: bool):
         yield
 
 
+def _units(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Question indices in batches of similar prompt length (longest first). A batch is
+    the unit of work that is computed, cached and resumed as one: its members' outputs
+    depend (through padding) on each other, so it is never split."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+
+
+def _compute_unit(lm: LoadedModel, prompts: list[str], questions, *, max_new_tokens: int, multiple_choice: bool,
+                  batch_size: int) -> list[dict]:
+    generations = generate(lm, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    pairs, owners = [], []
+    if multiple_choice:
+        for i, q in enumerate(questions):
+            if q.choices and q.answerable:
+                pairs += [(prompts[i], c) for c in q.choices]
+                owners += [i] * len(q.choices)
+    logliks = loglikelihood(lm, pairs, batch_size=batch_size) if pairs else []
+    choice_scores: dict[int, list[float]] = {}
+    for i, ll in zip(owners, logliks):
+        choice_scores.setdefault(i, []).append(ll)
+    return [{"output": g.text, "prompt_tokens": g.prompt_tokens, "new_tokens": g.new_tokens, "latency_s": g.seconds,
+             "choice_logliks": choice_scores.get(i)} for i, g in enumerate(generations)]
+
+
 def answer(lm: LoadedModel, questions, *, adapter: bool, retriever, top_k: int, max_new_tokens: int,
-           batch_size: int, multiple_choice: bool, progress=None) -> list[dict]:
-    """Raw outputs per question: prompt, retrieved chunks, generation, choice scores."""
+           batch_size: int, multiple_choice: bool, memo=None, progress=None) -> list[dict]:
+    """Raw outputs per question: prompt, retrieved chunks, generation, choice scores.
+
+    With a `memo` (see memo.py; its namespace must name the model and adapter), each
+    batch is looked up first and stored as soon as it is computed, so a killed run loses
+    at most the batch in flight."""
+    from harness.memo import content_key
+
     template = template_for(retrieval=retriever is not None)
     hits = retriever.search([q.question for q in questions], top_k) if retriever is not None else [[] for _ in questions]
     prompts = [render(lm.tokenizer, template, question=q.question, passages=[h.chunk.text for h in hs])
                for q, hs in zip(questions, hits)]
+    computed: list[dict | None] = [None] * len(questions)
     with adapter_switch(lm, adapter):
-        generations = generate(lm, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
-        pairs, owners = [], []
-        if multiple_choice:
-            for i, q in enumerate(questions):
-                if q.choices and q.answerable:
-                    pairs += [(prompts[i], c) for c in q.choices]
-                    owners += [i] * len(q.choices)
-        logliks = loglikelihood(lm, pairs, batch_size=batch_size) if pairs else []
-    choice_scores: dict[int, list[float]] = {}
-    for i, ll in zip(owners, logliks):
-        choice_scores.setdefault(i, []).append(ll)
+        for unit in _units([len(p) for p in prompts], batch_size):
+            key = content_key({"max_new_tokens": max_new_tokens, "multiple_choice": multiple_choice,
+                               "items": [[prompts[i], list(questions[i].choices) if questions[i].answerable else []]
+                                         for i in unit]})
+            values = memo.get(key) if memo is not None else None
+            if values is None:
+                values = _compute_unit(lm, [prompts[i] for i in unit], [questions[i] for i in unit],
+                                       max_new_tokens=max_new_tokens, multiple_choice=multiple_choice,
+                                       batch_size=batch_size)
+                if memo is not None:
+                    memo.put(key, values)
+            for i, v in zip(unit, values):
+                computed[i] = v
+            if progress is not None:
+                progress(len(unit))
     rows = []
-    for i, (q, hs, g) in enumerate(zip(questions, hits, generations)):
+    for i, (q, hs) in enumerate(zip(questions, hits)):
         rows.append({
             "question_id": q.id, "template": template.id, "prompt": prompts[i],
             "retrieved": [{"id": h.chunk.id, "score": round(h.score, 6), "text": h.chunk.text} for h in hs],
-            "output": g.text, "prompt_tokens": g.prompt_tokens, "new_tokens": g.new_tokens,
-            "latency_s": g.seconds, "choice_logliks": choice_scores.get(i),
+            **computed[i],
         })
     return rows
 

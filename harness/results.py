@@ -71,12 +71,19 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 @contextlib.contextmanager
 def staged_run_dir(final: str | Path):
-    """Yield a staging folder; on success it replaces `final` whole, on error it goes."""
+    """Yield a staging folder; on success it replaces `final` whole, on error it goes.
+    Call it while holding `run_lock(final)`."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    # Folders a killed run left behind; the caller holds the run lock, so none is live.
+    for left in final.parent.glob(f".{final.name}.partial-*"):
+        shutil.rmtree(left, ignore_errors=True)
+    for old in final.parent.glob(f".{final.name}.old-*"):  # killed between the two renames below
+        if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.rename(final)
     staging = final.parent / f".{final.name}.partial-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)
     staging.mkdir()
     try:
         yield staging
@@ -105,16 +112,26 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return time.time()
+
+
 @contextlib.contextmanager
-def run_lock(final: str | Path):
+def run_lock(final: str | Path, *, wait: bool = False, poll_seconds: float = 2.0):
     """Hold `results/.<name>.lock` for the length of a run. A second run on the same
-    folder is refused while the holder lives; a lock left by a process that is gone
-    (killed, crashed) on this machine is stale and taken over."""
+    folder is refused while the holder lives (or, with `wait`, waits for it to finish);
+    a lock left by a process that is gone (killed, crashed) on this machine is stale and
+    taken over."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     lock = final.parent / f".{final.name}.lock"
     me = {"pid": os.getpid(), "host": platform.node(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    for _ in range(2):
+    attempts = 0
+    while True:
+        attempts += 1
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
@@ -123,8 +140,14 @@ def run_lock(final: str | Path):
             except (OSError, json.JSONDecodeError):
                 holder = {}
             pid, host = holder.get("pid"), holder.get("host")
-            if isinstance(pid, int) and host == me["host"] and not _pid_alive(pid):
+            if not holder and time.time() - _mtime(lock) > 10 and attempts < 5:
+                lock.unlink(missing_ok=True)  # its writer died between creating and filling it
+                continue
+            if isinstance(pid, int) and host == me["host"] and not _pid_alive(pid) and attempts < 5:
                 lock.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            if wait:
+                time.sleep(poll_seconds)
                 continue
             raise RunLockedError(f"{final}: another run is writing it (pid {pid} on {host}, since "
                                  f"{holder.get('started')}); wait for it, or delete {lock} if that process "
@@ -132,8 +155,6 @@ def run_lock(final: str | Path):
         with os.fdopen(fd, "w") as f:
             json.dump(me, f)
         break
-    else:
-        raise RunLockedError(f"{final}: could not take the lock {lock}")
     try:
         yield lock
     finally:

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from harness import benchmarks, metrics, report, stats
 from harness.config import ExperimentConfig, config_hash, config_to_dict, expand_grid
 from harness.data import EXTERNAL_FORMATS, Dataset, load_user_dataset
+from harness.memo import Memo
 from harness.models import LoadedModel, cache_dir, load_generator
 from harness.pipelines import PIPELINES, adapter_switch, answer
 from harness.prompts import TEMPLATES
@@ -156,6 +157,7 @@ def _adapter_key(lm: LoadedModel, examples, cfg: ExperimentConfig, seed: int) ->
     many seeds the run repeats."""
     train = cfg.train.model_dump(mode="json")
     train.pop("repeats")
+    train.pop("checkpoint_every")
     train["seed"] = seed
     blob = json.dumps({
         "format": ADAPTER_FORMAT, "model": lm.fingerprint, "dtype": lm.dtype, "device": lm.device,
@@ -186,28 +188,38 @@ def obtain_adapter(lm: LoadedModel, data: Dataset, cfg: ExperimentConfig, *, see
             lm.model = PeftModel.from_pretrained(lm.model, target, adapter_name=name)
         lm.model.eval()
         return json.loads(record_path.read_text()), True
-    tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    steps = planned_steps(len(examples), dev_fraction=t.dev_fraction, batch_size=t.batch_size, epochs=t.epochs,
-                          max_steps=t.max_steps)
-    with tqdm(total=steps, desc=f"train LoRA ({t.objective}, seed {seed})", unit="step") as bar:
-        result: TrainResult = train_lora(
-            lm, examples, rank=t.rank, alpha=t.alpha, dropout=t.dropout, target_modules=t.target_modules,
-            lr=t.lr, epochs=t.epochs, max_steps=t.max_steps, batch_size=t.batch_size, max_length=t.max_length,
-            warmup_ratio=t.warmup_ratio, dev_fraction=t.dev_fraction,
-            early_stopping_patience=t.early_stopping_patience, seed=seed, out_dir=tmp, adapter_name=name,
-            progress=bar.update)
-    record = result.to_json()
-    record["adapter_dir"] = str(target)
-    record["cache_key"] = key
-    record["seed"] = seed
-    atomic_write_json(tmp / "harness-train.json", record)
-    if target.exists():  # trained concurrently elsewhere; both are the same adapter
-        shutil.rmtree(tmp)
-    else:
-        tmp.rename(target)
+    # A stable partial folder (not per process), so a run killed mid-training resumes
+    # from its last checkpoint; the lock keeps two live processes from training it at once.
+    partial = target.with_name(f"{target.name}.partial")
+    with run_lock(partial, wait=True):
+        if record_path.is_file():  # another process finished it while this one waited
+            return obtain_adapter(lm, data, cfg, seed=seed, name=name)
+        steps = planned_steps(len(examples), dev_fraction=t.dev_fraction, batch_size=t.batch_size,
+                              epochs=t.epochs, max_steps=t.max_steps)
+        out = partial / "adapter"
+        shutil.rmtree(out, ignore_errors=True)
+        partial.mkdir(parents=True, exist_ok=True)
+        with tqdm(total=steps, desc=f"train LoRA ({t.objective}, seed {seed})", unit="step") as bar:
+            result: TrainResult = train_lora(
+                lm, examples, rank=t.rank, alpha=t.alpha, dropout=t.dropout, target_modules=t.target_modules,
+                lr=t.lr, epochs=t.epochs, max_steps=t.max_steps, batch_size=t.batch_size, max_length=t.max_length,
+                warmup_ratio=t.warmup_ratio, dev_fraction=t.dev_fraction,
+                early_stopping_patience=t.early_stopping_patience, seed=seed, out_dir=out, adapter_name=name,
+                checkpoint_dir=partial, checkpoint_every=t.checkpoint_every, progress=bar.update)
+        record = result.to_json()
+        record["adapter_dir"] = str(target)
+        record["cache_key"] = key
+        record["seed"] = seed
+        atomic_write_json(out / "harness-train.json", record)
+        out.rename(target)
+        shutil.rmtree(partial)
     return record, False
+
+
+def generation_memo(lm: LoadedModel, *, adapter_key: str | None) -> Memo:
+    """The store of this model's (and adapter's) generations and choice scores."""
+    return Memo("generations", namespace={"model": lm.fingerprint, "dtype": lm.dtype, "device": lm.device,
+                                          "adapter": adapter_key})
 
 
 def spread_across_seeds(lm: LoadedModel, questions, cfg: ExperimentConfig, retriever, per_item: dict,
@@ -220,13 +232,14 @@ def spread_across_seeds(lm: LoadedModel, questions, cfg: ExperimentConfig, retri
         if PIPELINES[name].adapter:
             for metric, v in per_item[name].items():
                 values.setdefault(name, {})[metric] = [sum(v.values()) / len(v)]
-    for adapter, _seed, _record, _cached in extra_seeds:
+    for adapter, _seed, record, _cached in extra_seeds:
         lm.model.set_adapter(adapter)
+        memo = generation_memo(lm, adapter_key=record["cache_key"])
         for name in values:
             pipe = PIPELINES[name]
             rows = answer(lm, questions, adapter=True, retriever=retriever if pipe.retrieval else None,
                           top_k=cfg.retrieval.top_k, max_new_tokens=cfg.eval.max_new_tokens,
-                          batch_size=cfg.eval.batch_size, multiple_choice=cfg.eval.multiple_choice)
+                          batch_size=cfg.eval.batch_size, multiple_choice=cfg.eval.multiple_choice, memo=memo)
             items = metrics.item_values([(metrics.score_prediction(r, by_id[r["question_id"]]), by_id[r["question_id"]])
                                          for r in rows])
             for metric, v in items.items():
@@ -320,11 +333,12 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
         for name in cfg.eval.pipelines:
             pipe = PIPELINES[name]
             t0 = time.perf_counter()
+            memo = generation_memo(lm, adapter_key=train_record["cache_key"] if pipe.adapter else None)
             with tqdm(total=len(questions), desc=f"answer [{name}]", unit="q") as bar:
                 rows = answer(lm, questions, adapter=pipe.adapter, retriever=retriever if pipe.retrieval else None,
                               top_k=cfg.retrieval.top_k, max_new_tokens=cfg.eval.max_new_tokens,
                               batch_size=cfg.eval.batch_size, multiple_choice=cfg.eval.multiple_choice,
-                              progress=bar.update)
+                              memo=memo, progress=bar.update)
             wall = time.perf_counter() - t0
             scored = []
             for row in rows:
@@ -341,6 +355,7 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
                 "latency_p95_s": _percentile([r["latency_s"] for r in rows], 95),
                 "prompt_tokens_mean": float(np.mean([r["prompt_tokens"] for r in rows])),
                 "new_tokens_mean": float(np.mean([r["new_tokens"] for r in rows])),
+                "batches": memo.counts(),
             }
 
         seed_spread = {}

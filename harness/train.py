@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import resource
 import time
@@ -116,12 +117,18 @@ def train_lora(lm: LoadedModel, examples: list[Example], *, rank: int, alpha: fl
                target_modules, lr: float, epochs: int, max_steps: int | None, batch_size: int,
                max_length: int, warmup_ratio: float, dev_fraction: float,
                early_stopping_patience: int | None, seed: int, out_dir: str | Path,
-               adapter_name: str = "default", progress=None) -> TrainResult:
+               adapter_name: str = "default", checkpoint_dir: str | Path | None = None,
+               checkpoint_every: int = 1, progress=None) -> TrainResult:
     """Train a LoRA adapter on `lm.model` and save it to `out_dir`.
 
     The first adapter wraps `lm.model` in a PEFT model in place; a later one (another
     seed, say) is added beside the others under `adapter_name` and made the active one,
-    and only its weights train."""
+    and only its weights train.
+
+    With `checkpoint_dir`, the adapter, optimizer, schedule, data order and random
+    states are saved there every `checkpoint_every` steps and after every epoch; a call
+    that finds a checkpoint continues from it, and the adapter it ends with is the one an
+    uninterrupted run gives, bit for bit."""
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
     from transformers import get_linear_schedule_with_warmup
 
@@ -161,13 +168,49 @@ def train_lora(lm: LoadedModel, examples: list[Example], *, rank: int, alpha: fl
     schedule = get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * total_steps), total_steps)
     pad_id = tok.pad_token_id
 
-    curve, best, best_epoch, bad_epochs, stopped_early = [], float("inf"), None, 0, False
-    best_state = None
-    step, tokens, t0 = 0, 0, time.perf_counter()
-    for epoch in range(1, epochs + 1):
+    ckpt = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir is not None else None
+    perm = list(range(len(train)))
+    st = {"step": 0, "epoch": 1, "batches_done": 0, "epoch_complete": False, "curve": [], "best": float("inf"),
+          "best_epoch": None, "bad_epochs": 0, "stopped_early": False, "best_state": None, "tokens": 0,
+          "elapsed": 0.0}
+    if ckpt is not None and ckpt.is_file():
+        saved = torch.load(ckpt, weights_only=False)
+        set_peft_model_state_dict(model, saved["adapter"], adapter_name=adapter_name)
+        optimizer.load_state_dict(saved["optimizer"])
+        schedule.load_state_dict(saved["schedule"])
+        rng.setstate(saved["rng"])
+        torch.set_rng_state(saved["torch_rng"])
+        perm = saved["perm"]
+        st = saved["state"]
+        log.info("training resumed from %s at step %d", ckpt, st["step"])
+
+    def save_checkpoint() -> None:
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        tmp = ckpt.with_name(f".{ckpt.name}.tmp")
+        torch.save({"adapter": get_peft_model_state_dict(model, adapter_name=adapter_name),
+                    "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                    "rng": rng.getstate(), "torch_rng": torch.get_rng_state(), "perm": perm,
+                    "state": {**st, "elapsed": st["elapsed"] + time.perf_counter() - t0}}, tmp)
+        os.replace(tmp, ckpt)
+
+    t0 = time.perf_counter()
+    if progress is not None and st["step"]:
+        progress(st["step"])
+
+    def done(st: dict) -> bool:
+        return st["stopped_early"] or (st["epoch_complete"] and (st["step"] >= total_steps or st["epoch"] >= epochs))
+
+    finished = done(st)
+    while not finished:
+        epoch = st["epoch"]
+        if st["epoch_complete"]:
+            st.update(epoch=epoch + 1, batches_done=0, epoch_complete=False)
+            epoch += 1
+        if st["batches_done"] == 0:
+            rng.shuffle(perm)
         model.train()
-        rng.shuffle(train)
-        for ids, mask, labels in _batches(train, batch_size, pad_id):
+        batches = list(_batches([train[i] for i in perm], batch_size, pad_id))
+        for ids, mask, labels in batches[st["batches_done"]:]:
             with compute_context(lm):
                 loss = model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
                              labels=labels.to(lm.device)).loss
@@ -175,30 +218,37 @@ def train_lora(lm: LoadedModel, examples: list[Example], *, rank: int, alpha: fl
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
-            step += 1
-            tokens += int(mask.sum())
-            curve.append({"step": step, "epoch": epoch, "train_loss": float(loss.detach())})
+            st["step"] += 1
+            st["batches_done"] += 1
+            st["tokens"] += int(mask.sum())
+            st["curve"].append({"step": st["step"], "epoch": epoch, "train_loss": float(loss.detach())})
             if progress is not None:
                 progress(1)
-            if step >= total_steps:
+            if st["step"] >= total_steps:
                 break
+            if ckpt is not None and st["step"] % checkpoint_every == 0:
+                save_checkpoint()
         if dev:
             dev_loss = _dev_loss(lm, dev, batch_size, pad_id)
-            curve.append({"step": step, "epoch": epoch, "dev_loss": dev_loss})
+            st["curve"].append({"step": st["step"], "epoch": epoch, "dev_loss": dev_loss})
             log.info("epoch %d: dev loss %.4f", epoch, dev_loss)
-            if dev_loss < best - 1e-6:
-                best, best_epoch, bad_epochs = dev_loss, epoch, 0
+            if dev_loss < st["best"] - 1e-6:
+                st.update(best=dev_loss, best_epoch=epoch, bad_epochs=0)
                 if early_stopping_patience:
-                    best_state = {k: v.detach().clone()
-                                  for k, v in get_peft_model_state_dict(model, adapter_name=adapter_name).items()}
+                    st["best_state"] = {k: v.detach().clone()
+                                        for k, v in get_peft_model_state_dict(model, adapter_name=adapter_name).items()}
             else:
-                bad_epochs += 1
-                if early_stopping_patience and bad_epochs >= early_stopping_patience:
-                    stopped_early = True
-                    break
-        if step >= total_steps:
-            break
-    wall = time.perf_counter() - t0
+                st["bad_epochs"] += 1
+                if early_stopping_patience and st["bad_epochs"] >= early_stopping_patience:
+                    st["stopped_early"] = True
+        st["epoch_complete"] = True
+        finished = done(st)
+        if ckpt is not None:
+            save_checkpoint()
+    curve, best_epoch, stopped_early, step, tokens = (st["curve"], st["best_epoch"], st["stopped_early"], st["step"],
+                                                      st["tokens"])
+    best_state = st["best_state"]
+    wall = st["elapsed"] + time.perf_counter() - t0
     if best_state is not None:
         set_peft_model_state_dict(model, best_state, adapter_name=adapter_name)
     model.eval()

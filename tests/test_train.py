@@ -111,3 +111,36 @@ def test_a_second_adapter_trains_beside_the_first(tiny_model_dir, tmp_path):
     assert r.trainable_params == sum(v.numel() for k, v in first.items())  # only the new adapter trained
     after = {k: v for k, v in lm.model.state_dict().items() if ".default." in k}
     assert all(torch.equal(first[k], after[k]) for k in first)
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("kill_at", [2, 3, 5])  # mid-epoch, at an epoch's end (3 steps per epoch), later
+def test_training_killed_at_any_step_resumes_to_the_same_adapter(tiny_model_dir, tmp_path, kill_at):
+    """Resuming from the checkpoint gives the uninterrupted run's adapter and curve, bit
+    for bit; dropout on, so the random state has to come back too."""
+    from safetensors.torch import load_file
+
+    from harness.models import load_generator
+
+    def fresh():
+        return load_generator(str(tiny_model_dir), dtype="float32", device="cpu")
+
+    whole = _train(fresh(), tmp_path / "whole", dropout=0.1, checkpoint_dir=tmp_path / "ckpt-whole")
+    steps = []
+
+    def die(n):
+        steps.append(n)
+        if len(steps) == kill_at:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        _train(fresh(), tmp_path / "cut", dropout=0.1, checkpoint_dir=tmp_path / "ckpt", progress=die)
+    assert (tmp_path / "ckpt" / "checkpoint.pt").is_file()
+    resumed = _train(fresh(), tmp_path / "cut", dropout=0.1, checkpoint_dir=tmp_path / "ckpt")
+    assert resumed.loss_curve == whole.loss_curve and resumed.steps == whole.steps == 9
+    a = load_file(tmp_path / "whole" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "cut" / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
