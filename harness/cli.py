@@ -1,6 +1,7 @@
 """The `harness` command: parse arguments, call one library function, exit.
 
     harness run CONFIG [--results-dir DIR]   run an experiment, write results and report
+        [--executor sequential|processes|ray] [--workers N] [--address RAY] [--cpus-per-cell N]
     harness plan CONFIG                      a grid's cells: done, adapter cached, estimated cost
     harness validate CONFIG                  check a config without loading any model
     harness report RESULTS_DIR               rewrite report.md/.html from result files alone
@@ -20,12 +21,13 @@ import sys
 def _input_errors() -> tuple[type[BaseException], ...]:
     from harness.config import ConfigError
     from harness.data import DataError
+    from harness.executors import ExecutorError
     from harness.models import ModelError
     from harness.results import RunLockedError
     from harness.retrieve import EmbedderError
     from harness.train import TrainError
 
-    return (ConfigError, DataError, ModelError, EmbedderError, TrainError, RunLockedError)
+    return (ConfigError, DataError, ModelError, EmbedderError, TrainError, RunLockedError, ExecutorError)
 
 
 def _run(args) -> int:
@@ -34,7 +36,8 @@ def _run(args) -> int:
 
     cfg = load_config(args.config)
     if cfg.grid is not None:
-        out = run_grid(cfg, results_root=args.results_dir)
+        out = run_grid(cfg, results_root=args.results_dir, executor=args.executor, workers=args.workers,
+                       address=args.address, cpus_per_cell=args.cpus_per_cell)
         print(f"grid report: {out / 'grid.md'}")
         return 0
     out = run_experiment(cfg, results_root=args.results_dir)
@@ -104,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("run", help="run an experiment")
     p.add_argument("config")
     p.add_argument("--results-dir", default=None, help="parent folder of results (default: the config's output_dir)")
+    p.add_argument("--executor", default="sequential", help="where a grid's cells run: sequential, processes, ray")
+    p.add_argument("--workers", type=int, default=None, help="processes executor: worker processes (default: cores)")
+    p.add_argument("--address", default=None, help="ray executor: an existing cluster (default: start a local one)")
+    p.add_argument("--cpus-per-cell", type=int, default=1, help="ray executor: CPUs each cell's task asks for")
     p.set_defaults(func=_run)
     p = sub.add_parser("plan", help="list a grid's cells, what is done or cached, and an estimate")
     p.add_argument("config")

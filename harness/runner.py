@@ -103,20 +103,37 @@ def plan_grid(cfg: ExperimentConfig, *, results_root: str | Path | None = None) 
     return rows
 
 
-def run_grid(cfg: ExperimentConfig, *, results_root: str | Path | None = None) -> Path:
+def grid_lanes(cells, root: Path) -> list[list[tuple[str, dict]]]:
+    """The cells still to run, grouped by adapter group in grid order: one lane trains
+    its adapter once and the rest of the lane reuses it (see executors.py)."""
+    lanes: dict[str, list[tuple[str, dict]]] = {}
+    for c in cells:
+        m = _finished(root / c.id)
+        if m is not None and m["config_hash"] == c.hash:
+            log.info("cell %s: done already, skipped", c.id)
+            continue
+        lanes.setdefault(adapter_group(c.config), []).append((c.id, config_to_dict(c.config)))
+    return list(lanes.values())
+
+
+def run_grid(cfg: ExperimentConfig, *, results_root: str | Path | None = None, executor: str = "sequential",
+             workers: int | None = None, address: str | None = None, cpus_per_cell: int = 1) -> Path:
     """Run every cell of the grid that has no finished result of its config yet, each into
-    `<results_root>/<name>/<cell id>/`; adapters are shared through the cache. Then the
-    grid report compares the cells."""
+    `<results_root>/<name>/<cell id>/`, on the chosen executor; adapters are shared
+    through the cache. Then the grid report compares the cells."""
+    from harness.executors import EXECUTORS, ExecutorError
+
+    if executor not in EXECUTORS:
+        raise ExecutorError(f"--executor: {executor!r} is not one of {', '.join(EXECUTORS)}")
     root = Path(results_root or cfg.output_dir) / cfg.name
     cells = expand_grid(cfg)
     with run_lock(root):
-        for i, c in enumerate(cells, 1):
-            m = _finished(root / c.id)
-            if m is not None and m["config_hash"] == c.hash:
-                log.info("cell %d/%d %s: done already, skipped", i, len(cells), c.id)
-                continue
-            log.info("cell %d/%d %s", i, len(cells), c.id)
-            run_experiment(c.config, results_root=root, folder=c.id)
+        lanes = grid_lanes(cells, root)
+        log.info("%d of %d cells to run, in %d adapter lanes, executor %s", sum(map(len, lanes)), len(cells),
+                 len(lanes), executor)
+        if lanes:
+            EXECUTORS[executor](lanes, root=str(root), workers=workers, address=address, cpus_per_cell=cpus_per_cell,
+                                gpus_per_cell=1 if cfg.model.device == "cuda" else 0)
         atomic_write_json(root / "grid.json", {"experiment": cfg.name, "config_hash": config_hash(cfg),
                                                "cells": [{"id": c.id, "values": c.values, "hash": c.hash}
                                                          for c in cells]})

@@ -63,3 +63,88 @@ def test_unchanged_rerun_computes_nothing_and_an_extension_only_the_new_cell(tin
     runner.run_grid(parse_config(raw), results_root=tmp_path)
     assert computed == ["top_k=3"]
     assert json.loads((root / "top_k=3" / "metrics.json").read_text())["costs"]["training"]["from_cache"] is True
+
+
+def _cells(root):
+    """Each cell's conclusions, without timings or cache bookkeeping."""
+    out = {}
+    for folder in sorted(p for p in root.iterdir() if (p / "metrics.json").is_file()):
+        m = json.loads((folder / "metrics.json").read_text())
+        out[folder.name] = {k: m[k] for k in ("pipelines", "comparisons", "verdicts", "config_hash")}
+    return out
+
+
+def _two_lane_grid(tiny_model_dir):
+    raw = tiny_config(tiny_model_dir, name="lanes", eval={"pipelines": ["base", "finetuned", "rag"],
+                                                          "max_new_tokens": 3, "bootstrap_samples": 200})
+    raw["grid"] = {"axes": {"train.rank": [2, 4], "retrieval.top_k": [1, 2]}}
+    return raw
+
+
+def test_lanes_group_cells_by_adapter(tiny_model_dir, tmp_path):
+    cfg = parse_config(_two_lane_grid(tiny_model_dir))
+    lanes = runner.grid_lanes(expand_grid(cfg), tmp_path)
+    assert [[cell for cell, _ in lane] for lane in lanes] == [["rank=2,top_k=1", "rank=2,top_k=2"],
+                                                              ["rank=4,top_k=1", "rank=4,top_k=2"]]
+
+
+def test_parallel_processes_give_the_sequential_metrics(tiny_model_dir, tmp_path, monkeypatch):
+    raw = _two_lane_grid(tiny_model_dir)
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache-seq"))
+    seq = runner.run_grid(parse_config(raw), results_root=tmp_path / "seq")
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache-par"))
+    par = runner.run_grid(parse_config(raw), results_root=tmp_path / "par", executor="processes", workers=2)
+    assert len(_cells(seq)) == 4 and _cells(par) == _cells(seq)
+    trained = [json.loads((par / c / "metrics.json").read_text())["costs"]["training"]["from_cache"]
+               for c in ("rank=2,top_k=1", "rank=2,top_k=2", "rank=4,top_k=1", "rank=4,top_k=2")]
+    assert trained == [False, True, False, True]  # each lane trained its adapter once
+
+
+def test_an_unknown_executor_is_named(tiny_model_dir, tmp_path):
+    from harness.executors import ExecutorError
+
+    with pytest.raises(ExecutorError, match="'slurm' is not one of sequential, processes, ray"):
+        runner.run_grid(parse_config(_two_lane_grid(tiny_model_dir)), results_root=tmp_path, executor="slurm")
+
+
+def _loopback_only() -> bool:
+    import shutil
+    import subprocess
+
+    if shutil.which("unshare") is None:
+        return False
+    return subprocess.run(["unshare", "-n", "sh", "-c", "ip link set lo up"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _loopback_only(), reason="needs `unshare -n` to keep Ray off every network but loopback")
+def test_a_local_ray_instance_gives_the_sequential_metrics(tiny_model_dir, tmp_path, monkeypatch):
+    """Ray starts only inside a loopback-only network namespace: on start it probes a
+    cloud metadata address and DNS, and no traffic may leave loopback here."""
+    import os
+    import shlex
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    import yaml
+
+    pytest.importorskip("ray")
+    raw = _two_lane_grid(tiny_model_dir)
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache-seq"))
+    seq = runner.run_grid(parse_config(raw), results_root=tmp_path / "seq")
+    config = tmp_path / "lanes.yaml"
+    config.write_text(yaml.safe_dump(raw, sort_keys=False))
+    command = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "harness.cli", "run", str(config),
+                                                "--results-dir", str(tmp_path / "ray"), "--executor", "ray"])
+    ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
+    env = {**os.environ, "HARNESS_CACHE": str(tmp_path / "cache-ray"), "RAY_AUTH_MODE": "disabled",
+           "RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": ray_tmp}
+    try:
+        done = subprocess.run(["unshare", "-n", "sh", "-c", f"ip link set lo up && {command}"], env=env,
+                              capture_output=True, text=True, timeout=600)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Ray" in done.stderr or "ray" in done.stderr
+    assert len(_cells(tmp_path / "ray" / "lanes")) == 4 and _cells(tmp_path / "ray" / "lanes") == _cells(seq)
