@@ -60,6 +60,7 @@ class WorldConfig(_Section):
     paraphrases: int = Field(2, ge=0)
     train_questions_per_fact: int = Field(2, ge=1, le=2)
     n_unanswerable: int = Field(16, ge=0)
+    n_general: int = Field(0, ge=0)  # general-knowledge questions the base may know (regression probes)
 
 
 class ExternalDataConfig(_Section):
@@ -87,6 +88,10 @@ class DataConfig(_Section):
     questions: str | None = None
     train_questions: str | None = None
     max_questions: int | None = Field(None, ge=1)
+    # Restatements per fact (world) or rewritten copies per passage (external data) added to
+    # the training text, whichever the source; when set it overrides world.paraphrases and
+    # external.paraphrases, so one grid axis (`data.paraphrases`) sweeps any source.
+    paraphrases: int | None = Field(None, ge=0)
 
     @model_validator(mode="after")
     def _both_or_neither(self) -> "DataConfig":
@@ -148,6 +153,11 @@ class EvalConfig(_Section):
     n_examples: int = Field(4, ge=0)
     bootstrap_samples: int = Field(2000, ge=100)
     min_effect: float = Field(0.05, ge=0, le=1)  # smallest difference worth acting on (0.05 = 5 points)
+    # Tag each answerable question by what the base model knows (knowledge.py): its greedy
+    # answer from the base pipeline plus `known_samples` sampled answers. 0 samples still
+    # tags known / unknown from the greedy answer alone.
+    known_samples: int = Field(0, ge=0)
+    known_temperature: float = Field(0.7, gt=0)
 
     @model_validator(mode="after")
     def _unique(self) -> "EvalConfig":

@@ -23,8 +23,11 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
@@ -47,6 +50,7 @@ class Question:
     answerable: bool = True
     doc_id: str | None = None
     evidence: str | None = None  # the sentence that holds the answer, when known
+    in_corpus: bool = True  # False: general knowledge the documents do not hold (no retrieval recall)
 
 
 @dataclass(frozen=True)
@@ -238,6 +242,10 @@ def load_fictional_knowledge(folder: str | Path, *, max_entities: int | None = N
     keep = _pick_entities([p["entity_id"] for p in passages], max_entities, seed)
     docs = [Document(id=p["entity_id"], text=p["passage"]) for p in passages if p["entity_id"] in keep]
     extra = [t for p in passages if p["entity_id"] in keep for t in (p.get("paraphrases") or [])[:paraphrases]]
+    most = max((len(p.get("paraphrases") or []) for p in passages if p["entity_id"] in keep), default=0)
+    if paraphrases > most:
+        log.warning("%s: passages have at most %d rewritten copies; %d asked, %d used", folder, most, paraphrases,
+                    most)
     probes = []
     for n, row in read_jsonl(folder / "probes.jsonl"):
         if not isinstance(row.get("input"), str) or not isinstance(row.get("target"), str):

@@ -114,6 +114,8 @@ METRICS = {
     "mc_accuracy": ("multiple-choice accuracy (answerable, 4-way)", "higher", "proportion"),
     "hallucination_answerable": ("hallucination: wrong answer instead of abstaining (answerable)", "lower", "proportion"),
     "hallucination_unanswerable": ("hallucination: answer asserted (unanswerable)", "lower", "proportion"),
+    "hallucination_known": ("hallucination on facts the base model knew (regression)", "lower", "proportion"),
+    "hallucination_new": ("hallucination on facts new to the base model (injected)", "lower", "proportion"),
     "abstention_answerable": ("abstention rate (answerable)", "context", "proportion"),
     "retrieval_recall": ("retrieval recall@k of the gold evidence", "higher", "proportion"),
 }
@@ -124,21 +126,26 @@ def score_prediction(row: dict, question) -> dict[str, float]:
     scores = score_generation(row["output"], answers=question.answers, answerable=question.answerable)
     if row.get("choice_logliks") is not None:
         scores["mc_correct"] = mc_correct(row["choice_logliks"], question.answer_index)
-    if row.get("retrieved") and question.answerable:
+    if row.get("retrieved") and question.answerable and question.in_corpus:
         scores["retrieval_hit"] = retrieval_hit([h["text"] for h in row["retrieved"]],
                                                 evidence=question.evidence, answers=question.answers)
     return scores
 
 
-def item_values(scored: list[tuple[dict, object]]) -> dict[str, dict[str, float]]:
+def item_values(scored: list[tuple[dict, object]], *, known: dict[str, str] | None = None) -> dict[str, dict[str, float]]:
     """Per-item values of each aggregate metric, keyed by question id, over the subset of
-    items where that metric is defined (see METRICS)."""
+    items where that metric is defined (see METRICS). `known` (question id -> category
+    from knowledge.py) splits hallucination on answerable questions by what the base
+    model knew: `hallucination_known` on facts it knew, `hallucination_new` on the rest."""
     out: dict[str, dict[str, float]] = {m: {} for m in METRICS}
     for scores, q in scored:
         if q.answerable:
             for m in ("contains", "exact_match", "token_f1"):
                 out[m][q.id] = scores[m]
             out["hallucination_answerable"][q.id] = scores["hallucinated"]
+            if known and q.id in known:
+                split = "hallucination_known" if known[q.id] == "known" else "hallucination_new"
+                out[split][q.id] = scores["hallucinated"]
             out["abstention_answerable"][q.id] = scores["abstained"]
             if "mc_correct" in scores:
                 out["mc_accuracy"][q.id] = scores["mc_correct"]

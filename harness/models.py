@@ -210,8 +210,9 @@ def _encode(tokenizer, text: str) -> list[int]:
 
 @torch.no_grad()
 def generate(lm: LoadedModel, prompts: list[str], *, max_new_tokens: int, batch_size: int,
-             progress=None) -> list[Generation]:
-    """Greedy continuations of `prompts`, batched by length, returned in input order."""
+             temperature: float | None = None, seed: int = 0, progress=None) -> list[Generation]:
+    """Greedy continuations of `prompts`, batched by length, returned in input order.
+    With a `temperature`, sampled instead (seeded per batch, so reproducible)."""
     tok, model = lm.tokenizer, lm.model
     encoded = [_encode(tok, p) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
@@ -224,10 +225,13 @@ def generate(lm: LoadedModel, prompts: list[str], *, max_new_tokens: int, batch_
         ids = torch.tensor([[pad] * (width - len(encoded[i])) + encoded[i] for i in idx], device=lm.device)
         mask = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in idx], device=lm.device)
         t0 = time.perf_counter()
+        decoding = dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if temperature is not None:
+            torch.manual_seed(seed + start)
+            decoding = dict(do_sample=True, temperature=temperature, top_p=None, top_k=None)
         with compute_context(lm):
             seqs = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                  do_sample=False, temperature=None, top_p=None, top_k=None,
-                                  pad_token_id=pad, eos_token_id=tok.eos_token_id)
+                                  pad_token_id=pad, eos_token_id=tok.eos_token_id, **decoding)
         per_item = (time.perf_counter() - t0) / len(idx)
         for row, i in enumerate(idx):
             new = seqs[row, width:].tolist()

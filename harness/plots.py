@@ -146,3 +146,27 @@ def knowledge_vs_forgetting(m: dict) -> bytes | None:
     ax.set_title("knowledge gained vs capability lost", fontsize=10)
     ax.legend(fontsize=7)
     return _png(fig)
+
+
+def axis_effect(points: dict[str, list[tuple[object, dict]]], *, axis: str, label: str,
+                chance: float | None = None) -> bytes | None:
+    """A metric against one grid axis: a line per pipeline, each point with its 95%
+    interval. `points` maps a pipeline to (axis value, aggregate) pairs in axis order."""
+    if not any(points.values()):
+        return None
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    values = list(dict.fromkeys(str(x) for pts in points.values() for x, _ in pts))
+    for i, (p, pts) in enumerate(points.items()):
+        xs = [values.index(str(x)) + (i - (len(points) - 1) / 2) * 0.06 for x, _ in pts]  # dodge the bars
+        est = [_err(a) for _, a in pts]
+        ax.errorbar(xs, [v for v, _ in est], yerr=list(zip(*[e for _, e in est])), marker="o", capsize=3,
+                    label=p, color=COLORS.get(p, None))
+    if chance is not None:
+        ax.axhline(100 * chance, ls="--", color="k", lw=1, label="chance")
+    ax.set_xticks(range(len(values)), values)
+    ax.set_xlabel(axis)
+    ax.set_ylabel("% of items (95% CI)")
+    ax.set_ylim(0, 105)
+    ax.set_title(label, fontsize=9)
+    ax.legend(fontsize=8, loc="best")
+    return _png(fig)

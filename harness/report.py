@@ -19,7 +19,8 @@ from pathlib import Path
 from harness.results import atomic_write_text, read_jsonl
 
 MAIN_METRICS = ("contains", "mc_accuracy", "token_f1", "exact_match", "hallucination_answerable",
-                "hallucination_unanswerable", "abstention_answerable", "retrieval_recall")
+                "hallucination_unanswerable", "hallucination_known", "hallucination_new", "abstention_answerable",
+                "retrieval_recall")
 HEADLINE_METRICS = ("contains", "mc_accuracy", "hallucination_unanswerable")
 
 
@@ -90,6 +91,38 @@ def _forgetting_blocks(m: dict) -> list[tuple]:
                    f"data: {bench['source']}). MMLU reports acc, HellaSwag acc and acc_norm, as lm-eval does."))
     for s in bench.get("skipped", []):
         b.append(("p", f"Skipped **{s['benchmark']}**: {s['reason']}. To run it: {s['fix']}."))
+    return b
+
+
+def _knowledge_blocks(m: dict) -> list[tuple]:
+    """Hallucination split by where the fact came from, and accuracy by what the base
+    model knew (knowledge.py)."""
+    bk = m.get("by_knowledge")
+    if not bk or not any(bk["counts"].values()):
+        return []
+    defs, pipes = m["metric_definitions"], list(m["pipelines"])
+    b: list[tuple] = [("h2", "Hallucination by source, and what the base model knew")]
+    counts = ", ".join(f"{n} {c.replace('_', ' ')}" for c, n in bk["counts"].items())
+    how = (f"its greedy answer and {bk['samples']} samples at temperature {bk['temperature']}" if bk["samples"]
+           else "its greedy answer")
+    b.append(("p", f"Each answerable question is tagged by the base model's own closed-book answers ({how}): "
+                   f"{counts}. Hallucination on facts it knew is the regression Gekhman et al. warn of after "
+                   "fine-tuning on new facts."))
+    rows = []
+    for k in ("hallucination_known", "hallucination_new", "hallucination_unanswerable"):
+        if any(k in m["pipelines"][p] for p in pipes):
+            n = next(m["pipelines"][p][k]["n"] for p in pipes if k in m["pipelines"][p])
+            rows.append([defs[k]["label"] + " ↓", str(n)] + [_cell(m["pipelines"][p].get(k)) for p in pipes])
+    if rows:
+        b.append(("table", ["hallucination", "n"] + pipes, rows))
+    rows = []
+    for c in bk["counts"]:
+        for k in ("contains", "mc_accuracy"):
+            aggs = [bk["pipelines"].get(p, {}).get(c, {}).get(k) for p in pipes]
+            if any(aggs):
+                rows.append([c.replace("_", " "), defs[k]["label"]] + [_cell(a) for a in aggs])
+    if rows:
+        b.append(("table", ["base model", "metric"] + pipes, rows))
     return b
 
 
@@ -166,6 +199,7 @@ def build_blocks(m: dict, predictions: list[dict], curve: list[dict] | None) -> 
                       [[f"{c['b']} − {c['a']}", _pts(c["diff"]), f"[{_pts(c['ci95'][0])}, {_pts(c['ci95'][1])}]",
                         f"{c['p_adj']:.3g}", "✔" if c["significant"] else ""] for c in comps]))
 
+    b += _knowledge_blocks(m)
     b += _forgetting_blocks(m)
 
     costs = m["costs"]
@@ -421,8 +455,37 @@ def render_grid(grid: dict, cells: dict[str, dict]) -> str:
     return "\n".join(out)
 
 
+def grid_figures(grid: dict, cells: dict[str, dict]) -> dict[str, bytes]:
+    """For a one-axis grid, each headline metric against the axis, per pipeline, with
+    intervals (file name -> PNG). Grids of several axes get the text effects only:
+    averaging over the other axes would hide the intervals."""
+    axes = list(dict.fromkeys(k for c in grid["cells"] for k in c["values"]))
+    if len(axes) != 1 or not cells:
+        return {}
+    from harness import plots
+
+    axis = axes[0]
+    any_m = next(iter(cells.values()))
+    out = {}
+    for metric in HEADLINE_METRICS:
+        points: dict[str, list] = {}
+        for c in grid["cells"]:
+            m = cells.get(c["id"])
+            if m is None or axis not in c["values"]:
+                continue
+            for p, aggs in m["pipelines"].items():
+                if metric in aggs:
+                    points.setdefault(p, []).append((c["values"][axis], aggs[metric]))
+        png = plots.axis_effect(points, axis=axis, label=any_m["metric_definitions"][metric]["label"],
+                                chance=0.25 if metric == "mc_accuracy" else None)
+        if png is not None:
+            out[f"effect-{axis.split('.')[-1]}-{metric}.png"] = png
+    return out
+
+
 def write_grid_report(grid_dir: str | Path) -> Path:
-    """(Re)write `grid.md` in a grid's folder from `grid.json` and the cells' metrics."""
+    """(Re)write `grid.md` (and its figures) in a grid's folder from `grid.json` and the
+    cells' metrics."""
     grid_dir = Path(grid_dir)
     grid = json.loads((grid_dir / "grid.json").read_text(encoding="utf-8"))
     cells = {}
@@ -430,6 +493,14 @@ def write_grid_report(grid_dir: str | Path) -> Path:
         path = grid_dir / c["id"] / "metrics.json"
         if path.is_file():
             cells[c["id"]] = json.loads(path.read_text(encoding="utf-8"))
+    figures = grid_figures(grid, cells)
+    if figures:
+        (grid_dir / "figures").mkdir(exist_ok=True)
+        for name, png in figures.items():
+            (grid_dir / "figures" / name).write_bytes(png)
+    text = render_grid(grid, cells)
+    if figures:
+        text += "\n## Against the axis\n\n" + "".join(f"![{name}](figures/{name})\n\n" for name in figures)
     target = grid_dir / "grid.md"
-    atomic_write_text(target, render_grid(grid, cells))
+    atomic_write_text(target, text)
     return target

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from harness import benchmarks, metrics, report, stats
+from harness import benchmarks, knowledge, metrics, report, stats
 from harness.config import ExperimentConfig, config_hash, config_to_dict, expand_grid
 from harness.data import EXTERNAL_FORMATS, Dataset, load_user_dataset
 from harness.memo import Memo
@@ -152,15 +152,20 @@ def load_dataset(cfg: ExperimentConfig) -> Dataset:
     if d.external is not None:
         e = d.external
         loader = EXTERNAL_FORMATS[e.format]
-        kwargs = {"paraphrases": e.paraphrases} if e.format == "fictional_knowledge" else {}
+        wanted = e.paraphrases if d.paraphrases is None else d.paraphrases
+        kwargs = {"paraphrases": wanted} if e.format == "fictional_knowledge" else {}
+        if wanted and e.format == "tofu":
+            log.warning("data.paraphrases: TOFU has no restatements of its facts; the training text is the same "
+                        "for every paraphrase count")
         data = loader(e.path, max_entities=e.max_entities, seed=e.seed, **kwargs)
     elif d.documents:
         data = load_user_dataset(documents=d.documents, questions=d.questions, train_questions=d.train_questions)
     else:
         w = d.world
         data = generate_world(seed=w.seed, n_people=w.n_people, n_organisations=w.n_organisations,
-                              n_places=w.n_places, paraphrases=w.paraphrases,
-                              train_questions_per_fact=w.train_questions_per_fact, n_unanswerable=w.n_unanswerable)
+                              n_places=w.n_places, paraphrases=w.paraphrases if d.paraphrases is None else d.paraphrases,
+                              train_questions_per_fact=w.train_questions_per_fact, n_unanswerable=w.n_unanswerable,
+                              n_general=w.n_general)
     if d.max_questions and d.max_questions < len(data.questions):
         keep = sorted(random.Random(cfg.seed).sample(range(len(data.questions)), d.max_questions))
         data = Dataset(documents=data.documents, questions=tuple(data.questions[i] for i in keep),
@@ -295,6 +300,13 @@ def run_benchmarks(lm: LoadedModel, cfg: ExperimentConfig, *, adapter_id: str | 
             "protocol": {p: {label: r["protocol"] for label, r in s.items()} for p, s in scores.items()}}
 
 
+def _restrict(values: dict[str, dict[str, float]], known: dict[str, str], category: str,
+              names: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """The per-item values of metrics `names` on the questions of one knowledge category."""
+    out = {m: {i: x for i, x in values.get(m, {}).items() if known.get(i) == category} for m in names}
+    return {m: v for m, v in out.items() if v}
+
+
 def _percentile(values, q: float) -> float:
     return float(np.percentile(values, q)) if len(values) else float("nan")
 
@@ -346,7 +358,7 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
                                         chunk_size=cfg.retrieval.chunk_size, chunk_overlap=cfg.retrieval.chunk_overlap,
                                         batch_size=cfg.embedder.batch_size)
 
-        predictions, per_item, pipeline_costs = [], {}, {}
+        predictions, per_item, pipeline_costs, rows_by_pipeline = [], {}, {}, {}
         for name in cfg.eval.pipelines:
             pipe = PIPELINES[name]
             t0 = time.perf_counter()
@@ -357,15 +369,7 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
                               batch_size=cfg.eval.batch_size, multiple_choice=cfg.eval.multiple_choice,
                               memo=memo, progress=bar.update)
             wall = time.perf_counter() - t0
-            scored = []
-            for row in rows:
-                q = by_id[row["question_id"]]
-                row["scores"] = metrics.score_prediction(row, q)
-                scored.append((row["scores"], q))
-                predictions.append({"pipeline": name, "question": q.question, "answers": list(q.answers),
-                                    "answerable": q.answerable, "choices": list(q.choices),
-                                    "answer_index": q.answer_index, **row})
-            per_item[name] = metrics.item_values(scored)
+            rows_by_pipeline[name] = rows
             pipeline_costs[name] = {
                 "wall_seconds": wall,
                 "latency_p50_s": _percentile([r["latency_s"] for r in rows], 50),
@@ -374,6 +378,26 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
                 "new_tokens_mean": float(np.mean([r["new_tokens"] for r in rows])),
                 "batches": memo.counts(),
             }
+
+        t0 = time.perf_counter()
+        base_rows = rows_by_pipeline.get("base")
+        with adapter_switch(lm, False):
+            known = knowledge.tag_questions(
+                lm, questions, greedy={r["question_id"]: r["output"] for r in base_rows} if base_rows else None,
+                samples=cfg.eval.known_samples, temperature=cfg.eval.known_temperature,
+                max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size, seed=cfg.seed,
+                memo=generation_memo(lm, adapter_key=None))
+        timings["knowledge_tagging_seconds"] = time.perf_counter() - t0
+        for name, rows in rows_by_pipeline.items():
+            scored = []
+            for row in rows:
+                q = by_id[row["question_id"]]
+                row["scores"] = metrics.score_prediction(row, q)
+                scored.append((row["scores"], q))
+                predictions.append({"pipeline": name, "question": q.question, "answers": list(q.answers),
+                                    "answerable": q.answerable, "choices": list(q.choices),
+                                    "answer_index": q.answer_index, "known": known.get(q.id), **row})
+            per_item[name] = metrics.item_values(scored, known=known)
 
         seed_spread = {}
         if extra_seeds:
@@ -391,6 +415,14 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
         samples = cfg.eval.bootstrap_samples
         aggregates = {p: stats.aggregate(v, kinds, samples=samples, seed=cfg.seed) for p, v in per_item.items()}
         comparisons = stats.compare_all(per_item, kinds, samples=samples, seed=cfg.seed)
+        by_knowledge = {
+            "counts": {c: sum(v == c for v in known.values()) for c in knowledge.CATEGORIES},
+            "samples": cfg.eval.known_samples, "temperature": cfg.eval.known_temperature,
+            "pipelines": {p: {c: stats.aggregate(_restrict(per_item[p], known, c, ("contains", "mc_accuracy")), kinds,
+                                                 samples=samples, seed=cfg.seed)
+                              for c in knowledge.CATEGORIES if c in known.values()}
+                          for p in per_item},
+        }
         verdicts = {question: stats.decide(comparisons, metric=metric, direction=metrics.METRICS[metric][1],
                                            min_effect=cfg.eval.min_effect)
                     for question, metric in metrics.DECISIONS.items()
@@ -417,6 +449,7 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
             "pipelines": aggregates,
             "comparisons": comparisons,
             "verdicts": verdicts,
+            "by_knowledge": by_knowledge,
             "seed_spread": seed_spread,
             "benchmarks": benchmark_result,
             "metric_definitions": {m: {"label": s[0], "direction": s[1], "kind": s[2]} for m, s in metrics.METRICS.items()},

@@ -22,7 +22,7 @@ import random
 import re
 from dataclasses import dataclass
 
-from harness.data import Dataset, Document, Question
+from harness.data import DataError, Dataset, Document, Question
 
 _ONSETS = ["b", "br", "d", "dr", "f", "g", "gr", "h", "k", "kr", "l", "m", "n", "p", "r", "s",
            "st", "t", "tr", "v", "vr", "z", "th", "sk", "j"]
@@ -113,6 +113,48 @@ FRAMINGS = ("{s}", "According to local records, {s}", "It is well known that {s}
             "As the archives confirm, {s}", "People often mention that {s}")
 
 
+# General knowledge a small model may already hold, never stated in the world's documents:
+# (question, answer, three distractors). The base model's own answers decide which of them
+# it knows (see knowledge.py); fine-tuning that breaks them is a regression, and retrieval
+# that buries them under unrelated passages is one too.
+GENERAL_KNOWLEDGE = (
+    ("What is the capital of France?", "Paris", ("London", "Berlin", "Madrid")),
+    ("What is the capital of Japan?", "Tokyo", ("Beijing", "Seoul", "Bangkok")),
+    ("What is the capital of Italy?", "Rome", ("Paris", "Vienna", "Athens")),
+    ("What is the largest planet in the solar system?", "Jupiter", ("Saturn", "Earth", "Mars")),
+    ("Which planet is known as the Red Planet?", "Mars", ("Venus", "Jupiter", "Mercury")),
+    ("What is the chemical symbol for water?", "H2O", ("CO2", "NaCl", "O2")),
+    ("How many days are there in a week?", "seven", ("five", "six", "eight")),
+    ("What colour is the sky on a clear day?", "blue", ("green", "red", "yellow")),
+    ("Who wrote the play Romeo and Juliet?", "Shakespeare", ("Dickens", "Tolstoy", "Homer")),
+    ("What is the largest ocean on Earth?", "Pacific", ("Atlantic", "Indian", "Arctic")),
+    ("What gas do plants absorb from the air?", "carbon dioxide", ("oxygen", "nitrogen", "helium")),
+    ("What is the freezing point of water in degrees Celsius?", "0", ("10", "32", "100")),
+    ("Which animal is known as the king of the jungle?", "lion", ("tiger", "elephant", "wolf")),
+    ("What is the capital of Germany?", "Berlin", ("Munich", "Vienna", "Paris")),
+    ("On which continent is Egypt?", "Africa", ("Asia", "Europe", "South America")),
+    ("What is the opposite of hot?", "cold", ("warm", "wet", "dark")),
+    ("How many legs does a spider have?", "eight", ("six", "four", "ten")),
+    ("What do bees make?", "honey", ("milk", "silk", "wax paper")),
+    ("Which star is at the centre of our solar system?", "the Sun", ("Sirius", "Polaris", "the Moon")),
+    ("What is the capital of Spain?", "Madrid", ("Barcelona", "Lisbon", "Rome")),
+)
+
+
+def general_questions(n: int, *, seed: int) -> list[Question]:
+    """`n` general-knowledge questions (4-way choices, shuffled by `seed`)."""
+    if n > len(GENERAL_KNOWLEDGE):
+        raise DataError(f"data.world.n_general: at most {len(GENERAL_KNOWLEDGE)}, got {n}")
+    rng = random.Random(seed)
+    out = []
+    for k, (question, answer, distractors) in enumerate(GENERAL_KNOWLEDGE[:n]):
+        choices = [*distractors, answer]
+        rng.shuffle(choices)
+        out.append(Question(id=f"g{k:04d}", question=question, answers=(answer,), choices=tuple(choices),
+                            answer_index=choices.index(answer), in_corpus=False))
+    return out
+
+
 def max_paraphrases() -> int:
     """How many distinct restatements of one fact the templates can produce."""
     return min(len(a.statements) for attrs in ATTRIBUTES.values() for a in attrs) * len(FRAMINGS) - 1
@@ -166,10 +208,11 @@ class _Names:
 
 def generate_world(*, seed: int, n_people: int, n_organisations: int, n_places: int,
                    paraphrases: int, train_questions_per_fact: int = 2,
-                   n_unanswerable: int = 0) -> Dataset:
+                   n_unanswerable: int = 0, n_general: int = 0) -> Dataset:
     """Invent a world and return its documents, training material and questions."""
     if paraphrases > max_paraphrases():
-        raise ValueError(f"data.world.paraphrases: at most {max_paraphrases()} restatements per fact, got {paraphrases}")
+        raise DataError(f"data.paraphrases (or data.world.paraphrases): the world has at most {max_paraphrases()} "
+                        f"restatements per fact, got {paraphrases}")
     rng = random.Random(seed)
     names = _Names(rng)
     # Value pools hold at least 8 names so every question gets 3 distinct distractors;
@@ -221,6 +264,7 @@ def generate_world(*, seed: int, n_people: int, n_organisations: int, n_places: 
         attr = rng.choice(ATTRIBUTES[kind])
         eval_qs.append(Question(id=f"u{u:04d}", question=attr.eval_question.format(e=ghost),
                                 answers=(), answerable=False))
+    eval_qs += general_questions(n_general, seed=seed)
 
     return Dataset(documents=tuple(documents), questions=tuple(eval_qs),
                    train_texts=tuple(d.text for d in documents) + tuple(train_texts),

@@ -51,6 +51,8 @@ def test_unchanged_rerun_computes_nothing_and_an_extension_only_the_new_cell(tin
     second = json.loads((root / "top_k=2" / "metrics.json").read_text())
     assert second["costs"]["training"]["from_cache"] is True  # top_k does not touch the adapter
     assert "## fact recall" in (root / "grid.md").read_text() and "best for `rag`" in (root / "grid.md").read_text()
+    figure = root / "figures" / "effect-top_k-mc_accuracy.png"
+    assert figure.read_bytes()[:4] == b"\x89PNG" and "](figures/effect-top_k-mc_accuracy.png)" in (root / "grid.md").read_text()
 
     computed.clear()
     runner.run_grid(parse_config(raw), results_root=tmp_path)
