@@ -22,7 +22,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-PIPELINE_NAMES = ("base", "finetuned", "rag", "rag_finetuned")
+PIPELINE_NAMES = ("base", "finetuned", "rag", "rag_finetuned")  # the default four; "raft" is opt-in
 
 
 class ConfigError(ValueError):
@@ -102,6 +102,17 @@ class DataConfig(_Section):
         return self
 
 
+class RaftConfig(_Section):
+    """RAFT (Zhang et al., COLM 2024): a second adapter trained on the training questions
+    with `passages` chunks in the prompt: the gold chunk among distractors in a share
+    `gold_share` of examples, distractors alone in the rest. Used by the `raft` pipeline
+    (that adapter, retrieval on)."""
+
+    passages: int = Field(4, ge=1)
+    gold_share: float = Field(0.8, ge=0, le=1)
+    seed: int = 0
+
+
 class TrainConfig(_Section):
     """LoRA fine-tuning. `cpt`: next-token loss on the training text (documents plus
     paraphrases). `sft`: question -> answer with the loss on the answer only."""
@@ -120,6 +131,7 @@ class TrainConfig(_Section):
     dev_fraction: float = Field(0.1, ge=0, lt=1)
     early_stopping_patience: int | None = Field(None, ge=1)
     seed: int = 0
+    raft: RaftConfig = RaftConfig()
     checkpoint_every: int = Field(1, ge=1)  # steps between resumable checkpoints; not part of the adapter's key
     repeats: int = Field(1, ge=1)  # adapters trained with seeds seed, seed+1, ...: the spread across seeds
 
@@ -146,7 +158,7 @@ class RetrievalConfig(_Section):
 class EvalConfig(_Section):
     """Which pipelines run and how answers are generated and scored."""
 
-    pipelines: tuple[Literal["base", "finetuned", "rag", "rag_finetuned"], ...] = PIPELINE_NAMES
+    pipelines: tuple[Literal["base", "finetuned", "rag", "rag_finetuned", "raft"], ...] = PIPELINE_NAMES
     max_new_tokens: int = Field(24, ge=1)
     batch_size: int = Field(16, ge=1)
     multiple_choice: bool = True

@@ -6,6 +6,7 @@
 | finetuned | on | off |
 | rag | off | on |
 | rag_finetuned | on | on |
+| raft | on (the RAFT adapter) | on |
 
 `answer(lm, questions, adapter=..., retriever=..., ...)` generates an answer for every
 question (batched, greedy) and, for questions with choices, picks the choice with the
@@ -26,17 +27,25 @@ from harness.prompts import render, template_for
 class Pipeline:
     adapter: bool
     retrieval: bool
+    adapter_name: str = "default"  # which attached adapter, when `adapter` is on
 
 
 @contextlib.contextmanager
-def adapter_switch(lm: LoadedModel, on: bool):
-    """Run the body with the LoRA adapter on or off."""
+def adapter_switch(lm: LoadedModel, on: bool, name: str = "default"):
+    """Run the body with the LoRA adapter `name` on, or with every adapter off."""
     has_adapter = hasattr(lm.model, "disable_adapter") and hasattr(lm.model, "peft_config")
-    if on and not has_adapter:
-        raise RuntimeError("a fine-tuned pipeline was asked for, but no adapter is attached to the model")
+    if on and not (has_adapter and name in lm.model.peft_config):
+        raise RuntimeError(f"a fine-tuned pipeline was asked for, but no adapter {name!r} is attached to the model")
     if has_adapter and not on:
         with lm.model.disable_adapter():
             yield
+    elif on and lm.model.active_adapter != name:
+        before = lm.model.active_adapter
+        lm.model.set_adapter(name)
+        try:
+            yield
+        finally:
+            lm.model.set_adapter(before)
     else:
         yield
 
@@ -67,7 +76,8 @@ def _compute_unit(lm: LoadedModel, prompts: list[str], questions, *, max_new_tok
 
 
 def answer(lm: LoadedModel, questions, *, adapter: bool, retriever, top_k: int, max_new_tokens: int,
-           batch_size: int, multiple_choice: bool, memo=None, progress=None) -> list[dict]:
+           batch_size: int, multiple_choice: bool, adapter_name: str = "default", memo=None,
+           progress=None) -> list[dict]:
     """Raw outputs per question: prompt, retrieved chunks, generation, choice scores.
 
     With a `memo` (see memo.py; its namespace must name the model and adapter), each
@@ -80,7 +90,7 @@ def answer(lm: LoadedModel, questions, *, adapter: bool, retriever, top_k: int, 
     prompts = [render(lm.tokenizer, template, question=q.question, passages=[h.chunk.text for h in hs])
                for q, hs in zip(questions, hits)]
     computed: list[dict | None] = [None] * len(questions)
-    with adapter_switch(lm, adapter):
+    with adapter_switch(lm, adapter, adapter_name):
         for unit in _units([len(p) for p in prompts], batch_size):
             key = content_key({"max_new_tokens": max_new_tokens, "multiple_choice": multiple_choice,
                                "items": [[prompts[i], list(questions[i].choices) if questions[i].answerable else []]
@@ -111,4 +121,5 @@ PIPELINES = {
     "finetuned": Pipeline(adapter=True, retrieval=False),
     "rag": Pipeline(adapter=False, retrieval=True),
     "rag_finetuned": Pipeline(adapter=True, retrieval=True),
+    "raft": Pipeline(adapter=True, retrieval=True, adapter_name="raft"),
 }

@@ -14,7 +14,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-COLORS = {"base": "#7f7f7f", "finetuned": "#1f77b4", "rag": "#2ca02c", "rag_finetuned": "#9467bd"}
+COLORS = {"base": "#7f7f7f", "finetuned": "#1f77b4", "rag": "#2ca02c", "rag_finetuned": "#9467bd", "raft": "#d62728"}
 
 
 def _png(fig) -> bytes:

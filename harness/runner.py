@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from harness import benchmarks, knowledge, metrics, report, stats
-from harness.config import ExperimentConfig, config_hash, config_to_dict, expand_grid
+from harness.config import PIPELINE_NAMES, ExperimentConfig, config_hash, config_to_dict, expand_grid
 from harness.data import EXTERNAL_FORMATS, Dataset, load_user_dataset
 from harness.memo import Memo
 from harness.models import LoadedModel, cache_dir, load_generator
@@ -34,8 +34,8 @@ from harness.pipelines import PIPELINES, adapter_switch, answer
 from harness.prompts import TEMPLATES
 from harness.results import (atomic_write_json, atomic_write_jsonl, atomic_write_yaml, provenance, run_lock,
                              staged_run_dir)
-from harness.retrieve import build_retriever, load_embedder
-from harness.train import TrainResult, build_examples, planned_steps, train_lora
+from harness.retrieve import build_retriever, chunk_documents, load_embedder
+from harness.train import TrainError, TrainResult, build_examples, build_raft_examples, planned_steps, train_lora
 from harness.world import generate_world
 
 log = logging.getLogger(__name__)
@@ -180,6 +180,7 @@ def _adapter_key(lm: LoadedModel, examples, cfg: ExperimentConfig, seed: int) ->
     train = cfg.train.model_dump(mode="json")
     train.pop("repeats")
     train.pop("checkpoint_every")
+    train.pop("raft")  # the RAFT settings reach an adapter through its examples only
     train["seed"] = seed
     blob = json.dumps({
         "format": ADAPTER_FORMAT, "model": lm.fingerprint, "dtype": lm.dtype, "device": lm.device,
@@ -190,14 +191,17 @@ def _adapter_key(lm: LoadedModel, examples, cfg: ExperimentConfig, seed: int) ->
 
 
 def obtain_adapter(lm: LoadedModel, data: Dataset, cfg: ExperimentConfig, *, seed: int,
-                   name: str = "default") -> tuple[dict, bool]:
+                   name: str = "default", examples: list | None = None) -> tuple[dict, bool]:
     """Attach the adapter for this config and seed to `lm` under `name` (and make it the
-    active one), training it only if not cached. Returns (training record, from cache)."""
+    active one), training it only if not cached. Returns (training record, from cache).
+    The training pairs are the config's objective on the data unless `examples` are given
+    (the RAFT adapter's)."""
     from peft import PeftModel
 
     t = cfg.train
-    examples = build_examples(lm.tokenizer, objective=t.objective, texts=data.train_texts,
-                              questions=data.train_questions)
+    if examples is None:
+        examples = build_examples(lm.tokenizer, objective=t.objective, texts=data.train_texts,
+                                  questions=data.train_questions)
     key = _adapter_key(lm, examples, cfg, seed)
     target = cache_dir() / "adapters" / key[:32]
     record_path = target / "harness-train.json"
@@ -215,7 +219,7 @@ def obtain_adapter(lm: LoadedModel, data: Dataset, cfg: ExperimentConfig, *, see
     partial = target.with_name(f"{target.name}.partial")
     with run_lock(partial, wait=True):
         if record_path.is_file():  # another process finished it while this one waited
-            return obtain_adapter(lm, data, cfg, seed=seed, name=name)
+            return obtain_adapter(lm, data, cfg, seed=seed, name=name, examples=examples)
         steps = planned_steps(len(examples), dev_fraction=t.dev_fraction, batch_size=t.batch_size,
                               epochs=t.epochs, max_steps=t.max_steps)
         out = partial / "adapter"
@@ -242,6 +246,24 @@ def generation_memo(lm: LoadedModel, *, adapter_key: str | None) -> Memo:
     """The store of this model's (and adapter's) generations and choice scores."""
     return Memo("generations", namespace={"model": lm.fingerprint, "dtype": lm.dtype, "device": lm.device,
                                           "adapter": adapter_key})
+
+
+def obtain_raft_adapter(lm: LoadedModel, data: Dataset, cfg: ExperimentConfig) -> dict:
+    """The RAFT adapter (see train.build_raft_examples), attached as "raft" beside the
+    default one, which stays active."""
+    r = cfg.train.raft
+    chunks = chunk_documents(list(data.documents), chunk_size=cfg.retrieval.chunk_size,
+                             chunk_overlap=cfg.retrieval.chunk_overlap)
+    examples = build_raft_examples(lm.tokenizer, questions=data.train_questions, chunks=chunks,
+                                   passages=r.passages, gold_share=r.gold_share, seed=r.seed)
+    if not examples:
+        raise TrainError("eval.pipelines has 'raft', but no training question has a gold chunk in the documents "
+                         "(RAFT needs training questions whose evidence or answer is in a document)")
+    before = getattr(lm.model, "active_adapter", None) if hasattr(lm.model, "peft_config") else None
+    record, cached = obtain_adapter(lm, data, cfg, seed=cfg.train.seed, name="raft", examples=examples)
+    if before is not None:
+        lm.model.set_adapter(before)
+    return {**record, "from_cache": cached, "raft": r.model_dump(mode="json"), "examples": len(examples)}
 
 
 def spread_across_seeds(lm: LoadedModel, questions, cfg: ExperimentConfig, retriever, per_item: dict,
@@ -333,8 +355,8 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
         timings["model_load_seconds"] = time.perf_counter() - t0
         log.info("model %s on %s, compute dtype %s", cfg.model.name, lm.device, lm.dtype)
 
-        train_record, adapter_cached, extra_seeds = None, None, []
-        if any(p.adapter for p in wanted):
+        train_record, adapter_cached, extra_seeds, raft_record = None, None, [], None
+        if any(p.adapter and p.adapter_name == "default" for p in wanted):
             t0 = time.perf_counter()
             seeds = [cfg.train.seed + i for i in range(cfg.train.repeats)]
             # The first seed's adapter is the primary: every per-item result, comparison
@@ -347,6 +369,10 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
                 lm.model.set_adapter("default")
             timings["adapter_seconds"] = time.perf_counter() - t0
             atomic_write_json(stage / "loss_curve.json", train_record["loss_curve"])
+        if "raft" in cfg.eval.pipelines:
+            t0 = time.perf_counter()
+            raft_record = obtain_raft_adapter(lm, data, cfg)
+            timings["raft_adapter_seconds"] = time.perf_counter() - t0
 
         retriever = None
         if any(p.retrieval for p in wanted):
@@ -362,12 +388,13 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
         for name in cfg.eval.pipelines:
             pipe = PIPELINES[name]
             t0 = time.perf_counter()
-            memo = generation_memo(lm, adapter_key=train_record["cache_key"] if pipe.adapter else None)
+            record = raft_record if pipe.adapter_name == "raft" else train_record
+            memo = generation_memo(lm, adapter_key=record["cache_key"] if pipe.adapter else None)
             with tqdm(total=len(questions), desc=f"answer [{name}]", unit="q") as bar:
                 rows = answer(lm, questions, adapter=pipe.adapter, retriever=retriever if pipe.retrieval else None,
                               top_k=cfg.retrieval.top_k, max_new_tokens=cfg.eval.max_new_tokens,
                               batch_size=cfg.eval.batch_size, multiple_choice=cfg.eval.multiple_choice,
-                              memo=memo, progress=bar.update)
+                              adapter_name=pipe.adapter_name, memo=memo, progress=bar.update)
             wall = time.perf_counter() - t0
             rows_by_pipeline[name] = rows
             pipeline_costs[name] = {
@@ -426,7 +453,7 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
         verdicts = {question: stats.decide(comparisons, metric=metric, direction=metrics.METRICS[metric][1],
                                            min_effect=cfg.eval.min_effect)
                     for question, metric in metrics.DECISIONS.items()
-                    if all(p in per_item and metric in per_item[p] for p in PIPELINES)}
+                    if all(p in per_item and metric in per_item[p] for p in PIPELINE_NAMES)}
         timings["total_seconds"] = time.perf_counter() - t_run
 
         n_answerable = sum(q.answerable for q in questions)
@@ -456,6 +483,8 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
             "costs": {
                 "training": None if train_record is None else {
                     **{k: v for k, v in train_record.items() if k != "loss_curve"}, "from_cache": adapter_cached},
+                "raft_training": None if raft_record is None else {
+                    k: v for k, v in raft_record.items() if k != "loss_curve"},
                 "index": None if retriever is None else retriever.stats(),
                 "pipelines": pipeline_costs,
             },

@@ -70,6 +70,42 @@ def build_examples(tokenizer, *, objective: str, texts=(), questions=()) -> list
             for q in questions if q.answers]
 
 
+def _holds(chunk_text: str, q) -> bool:
+    text = " ".join(chunk_text.split())
+    if q.evidence:
+        return " ".join(q.evidence.split()) in text
+    return any(a and a in text for a in q.answers)
+
+
+def build_raft_examples(tokenizer, *, questions, chunks, passages: int, gold_share: float,
+                        seed: int) -> list[Example]:
+    """RAFT training pairs (Zhang et al. 2024): each training question with `passages`
+    chunks in the retrieval prompt. With probability `gold_share` the chunk holding the
+    answer (its evidence sentence, else an answer string from the same document) is one
+    of them, at a random place; otherwise every chunk is a distractor, so the model also
+    learns to answer when retrieval misses. Distractors are drawn at random from chunks
+    that do not hold the answer. The completion is the short gold answer (the paper's
+    chain-of-thought answers need a teacher model). Questions whose gold chunk cannot be
+    found are left out."""
+    rng = random.Random(seed)
+    template = template_for(retrieval=True)
+    out = []
+    for q in questions:
+        if not q.answers:
+            continue
+        gold = [c for c in chunks if (q.doc_id is None or c.doc_id == q.doc_id) and _holds(c.text, q)]
+        others = [c for c in chunks if not _holds(c.text, q)]
+        if not gold or not others:
+            continue
+        with_gold = rng.random() < gold_share
+        picked = rng.sample(others, min(len(others), passages - int(with_gold)))
+        if with_gold:
+            picked.insert(rng.randrange(len(picked) + 1), gold[0])
+        out.append(Example(render(tokenizer, template, question=q.question, passages=[c.text for c in picked]),
+                           q.answers[0] + answer_suffix(tokenizer)))
+    return out
+
+
 def split_sizes(n_examples: int, dev_fraction: float) -> tuple[int, int]:
     """(train, dev) sizes: no dev split below 10 examples."""
     n_dev = int(round(n_examples * dev_fraction)) if n_examples >= 10 else 0

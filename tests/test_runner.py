@@ -178,3 +178,25 @@ def test_tofu_runs_end_to_end(tiny_model_dir, tmp_path):
     m = json.loads((run_experiment(parse_config(raw), results_root=tmp_path) / "metrics.json").read_text())
     assert m["data"]["source"] == "tofu" and m["data"]["questions"] == 20
     assert m["pipelines"]["rag"]["mc_accuracy"]["n"] == 20
+
+
+def test_raft_runs_as_its_own_pipeline_with_its_own_adapter(tiny_model_dir, tmp_path):
+    raw = tiny_config(tiny_model_dir, name="raft", eval={"pipelines": ["base", "finetuned", "rag", "rag_finetuned", "raft"],
+                                                        "max_new_tokens": 4, "bootstrap_samples": 200})
+    raw["train"]["raft"] = {"passages": 2, "gold_share": 0.5}
+    out = run_experiment(parse_config(raw), results_root=tmp_path)
+    m = json.loads((out / "metrics.json").read_text())
+    assert list(m["pipelines"]) == ["base", "finetuned", "rag", "rag_finetuned", "raft"]
+    raft, default = m["costs"]["raft_training"], m["costs"]["training"]
+    assert raft["cache_key"] != default["cache_key"] and raft["examples"] == m["data"]["train_questions"]
+    preds = read_jsonl(out / "predictions.jsonl")
+    by = {(r["pipeline"], r["question_id"]): r for r in preds}
+    assert all(by[("raft", q)]["prompt"] == by[("rag", q)]["prompt"] for p, q in by if p == "rag")
+    assert all(by[("raft", q)]["choice_logliks"] != by[("rag_finetuned", q)]["choice_logliks"]
+               for p, q in by if p == "rag" and by[(p, q)]["choice_logliks"])
+    assert any(c["a"] == "rag" and c["b"] == "raft" for c in m["comparisons"]) and m["verdicts"]
+    assert "| raft" in (out / "report.md").read_text() or "raft |" in (out / "report.md").read_text()
+    only = tiny_config(tiny_model_dir, name="raftonly", eval={"pipelines": ["rag", "raft"], "max_new_tokens": 2,
+                                                              "bootstrap_samples": 200})
+    m2 = json.loads((run_experiment(parse_config(only), results_root=tmp_path) / "metrics.json").read_text())
+    assert m2["costs"]["training"] is None and m2["costs"]["raft_training"]["from_cache"] is False

@@ -144,3 +144,25 @@ def test_training_killed_at_any_step_resumes_to_the_same_adapter(tiny_model_dir,
     a = load_file(tmp_path / "whole" / "adapter" / "adapter_model.safetensors")
     b = load_file(tmp_path / "cut" / "adapter" / "adapter_model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_raft_examples_hold_the_gold_chunk_in_the_configured_share(tiny_lm):
+    from harness.retrieve import chunk_documents
+    from harness.train import build_raft_examples
+    from harness.world import generate_world
+
+    w = generate_world(seed=0, n_people=6, n_organisations=2, n_places=2, paraphrases=0)
+    chunks = chunk_documents(list(w.documents), chunk_size=12, chunk_overlap=0)
+    qs = list(w.train_questions)
+    ex = build_raft_examples(tiny_lm.tokenizer, questions=qs, chunks=chunks, passages=3, gold_share=0.7, seed=1)
+    assert len(ex) == len(qs)
+    with_gold = [e for e, q in zip(ex, qs) if q.evidence in e.prompt]
+    assert 0.55 < len(with_gold) / len(ex) < 0.85
+    for e, q in zip(ex, qs):
+        assert e.completion.startswith(q.answers[0]) and q.question in e.prompt
+        shown = [c.text for c in chunks if c.text in e.prompt]
+        assert len(shown) == 3  # gold plus two distractors, or three distractors
+        assert sum(q.evidence in t for t in shown) == int(q.evidence in e.prompt)
+    assert ex == build_raft_examples(tiny_lm.tokenizer, questions=qs, chunks=chunks, passages=3, gold_share=0.7, seed=1)
+    none = build_raft_examples(tiny_lm.tokenizer, questions=qs, chunks=chunks, passages=3, gold_share=0.0, seed=1)
+    assert not any(q.evidence in e.prompt for e, q in zip(none, qs))
