@@ -131,6 +131,9 @@ class TrainConfig(_Section):
     dev_fraction: float = Field(0.1, ge=0, lt=1)
     early_stopping_patience: int | None = Field(None, ge=1)
     seed: int = 0
+    # lora: LoRA on the base as loaded. qlora: the base loaded in 4-bit NF4 (bitsandbytes),
+    # LoRA on top; every pipeline of the run then uses that 4-bit base.
+    method: Literal["lora", "qlora"] = "lora"
     raft: RaftConfig = RaftConfig()
     checkpoint_every: int = Field(1, ge=1)  # steps between resumable checkpoints; not part of the adapter's key
     repeats: int = Field(1, ge=1)  # adapters trained with seeds seed, seed+1, ...: the spread across seeds

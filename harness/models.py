@@ -160,8 +160,49 @@ def _converted_from_gguf(gguf: Path) -> tuple[Path, str]:
     return target, digest
 
 
-def load_generator(name: str, *, dtype: str = "auto", device: str = "auto") -> LoadedModel:
-    """Load a causal LM and its tokenizer, ready for `generate` and `loglikelihood`."""
+def _nf4_config(dtype: str):
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ModelError("train.method: qlora loads the base in 4-bit through bitsandbytes, which is not "
+                         "installed; pip install 'harness[qlora]'") from None
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16 if dtype == "bfloat16" else torch.float32)
+
+
+def keep_4bit_trainable(model) -> int:
+    """Undo and switch off bitsandbytes' CPU inference packing of 4-bit weights; returns
+    how many layers it unpacked.
+
+    On a CPU with AVX512-BF16, bitsandbytes (0.50) repacks a 4-bit layer's weight into a
+    faster layout the first time it runs in eval mode without gradients (an evaluation
+    pass, `generate`). The training path then reads the packed weight as if it were in the
+    plain layout, so gradients reaching the LoRA layers below the top are silently wrong
+    or zero. Training calls this first; the model stays in the plain layout from then on
+    (slower 4-bit inference on such CPUs, correct training)."""
+    try:
+        from bitsandbytes.nn import Linear4bit
+        from bitsandbytes.nn.modules import _convert_weight_packed_for_cpu_inverse
+    except ImportError:
+        return 0
+    unpacked = 0
+    for module in model.modules():
+        if isinstance(module, Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+            state = getattr(module.weight, "quant_state", None)
+            if state is not None and getattr(state, "packing_format_for_cpu", False):
+                module.weight.data, module.weight.quant_state = _convert_weight_packed_for_cpu_inverse(
+                    module.weight.data, state)
+                unpacked += 1
+    return unpacked
+
+
+def load_generator(name: str, *, dtype: str = "auto", device: str = "auto",
+                   quantization: str | None = None) -> LoadedModel:
+    """Load a causal LM and its tokenizer, ready for `generate` and `loglikelihood`.
+    `quantization="nf4"` loads the linear layers in 4-bit NF4 through bitsandbytes (QLoRA)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = resolve_device(device)
@@ -188,7 +229,12 @@ def load_generator(name: str, *, dtype: str = "auto", device: str = "auto") -> L
     load_dtype = torch.bfloat16 if (device == "cuda" and dtype == "bfloat16") else torch.float32
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=load_dtype)
+        if quantization == "nf4":
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=load_dtype, device_map=device,
+                                                         quantization_config=_nf4_config(dtype))
+            keep_4bit_trainable(model)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=load_dtype)
     except (OSError, ValueError) as err:
         known = ", ".join(EMBEDDED_GENERATORS)
         raise ModelError(f"model.name: cannot load {name!r}: not an embedded name ({known}), a local "
@@ -196,9 +242,13 @@ def load_generator(name: str, *, dtype: str = "auto", device: str = "auto") -> L
                          f"({str(err).splitlines()[0]})") from None
     if fingerprint is None:
         fingerprint = hashlib.sha256(f"{name}@{getattr(model.config, '_commit_hash', None)}".encode()).hexdigest()
+    if quantization:
+        fingerprint = hashlib.sha256(f"{fingerprint}+{quantization}".encode()).hexdigest()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model.to(device).eval()
+    if not quantization:
+        model.to(device)
+    model.eval()
     return LoadedModel(model=model, tokenizer=tokenizer, name=name, fingerprint=fingerprint,
                        dtype=dtype, device=device, source=str(source))
 

@@ -212,7 +212,9 @@ def build_blocks(m: dict, predictions: list[dict], curve: list[dict] | None) -> 
                    "decoding). Eval wall time also includes retrieval and multiple-choice scoring."))
     tr = costs.get("training")
     if tr:
-        b.append(("p", f"Fine-tuning arm: {tr['steps']} steps on {tr['train_examples']} examples "
+        gpu = f", peak GPU memory {tr['peak_gpu_mb']:.0f} MB" if tr.get("peak_gpu_mb") else ""
+        method = {"qlora": "QLoRA (base in 4-bit NF4)", "lora": "LoRA"}.get(tr.get("method"), "LoRA")
+        b.append(("p", f"Fine-tuning arm ({method}{gpu}): {tr['steps']} steps on {tr['train_examples']} examples "
                        f"({tr['dev_examples']} held out), {tr['wall_seconds']:.1f} s, {tr['tokens_per_second']:.0f} "
                        f"tokens/s, {tr['trainable_params']:,} trainable parameters "
                        f"({100 * tr['trainable_params'] / tr['total_params']:.2f}% of {tr['total_params']:,}), "

@@ -236,6 +236,7 @@ def obtain_adapter(lm: LoadedModel, data: Dataset, cfg: ExperimentConfig, *, see
         record["adapter_dir"] = str(target)
         record["cache_key"] = key
         record["seed"] = seed
+        record["method"] = t.method
         atomic_write_json(out / "harness-train.json", record)
         out.rename(target)
         shutil.rmtree(partial)
@@ -351,7 +352,8 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
 
     with run_lock(final), staged_run_dir(final) as stage:
         t0 = time.perf_counter()
-        lm = load_generator(cfg.model.name, dtype=cfg.model.dtype, device=cfg.model.device)
+        lm = load_generator(cfg.model.name, dtype=cfg.model.dtype, device=cfg.model.device,
+                            quantization="nf4" if cfg.train.method == "qlora" else None)
         timings["model_load_seconds"] = time.perf_counter() - t0
         log.info("model %s on %s, compute dtype %s", cfg.model.name, lm.device, lm.dtype)
 
@@ -463,7 +465,8 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
             "config_hash": config_hash(cfg),
             "adapter_group": adapter_group(cfg),
             "seed": cfg.seed,
-            "model": {"name": cfg.model.name, "fingerprint": lm.fingerprint, "dtype": lm.dtype, "device": lm.device},
+            "model": {"name": cfg.model.name, "fingerprint": lm.fingerprint, "dtype": lm.dtype, "device": lm.device,
+                      "quantization": "nf4" if cfg.train.method == "qlora" else None},
             "embedder": cfg.embedder.name if retriever is not None and retriever.embedder is not None else None,
             "data": {
                 "source": (cfg.data.external.format if cfg.data.external else

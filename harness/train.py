@@ -56,6 +56,7 @@ class TrainResult:
     tokens_per_second: float
     peak_rss_mb: float
     adapter_bytes: int
+    peak_gpu_mb: float | None = None  # CUDA only: the most GPU memory torch held while training
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -181,6 +182,14 @@ def train_lora(lm: LoadedModel, examples: list[Example], *, rank: int, alpha: fl
     train = [items[i] for i in order[n_dev:]]
 
     torch.manual_seed(seed)
+    if getattr(lm.model, "is_loaded_in_4bit", False):  # QLoRA
+        from peft import prepare_model_for_kbit_training
+
+        from harness.models import keep_4bit_trainable
+
+        if not hasattr(lm.model, "peft_config"):
+            lm.model = prepare_model_for_kbit_training(lm.model, use_gradient_checkpointing=False)
+        keep_4bit_trainable(lm.model)
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),
                         task_type="CAUSAL_LM", bias="none")
     try:
@@ -229,6 +238,8 @@ def train_lora(lm: LoadedModel, examples: list[Example], *, rank: int, alpha: fl
                     "state": {**st, "elapsed": st["elapsed"] + time.perf_counter() - t0}}, tmp)
         os.replace(tmp, ckpt)
 
+    if lm.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     if progress is not None and st["step"]:
         progress(st["step"])
@@ -300,4 +311,5 @@ def train_lora(lm: LoadedModel, examples: list[Example], *, rank: int, alpha: fl
         steps=step, train_examples=len(train), dev_examples=len(dev), trainable_params=trainable,
         total_params=total, tokens=tokens, wall_seconds=wall, tokens_per_second=tokens / max(wall, 1e-9),
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, adapter_bytes=adapter_bytes,
+        peak_gpu_mb=torch.cuda.max_memory_allocated() / 2**20 if lm.device == "cuda" else None,
     )

@@ -16,7 +16,7 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tiny_model(folder: Path, corpus: list[str]) -> Path:
+def build_tiny_model(folder: Path, corpus: list[str], *, hidden_size: int = 32) -> Path:
     """Train a byte-level BPE tokenizer on `corpus` and save it with a 2-layer Llama."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -32,7 +32,7 @@ def build_tiny_model(folder: Path, corpus: list[str]) -> Path:
     tok = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                   bos_token="<|endoftext|>")
     tok.chat_template = CHAT_TEMPLATE
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
                          tie_word_embeddings=True, pad_token_id=tok.pad_token_id,
                          eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
@@ -43,14 +43,18 @@ def build_tiny_model(folder: Path, corpus: list[str]) -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory) -> Path:
+def _tiny_corpus() -> list[str]:
     from harness.prompts import TEMPLATES
     from harness.world import generate_world
 
     world = generate_world(seed=0, n_people=4, n_organisations=2, n_places=2, paraphrases=2, n_unanswerable=4)
     corpus = list(world.train_texts) + [q.question for q in world.questions] + [t.system + " " + t.user for t in TEMPLATES.values()]
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"), corpus * 3)
+    return corpus * 3
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"), _tiny_corpus())
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -63,6 +67,13 @@ def _sandbox_cache(tmp_path_factory):
     mp.setenv("TRANSFORMERS_OFFLINE", "1")
     yield
     mp.undo()
+
+
+@pytest.fixture(scope="session")
+def tiny_wide_model_dir(tmp_path_factory) -> Path:
+    """The tiny Llama with 128-wide layers: bitsandbytes' packed CPU layout for 4-bit
+    weights needs wider rows than the 32 of the usual one."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama-wide"), _tiny_corpus(), hidden_size=128)
 
 
 @pytest.fixture
