@@ -134,9 +134,23 @@ class TrainConfig(_Section):
     # lora: LoRA on the base as loaded. qlora: the base loaded in 4-bit NF4 (bitsandbytes),
     # LoRA on top; every pipeline of the run then uses that 4-bit base.
     method: Literal["lora", "qlora"] = "lora"
+    # Gekhman et al.: train only on the training facts of some categories of what the base
+    # model already knows (knowledge.py), and/or teach "I don't know" for the unknown ones.
+    # sft only; tagging uses eval.known_samples and eval.known_temperature.
+    train_categories: tuple[Literal["known", "weakly_known", "unknown"], ...] = ("known", "weakly_known", "unknown")
+    unknown_as: Literal["gold", "abstain"] = "gold"
     raft: RaftConfig = RaftConfig()
     checkpoint_every: int = Field(1, ge=1)  # steps between resumable checkpoints; not part of the adapter's key
     repeats: int = Field(1, ge=1)  # adapters trained with seeds seed, seed+1, ...: the spread across seeds
+
+    @model_validator(mode="after")
+    def _categories_need_sft(self) -> "TrainConfig":
+        if not self.train_categories:
+            raise ValueError("train.train_categories: give at least one of known, weakly_known, unknown")
+        if self.objective == "cpt" and (len(set(self.train_categories)) < 3 or self.unknown_as != "gold"):
+            raise ValueError("train.train_categories and train.unknown_as select training questions, so they "
+                             "need train.objective: sft")
+        return self
 
 
 class RetrievalConfig(_Section):

@@ -12,6 +12,7 @@ prompts.py and train.py. It records the costs of each arm as it goes.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -31,7 +32,7 @@ from harness.data import EXTERNAL_FORMATS, Dataset, load_user_dataset
 from harness.memo import Memo
 from harness.models import LoadedModel, cache_dir, load_generator
 from harness.pipelines import PIPELINES, adapter_switch, answer
-from harness.prompts import TEMPLATES
+from harness.prompts import ABSTAIN, TEMPLATES
 from harness.results import (atomic_write_json, atomic_write_jsonl, atomic_write_yaml, provenance, run_lock,
                              staged_run_dir)
 from harness.retrieve import build_retriever, chunk_documents, load_embedder
@@ -249,6 +250,35 @@ def generation_memo(lm: LoadedModel, *, adapter_key: str | None) -> Memo:
                                           "adapter": adapter_key})
 
 
+def select_training_facts(lm: LoadedModel, data: Dataset, cfg: ExperimentConfig) -> tuple[Dataset, dict | None]:
+    """The training questions kept by train.train_categories, with unknown ones relabelled
+    "I don't know" when train.unknown_as is abstain; tags from the base model (adapter
+    off). Returns the data unchanged, and None, when neither option is set."""
+    t = cfg.train
+    if set(t.train_categories) == set(knowledge.CATEGORIES) and t.unknown_as == "gold":
+        return data, None
+    with adapter_switch(lm, False):
+        tags = knowledge.tag_questions(lm, data.train_questions, samples=cfg.eval.known_samples,
+                                       temperature=cfg.eval.known_temperature, max_new_tokens=cfg.eval.max_new_tokens,
+                                       batch_size=cfg.eval.batch_size, seed=cfg.seed,
+                                       memo=generation_memo(lm, adapter_key=None))
+    kept = []
+    for q in data.train_questions:
+        category = tags.get(q.id, "unknown")
+        if category not in t.train_categories:
+            continue
+        if category == "unknown" and t.unknown_as == "abstain":
+            q = dataclasses.replace(q, answers=(ABSTAIN,))
+        kept.append(q)
+    if not kept:
+        raise TrainError(f"train.train_categories: no training question is {' or '.join(t.train_categories)} "
+                         f"for the base model (tagged: {', '.join(f'{c} {sum(v == c for v in tags.values())}' for c in knowledge.CATEGORIES)})")
+    summary = {"tagged": {c: sum(v == c for v in tags.values()) for c in knowledge.CATEGORIES},
+               "kept": len(kept), "relabelled_abstain": sum(q.answers == (ABSTAIN,) for q in kept),
+               "train_categories": list(t.train_categories), "unknown_as": t.unknown_as}
+    return dataclasses.replace(data, train_questions=tuple(kept)), summary
+
+
 def obtain_raft_adapter(lm: LoadedModel, data: Dataset, cfg: ExperimentConfig) -> dict:
     """The RAFT adapter (see train.build_raft_examples), attached as "raft" beside the
     default one, which stays active."""
@@ -363,9 +393,12 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
             seeds = [cfg.train.seed + i for i in range(cfg.train.repeats)]
             # The first seed's adapter is the primary: every per-item result, comparison
             # and verdict uses it; the others give the spread across seeds.
-            train_record, adapter_cached = obtain_adapter(lm, data, cfg, seed=seeds[0], name="default")
+            train_data, selection = select_training_facts(lm, data, cfg)
+            train_record, adapter_cached = obtain_adapter(lm, train_data, cfg, seed=seeds[0], name="default")
+            if selection is not None:
+                train_record = {**train_record, "selection": selection}
             for seed in seeds[1:]:
-                record, cached = obtain_adapter(lm, data, cfg, seed=seed, name=f"seed{seed}")
+                record, cached = obtain_adapter(lm, train_data, cfg, seed=seed, name=f"seed{seed}")
                 extra_seeds.append((f"seed{seed}", seed, record, cached))
             if extra_seeds:
                 lm.model.set_adapter("default")

@@ -75,3 +75,30 @@ def test_a_run_reports_hallucination_by_source(tiny_model_dir, tmp_path):
     assert "retrieval_recall" in m["pipelines"]["rag"]
     assert m["pipelines"]["rag"]["retrieval_recall"]["n"] == n_answerable - 4  # general questions: not in corpus
     assert "Hallucination by source" in (out / "report.md").read_text()
+
+
+def test_training_only_on_unknown_facts_relabelled_as_abstention(tiny_model_dir, tmp_path):
+    from harness.prompts import ABSTAIN
+    from harness.results import read_jsonl  # noqa: F401
+
+    raw = tiny_config(tiny_model_dir, name="gekhman", eval={"pipelines": ["base", "finetuned"], "max_new_tokens": 3,
+                                                            "bootstrap_samples": 200})
+    raw["train"].update(train_categories=["unknown", "weakly_known"], unknown_as="abstain")
+    m = json.loads((run_experiment(parse_config(raw), results_root=tmp_path) / "metrics.json").read_text())
+    sel = m["costs"]["training"]["selection"]
+    n_train = m["data"]["train_questions"]
+    assert sum(sel["tagged"].values()) == n_train
+    assert sel["kept"] == sel["tagged"]["unknown"] + sel["tagged"]["weakly_known"]
+    assert sel["relabelled_abstain"] == sel["tagged"]["unknown"] > 0  # a tiny model knows nothing
+    assert ABSTAIN == "I don't know"
+
+    raw["train"].update(train_categories=["known"], unknown_as="gold")
+    with pytest.raises(Exception, match=r"train.train_categories: no training question is known"):
+        run_experiment(parse_config({**raw, "name": "none-known"}), results_root=tmp_path)
+
+
+def test_category_options_need_sft():
+    from harness.config import ConfigError
+
+    with pytest.raises(ConfigError, match="need train.objective: sft"):
+        parse_config({"name": "x", "train": {"objective": "cpt", "unknown_as": "abstain"}})
