@@ -72,6 +72,9 @@ class ExternalDataConfig(_Section):
     max_entities: int | None = Field(None, ge=1)
     seed: int = 0
     paraphrases: int = Field(0, ge=0)  # fictional_knowledge: rewritten passages added to training text
+    # fictional_knowledge: draw entities only among passages that have rewritten copies (a
+    # third of them), so every cell of a paraphrase sweep evaluates the same entities
+    only_paraphrased: bool = False
 
 
 class DataConfig(_Section):

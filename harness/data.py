@@ -232,14 +232,18 @@ def load_tofu(folder: str | Path, *, max_entities: int | None = None, seed: int 
 
 
 def load_fictional_knowledge(folder: str | Path, *, max_entities: int | None = None, seed: int = 0,
-                             paraphrases: int = 0) -> Dataset:
+                             paraphrases: int = 0, only_paraphrased: bool = False) -> Dataset:
     """Fictional Knowledge (Chang et al. 2024) as in ../shared/data/fictional_knowledge:
     passages (the documents and training text, plus up to `paraphrases` rewritten copies
     where the passage has them) and cloze probes (`input` prefix, `target` span), asked as
-    "Complete the sentence". The probe type (mem, gen, hard_gen) is kept in the id."""
+    "Complete the sentence". The probe type (mem, gen, hard_gen) is kept in the id.
+    `only_paraphrased` draws entities among the passages that have rewritten copies."""
     folder = Path(folder)
     passages = [row for _, row in read_jsonl(folder / "passages.jsonl")]
-    keep = _pick_entities([p["entity_id"] for p in passages], max_entities, seed)
+    pool = [p["entity_id"] for p in passages if p.get("paraphrases") or not only_paraphrased]
+    if not pool:
+        raise DataError(f"{folder / 'passages.jsonl'}: no passage has 'paraphrases' (only_paraphrased is set)")
+    keep = _pick_entities(pool, max_entities, seed)
     docs = [Document(id=p["entity_id"], text=p["passage"]) for p in passages if p["entity_id"] in keep]
     extra = [t for p in passages if p["entity_id"] in keep for t in (p.get("paraphrases") or [])[:paraphrases]]
     most = max((len(p.get("paraphrases") or []) for p in passages if p["entity_id"] in keep), default=0)

@@ -154,7 +154,8 @@ def load_dataset(cfg: ExperimentConfig) -> Dataset:
         e = d.external
         loader = EXTERNAL_FORMATS[e.format]
         wanted = e.paraphrases if d.paraphrases is None else d.paraphrases
-        kwargs = {"paraphrases": wanted} if e.format == "fictional_knowledge" else {}
+        kwargs = ({"paraphrases": wanted, "only_paraphrased": e.only_paraphrased}
+                  if e.format == "fictional_knowledge" else {})
         if wanted and e.format == "tofu":
             log.warning("data.paraphrases: TOFU has no restatements of its facts; the training text is the same "
                         "for every paraphrase count")

@@ -150,3 +150,42 @@ def test_a_local_ray_instance_gives_the_sequential_metrics(tiny_model_dir, tmp_p
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Ray" in done.stderr or "ray" in done.stderr
     assert len(_cells(tmp_path / "ray" / "lanes")) == 4 and _cells(tmp_path / "ray" / "lanes") == _cells(seq)
+
+
+@pytest.mark.parametrize("experiment, texts_per_cell", [("ovadia.yaml", None),
+                                                        ("ovadia_fictional_knowledge.yaml", (1, 2)),
+                                                        ("ovadia_tofu.yaml", (1, 1))])
+def test_the_paraphrase_sweep_runs_on_each_data_source(tiny_model_dir, tmp_path, experiment, texts_per_cell):
+    """experiments/ovadia*.yaml as shipped (data, grid axis), on the tiny model and a
+    small slice of the data: training text grows with the paraphrase count where the
+    source has restatements, and the grid report draws accuracy against it."""
+    from pathlib import Path
+
+    import yaml
+
+    from conftest import SHARED_DATA
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "experiments" / experiment).read_text())
+    if "external" in raw["data"]:
+        if not SHARED_DATA.is_dir():
+            pytest.skip("../shared/data not present")
+        raw["data"]["external"].update(path=str(SHARED_DATA / Path(raw["data"]["external"]["path"]).name),
+                                       max_entities=1)
+    else:
+        raw["data"]["world"].update(n_people=2, n_organisations=1, n_places=1)
+    small = tiny_config(tiny_model_dir)
+    raw.update(model=small["model"], embedder=small["embedder"])
+    raw["train"].update(epochs=1, rank=2, max_length=96)
+    raw["eval"].update(max_new_tokens=2, bootstrap_samples=200)
+    raw["grid"] = {"axes": {"data.paraphrases": [0, 1]}}
+    root = runner.run_grid(parse_config(raw), results_root=tmp_path)
+    cells = {c: json.loads((root / c / "metrics.json").read_text()) for c in ("paraphrases=0", "paraphrases=1")}
+    n0, n1 = (cells[c]["data"]["train_texts"] for c in ("paraphrases=0", "paraphrases=1"))
+    n_docs = cells["paraphrases=0"]["data"]["documents"]
+    if texts_per_cell is None:  # the world: one restatement per fact
+        assert n0 == n_docs and n1 == n_docs + cells["paraphrases=0"]["data"]["answerable"]
+    else:
+        assert (n0 // n_docs, n1 // n_docs) == texts_per_cell
+    same_adapter = cells["paraphrases=1"]["costs"]["training"]["from_cache"]
+    assert same_adapter == (n0 == n1)  # TOFU: identical training text, one adapter
+    assert (root / "figures" / "effect-paraphrases-contains.png").is_file()
