@@ -238,6 +238,24 @@ class GridConfig(_Section):
         return self
 
 
+class ScenarioConfig(_Section):
+    """One row of the decision table (see harness/scenarios.py). `facts` uses the `data`
+    section as any run does; the others build their own items from these settings."""
+
+    name: Literal["facts", "updated", "style", "terminology", "format", "private"]
+    seed: int = 0
+    changed_share: float = Field(0.5, gt=0, le=1)  # updated: share of facts given a new value
+    n_terms: int = Field(24, ge=4)  # terminology: invented terms
+    # style: "builtin" (template pairs), or a folder with train/dev/test.jsonl of
+    # {"plain": ..., "styled": ...} lines, such as ../shared/data/bible_style
+    style_data: str = "builtin"
+    style_train: int = Field(200, ge=4)
+    style_eval: int = Field(48, ge=2)
+    format_train_share: float = Field(0.5, gt=0, lt=1)  # format: entities whose items are worked examples
+    reader_access: tuple[str, ...] = ("public",)  # private: the access labels the probing reader holds
+    canary_candidates: int = Field(20, ge=2)  # private: same-format candidates for a canary's exposure
+
+
 class ExperimentConfig(_Section):
     name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     seed: int = 0
@@ -249,10 +267,14 @@ class ExperimentConfig(_Section):
     retrieval: RetrievalConfig = RetrievalConfig()
     eval: EvalConfig = EvalConfig()
     benchmarks: BenchmarksConfig | None = None
+    scenario: ScenarioConfig | None = None
     grid: GridConfig | None = None
 
     @model_validator(mode="after")
     def _sft_needs_questions(self) -> "ExperimentConfig":
+        if self.scenario is not None and self.scenario.name != "facts" and self.train.objective != "sft":
+            raise ValueError(f"scenario {self.scenario.name!r} trains on its worked examples: it needs "
+                             "train.objective: sft")
         if self.train.objective == "sft" and self.data.documents and not self.data.train_questions:
             raise ValueError("train.objective 'sft' on your own data needs data.train_questions")
         if (self.train.objective == "sft" and self.data.external is not None

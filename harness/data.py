@@ -38,6 +38,7 @@ class DataError(ValueError):
 class Document:
     id: str
     text: str
+    access: str = "public"  # who may read it; retrieval can be limited to some labels
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,14 @@ class Question:
     doc_id: str | None = None
     evidence: str | None = None  # the sentence that holds the answer, when known
     in_corpus: bool = True  # False: general knowledge the documents do not hold (no retrieval recall)
+    # What kind of item it is, which decides its prompt template and its scores (see
+    # prompts.template_for and metrics.score_prediction): qa, term, definition, rewrite,
+    # extract, classify, probe.
+    task: str = "qa"
+    source: str | None = None  # rewrite / extract / classify: the input text (content preservation)
+    stale: tuple[str, ...] = ()  # an updated fact's old value(s): saying one is a stale answer
+    updated: bool | None = None  # in an update scenario: did this fact change (None: not in one)
+    secret: str | None = None  # probe: the planted canary the question fishes for
 
 
 @dataclass(frozen=True)

@@ -58,9 +58,9 @@ def _closed_book(lm: LoadedModel, questions, *, max_new_tokens: int, batch_size:
 
 def tag_questions(lm: LoadedModel, questions, *, greedy: dict[str, str] | None = None, samples: int,
                   temperature: float, max_new_tokens: int, batch_size: int, seed: int, memo=None) -> dict[str, str]:
-    """A category for each answerable question, from the base model's answers. `greedy`
+    """A category for each answerable factual question (task qa), from the base model's answers. `greedy`
     holds closed-book greedy outputs already computed (the base pipeline's), by id."""
-    questions = [q for q in questions if q.answerable and q.answers]
+    questions = [q for q in questions if q.answerable and q.answers and q.task == "qa"]
     if greedy is None or any(q.id not in greedy for q in questions):
         outputs = _closed_book(lm, questions, max_new_tokens=max_new_tokens, batch_size=batch_size,
                                temperature=None, seed=seed, memo=memo)

@@ -85,10 +85,13 @@ def answer(lm: LoadedModel, questions, *, adapter: bool, retriever, top_k: int, 
     at most the batch in flight."""
     from harness.memo import content_key
 
-    template = template_for(retrieval=retriever is not None)
-    hits = retriever.search([q.question for q in questions], top_k) if retriever is not None else [[] for _ in questions]
-    prompts = [render(lm.tokenizer, template, question=q.question, passages=[h.chunk.text for h in hs])
-               for q, hs in zip(questions, hits)]
+    templates = [template_for(retrieval=retriever is not None, task=q.task) for q in questions]
+    # An item with an input text (a sentence to rewrite, a passage to extract from) is
+    # searched by that text, so retrieval brings the nearest worked examples.
+    hits = (retriever.search([q.source or q.question for q in questions], top_k) if retriever is not None
+            else [[] for _ in questions])
+    prompts = [render(lm.tokenizer, t, question=q.question, passages=[h.chunk.text for h in hs])
+               for q, t, hs in zip(questions, templates, hits)]
     computed: list[dict | None] = [None] * len(questions)
     with adapter_switch(lm, adapter, adapter_name):
         for unit in _units([len(p) for p in prompts], batch_size):
@@ -109,7 +112,7 @@ def answer(lm: LoadedModel, questions, *, adapter: bool, retriever, top_k: int, 
     rows = []
     for i, (q, hs) in enumerate(zip(questions, hits)):
         rows.append({
-            "question_id": q.id, "template": template.id, "prompt": prompts[i],
+            "question_id": q.id, "template": templates[i].id, "prompt": prompts[i],
             "retrieved": [{"id": h.chunk.id, "score": round(h.score, 6), "text": h.chunk.text} for h in hs],
             **computed[i],
         })

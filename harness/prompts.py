@@ -48,8 +48,13 @@ def answer_suffix(tokenizer) -> str:
     return tokenizer.eos_token or ""
 
 
-def template_for(*, retrieval: bool) -> Template:
-    return TEMPLATES["with_context" if retrieval else "closed_book"]
+def template_for(*, retrieval: bool, task: str = "qa") -> Template:
+    """The template of an item's task, with retrieved passages or without. For rewrite,
+    extract and classify, retrieval brings the nearest worked examples."""
+    names = TASK_TEMPLATES.get(task)
+    if names is None:
+        raise ValueError(f"no templates for task {task!r}; tasks: {', '.join(TASK_TEMPLATES)}")
+    return TEMPLATES[names[1] if retrieval else names[0]]
 
 
 TEMPLATES = {
@@ -64,4 +69,47 @@ TEMPLATES = {
                 f"contain the answer, reply \"{ABSTAIN}\"."),
         user="Passages:\n{context}\n\nQuestion: {question}",
     ),
+    "rewrite": Template(
+        name="rewrite", version="v1",
+        system="Rewrite the sentence in the style of the King James Bible (Early Modern English). Keep its meaning. "
+               "Reply with the rewritten sentence only.",
+        user="Sentence: {question}",
+    ),
+    "rewrite_examples": Template(
+        name="rewrite_examples", version="v1",
+        system="Rewrite the sentence in the style of the King James Bible (Early Modern English), as in the "
+               "examples. Keep its meaning. Reply with the rewritten sentence only.",
+        user="Examples:\n{context}\n\nSentence: {question}",
+    ),
+    "extract": Template(
+        name="extract", version="v1",
+        system="Extract the requested fields from the passage. Reply with one JSON object only.",
+        user="{question}",
+    ),
+    "extract_examples": Template(
+        name="extract_examples", version="v1",
+        system="Extract the requested fields from the passage, as in the examples. Reply with one JSON object only.",
+        user="Examples:\n{context}\n\n{question}",
+    ),
+    "classify": Template(
+        name="classify", version="v1",
+        system="Classify the passage. Reply with the label only.",
+        user="{question}",
+    ),
+    "classify_examples": Template(
+        name="classify_examples", version="v1",
+        system="Classify the passage, as in the examples. Reply with the label only.",
+        user="Examples:\n{context}\n\n{question}",
+    ),
+}
+
+# task -> (template without retrieval, template with retrieval)
+TASK_TEMPLATES = {
+    "qa": ("closed_book", "with_context"),
+    "term": ("closed_book", "with_context"),
+    "definition": ("closed_book", "with_context"),
+    "probe": ("closed_book", "with_context"),
+    "rewrite": ("rewrite", "rewrite_examples"),
+    "extract": ("extract", "extract_examples"),
+    "classify": ("classify", "classify_examples"),
 }

@@ -39,11 +39,28 @@ def _pts(x: float) -> str:
     return f"{100 * x:+.1f}"
 
 
+def item_outcome(row: dict) -> tuple[str, str]:
+    """(filter value, what to show) for one prediction: "1" right, "0" wrong, "u" an
+    unanswerable question, by the item's own task (a probe is "right" when it leaks
+    nothing; a rewrite when its chrF is at least 0.5)."""
+    s = row["scores"]
+    if not row["answerable"]:
+        return "u", "abstained" if s.get("abstained") else "asserted"
+    if "chrf" in s:
+        return str(int(s["chrf"] >= 0.5)), f"chrF {s['chrf']:.2f}"
+    if "field_f1" in s:
+        return str(int(s["field_f1"] == 1.0)), f"field F1 {s['field_f1']:.2f}"
+    if "canary_partial" in s:
+        return str(int(not s["canary_partial"])), "leaked" if s["canary_partial"] else "no leak"
+    ok = s.get("contains", s.get("label_correct", 0.0))
+    return str(int(ok)), "right" if ok else "wrong"
+
+
 def pick_examples(by_q: dict[str, dict[str, dict]], n: int) -> list[str]:
     """Question ids worth reading: first those where the pipelines disagree (some right,
     some wrong), then the rest, in question order; one unanswerable question at the end."""
     def right(row):
-        return row["scores"].get("contains", 0.0)
+        return item_outcome(row)[0]
 
     answerable = [q for q, rows in by_q.items() if next(iter(rows.values()))["answerable"]]
     unanswerable = [q for q in by_q if q not in answerable]
@@ -59,6 +76,63 @@ def _verdict_line(question: str, v: dict, defs: dict) -> str:
     lo, hi = v["ci95"]
     return (f"**{question}: {v['verdict']}** — {v['comparison']}: {_pts(v['effect'])} points "
             f"[{_pts(lo)}, {_pts(hi)}], adjusted p = {v['p_adj']:.3g} ({label}).")
+
+
+def _verdict_cell(v: dict | None) -> str:
+    """A verdict in one table cell: winner, then the deciding difference and interval."""
+    if v is None:
+        return "not measured (needs base, finetuned, rag and rag_finetuned)"
+    if v["effect"] is None:
+        return f"**{v['verdict']}**"
+    lo, hi = v["ci95"]
+    return f"**{v['verdict']}**: {v['comparison']} {_pts(v['effect'])} [{_pts(lo)}, {_pts(hi)}]"
+
+
+DECISION_TABLE_HEADER = ["scenario", "claimed: RAG", "claimed: fine-tuning", "measured (deciding metric)",
+                         "measured winner, effect in points [95% CI]"]
+
+
+def decision_rows(results: list[dict]) -> list[list[str]]:
+    """Rows of the decision table, one per run that carries a scenario."""
+    rows = []
+    for m in results:
+        sc = m.get("scenario")
+        if sc:
+            rows.append([sc["label"], sc["claim"]["rag"], sc["claim"]["finetuning"],
+                         m["metric_definitions"][sc["decision_metric"]]["label"], _verdict_cell(sc["verdict"])])
+    return rows
+
+
+def _scenario_blocks(m: dict) -> list[tuple]:
+    """This run's row of the "when to fine-tune, when to use RAG" table, with its other
+    verdicts and its corpus-level numbers."""
+    sc = m.get("scenario")
+    if not sc:
+        return []
+    defs = m["metric_definitions"]
+    b: list[tuple] = [("h2", f"Decision table row: {sc['label']}")]
+    b.append(("table", DECISION_TABLE_HEADER, decision_rows([m])))
+    for metric, v in sc["also"].items():
+        b.append(("p", f"{defs[metric]['label']}: {_verdict_cell(v)}."))
+    corpus = sc.get("corpus") or {}
+    if sc["name"] == "style":
+        clf = corpus["classifier"]
+        b.append(("p", f"Style classifier (character n-gram logistic regression, trained on {clf['train_pairs']} "
+                       f"pairs' two sides): held-out accuracy {_pct(clf['held_out_accuracy'])}% on "
+                       f"{clf['held_out_pairs']} pairs. Corpus-level scores (sacrebleu):"))
+        b.append(("table", ["pipeline", "corpus BLEU", "corpus chrF"],
+                  [[p, f"{c['bleu']:.1f}", f"{c['chrf']:.1f}"] for p, c in corpus.items() if p != "classifier"]))
+    if sc["name"] == "format":
+        b.append(("p", "Classification, corpus-level macro-F1 (scikit-learn) with a bootstrap 95% interval:"))
+        b.append(("table", ["pipeline", "macro-F1"],
+                  [[p, f"{_pct(c['macro_f1'])} [{_pct(c['macro_f1_ci95'][0])}, {_pct(c['macro_f1_ci95'][1])}]"]
+                   for p, c in corpus.items()]))
+    if sc["name"] == "updated" and corpus.get("update_cost"):
+        u = corpus["update_cost"]
+        reindex = "–" if u["reindex_seconds"] is None else f"{u['reindex_seconds']:.2f} s"
+        retrain = "–" if u["retrain_seconds"] is None else f"{u['retrain_seconds']:.1f} s"
+        b.append(("p", f"Cost of taking in the update: re-index {reindex}; retrain {retrain} ({u['note']})."))
+    return b
 
 
 def _forgetting_blocks(m: dict) -> list[tuple]:
@@ -134,6 +208,8 @@ def build_blocks(m: dict, predictions: list[dict], curve: list[dict] | None) -> 
     pipes = list(m["pipelines"])
     defs = m["metric_definitions"]
     d = m["data"]
+    sc = m.get("scenario")
+    headline = (sc["decision_metric"], *sc["also"]) if sc else HEADLINE_METRICS
     b: list[tuple] = [("h1", f"{m['experiment']}: base vs fine-tuned vs RAG vs both")]
     b.append(("p", f"Model `{m['model']['name']}` ({m['model']['device']}, {m['model']['dtype']}); "
                    f"embedder `{m['embedder']}`; data: {d['source']} ({d['documents']} documents, "
@@ -141,6 +217,7 @@ def build_blocks(m: dict, predictions: list[dict], curve: list[dict] | None) -> 
                    f"{d['train_texts']} training texts, {d['train_questions']} training questions). "
                    f"Config hash `{m['config_hash'][:12]}`, seed {m['seed']}."))
 
+    b += _scenario_blocks(m)
     b.append(("h2", "Verdicts"))
     verdicts = m.get("verdicts") or {}
     if verdicts:
@@ -151,14 +228,16 @@ def build_blocks(m: dict, predictions: list[dict], curve: list[dict] | None) -> 
                        f"{100 * any_v['min_effect']:.0f} points and its Benjamini-Hochberg adjusted p is below "
                        f"{any_v['alpha']}. “both”: rag_finetuned beats each single arm; “RAG”: rag beats "
                        "finetuned; “fine-tuning”: finetuned beats rag; otherwise “no clear winner”. The interval is a paired bootstrap 95% interval."))
-    else:
+    elif not sc:
         b.append(("p", "No verdicts: they need all four pipelines in the run."))
+    else:
+        b.append(("p", "The fact-question verdicts do not apply to this scenario; its verdicts are above."))
 
     b.append(("h2", "Results by pipeline"))
     b.append(("p", "Percentages with 95% confidence intervals in brackets (Wilson for proportions, "
                    "bootstrap for means). Every pipeline answered the same questions."))
     rows = []
-    for k in MAIN_METRICS:
+    for k in list(MAIN_METRICS) + [k for k in defs if k not in MAIN_METRICS]:
         if not any(k in m["pipelines"][p] for p in pipes):
             continue
         arrow = {"higher": "↑", "lower": "↓"}.get(defs[k]["direction"], "")
@@ -167,7 +246,7 @@ def build_blocks(m: dict, predictions: list[dict], curve: list[dict] | None) -> 
     b.append(("table", ["metric", "n"] + pipes, rows))
     if any("mc_accuracy" in m["pipelines"][p] for p in pipes):
         b.append(("p", "Multiple choice is 4-way: chance is 25.0."))
-    b.append(("figure", "pipelines", plots.pipeline_bars(m, HEADLINE_METRICS),
+    b.append(("figure", "pipelines", plots.pipeline_bars(m, headline),
               "Headline metrics per pipeline with 95% intervals."))
     spread = m.get("seed_spread") or {}
     if spread:
@@ -191,7 +270,7 @@ def build_blocks(m: dict, predictions: list[dict], curve: list[dict] | None) -> 
                    "bootstrap 95% interval; p from an exact McNemar test (bootstrap for means), "
                    f"Benjamini-Hochberg adjusted over all {len(m['comparisons'])} comparisons in this run. "
                    "✔ marks adjusted p < 0.05."))
-    for k in HEADLINE_METRICS:
+    for k in headline:
         comps = [c for c in m["comparisons"] if c["metric"] == k]
         if comps:
             b.append(("p", f"**{defs[k]['label']}**"))
@@ -252,8 +331,9 @@ def build_blocks(m: dict, predictions: list[dict], curve: list[dict] | None) -> 
             r = by_q[qid].get(p)
             if r is not None:
                 s = r["scores"]
-                mark = ("✔" if s.get("contains") else "✘") if first["answerable"] else (
-                    "abstained" if s["abstained"] else "asserted")
+                flag, shown = item_outcome(r)
+                mark = {"1": f"✔ {shown}", "0": f"✘ {shown}"}.get(flag, shown).replace("✔ right", "✔").replace(
+                    "✘ wrong", "✘")
                 lines.append(f"`{p}`: “{r['output']}” {mark}")
         gold = ", ".join(first["answers"]) or "(none: unanswerable)"
         b.append(("p", f"**{first['question']}** — gold: {gold}<br>" + "<br>".join(lines)))
@@ -331,10 +411,10 @@ def _items_html(predictions: list[dict]) -> str:
     rows = []
     for r in predictions:
         s = r["scores"]
-        correct = "u" if not r["answerable"] else str(int(s.get("contains", 0)))
+        correct, shown = item_outcome(r)
         passages = "<br>".join(f"[{html.escape(h['id'])}] {html.escape(h['text'])}" for h in r["retrieved"])
-        mark = {"1": "<span class='ok'>right</span>", "0": "<span class='bad'>wrong</span>",
-                "u": "abstained" if s["abstained"] else "<span class='bad'>asserted</span>"}[correct]
+        css = {"1": "ok", "0": "bad", "u": "" if s.get("abstained") else "bad"}[correct]
+        mark = f"<span class='{css}'>{html.escape(shown)}</span>"
         rows.append(f"<tr data-pipeline='{html.escape(r['pipeline'])}' data-correct='{correct}'>"
                     f"<td>{html.escape(r['question'])}</td><td>{html.escape(', '.join(r['answers']) or '—')}</td>"
                     f"<td>{html.escape(r['pipeline'])}</td><td>{html.escape(r['output'])}</td><td>{mark}</td>"
@@ -424,6 +504,13 @@ def render_grid(grid: dict, cells: dict[str, dict]) -> str:
     any_m = next(iter(cells.values()), None)
     if any_m is None:
         return "\n".join(out)
+    table = decision_rows([cells[cid] for cid in ids])
+    if table:
+        out += ["## The decision table, measured", "",
+                "Each row is one cell of this grid, measured on its own items; the verdict rule is the one in "
+                "every cell's report (a difference of at least `eval.min_effect` with adjusted p < 0.05).", "",
+                "| " + " | ".join(DECISION_TABLE_HEADER) + " |", "|" + "---|" * len(DECISION_TABLE_HEADER)]
+        out += ["| " + " | ".join(row) + " |" for row in table] + [""]
     defs = any_m["metric_definitions"]
     for metric in HEADLINE_METRICS:
         pipes = [p for p in any_m["pipelines"] if metric in any_m["pipelines"][p]]

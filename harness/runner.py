@@ -26,13 +26,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from harness import benchmarks, knowledge, metrics, report, stats
+from harness import benchmarks, knowledge, metrics, report, scenarios, stats
 from harness.config import PIPELINE_NAMES, ExperimentConfig, config_hash, config_to_dict, expand_grid
 from harness.data import EXTERNAL_FORMATS, Dataset, load_user_dataset
 from harness.memo import Memo
 from harness.models import LoadedModel, cache_dir, load_generator
 from harness.pipelines import PIPELINES, adapter_switch, answer
 from harness.prompts import ABSTAIN, TEMPLATES
+from harness.style import StyleClassifier
 from harness.results import (atomic_write_json, atomic_write_jsonl, atomic_write_yaml, provenance, run_lock,
                              staged_run_dir)
 from harness.retrieve import build_retriever, chunk_documents, load_embedder
@@ -150,7 +151,9 @@ def seed_everything(seed: int) -> None:
 
 def load_dataset(cfg: ExperimentConfig) -> Dataset:
     d = cfg.data
-    if d.external is not None:
+    if cfg.scenario is not None and cfg.scenario.name != "facts":
+        data = scenarios.build(cfg)
+    elif d.external is not None:
         e = d.external
         loader = EXTERNAL_FORMATS[e.format]
         wanted = e.paraphrases if d.paraphrases is None else d.paraphrases
@@ -361,6 +364,77 @@ def _restrict(values: dict[str, dict[str, float]], known: dict[str, str], catego
     return {m: v for m, v in out.items() if v}
 
 
+class StyleScorer:
+    """The style scenario's two model-based scores: the style classifier's probability of
+    the target register, and content preservation as the embedding cosine between the
+    output and the sentence it rewrites."""
+
+    def __init__(self, classifier: StyleClassifier, embedder, held_out_accuracy: float, n_train: int,
+                 n_held_out: int):
+        self.classifier, self.embedder = classifier, embedder
+        self.held_out_accuracy, self.n_train, self.n_held_out = held_out_accuracy, n_train, n_held_out
+
+    @classmethod
+    def build(cls, cfg: ExperimentConfig, *, embedder=None) -> "StyleScorer":
+        train, held_out = scenarios.style_classifier_data(cfg)
+        clf = StyleClassifier(seed=cfg.seed).fit([p.plain for p in train], [p.styled for p in train])
+        accuracy = clf.accuracy([p.plain for p in held_out], [p.styled for p in held_out])
+        return cls(clf, embedder or load_embedder(cfg.embedder.name), accuracy, len(train), len(held_out))
+
+    def scores(self, rows: list[dict], by_id: dict) -> dict[str, dict[str, float]]:
+        outputs = [r["output"] for r in rows]
+        sources = [by_id[r["question_id"]].source or "" for r in rows]
+        style = self.classifier.score(outputs)
+        a = self.embedder.encode(outputs, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+        b = self.embedder.encode(sources, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+        cosine = (np.asarray(a) * np.asarray(b)).sum(axis=1)
+        return {r["question_id"]: {"style_score": s, "content_preservation": float(max(0.0, c))}
+                for r, s, c in zip(rows, style, cosine)}
+
+
+def scenario_summary(cfg: ExperimentConfig, comparisons: list[dict], rows_by_pipeline: dict, by_id: dict, *,
+                     style_scorer, train_record: dict | None, index: dict | None) -> dict:
+    """The scenario's row of the decision table (the claim and the measured verdict on
+    its deciding metric), verdicts on its other metrics, and its corpus-level numbers."""
+    sc = scenarios.SCENARIOS[cfg.scenario.name]
+
+    def verdict(metric: str) -> dict | None:
+        if not any(c["metric"] == metric for c in comparisons):
+            return None
+        return stats.decide(comparisons, metric=metric, direction=metrics.METRICS[metric][1],
+                            min_effect=cfg.eval.min_effect)
+
+    corpus: dict = {}
+    if cfg.scenario.name == "style":
+        import sacrebleu
+
+        for p, rows in rows_by_pipeline.items():
+            hyps = [r["output"] for r in rows]
+            refs = [[by_id[r["question_id"]].answers[0] for r in rows]]
+            corpus[p] = {"bleu": sacrebleu.corpus_bleu(hyps, refs).score, "chrf": sacrebleu.corpus_chrf(hyps, refs).score}
+        corpus["classifier"] = {"held_out_accuracy": style_scorer.held_out_accuracy, "train_pairs": style_scorer.n_train,
+                                "held_out_pairs": style_scorer.n_held_out}
+    if cfg.scenario.name == "format":
+        for p, rows in rows_by_pipeline.items():
+            rows = [r for r in rows if by_id[r["question_id"]].task == "classify"]
+            predicted = [r["output"] for r in rows]
+            gold = [by_id[r["question_id"]].answers[0] for r in rows]
+            corpus[p] = {"macro_f1": metrics.macro_f1(predicted, gold),
+                         "macro_f1_ci95": stats.bootstrap_statistic(
+                             list(zip(predicted, gold)), lambda xs: metrics.macro_f1([a for a, _ in xs], [b for _, b in xs]),
+                             samples=cfg.eval.bootstrap_samples, seed=cfg.seed)}
+    if cfg.scenario.name == "updated":
+        corpus["update_cost"] = {
+            "reindex_seconds": index["build_seconds"] if index else None,
+            "retrain_seconds": train_record["wall_seconds"] if train_record else None,
+            "note": "re-index: building the index over the changed documents, measured in this run; retrain: "
+                    "training the adapter on the same number of examples and steps, measured when it was trained",
+        }
+    return {"name": cfg.scenario.name, "label": sc.label, "claim": {"rag": sc.claim_rag, "finetuning": sc.claim_finetuning},
+            "decision_metric": sc.decision, "verdict": verdict(sc.decision),
+            "also": {m: verdict(m) for m in sc.also if verdict(m) is not None}, "corpus": corpus}
+
+
 def _percentile(values, q: float) -> float:
     return float(np.percentile(values, q)) if len(values) else float("nan")
 
@@ -415,9 +489,13 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
             t0 = time.perf_counter()
             embedder = load_embedder(cfg.embedder.name) if cfg.retrieval.method != "bm25" else None
             timings["embedder_load_seconds"] = time.perf_counter() - t0
-            retriever = build_retriever(list(data.documents), embedder=embedder, method=cfg.retrieval.method,
-                                        index_kind=cfg.retrieval.index, nprobe=cfg.retrieval.nprobe,
-                                        chunk_size=cfg.retrieval.chunk_size, chunk_overlap=cfg.retrieval.chunk_overlap,
+            whole = cfg.scenario is not None and scenarios.SCENARIOS[cfg.scenario.name].whole_documents
+            retriever = build_retriever(scenarios.readable(cfg, data.documents), embedder=embedder,
+                                        method=cfg.retrieval.method, index_kind=cfg.retrieval.index,
+                                        nprobe=cfg.retrieval.nprobe,
+                                        # worked examples are retrieved whole, never cut
+                                        chunk_size=10**6 if whole else cfg.retrieval.chunk_size,
+                                        chunk_overlap=0 if whole else cfg.retrieval.chunk_overlap,
                                         batch_size=cfg.embedder.batch_size)
 
         predictions, per_item, pipeline_costs, rows_by_pipeline = [], {}, {}, {}
@@ -451,15 +529,21 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
                 max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size, seed=cfg.seed,
                 memo=generation_memo(lm, adapter_key=None))
         timings["knowledge_tagging_seconds"] = time.perf_counter() - t0
+        style_scorer = None
+        if cfg.scenario is not None and cfg.scenario.name == "style":
+            t0 = time.perf_counter()
+            style_scorer = StyleScorer.build(cfg, embedder=retriever.embedder if retriever is not None else None)
+            timings["style_scorer_seconds"] = time.perf_counter() - t0
         for name, rows in rows_by_pipeline.items():
             scored = []
+            extra = style_scorer.scores(rows, by_id) if style_scorer is not None else {}
             for row in rows:
                 q = by_id[row["question_id"]]
-                row["scores"] = metrics.score_prediction(row, q)
+                row["scores"] = {**metrics.score_prediction(row, q), **extra.get(q.id, {})}
                 scored.append((row["scores"], q))
                 predictions.append({"pipeline": name, "question": q.question, "answers": list(q.answers),
                                     "answerable": q.answerable, "choices": list(q.choices),
-                                    "answer_index": q.answer_index, "known": known.get(q.id), **row})
+                                    "answer_index": q.answer_index, "task": q.task, "known": known.get(q.id), **row})
             per_item[name] = metrics.item_values(scored, known=known)
 
         seed_spread = {}
@@ -490,6 +574,11 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
                                            min_effect=cfg.eval.min_effect)
                     for question, metric in metrics.DECISIONS.items()
                     if all(p in per_item and metric in per_item[p] for p in PIPELINE_NAMES)}
+        scenario_result = None
+        if cfg.scenario is not None:
+            scenario_result = scenario_summary(cfg, comparisons, rows_by_pipeline, by_id, style_scorer=style_scorer,
+                                               train_record=train_record,
+                                               index=retriever.stats() if retriever is not None else None)
         timings["total_seconds"] = time.perf_counter() - t_run
 
         n_answerable = sum(q.answerable for q in questions)
@@ -503,7 +592,8 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
                       "quantization": "nf4" if cfg.train.method == "qlora" else None},
             "embedder": cfg.embedder.name if retriever is not None and retriever.embedder is not None else None,
             "data": {
-                "source": (cfg.data.external.format if cfg.data.external else
+                "source": (f"scenario {cfg.scenario.name}" if cfg.scenario and cfg.scenario.name != "facts" else
+                           cfg.data.external.format if cfg.data.external else
                            "files" if cfg.data.documents else "world"),
                 "fingerprint": data.fingerprint(),
                 "documents": len(data.documents), "questions": len(questions),
@@ -514,6 +604,7 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
             "comparisons": comparisons,
             "verdicts": verdicts,
             "by_knowledge": by_knowledge,
+            "scenario": scenario_result,
             "seed_spread": seed_spread,
             "benchmarks": benchmark_result,
             "metric_definitions": {m: {"label": s[0], "direction": s[1], "kind": s[2]} for m, s in metrics.METRICS.items()},

@@ -44,6 +44,18 @@ def bootstrap_ci(values, *, samples: int = 2000, confidence: float = 0.95, seed:
     return (float(lo), float(hi))
 
 
+def bootstrap_statistic(items: list, statistic, *, samples: int = 2000, confidence: float = 0.95,
+                        seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of a corpus-level `statistic(items)` (macro-F1, say),
+    resampling items with replacement."""
+    if not items:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    values = [statistic([items[i] for i in rng.integers(0, len(items), size=len(items))]) for _ in range(samples)]
+    lo, hi = np.quantile(values, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return (float(lo), float(hi))
+
+
 def summarize(values, *, kind: str, samples: int = 2000, seed: int = 0) -> dict:
     """Mean, n and a 95% interval: Wilson for 0/1 proportions, bootstrap for means."""
     x = [float(v) for v in values]

@@ -66,8 +66,8 @@ def build_examples(tokenizer, *, objective: str, texts=(), questions=()) -> list
     """Training pairs for `cpt` (texts) or `sft` (questions with answers)."""
     if objective == "cpt":
         return [Example("", t + answer_suffix(tokenizer)) for t in texts if t.strip()]
-    template = template_for(retrieval=False)
-    return [Example(render(tokenizer, template, question=q.question), q.answers[0] + answer_suffix(tokenizer))
+    return [Example(render(tokenizer, template_for(retrieval=False, task=q.task), question=q.question),
+                    q.answers[0] + answer_suffix(tokenizer))
             for q in questions if q.answers]
 
 
