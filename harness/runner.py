@@ -49,7 +49,8 @@ def adapter_group(cfg: ExperimentConfig) -> str:
     """Hash of what decides the adapters of a config (model, data, training): configs with
     the same group train the same adapters and share them through the cache."""
     blob = json.dumps({"model": cfg.model.model_dump(mode="json"), "data": cfg.data.model_dump(mode="json"),
-                       "train": cfg.train.model_dump(mode="json")}, sort_keys=True)
+                       "train": cfg.train.model_dump(mode="json"),
+                       "scenario": cfg.scenario.model_dump(mode="json") if cfg.scenario else None}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
