@@ -2,6 +2,8 @@
 
     harness run CONFIG [--results-dir DIR]   run an experiment, write results and report
         [--executor sequential|processes|ray] [--workers N] [--address RAY] [--cpus-per-cell N]
+    harness train CONFIG                     only train its adapters into the cache (multi-GPU: under
+                                             torchrun or accelerate launch)
     harness plan CONFIG                      a grid's cells: done, adapter cached, estimated cost
     harness validate CONFIG                  check a config without loading any model
     harness report RESULTS_DIR               rewrite report.md/.html from result files alone
@@ -42,6 +44,20 @@ def _run(args) -> int:
         return 0
     out = run_experiment(cfg, results_root=args.results_dir)
     print(f"report: {out / 'report.md'}")
+    return 0
+
+
+def _train(args) -> int:
+    import os
+
+    from harness.config import load_config
+    from harness.runner import train_adapters
+
+    records = train_adapters(load_config(args.config))
+    if int(os.environ.get("RANK", "0")) == 0:
+        for r in records:
+            how = "cached" if r["from_cache"] else f"trained by {r.get('world_size', 1)} process(es)"
+            print(f"adapter {r['adapter_dir']} ({how}{', cell ' + r['cell'] if r['cell'] else ''})")
     return 0
 
 
@@ -112,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--address", default=None, help="ray executor: an existing cluster (default: start a local one)")
     p.add_argument("--cpus-per-cell", type=int, default=1, help="ray executor: CPUs each cell's task asks for")
     p.set_defaults(func=_run)
+    p = sub.add_parser("train", help="train a config's adapters into the cache, evaluate nothing "
+                                     "(torchrun / accelerate launch: data parallel)")
+    p.add_argument("config")
+    p.set_defaults(func=_train)
     p = sub.add_parser("plan", help="list a grid's cells, what is done or cached, and an estimate")
     p.add_argument("config")
     p.add_argument("--results-dir", default=None)

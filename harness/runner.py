@@ -223,6 +223,14 @@ def obtain_adapter(lm: LoadedModel, data: Dataset, cfg: ExperimentConfig, *, see
     # A stable partial folder (not per process), so a run killed mid-training resumes
     # from its last checkpoint; the lock keeps two live processes from training it at once.
     partial = target.with_name(f"{target.name}.partial")
+    if int(os.environ.get("RANK", "0")) > 0:  # a data-parallel helper: the first process owns the files
+        result = train_lora(
+            lm, examples, rank=t.rank, alpha=t.alpha, dropout=t.dropout, target_modules=t.target_modules, lr=t.lr,
+            epochs=t.epochs, max_steps=t.max_steps, batch_size=t.batch_size, max_length=t.max_length,
+            warmup_ratio=t.warmup_ratio, dev_fraction=t.dev_fraction, early_stopping_patience=t.early_stopping_patience,
+            seed=seed, out_dir=partial / "adapter", adapter_name=name, checkpoint_dir=partial,
+            checkpoint_every=t.checkpoint_every)
+        return {**result.to_json(), "adapter_dir": str(target), "cache_key": key, "seed": seed, "method": t.method}, False
     with run_lock(partial, wait=True):
         if record_path.is_file():  # another process finished it while this one waited
             return obtain_adapter(lm, data, cfg, seed=seed, name=name, examples=examples)
@@ -300,6 +308,29 @@ def obtain_raft_adapter(lm: LoadedModel, data: Dataset, cfg: ExperimentConfig) -
     if before is not None:
         lm.model.set_adapter(before)
     return {**record, "from_cache": cached, "raft": r.model_dump(mode="json"), "examples": len(examples)}
+
+
+def train_adapters(cfg: ExperimentConfig) -> list[dict]:
+    """Train (or find in the cache) the adapters a config's runs need, evaluating nothing:
+    one per distinct adapter group of a grid, for every seed of `train.repeats`. Under
+    torchrun or `accelerate launch`, the processes train each adapter together."""
+    records, seen = [], set()
+    for cell in expand_grid(cfg):
+        c = cell.config
+        if adapter_group(c) in seen or not any(PIPELINES[p].adapter and PIPELINES[p].adapter_name == "default"
+                                               for p in c.eval.pipelines):
+            continue
+        seen.add(adapter_group(c))
+        seed_everything(c.seed)
+        data = load_dataset(c)
+        lm = load_generator(c.model.name, dtype=c.model.dtype, device=c.model.device,
+                            quantization="nf4" if c.train.method == "qlora" else None)
+        train_data, _ = select_training_facts(lm, data, c)
+        for i in range(c.train.repeats):
+            record, cached = obtain_adapter(lm, train_data, c, seed=c.train.seed + i,
+                                            name="default" if i == 0 else f"seed{c.train.seed + i}")
+            records.append({**record, "from_cache": cached, "cell": cell.id})
+    return records
 
 
 def spread_across_seeds(lm: LoadedModel, questions, cfg: ExperimentConfig, retriever, per_item: dict,

@@ -57,6 +57,7 @@ class TrainResult:
     peak_rss_mb: float
     adapter_bytes: int
     peak_gpu_mb: float | None = None  # CUDA only: the most GPU memory torch held while training
+    world_size: int = 1  # processes that trained it together (torchrun / accelerate launch)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -213,6 +214,17 @@ def train_lora(lm: LoadedModel, examples: list[Example], *, rank: int, alpha: fl
     schedule = get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * total_steps), total_steps)
     pad_id = tok.pad_token_id
 
+    # Launched as several processes (torchrun, accelerate launch): data parallel through
+    # accelerate. Every process sees the same batches and trains on its share of each
+    # batch's rows; gradients are averaged; the first process alone writes files.
+    accelerator, step_model = None, model
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import Accelerator
+
+        accelerator = Accelerator(cpu=lm.device == "cpu")
+        step_model, optimizer = accelerator.prepare(model, optimizer)
+    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
+
     ckpt = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir is not None else None
     perm = list(range(len(train)))
     st = {"step": 0, "epoch": 1, "batches_done": 0, "epoch_complete": False, "curve": [], "best": float("inf"),
@@ -230,6 +242,8 @@ def train_lora(lm: LoadedModel, examples: list[Example], *, rank: int, alpha: fl
         log.info("training resumed from %s at step %d", ckpt, st["step"])
 
     def save_checkpoint() -> None:
+        if rank != 0:
+            return
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         tmp = ckpt.with_name(f".{ckpt.name}.tmp")
         torch.save({"adapter": get_peft_model_state_dict(model, adapter_name=adapter_name),
@@ -258,10 +272,16 @@ def train_lora(lm: LoadedModel, examples: list[Example], *, rank: int, alpha: fl
         model.train()
         batches = list(_batches([train[i] for i in perm], batch_size, pad_id))
         for ids, mask, labels in batches[st["batches_done"]:]:
+            if world > 1:  # this process's rows of the batch (a repeat when there are fewer rows)
+                rows = list(range(rank, ids.shape[0], world)) or [rank % ids.shape[0]]
+                ids, mask, labels = ids[rows], mask[rows], labels[rows]
             with compute_context(lm):
-                loss = model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
-                             labels=labels.to(lm.device)).loss
-            loss.backward()
+                loss = step_model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
+                                  labels=labels.to(lm.device)).loss
+            if accelerator is not None:
+                accelerator.backward(loss)
+            else:
+                loss.backward()
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
@@ -300,16 +320,20 @@ def train_lora(lm: LoadedModel, examples: list[Example], *, rank: int, alpha: fl
         set_peft_model_state_dict(model, best_state, adapter_name=adapter_name)
     model.eval()
     out_dir = Path(out_dir)
-    model.save_pretrained(out_dir, selected_adapters=[adapter_name])
-    if (out_dir / adapter_name).is_dir():  # PEFT puts a non-default adapter in a subfolder
-        for f in (out_dir / adapter_name).iterdir():
-            f.rename(out_dir / f.name)
-        (out_dir / adapter_name).rmdir()
-    adapter_bytes = sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file())
+    adapter_bytes = 0
+    if rank == 0:
+        model.save_pretrained(out_dir, selected_adapters=[adapter_name])
+        if (out_dir / adapter_name).is_dir():  # PEFT puts a non-default adapter in a subfolder
+            for f in (out_dir / adapter_name).iterdir():
+                f.rename(out_dir / f.name)
+            (out_dir / adapter_name).rmdir()
+        adapter_bytes = sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file())
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
     return TrainResult(
         adapter_dir=str(out_dir), loss_curve=curve, best_epoch=best_epoch, stopped_early=stopped_early,
         steps=step, train_examples=len(train), dev_examples=len(dev), trainable_params=trainable,
         total_params=total, tokens=tokens, wall_seconds=wall, tokens_per_second=tokens / max(wall, 1e-9),
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, adapter_bytes=adapter_bytes,
-        peak_gpu_mb=torch.cuda.max_memory_allocated() / 2**20 if lm.device == "cuda" else None,
+        peak_gpu_mb=torch.cuda.max_memory_allocated() / 2**20 if lm.device == "cuda" else None, world_size=world,
     )
