@@ -33,7 +33,6 @@ from harness.memo import Memo
 from harness.models import LoadedModel, cache_dir, load_generator
 from harness.pipelines import PIPELINES, adapter_switch, answer
 from harness.prompts import ABSTAIN, TEMPLATES
-from harness.style import StyleClassifier
 from harness.results import (atomic_write_json, atomic_write_jsonl, atomic_write_yaml, provenance, run_lock,
                              staged_run_dir)
 from harness.retrieve import build_retriever, chunk_documents, load_embedder
@@ -223,13 +222,13 @@ def obtain_adapter(lm: LoadedModel, data: Dataset, cfg: ExperimentConfig, *, see
     # A stable partial folder (not per process), so a run killed mid-training resumes
     # from its last checkpoint; the lock keeps two live processes from training it at once.
     partial = target.with_name(f"{target.name}.partial")
+    settings = dict(rank=t.rank, alpha=t.alpha, dropout=t.dropout, target_modules=t.target_modules, lr=t.lr,
+                    epochs=t.epochs, max_steps=t.max_steps, batch_size=t.batch_size, max_length=t.max_length,
+                    warmup_ratio=t.warmup_ratio, dev_fraction=t.dev_fraction,
+                    early_stopping_patience=t.early_stopping_patience, seed=seed, adapter_name=name,
+                    checkpoint_dir=partial, checkpoint_every=t.checkpoint_every)
     if int(os.environ.get("RANK", "0")) > 0:  # a data-parallel helper: the first process owns the files
-        result = train_lora(
-            lm, examples, rank=t.rank, alpha=t.alpha, dropout=t.dropout, target_modules=t.target_modules, lr=t.lr,
-            epochs=t.epochs, max_steps=t.max_steps, batch_size=t.batch_size, max_length=t.max_length,
-            warmup_ratio=t.warmup_ratio, dev_fraction=t.dev_fraction, early_stopping_patience=t.early_stopping_patience,
-            seed=seed, out_dir=partial / "adapter", adapter_name=name, checkpoint_dir=partial,
-            checkpoint_every=t.checkpoint_every)
+        result = train_lora(lm, examples, out_dir=partial / "adapter", **settings)
         return {**result.to_json(), "adapter_dir": str(target), "cache_key": key, "seed": seed, "method": t.method}, False
     with run_lock(partial, wait=True):
         if record_path.is_file():  # another process finished it while this one waited
@@ -240,12 +239,7 @@ def obtain_adapter(lm: LoadedModel, data: Dataset, cfg: ExperimentConfig, *, see
         shutil.rmtree(out, ignore_errors=True)
         partial.mkdir(parents=True, exist_ok=True)
         with tqdm(total=steps, desc=f"train LoRA ({t.objective}, seed {seed})", unit="step") as bar:
-            result: TrainResult = train_lora(
-                lm, examples, rank=t.rank, alpha=t.alpha, dropout=t.dropout, target_modules=t.target_modules,
-                lr=t.lr, epochs=t.epochs, max_steps=t.max_steps, batch_size=t.batch_size, max_length=t.max_length,
-                warmup_ratio=t.warmup_ratio, dev_fraction=t.dev_fraction,
-                early_stopping_patience=t.early_stopping_patience, seed=seed, out_dir=out, adapter_name=name,
-                checkpoint_dir=partial, checkpoint_every=t.checkpoint_every, progress=bar.update)
+            result: TrainResult = train_lora(lm, examples, out_dir=out, progress=bar.update, **settings)
         record = result.to_json()
         record["adapter_dir"] = str(target)
         record["cache_key"] = key
@@ -396,77 +390,6 @@ def _restrict(values: dict[str, dict[str, float]], known: dict[str, str], catego
     return {m: v for m, v in out.items() if v}
 
 
-class StyleScorer:
-    """The style scenario's two model-based scores: the style classifier's probability of
-    the target register, and content preservation as the embedding cosine between the
-    output and the sentence it rewrites."""
-
-    def __init__(self, classifier: StyleClassifier, embedder, held_out_accuracy: float, n_train: int,
-                 n_held_out: int):
-        self.classifier, self.embedder = classifier, embedder
-        self.held_out_accuracy, self.n_train, self.n_held_out = held_out_accuracy, n_train, n_held_out
-
-    @classmethod
-    def build(cls, cfg: ExperimentConfig, *, embedder=None) -> "StyleScorer":
-        train, held_out = scenarios.style_classifier_data(cfg)
-        clf = StyleClassifier(seed=cfg.seed).fit([p.plain for p in train], [p.styled for p in train])
-        accuracy = clf.accuracy([p.plain for p in held_out], [p.styled for p in held_out])
-        return cls(clf, embedder or load_embedder(cfg.embedder.name), accuracy, len(train), len(held_out))
-
-    def scores(self, rows: list[dict], by_id: dict) -> dict[str, dict[str, float]]:
-        outputs = [r["output"] for r in rows]
-        sources = [by_id[r["question_id"]].source or "" for r in rows]
-        style = self.classifier.score(outputs)
-        a = self.embedder.encode(outputs, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
-        b = self.embedder.encode(sources, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
-        cosine = (np.asarray(a) * np.asarray(b)).sum(axis=1)
-        return {r["question_id"]: {"style_score": s, "content_preservation": float(max(0.0, c))}
-                for r, s, c in zip(rows, style, cosine)}
-
-
-def scenario_summary(cfg: ExperimentConfig, comparisons: list[dict], rows_by_pipeline: dict, by_id: dict, *,
-                     style_scorer, train_record: dict | None, index: dict | None) -> dict:
-    """The scenario's row of the decision table (the claim and the measured verdict on
-    its deciding metric), verdicts on its other metrics, and its corpus-level numbers."""
-    sc = scenarios.SCENARIOS[cfg.scenario.name]
-
-    def verdict(metric: str) -> dict | None:
-        if not any(c["metric"] == metric for c in comparisons):
-            return None
-        return stats.decide(comparisons, metric=metric, direction=metrics.METRICS[metric][1],
-                            min_effect=cfg.eval.min_effect)
-
-    corpus: dict = {}
-    if cfg.scenario.name == "style":
-        import sacrebleu
-
-        for p, rows in rows_by_pipeline.items():
-            hyps = [r["output"] for r in rows]
-            refs = [[by_id[r["question_id"]].answers[0] for r in rows]]
-            corpus[p] = {"bleu": sacrebleu.corpus_bleu(hyps, refs).score, "chrf": sacrebleu.corpus_chrf(hyps, refs).score}
-        corpus["classifier"] = {"held_out_accuracy": style_scorer.held_out_accuracy, "train_pairs": style_scorer.n_train,
-                                "held_out_pairs": style_scorer.n_held_out}
-    if cfg.scenario.name == "format":
-        for p, rows in rows_by_pipeline.items():
-            rows = [r for r in rows if by_id[r["question_id"]].task == "classify"]
-            predicted = [r["output"] for r in rows]
-            gold = [by_id[r["question_id"]].answers[0] for r in rows]
-            corpus[p] = {"macro_f1": metrics.macro_f1(predicted, gold),
-                         "macro_f1_ci95": stats.bootstrap_statistic(
-                             list(zip(predicted, gold)), lambda xs: metrics.macro_f1([a for a, _ in xs], [b for _, b in xs]),
-                             samples=cfg.eval.bootstrap_samples, seed=cfg.seed)}
-    if cfg.scenario.name == "updated":
-        corpus["update_cost"] = {
-            "reindex_seconds": index["build_seconds"] if index else None,
-            "retrain_seconds": train_record["wall_seconds"] if train_record else None,
-            "note": "re-index: building the index over the changed documents, measured in this run; retrain: "
-                    "training the adapter on the same number of examples and steps, measured when it was trained",
-        }
-    return {"name": cfg.scenario.name, "label": sc.label, "claim": {"rag": sc.claim_rag, "finetuning": sc.claim_finetuning},
-            "decision_metric": sc.decision, "verdict": verdict(sc.decision),
-            "also": {m: verdict(m) for m in sc.also if verdict(m) is not None}, "corpus": corpus}
-
-
 def _percentile(values, q: float) -> float:
     return float(np.percentile(values, q)) if len(values) else float("nan")
 
@@ -564,7 +487,7 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
         style_scorer = None
         if cfg.scenario is not None and cfg.scenario.name == "style":
             t0 = time.perf_counter()
-            style_scorer = StyleScorer.build(cfg, embedder=retriever.embedder if retriever is not None else None)
+            style_scorer = scenarios.StyleScorer.build(cfg, embedder=retriever.embedder if retriever is not None else None)
             timings["style_scorer_seconds"] = time.perf_counter() - t0
         for name, rows in rows_by_pipeline.items():
             scored = []
@@ -608,7 +531,7 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
                     if all(p in per_item and metric in per_item[p] for p in PIPELINE_NAMES)}
         scenario_result = None
         if cfg.scenario is not None:
-            scenario_result = scenario_summary(cfg, comparisons, rows_by_pipeline, by_id, style_scorer=style_scorer,
+            scenario_result = scenarios.summary(cfg, comparisons, rows_by_pipeline, by_id, style_scorer=style_scorer,
                                                train_record=train_record,
                                                index=retriever.stats() if retriever is not None else None)
         timings["total_seconds"] = time.perf_counter() - t_run

@@ -11,7 +11,9 @@
 
 `build(cfg)` returns a `Dataset` for a scenario: the documents the retriever may index
 (its `readable` ones, for the probing user), the sft training questions, and the
-evaluation items, whose `task` picks their prompt and their scores. Everything is
+evaluation items, whose `task` picks their prompt and their scores. `StyleScorer` adds
+the style row's model-based scores, and `summary(...)` gives a run's row of the table
+(claim, measured verdict) and its corpus-level numbers. Everything is
 seeded and built in memory; a user brings their own data through the config (style
 pairs as a folder; facts through `data`, as in any run).
 """
@@ -22,8 +24,11 @@ import json
 import random
 from dataclasses import dataclass, replace
 
+import numpy as np
+
+from harness import metrics, stats
 from harness.data import Dataset, DataError, Document, Question
-from harness.style import StylePair, builtin_pairs, load_pairs
+from harness.style import StyleClassifier, StylePair, builtin_pairs, load_pairs
 from harness.world import ATTRIBUTES, _Names, generate_world
 
 
@@ -230,6 +235,79 @@ def build_private(cfg) -> Dataset:
     return Dataset(documents=documents, questions=world.questions + tuple(probes),
                    train_texts=tuple(d.text for d in documents), train_questions=world.train_questions + tuple(train),
                    facts=world.facts)
+
+
+class StyleScorer:
+    """The style scenario's two model-based scores: the style classifier's probability of
+    the target register, and content preservation as the embedding cosine between the
+    output and the sentence it rewrites."""
+
+    def __init__(self, classifier: StyleClassifier, embedder, held_out_accuracy: float, n_train: int,
+                 n_held_out: int):
+        self.classifier, self.embedder = classifier, embedder
+        self.held_out_accuracy, self.n_train, self.n_held_out = held_out_accuracy, n_train, n_held_out
+
+    @classmethod
+    def build(cls, cfg, *, embedder=None) -> "StyleScorer":
+        train, held_out = style_classifier_data(cfg)
+        clf = StyleClassifier(seed=cfg.seed).fit([p.plain for p in train], [p.styled for p in train])
+        accuracy = clf.accuracy([p.plain for p in held_out], [p.styled for p in held_out])
+        from harness.retrieve import load_embedder
+
+        return cls(clf, embedder or load_embedder(cfg.embedder.name), accuracy, len(train), len(held_out))
+
+    def scores(self, rows: list[dict], by_id: dict) -> dict[str, dict[str, float]]:
+        outputs = [r["output"] for r in rows]
+        sources = [by_id[r["question_id"]].source or "" for r in rows]
+        style = self.classifier.score(outputs)
+        a = self.embedder.encode(outputs, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+        b = self.embedder.encode(sources, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+        cosine = (np.asarray(a) * np.asarray(b)).sum(axis=1)
+        return {r["question_id"]: {"style_score": s, "content_preservation": float(max(0.0, c))}
+                for r, s, c in zip(rows, style, cosine)}
+
+
+def summary(cfg, comparisons: list[dict], rows_by_pipeline: dict, by_id: dict, *,
+                     style_scorer, train_record: dict | None, index: dict | None) -> dict:
+    """The scenario's row of the decision table (the claim and the measured verdict on
+    its deciding metric), verdicts on its other metrics, and its corpus-level numbers."""
+    sc = SCENARIOS[cfg.scenario.name]
+
+    def verdict(metric: str) -> dict | None:
+        if not any(c["metric"] == metric for c in comparisons):
+            return None
+        return stats.decide(comparisons, metric=metric, direction=metrics.METRICS[metric][1],
+                            min_effect=cfg.eval.min_effect)
+
+    corpus: dict = {}
+    if cfg.scenario.name == "style":
+        import sacrebleu
+
+        for p, rows in rows_by_pipeline.items():
+            hyps = [r["output"] for r in rows]
+            refs = [[by_id[r["question_id"]].answers[0] for r in rows]]
+            corpus[p] = {"bleu": sacrebleu.corpus_bleu(hyps, refs).score, "chrf": sacrebleu.corpus_chrf(hyps, refs).score}
+        corpus["classifier"] = {"held_out_accuracy": style_scorer.held_out_accuracy, "train_pairs": style_scorer.n_train,
+                                "held_out_pairs": style_scorer.n_held_out}
+    if cfg.scenario.name == "format":
+        for p, rows in rows_by_pipeline.items():
+            rows = [r for r in rows if by_id[r["question_id"]].task == "classify"]
+            predicted = [r["output"] for r in rows]
+            gold = [by_id[r["question_id"]].answers[0] for r in rows]
+            corpus[p] = {"macro_f1": metrics.macro_f1(predicted, gold),
+                         "macro_f1_ci95": stats.bootstrap_statistic(
+                             list(zip(predicted, gold)), lambda xs: metrics.macro_f1([a for a, _ in xs], [b for _, b in xs]),
+                             samples=cfg.eval.bootstrap_samples, seed=cfg.seed)}
+    if cfg.scenario.name == "updated":
+        corpus["update_cost"] = {
+            "reindex_seconds": index["build_seconds"] if index else None,
+            "retrain_seconds": train_record["wall_seconds"] if train_record else None,
+            "note": "re-index: building the index over the changed documents, measured in this run; retrain: "
+                    "training the adapter on the same number of examples and steps, measured when it was trained",
+        }
+    return {"name": cfg.scenario.name, "label": sc.label, "claim": {"rag": sc.claim_rag, "finetuning": sc.claim_finetuning},
+            "decision_metric": sc.decision, "verdict": verdict(sc.decision),
+            "also": {m: verdict(m) for m in sc.also if verdict(m) is not None}, "corpus": corpus}
 
 
 def readable(cfg, documents) -> list[Document]:
