@@ -18,6 +18,7 @@ import math
 import os
 import random
 import resource
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +29,47 @@ from harness.models import LoadedModel, compute_context
 from harness.prompts import answer_suffix, render, template_for
 
 log = logging.getLogger(__name__)
+
+
+class PeakMemory:
+    """The most resident memory this process held while the block ran, sampled from
+    /proc every 50 ms on a thread (the process-lifetime maximum, ru_maxrss, would carry
+    an earlier, bigger run's peak into a later one). Elsewhere it falls back to
+    ru_maxrss."""
+
+    def __init__(self, interval: float = 0.05):
+        self.interval, self.peak_mb = interval, 0.0
+        self._stop = threading.Event()
+
+    @staticmethod
+    def rss_mb() -> float | None:
+        try:
+            pages = int(Path("/proc/self/statm").read_text().split()[1])
+        except (OSError, ValueError, IndexError):
+            return None
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak_mb = max(self.peak_mb, self.rss_mb() or 0.0)
+
+    def __enter__(self) -> "PeakMemory":
+        first = self.rss_mb()
+        if first is None:
+            self._thread = None
+        else:
+            self.peak_mb = first
+            self._thread = threading.Thread(target=self._watch, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._thread is None:
+            self.peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            return
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, self.rss_mb() or 0.0)
 
 
 class TrainError(ValueError):
@@ -54,7 +96,7 @@ class TrainResult:
     tokens: int
     wall_seconds: float
     tokens_per_second: float
-    peak_rss_mb: float
+    peak_rss_mb: float  # the most resident memory of the process while training (see PeakMemory)
     adapter_bytes: int
     peak_gpu_mb: float | None = None  # CUDA only: the most GPU memory torch held while training
     world_size: int = 1  # processes that trained it together (torchrun / accelerate launch)
@@ -262,56 +304,57 @@ def train_lora(lm: LoadedModel, examples: list[Example], *, rank: int, alpha: fl
         return st["stopped_early"] or (st["epoch_complete"] and (st["step"] >= total_steps or st["epoch"] >= epochs))
 
     finished = done(st)
-    while not finished:
-        epoch = st["epoch"]
-        if st["epoch_complete"]:
-            st.update(epoch=epoch + 1, batches_done=0, epoch_complete=False)
-            epoch += 1
-        if st["batches_done"] == 0:
-            rng.shuffle(perm)
-        model.train()
-        batches = list(_batches([train[i] for i in perm], batch_size, pad_id))
-        for ids, mask, labels in batches[st["batches_done"]:]:
-            if world > 1:  # this process's rows of the batch (a repeat when there are fewer rows)
-                rows = list(range(rank, ids.shape[0], world)) or [rank % ids.shape[0]]
-                ids, mask, labels = ids[rows], mask[rows], labels[rows]
-            with compute_context(lm):
-                loss = step_model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
-                                  labels=labels.to(lm.device)).loss
-            if accelerator is not None:
-                accelerator.backward(loss)
-            else:
-                loss.backward()
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            st["step"] += 1
-            st["batches_done"] += 1
-            st["tokens"] += int(mask.sum())
-            st["curve"].append({"step": st["step"], "epoch": epoch, "train_loss": float(loss.detach())})
-            if progress is not None:
-                progress(1)
-            if st["step"] >= total_steps:
-                break
-            if ckpt is not None and st["step"] % checkpoint_every == 0:
+    with PeakMemory() as memory:
+        while not finished:
+            epoch = st["epoch"]
+            if st["epoch_complete"]:
+                st.update(epoch=epoch + 1, batches_done=0, epoch_complete=False)
+                epoch += 1
+            if st["batches_done"] == 0:
+                rng.shuffle(perm)
+            model.train()
+            batches = list(_batches([train[i] for i in perm], batch_size, pad_id))
+            for ids, mask, labels in batches[st["batches_done"]:]:
+                if world > 1:  # this process's rows of the batch (a repeat when there are fewer rows)
+                    rows = list(range(rank, ids.shape[0], world)) or [rank % ids.shape[0]]
+                    ids, mask, labels = ids[rows], mask[rows], labels[rows]
+                with compute_context(lm):
+                    loss = step_model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
+                                      labels=labels.to(lm.device)).loss
+                if accelerator is not None:
+                    accelerator.backward(loss)
+                else:
+                    loss.backward()
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad(set_to_none=True)
+                st["step"] += 1
+                st["batches_done"] += 1
+                st["tokens"] += int(mask.sum())
+                st["curve"].append({"step": st["step"], "epoch": epoch, "train_loss": float(loss.detach())})
+                if progress is not None:
+                    progress(1)
+                if st["step"] >= total_steps:
+                    break
+                if ckpt is not None and st["step"] % checkpoint_every == 0:
+                    save_checkpoint()
+            if dev:
+                dev_loss = _dev_loss(lm, dev, batch_size, pad_id)
+                st["curve"].append({"step": st["step"], "epoch": epoch, "dev_loss": dev_loss})
+                log.info("epoch %d: dev loss %.4f", epoch, dev_loss)
+                if dev_loss < st["best"] - 1e-6:
+                    st.update(best=dev_loss, best_epoch=epoch, bad_epochs=0)
+                    if early_stopping_patience:
+                        st["best_state"] = {k: v.detach().clone()
+                                            for k, v in get_peft_model_state_dict(model, adapter_name=adapter_name).items()}
+                else:
+                    st["bad_epochs"] += 1
+                    if early_stopping_patience and st["bad_epochs"] >= early_stopping_patience:
+                        st["stopped_early"] = True
+            st["epoch_complete"] = True
+            finished = done(st)
+            if ckpt is not None:
                 save_checkpoint()
-        if dev:
-            dev_loss = _dev_loss(lm, dev, batch_size, pad_id)
-            st["curve"].append({"step": st["step"], "epoch": epoch, "dev_loss": dev_loss})
-            log.info("epoch %d: dev loss %.4f", epoch, dev_loss)
-            if dev_loss < st["best"] - 1e-6:
-                st.update(best=dev_loss, best_epoch=epoch, bad_epochs=0)
-                if early_stopping_patience:
-                    st["best_state"] = {k: v.detach().clone()
-                                        for k, v in get_peft_model_state_dict(model, adapter_name=adapter_name).items()}
-            else:
-                st["bad_epochs"] += 1
-                if early_stopping_patience and st["bad_epochs"] >= early_stopping_patience:
-                    st["stopped_early"] = True
-        st["epoch_complete"] = True
-        finished = done(st)
-        if ckpt is not None:
-            save_checkpoint()
     curve, best_epoch, stopped_early, step, tokens = (st["curve"], st["best_epoch"], st["stopped_early"], st["step"],
                                                       st["tokens"])
     best_state = st["best_state"]
@@ -334,6 +377,6 @@ def train_lora(lm: LoadedModel, examples: list[Example], *, rank: int, alpha: fl
         adapter_dir=str(out_dir), loss_curve=curve, best_epoch=best_epoch, stopped_early=stopped_early,
         steps=step, train_examples=len(train), dev_examples=len(dev), trainable_params=trainable,
         total_params=total, tokens=tokens, wall_seconds=wall, tokens_per_second=tokens / max(wall, 1e-9),
-        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, adapter_bytes=adapter_bytes,
+        peak_rss_mb=memory.peak_mb, adapter_bytes=adapter_bytes,
         peak_gpu_mb=torch.cuda.max_memory_allocated() / 2**20 if lm.device == "cuda" else None, world_size=world,
     )

@@ -166,3 +166,22 @@ def test_raft_examples_hold_the_gold_chunk_in_the_configured_share(tiny_lm):
     assert ex == build_raft_examples(tiny_lm.tokenizer, questions=qs, chunks=chunks, passages=3, gold_share=0.7, seed=1)
     none = build_raft_examples(tiny_lm.tokenizer, questions=qs, chunks=chunks, passages=3, gold_share=0.0, seed=1)
     assert not any(q.evidence in e.prompt for e, q in zip(none, qs))
+
+
+def test_peak_memory_is_this_block_s_not_the_process_lifetime_s():
+    from harness.train import PeakMemory
+
+    big = bytearray(300 * 2**20)  # an earlier peak, given back before the block
+    big[::4096] = b"x" * len(big[::4096])
+    del big
+    with PeakMemory(interval=0.01) as small:
+        x = bytearray(20 * 2**20)
+        x[::4096] = b"y" * len(x[::4096])
+    with PeakMemory(interval=0.01) as large:
+        y = bytearray(200 * 2**20)
+        y[::4096] = b"z" * len(y[::4096])
+        import time
+
+        time.sleep(0.05)
+    del x, y
+    assert large.peak_mb - small.peak_mb > 100
