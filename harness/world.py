@@ -243,7 +243,11 @@ def generate_world(*, seed: int, n_people: int, n_organisations: int, n_places: 
             facts.append({"id": fact_id, "entity": entity, "kind": kind, "attribute": attr.name,
                           "value": value, "doc_id": doc_id})
             variants = [(s, f) for s in range(len(attr.statements)) for f in range(len(FRAMINGS)) if (s, f) != (0, 0)]
-            for s, f in rng.sample(variants, paraphrases):
+            # Restatements come from a generator of their own, so the paraphrase count
+            # changes the training text only: the world (and every question) stays the
+            # same, and the first k restatements of a fact are the same for every k.
+            random.Random(f"{seed}/{fact_id}").shuffle(variants)
+            for s, f in variants[:paraphrases]:
                 template = attr.statements[s]
                 train_texts.append(_frame(FRAMINGS[f], template, attr.name, _state(template, entity, value)))
             for j, tq in enumerate(attr.train_questions[:train_questions_per_fact]):

@@ -62,3 +62,16 @@ def test_unanswerable_questions_are_about_entities_that_do_not_exist():
 def test_paraphrase_limit():
     with pytest.raises(ValueError, match="at most"):
         generate_world(seed=0, n_people=1, n_organisations=0, n_places=0, paraphrases=max_paraphrases() + 1)
+
+
+def test_the_paraphrase_count_changes_only_the_training_text():
+    """A paraphrase sweep compares one world: same documents, questions and QA pairs,
+    and the restatements of a smaller count are among those of a larger one."""
+    kw = {**KW}
+    worlds = {k: generate_world(seed=4, **{**kw, "paraphrases": k}) for k in (0, 1, 5)}
+    for k in (1, 5):
+        w = worlds[k]
+        assert (w.documents, w.questions, w.train_questions, w.facts) == (
+            worlds[0].documents, worlds[0].questions, worlds[0].train_questions, worlds[0].facts)
+    assert set(worlds[0].train_texts) < set(worlds[1].train_texts) < set(worlds[5].train_texts)
+    assert len(worlds[5].train_texts) == len(worlds[0].documents) + 5 * len(worlds[0].facts)
