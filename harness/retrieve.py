@@ -24,6 +24,8 @@ from __future__ import annotations
 import difflib
 import hashlib
 import importlib.util
+import json
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -185,6 +187,7 @@ class Retriever:
 
     def stats(self) -> dict:
         out = {"method": self.method, "index": type(self.index).__name__ if self.index is not None else None,
+               "from_cache": getattr(self, "from_cache", False),
                "chunks": len(self.chunks), "build_seconds": self.build_seconds,
                "index_bytes": 0, "dim": None}
         if self.index is not None:
@@ -218,10 +221,21 @@ def build_faiss_index(vecs: np.ndarray, *, kind: str = "flat", nprobe: int = 8, 
     return index
 
 
+def embedder_fingerprint(name: str, embedder) -> str:
+    """What an embedder computes, as a hash: its name and its vector for a fixed probe
+    sentence (so a changed model under the same name gets a new fingerprint)."""
+    probe = _embed(embedder, ["harness: the fingerprint probe sentence."], 1)
+    return hashlib.sha256(name.encode() + np.round(probe, 5).tobytes()).hexdigest()
+
+
 def build_retriever(docs: list[Document], *, embedder, chunk_size: int, chunk_overlap: int,
                     method: str = "dense", index_kind: str = "flat", nprobe: int = 8,
-                    batch_size: int = 64) -> Retriever:
-    """Chunk and index `docs` for `method`; the build time is kept for the cost table."""
+                    batch_size: int = 64, cache: str | Path | None = None,
+                    embedder_id: str | None = None) -> Retriever:
+    """Chunk and index `docs` for `method`; the build time is kept for the cost table.
+    With a `cache` folder and an `embedder_id` (see `embedder_fingerprint`), the FAISS
+    index is kept there under a key of the embedder, the index settings and the chunks'
+    text, and read back instead of embedding the corpus again."""
     if method not in METHODS:
         raise EmbedderError(f"retrieval.method: {method!r} is not one of {', '.join(METHODS)}")
     t0 = time.perf_counter()
@@ -229,16 +243,33 @@ def build_retriever(docs: list[Document], *, embedder, chunk_size: int, chunk_ov
     if not chunks:
         raise EmbedderError("retrieval: the corpus has no text to index")
     index = bm25 = None
+    from_cache = False
     if method in ("dense", "hybrid"):
-        vecs = _embed(embedder, [c.text for c in chunks], batch_size)
-        index = build_faiss_index(vecs, kind=index_kind, nprobe=nprobe)
+        path = None
+        if cache is not None and embedder_id is not None:
+            key = hashlib.sha256(json.dumps([embedder_id, index_kind, nprobe, [c.text for c in chunks]]).encode())
+            path = Path(cache) / f"{key.hexdigest()[:32]}.faiss"
+        if path is not None and path.is_file():
+            index, from_cache = faiss.read_index(str(path)), True
+            if index_kind == "ivf":
+                index.nprobe = min(nprobe, index.nlist)
+        else:
+            vecs = _embed(embedder, [c.text for c in chunks], batch_size)
+            index = build_faiss_index(vecs, kind=index_kind, nprobe=nprobe)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                faiss.write_index(index, str(tmp))
+                os.replace(tmp, path)
     if method in ("bm25", "hybrid"):
         import bm25s
 
         bm25 = bm25s.BM25()
         bm25.index(_bm25_tokens([c.text for c in chunks]), show_progress=False)
-    return Retriever(chunks, method=method, index=index, embedder=embedder, bm25=bm25, batch_size=batch_size,
-                     build_seconds=time.perf_counter() - t0)
+    retriever = Retriever(chunks, method=method, index=index, embedder=embedder, bm25=bm25, batch_size=batch_size,
+                          build_seconds=time.perf_counter() - t0)
+    retriever.from_cache = from_cache
+    return retriever
 
 
 METHODS = ("dense", "bm25", "hybrid")

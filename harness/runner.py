@@ -35,7 +35,7 @@ from harness.pipelines import PIPELINES, adapter_switch, answer
 from harness.prompts import ABSTAIN, TEMPLATES
 from harness.results import (atomic_write_json, atomic_write_jsonl, atomic_write_yaml, provenance, run_lock,
                              staged_run_dir)
-from harness.retrieve import build_retriever, chunk_documents, load_embedder
+from harness.retrieve import build_retriever, chunk_documents, embedder_fingerprint, load_embedder
 from harness.train import TrainError, TrainResult, build_examples, build_raft_examples, planned_steps, train_lora
 from harness.world import generate_world
 
@@ -451,7 +451,9 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
                                         # worked examples are retrieved whole, never cut
                                         chunk_size=10**6 if whole else cfg.retrieval.chunk_size,
                                         chunk_overlap=0 if whole else cfg.retrieval.chunk_overlap,
-                                        batch_size=cfg.embedder.batch_size)
+                                        batch_size=cfg.embedder.batch_size, cache=cache_dir() / "indexes",
+                                        embedder_id=embedder_fingerprint(cfg.embedder.name, embedder)
+                                        if embedder is not None else None)
 
         predictions, per_item, pipeline_costs, rows_by_pipeline = [], {}, {}, {}
         for name in cfg.eval.pipelines:

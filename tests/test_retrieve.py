@@ -107,3 +107,22 @@ def test_approximate_indexes_agree_with_flat_on_a_larger_corpus(kind):
     assert exact == [d.id + "#0" for d in docs[:50]]  # each document finds itself
     assert sum(a == b for a, b in zip(exact, found)) >= 45
     assert approx.stats()["index"] == {"ivf": "IndexIVFFlat", "hnsw": "IndexHNSWFlat"}[kind]
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_a_faiss_index_is_cached_by_embedder_settings_and_chunks(tmp_path, kind):
+    from harness.data import Document
+    from harness.retrieve import HashingEmbedder, build_retriever, embedder_fingerprint
+
+    docs = [Document(id=f"d{i}", text=f"Entity {i} was born in Town{i}. It makes product {i}.") for i in range(40)]
+    emb = HashingEmbedder()
+    fp = embedder_fingerprint("hashing", emb)
+    kw = dict(embedder=emb, chunk_size=8, chunk_overlap=0, index_kind=kind, cache=tmp_path, embedder_id=fp)
+    first = build_retriever(docs, **kw)
+    second = build_retriever(docs, **kw)
+    assert not first.stats()["from_cache"] and second.stats()["from_cache"]
+    queries = ["Where was entity 7 born?", "product 12"]
+    assert [[h.chunk.id for h in r] for r in first.search(queries, 3)] == [[h.chunk.id for h in r]
+                                                                        for r in second.search(queries, 3)]
+    other = build_retriever(docs[:-1], **kw)  # another corpus: another index
+    assert not other.stats()["from_cache"] and len(list(tmp_path.glob("*.faiss"))) == 2
