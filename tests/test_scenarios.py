@@ -187,3 +187,19 @@ def test_a_grid_over_the_six_scenarios_prints_the_measured_decision_table(tiny_m
     preds = [json.loads(line) for line in (root / "name=private" / "predictions.jsonl").read_text().splitlines()]
     assert not any(h["id"].startswith("secret") for r in preds if r["pipeline"] == "rag" for h in r["retrieved"])
     assert 0 <= cells["format"]["scenario"]["corpus"]["rag"]["macro_f1"] <= 1
+
+
+def test_style_scorer_gives_the_classifier_probability_and_cosine_with_the_source():
+    from harness.retrieve import HashingEmbedder
+
+    cfg = _cfg("style", style_train=20, style_eval=6)
+    scorer = scenarios.StyleScorer.build(cfg, embedder=HashingEmbedder())
+    q = Question(id="r", question="Listen to me, my brother.", answers=("Hearken unto me, my brother.",),
+                 task="rewrite", source="Listen to me, my brother.")
+    rows = [{"question_id": "r", "output": "Listen to me, my brother."}]
+    same = scorer.scores(rows, {"r": q})["r"]
+    styled = scorer.scores([{**rows[0], "output": "Hearken unto me, my brother."}], {"r": q})["r"]
+    empty = scorer.scores([{**rows[0], "output": ""}], {"r": q})["r"]
+    assert same["content_preservation"] == pytest.approx(1.0) and styled["style_score"] > same["style_score"]
+    assert 0 < styled["content_preservation"] < 1 and empty["content_preservation"] == 0.0
+    assert scorer.held_out_accuracy > 0.9 and scorer.n_train == 400
