@@ -330,7 +330,6 @@ def build_blocks(m: dict, predictions: list[dict], curve: list[dict] | None) -> 
         for p in pipes:
             r = by_q[qid].get(p)
             if r is not None:
-                s = r["scores"]
                 flag, shown = item_outcome(r)
                 mark = {"1": f"✔ {shown}", "0": f"✘ {shown}"}.get(flag, shown).replace("✔ right", "✔").replace(
                     "✘ wrong", "✘")

@@ -78,8 +78,9 @@ def test_a_run_reports_hallucination_by_source(tiny_model_dir, tmp_path):
 
 
 def test_training_only_on_unknown_facts_relabelled_as_abstention(tiny_model_dir, tmp_path):
+    from harness.models import load_generator
     from harness.prompts import ABSTAIN
-    from harness.results import read_jsonl  # noqa: F401
+    from harness.runner import load_dataset, select_training_facts
 
     raw = tiny_config(tiny_model_dir, name="gekhman", eval={"pipelines": ["base", "finetuned"], "max_new_tokens": 3,
                                                             "bootstrap_samples": 200})
@@ -90,7 +91,11 @@ def test_training_only_on_unknown_facts_relabelled_as_abstention(tiny_model_dir,
     assert sum(sel["tagged"].values()) == n_train
     assert sel["kept"] == sel["tagged"]["unknown"] + sel["tagged"]["weakly_known"]
     assert sel["relabelled_abstain"] == sel["tagged"]["unknown"] > 0  # a tiny model knows nothing
-    assert ABSTAIN == "I don't know"
+    cfg = parse_config(raw)
+    lm = load_generator(str(tiny_model_dir), dtype="float32", device="cpu")
+    data, _ = select_training_facts(lm, load_dataset(cfg), cfg)
+    assert len(data.train_questions) == sel["kept"]
+    assert sum(q.answers == (ABSTAIN,) for q in data.train_questions) == sel["relabelled_abstain"]
 
     raw["train"].update(train_categories=["known"], unknown_as="gold")
     with pytest.raises(Exception, match=r"train.train_categories: no training question is known"):
