@@ -9,8 +9,9 @@
     harness report RESULTS_DIR               rewrite report.md/.html from result files alone
     harness compare DIR_A DIR_B              two runs side by side, Markdown on stdout
 
-Exit codes: 0 success, 2 a problem with the user's input (config, data, model name) or
-a results folder that another live run is writing, 1 anything else. Input problems print one line naming the file, line or key.
+Exit codes: 0 success, 2 a problem with the user's input (config, data, model name), a
+results folder that another live run is writing, or a path in the way of the results that
+harness did not write (it is never replaced), 1 anything else. Input problems print one line naming the file, line or key.
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ def _input_errors() -> tuple[type[BaseException], ...]:
     from harness.data import DataError
     from harness.executors import ExecutorError
     from harness.models import ModelError
-    from harness.results import RunLockedError
+    from harness.results import ResultsFolderError, RunLockedError
     from harness.retrieve import EmbedderError
     from harness.train import TrainError
 
-    return (ConfigError, DataError, ModelError, EmbedderError, TrainError, RunLockedError, ExecutorError)
+    return (ConfigError, DataError, ModelError, EmbedderError, TrainError, RunLockedError, ResultsFolderError,
+            ExecutorError)
 
 
 def _run(args) -> int:
@@ -79,12 +81,15 @@ def _plan(args) -> int:
 
 
 def _validate(args) -> int:
-    from harness.config import config_hash, load_config
+    from pathlib import Path
 
-    from harness.config import expand_grid
+    from harness.config import config_hash, expand_grid, load_config
+    from harness.results import check_destination
 
     cfg = load_config(args.config)
     cells = expand_grid(cfg, source=args.config)  # every grid cell validates too
+    check_destination(Path(args.results_dir or cfg.output_dir) / cfg.name, experiment=cfg.name,
+                      kind="grid" if cfg.grid else "run")
     grid = f", {len(cells)} grid cells" if cfg.grid else ""
     print(f"{args.config}: ok (experiment {cfg.name!r}, config hash {config_hash(cfg)[:12]}{grid})")
     return 0
@@ -138,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_plan)
     p = sub.add_parser("validate", help="check a config file without loading models")
     p.add_argument("config")
+    p.add_argument("--results-dir", default=None, help="parent folder of results the run would write (default: "
+                                                       "the config's output_dir)")
     p.set_defaults(func=_validate)
     p = sub.add_parser("report", help="rewrite report.md from a results folder")
     p.add_argument("results_dir")

@@ -33,8 +33,8 @@ from harness.memo import Memo
 from harness.models import LoadedModel, cache_dir, load_generator
 from harness.pipelines import PIPELINES, adapter_switch, answer
 from harness.prompts import ABSTAIN, TEMPLATES
-from harness.results import (atomic_write_json, atomic_write_jsonl, atomic_write_yaml, provenance, run_lock,
-                             staged_run_dir)
+from harness.results import (atomic_write_json, atomic_write_jsonl, atomic_write_yaml, check_destination,
+                             checked_destination, mark_folder, provenance, run_lock, staged_run_dir)
 from harness.retrieve import build_retriever, chunk_documents, embedder_fingerprint, load_embedder
 from harness.train import TrainError, TrainResult, build_examples, build_raft_examples, planned_steps, train_lora
 from harness.world import generate_world
@@ -129,7 +129,9 @@ def run_grid(cfg: ExperimentConfig, *, results_root: str | Path | None = None, e
         raise ExecutorError(f"--executor: {executor!r} is not one of {', '.join(EXECUTORS)}")
     root = Path(results_root or cfg.output_dir) / cfg.name
     cells = expand_grid(cfg)
-    with run_lock(root):
+    with checked_destination(root, experiment=cfg.name, kind="grid"), run_lock(root):
+        root.mkdir(exist_ok=True)
+        mark_folder(root, experiment=cfg.name, kind="grid")
         lanes = grid_lanes(cells, root)
         log.info("%d of %d cells to run, in %d adapter lanes, executor %s", sum(map(len, lanes)), len(cells),
                  len(lanes), executor)
@@ -401,6 +403,7 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
     t_run = time.perf_counter()
     timings: dict[str, float] = {}
     final = Path(results_root or cfg.output_dir) / (folder or cfg.name)
+    check_destination(final, experiment=cfg.name, kind="run")  # before any work: never destroy a user's folder
     seed_everything(cfg.seed)
 
     t0 = time.perf_counter()
@@ -410,7 +413,8 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
     by_id = {q.id: q for q in questions}
     wanted = [PIPELINES[p] for p in cfg.eval.pipelines]
 
-    with run_lock(final), staged_run_dir(final) as stage:
+    with (checked_destination(final, experiment=cfg.name, kind="run"), run_lock(final),
+          staged_run_dir(final, experiment=cfg.name) as stage):
         t0 = time.perf_counter()
         lm = load_generator(cfg.model.name, dtype=cfg.model.dtype, device=cfg.model.device,
                             quantization="nf4" if cfg.train.method == "qlora" else None)

@@ -20,8 +20,9 @@ def tiny_run(tiny_model_dir, tmp_path_factory):
 
 def test_results_folder_has_every_file(tiny_run):
     out, _ = tiny_run
-    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "figures", "loss_curve.json", "metrics.json",
-                                                      "predictions.jsonl", "report.html", "report.md"]
+    assert sorted(p.name for p in out.iterdir()) == [".harness-results.json", "config.yaml", "figures",
+                                                      "loss_curve.json", "metrics.json", "predictions.jsonl",
+                                                      "report.html", "report.md"]
     assert not list(out.parent.glob(".*partial*"))
 
 

@@ -1,0 +1,120 @@
+"""A run never destroys what harness did not write: a user's folder, a file, another
+experiment's results or a grid's folder in the way of `<output_dir>/<name>` is refused
+before any work, with one line and exit 2, and a failed run removes the folders it made."""
+
+import json
+import os
+
+import pytest
+import yaml
+
+from conftest import tiny_config
+from harness.cli import main
+from harness.config import parse_config
+from harness.results import MARKER, ResultsFolderError, check_destination
+from harness.runner import run_experiment
+
+
+def _users_folder(root):
+    """A folder with someone's work in it, as the review found deleted."""
+    (root / "sub").mkdir(parents=True)
+    (root / "thesis.txt").write_text("years of work")
+    (root / "sub" / "notes.md").write_text("more")
+    return {p.relative_to(root).as_posix(): p.read_text() for p in root.rglob("*") if p.is_file()}
+
+
+def _contents(root):
+    return {p.relative_to(root).as_posix(): p.read_text() for p in root.rglob("*") if p.is_file()}
+
+
+def _config(tmp_path, raw) -> str:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("harness: error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_output_dir_on_a_users_folder_is_refused_and_kept(tiny_model_dir, tmp_path, capsys):
+    before = _users_folder(tmp_path / "victim" / "precious")
+    raw = tiny_config(tiny_model_dir, name="precious", output_dir=str(tmp_path / "victim"))
+    for command in (["validate"], ["run"]):
+        assert main([*command, _config(tmp_path, raw)]) == 2
+        err = _one_line_error(capsys)
+        assert str(tmp_path / "victim" / "precious") in err and "not written by a harness run" in err
+    assert _contents(tmp_path / "victim" / "precious") == before
+    assert sorted(os.listdir(tmp_path / "victim")) == ["precious"]  # no lock, no staging folder left
+
+
+def test_results_dir_dot_with_a_matching_name_is_refused(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    before = _users_folder(tmp_path / "work" / "thesis")
+    monkeypatch.chdir(tmp_path / "work")
+    raw = tiny_config(tiny_model_dir, name="thesis")
+    assert main(["run", _config(tmp_path, raw), "--results-dir", "."]) == 2
+    assert "thesis" in _one_line_error(capsys)
+    assert _contents(tmp_path / "work" / "thesis") == before
+
+
+def test_a_file_in_the_way_is_refused_before_any_work(tiny_model_dir, tmp_path, capsys):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "run1").write_text("a file, not a folder")
+    raw = tiny_config(tiny_model_dir, name="run1", output_dir=str(tmp_path / "out"))
+    assert main(["run", _config(tmp_path, raw)]) == 2
+    assert "is a file" in _one_line_error(capsys)
+    assert (tmp_path / "out" / "run1").read_text() == "a file, not a folder"
+    raw = tiny_config(tiny_model_dir, name="run1", output_dir=str(tmp_path / "out" / "run1" / "deeper"))
+    assert main(["run", _config(tmp_path, raw)]) == 2
+    assert "is a file" in _one_line_error(capsys)
+
+
+def test_a_failed_run_removes_the_folders_it_created(tmp_path, capsys):
+    raw = {"name": "x", "model": {"name": str(tmp_path / "no-such-model")}, "embedder": {"name": "hashing"},
+           "output_dir": str(tmp_path / "new" / "deep" / "results")}
+    assert main(["run", _config(tmp_path, raw)]) == 2
+    _one_line_error(capsys)
+    assert sorted(os.listdir(tmp_path)) == ["c.yaml"]
+
+
+def test_another_experiments_results_and_grid_folders_are_refused(tmp_path):
+    run = tmp_path / "a"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({"experiment": "other"}))
+    with pytest.raises(ResultsFolderError, match="not written by a harness run of experiment 'a'"):
+        check_destination(run, experiment="a", kind="run")
+    grid = tmp_path / "g"
+    grid.mkdir()
+    (grid / MARKER).write_text(json.dumps({"experiment": "g", "kind": "grid", "files": []}))
+    with pytest.raises(ResultsFolderError, match="grid's results"):
+        check_destination(grid, experiment="g", kind="run")
+    check_destination(grid, experiment="g", kind="grid")  # a grid may fill its own folder again
+    check_destination(tmp_path / "missing", experiment="g", kind="run")
+    (tmp_path / "empty").mkdir()
+    check_destination(tmp_path / "empty", experiment="g", kind="run")  # nothing in it to lose
+
+
+def test_a_run_replaces_its_own_results_but_not_a_file_added_to_them(tiny_model_dir, tmp_path, capsys):
+    cfg = parse_config(tiny_config(tiny_model_dir, name="mine"))
+    out = run_experiment(cfg, results_root=tmp_path)
+    marker = json.loads((out / MARKER).read_text())
+    assert marker["experiment"] == "mine" and marker["kind"] == "run" and "metrics.json" in marker["files"]
+    (out / "metrics.json").write_text((out / "metrics.json").read_text().replace('"complete"', '"complete" '))
+    assert run_experiment(cfg, results_root=tmp_path) == out  # its own folder: replaced whole
+    assert '"complete" ' not in (out / "metrics.json").read_text()
+    (out / "my-notes.txt").write_text("mine")
+    with pytest.raises(ResultsFolderError, match="my-notes.txt"):
+        run_experiment(cfg, results_root=tmp_path)
+    assert (out / "my-notes.txt").read_text() == "mine" and (out / "metrics.json").is_file()
+
+
+def test_a_grid_on_a_users_folder_is_refused(tiny_model_dir, tmp_path, capsys):
+    before = _users_folder(tmp_path / "victim" / "sweep")
+    raw = tiny_config(tiny_model_dir, name="sweep", output_dir=str(tmp_path / "victim"),
+                      grid={"mode": "cross", "axes": {"retrieval.top_k": [1, 2]}})
+    for command in (["validate"], ["run"], ["run", "--executor", "processes"]):
+        assert main([*command, _config(tmp_path, raw)]) == 2
+        assert "not written by a harness run" in _one_line_error(capsys)
+    assert _contents(tmp_path / "victim" / "sweep") == before
