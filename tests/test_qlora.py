@@ -27,12 +27,16 @@ def avx512_bf16(monkeypatch):
     monkeypatch.setattr(modules, "has_avx512bf16", lambda: True)
 
 
-def _layer0_lora_grads(model, ids) -> torch.Tensor:
+def _layer0_lora_grads(model, ids, *, required: bool = True) -> torch.Tensor | None:
+    """The layer-0 LoRA B gradients after one backward pass; None (when not `required`)
+    where the layers got no gradient at all."""
     model.train()
     model.zero_grad()
     model(input_ids=ids, labels=ids).loss.backward()
     grads = [p.grad.flatten() for n, p in model.named_parameters()
              if "lora_B" in n and ".layers.0." in n and p.grad is not None]
+    if not grads and not required:
+        return None
     assert len(grads) == 2  # q_proj and v_proj of layer 0
     return torch.cat(grads).clone()
 
@@ -64,8 +68,10 @@ def test_the_trap_is_real_plain_bitsandbytes_breaks_layer0_gradients_after_eval(
     before = _layer0_lora_grads(lm.model, IDS)
     lm.model.eval()
     generate(lm, PROMPTS, max_new_tokens=3, batch_size=2)
-    after = _layer0_lora_grads(lm.model, IDS)
-    assert _cos(after, before) < 0.9  # silently wrong gradients
+    after = _layer0_lora_grads(lm.model, IDS, required=False)
+    # Silently wrong gradients; on a CPU that really has AVX512-BF16 (not only the flag
+    # patched above) the packed path leaves layer 0 with no gradient at all.
+    assert after is None or _cos(after, before) < 0.9
 
 
 def test_layer0_lora_gets_its_gradients_after_an_evaluation_pass(tiny_wide_model_dir, avx512_bf16):
