@@ -168,7 +168,7 @@ function draw(){var it=D.items[i],l=S.labels[it.id]||{};
  $('pos').textContent='item '+(i+1)+' of '+D.items.length;
  $('progress').textContent=D.items.filter(done).length+' of '+D.items.length+' complete';
  $('question').textContent=it.question;$('gold').textContent=it.gold;
- $('left-out').textContent=it.left;$('right-out').textContent=it.right;
+ $('left-out').textContent=it.left.trim()||'(empty answer)';$('right-out').textContent=it.right.trim()||'(empty answer)';
  $('evidence').textContent=it.evidence.length?it.evidence.join('\n\n'):'(no passages were retrieved)';
  ['left','right'].forEach(function(side){var box=$(side+'-labels');box.innerHTML='';
   it.labels.forEach(function(v,k){var b=document.createElement('button');b.textContent=D.label_text[v];

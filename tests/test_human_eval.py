@@ -6,6 +6,7 @@ import json
 import os
 import random
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -150,6 +151,16 @@ def test_merged_labels_reach_the_report_with_agreement_and_metric_trust(run_dir,
     assert "contains" in h["metric_agreement"]
     md = (run_dir / "report.md").read_text()
     assert "## Human evaluation" in md and "rag better" in md and "Position bias" in md
+    # the notebook loads them too
+    nb = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / "explore_results.ipynb").read_text())
+    os.environ["HARNESS_RESULTS"] = str(run_dir)
+    namespace: dict = {}
+    try:
+        for i, cell in enumerate(c for c in nb["cells"] if c["cell_type"] == "code"):
+            exec(compile("".join(cell["source"]), f"cell{i}", "exec"), namespace)
+    finally:
+        del os.environ["HARNESS_RESULTS"]
+    assert namespace["pairs"].loc["finetuned vs rag", "wins_b"] == 16
     os.unlink(run_dir / "human_labels.json")  # leave the shared fixture as the run wrote it
 
 
@@ -228,3 +239,36 @@ def test_the_reports_side_by_side_view_filters_disagreements(run_dir, tmp_path):
         assert page.inner_text("#s-count") == f"{disagree} of {n_questions} questions"
         browser.close()
     assert disagree >= 1 and disagree < n_questions
+
+
+def test_style_rewrites_are_labelled_for_style_and_settle_the_pair(tmp_path):
+    """The style row: answers are labelled "fits the target style" or not, and the
+    pairwise preference gives a human verdict for fine-tuning against RAG."""
+    out = tmp_path / "style-run"
+    out.mkdir()
+    (out / "metrics.json").write_text(json.dumps({"experiment": "style", "config_hash": "c" * 64, "seed": 0,
+                                                  "verdicts": {}}))
+    rows = []
+    for i in range(30):
+        for pipe, chrf in (("finetuned", 0.9), ("rag", 0.4)):
+            rows.append({"question_id": f"r{i}", "pipeline": pipe, "question": f"plain {i}", "answers": [f"styled {i}"],
+                         "answerable": True, "task": "rewrite", "output": f"{pipe} {i}", "retrieved": [],
+                         "scores": {"chrf": chrf}})
+    (out / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    page = write_page(out, pipelines=["finetuned", "rag"], items=30, seed=0)
+    data = _page_data(page.read_text())
+    assert all(it["labels"] == ["fits", "does_not_fit"] for it in data["items"])
+    key = json.loads(page.with_suffix(".json").read_text())
+
+    def prefer_finetuned(it):
+        ft_left = it["left"] == "finetuned"
+        return ("left" if ft_left else "right", "fits" if ft_left else "does_not_fit",
+                "does_not_fit" if ft_left else "fits")
+    h = json.loads(merge_labels(out, [_labels_file(tmp_path / "a.json", key, annotator="a",
+                                                   choose=prefer_finetuned)]).read_text())
+    assert h["pairs"]["finetuned vs rag"]["verdict"] == "finetuned better"
+    assert h["answers"]["finetuned"]["rate"] == 1.0 and h["answers"]["rag"]["rate"] == 0.0
+    assert h["metric_agreement"]["chrf"]["accuracy"] == 1.0  # chrF >= 0.5 exactly where people said "fits"
+    wrong = _labels_file(tmp_path / "b.json", key, annotator="b", choose=lambda it: ("left", "correct", "wrong"))
+    with pytest.raises(LabelsError, match="'correct' is not one of fits, does_not_fit"):
+        merge_labels(out, [wrong])
