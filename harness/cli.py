@@ -8,6 +8,9 @@
     harness validate CONFIG                  check a config without loading any model
     harness report RESULTS_DIR               rewrite report.md/.html from result files alone
     harness compare DIR_A DIR_B              two runs side by side, Markdown on stdout
+    harness annotate RESULTS_DIR [--pipelines A B ...] [--items N] [--seed S]
+                                             a blind side-by-side page for human annotators
+    harness labels RESULTS_DIR LABELS.json ...   check and merge annotators' labels into the report
 
 Exit codes: 0 success, 2 a problem with the user's input (config, data, model name), a
 results folder that another live run is writing, or a path in the way of the results that
@@ -22,7 +25,9 @@ import sys
 
 
 def _input_errors() -> tuple[type[BaseException], ...]:
+    from harness.annotate import AnnotateError
     from harness.config import ConfigError
+    from harness.labels import LabelsError
     from harness.data import DataError
     from harness.executors import ExecutorError
     from harness.models import ModelError
@@ -31,7 +36,7 @@ def _input_errors() -> tuple[type[BaseException], ...]:
     from harness.train import TrainError
 
     return (ConfigError, DataError, ModelError, EmbedderError, TrainError, RunLockedError, ResultsFolderError,
-            ExecutorError)
+            ExecutorError, AnnotateError, LabelsError)
 
 
 def _run(args) -> int:
@@ -121,6 +126,26 @@ def _compare(args) -> int:
     return 0
 
 
+def _annotate(args) -> int:
+    from harness.annotate import write_page
+
+    page = write_page(args.results_dir, pipelines=args.pipelines, items=args.items, seed=args.seed)
+    print(f"annotation page: {page}")
+    print("open it in a browser, label, export; then: harness labels "
+          f"{args.results_dir} labels-*.json")
+    return 0
+
+
+def _labels(args) -> int:
+    from harness.labels import merge_labels
+    from harness.report import write_report
+
+    merged = merge_labels(args.results_dir, args.files)
+    print(f"human labels: {merged}")
+    print(f"report: {write_report(args.results_dir)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="harness", description="Fine-tune, retrieve, or both? Measure it.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -153,6 +178,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dir_a")
     p.add_argument("dir_b")
     p.set_defaults(func=_compare)
+    p = sub.add_parser("annotate", help="write a blind side-by-side page for human annotators")
+    p.add_argument("results_dir")
+    p.add_argument("--pipelines", nargs="+", default=None, help="pipelines to compare (default: rag finetuned)")
+    p.add_argument("--items", type=int, default=40, help="items to sample (stratified by task and agreement)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_annotate)
+    p = sub.add_parser("labels", help="check and merge annotators' label files into the report")
+    p.add_argument("results_dir")
+    p.add_argument("files", nargs="*")
+    p.set_defaults(func=_labels)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -200,9 +200,70 @@ def _knowledge_blocks(m: dict) -> list[tuple]:
     return b
 
 
-def build_blocks(m: dict, predictions: list[dict], curve: list[dict] | None) -> list[tuple]:
+def _ci(ci: list[float]) -> str:
+    return f"[{_pct(ci[0])}, {_pct(ci[1])}]"
+
+
+def _human_blocks(h: dict | None, m: dict) -> list[tuple]:
+    """The human evaluation (labels.py): agreement, win rates and a human verdict beside
+    the automatic one, each pipeline's share of right answers, which automatic metric
+    agrees with the people, and position bias."""
+    if not h:
+        return []
+    b: list[tuple] = [("h2", "Human evaluation")]
+    who = ", ".join(f"{a['name']} ({a['items']} items)" for a in h["annotators"])
+    b.append(("p", f"{h['items_labelled']} items labelled blind (pipeline names hidden, left/right order random) "
+                   f"by {len(h['annotators'])} annotator(s): {who}. Merged {h['merge']}."))
+    rows = [[field, a["statistic"], f"{a['value']:.2f} [{a['ci95'][0]:.2f}, {a['ci95'][1]:.2f}]", str(a["n_items"]),
+             _pct(a["raw_agreement"])] for field, a in h["agreement"].items() if a]
+    if rows:
+        b.append(("p", "Agreement between annotators (1 = perfect, 0 = what chance gives; bootstrap 95% interval "
+                       "over items):"))
+        b.append(("table", ["label", "statistic", "value [95% CI]", "items", "raw agreement %"], rows))
+    else:
+        b.append(("p", "One annotator: agreement between annotators is not measured."))
+    automatic = {}  # the first automatic verdict that compared the same two pipelines
+    for question, v in (m.get("verdicts") or {}).items():
+        if v.get("comparison"):
+            automatic.setdefault(frozenset(v["comparison"].split(" vs ")[:2]), f"{v['verdict']} ({question})")
+    rows = []
+    for name, pr in h["pairs"].items():
+        auto = automatic.get(frozenset((pr["a"], pr["b"])))
+        rows.append([name, str(pr["n"]), f"{pr['wins_a']} / {pr['wins_b']} / {pr['ties']} / {pr['both_bad']}",
+                     "–" if pr["win_rate_a"] is None else f"{_pct(pr['win_rate_a'])} {_ci(pr['win_rate_a_ci95'])}",
+                     f"{_pts(pr['net_preference_a'])} [{_pts(pr['net_ci95'][0])}, {_pts(pr['net_ci95'][1])}]",
+                     f"{pr['p']:.3g}", f"**{pr['verdict']}**", auto or "–"])
+    if rows:
+        b.append(("p", "Human preference per pair of pipelines (per item, the majority of annotators). Net "
+                       "preference = (wins − losses) / items, in points; p from an exact sign test on wins against "
+                       "losses; the verdict rule is the report's (the net preference clears `min_effect` and "
+                       "p < alpha, with an interval that excludes 0)."))
+        b.append(("table", ["pair (a vs b)", "items", "a wins / b wins / tie / both bad", "a's win rate [95% CI]",
+                            "net preference for a", "p", "human verdict", "automatic verdict (same pair)"], rows))
+    rows = [[p, str(a["n"]), f"{_pct(a['rate'])} {_ci(a['ci95'])}",
+             ", ".join(f"{k} {v}" for k, v in sorted(a["labels"].items()))] for p, a in h["answers"].items()]
+    if rows:
+        b.append(("p", "Answers the annotators call correct (or, for style rewrites, fitting the target style):"))
+        b.append(("table", ["pipeline", "answers", "right % [95% CI]", "labels"], rows))
+    rows = [[k, str(a["n"]), f"{_pct(a['accuracy'])} {_ci(a['accuracy_ci95'])}", f"{a['kappa']:.2f}",
+             "–" if a["pair_agreement"] is None else f"{_pct(a['pair_agreement'])} of {a['pairs_decided']}"]
+            for k, a in sorted(h["metric_agreement"].items(), key=lambda kv: -kv[1]["kappa"])]
+    if rows:
+        b.append(("p", "Which automatic metric to trust on this data: agreement of each metric (>= 0.5 counts as "
+                       "right) with the human right/wrong label per answer, and how often it prefers the answer "
+                       "the people preferred."))
+        b.append(("table", ["metric", "answers", "agreement % [95% CI]", "Cohen's kappa", "same preference"], rows))
+    pb = h["position_bias"]
+    if pb["decided"]:
+        b.append(("p", f"Position bias: the left answer won {pb['left_wins']} of {pb['decided']} decided judgments "
+                       f"({_pct(pb['left_rate'])}% {_ci(pb['ci95'])}; 50 means none; sign test p = {pb['p']:.3g})."))
+    return b
+
+
+def build_blocks(m: dict, predictions: list[dict], curve: list[dict] | None,
+                 human: dict | None = None) -> list[tuple]:
     """The report as blocks: ("h1"|"h2"|"p", text), ("table", header, rows),
-    ("figure", name, caption), ("items", rows)."""
+    ("figure", name, caption), ("items", rows). `human` is human_labels.json, if any."""
     from harness import plots
 
     pipes = list(m["pipelines"])
@@ -278,6 +339,7 @@ def build_blocks(m: dict, predictions: list[dict], curve: list[dict] | None) -> 
                       [[f"{c['b']} − {c['a']}", _pts(c["diff"]), f"[{_pts(c['ci95'][0])}, {_pts(c['ci95'][1])}]",
                         f"{c['p_adj']:.3g}", "✔" if c["significant"] else ""] for c in comps]))
 
+    b += _human_blocks(human, m)
     b += _knowledge_blocks(m)
     b += _forgetting_blocks(m)
 
@@ -396,6 +458,12 @@ rows.forEach(function(r){var ok=(!t||r.textContent.toLowerCase().indexOf(t)>=0)&
 (!p.value||r.dataset.pipeline===p.value)&&(!c.value||r.dataset.correct===c.value);
 r.style.display=ok?'':'none';if(ok)shown++;});n.textContent=shown+' of '+rows.length+' rows';}
 [q,p,c].forEach(function(e){e.addEventListener('input',apply);});apply();
+var st=document.getElementById('s-text'),sd=document.getElementById('s-disagree'),
+sr=document.querySelectorAll('#side-by-side tbody tr'),sn=document.getElementById('s-count');
+function sbs(){var t=st.value.toLowerCase(),shown=0;sr.forEach(function(r){var ok=(!t||
+r.textContent.toLowerCase().indexOf(t)>=0)&&(!sd.checked||r.dataset.disagree==='1');
+r.style.display=ok?'':'none';if(ok)shown++;});sn.textContent=shown+' of '+sr.length+' questions';}
+[st,sd].forEach(function(e){e.addEventListener('input',sbs);e.addEventListener('change',sbs);});sbs();
 document.body.dataset.ready='1';})();"""
 
 
@@ -422,6 +490,36 @@ def _items_html(predictions: list[dict]) -> str:
             "<th>right?</th><th>retrieved passages</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
 
 
+def _side_by_side_html(predictions: list[dict]) -> str:
+    """One row per question with every pipeline's answer, and a filter for the questions
+    on which the pipelines disagree (right for some, wrong for others)."""
+    pipes = list(dict.fromkeys(r["pipeline"] for r in predictions))
+    by_q: dict[str, dict[str, dict]] = {}
+    for r in predictions:
+        by_q.setdefault(r["question_id"], {})[r["pipeline"]] = r
+    rows = []
+    for rows_q in by_q.values():
+        first = next(iter(rows_q.values()))
+        outcomes = {p: item_outcome(r) for p, r in rows_q.items()}
+        disagree = int(len({o[0] for o in outcomes.values()}) > 1)
+        cells = []
+        for p in pipes:
+            r = rows_q.get(p)
+            if r is None:
+                cells.append("<td>–</td>")
+                continue
+            flag, shown = outcomes[p]
+            css = {"1": "ok", "0": "bad"}.get(flag, "" if r["scores"].get("abstained") else "bad")
+            cells.append(f"<td>{html.escape(r['output'])}<br><span class='{css}'>{html.escape(shown)}</span></td>")
+        rows.append(f"<tr data-disagree='{disagree}'><td>{html.escape(first['question'])}</td>"
+                    f"<td>{html.escape(', '.join(first['answers']) or '—')}</td>{''.join(cells)}</tr>")
+    return ("<h2>Side by side</h2><div id='sbs-filters'><input id='s-text' placeholder='filter text'>"
+            "<label><input type='checkbox' id='s-disagree'> only where the pipelines disagree</label>"
+            "<span id='s-count'></span></div><table id='side-by-side'><thead><tr><th>question</th><th>gold</th>"
+            + "".join(f"<th>{html.escape(p)}</th>" for p in pipes) + "</tr></thead><tbody>" + "".join(rows)
+            + "</tbody></table>")
+
+
 def to_html(blocks: list[tuple], *, title: str) -> str:
     body = []
     for block in blocks:
@@ -439,7 +537,7 @@ def to_html(blocks: list[tuple], *, title: str) -> str:
             body.append(f"<figure class='plot' id='fig-{block[1]}'><img alt='{html.escape(block[3])}' "
                         f"src='data:image/png;base64,{data}'><figcaption>{html.escape(block[3])}</figcaption></figure>")
         elif kind == "items":
-            body.append("<h2>All items</h2>" + _items_html(block[1]))
+            body.append(_side_by_side_html(block[1]) + "<h2>All items</h2>" + _items_html(block[1]))
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{_CSS}</style></head><body>{''.join(body)}<script>{_JS}</script></body></html>\n")
 
@@ -454,10 +552,13 @@ def _load(results_dir: Path) -> tuple[dict, list[dict], list[dict] | None]:
 
 def write_report(results_dir: str | Path) -> Path:
     """(Re)write `report.md`, its figures under `figures/`, and `report.html` in
-    `results_dir`, from its result files."""
+    `results_dir`, from its result files (and `human_labels.json`, when people have
+    labelled it: see labels.py)."""
     results_dir = Path(results_dir)
     m, predictions, curve = _load(results_dir)
-    blocks = build_blocks(m, predictions, curve)
+    human_path = results_dir / "human_labels.json"
+    human = json.loads(human_path.read_text(encoding="utf-8")) if human_path.is_file() else None
+    blocks = build_blocks(m, predictions, curve, human)
     figures = results_dir / "figures"
     figures.mkdir(exist_ok=True)
     for block in blocks:

@@ -78,8 +78,9 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 
 MARKER = ".harness-results.json"
-# What `harness report` may add to a finished folder after the run wrote its manifest.
-REGENERATED = ("report.md", "report.html")
+# What `harness report`, `annotate` and `labels` may add to a finished folder after the run
+# wrote its manifest (all derived from the run's files, so a re-run may replace them).
+REGENERATED = ("report.md", "report.html", "human_labels.json")
 # The files of a results folder written before the marker existed (recognised, never guessed).
 LEGACY_FILES = ("config.yaml", "predictions.jsonl", "metrics.json", "loss_curve.json", "report.md", "report.html")
 LEGACY_GRID_FILES = ("grid.json", "grid.md")
@@ -94,7 +95,9 @@ def _files(folder: Path) -> list[str]:
 
 
 def _regenerated(rel: str) -> bool:
-    return rel in REGENERATED or (rel.startswith("figures/") and rel.endswith(".png") and rel.count("/") == 1)
+    return rel in REGENERATED or (rel.count("/") == 1 and (
+        (rel.startswith("figures/") and rel.endswith(".png"))
+        or (rel.startswith("annotation/page-") and rel.endswith((".html", ".json")))))  # harness annotate
 
 
 def _read_marker(folder: Path) -> dict | None:
