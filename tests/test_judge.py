@@ -58,3 +58,26 @@ def test_parsing_judge_replies():
     assert parse_verdict("The answer is Paris") is None
     assert parse_claims("1. Ada lives in Oslo.\n- She works at Acme.\n\n") == ["Ada lives in Oslo.", "She works at Acme."]
     assert parse_choice("Answer 2 is better") == 2 and parse_choice("neither") is None
+
+
+def test_a_judged_run_reports_beside_its_agreement(tmp_path, tiny_model_dir):
+    from harness.config import parse_config
+    from harness.runner import run_experiment
+    from tests.conftest import tiny_config
+
+    model = {"name": str(tiny_model_dir), "dtype": "float32", "device": "cpu"}
+    raw = tiny_config(tiny_model_dir, output_dir=str(tmp_path / "results"),
+                      eval={"pipelines": ["base", "rag"], "max_new_tokens": 4, "batch_size": 8, "bootstrap_samples": 200,
+                            "judge": {"model": model, "max_new_tokens": 4, "pairwise": [["base", "rag"]]}})
+    out = run_experiment(parse_config(raw))
+    m = json.loads((out / "metrics.json").read_text())
+    j = m["judged"]
+    n_qa = m["pipelines"]["base"]["contains"]["n"]
+    for p in ("base", "rag"):  # every answerable item judged; unreadable replies counted, not dropped silently
+        assert j["correctness"][p]["n"] + j["correctness"][p]["unparsed"] == n_qa
+    assert j["agreement"]["n"] == sum(j["correctness"][p]["n"] for p in ("base", "rag"))
+    assert set(j["faithfulness"]) == {"rag"} and j["pairwise"][0]["a"] == "base"
+    assert j["prompts"]["correctness"] == "judge_correctness@v1"
+    assert all("judge" not in q for q in m["verdicts"])  # judged numbers stay out of the verdicts
+    report = (out / "report.md").read_text()
+    assert "Judged (secondary, not in the verdicts)" in report and "Cohen's kappa" in report
