@@ -40,6 +40,32 @@ class ModelConfig(_Section):
     name: str = "smollm2"
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # backend: hf runs the model in this process; endpoint asks an OpenAI-compatible server
+    # (vLLM, llama.cpp, ...) at base_url for `served_model`. `name` is then still the local
+    # model whose tokenizer renders the prompts and on which adapters are trained.
+    backend: Literal["hf", "endpoint"] = "hf"
+    base_url: str | None = None  # e.g. http://127.0.0.1:8000/v1
+    served_model: str | None = None  # the id the server lists under /v1/models
+    # the fine-tuned arms' adapter as the server names it (vLLM --lora-modules NAME=PATH)
+    served_adapter: str | None = None
+    api_key_env: str | None = None  # name of the environment variable holding the API key, never the key
+    api: Literal["completions", "chat"] = "completions"
+    # multiple choice through an endpoint: summed log-likelihood of each choice (completions
+    # with echo and logprobs: vLLM, llama.cpp), or the letter the model generates
+    mc_protocol: Literal["loglikelihood", "letter"] = "loglikelihood"
+    concurrency: int = Field(4, ge=1)
+    timeout: float = Field(120.0, gt=0)  # seconds per request
+    retries: int = Field(3, ge=0)  # per request, with exponential backoff
+
+    @model_validator(mode="after")
+    def _endpoint_fields(self) -> "ModelConfig":
+        if self.backend == "endpoint" and not (self.base_url and self.served_model):
+            raise ValueError("model.backend 'endpoint' needs model.base_url and model.served_model")
+        if self.backend == "hf" and (self.base_url or self.served_model or self.served_adapter or self.api_key_env):
+            raise ValueError("model.base_url, served_model, served_adapter and api_key_env need model.backend: endpoint")
+        if self.api == "chat" and self.mc_protocol != "letter":
+            raise ValueError("model.api 'chat' has no log-likelihoods: set model.mc_protocol: letter")
+        return self
 
 
 class EmbedderConfig(_Section):
@@ -175,6 +201,20 @@ class RetrievalConfig(_Section):
         return self
 
 
+class JudgeConfig(_Section):
+    """A model that grades answers (see harness/judge.py): correctness of an answer against
+    the gold answer, faithfulness of a RAG answer to its retrieved passages (share of its
+    claims the passages support), and pairwise preference between two pipelines, asked in
+    both orders. Judged numbers are reported beside the judge's agreement with the exact
+    labels and never enter the verdicts."""
+
+    model: ModelConfig
+    faithfulness: bool = True
+    pairwise: tuple[tuple[str, str], ...] = ()  # pipeline pairs to compare, e.g. [[rag, rag_finetuned]]
+    max_new_tokens: int = Field(96, ge=1)
+    batch_size: int = Field(8, ge=1)
+
+
 class EvalConfig(_Section):
     """Which pipelines run and how answers are generated and scored."""
 
@@ -190,11 +230,15 @@ class EvalConfig(_Section):
     # tags known / unknown from the greedy answer alone.
     known_samples: int = Field(0, ge=0)
     known_temperature: float = Field(0.7, gt=0)
+    judge: JudgeConfig | None = None  # secondary, judged numbers; never in the verdicts
 
     @model_validator(mode="after")
     def _unique(self) -> "EvalConfig":
         if len(set(self.pipelines)) != len(self.pipelines) or not self.pipelines:
             raise ValueError("eval.pipelines must list each pipeline at most once, and at least one")
+        for pair in self.judge.pairwise if self.judge else ():
+            if len(pair) != 2 or not set(pair) <= set(self.pipelines):
+                raise ValueError(f"eval.judge.pairwise: {list(pair)} must name two of eval.pipelines")
         return self
 
 
@@ -277,6 +321,17 @@ class ExperimentConfig(_Section):
                              "train.objective: sft")
         if self.train.objective == "sft" and self.data.documents and not self.data.train_questions:
             raise ValueError("train.objective 'sft' on your own data needs data.train_questions")
+        if self.model.backend == "endpoint":
+            if self.benchmarks is not None:
+                raise ValueError("benchmarks run in-process through lm-eval: with model.backend 'endpoint' set "
+                                 "benchmarks: null")
+            if "raft" in self.eval.pipelines or self.train.repeats > 1 or self.train.method == "qlora":
+                raise ValueError("model.backend 'endpoint' serves one adapter: no raft pipeline, train.repeats 1, "
+                                 "train.method lora")
+            if (any(p in ("finetuned", "rag_finetuned") for p in self.eval.pipelines)
+                    and not self.model.served_adapter):
+                raise ValueError("eval.pipelines: the fine-tuned arms through an endpoint need model.served_adapter "
+                                 "(the name given to vLLM --lora-modules NAME=PATH)")
         if (self.train.objective == "sft" and self.data.external is not None
                 and self.data.external.format == "fictional_knowledge"):
             raise ValueError("train.objective 'sft' needs QA pairs; fictional_knowledge has passages only: use 'cpt'")

@@ -53,6 +53,7 @@ class LoadedModel:
     dtype: str  # "float32" or "bfloat16": the compute dtype actually used
     device: str
     source: str = ""  # where the weights were read from: a directory or a hub id
+    endpoint: object | None = None  # an endpoint.Endpoint when the model answers from a server (no weights here)
 
 
 @dataclass(frozen=True)
@@ -263,6 +264,9 @@ def generate(lm: LoadedModel, prompts: list[str], *, max_new_tokens: int, batch_
              temperature: float | None = None, seed: int = 0, progress=None) -> list[Generation]:
     """Greedy continuations of `prompts`, batched by length, returned in input order.
     With a `temperature`, sampled instead (seeded per batch, so reproducible)."""
+    if lm.endpoint is not None:
+        return lm.endpoint.generate(prompts, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+                                    progress=progress)
     tok, model = lm.tokenizer, lm.model
     encoded = [_encode(tok, p) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
@@ -318,6 +322,8 @@ def loglikelihood(lm: LoadedModel, pairs: list[tuple[str, str]], *, batch_size: 
     runs once with the KV cache on, the cache is repeated for each continuation, and only
     the continuation tokens run again. The scores equal those of separate full passes.
     """
+    if lm.endpoint is not None:
+        return lm.endpoint.loglikelihood(pairs)
     tok, model = lm.tokenizer, lm.model
     max_length = max_length or getattr(model.config, "max_position_embeddings", 2048)
     groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}

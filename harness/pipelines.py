@@ -33,6 +33,12 @@ class Pipeline:
 @contextlib.contextmanager
 def adapter_switch(lm: LoadedModel, on: bool, name: str = "default"):
     """Run the body with the LoRA adapter `name` on, or with every adapter off."""
+    if lm.endpoint is not None:  # a served model: the adapter is another model id on the same server
+        if on and name not in lm.endpoint.adapters:
+            raise RuntimeError(f"a fine-tuned pipeline was asked for, but the endpoint serves no adapter {name!r}")
+        with lm.endpoint.serving(lm.endpoint.adapters[name] if on else lm.endpoint.served_model):
+            yield
+        return
     has_adapter = hasattr(lm.model, "disable_adapter") and hasattr(lm.model, "peft_config")
     if on and not (has_adapter and name in lm.model.peft_config):
         raise RuntimeError(f"a fine-tuned pipeline was asked for, but no adapter {name!r} is attached to the model")
@@ -58,10 +64,31 @@ def _units(lengths: list[int], batch_size: int) -> list[list[int]]:
     return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
 
 
+def _letter_choices(lm: LoadedModel, prompts: list[str], questions, *, batch_size: int) -> dict[int, list[float]]:
+    """Multiple choice by the generated letter (a served model without log-likelihoods):
+    the chosen choice scores 0 and the others -1. An output naming no letter is scored as
+    a wrong answer: 0 goes to a choice other than the gold one."""
+    from harness.endpoint import parse_letter
+
+    asked = [i for i, q in enumerate(questions) if q.choices and q.answerable]
+    outs = generate(lm, [prompts[i] for i in asked], max_new_tokens=4, batch_size=batch_size)
+    scores = {}
+    for i, g in zip(asked, outs):
+        n, gold = len(questions[i].choices), questions[i].answer_index
+        pick = parse_letter(g.text, n)
+        pick = pick if pick is not None else (gold + 1) % n
+        scores[i] = [0.0 if c == pick else -1.0 for c in range(n)]
+    return scores
+
+
 def _compute_unit(lm: LoadedModel, prompts: list[str], questions, *, max_new_tokens: int, multiple_choice: bool,
-                  batch_size: int) -> list[dict]:
+                  batch_size: int, letter_prompts: list[str] | None = None) -> list[dict]:
     generations = generate(lm, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
     pairs, owners = [], []
+    if multiple_choice and letter_prompts is not None:
+        choice_scores = _letter_choices(lm, letter_prompts, questions, batch_size=batch_size)
+        return [{"output": g.text, "prompt_tokens": g.prompt_tokens, "new_tokens": g.new_tokens,
+                 "latency_s": g.seconds, "choice_logliks": choice_scores.get(i)} for i, g in enumerate(generations)]
     if multiple_choice:
         for i, q in enumerate(questions):
             if q.choices and q.answerable:
@@ -92,17 +119,24 @@ def answer(lm: LoadedModel, questions, *, adapter: bool, retriever, top_k: int, 
             else [[] for _ in questions])
     prompts = [render(lm.tokenizer, t, question=q.question, passages=[h.chunk.text for h in hs])
                for q, t, hs in zip(questions, templates, hits)]
+    letter = lm.endpoint is not None and lm.endpoint.mc_protocol == "letter"
+    if letter:
+        from harness.endpoint import letter_question
+        letter_prompts = [render(lm.tokenizer, t, question=letter_question(q.question, q.choices) if q.choices
+                                 else q.question, passages=[h.chunk.text for h in hs])
+                          for q, t, hs in zip(questions, templates, hits)]
     computed: list[dict | None] = [None] * len(questions)
     with adapter_switch(lm, adapter, adapter_name):
         for unit in _units([len(p) for p in prompts], batch_size):
             key = content_key({"max_new_tokens": max_new_tokens, "multiple_choice": multiple_choice,
                                "items": [[prompts[i], list(questions[i].choices) if questions[i].answerable else []]
-                                         for i in unit]})
+                                         for i in unit], **({"mc_protocol": "letter"} if letter else {})})
             values = memo.get(key) if memo is not None else None
             if values is None:
                 values = _compute_unit(lm, [prompts[i] for i in unit], [questions[i] for i in unit],
                                        max_new_tokens=max_new_tokens, multiple_choice=multiple_choice,
-                                       batch_size=batch_size)
+                                       batch_size=batch_size,
+                                       letter_prompts=[letter_prompts[i] for i in unit] if letter else None)
                 if memo is not None:
                     memo.put(key, values)
             for i, v in zip(unit, values):

@@ -400,6 +400,7 @@ def build_blocks(m: dict, predictions: list[dict], curve: list[dict] | None,
         b.append(("p", f"**{first['question']}** — gold: {gold}<br>" + "<br>".join(lines)))
     b.append(("items", predictions))
 
+    b += served_blocks(m)
     proto = m["protocol"]
     b.append(("h2", "Protocol"))
     b.append(("p", f"Templates: {', '.join(proto['templates'].values())}; decoding: {proto['decoding']}. "
@@ -412,6 +413,45 @@ def build_blocks(m: dict, predictions: list[dict], curve: list[dict] | None,
                    + ", ".join(f"{k} {v}" for k, v in m["provenance"]["versions"].items() if v)
                    + f". Git commit: {m['provenance']['git']['commit'] or 'unknown'}"
                    + (" (with uncommitted changes)." if m["provenance"]["git"]["dirty"] else ".")))
+    return b
+
+
+def _interval(x: dict | None) -> str:
+    if not x:
+        return "n/a"
+    lo, hi = x["ci95"]
+    return f"{x['value']:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def served_blocks(m: dict) -> list[tuple]:
+    """The serving endpoint, if the model answered from one, and the judged numbers, if a
+    judge ran: always beside the judge's measured agreement, never as a verdict."""
+    b: list[tuple] = []
+    ep = m["model"].get("endpoint")
+    if ep:
+        b.append(("h2", "Served model"))
+        b.append(("p", f"Answers came from `{ep['served_model']}` at {ep['base_url']} through the {ep['api']} API "
+                       f"(identity `{ep['identity'][:12]}`, {ep['requests']} requests this run); multiple choice by "
+                       f"{ep['mc_protocol']}" + (f"; fine-tuned arms from the served adapter `{ep['served_adapter']}`"
+                                                 if ep.get("served_adapter") else "") + "."))
+    j = m.get("judged")
+    if not j:
+        return b
+    a = j["agreement"]
+    b.append(("h2", "Judged (secondary, not in the verdicts)"))
+    b.append(("p", f"Judge `{j['judge']['model']}` ({j['judge']['backend']}), prompts "
+                   f"{', '.join(j['prompts'].values())}. Its agreement with the exact labels ({a.get('exact_label')}) "
+                   f"on {a['n']} short-answer items: accuracy {_interval(a.get('accuracy'))}, Cohen's kappa "
+                   f"{_interval(a.get('kappa'))} (95% bootstrap); {a.get('unparsed', 0)} replies unreadable. "
+                   "Trust the judged numbers below only as far as this agreement; they have not been checked "
+                   "against human labels."))
+    rows = [[p, "correct (judge)", str(c["n"]), _cell(c)] for p, c in j["correctness"].items()]
+    rows += [[p, "faithfulness (claims supported)", str(f["n"]), _cell(f)] for p, f in j["faithfulness"].items()]
+    b.append(("table", ["pipeline", "judged", "n", "value [95% CI]"], rows))
+    for pw in j["pairwise"]:
+        b.append(("p", f"Pairwise {pw['a']} vs {pw['b']} on {pw['n']} items, both orders: the verdict changed with "
+                       f"the order on {_cell(pw['disagreement'])} %; among consistent verdicts {pw['b']} wins "
+                       f"{_cell(pw['b_win_rate'])} %."))
     return b
 
 

@@ -288,6 +288,39 @@ def select_training_facts(lm: LoadedModel, data: Dataset, cfg: ExperimentConfig)
     return dataclasses.replace(data, train_questions=tuple(kept)), summary
 
 
+def connect_endpoint(cfg: ExperimentConfig, data: Dataset) -> tuple[LoadedModel, dict | None, bool | None]:
+    """The served model of a `backend: endpoint` config. When a fine-tuned arm is asked
+    for, its adapter is trained here first on the local model (or read from the cache),
+    the vLLM command that serves it is logged, and the server's adapter is checked
+    against its cache key where the server reports a path. Returns (model, training
+    record, adapter from cache)."""
+    from harness import endpoint
+
+    m = cfg.model
+    record, cached = None, None
+    if any(PIPELINES[p].adapter for p in cfg.eval.pipelines):
+        local = load_generator(m.name, dtype=m.dtype, device=m.device)
+        train_data, selection = select_training_facts(local, data, cfg)
+        record, cached = obtain_adapter(local, train_data, cfg, seed=cfg.train.seed, name="default")
+        if selection is not None:
+            record = {**record, "selection": selection}
+        log.warning("serve the adapter with: %s", endpoint.serve_command(
+            base_model=local.source, served_model=m.served_model, served_adapter=m.served_adapter,
+            adapter_dir=record["adapter_dir"]))
+        del local
+    lm = endpoint.connect(base_url=m.base_url, served_model=m.served_model, tokenizer=None, name=m.name, api=m.api,
+                          mc_protocol=m.mc_protocol, api_key_env=m.api_key_env, concurrency=m.concurrency,
+                          timeout=m.timeout, retries=m.retries)
+    if m.api == "completions":  # prompts are rendered here, by the local model's chat template
+        lm.tokenizer = endpoint.local_tokenizer(m.name)
+    if record is not None:
+        lm.endpoint.adapters["default"] = m.served_adapter
+        record = {**record, "served_adapter": m.served_adapter,
+                  "served_check": endpoint.check_adapter(lm.endpoint, served_adapter=m.served_adapter,
+                                                         cache_key=record["cache_key"])}
+    return lm, record, cached
+
+
 def obtain_raft_adapter(lm: LoadedModel, data: Dataset, cfg: ExperimentConfig) -> dict:
     """The RAFT adapter (see train.build_raft_examples), attached as "raft" beside the
     default one, which stays active."""
@@ -416,13 +449,16 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
     with (checked_destination(final, experiment=cfg.name, kind="run"), run_lock(final),
           staged_run_dir(final, experiment=cfg.name) as stage):
         t0 = time.perf_counter()
-        lm = load_generator(cfg.model.name, dtype=cfg.model.dtype, device=cfg.model.device,
-                            quantization="nf4" if cfg.train.method == "qlora" else None)
+        train_record, adapter_cached, extra_seeds, raft_record = None, None, [], None
+        if cfg.model.backend == "endpoint":  # served: the adapter (if any) is trained here, answered there
+            lm, train_record, adapter_cached = connect_endpoint(cfg, data)
+        else:
+            lm = load_generator(cfg.model.name, dtype=cfg.model.dtype, device=cfg.model.device,
+                                quantization="nf4" if cfg.train.method == "qlora" else None)
         timings["model_load_seconds"] = time.perf_counter() - t0
         log.info("model %s on %s, compute dtype %s", cfg.model.name, lm.device, lm.dtype)
 
-        train_record, adapter_cached, extra_seeds, raft_record = None, None, [], None
-        if any(p.adapter and p.adapter_name == "default" for p in wanted):
+        if lm.endpoint is None and any(p.adapter and p.adapter_name == "default" for p in wanted):
             t0 = time.perf_counter()
             seeds = [cfg.train.seed + i for i in range(cfg.train.repeats)]
             # The first seed's adapter is the primary: every per-item result, comparison
@@ -460,6 +496,8 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
                                         if embedder is not None else None)
 
         predictions, per_item, pipeline_costs, rows_by_pipeline = [], {}, {}, {}
+        if lm.endpoint is not None:
+            lm.endpoint.take_usage()
         for name in cfg.eval.pipelines:
             pipe = PIPELINES[name]
             t0 = time.perf_counter()
@@ -480,6 +518,8 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
                 "new_tokens_mean": float(np.mean([r["new_tokens"] for r in rows])),
                 "batches": memo.counts(),
             }
+            if lm.endpoint is not None:  # what this run asked of the server for this arm (0 when all cached)
+                pipeline_costs[name]["served_tokens"] = lm.endpoint.take_usage()
 
         t0 = time.perf_counter()
         base_rows = rows_by_pipeline.get("base")
@@ -540,6 +580,13 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
             scenario_result = scenarios.summary(cfg, comparisons, rows_by_pipeline, by_id, style_scorer=style_scorer,
                                                train_record=train_record,
                                                index=retriever.stats() if retriever is not None else None)
+        judged = None
+        if cfg.eval.judge is not None:
+            from harness import judge
+            t0 = time.perf_counter()
+            judged = judge.run_judge(cfg.eval.judge, rows_by_pipeline, by_id, per_item, samples=samples,
+                                     seed=cfg.seed)
+            timings["judge_seconds"] = time.perf_counter() - t0
         timings["total_seconds"] = time.perf_counter() - t_run
 
         n_answerable = sum(q.answerable for q in questions)
@@ -594,6 +641,17 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
             "timings": timings,
             "provenance": provenance(),
         }
+        if judged is not None:
+            result["judged"] = judged  # secondary: outside the verdicts
+        if lm.endpoint is not None:
+            ep = lm.endpoint
+            result["model"]["endpoint"] = {"base_url": ep.base_url, "served_model": ep.served_model, "api": ep.api,
+                                           "mc_protocol": ep.mc_protocol, "identity": ep.identity(),
+                                           "served_adapter": ep.adapters.get("default"),
+                                           "requests": ep.requests}
+            if ep.mc_protocol == "letter":
+                result["protocol"]["multiple_choice"] = ("the letter the model generates for lettered choices "
+                                                         "(served model without log-likelihoods)")
         atomic_write_yaml(stage / "config.yaml", config_to_dict(cfg))
         atomic_write_jsonl(stage / "predictions.jsonl", predictions)
         atomic_write_json(stage / "metrics.json", result)

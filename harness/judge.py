@@ -1,0 +1,275 @@
+"""A model as judge: secondary numbers, printed beside how far the judge can be trusted.
+
+`run_judge(cfg, rows_by_pipeline, by_id, per_item, ...)` grades a run's answers with the
+model `eval.judge.model` (any backend: in-process or an endpoint):
+
+- correctness: is the answer right, given the gold answer? (`judge_correctness`). On the
+  short-answer items the exact label (`contains`, the harness's own fact-recall score)
+  is known, so the judge's agreement with it is measured on the same run: accuracy and
+  Cohen's kappa (scikit-learn), each with a 95% percentile-bootstrap interval over items.
+- faithfulness of a retrieval pipeline's answer to its retrieved passages, as RAGAS
+  defines it (Es et al. 2023; ragas `Faithfulness`): the answer is broken into
+  standalone claims (`judge_claims`), each claim is checked against the passages
+  (`judge_supported`), and faithfulness = supported claims / claims. RAGAS itself is not
+  used: its prompts ask for structured JSON that small local judges do not produce, and
+  it pulls in LangChain; this is the published definition, implemented here. Answers
+  with no claim (an abstention) have no faithfulness and are left out, as in RAGAS.
+- pairwise preference between two pipelines, asked in both orders (position swap): a
+  verdict that changes with the order is a disagreement, and the disagreement rate is
+  reported; the win rate counts only order-consistent verdicts.
+
+Judged numbers never enter the verdicts: a judge is trusted only as far as its measured
+agreement, and until it has been checked against human labels of the same run.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import numpy as np
+
+from harness import stats
+from harness.memo import Memo, content_key
+from harness.models import generate
+from harness.prompts import Template, render
+
+log = logging.getLogger(__name__)
+
+RETRIEVAL_PIPELINES = ("rag", "rag_finetuned", "raft")
+
+
+def load_judge(model_cfg):
+    """The judge model from its ModelConfig: in-process, or from an endpoint."""
+    from harness.models import load_generator
+
+    if model_cfg.backend == "endpoint":
+        from harness import endpoint
+        lm = endpoint.connect(base_url=model_cfg.base_url, served_model=model_cfg.served_model, tokenizer=None,
+                              name=model_cfg.name, api=model_cfg.api, mc_protocol=model_cfg.mc_protocol,
+                              api_key_env=model_cfg.api_key_env, concurrency=model_cfg.concurrency,
+                              timeout=model_cfg.timeout, retries=model_cfg.retries)
+        if model_cfg.api == "completions":
+            lm.tokenizer = endpoint.local_tokenizer(model_cfg.name)
+        return lm
+    return load_generator(model_cfg.name, dtype=model_cfg.dtype, device=model_cfg.device)
+
+
+# -- parsing the judge's replies ----------------------------------------------------------
+def parse_verdict(text: str) -> int | None:
+    """1 for a yes/correct/supported verdict, 0 for no/incorrect/unsupported, None when the
+    reply's first words say neither."""
+    words = re.findall(r"[a-z]+", text.lower())[:4]
+    for w in words:
+        if w in ("no", "incorrect", "wrong", "unsupported", "false"):
+            return 0
+        if w in ("yes", "correct", "right", "supported", "true"):
+            return 1
+    return None
+
+
+def parse_claims(text: str, *, limit: int = 8) -> list[str]:
+    """One claim per non-empty line, list markers stripped."""
+    claims = []
+    for line in text.splitlines():
+        line = re.sub(r"^\s*(?:[-*\u2022]|\d+[.)])\s*", "", line).strip()
+        if len(line) > 2:
+            claims.append(line)
+    return claims[:limit]
+
+
+def parse_choice(text: str) -> int | None:
+    """1 or 2: the answer the pairwise judge prefers; None when it names neither first."""
+    m = re.search(r"[12]", text)
+    return int(m.group()) if m else None
+
+
+# -- the numbers --------------------------------------------------------------------------
+def _kappas(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cohen's kappa of binary labels, row by row (NaN where chance agreement is 1)."""
+    po = (a == b).mean(axis=-1)
+    pa, pb = a.mean(axis=-1), b.mean(axis=-1)
+    pe = pa * pb + (1 - pa) * (1 - pb)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(pe < 1, (po - pe) / (1 - pe), np.nan)
+
+
+def agreement(judge: dict[str, int], exact: dict[str, int], *, samples: int = 2000, seed: int = 0) -> dict:
+    """The judge's agreement with exact labels on the items both labelled: accuracy and
+    Cohen's kappa (scikit-learn's), each with a 95% percentile-bootstrap interval over
+    items; resamples with one label only, where kappa is undefined, are left out."""
+    from sklearn.metrics import cohen_kappa_score
+
+    ids = sorted(set(judge) & set(exact))
+    a = np.array([judge[i] for i in ids], dtype=int)
+    b = np.array([exact[i] for i in ids], dtype=int)
+    n = len(ids)
+    if n == 0:
+        return {"n": 0, "accuracy": None, "kappa": None}
+    single = len(set(a.tolist()) | set(b.tolist())) < 2
+    k = float("nan") if single else float(cohen_kappa_score(a, b))
+    draws = np.random.default_rng(seed).integers(0, n, size=(samples, n))
+    accs = (a[draws] == b[draws]).mean(axis=1)
+    kappas = _kappas(a[draws], b[draws])
+    kappas = kappas[~np.isnan(kappas)]
+    return {
+        "n": n,
+        "accuracy": {"value": float((a == b).mean()), "ci95": [float(np.quantile(accs, 0.025)),
+                                                              float(np.quantile(accs, 0.975))]},
+        "kappa": {"value": k, "ci95": ([float(np.quantile(kappas, 0.025)), float(np.quantile(kappas, 0.975))]
+                                       if kappas.size else [float("nan"), float("nan")])},
+        "judge_positive_rate": float(a.mean()), "exact_positive_rate": float(b.mean()),
+        "ci_method": "percentile bootstrap over items",
+    }
+
+
+def pairwise_summary(first: dict[str, int], swapped: dict[str, int]) -> dict:
+    """Position-swap consistency. `first[id]` is the preferred position (1 or 2) with
+    pipeline a shown first, `swapped[id]` with b shown first. A consistent verdict
+    prefers the same pipeline both times; b's win rate is over consistent verdicts."""
+    ids = sorted(set(first) & set(swapped))
+    winners = {i: ("a" if first[i] == 1 else "b", "b" if swapped[i] == 1 else "a") for i in ids}
+    consistent = [w[0] for w in winners.values() if w[0] == w[1]]
+    n, k = len(ids), len(ids) - len(consistent)
+    wins_b = sum(w == "b" for w in consistent)
+    return {"n": n, "disagreement": {"mean": k / n if n else float("nan"), "ci95": list(stats.wilson(k, n))},
+            "consistent": len(consistent),
+            "b_win_rate": {"mean": wins_b / len(consistent) if consistent else float("nan"),
+                           "ci95": list(stats.wilson(wins_b, len(consistent)))},
+            "first_position_preferred": (sum(first[i] == 1 for i in ids) + sum(swapped[i] == 1 for i in ids))
+            / (2 * n) if n else float("nan")}
+
+
+# -- running it ---------------------------------------------------------------------------
+def _ask(lm, memo: Memo, template: Template, fields: list[dict], *, max_new_tokens: int, batch_size: int) -> list[str]:
+    """The judge's reply to each rendered prompt, from the memo where asked before."""
+    prompts = [render(lm.tokenizer, template, question=f["question"], passages=f.get("passages"))
+               for f in fields]
+    out: list[str | None] = [None] * len(prompts)
+    todo = []
+    for i, p in enumerate(prompts):
+        out[i] = memo.get(content_key({"template": template.id, "prompt": p, "max_new_tokens": max_new_tokens}))
+        if out[i] is None:
+            todo.append(i)
+    for s in range(0, len(todo), batch_size):
+        chunk = todo[s:s + batch_size]
+        for i, g in zip(chunk, generate(lm, [prompts[i] for i in chunk], max_new_tokens=max_new_tokens,
+                                        batch_size=batch_size)):
+            out[i] = g.text
+            memo.put(content_key({"template": template.id, "prompt": prompts[i], "max_new_tokens": max_new_tokens}),
+                     g.text)
+    return out  # type: ignore[return-value]
+
+
+def run_judge(cfg, rows_by_pipeline: dict[str, list[dict]], by_id: dict, per_item: dict, *, samples: int,
+              seed: int) -> dict:
+    """Correctness, faithfulness and pairwise judgements of a run's answers, with the
+    judge's agreement with the exact labels (see the module docstring)."""
+    lm = load_judge(cfg.model)
+    memo = Memo("judgements", namespace={"judge": lm.fingerprint, "dtype": lm.dtype, "device": lm.device})
+    kw = dict(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+    out = {"judge": {"model": cfg.model.name, "backend": cfg.model.backend, "fingerprint": lm.fingerprint},
+           "prompts": {k: t.id for k, t in JUDGE_PROMPTS.items()}, "correctness": {}, "faithfulness": {},
+           "pairwise": [], "note": "secondary: judged numbers are not in the verdicts"}
+
+    judge_labels, exact_labels, unparsed = {}, {}, 0
+    for name, rows in rows_by_pipeline.items():
+        rows = [r for r in rows if by_id[r["question_id"]].answerable and by_id[r["question_id"]].task == "qa"]
+        fields = [{"question": _correctness_text(by_id[r["question_id"]], r["output"])} for r in rows]
+        verdicts = [parse_verdict(t) for t in _ask(lm, memo, JUDGE_PROMPTS["correctness"], fields, **kw)]
+        unparsed += sum(v is None for v in verdicts)
+        got = {r["question_id"]: v for r, v in zip(rows, verdicts) if v is not None}
+        out["correctness"][name] = {**stats.summarize(list(got.values()), kind="proportion"),
+                                    "unparsed": sum(v is None for v in verdicts)}
+        exact = per_item.get(name, {}).get("contains", {})
+        judge_labels.update({f"{name}/{q}": v for q, v in got.items()})
+        exact_labels.update({f"{name}/{q}": int(exact[q]) for q in got if q in exact})
+    out["agreement"] = {**agreement(judge_labels, exact_labels, samples=samples, seed=seed),
+                        "exact_label": "contains (the normalised gold answer occurs in the output)",
+                        "items": "answerable short-answer items of every judged pipeline", "unparsed": unparsed}
+
+    if cfg.faithfulness:
+        for name, rows in rows_by_pipeline.items():
+            if name not in RETRIEVAL_PIPELINES:
+                continue
+            out["faithfulness"][name] = _faithfulness(lm, memo, rows, by_id, kw)
+
+    for a, b in cfg.pairwise:
+        out["pairwise"].append({"a": a, "b": b, **_pairwise(lm, memo, rows_by_pipeline[a], rows_by_pipeline[b],
+                                                            by_id, kw)})
+    return out
+
+
+def _correctness_text(q, output: str) -> str:
+    return f"Question: {q.question}\nGold answer: {' / '.join(q.answers)}\nAnswer to grade: {output}"
+
+
+def _faithfulness(lm, memo, rows, by_id, kw) -> dict:
+    from harness.metrics import abstained
+
+    rows = [r for r in rows if r["retrieved"] and not abstained(r["output"])]
+    claims_text = _ask(lm, memo, JUDGE_PROMPTS["claims"],
+                       [{"question": f"Question: {by_id[r['question_id']].question}\nAnswer: {r['output']}"}
+                        for r in rows], **kw)
+    checks = []
+    for r, text in zip(rows, claims_text):
+        for c in parse_claims(text):
+            checks.append((r, c))
+    verdicts = [parse_verdict(t) for t in _ask(
+        lm, memo, JUDGE_PROMPTS["supported"],
+        [{"question": f"Claim: {c}", "passages": [h["text"] for h in r["retrieved"]]} for r, c in checks], **kw)]
+    tally: dict[str, list[int]] = {}
+    for (r, _), v in zip(checks, verdicts):
+        tally.setdefault(r["question_id"], []).append(0 if v is None else v)  # an unreadable verdict: unsupported
+    per_item = {q: sum(v) / len(v) for q, v in tally.items()}
+    return {**stats.summarize(list(per_item.values()), kind="mean"), "answers": len(rows),
+            "answers_without_claims": len(rows) - len(per_item), "claims": len(checks),
+            "unparsed_verdicts": sum(v is None for v in verdicts), "per_item": per_item}
+
+
+def _pairwise(lm, memo, rows_a, rows_b, by_id, kw) -> dict:
+    b_by_id = {r["question_id"]: r for r in rows_b}
+    pairs = [(r, b_by_id[r["question_id"]]) for r in rows_a
+             if r["question_id"] in b_by_id and by_id[r["question_id"]].answerable]
+
+    def text(q, one, two):
+        return f"Question: {q.question}\nGold answer: {' / '.join(q.answers)}\nAnswer 1: {one}\nAnswer 2: {two}"
+
+    first = _ask(lm, memo, JUDGE_PROMPTS["pairwise"], [{"question": text(by_id[a["question_id"]], a["output"],
+                                                                         b["output"])} for a, b in pairs], **kw)
+    swapped = _ask(lm, memo, JUDGE_PROMPTS["pairwise"], [{"question": text(by_id[a["question_id"]], b["output"],
+                                                                           a["output"])} for a, b in pairs], **kw)
+    f = {a["question_id"]: parse_choice(t) for (a, _), t in zip(pairs, first)}
+    s = {a["question_id"]: parse_choice(t) for (a, _), t in zip(pairs, swapped)}
+    unparsed = [q for q in f if f[q] is None or s[q] is None]
+    summary = pairwise_summary({q: v for q, v in f.items() if q not in unparsed},
+                               {q: v for q, v in s.items() if q not in unparsed})
+    return {**summary, "unparsed": len(unparsed)}
+
+
+JUDGE_PROMPTS = {
+    "correctness": Template(
+        name="judge_correctness", version="v1",
+        system="You grade answers. Given a question, its gold answer and an answer to grade, reply \"correct\" if "
+               "the answer states the gold answer (other words or more detail are fine) and \"incorrect\" otherwise. "
+               "Reply with one word.",
+        user="{question}",
+    ),
+    "claims": Template(
+        name="judge_claims", version="v1",
+        system="Break the answer into short standalone claims, one per line, each understandable without the "
+               "question. Reply with the claims only.",
+        user="{question}",
+    ),
+    "supported": Template(
+        name="judge_supported", version="v1",
+        system="Decide whether the claim can be inferred from the passages. Reply \"yes\" or \"no\".",
+        user="Passages:\n{context}\n\n{question}",
+    ),
+    "pairwise": Template(
+        name="judge_pairwise", version="v1",
+        system="Two answers to the same question follow. Reply \"1\" if answer 1 is better (correct and faithful to "
+               "the gold answer) and \"2\" if answer 2 is better. Reply with the number only.",
+        user="{question}",
+    ),
+}

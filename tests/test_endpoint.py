@@ -1,0 +1,104 @@
+"""The endpoint backend without a model server: config rules, and the one-line errors
+for a server that is down, answers garbage, or needs a key that is not set. The tests
+against a real server are in test_endpoint_server.py."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import socket
+import threading
+
+import pytest
+import yaml
+
+from harness.cli import main
+from harness.config import ConfigError, parse_config
+from harness.endpoint import Endpoint, EndpointError, connect, letter_question, parse_letter
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def endpoint_model(url: str, **extra) -> dict:
+    return {"name": "smollm2", "backend": "endpoint", "base_url": url, "served_model": "smollm2", **extra}
+
+
+def test_endpoint_config_rules():
+    ok = parse_config({"name": "x", "model": endpoint_model("http://127.0.0.1:1/v1"),
+                       "eval": {"pipelines": ["base", "rag"]}})
+    assert ok.model.backend == "endpoint" and ok.model.retries == 3
+    with pytest.raises(ConfigError, match="model: Value error, model.backend 'endpoint' needs"):
+        parse_config({"name": "x", "model": {"backend": "endpoint"}})
+    with pytest.raises(ConfigError, match="served_adapter"):  # fine-tuned arms need the served adapter's name
+        parse_config({"name": "x", "model": endpoint_model("http://127.0.0.1:1/v1")})
+    with pytest.raises(ConfigError, match="mc_protocol: letter"):
+        parse_config({"name": "x", "model": endpoint_model("http://127.0.0.1:1/v1", api="chat"),
+                      "eval": {"pipelines": ["base"]}})
+    with pytest.raises(ConfigError, match="need model.backend: endpoint"):
+        parse_config({"name": "x", "model": {"base_url": "http://127.0.0.1:1/v1"}})
+
+
+def test_server_down_is_one_line_and_exit_2(tmp_path, capsys, tiny_model_dir):
+    url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"name": "x", "output_dir": str(tmp_path / "results"), "embedder": {"name": "hashing"},
+                                   "model": {**endpoint_model(url, retries=1, timeout=2), "name": str(tiny_model_dir)},
+                                   "eval": {"pipelines": ["base"]}}))
+    assert main(["run", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("harness: error: model.base_url:") and url in err and "\n" not in err
+    assert "2 attempt(s)" in err  # one retry
+    assert not (tmp_path / "results" / "x").exists()
+
+
+class _Garbage(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # a web server that is not an OpenAI API
+        body = b"<html>hello</html>" if self.path.endswith("/models") else b"{}"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_garbage_reply_is_a_clear_error():
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Garbage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(EndpointError, match=r"failed after 2 attempt\(s\): not JSON"):
+            connect(base_url=f"http://127.0.0.1:{server.server_port}/v1", served_model="m", tokenizer=None, name="m",
+                    retries=1)
+    finally:
+        server.shutdown()
+
+
+def test_missing_api_key_names_the_variable(monkeypatch):
+    monkeypatch.delenv("HARNESS_TEST_KEY", raising=False)
+    ep = Endpoint(base_url="http://127.0.0.1:1/v1", served_model="m", api="completions",
+                  api_key_env="HARNESS_TEST_KEY", timeout=1, retries=0, concurrency=1)
+    with pytest.raises(EndpointError, match="HARNESS_TEST_KEY is not set"):
+        ep.request("/models")
+
+
+def test_identity_ignores_start_time_and_url():
+    a = Endpoint(base_url="http://127.0.0.1:1/v1", served_model="m", api="completions", api_key_env=None,
+                 timeout=1, retries=0, concurrency=1, model_entry={"id": "m", "root": "/models/x", "created": 1})
+    b = Endpoint(base_url="http://127.0.0.1:2/v1", served_model="m", api="completions", api_key_env=None,
+                 timeout=1, retries=0, concurrency=1, model_entry={"id": "m", "root": "/models/x", "created": 2})
+    c = Endpoint(base_url="http://127.0.0.1:1/v1", served_model="m", api="completions", api_key_env=None,
+                 timeout=1, retries=0, concurrency=1, model_entry={"id": "m", "root": "/models/y", "created": 1})
+    assert a.identity() == b.identity() != c.identity()
+
+
+def test_letter_protocol_parsing():
+    q = letter_question("Where?", ["Oslo", "Rome", "Lima"])
+    assert "A. Oslo\nB. Rome\nC. Lima" in q
+    assert parse_letter("B", 3) == 1 and parse_letter("(c) Lima", 3) == 2 and parse_letter("A.", 3) == 0
+    assert parse_letter("D", 3) is None and parse_letter("I think so", 3) is None
+    assert json.loads(json.dumps(q)) == q

@@ -1,0 +1,83 @@
+"""The judge's numbers: agreement with exact labels (accuracy, Cohen's kappa, bootstrap
+intervals) and position-swap consistency, on fixtures with hand-computed answers; and
+the parsing of judge replies."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.judge import _kappas, agreement, pairwise_summary, parse_choice, parse_claims, parse_verdict
+
+FIXTURE = json.loads((Path(__file__).parent / "data" / "judge_agreement.json").read_text())
+
+
+def test_agreement_on_known_labels():
+    got = agreement(FIXTURE["judge"], FIXTURE["exact"], samples=500, seed=0)
+    want = FIXTURE["expected"]
+    assert got["n"] == want["n"]  # items labelled by one side only are left out
+    assert got["accuracy"]["value"] == pytest.approx(want["accuracy"])
+    assert got["kappa"]["value"] == pytest.approx(want["kappa"])
+    lo, hi = got["kappa"]["ci95"]
+    assert lo < want["kappa"] < hi and hi - lo > 0.1  # ten items: a wide interval
+    lo, hi = got["accuracy"]["ci95"]
+    assert lo < want["accuracy"] <= hi
+    assert got == agreement(FIXTURE["judge"], FIXTURE["exact"], samples=500, seed=0)  # seeded
+
+
+def test_bootstrap_kappa_matches_scikit_learn():
+    import numpy as np
+    from sklearn.metrics import cohen_kappa_score
+
+    rng = np.random.default_rng(1)
+    a, b = rng.integers(0, 2, size=(5, 30)), rng.integers(0, 2, size=(5, 30))
+    assert _kappas(a, b) == pytest.approx([cohen_kappa_score(x, y) for x, y in zip(a, b)])
+
+
+def test_kappa_is_zero_for_a_judge_that_always_says_correct():
+    exact = {f"q{i}": i % 2 for i in range(20)}
+    got = agreement({q: 1 for q in exact}, exact, samples=200)
+    assert got["accuracy"]["value"] == pytest.approx(0.5)
+    assert got["kappa"]["value"] == pytest.approx(0.0)
+
+
+def test_pairwise_position_swap():
+    got = pairwise_summary(FIXTURE["pairwise_first"], FIXTURE["pairwise_swapped"])
+    want = FIXTURE["pairwise_expected"]
+    assert got["n"] == want["n"] and got["consistent"] == want["consistent"]
+    assert got["disagreement"]["mean"] == pytest.approx(want["disagreement"])
+    assert got["b_win_rate"]["mean"] == pytest.approx(want["b_win_rate"])
+    assert got["first_position_preferred"] == pytest.approx(want["first_position_preferred"])
+
+
+def test_parsing_judge_replies():
+    assert parse_verdict("Correct.") == 1 and parse_verdict("incorrect") == 0
+    assert parse_verdict("No, the passages say otherwise") == 0 and parse_verdict("Yes") == 1
+    assert parse_verdict("The answer is Paris") is None
+    assert parse_claims("1. Ada lives in Oslo.\n- She works at Acme.\n\n") == ["Ada lives in Oslo.", "She works at Acme."]
+    assert parse_choice("Answer 2 is better") == 2 and parse_choice("neither") is None
+
+
+def test_a_judged_run_reports_beside_its_agreement(tmp_path, tiny_model_dir):
+    from harness.config import parse_config
+    from harness.runner import run_experiment
+    from tests.conftest import tiny_config
+
+    model = {"name": str(tiny_model_dir), "dtype": "float32", "device": "cpu"}
+    raw = tiny_config(tiny_model_dir, output_dir=str(tmp_path / "results"),
+                      eval={"pipelines": ["base", "rag"], "max_new_tokens": 4, "batch_size": 8, "bootstrap_samples": 200,
+                            "judge": {"model": model, "max_new_tokens": 4, "pairwise": [["base", "rag"]]}})
+    out = run_experiment(parse_config(raw))
+    m = json.loads((out / "metrics.json").read_text())
+    j = m["judged"]
+    n_qa = m["pipelines"]["base"]["contains"]["n"]
+    for p in ("base", "rag"):  # every answerable item judged; unreadable replies counted, not dropped silently
+        assert j["correctness"][p]["n"] + j["correctness"][p]["unparsed"] == n_qa
+    assert j["agreement"]["n"] == sum(j["correctness"][p]["n"] for p in ("base", "rag"))
+    assert set(j["faithfulness"]) == {"rag"} and j["pairwise"][0]["a"] == "base"
+    assert j["prompts"]["correctness"] == "judge_correctness@v1"
+    assert all("judge" not in q for q in m["verdicts"])  # judged numbers stay out of the verdicts
+    report = (out / "report.md").read_text()
+    assert "Judged (secondary, not in the verdicts)" in report and "Cohen's kappa" in report
