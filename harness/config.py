@@ -80,7 +80,7 @@ class ExternalDataConfig(_Section):
 class DataConfig(_Section):
     """Either the built-in world, or the user's own files.
 
-    `documents`: a folder of .txt/.md files, or a JSONL file with `id` and `text`.
+    `documents`: a folder of .pdf/.docx/.html/.md/.txt files, or a JSONL file with `id` and `text`.
     `questions`: JSONL with `question`, `answers`, optional `choices` and `answer_index`.
     `train_questions`: JSONL of the same form, used by the `sft` objective.
     """
@@ -90,6 +90,9 @@ class DataConfig(_Section):
     documents: str | None = None
     questions: str | None = None
     train_questions: str | None = None
+    # a folder of documents: leave out files that cannot be read (no text layer, encrypted,
+    # unknown type...) instead of stopping; the results list them
+    skip_unreadable: bool = False
     max_questions: int | None = Field(None, ge=1)
     # Restatements per fact (world) or rewritten copies per passage (external data) added to
     # the training text, whichever the source; when set it overrides world.paraphrases and
