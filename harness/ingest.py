@@ -94,7 +94,7 @@ def _read_docx(path: Path) -> str:
                     lines.append(" | ".join(cells))
         elif block.text.strip():
             lines.append(block.text.strip())
-    return _tidy("\n".join(lines))
+    return _tidy("\n\n".join(lines))  # paragraphs and rows end sentences (see retrieve.split_sentences)
 
 
 _BLOCKS = ("p", "div", "li", "tr", "br", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article", "table",
@@ -115,7 +115,7 @@ def _read_html(path: Path) -> str:
     for tag in soup.find_all(_BLOCKS):
         tag.insert_after("\n")
     lines = (" ".join(line.split()) for line in soup.get_text().splitlines())
-    return _tidy("\n".join(line for line in lines if line))
+    return _tidy("\n\n".join(line for line in lines if line))  # blocks end sentences
 
 
 def read_file(path: str | Path) -> str:

@@ -306,6 +306,11 @@ def build_blocks(m: dict, predictions: list[dict], curve: list[dict] | None) -> 
         b.append(("p", f"Retrieval arm ({ix.get('method', 'dense')}): {ix['chunks']} chunks{dim}, index built in "
                        f"{ix['build_seconds']:.2f} s, {ix['index_bytes'] / 1e3:.1f} kB of FAISS index; "
                        f"top-k = {m['protocol']['top_k']}."))
+        ct = ix.get("chunk_tokens")
+        if ct:
+            limit = f"; the embedder reads at most {ct['limit']}, longer sentences were split" if ct.get("limit") else ""
+            b.append(("p", f"Chunk lengths in the embedder's {ct['unit']}: min {ct['min']}, median "
+                           f"{ct['median']:g}, 90th percentile {ct['p90']:g}, max {ct['max']}{limit}."))
     b.append(("figure", "cost", plots.accuracy_vs_cost(m), "Multiple-choice accuracy against per-query latency."))
     if any("retrieval_recall" in a for a in m["pipelines"].values()):
         b.append(("h2", "Retrieval against answers"))

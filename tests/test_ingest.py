@@ -18,8 +18,8 @@ def test_every_type_reads_to_its_text(tmp_path):
     docs = {d.id: d.text for d in load_documents(tmp_path)}
     assert sorted(docs) == ["b", "ferry", "notes/a", "page", "station"]
     assert "Halvard Station opened in 2091." in docs["station"] and "Mira Tolland runs engineering." in docs["station"]
-    assert docs["ferry"] == "The Vessin ferry line started in 1887.\nCaptain | Ilse Varga\nBoats | 4"
-    assert docs["page"] == "Power\nReactor\nThe reactor is called Kestrel.\nOutput: 40 MW"
+    assert docs["ferry"] == "The Vessin ferry line started in 1887.\n\nCaptain | Ilse Varga\n\nBoats | 4"
+    assert docs["page"] == "Power\n\nReactor\n\nThe reactor is called Kestrel.\n\nOutput: 40 MW"
     assert "SCRIPT" not in docs["page"] and "TEMPLATE" not in docs["page"] and "color" not in docs["page"]
     assert docs["notes/a"] == "# Notes\n\nDorran is the archivist."
     assert docs["b"] == "Ceyra keeps the logbook."  # the byte-order mark is dropped
