@@ -8,6 +8,8 @@
     harness validate CONFIG                  check a config without loading any model
     harness report RESULTS_DIR               rewrite report.md/.html from result files alone
     harness compare DIR_A DIR_B              two runs side by side, Markdown on stdout
+    harness questions DOCS --out DIR         build questions from documents (cloze, or --generator model)
+    harness questions --apply-review SHEET --out DIR   write the reviewed question set
 
 Exit codes: 0 success, 2 a problem with the user's input (config, data, model name) or
 a results folder that another live run is writing, 1 anything else. Input problems print one line naming the file, line or key.
@@ -116,6 +118,41 @@ def _compare(args) -> int:
     return 0
 
 
+def _questions(args) -> int:
+    if args.apply_review:
+        from harness.review import apply_review
+
+        m = apply_review(args.apply_review, args.out)
+        r = m["review"]
+        print(f"reviewed set: {args.out}/questions.jsonl ({r['kept']} kept, {r['edited']} edited, "
+              f"{r['dropped']} dropped of {r['rows']})")
+        return 0
+    if not args.documents:
+        print("harness: error: questions: give DOCS (a folder of documents) or --apply-review SHEET", file=sys.stderr)
+        return 2
+    from harness.questions import make_questions
+
+    m = make_questions(args.documents, out=args.out, generator=args.generator, seed=args.seed, model=args.model,
+                       max_questions=args.max_questions, embedder=args.embedder or None,
+                       leakage_model=args.leakage_model, skip_unreadable=args.skip_unreadable)
+    items, rejected = m["items"], {k: v for k, v in m["filters"]["rejected"].items() if v}
+    print(f"{items['answerable']} questions + {items['unanswerable']} unanswerable, {items['train']} training "
+          f"questions from {m['n_documents']} documents ({m['filters']['candidates']} candidates"
+          + (f"; rejected: {', '.join(f'{k} {v}' for k, v in rejected.items())}" if rejected else "") + ")")
+    if m["skipped_documents"]:
+        print(f"skipped {len(m['skipped_documents'])} unreadable file(s)")
+    if m["retrieval_round_trip"]:
+        rt = m["retrieval_round_trip"]
+        print(f"retrieval round trip ({rt['embedder']}): evidence in the top {rt['top_k']} for {rt['retrieved']} "
+              f"of {rt['of']}")
+    if m["closed_book_leakage"]:
+        lk = m["closed_book_leakage"]
+        print(f"closed-book leakage ({lk['model']}): {lk['known']} of {lk['of']} already known, set aside in "
+              "known_questions.jsonl")
+    print(f"review: {args.out}/review.csv, then harness questions --apply-review {args.out}/review.csv --out DIR")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="harness", description="Fine-tune, retrieve, or both? Measure it.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -146,6 +183,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dir_a")
     p.add_argument("dir_b")
     p.set_defaults(func=_compare)
+    p = sub.add_parser("questions", help="build a question set from a folder of documents, or apply its review")
+    p.add_argument("documents", nargs="?", help="a folder of documents (or a JSONL file with id and text)")
+    p.add_argument("--out", required=True, help="folder for questions.jsonl, train_questions.jsonl, review.csv")
+    p.add_argument("--generator", default="cloze", help="cloze (no model, the default) or model")
+    p.add_argument("--model", default=None, help="--generator model: the model that writes questions")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-questions", type=int, default=None, help="keep at most this many (a seeded sample)")
+    p.add_argument("--embedder", default="hashing", help="embedder of the retrieval round trip ('' for none)")
+    p.add_argument("--leakage-model", default=None, help="set aside the questions this model answers closed-book")
+    p.add_argument("--skip-unreadable", action="store_true", help="leave out files that cannot be read")
+    p.add_argument("--apply-review", default=None, metavar="SHEET", help="write the reviewed set into --out")
+    p.set_defaults(func=_questions)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
