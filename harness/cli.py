@@ -8,6 +8,7 @@
     harness validate CONFIG                  check a config without loading any model
     harness report RESULTS_DIR               rewrite report.md/.html from result files alone
     harness compare DIR_A DIR_B              two runs side by side, Markdown on stdout
+    harness init DOCS [--out harness.yaml]   a starter config for a folder of documents, with a time estimate
     harness questions DOCS --out DIR         build questions from documents (cloze, or --generator model)
     harness questions --apply-review SHEET --out DIR   write the reviewed question set
 
@@ -153,6 +154,20 @@ def _questions(args) -> int:
     return 0
 
 
+def _init(args) -> int:
+    from harness.init_config import write_starter_config
+
+    path, est = write_starter_config(args.documents, out=args.out, questions=args.questions, force=args.force)
+    lo, hi = (round(s / 60) for s in est["total_seconds"])
+    print(f"wrote {path}: {est['documents']} documents, {est['words']:,} words, about {est['questions']} questions; "
+          f"estimated run {max(lo, 1)}-{max(hi, 1)} min on 2 CPU cores"
+          + (f" ({est['skipped']} unreadable file(s) skipped)" if est["skipped"] else ""))
+    print("next:")
+    print(f"  harness questions {args.documents} --out {args.questions}")
+    print(f"  harness run {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="harness", description="Fine-tune, retrieve, or both? Measure it.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -183,6 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dir_a")
     p.add_argument("dir_b")
     p.set_defaults(func=_compare)
+    p = sub.add_parser("init", help="write a starter config for a folder of documents, with a run-time estimate")
+    p.add_argument("documents")
+    p.add_argument("--out", default="harness.yaml", help="config file to write (default: harness.yaml)")
+    p.add_argument("--questions", default="q", help="folder the config expects the question set in (default: q)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing config")
+    p.set_defaults(func=_init)
     p = sub.add_parser("questions", help="build a question set from a folder of documents, or apply its review")
     p.add_argument("documents", nargs="?", help="a folder of documents (or a JSONL file with id and text)")
     p.add_argument("--out", required=True, help="folder for questions.jsonl, train_questions.jsonl, review.csv")
