@@ -162,8 +162,9 @@ class TrainConfig(_Section):
 class RetrievalConfig(_Section):
     """Sentence-packed chunks of at most `chunk_size` tokens of the embedder's tokenizer
     (words for `bm25`), `chunk_overlap` tokens shared between neighbours, `top_k`
-    passages; a sentence longer than the embedder reads is split, never truncated. `method`: `dense` (FAISS inner product on
-    normalised embeddings), `bm25` (lexical), or `hybrid` (reciprocal rank fusion)."""
+    passages; a sentence longer than the embedder reads is split, never truncated.
+    `method`: `dense` (FAISS inner product on normalised embeddings), `bm25` (lexical),
+    or `hybrid` (reciprocal rank fusion)."""
 
     method: Literal["dense", "bm25", "hybrid"] = "dense"
     index: Literal["flat", "ivf", "hnsw"] = "flat"  # FAISS index for dense search; flat is exact
