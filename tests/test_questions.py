@@ -232,3 +232,17 @@ def test_review_refuses_an_answer_outside_its_evidence(tmp_path):
     _edit_sheet(sheet, lambda rows: rows[3].update(answer="Atlantis"))
     with pytest.raises(DataError, match=r"review\.csv:5: answer 'Atlantis' does not occur in the evidence"):
         apply_review(sheet, tmp_path / "reviewed")
+
+
+def test_questions_command_input_errors_exit_2(tmp_path, capsys):
+    from harness.cli import main
+
+    assert main(["questions", "--out", str(tmp_path / "q")]) == 2
+    assert "give DOCS" in capsys.readouterr().err
+    assert main(["questions", str(tmp_path / "missing"), "--out", str(tmp_path / "q")]) == 2
+    assert "documents not found" in capsys.readouterr().err
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text(DOCS[0].text)
+    assert main(["questions", str(docs), "--out", str(tmp_path / "q"), "--generator", "model"]) == 2
+    assert "needs --model" in capsys.readouterr().err
