@@ -11,6 +11,9 @@
     harness annotate RESULTS_DIR [--pipelines A B ...] [--items N] [--seed S]
                                              a blind side-by-side page for human annotators
     harness labels RESULTS_DIR LABELS.json ...   check and merge annotators' labels into the report
+    harness init DOCS [--out harness.yaml]   a starter config for a folder of documents, with a time estimate
+    harness questions DOCS --out DIR         build questions from documents (cloze, or --generator model)
+    harness questions --apply-review SHEET --out DIR   write the reviewed question set
 
 Exit codes: 0 success, 2 a problem with the user's input (config, data, model name), a
 results folder that another live run is writing, or a path in the way of the results that
@@ -146,6 +149,55 @@ def _labels(args) -> int:
     return 0
 
 
+def _questions(args) -> int:
+    if args.apply_review:
+        from harness.review import apply_review
+
+        m = apply_review(args.apply_review, args.out)
+        r = m["review"]
+        print(f"reviewed set: {args.out}/questions.jsonl ({r['kept']} kept, {r['edited']} edited, "
+              f"{r['dropped']} dropped of {r['rows']})")
+        return 0
+    if not args.documents:
+        print("harness: error: questions: give DOCS (a folder of documents) or --apply-review SHEET", file=sys.stderr)
+        return 2
+    from harness.questions import make_questions
+
+    m = make_questions(args.documents, out=args.out, generator=args.generator, seed=args.seed, model=args.model,
+                       max_questions=args.max_questions, embedder=args.embedder or None,
+                       leakage_model=args.leakage_model, skip_unreadable=args.skip_unreadable)
+    items, rejected = m["items"], {k: v for k, v in m["filters"]["rejected"].items() if v}
+    print(f"{items['answerable']} questions + {items['unanswerable']} unanswerable, {items['train']} training "
+          f"questions from {m['n_documents']} documents ({m['filters']['candidates']} candidates"
+          + (f"; rejected: {', '.join(f'{k} {v}' for k, v in rejected.items())}" if rejected else "") + ")")
+    if m["skipped_documents"]:
+        print(f"skipped {len(m['skipped_documents'])} unreadable file(s)")
+    if m["retrieval_round_trip"]:
+        rt = m["retrieval_round_trip"]
+        print(f"retrieval round trip ({rt['embedder']}): evidence in the top {rt['top_k']} for {rt['retrieved']} "
+              f"of {rt['of']}")
+    if m["closed_book_leakage"]:
+        lk = m["closed_book_leakage"]
+        print(f"closed-book leakage ({lk['model']}): {lk['known']} of {lk['of']} already known, set aside in "
+              "known_questions.jsonl")
+    print(f"review: {args.out}/review.csv, then harness questions --apply-review {args.out}/review.csv --out DIR")
+    return 0
+
+
+def _init(args) -> int:
+    from harness.init_config import write_starter_config
+
+    path, est = write_starter_config(args.documents, out=args.out, questions=args.questions, force=args.force)
+    lo, hi = (round(s / 60) for s in est["total_seconds"])
+    print(f"wrote {path}: {est['documents']} documents, {est['words']:,} words, about {est['questions']} questions; "
+          f"estimated run {max(lo, 1)}-{max(hi, 1)} min on 2 CPU cores"
+          + (f" ({est['skipped']} unreadable file(s) skipped)" if est["skipped"] else ""))
+    print("next:")
+    print(f"  harness questions {args.documents} --out {args.questions}")
+    print(f"  harness run {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="harness", description="Fine-tune, retrieve, or both? Measure it.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -188,6 +240,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("results_dir")
     p.add_argument("files", nargs="*")
     p.set_defaults(func=_labels)
+    p = sub.add_parser("init", help="write a starter config for a folder of documents, with a run-time estimate")
+    p.add_argument("documents")
+    p.add_argument("--out", default="harness.yaml", help="config file to write (default: harness.yaml)")
+    p.add_argument("--questions", default="q", help="folder the config expects the question set in (default: q)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing config")
+    p.set_defaults(func=_init)
+    p = sub.add_parser("questions", help="build a question set from a folder of documents, or apply its review")
+    p.add_argument("documents", nargs="?", help="a folder of documents (or a JSONL file with id and text)")
+    p.add_argument("--out", required=True, help="folder for questions.jsonl, train_questions.jsonl, review.csv")
+    p.add_argument("--generator", default="cloze", help="cloze (no model, the default) or model")
+    p.add_argument("--model", default=None, help="--generator model: the model that writes questions")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-questions", type=int, default=None, help="keep at most this many (a seeded sample)")
+    p.add_argument("--embedder", default="hashing", help="embedder of the retrieval round trip ('' for none)")
+    p.add_argument("--leakage-model", default=None, help="set aside the questions this model answers closed-book")
+    p.add_argument("--skip-unreadable", action="store_true", help="leave out files that cannot be read")
+    p.add_argument("--apply-review", default=None, metavar="SHEET", help="write the reviewed set into --out")
+    p.set_defaults(func=_questions)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -106,7 +106,7 @@ class ExternalDataConfig(_Section):
 class DataConfig(_Section):
     """Either the built-in world, or the user's own files.
 
-    `documents`: a folder of .txt/.md files, or a JSONL file with `id` and `text`.
+    `documents`: a folder of .pdf/.docx/.html/.md/.txt files, or a JSONL file with `id` and `text`.
     `questions`: JSONL with `question`, `answers`, optional `choices` and `answer_index`.
     `train_questions`: JSONL of the same form, used by the `sft` objective.
     """
@@ -116,6 +116,9 @@ class DataConfig(_Section):
     documents: str | None = None
     questions: str | None = None
     train_questions: str | None = None
+    # a folder of documents: leave out files that cannot be read (no text layer, encrypted,
+    # unknown type...) instead of stopping; the results list them
+    skip_unreadable: bool = False
     max_questions: int | None = Field(None, ge=1)
     # Restatements per fact (world) or rewritten copies per passage (external data) added to
     # the training text, whichever the source; when set it overrides world.paraphrases and
@@ -183,9 +186,11 @@ class TrainConfig(_Section):
 
 
 class RetrievalConfig(_Section):
-    """Sentence-packed chunks of at most `chunk_size` words, `chunk_overlap` words shared
-    between neighbours, `top_k` passages. `method`: `dense` (FAISS inner product on
-    normalised embeddings), `bm25` (lexical), or `hybrid` (reciprocal rank fusion)."""
+    """Sentence-packed chunks of at most `chunk_size` tokens of the embedder's tokenizer
+    (words for `bm25`), `chunk_overlap` tokens shared between neighbours, `top_k`
+    passages; a sentence longer than the embedder reads is split, never truncated.
+    `method`: `dense` (FAISS inner product on normalised embeddings), `bm25` (lexical),
+    or `hybrid` (reciprocal rank fusion)."""
 
     method: Literal["dense", "bm25", "hybrid"] = "dense"
     index: Literal["flat", "ivf", "hnsw"] = "flat"  # FAISS index for dense search; flat is exact

@@ -10,10 +10,12 @@ built-in fictional world (harness/world.py) or from the user's files:
 
 File formats (documented in README.md):
 
-- documents: a folder of `.txt`/`.md` files (id = file name without suffix), or JSONL
-  with `id` and `text`;
+- documents: a folder of `.pdf`, `.docx`, `.html`, `.md` and `.txt` files (read by
+  harness/ingest.py; id = relative path without suffix), or JSONL with `id` and `text`;
 - questions: JSONL with `question` and `answers` (a list of strings, empty for an
-  unanswerable question), optional `id`, `choices` and `answer_index`.
+  unanswerable question), optional `id`, `choices`, `answer_index`, `doc_id` and
+  `evidence` (the sentence holding the answer), and an optional manifest beside it
+  (`manifest_path`) that `harness questions` writes.
 
 Bad input raises `DataError` naming the file and line.
 """
@@ -69,6 +71,8 @@ class Dataset:
     train_texts: tuple[str, ...]  # cpt: documents plus paraphrased restatements
     train_questions: tuple[Question, ...] = ()  # sft: question -> answer pairs
     facts: tuple[dict, ...] = field(default=())  # the world's fact table, when generated
+    # user files: documents skipped as unreadable, and the question set's manifest
+    provenance: dict = field(default_factory=dict, compare=False)
 
     def fingerprint(self) -> str:
         """sha256 over everything that can change a result computed from this data."""
@@ -102,24 +106,21 @@ def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
     return rows
 
 
-def load_documents(path: str | Path) -> list[Document]:
-    """Documents from a folder of .txt/.md files or from a JSONL file (`id`, `text`)."""
+def read_documents(path: str | Path, *, skip_unreadable: bool = False) -> tuple[list[Document], list[dict]]:
+    """Documents from a folder of files (see harness/ingest.py for the types read) or from
+    a JSONL file (`id`, `text`), and the files left out as unreadable (`skip_unreadable`;
+    otherwise an unreadable file is an error)."""
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix in (".txt", ".md") and p.is_file())
-        docs = []
-        for f in files:
-            try:
-                text = f.read_text(encoding="utf-8").strip()
-            except UnicodeDecodeError:
-                raise DataError(f"{f}: not UTF-8 text") from None
-            if text:
-                docs.append(Document(id=str(f.relative_to(path).with_suffix("")), text=text))
+        from harness.ingest import READERS, read_folder
+
+        docs, skipped = read_folder(path, skip_unreadable=skip_unreadable)
         if not docs:
-            raise DataError(f"{path}: no non-empty .txt or .md documents found")
-        return docs
+            raise DataError(f"{path}: no non-empty documents found ({', '.join(READERS)})"
+                            + (f"; {len(skipped)} unreadable file(s) skipped" if skipped else ""))
+        return docs, skipped
     if not path.exists():
-        raise DataError(f"{path}: documents not found (expected a folder of .txt/.md or a JSONL file)")
+        raise DataError(f"{path}: documents not found (expected a folder of documents or a JSONL file)")
     docs, seen = [], set()
     for lineno, row in read_jsonl(path):
         doc_id, text = row.get("id"), row.get("text")
@@ -133,7 +134,12 @@ def load_documents(path: str | Path) -> list[Document]:
         docs.append(Document(id=str(doc_id), text=text.strip()))
     if not docs:
         raise DataError(f"{path}: no documents (the file is empty)")
-    return docs
+    return docs, []
+
+
+def load_documents(path: str | Path, *, skip_unreadable: bool = False) -> list[Document]:
+    """Documents from a folder or a JSONL file (see `read_documents`)."""
+    return read_documents(path, skip_unreadable=skip_unreadable)[0]
 
 
 def _question_from_row(row: dict, where: str, index: int) -> Question:
@@ -163,6 +169,7 @@ def _question_from_row(row: dict, where: str, index: int) -> Question:
         answer_index=answer_index if choices else None,
         answerable=bool(answers),
         doc_id=str(row["doc_id"]) if row.get("doc_id") is not None else None,
+        evidence=row["evidence"] if isinstance(row.get("evidence"), str) and row["evidence"].strip() else None,
     )
 
 
@@ -183,14 +190,32 @@ def load_questions(path: str | Path) -> list[Question]:
     return questions
 
 
-def load_user_dataset(*, documents: str, questions: str, train_questions: str | None) -> Dataset:
-    """A Dataset from the user's files; training text is the documents themselves."""
-    docs = load_documents(documents)
+def manifest_path(questions: str | Path) -> Path:
+    """Where a question file's manifest lives: `questions.jsonl` -> `questions.manifest.json`
+    (written by `harness questions`: generator, filter counts, review)."""
+    questions = Path(questions)
+    return questions.with_name(f"{questions.stem}.manifest.json")
+
+
+def load_user_dataset(*, documents: str, questions: str, train_questions: str | None,
+                      skip_unreadable: bool = False) -> Dataset:
+    """A Dataset from the user's files; training text is the documents themselves. Its
+    provenance lists the documents skipped as unreadable and the question set's manifest,
+    when `harness questions` wrote one."""
+    docs, skipped = read_documents(documents, skip_unreadable=skip_unreadable)
+    manifest = None
+    if manifest_path(questions).is_file():
+        try:
+            manifest = json.loads(manifest_path(questions).read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise DataError(f"{manifest_path(questions)}: not a valid JSON manifest (delete it or rerun "
+                            "harness questions)") from None
     return Dataset(
         documents=tuple(docs),
         questions=tuple(load_questions(questions)),
         train_texts=tuple(d.text for d in docs),
         train_questions=tuple(load_questions(train_questions)) if train_questions else (),
+        provenance={"skipped_documents": skipped, "question_set": manifest},
     )
 
 

@@ -1,9 +1,12 @@
 """Retrieval: chunking, embedding, a FAISS index, and `search(query, k)`.
 
-Documents are split into sentences and packed into chunks of at most `chunk_size` words;
-neighbouring chunks share whole sentences worth up to `chunk_overlap` words. A sentence
-is never cut, so a fact stated in one sentence lives whole in at least one chunk, which
-is what retrieval recall@k checks. Three methods (`METHODS`):
+Documents are split into sentences and packed into chunks of at most `chunk_size` tokens
+of the embedder's own tokenizer (`token_counter`; words for BM25 alone); neighbouring
+chunks share whole sentences worth up to `chunk_overlap` tokens. A sentence is cut only
+when it is longer than the embedder can read (`max_seq_length`), into runs of words that
+fit, so nothing is truncated silently and a fact stated in one sentence lives whole in at
+least one chunk, which is what retrieval recall@k checks. The chunk length distribution
+is in `Retriever.stats()`. Three methods (`METHODS`):
 
 - `dense`: chunks embedded (normalised) and searched by inner product in a
   `faiss.IndexFlatIP`, i.e. cosine similarity, exactly;
@@ -30,6 +33,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import faiss
 import numpy as np
@@ -54,36 +58,112 @@ class Hit:
     score: float
 
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+# A sentence ends at . ! ? or at a blank line (a heading, a paragraph or a table row of a
+# converted document without final punctuation).
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n\s*\n")
 
 
 def split_sentences(text: str) -> list[str]:
     return [s for s in (p.strip() for p in _SENTENCE_END.split(text)) if s]
 
 
-def chunk_documents(docs, *, chunk_size: int, chunk_overlap: int) -> list[Chunk]:
-    """Pack each document's sentences into chunks of at most `chunk_size` words (a longer
-    sentence is a chunk of its own), carrying up to `chunk_overlap` words of trailing
-    sentences into the next chunk."""
+def token_counter(embedder) -> tuple[Callable[[str], int], int | None, str]:
+    """How `embedder` counts: a function giving a text's length in its tokens (special
+    tokens not included), the most tokens one input may hold (None: no limit), and the
+    unit's name. A sentence-transformers model counts in its tokenizer and holds
+    `max_seq_length` less its special tokens; an embedder with `count_tokens` (the hashing
+    one) counts itself; no embedder (BM25 alone) counts words."""
+    if embedder is None:
+        return (lambda text: len(text.split())), None, "words"
+    if hasattr(embedder, "count_tokens"):
+        return embedder.count_tokens, getattr(embedder, "max_seq_length", None), getattr(embedder, "unit", "tokens")
+    tok = embedder.tokenizer
+    limit = int(embedder.max_seq_length) - tok.num_special_tokens_to_add(pair=False)
+    return (lambda text: len(tok(text, add_special_tokens=False)["input_ids"])), limit, "tokens"
+
+
+def _split_long(sentence: str, count: Callable[[str], int], limit: int) -> list[str]:
+    """A sentence longer than `limit` tokens as consecutive word runs of at most `limit`
+    tokens each (a single word longer than that is an error: it cannot be embedded whole).
+    Words are packed by their own counts, then each run is checked whole, since joining
+    can add tokens at the seams."""
+    pieces, words, total = [], [], 0
+    for word in sentence.split():
+        n = count(word)
+        if n > limit:
+            raise EmbedderError(f"retrieval: a single word of {n} tokens is longer than the embedder's "
+                                f"limit of {limit} ({word[:40]!r}...)")
+        if words and total + n > limit:
+            pieces.append(words)
+            words, total = [], 0
+        words.append(word)
+        total += n
+    if words:
+        pieces.append(words)
+    out = []
+    for run in pieces:
+        if count(" ".join(run)) <= limit:
+            out.append(" ".join(run))
+            continue
+        current: list[str] = []  # rare: repack this run checking each join
+        for word in run:
+            if current and count(" ".join(current + [word])) > limit:
+                out.append(" ".join(current))
+                current = []
+            current.append(word)
+        out.append(" ".join(current))
+    return out
+
+
+def chunk_documents(docs, *, chunk_size: int, chunk_overlap: int, count: Callable[[str], int] | None = None,
+                    max_tokens: int | None = None) -> list[Chunk]:
+    """Pack each document's sentences into chunks of at most `chunk_size` tokens as `count`
+    counts them (words without one; see `token_counter`), carrying up to `chunk_overlap`
+    tokens of trailing sentences into the next chunk. A sentence longer than `chunk_size`
+    is a chunk of its own; one longer than `max_tokens` (what the embedder can read) is
+    split into runs of words that fit, never truncated. Every chunk is checked against
+    `max_tokens`."""
+    count = count or (lambda text: len(text.split()))
+    size = chunk_size if max_tokens is None else min(chunk_size, max_tokens)
     chunks = []
     for doc in docs:
-        sentences = split_sentences(doc.text)
+        sentences = []
+        for s in split_sentences(doc.text):
+            n = count(s)
+            if max_tokens is not None and n > max_tokens:
+                sentences += [(p, count(p)) for p in _split_long(s, count, max_tokens)]
+            else:
+                sentences.append((s, n))
         start, n = 0, 0
         while start < len(sentences):
-            end, words = start, 0
-            while end < len(sentences) and (end == start or words + len(sentences[end].split()) <= chunk_size):
-                words += len(sentences[end].split())
+            end, tokens = start, 0
+            while end < len(sentences) and (end == start or tokens + sentences[end][1] <= size):
+                tokens += sentences[end][1]
                 end += 1
-            chunks.append(Chunk(id=f"{doc.id}#{n}", doc_id=doc.id, text=" ".join(sentences[start:end])))
+            text = " ".join(s for s, _ in sentences[start:end])
+            if max_tokens is not None and end - start > 1 and count(text) > max_tokens:
+                end -= 1  # joining can add tokens at the seams; give the last sentence to the next chunk
+                text = " ".join(s for s, _ in sentences[start:end])
+            if max_tokens is not None and count(text) > max_tokens:
+                raise EmbedderError(f"retrieval: chunk {doc.id}#{n} has {count(text)} tokens, over the embedder's "
+                                    f"limit of {max_tokens}")
+            chunks.append(Chunk(id=f"{doc.id}#{n}", doc_id=doc.id, text=text))
             n += 1
             if end >= len(sentences):
                 break
             back, carried = end, 0
-            while back - 1 > start and carried + len(sentences[back - 1].split()) <= chunk_overlap:
+            while back - 1 > start and carried + sentences[back - 1][1] <= chunk_overlap:
                 back -= 1
-                carried += len(sentences[back].split())
+                carried += sentences[back][1]
             start = back
     return chunks
+
+
+def chunk_token_stats(chunks: list[Chunk], count: Callable[[str], int], *, limit: int | None, unit: str) -> dict:
+    """The distribution of chunk lengths in the embedder's tokens, for the report."""
+    lengths = np.array([count(c.text) for c in chunks] or [0])
+    return {"unit": unit, "limit": limit, "min": int(lengths.min()), "median": float(np.median(lengths)),
+            "p90": float(np.percentile(lengths, 90)), "max": int(lengths.max()), "mean": round(float(lengths.mean()), 2)}
 
 
 class HashingEmbedder:
@@ -92,9 +172,16 @@ class HashingEmbedder:
     serves the tests and as a lexical baseline."""
 
     name = "hashing"
+    unit = "words"
+    max_seq_length = 256  # it reads any length; a limit like MiniLM's keeps chunking honest in tests
 
     def __init__(self, dim: int = 512):
         self.dim = dim
+
+    @staticmethod
+    def count_tokens(text: str) -> int:
+        """Its tokens are the words it hashes."""
+        return len(re.findall(r"\w+", text))
 
     def encode(self, texts, *, batch_size: int = 64, normalize_embeddings: bool = True,
                show_progress_bar: bool = False, convert_to_numpy: bool = True) -> np.ndarray:
@@ -160,9 +247,9 @@ class Retriever:
     """Chunks, their FAISS index and/or BM25 index, and the embedder for dense search."""
 
     def __init__(self, chunks: list[Chunk], *, method: str = "dense", index=None, embedder=None, bm25=None,
-                 batch_size: int = 64, build_seconds: float = 0.0):
+                 batch_size: int = 64, build_seconds: float = 0.0, chunk_tokens: dict | None = None):
         self.chunks, self.method, self.index, self.embedder, self.bm25 = chunks, method, index, embedder, bm25
-        self.batch_size, self.build_seconds = batch_size, build_seconds
+        self.batch_size, self.build_seconds, self.chunk_tokens = batch_size, build_seconds, chunk_tokens
 
     def _dense(self, queries: list[str], k: int) -> list[list[tuple[int, float]]]:
         scores, ids = self.index.search(_embed(self.embedder, queries, self.batch_size), k)
@@ -189,7 +276,7 @@ class Retriever:
         out = {"method": self.method, "index": type(self.index).__name__ if self.index is not None else None,
                "from_cache": getattr(self, "from_cache", False),
                "chunks": len(self.chunks), "build_seconds": self.build_seconds,
-               "index_bytes": 0, "dim": None}
+               "index_bytes": 0, "dim": None, "chunk_tokens": self.chunk_tokens}
         if self.index is not None:
             out.update(index_bytes=int(faiss.serialize_index(self.index).nbytes), dim=int(self.index.d))
         return out
@@ -232,14 +319,16 @@ def build_retriever(docs: list[Document], *, embedder, chunk_size: int, chunk_ov
                     method: str = "dense", index_kind: str = "flat", nprobe: int = 8,
                     batch_size: int = 64, cache: str | Path | None = None,
                     embedder_id: str | None = None) -> Retriever:
-    """Chunk and index `docs` for `method`; the build time is kept for the cost table.
+    """Chunk `docs` in the embedder's tokens (see `chunk_documents`) and index them for
+    `method`; the build time and chunk lengths are kept for the cost table.
     With a `cache` folder and an `embedder_id` (see `embedder_fingerprint`), the FAISS
     index is kept there under a key of the embedder, the index settings and the chunks'
     text, and read back instead of embedding the corpus again."""
     if method not in METHODS:
         raise EmbedderError(f"retrieval.method: {method!r} is not one of {', '.join(METHODS)}")
     t0 = time.perf_counter()
-    chunks = chunk_documents(docs, chunk_size=chunk_size, chunk_overlap=chunk_overlap)
+    count, limit, unit = token_counter(embedder if method != "bm25" else None)
+    chunks = chunk_documents(docs, chunk_size=chunk_size, chunk_overlap=chunk_overlap, count=count, max_tokens=limit)
     if not chunks:
         raise EmbedderError("retrieval: the corpus has no text to index")
     index = bm25 = None
@@ -267,7 +356,8 @@ def build_retriever(docs: list[Document], *, embedder, chunk_size: int, chunk_ov
         bm25 = bm25s.BM25()
         bm25.index(_bm25_tokens([c.text for c in chunks]), show_progress=False)
     retriever = Retriever(chunks, method=method, index=index, embedder=embedder, bm25=bm25, batch_size=batch_size,
-                          build_seconds=time.perf_counter() - t0)
+                          build_seconds=time.perf_counter() - t0,
+                          chunk_tokens=chunk_token_stats(chunks, count, limit=limit, unit=unit))
     retriever.from_cache = from_cache
     return retriever
 

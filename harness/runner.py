@@ -166,7 +166,8 @@ def load_dataset(cfg: ExperimentConfig) -> Dataset:
                         "for every paraphrase count")
         data = loader(e.path, max_entities=e.max_entities, seed=e.seed, **kwargs)
     elif d.documents:
-        data = load_user_dataset(documents=d.documents, questions=d.questions, train_questions=d.train_questions)
+        data = load_user_dataset(documents=d.documents, questions=d.questions, train_questions=d.train_questions,
+                                 skip_unreadable=d.skip_unreadable)
     else:
         w = d.world
         data = generate_world(seed=w.seed, n_people=w.n_people, n_organisations=w.n_organisations,
@@ -176,7 +177,8 @@ def load_dataset(cfg: ExperimentConfig) -> Dataset:
     if d.max_questions and d.max_questions < len(data.questions):
         keep = sorted(random.Random(cfg.seed).sample(range(len(data.questions)), d.max_questions))
         data = Dataset(documents=data.documents, questions=tuple(data.questions[i] for i in keep),
-                       train_texts=data.train_texts, train_questions=data.train_questions, facts=data.facts)
+                       train_texts=data.train_texts, train_questions=data.train_questions, facts=data.facts,
+                       provenance=data.provenance)
     return data
 
 
@@ -607,6 +609,7 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
                 "documents": len(data.documents), "questions": len(questions),
                 "answerable": n_answerable, "unanswerable": len(questions) - n_answerable,
                 "train_texts": len(data.train_texts), "train_questions": len(data.train_questions),
+                **data.provenance,  # user files: skipped documents, the question set's manifest
             },
             "pipelines": aggregates,
             "comparisons": comparisons,

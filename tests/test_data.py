@@ -15,7 +15,7 @@ def test_documents_from_folder_and_jsonl(tmp_path):
     (folder / "sub").mkdir(parents=True)
     (folder / "a.txt").write_text("Alpha text.")
     (folder / "sub" / "b.md").write_text("Beta text.")
-    (folder / "skip.csv").write_text("x")
+    (folder / ".DS_Store").write_text("x")  # hidden files are ignored
     docs = load_documents(folder)
     assert [(d.id, d.text) for d in docs] == [("a", "Alpha text."), ("sub/b", "Beta text.")]
     j = _write(tmp_path / "d.jsonl", [{"id": 1, "text": "One."}, "", {"id": "two", "text": "Two."}])

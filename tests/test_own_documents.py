@@ -1,0 +1,98 @@
+"""A folder of mixed real files to a finished run: init, questions, review, run."""
+
+import csv
+import json
+
+import pytest
+import yaml
+
+from conftest import tiny_config
+from docfiles import write_docx, write_html, write_image_only_pdf, write_pdf
+from harness.cli import main
+from harness.config import load_config
+from harness.init_config import GENERATE_TOKENS_PER_SECOND, TRAIN_TOKENS_PER_SECOND, estimate_run
+
+
+def _mixed_folder(root):
+    docs = root / "docs"
+    (docs / "ops").mkdir(parents=True)
+    write_pdf(docs / "station.pdf", ["Halvard Station is a research outpost on the far side of the moon Ceyra.",
+                                     "It was opened in 2091 by the Ostrel Consortium."])
+    write_docx(docs / "ops" / "engineering.docx", ["The chief engineer is Mira Tolland.",
+                                                   "The reactor delivers 40 megawatts to the crew of 12 people."])
+    write_html(docs / "ferry.html", "<p>The Vessin ferry line was founded in 1887 by Ilse Varga.</p>"
+                                    "<p>Each crossing takes 45 minutes in calm weather.</p>", title="Ferry")
+    (docs / "archive.md").write_text("# Archive\n\nThe archive at Lund Harbour was built in 1923 by Petra Hollis. "
+                                     "It holds 300 charts of the northern coast.\n", encoding="utf-8")
+    (docs / "brink.txt").write_text("The archivist Tomas Brink catalogued the charts in 1951.", encoding="utf-8")
+    return docs
+
+
+def test_estimate_follows_the_measured_rates():
+    est = estimate_run(train_tokens=7000, epochs=3, n_questions=50, max_new_tokens=16)
+    slow, fast = TRAIN_TOKENS_PER_SECOND
+    assert est["train_seconds"] == [round(21000 / fast), round(21000 / slow)]
+    assert est["answer_seconds"] == round(2 * 4 * 50 * 16 / GENERATE_TOKENS_PER_SECOND)
+    assert est["total_seconds"][1] == 60 + round(21000 / slow) + est["answer_seconds"]
+
+
+def test_init_writes_a_valid_config_and_prints_the_next_commands(tmp_path, capsys, monkeypatch):
+    docs = _mixed_folder(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(["init", "docs", "--out", "harness.yaml", "--questions", "q"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[-2:] == ["  harness questions docs --out q", "  harness run harness.yaml"]
+    cfg = load_config(tmp_path / "harness.yaml")
+    assert cfg.data.documents == "docs" and cfg.data.questions == "q/questions.jsonl"
+    assert cfg.train.objective == "sft" and cfg.retrieval.chunk_size == 128
+    header = (tmp_path / "harness.yaml").read_text().splitlines()[:3]
+    assert "5 documents" in header[0] and "Estimated run time" in header[2]
+    assert main(["init", "docs", "--out", "harness.yaml"]) == 2  # never overwrites silently
+    assert "already exists" in capsys.readouterr().err
+    assert docs.is_dir()
+
+
+def test_mixed_folder_to_a_reviewed_run(tmp_path, tiny_model_dir, capsys, monkeypatch):
+    write_image_only_pdf(_mixed_folder(tmp_path) / "scan.pdf")
+    monkeypatch.chdir(tmp_path)
+    assert main(["init", "docs"]) == 0
+    assert "1 unreadable file(s) skipped" in capsys.readouterr().out
+    assert main(["questions", "docs", "--out", "q"]) == 2
+    assert "scan.pdf: PDF has no text layer" in capsys.readouterr().err
+    assert main(["questions", "docs", "--out", "q", "--seed", "1", "--skip-unreadable"]) == 0
+    sheet = tmp_path / "q" / "review.csv"
+    with open(sheet, encoding="utf-8-sig", newline="") as f:
+        rows = list(csv.DictReader(f))
+    rows[0]["keep"] = "no"
+    rows[1]["question"] = rows[1]["question"].replace("Fill in the blank:", "Complete:")
+    with open(sheet, "w", encoding="utf-8-sig", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert main(["questions", "--apply-review", "q/review.csv", "--out", "reviewed"]) == 0
+    raw = yaml.safe_load((tmp_path / "harness.yaml").read_text())
+    raw["data"].update(questions="reviewed/questions.jsonl", train_questions="reviewed/train_questions.jsonl")
+    small = tiny_config(tiny_model_dir)  # the tiny model and the hashing embedder instead of SmolLM2 and MiniLM
+    raw.update(model=small["model"], embedder=small["embedder"], eval=small["eval"], seed=0,
+               train={**small["train"], "objective": "sft"}, retrieval={"chunk_size": 24, "top_k": 2})
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(raw))
+    capsys.readouterr()
+    assert main(["run", "tiny.yaml", "--results-dir", "results"]) == 0
+    report = capsys.readouterr().out.strip().removeprefix("report: ")
+    m = json.loads((tmp_path / report).with_name("metrics.json").read_text())
+    data = m["data"]
+    assert data["source"] == "files" and data["documents"] == 5
+    n_rows = len(rows)
+    assert data["questions"] == n_rows - 1 and data["train_questions"] == n_rows - 2  # one unanswerable
+    qs = data["question_set"]
+    assert qs["generator"] == "cloze" and qs["seed"] == 1 and qs["reviewed"] is True
+    assert {k: qs["review"][k] for k in ("kept", "edited", "dropped")} == {"kept": n_rows - 1, "edited": 1,
+                                                                          "dropped": 1}
+    assert [f["file"] for f in data["skipped_documents"]] == ["scan.pdf"]  # init set data.skip_unreadable
+    tokens = m["costs"]["index"]["chunk_tokens"]
+    assert (tokens["unit"], tokens["limit"]) == ("words", 256) and 5 <= tokens["min"] <= tokens["max"] <= 24
+    text = (tmp_path / report).read_text()
+    assert "Chunk lengths in the embedder's words" in text
+    assert f"Questions generated by `cloze` (seed 1) from 5 documents, reviewed: {n_rows - 1} kept, 1 edited, " \
+           f"1 dropped of {n_rows}" in text
+    assert "1 unreadable file(s) skipped: docs/scan.pdf: PDF has no text layer" in text
