@@ -53,19 +53,25 @@ def main() -> None:
             v = stats.simulate_verdicts(simulate(rng, kind=kind, n=n, effect=0.0, runs=args.runs), kind=kind,
                                         samples=args.samples)
             wrong = np.isin(v, ["RAG", "fine-tuning", "both"]).mean()
-            rows.append((label, n, "none", wrong, (v == "no practical difference").mean(), (v == "inconclusive").mean()))
+            v0 = stats.simulate_verdicts(simulate(rng, kind=kind, n=n, effect=0.0, runs=args.runs), kind=kind,
+                                         samples=args.samples, min_effect=0.0)
+            rows.append((label, n, "none", wrong, (v == "no practical difference").mean(), (v == "inconclusive").mean(),
+                         np.isin(v0, ["RAG", "fine-tuning", "both"]).mean()))
         for n in (76, 300):
             for effect in (0.05, 0.10, 0.20):
-                v = stats.simulate_verdicts(simulate(rng, kind=kind, n=n, effect=effect, runs=args.runs), kind=kind,
-                                            samples=args.samples)
+                values = simulate(rng, kind=kind, n=n, effect=effect, runs=args.runs)
+                v = stats.simulate_verdicts(values, kind=kind, samples=args.samples)
+                v0 = stats.simulate_verdicts(values, kind=kind, samples=args.samples, min_effect=0.0)
                 rows.append((label, n, f"{100 * effect:.0f} points", (v == "RAG").mean(),
-                             (v == "no practical difference").mean(), (v == "inconclusive").mean()))
+                             (v == "no practical difference").mean(), (v == "inconclusive").mean(), (v0 == "RAG").mean()))
     print(f"{args.runs} simulated runs per row; min_effect 5 points, alpha 0.05 per family "
           f"({time.perf_counter() - t0:.0f} s)\n")
-    print("| metric | n | true effect | wrong verdict (none) / power (\"RAG\") | no practical difference | inconclusive |")
-    print("|---|---|---|---|---|---|")
-    for label, n, effect, rate, equiv, inconc in rows:
-        print(f"| {label} | {n} | {effect} | {100 * rate:.1f}% | {100 * equiv:.1f}% | {100 * inconc:.1f}% |")
+    print("| metric | n | true effect | wrong verdict (no effect) or power (\"RAG\") | no practical difference "
+          "| inconclusive | the same with min_effect 0 |")
+    print("|---|---|---|---|---|---|---|")
+    for label, n, effect, rate, equiv, inconc, rate0 in rows:
+        print(f"| {label} | {n} | {effect} | {100 * rate:.1f}% | {100 * equiv:.1f}% | {100 * inconc:.1f}% "
+              f"| {100 * rate0:.1f}% |")
 
 
 if __name__ == "__main__":

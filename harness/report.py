@@ -91,8 +91,20 @@ def _verdict_tail(v: dict, defs: dict | None = None) -> str:
     return "; ".join(out)
 
 
+def _legacy_verdict(question: str, v: dict, label: str) -> str:
+    """A verdict written before declared families (no `family` key): as it was reported."""
+    if v.get("effect") is None:
+        return f"**{question}: {v['verdict']}** ({label})."
+    lo, hi = v["ci95"]
+    return (f"**{question}: {v['verdict']}** — {v['comparison']}: {_pts(v['effect'])} points "
+            f"[{_pts(lo)}, {_pts(hi)}], adjusted p = {v['p_adj']:.3g} ({label}; earlier rule: estimate and "
+            "Benjamini-Hochberg over every comparison).")
+
+
 def _verdict_line(question: str, v: dict, defs: dict) -> str:
     label = defs[v["metric"]]["label"]
+    if "family" not in v:
+        return _legacy_verdict(question, v, label)
     if v["verdict"] == "undecidable with this model":
         return f"**{question}: undecidable with this model** ({label}): {v['note']}."
     tail = _verdict_tail(v, defs)
@@ -106,6 +118,8 @@ def _verdict_cell(v: dict | None) -> str:
         return "not measured (needs base, finetuned, rag and rag_finetuned)"
     if v["verdict"] == "undecidable with this model":
         return "**undecidable with this model**"
+    if "family" not in v:  # written before declared families
+        return _legacy_verdict("verdict", v, v["metric"]).split(": ", 1)[1]
     lo, hi = v["ci"]
     tail = _verdict_tail(v)
     return (f"**{v['verdict']}**: {v['comparison']} {_pts(v['effect'])} [{_pts(lo)}, {_pts(hi)}]"
@@ -263,7 +277,8 @@ def build_blocks(m: dict, predictions: list[dict], curve: list[dict] | None) -> 
         for question, v in verdicts.items():
             b.append(("p", _verdict_line(question, v, defs)))
         any_v = next(iter(verdicts.values()))
-        b.append(("p", VERDICT_RULE.format(level=100 * any_v["confidence"], effect=100 * any_v["min_effect"])))
+        if "family" in any_v:
+            b.append(("p", VERDICT_RULE.format(level=100 * any_v["confidence"], effect=100 * any_v["min_effect"])))
         for question, v in verdicts.items():
             if "family" in v:
                 b.append(("p", f"*{question}*: the declared comparisons ({defs[v['metric']]['label']})"))
@@ -309,7 +324,7 @@ def build_blocks(m: dict, predictions: list[dict], curve: list[dict] | None) -> 
         b.append(("table", ["pipeline", "metric", f"per seed ({', '.join(map(str, next(iter(spread.values()))['contains']['seeds']))})",
                             "mean ± sd", "range", "first seed, 95% CI over items"], rows))
 
-    b.append(("h2", "Other differences (secondary, unadjusted)"))
+    b.append(("h2", "Which differences are real (secondary, unadjusted)"))
     b.append(("p", "Every pair of pipelines on the headline metrics, paired on the same items: difference (first "
                    "minus second pipeline, in points) with the 95% interval of its test (exact McNemar for 0/1 "
                    "metrics, paired sign-flip permutation for means). These p-values are NOT adjusted for "

@@ -123,7 +123,7 @@ def test_sign_flip_test_holds_its_level_and_agrees_with_its_interval(n):
 def test_sign_flip_never_returns_zero_and_one_item_decides_nothing():
     """Finding 2: equal non-zero differences gave p = 0 under the bootstrap."""
     assert stats.sign_flip([0.2] * 8)["p"] == pytest.approx(2 / 2 ** 8)
-    assert stats.sign_flip([0.2] * 40, samples=500)["p"] == pytest.approx(1 / 501, abs=3 / 501)
+    assert 1 / 501 <= stats.sign_flip([0.2] * 40, samples=500)["p"] <= 3 / 501
     assert stats.sign_flip([0.0] * 7 + [1.0])["p"] == 1.0  # one item: every sign pattern is as far
     assert stats.paired_test([0.0] * 8, [0.2] * 8, kind="mean")["p"] > 0
 

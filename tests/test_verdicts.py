@@ -83,3 +83,20 @@ def test_multiple_choice_verdict_metric_is_a_config_field():
     per = _per_item({p: {**a, "mc_accuracy_norm": np.zeros(120) + (p == "rag")} for p, a in arrays.items()})
     v = decide_verdicts(per, parse_config({"name": "x", "eval": {"mc_metric": "acc_norm"}}), _questions(120))
     assert v["facts (multiple choice)"]["metric"] == "mc_accuracy_norm"
+
+
+def test_the_report_line_gives_the_outcome_its_numbers_and_the_items_needed():
+    from harness import report
+
+    cfg = parse_config({"name": "x"})
+    arrays = _run(n=40)
+    arrays["rag"] = arrays["finetuned"].copy()
+    arrays["rag"]["mc_accuracy"] = arrays["finetuned"]["mc_accuracy"].copy()
+    arrays["rag"]["mc_accuracy"][:3] = 1 - arrays["rag"]["mc_accuracy"][:3]
+    v = decide_verdicts(_per_item(arrays), cfg, _questions(40))["facts (multiple choice)"]
+    defs = {m: {"label": spec[0]} for m, spec in metrics.METRICS.items()}
+    line = report._verdict_line("facts (multiple choice)", v, defs)
+    assert v["verdict"] == "inconclusive" and v["items_needed"] > 40
+    assert line.startswith("**facts (multiple choice): inconclusive**") and "99% interval" in line
+    assert f"about {v['items_needed']} paired items would resolve it at ±5 points" in line
+    assert "Holm-adjusted p" in line and "n = 40" in line
