@@ -137,7 +137,7 @@ VERDICT_RULE = (
     "“both”: rag_finetuned is better than each arm and an arm is better than base; “no practical difference”: "
     "the arms' interval lies inside ±{effect:.0f} points; otherwise “inconclusive”, with the paired items that "
     "would resolve it (80% probability, from the observed discordance or SD); “uninformative”: the metric is "
-    "within 3 points of 0 or 100 for every pipeline.")
+    "within {effect:.0f} points (at least 3) of 0 or 100 for every pipeline, so no difference could clear that.")
 
 
 DECISION_TABLE_HEADER = ["scenario", "claimed: RAG", "claimed: fine-tuning", "measured (deciding metric)",

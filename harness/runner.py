@@ -407,7 +407,8 @@ def decide_verdicts(per_item: dict[str, dict[str, dict[str, float]]], cfg: Exper
                              "hallucinate less; this model does not say \"I don't know\" here")
             else:
                 v["informative"] = metrics.informative_metric({p: per_item[p] for p in PIPELINE_NAMES},
-                                                              exclude=metric)
+                                                              exclude=metric,
+                                                              floor_ceiling=max(stats.FLOOR_CEILING, e.min_effect))
         out[question] = v
     return out
 

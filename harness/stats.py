@@ -350,7 +350,7 @@ VERDICTS = ("RAG", "fine-tuning", "both", "no practical difference", "inconclusi
 # against base. Only these comparisons are adjusted (Holm) and only they decide.
 FAMILY = (("finetuned", "rag"), ("rag", "rag_finetuned"), ("finetuned", "rag_finetuned"),
           ("base", "rag"), ("base", "finetuned"))
-FLOOR_CEILING = 0.03  # a metric within 3 points of 0 or 1 for every pipeline cannot move
+FLOOR_CEILING = 0.03  # a metric within 3 points (or min_effect, if larger) of 0 or 1 for every pipeline cannot move
 
 
 def outcome(lo, hi, p_adj, *, min_effect: float, alpha: float):
@@ -436,11 +436,14 @@ def choose(outcomes: dict[tuple[str, str], str], favourable_lo: dict[tuple[str, 
     return "inconclusive", rag, finetuned, note
 
 
-def _flat(means) -> str | None:
-    """"floor" or "ceiling" when every mean is within FLOOR_CEILING of 0 or of 1."""
-    if means and all(v <= FLOOR_CEILING for v in means):
+def _flat(means, min_effect: float) -> str | None:
+    """"floor" or "ceiling" when every mean is within max(FLOOR_CEILING, min_effect) of 0
+    or of 1: then no two pipelines differ by more than min_effect, so no interval bound
+    can clear it and the metric cannot decide."""
+    edge = max(FLOOR_CEILING, min_effect)
+    if means and all(v <= edge for v in means):
         return "floor"
-    if means and all(v >= 1 - FLOOR_CEILING for v in means):
+    if means and all(v >= 1 - edge for v in means):
         return "ceiling"
     return None
 
@@ -457,7 +460,7 @@ def simulate_verdicts(values: dict[str, np.ndarray], *, kind: str, direction: st
     means = {p: np.atleast_2d(v).mean(axis=1) for p, v in values.items()}
     out = []
     for i in range(runs):
-        if _flat([means[p][i] for p in means]):
+        if _flat([means[p][i] for p in means], min_effect):
             out.append("uninformative")
             continue
         out.append(choose({(r["x"], r["y"]): str(r["outcome"][i]) for r in rows},
@@ -475,8 +478,8 @@ def decide(values: dict[str, dict[str, float]], *, metric: str, kind: str, direc
     permutation for continuous scores) with its interval at the family level
     (`family_level`); p-values are Holm adjusted over the family; `outcome` and `choose`
     decide. An "inconclusive" verdict carries `items_needed` for its deciding comparison;
-    "uninformative" means the metric sits within FLOOR_CEILING of 0 or 1 for every
-    pipeline: it cannot move, so it can decide nothing."""
+    "uninformative" means the metric sits within max(FLOOR_CEILING, min_effect) of 0 or 1
+    for every pipeline: it cannot move enough to decide anything."""
     pipes = ["base", "finetuned", "rag", "rag_finetuned"]
     ids = sorted(set.intersection(*(set(values[p]) for p in pipes)))
     arrays = {p: np.array([[values[p][i] for i in ids]], dtype=float) for p in pipes}
@@ -487,7 +490,7 @@ def decide(values: dict[str, dict[str, float]], *, metric: str, kind: str, direc
                "outcome": str(r["outcome"][0]), "sd": float(r["sd"][0])} for r in rows]
     table = {(c["x"], c["y"]): c for c in family}
     means = {p: float(arrays[p].mean()) if ids else float("nan") for p in pipes}
-    flat = _flat(list(means.values()))
+    flat = _flat(list(means.values()), min_effect)
     if flat:
         verdict, x, y, note = "uninformative", "rag", "finetuned", f"every pipeline is at the {flat} of this metric"
     else:

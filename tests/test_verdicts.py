@@ -100,3 +100,12 @@ def test_the_report_line_gives_the_outcome_its_numbers_and_the_items_needed():
     assert line.startswith("**facts (multiple choice): inconclusive**") and "99% interval" in line
     assert f"about {v['items_needed']} paired items would resolve it at ±5 points" in line
     assert "Holm-adjusted p" in line and "n = 40" in line
+
+
+def test_the_demos_hallucination_numbers_read_undecidable():
+    """Finding 10, at the demo's numbers: 95, 100, 95 and 100% of 20 unanswerable
+    questions answered anyway; no difference between pipelines can reach 5 points."""
+    per = _per_item({p: {"hallucination_unanswerable": np.r_[np.ones(k), np.zeros(20 - k)]}
+                     for p, k in zip(PIPES, (19, 20, 19, 20))})
+    v = decide_verdicts(per, parse_config({"name": "x"}), _questions(20))["hallucination on questions with no answer"]
+    assert v["verdict"] == "undecidable with this model"
