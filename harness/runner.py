@@ -396,7 +396,7 @@ def decide_verdicts(per_item: dict[str, dict[str, dict[str, float]]], cfg: Exper
                                                      questions=questions).items():
         if not all(p in per_item and metric in per_item[p] for p in PIPELINE_NAMES):
             continue
-        label, direction, kind = metrics.METRICS[metric]
+        _, direction, kind = metrics.METRICS[metric]
         v = stats.decide({p: per_item[p][metric] for p in PIPELINE_NAMES}, metric=metric, kind=kind,
                          direction=direction, min_effect=e.min_effect, alpha=e.alpha, samples=e.permutation_samples,
                          seed=cfg.seed)
@@ -613,7 +613,9 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
             "protocol": {
                 "templates": {k: t.id for k, t in TEMPLATES.items()},
                 "decoding": f"greedy, max_new_tokens={cfg.eval.max_new_tokens}",
-                "multiple_choice": "argmax over choices of summed continuation log-likelihood under the pipeline's prompt",
+                "multiple_choice": "acc: argmax over choices of summed continuation log-likelihood under the pipeline's "
+                                   "prompt; acc_norm: the same per character of the choice (lm-eval); the verdict "
+                                   f"decides on {cfg.eval.mc_metric}",
                 "abstention_phrases": list(metrics.ABSTENTION_PHRASES),
                 "normalisation": "SQuAD: lower case, strip punctuation and articles, collapse whitespace",
                 "intervals": "95%: Wilson for proportions, percentile bootstrap for means. Differences: exact McNemar "
