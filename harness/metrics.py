@@ -5,6 +5,7 @@ aggregation (mean with a confidence interval) lives in harness/stats.py.
 |---|---|---|---|
 | exact_match | item | SQuAD: lower case, no punctuation, no articles, single spaces | higher is better |
 | token_f1 | item | same, then whitespace tokens; max over gold answers | higher is better |
+| answer_rouge_l, answer_chrf | item | rouge-score ROUGE-L F / sacrebleu chrF (0-1), max over gold answers | higher is better |
 | contains | item | same; 1 if a normalised gold answer occurs in the normalised output, 0 for a hedge that names several candidates | higher is better |
 | abstained | item | the abstention rule below | (context) |
 | hallucinated | item | answerable: not right (as `contains`) and not abstained; unanswerable: not abstained | lower is better |
@@ -250,7 +251,8 @@ def score_generation(output: str, *, answers, answerable: bool) -> dict[str, flo
         scores.update(exact_match=exact_match(output, answers), token_f1=token_f1(output, answers),
                       contains=contains(output, answers))
         if answers:
-            scores.update(rouge_l=max(rouge_l(output, a) for a in answers), chrf=max(chrf(output, a) for a in answers))
+            scores.update(answer_rouge_l=max(rouge_l(output, a) for a in answers),
+                          answer_chrf=max(chrf(output, a) for a in answers))
     return scores
 
 
@@ -260,6 +262,8 @@ METRICS = {
     "contains": ("fact recall: gold answer contained (answerable)", "higher", "proportion"),
     "exact_match": ("exact match (answerable)", "higher", "proportion"),
     "token_f1": ("token F1 (answerable)", "higher", "mean"),
+    "answer_rouge_l": ("ROUGE-L F of the answer against the gold (answerable)", "higher", "mean"),
+    "answer_chrf": ("chrF of the answer against the gold (answerable)", "higher", "mean"),
     "mc_accuracy": ("multiple-choice accuracy, acc (answerable)", "higher", "proportion"),
     "mc_accuracy_norm": ("multiple-choice accuracy, acc_norm: per character (answerable)", "higher", "proportion"),
     "hallucination_answerable": ("hallucination: wrong answer instead of abstaining (answerable)", "lower", "proportion"),
@@ -349,7 +353,9 @@ def item_values(scored: list[tuple[dict, object]], *, known: dict[str, str] | No
         if q.updated:
             out["stale_answer"][q.id] = scores["stale"]
         if q.answerable:
-            for m in ("contains", "exact_match", "token_f1", "rouge_l", "chrf"):
+            for m in ("contains", "exact_match", "token_f1"):
+                out[m][q.id] = scores[m]
+            for m in ("answer_rouge_l", "answer_chrf"):  # apart from the rewrite task's rouge_l and chrf
                 if m in scores:
                     out[m][q.id] = scores[m]
             out["hallucination_answerable"][q.id] = scores["hallucinated"]
@@ -376,7 +382,9 @@ DECISIONS = {
     "hallucination on questions with no answer": "hallucination_unanswerable",
 }
 MC_METRICS = {"acc": "mc_accuracy", "acc_norm": "mc_accuracy_norm"}
-ANSWER_METRICS = ("contains", "exact_match", "token_f1", "rouge_l", "chrf")
+# eval.answer_metric -> the metric it names
+ANSWER_METRICS = {"contains": "contains", "exact_match": "exact_match", "token_f1": "token_f1",
+                  "rouge_l": "answer_rouge_l", "chrf": "answer_chrf"}
 SHORT_ANSWER_WORDS = 3  # gold answers of at most this many words (median) are short: `contains` can move
 
 
@@ -393,7 +401,7 @@ def default_answer_metric(questions) -> str:
 
 def decision_metrics(*, mc_metric: str, answer_metric: str, questions) -> dict[str, str]:
     """Each verdict question's deciding metric under the config's choices."""
-    answer = default_answer_metric(questions) if answer_metric == "auto" else answer_metric
+    answer = default_answer_metric(questions) if answer_metric == "auto" else ANSWER_METRICS[answer_metric]
     return {**DECISIONS, "facts (multiple choice)": MC_METRICS[mc_metric], "facts (generated answer)": answer}
 
 
@@ -402,7 +410,7 @@ def informative_metric(per_pipeline: dict[str, dict[str, dict[str, float]]], *, 
     """Among the generated-answer metrics, the one whose pipeline means spread most while
     not all sitting within `floor_ceiling` of 0 or 1: a metric that could decide."""
     best, best_range = None, 0.0
-    for m in ANSWER_METRICS:
+    for m in ANSWER_METRICS.values():
         if m == exclude or not all(m in v for v in per_pipeline.values()):
             continue
         means = [sum(v[m].values()) / len(v[m]) for v in per_pipeline.values()]

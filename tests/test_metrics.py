@@ -79,4 +79,9 @@ def test_chance_comes_from_each_items_number_of_choices():
 
 def test_sentence_answers_get_rouge_l_and_chrf():
     s = metrics.score_generation("He was born in Ostrow.", answers=["He was born in the town of Ostrow."], answerable=True)
-    assert 0.5 < s["rouge_l"] < 1 and 0.3 < s["chrf"] < 1 and s["contains"] == 0.0
+    assert 0.5 < s["answer_rouge_l"] < 1 and 0.3 < s["answer_chrf"] < 1 and s["contains"] == 0.0
+    from harness.data import Question
+
+    q = Question(id="a", question="?", answers=("He was born in the town of Ostrow.",))
+    values = metrics.item_values([(s, q)])
+    assert values["answer_rouge_l"] == {"a": s["answer_rouge_l"]} and "rouge_l" not in values  # not the rewrite metric
