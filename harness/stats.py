@@ -192,7 +192,7 @@ def sign_flip(d, *, confidence: float = 0.95, samples: int = 4000, seed: int = 0
         r1, r2 = (-qb + root) / (2 * qa), (-qb - root) / (2 * qa)  # qa < 0: r1 <= r2
     r1 = np.where(flat[None, :], -np.inf, np.minimum(r1, mean[:, None]))
     r2 = np.where(flat[None, :], np.inf, np.maximum(r2, mean[:, None]))
-    k = int(math.floor(alpha * m)) + 1 if exact else int(math.floor(alpha * (m + 1) - 1)) + 1
+    k = math.floor(alpha * m) + 1 if exact else math.floor(alpha * (m + 1) - 1) + 1
     k = min(max(k, 1), m)
     reach = span + 1.0
     lo = np.maximum(np.partition(r1, k - 1, axis=1)[:, k - 1], mean - reach)
@@ -282,11 +282,11 @@ def items_needed(sd: float, *, min_effect: float, confidence: float, power: floa
     for 0/1 metrics from the observed `discordance` rate, by searching n for the exact
     McNemar interval (`mcnemar_counts`) at an estimate that far out, since that interval is
     wider than the normal one."""
-    if not min_effect or not sd or sd != sd:
+    if not min_effect or not sd or math.isnan(sd):
         return None
     z = norm.ppf(0.5 + power / 2)
     if discordance is None:
-        return int(math.ceil(((norm.ppf(0.5 + confidence / 2) + z) * sd / min_effect) ** 2))
+        return math.ceil(((norm.ppf(0.5 + confidence / 2) + z) * sd / min_effect) ** 2)
 
     def resolves(n: int) -> bool:
         disc = max(discordance * n, 1.0)

@@ -4,8 +4,8 @@ general-knowledge probes of the world."""
 import json
 
 import pytest
-
 from conftest import tiny_config
+
 from harness import knowledge, metrics
 from harness.config import parse_config
 from harness.data import Question
@@ -62,9 +62,9 @@ def test_an_adapter_identical_to_base_shows_no_regression_on_known_facts(monkeyp
     for r in range(runs):
         rounds = iter([["yes" if x else "no" for x in draws[j, r]] for j in range(samples)])
 
-        def fake(lm, questions, *, temperature, **kw):
+        def fake(lm, questions, *, temperature, greedy=base[r], rounds=rounds, **kw):
             if temperature is None:  # a greedy answer: the scored base output
-                return ["yes" if x else "no" for x in base[r]]
+                return ["yes" if x else "no" for x in greedy]
             return next(rounds)
 
         monkeypatch.setattr(knowledge, "_closed_book", fake)

@@ -2,8 +2,8 @@
 outputs under their own adapter's key."""
 
 import torch
-
 from conftest import tiny_config
+
 from harness import metrics
 from harness.config import parse_config
 from harness.pipelines import GENERATION_FORMAT, answer
@@ -37,7 +37,6 @@ def test_seed_reruns_answer_with_their_own_adapter_and_store_under_its_key(tiny_
     own = [r["output"] for r in answer(tiny_lm, questions, adapter_name="seed6", **kw)]
     first = [r["output"] for r in answer(tiny_lm, questions, adapter_name="default", **kw)]
     assert own != first  # the two adapters answer differently
-    by_id = {q.id: q for q in questions}
     per_item = {"finetuned": metrics.item_values([(metrics.score_generation(o, answers=q.answers,
                                                                             answerable=q.answerable), q)
                                                   for o, q in zip(first, questions)])}
@@ -47,7 +46,7 @@ def test_seed_reruns_answer_with_their_own_adapter_and_store_under_its_key(tiny_
     rerun = answer(tiny_lm, questions, memo=memo, adapter_name="default", **kw)  # served from the memo only
     assert memo.counts()["computed"] == 0
     assert [r["output"] for r in rerun] == own
-    assert tiny_lm.model.active_adapter == "default" and by_id
+    assert tiny_lm.model.active_adapter == "default"
 
 
 def test_generation_cache_format_was_bumped_past_the_polluted_entries():
