@@ -230,10 +230,20 @@ class EvalConfig(_Section):
     n_examples: int = Field(4, ge=0)
     bootstrap_samples: int = Field(2000, ge=100)
     min_effect: float = Field(0.05, ge=0, le=1)  # smallest difference worth acting on (0.05 = 5 points)
-    # Tag each answerable question by what the base model knows (knowledge.py): its greedy
-    # answer from the base pipeline plus `known_samples` sampled answers. 0 samples still
-    # tags known / unknown from the greedy answer alone.
-    known_samples: int = Field(0, ge=0)
+    alpha: float = Field(0.05, gt=0, lt=1)  # family-wise error of each verdict's declared comparisons (Holm)
+    permutation_samples: int = Field(4000, ge=100)  # sign-flip patterns when n is too large to enumerate
+    # The deciding metric of the multiple-choice verdict: lm-eval's acc (summed
+    # log-likelihood) or acc_norm (log-likelihood per character of the choice).
+    mc_metric: Literal["acc", "acc_norm"] = "acc"
+    # Evaluation questions split (seeded by `seed`) into dev and test: a grid picks each
+    # pipeline's best cell on dev and reports that cell on test. 0: no split.
+    dev_fraction: float = Field(0.5, ge=0, lt=1)
+    # The deciding metric of the generated-answer verdict; auto: contains for short gold
+    # answers (median <= 3 words), token F1 for sentence answers.
+    answer_metric: Literal["auto", "contains", "exact_match", "token_f1", "rouge_l", "chrf"] = "auto"
+    # Tag each answerable question by what the base model knows (knowledge.py), from
+    # `known_samples` sampled closed-book answers (never the scored greedy one); 0: no tags.
+    known_samples: int = Field(4, ge=0)
     known_temperature: float = Field(0.7, gt=0)
     judge: JudgeConfig | None = None  # secondary, judged numbers; never in the verdicts
 

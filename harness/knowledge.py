@@ -4,18 +4,24 @@ Gekhman et al. found that fine-tuning on facts a model did not know raises its
 hallucination on facts it did know, that early stopping limits the harm, and that
 relabelling unknown facts as "I don't know" keeps accuracy on answered questions high.
 To split results that way, each question is tagged by the base model's own closed-book
-answers: one greedy answer and `samples` answers sampled at `temperature`.
+answers sampled `samples` times at `temperature`.
 
 | category | the base model |
 |---|---|
-| known | gives the gold answer greedily |
-| weakly_known | misses it greedily, but gives it in at least one sample |
+| known | gives the gold answer in more than half of the samples |
+| weakly_known | gives it in some samples, at most half |
 | unknown | never gives it |
 
-Sampling is seeded, so the tags are reproducible; each batch of samples is stored in the
-generation memo like any other generation.
+The tags never read the greedy answer that the base pipeline is scored on. Tagging by
+that answer made base's hallucination on "known" facts 0 by construction, and any other
+pipeline (even one that answers exactly like base, item by item in distribution) showed a
+"significant regression" there through regression to the mean. Samples are independent
+draws of what the model knows, so base and an identical adapter score alike on each tag.
 
-    tags = tag_questions(lm, questions, greedy={qid: output}, samples=4, temperature=0.7, ...)
+Sampling is seeded, so the tags are reproducible; each batch of samples is stored in the
+generation memo like any other generation. With `samples=0` nothing is tagged.
+
+    tags = tag_questions(lm, questions, samples=4, temperature=0.7, ...)
 """
 
 from __future__ import annotations
@@ -27,8 +33,10 @@ from harness.prompts import render, template_for
 CATEGORIES = ("known", "weakly_known", "unknown")
 
 
-def categorize(*, greedy_correct: bool, sample_hits: int) -> str:
-    if greedy_correct:
+def categorize(*, sample_hits: int, samples: int) -> str:
+    """The category of a question the base model answered right in `sample_hits` of
+    `samples` sampled answers."""
+    if 2 * sample_hits > samples:
         return "known"
     return "weakly_known" if sample_hits > 0 else "unknown"
 
@@ -56,20 +64,17 @@ def _closed_book(lm: LoadedModel, questions, *, max_new_tokens: int, batch_size:
     return out
 
 
-def tag_questions(lm: LoadedModel, questions, *, greedy: dict[str, str] | None = None, samples: int,
-                  temperature: float, max_new_tokens: int, batch_size: int, seed: int, memo=None) -> dict[str, str]:
-    """A category for each answerable factual question (task qa), from the base model's answers. `greedy`
-    holds closed-book greedy outputs already computed (the base pipeline's), by id."""
+def tag_questions(lm: LoadedModel, questions, *, samples: int, temperature: float, max_new_tokens: int,
+                  batch_size: int, seed: int, memo=None) -> dict[str, str]:
+    """A category for each answerable factual question (task qa), from the base model's
+    sampled closed-book answers only (never its greedy answer); {} when `samples` is 0."""
     questions = [q for q in questions if q.answerable and q.answers and q.task == "qa"]
-    if greedy is None or any(q.id not in greedy for q in questions):
-        outputs = _closed_book(lm, questions, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                               temperature=None, seed=seed, memo=memo)
-        greedy = {**(greedy or {}), **{q.id: o for q, o in zip(questions, outputs)}}
+    if samples == 0:
+        return {}
     hits = {q.id: 0 for q in questions}
     for j in range(samples):
         outputs = _closed_book(lm, questions, max_new_tokens=max_new_tokens, batch_size=batch_size,
                                temperature=temperature, seed=seed + 7919 * (j + 1), memo=memo)
         for q, o in zip(questions, outputs):
             hits[q.id] += int(metrics.contains(o, q.answers))
-    return {q.id: categorize(greedy_correct=bool(metrics.contains(greedy[q.id], q.answers)), sample_hits=hits[q.id])
-            for q in questions}
+    return {q.id: categorize(sample_hits=hits[q.id], samples=samples) for q in questions}

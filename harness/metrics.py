@@ -5,19 +5,29 @@ aggregation (mean with a confidence interval) lives in harness/stats.py.
 |---|---|---|---|
 | exact_match | item | SQuAD: lower case, no punctuation, no articles, single spaces | higher is better |
 | token_f1 | item | same, then whitespace tokens; max over gold answers | higher is better |
-| contains | item | same; 1 if a normalised gold answer occurs in the normalised output | higher is better |
+| answer_rouge_l, answer_chrf | item | rouge-score ROUGE-L F / sacrebleu chrF (0-1), max over gold answers | higher is better |
+| contains | item | same; 1 if a normalised gold answer occurs in the normalised output, 0 for a hedge that names several candidates | higher is better |
 | abstained | item | the abstention rule below | (context) |
-| hallucinated | item | answerable: wrong and not abstained; unanswerable: not abstained | lower is better |
-| mc_correct | item | argmax of summed continuation log-likelihood over the choices | higher is better |
+| hallucinated | item | answerable: not right (as `contains`) and not abstained; unanswerable: not abstained | lower is better |
+| mc_correct | item | lm-eval `acc`: argmax of summed continuation log-likelihood over the choices | higher is better |
+| mc_correct_norm | item | lm-eval `acc_norm`: argmax of log-likelihood / len(choice in characters) | higher is better |
+| chance | item | 1 / the item's number of choices: the expected score of a blind guess | (context) |
 | retrieval_hit | item | the gold evidence sentence (else a gold answer) is in a top-k chunk | higher is better |
 
 The abstention rule: an output abstains when it is empty or when its normalised text
 contains one of `ABSTENTION_PHRASES` (e.g. "i dont know", "not mentioned"). The prompts
-ask for "I don't know"; the other phrases catch the ways small models say the same.
+ask for "I don't know"; the other phrases catch the ways small models say the same. An
+abstention followed by an answer ("I don't know, but probably Paris") is an answer:
+after the phrase comes a hedge word (`HEDGES`) and more text.
+
+A hedge that names several candidates ("Paris, London or Berlin") is not fact recall: when
+the output lists alternatives joined by "or" and the gold answer is only one of them,
+`contains` is 0 and, answered, it counts as hallucinated.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -33,6 +43,10 @@ ABSTENTION_PHRASES = (
     "not provided", "not specified", "no answer", "does not exist", "doesnt exist",
     "not in the passages", "do not contain", "does not contain", "dont contain", "no record",
 )
+
+
+HEDGES = ("but", "probably", "maybe", "perhaps", "possibly", "likely", "i think", "i guess", "my guess", "might be",
+          "could be", "though")
 
 
 def normalize(text: str) -> str:
@@ -63,15 +77,44 @@ def token_f1(output: str, answers) -> float:
     return max((_f1(pred, normalize(a).split()) for a in answers), default=0.0)
 
 
+def several_candidates(output: str, answers) -> bool:
+    """True when the output hedges between alternatives ("Paris, London or Berlin"): it
+    splits on "or" (and the commas of the list before it) into two or more parts, a gold
+    answer is in some part, and another part holds none."""
+    out = normalize(output)
+    if " or " not in f" {out} " or any(" or " in f" {normalize(a)} " for a in answers):
+        return False
+    parts = [p.strip() for p in _split_candidates(out) if p.strip()]
+    inside = [any(f" {normalize(a)} " in f" {p} " for a in answers if normalize(a)) for p in parts]
+    return len(parts) >= 2 and any(inside) and not all(inside)
+
+
+def _split_candidates(text: str) -> list[str]:
+    # normalize() strips commas, so the list "a, b or c" arrives as "a b or c": split the
+    # alternatives on "or" and treat each run of words as one part
+    return re.split(r"\bor\b", text)
+
+
 def contains(output: str, answers) -> float:
-    """1 if some gold answer, normalised, appears as a whole-word span of the output."""
+    """1 if some gold answer, normalised, appears as a whole-word span of the output, and
+    the output is not a hedge between several candidates."""
     out = f" {normalize(output)} "
-    return float(any(f" {normalize(a)} " in out for a in answers if normalize(a)))
+    hit = any(f" {normalize(a)} " in out for a in answers if normalize(a))
+    return float(hit and not several_candidates(output, answers))
 
 
 def abstained(output: str) -> float:
+    """1 if the output is empty or says it does not know, and does not go on to answer."""
     out = normalize(output)
-    return float(not out or any(p in out for p in ABSTENTION_PHRASES))
+    if not out:
+        return 1.0
+    for phrase in ABSTENTION_PHRASES:
+        at = out.find(phrase)
+        if at >= 0:
+            rest = f" {out[at + len(phrase):]} "
+            if not any(f" {h} " in rest for h in HEDGES) or len(rest.split()) < 2:
+                return 1.0
+    return 0.0
 
 
 def hallucinated(output: str, answers, *, answerable: bool) -> float:
@@ -83,9 +126,21 @@ def hallucinated(output: str, answers, *, answerable: bool) -> float:
 
 
 def mc_correct(logliks: list[float], answer_index: int) -> float:
-    """1 if the gold choice has the highest log-likelihood (ties go to the first)."""
+    """lm-eval `acc`: 1 if the gold choice has the highest log-likelihood (ties go to the first)."""
     best = max(range(len(logliks)), key=lambda i: (logliks[i], -i))
     return float(best == answer_index)
+
+
+def mc_correct_norm(logliks: list[float], choices, answer_index: int) -> float:
+    """lm-eval `acc_norm`: the same argmax after dividing each choice's log-likelihood by
+    its length in characters (lm-eval's `completion_len = len(choice)`), which removes
+    the bias against long choices."""
+    return mc_correct([ll / max(len(c), 1) for ll, c in zip(logliks, choices)], answer_index)
+
+
+def chance(question) -> float:
+    """The expected multiple-choice score of a blind guess on this item: 1 / its choices."""
+    return 1.0 / len(question.choices) if question.choices else float("nan")
 
 
 def retrieval_hit(chunk_texts: list[str], *, evidence: str | None, answers) -> float:
@@ -113,9 +168,14 @@ def bleu(output: str, reference: str) -> float:
 
 def rouge_l(output: str, reference: str) -> float:
     """rouge-score's ROUGE-L F-measure (with stemming)."""
+    return _rouge_l_scorer().score(reference, output)["rougeL"].fmeasure
+
+
+@functools.lru_cache(maxsize=1)
+def _rouge_l_scorer():
     from rouge_score import rouge_scorer
 
-    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True).score(reference, output)["rougeL"].fmeasure
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 
 
 def parse_record(output: str) -> dict | None:
@@ -190,6 +250,9 @@ def score_generation(output: str, *, answers, answerable: bool) -> dict[str, flo
     if answerable:
         scores.update(exact_match=exact_match(output, answers), token_f1=token_f1(output, answers),
                       contains=contains(output, answers))
+        if answers:
+            scores.update(answer_rouge_l=max(rouge_l(output, a) for a in answers),
+                          answer_chrf=max(chrf(output, a) for a in answers))
     return scores
 
 
@@ -199,7 +262,10 @@ METRICS = {
     "contains": ("fact recall: gold answer contained (answerable)", "higher", "proportion"),
     "exact_match": ("exact match (answerable)", "higher", "proportion"),
     "token_f1": ("token F1 (answerable)", "higher", "mean"),
-    "mc_accuracy": ("multiple-choice accuracy (answerable, 4-way)", "higher", "proportion"),
+    "answer_rouge_l": ("ROUGE-L F of the answer against the gold (answerable)", "higher", "mean"),
+    "answer_chrf": ("chrF of the answer against the gold (answerable)", "higher", "mean"),
+    "mc_accuracy": ("multiple-choice accuracy, acc (answerable)", "higher", "proportion"),
+    "mc_accuracy_norm": ("multiple-choice accuracy, acc_norm: per character (answerable)", "higher", "proportion"),
     "hallucination_answerable": ("hallucination: wrong answer instead of abstaining (answerable)", "lower", "proportion"),
     "hallucination_unanswerable": ("hallucination: answer asserted (unanswerable)", "lower", "proportion"),
     "hallucination_known": ("hallucination on facts the base model knew (regression)", "lower", "proportion"),
@@ -259,6 +325,7 @@ def score_prediction(row: dict, question) -> dict[str, float]:
         scores["stale"] = contains(out, q.stale)
     if row.get("choice_logliks") is not None:
         scores["mc_correct"] = mc_correct(row["choice_logliks"], question.answer_index)
+        scores["mc_correct_norm"] = mc_correct_norm(row["choice_logliks"], question.choices, question.answer_index)
     if row.get("retrieved") and question.answerable and question.in_corpus:
         scores["retrieval_hit"] = retrieval_hit([h["text"] for h in row["retrieved"]],
                                                 evidence=question.evidence, answers=question.answers)
@@ -288,6 +355,9 @@ def item_values(scored: list[tuple[dict, object]], *, known: dict[str, str] | No
         if q.answerable:
             for m in ("contains", "exact_match", "token_f1"):
                 out[m][q.id] = scores[m]
+            for m in ("answer_rouge_l", "answer_chrf"):  # apart from the rewrite task's rouge_l and chrf
+                if m in scores:
+                    out[m][q.id] = scores[m]
             out["hallucination_answerable"][q.id] = scores["hallucinated"]
             if known and q.id in known:
                 split = "hallucination_known" if known[q.id] == "known" else "hallucination_new"
@@ -295,6 +365,8 @@ def item_values(scored: list[tuple[dict, object]], *, known: dict[str, str] | No
             out["abstention_answerable"][q.id] = scores["abstained"]
             if "mc_correct" in scores:
                 out["mc_accuracy"][q.id] = scores["mc_correct"]
+            if "mc_correct_norm" in scores:
+                out["mc_accuracy_norm"][q.id] = scores["mc_correct_norm"]
             if "retrieval_hit" in scores:
                 out["retrieval_recall"][q.id] = scores["retrieval_hit"]
         else:
@@ -302,9 +374,48 @@ def item_values(scored: list[tuple[dict, object]], *, known: dict[str, str] | No
     return {m: v for m, v in out.items() if v}
 
 
-# The questions a report answers with a verdict, and the metric that decides each.
+# The questions a report answers with a verdict, and the metric that decides each by
+# default; `decision_metrics` applies the config's choices (eval.mc_metric, eval.answer_metric).
 DECISIONS = {
     "facts (multiple choice)": "mc_accuracy",
-    "facts (generated answer contains the gold)": "contains",
+    "facts (generated answer)": "contains",
     "hallucination on questions with no answer": "hallucination_unanswerable",
 }
+MC_METRICS = {"acc": "mc_accuracy", "acc_norm": "mc_accuracy_norm"}
+# eval.answer_metric -> the metric it names
+ANSWER_METRICS = {"contains": "contains", "exact_match": "exact_match", "token_f1": "token_f1",
+                  "rouge_l": "answer_rouge_l", "chrf": "answer_chrf"}
+SHORT_ANSWER_WORDS = 3  # gold answers of at most this many words (median) are short: `contains` can move
+
+
+def default_answer_metric(questions) -> str:
+    """`contains` when the gold answers are short (median at most SHORT_ANSWER_WORDS
+    words), else token F1: a sentence-long gold answer is almost never contained whole in
+    an output, so `contains` would sit at 0 for every pipeline."""
+    lengths = sorted(len(normalize(q.answers[0]).split()) for q in questions
+                     if q.answerable and q.answers and q.task == "qa")
+    if not lengths:
+        return "contains"
+    return "contains" if lengths[len(lengths) // 2] <= SHORT_ANSWER_WORDS else "token_f1"
+
+
+def decision_metrics(*, mc_metric: str, answer_metric: str, questions) -> dict[str, str]:
+    """Each verdict question's deciding metric under the config's choices."""
+    answer = default_answer_metric(questions) if answer_metric == "auto" else ANSWER_METRICS[answer_metric]
+    return {**DECISIONS, "facts (multiple choice)": MC_METRICS[mc_metric], "facts (generated answer)": answer}
+
+
+def informative_metric(per_pipeline: dict[str, dict[str, dict[str, float]]], *, exclude: str,
+                       floor_ceiling: float = 0.03) -> str | None:
+    """Among the generated-answer metrics, the one whose pipeline means spread most while
+    not all sitting within `floor_ceiling` of 0 or 1: a metric that could decide."""
+    best, best_range = None, 0.0
+    for m in ANSWER_METRICS.values():
+        if m == exclude or not all(m in v for v in per_pipeline.values()):
+            continue
+        means = [sum(v[m].values()) / len(v[m]) for v in per_pipeline.values()]
+        if all(x <= floor_ceiling for x in means) or all(x >= 1 - floor_ceiling for x in means):
+            continue
+        if max(means) - min(means) > best_range:
+            best, best_range = m, max(means) - min(means)
+    return best

@@ -23,6 +23,12 @@ from harness.models import LoadedModel, generate, loglikelihood
 from harness.prompts import render, template_for
 
 
+# Part of every generation's cache key; bump it when stored generations may be wrong.
+# 2: before it, `train.repeats` re-runs answered with the first seed's adapter and stored
+# those outputs under the other seeds' keys.
+GENERATION_FORMAT = 2
+
+
 @dataclass(frozen=True)
 class Pipeline:
     adapter: bool
@@ -128,7 +134,7 @@ def answer(lm: LoadedModel, questions, *, adapter: bool, retriever, top_k: int, 
     computed: list[dict | None] = [None] * len(questions)
     with adapter_switch(lm, adapter, adapter_name):
         for unit in _units([len(p) for p in prompts], batch_size):
-            key = content_key({"max_new_tokens": max_new_tokens, "multiple_choice": multiple_choice,
+            key = content_key({"format": GENERATION_FORMAT, "max_new_tokens": max_new_tokens, "multiple_choice": multiple_choice,
                                "items": [[prompts[i], list(questions[i].choices) if questions[i].answerable else []]
                                          for i in unit], **({"mc_protocol": "letter"} if letter else {})})
             values = memo.get(key) if memo is not None else None

@@ -40,8 +40,8 @@ def pipeline_bars(m: dict, metrics: tuple[str, ...]) -> bytes | None:
         vals = [_err(m["pipelines"][p][k]) for p in names]
         ax.bar(names, [v for v, _ in vals], yerr=list(zip(*[e for _, e in vals])), capsize=4,
                color=[COLORS.get(p, "#333") for p in names])
-        if k == "mc_accuracy":
-            ax.axhline(25, ls="--", color="k", lw=1, label="chance (4-way)")
+        if k in (m.get("chance") or {}):  # the mean over items of 1 / choices
+            ax.axhline(100 * m["chance"][k], ls="--", color="k", lw=1, label="chance")
             ax.legend(loc="upper left", fontsize=8)
         ax.set_title(m["metric_definitions"][k]["label"], fontsize=9, wrap=True)
         ax.set_ylabel("% of items (95% CI)")

@@ -88,23 +88,75 @@ def _provenance_blocks(d: dict) -> list[tuple]:
     return out
 
 
-def _verdict_line(question: str, v: dict, defs: dict) -> str:
-    label = defs[v["metric"]]["label"]
-    if v["effect"] is None:
+def _verdict_numbers(v: dict) -> str:
+    """The deciding comparison: effect, interval at the family level, adjusted p."""
+    lo, hi = v["ci"]
+    return (f"{v['comparison']} {_pts(v['effect'])} points [{_pts(lo)}, {_pts(hi)}] "
+            f"({100 * v['confidence']:.0f}% interval), Holm-adjusted p = {v['p_adj']:.3g}, n = {v['n']}")
+
+
+def _verdict_tail(v: dict, defs: dict | None = None) -> str:
+    """What follows the numbers: items needed, or the metric that would inform, and the note."""
+    out = []
+    if v["verdict"] == "inconclusive" and v.get("items_needed"):
+        out.append(f"about {v['items_needed']} paired items would resolve it at ±{100 * v['min_effect']:.0f} points")
+    if v["verdict"] == "uninformative":
+        alt = v.get("informative")
+        name = (defs[alt]["label"] if defs and alt in defs else alt) if alt else None
+        out.append(f"every pipeline is at the {v['uninformative']} of this metric"
+                   + (f"; {name} would inform" if name else ""))
+    elif v.get("note"):
+        out.append(v["note"])
+    return "; ".join(out)
+
+
+def _legacy_verdict(question: str, v: dict, label: str) -> str:
+    """A verdict written before declared families (no `family` key): as it was reported."""
+    if v.get("effect") is None:
         return f"**{question}: {v['verdict']}** ({label})."
     lo, hi = v["ci95"]
     return (f"**{question}: {v['verdict']}** — {v['comparison']}: {_pts(v['effect'])} points "
-            f"[{_pts(lo)}, {_pts(hi)}], adjusted p = {v['p_adj']:.3g} ({label}).")
+            f"[{_pts(lo)}, {_pts(hi)}], adjusted p = {v['p_adj']:.3g} ({label}; earlier rule: estimate and "
+            "Benjamini-Hochberg over every comparison).")
+
+
+def _verdict_line(question: str, v: dict, defs: dict) -> str:
+    label = defs[v["metric"]]["label"]
+    if "family" not in v:
+        return _legacy_verdict(question, v, label)
+    if v["verdict"] == "undecidable with this model":
+        return f"**{question}: undecidable with this model** ({label}): {v['note']}."
+    tail = _verdict_tail(v, defs)
+    return (f"**{question}: {v['verdict']}** ({label}) — {_verdict_numbers(v)}" + (f"; {tail}" if tail else "")
+            + ".")
 
 
 def _verdict_cell(v: dict | None) -> str:
-    """A verdict in one table cell: winner, then the deciding difference and interval."""
+    """A verdict in one table cell: the outcome, then the deciding difference and interval."""
     if v is None:
         return "not measured (needs base, finetuned, rag and rag_finetuned)"
-    if v["effect"] is None:
-        return f"**{v['verdict']}**"
-    lo, hi = v["ci95"]
-    return f"**{v['verdict']}**: {v['comparison']} {_pts(v['effect'])} [{_pts(lo)}, {_pts(hi)}]"
+    if v["verdict"] == "undecidable with this model":
+        return "**undecidable with this model**"
+    if "family" not in v:  # written before declared families
+        return _legacy_verdict("verdict", v, v["metric"]).split(": ", 1)[1]
+    lo, hi = v["ci"]
+    tail = _verdict_tail(v)
+    return (f"**{v['verdict']}**: {v['comparison']} {_pts(v['effect'])} [{_pts(lo)}, {_pts(hi)}]"
+            + (f" ({tail})" if tail else ""))
+
+
+VERDICT_RULE = (
+    "How a verdict is decided: each question declares its deciding metric and five comparisons (rag vs finetuned, "
+    "rag_finetuned vs each arm, each arm vs base); only these are tested for the verdict, with the test that fits "
+    "the metric (exact McNemar for 0/1 scores, a paired sign-flip permutation test for continuous ones), "
+    "Holm-adjusted p-values and intervals at {level:.0f}% (Bonferroni over the five, so they hold together at "
+    "95%). X is better than Y when the interval's lower bound clears the smallest effect worth acting on, "
+    "{effect:.0f} points (the bound, not the estimate: a win is never declared on an interval that reaches below "
+    "that effect, or includes 0). “RAG” or “fine-tuning”: that arm is better than the other and than base; "
+    "“both”: rag_finetuned is better than each arm and an arm is better than base; “no practical difference”: "
+    "the arms' interval lies inside ±{effect:.0f} points; otherwise “inconclusive”, with the paired items that "
+    "would resolve it (80% probability, from the observed discordance or SD); “uninformative”: the metric is "
+    "within {effect:.0f} points (at least 3) of 0 or 100 for every pipeline, so no difference could clear that.")
 
 
 DECISION_TABLE_HEADER = ["scenario", "claimed: RAG", "claimed: fine-tuning", "measured (deciding metric)",
@@ -289,7 +341,8 @@ def build_blocks(m: dict, predictions: list[dict], curve: list[dict] | None,
     defs = m["metric_definitions"]
     d = m["data"]
     sc = m.get("scenario")
-    headline = (sc["decision_metric"], *sc["also"]) if sc else HEADLINE_METRICS
+    deciding = tuple(dict.fromkeys(v["metric"] for v in (m.get("verdicts") or {}).values()))
+    headline = (sc["decision_metric"], *sc["also"]) if sc else deciding or HEADLINE_METRICS
     b: list[tuple] = [("h1", f"{m['experiment']}: base vs fine-tuned vs RAG vs both")]
     b.append(("p", f"Model `{m['model']['name']}` ({m['model']['device']}, {m['model']['dtype']}); "
                    f"embedder `{m['embedder']}`; data: {d['source']} ({d['documents']} documents, "
@@ -305,10 +358,15 @@ def build_blocks(m: dict, predictions: list[dict], curve: list[dict] | None,
         for question, v in verdicts.items():
             b.append(("p", _verdict_line(question, v, defs)))
         any_v = next(iter(verdicts.values()))
-        b.append(("p", f"Rule: X beats Y when the paired difference favours X by at least "
-                       f"{100 * any_v['min_effect']:.0f} points and its Benjamini-Hochberg adjusted p is below "
-                       f"{any_v['alpha']}. “both”: rag_finetuned beats each single arm; “RAG”: rag beats "
-                       "finetuned; “fine-tuning”: finetuned beats rag; otherwise “no clear winner”. The interval is a paired bootstrap 95% interval."))
+        if "family" in any_v:
+            b.append(("p", VERDICT_RULE.format(level=100 * any_v["confidence"], effect=100 * any_v["min_effect"])))
+        for question, v in verdicts.items():
+            if "family" in v:
+                b.append(("p", f"*{question}*: the declared comparisons ({defs[v['metric']]['label']})"))
+                b.append(("table", ["comparison", "diff", f"{100 * v['confidence']:.0f}% interval", "test", "p",
+                                    "p (Holm)", "outcome"],
+                          [[f"{c['x']} − {c['y']}", _pts(c["diff"]), f"[{_pts(c['ci'][0])}, {_pts(c['ci'][1])}]",
+                            c["test"], f"{c['p']:.3g}", f"{c['p_adj']:.3g}", c["outcome"]] for c in v["family"]]))
     elif not sc:
         b.append(("p", "No verdicts: they need all four pipelines in the run."))
     else:
@@ -325,8 +383,9 @@ def build_blocks(m: dict, predictions: list[dict], curve: list[dict] | None,
         n = next(m["pipelines"][p][k]["n"] for p in pipes if k in m["pipelines"][p])
         rows.append([f"{defs[k]['label']} {arrow}".strip(), str(n)] + [_cell(m["pipelines"][p].get(k)) for p in pipes])
     b.append(("table", ["metric", "n"] + pipes, rows))
-    if any("mc_accuracy" in m["pipelines"][p] for p in pipes):
-        b.append(("p", "Multiple choice is 4-way: chance is 25.0."))
+    for k, rate in (m.get("chance") or {}).items():
+        b.append(("p", f"{defs[k]['label']}: chance is {_pct(rate)} (the mean over items of 1 / its number of "
+                       "choices)."))
     b.append(("figure", "pipelines", plots.pipeline_bars(m, headline),
               "Headline metrics per pipeline with 95% intervals."))
     spread = m.get("seed_spread") or {}
@@ -346,18 +405,19 @@ def build_blocks(m: dict, predictions: list[dict], curve: list[dict] | None,
         b.append(("table", ["pipeline", "metric", f"per seed ({', '.join(map(str, next(iter(spread.values()))['contains']['seeds']))})",
                             "mean ± sd", "range", "first seed, 95% CI over items"], rows))
 
-    b.append(("h2", "Which differences are real"))
-    b.append(("p", "Paired on the same items: difference (first minus second pipeline, in points) with a paired "
-                   "bootstrap 95% interval; p from an exact McNemar test (bootstrap for means), "
-                   f"Benjamini-Hochberg adjusted over all {len(m['comparisons'])} comparisons in this run. "
-                   "✔ marks adjusted p < 0.05."))
+    b.append(("h2", "Which differences are real (secondary, unadjusted)"))
+    b.append(("p", "Every pair of pipelines on the headline metrics, paired on the same items: difference (first "
+                   "minus second pipeline, in points) with the 95% interval of its test (exact McNemar for 0/1 "
+                   "metrics, paired sign-flip permutation for means). These p-values are NOT adjusted for "
+                   "multiplicity and decide nothing: they are for exploration; the verdicts above use only "
+                   "their declared comparisons. ✔ marks unadjusted p < 0.05."))
     for k in headline:
         comps = [c for c in m["comparisons"] if c["metric"] == k]
         if comps:
             b.append(("p", f"**{defs[k]['label']}**"))
-            b.append(("table", ["comparison", "diff", "95% CI", "p (adj.)", ""],
+            b.append(("table", ["comparison", "diff", "95% CI", "p (unadjusted)", ""],
                       [[f"{c['b']} − {c['a']}", _pts(c["diff"]), f"[{_pts(c['ci95'][0])}, {_pts(c['ci95'][1])}]",
-                        f"{c['p_adj']:.3g}", "✔" if c["significant"] else ""] for c in comps]))
+                        f"{c['p']:.3g}", "✔" if c["significant"] else ""] for c in comps]))
 
     b += _human_blocks(human, m)
     b += _knowledge_blocks(m)
@@ -673,7 +733,8 @@ def render_grid(grid: dict, cells: dict[str, dict]) -> str:
     if table:
         out += ["## The decision table, measured", "",
                 "Each row is one cell of this grid, measured on its own items; the verdict rule is the one in "
-                "every cell's report (a difference of at least `eval.min_effect` with adjusted p < 0.05).", "",
+                "every cell's report (declared comparisons, Holm adjusted; a winner's interval bound clears "
+                "`eval.min_effect`).", "",
                 "| " + " | ".join(DECISION_TABLE_HEADER) + " |", "|" + "---|" * len(DECISION_TABLE_HEADER)]
         out += ["| " + " | ".join(row) + " |" for row in table] + [""]
     defs = any_m["metric_definitions"]
@@ -686,13 +747,8 @@ def render_grid(grid: dict, cells: dict[str, dict]) -> str:
         for cid in ids:
             out.append(f"| {cid} | " + " | ".join(_cell(cells[cid]["pipelines"].get(p, {}).get(metric)) for p in pipes)
                        + " |")
-        better = max if defs[metric]["direction"] == "higher" else min
         out.append("")
-        for p in pipes:
-            scored = [(cid, cells[cid]["pipelines"][p][metric]) for cid in ids if metric in cells[cid]["pipelines"].get(p, {})]
-            if scored:
-                best_id, best = better(scored, key=lambda kv: kv[1]["mean"])
-                out.append(f"- best for `{p}`: **{best_id}** {_cell(best)}")
+        out += best_cells(ids, cells, metric=metric, pipes=pipes, direction=defs[metric]["direction"])
         out.append("")
         for axis in grid["cells"][0]["values"] if grid["cells"] else []:
             levels: dict[str, list[float]] = {}
@@ -707,6 +763,29 @@ def render_grid(grid: dict, cells: dict[str, dict]) -> str:
                     f"{k.split('|')[0]} @ {k.split('|')[1]}: {_pct(sum(v) / len(v))}" for k, v in levels.items()) + ".")
         out.append("")
     return "\n".join(out)
+
+
+def best_cells(ids: list[str], cells: dict[str, dict], *, metric: str, pipes: list[str], direction: str) -> list[str]:
+    """Each pipeline's best cell, chosen on the dev questions and reported on the test
+    questions (eval.dev_fraction), with its tuning budget: the cells it was tried in.
+    Choosing and reporting on the same items would favour the arm with more cells (the
+    best of many noisy cells is optimistic); the test items took no part in the choice."""
+    better = max if direction == "higher" else min
+    lines = []
+    for p in pipes:
+        scored = [cid for cid in ids if metric in cells[cid]["pipelines"].get(p, {})]
+        with_split = [cid for cid in scored if metric in ((cells[cid].get("splits") or {}).get("dev", {}).get(p) or {})]
+        if with_split and len(with_split) == len(scored):
+            best_id = better(with_split, key=lambda c: cells[c]["splits"]["dev"][p][metric]["mean"])
+            sp = cells[best_id]["splits"]
+            lines.append(f"- best for `{p}` (chosen on {sp['questions']['dev']} dev questions, "
+                         f"{len(scored)} cells tried): **{best_id}**, on the {sp['questions']['test']} test "
+                         f"questions {_cell(sp['test'][p].get(metric))}")
+        elif scored:
+            best_id = better(scored, key=lambda c: cells[c]["pipelines"][p][metric]["mean"])
+            lines.append(f"- best for `{p}` ({len(scored)} cells tried; no dev/test split, so chosen and reported "
+                         f"on the same items, optimistic): **{best_id}** {_cell(cells[best_id]['pipelines'][p][metric])}")
+    return lines
 
 
 def grid_figures(grid: dict, cells: dict[str, dict]) -> dict[str, bytes]:
@@ -731,7 +810,7 @@ def grid_figures(grid: dict, cells: dict[str, dict]) -> dict[str, bytes]:
                 if metric in aggs:
                     points.setdefault(p, []).append((c["values"][axis], aggs[metric]))
         png = plots.axis_effect(points, axis=axis, label=any_m["metric_definitions"][metric]["label"],
-                                chance=0.25 if metric == "mc_accuracy" else None)
+                                chance=(any_m.get("chance") or {}).get(metric))
         if png is not None:
             out[f"effect-{axis.split('.')[-1]}-{metric}.png"] = png
     return out

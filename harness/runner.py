@@ -371,7 +371,7 @@ def spread_across_seeds(lm: LoadedModel, questions, cfg: ExperimentConfig, retri
     by_id = {q.id: q for q in questions}
     values: dict[str, dict[str, list]] = {}
     for name in cfg.eval.pipelines:
-        if PIPELINES[name].adapter:
+        if PIPELINES[name].adapter and PIPELINES[name].adapter_name == "default":  # raft has one seed
             for metric, v in per_item[name].items():
                 values.setdefault(name, {})[metric] = [sum(v.values()) / len(v)]
     for adapter, _seed, record, _cached in extra_seeds:
@@ -381,7 +381,8 @@ def spread_across_seeds(lm: LoadedModel, questions, cfg: ExperimentConfig, retri
             pipe = PIPELINES[name]
             rows = answer(lm, questions, adapter=True, retriever=retriever if pipe.retrieval else None,
                           top_k=cfg.retrieval.top_k, max_new_tokens=cfg.eval.max_new_tokens,
-                          batch_size=cfg.eval.batch_size, multiple_choice=cfg.eval.multiple_choice, memo=memo)
+                          batch_size=cfg.eval.batch_size, multiple_choice=cfg.eval.multiple_choice,
+                          adapter_name=adapter, memo=memo)
             items = metrics.item_values([(metrics.score_prediction(r, by_id[r["question_id"]]), by_id[r["question_id"]])
                                          for r in rows])
             for metric, v in items.items():
@@ -418,6 +419,35 @@ def run_benchmarks(lm: LoadedModel, cfg: ExperimentConfig, *, adapter_id: str | 
             "tasks": [t.__dict__ for t in prepared.tasks], "num_fewshot": b.num_fewshot,
             "from_cache": {p: {label: r["from_cache"] for label, r in s.items()} for p, s in scores.items()},
             "protocol": {p: {label: r["protocol"] for label, r in s.items()} for p, s in scores.items()}}
+
+
+def decide_verdicts(per_item: dict[str, dict[str, dict[str, float]]], cfg: ExperimentConfig, questions) -> dict:
+    """One verdict per question of metrics.DECISIONS whose metric all four pipelines
+    scored, each from its own declared family of comparisons (stats.decide), so adding
+    or dropping any other metric changes no verdict. A verdict at floor or ceiling names
+    a metric that would inform; a hallucination question on which no pipeline ever
+    abstains is undecidable with this model."""
+    e = cfg.eval
+    out = {}
+    for question, metric in metrics.decision_metrics(mc_metric=e.mc_metric, answer_metric=e.answer_metric,
+                                                     questions=questions).items():
+        if not all(p in per_item and metric in per_item[p] for p in PIPELINE_NAMES):
+            continue
+        _, direction, kind = metrics.METRICS[metric]
+        v = stats.decide({p: per_item[p][metric] for p in PIPELINE_NAMES}, metric=metric, kind=kind,
+                         direction=direction, min_effect=e.min_effect, alpha=e.alpha, samples=e.permutation_samples,
+                         seed=cfg.seed)
+        if v["verdict"] == "uninformative":
+            if metric == "hallucination_unanswerable" and v["uninformative"] == "ceiling":
+                v["verdict"] = "undecidable with this model"
+                v["note"] = ("no pipeline abstains on questions with no answer, so none can be shown to "
+                             "hallucinate less; this model does not say \"I don't know\" here")
+            else:
+                v["informative"] = metrics.informative_metric({p: per_item[p] for p in PIPELINE_NAMES},
+                                                              exclude=metric,
+                                                              floor_ceiling=max(stats.FLOOR_CEILING, e.min_effect))
+        out[question] = v
+    return out
 
 
 def _restrict(values: dict[str, dict[str, float]], known: dict[str, str], category: str,
@@ -524,11 +554,9 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
                 pipeline_costs[name]["served_tokens"] = lm.endpoint.take_usage()
 
         t0 = time.perf_counter()
-        base_rows = rows_by_pipeline.get("base")
         with adapter_switch(lm, False):
             known = knowledge.tag_questions(
-                lm, questions, greedy={r["question_id"]: r["output"] for r in base_rows} if base_rows else None,
-                samples=cfg.eval.known_samples, temperature=cfg.eval.known_temperature,
+                lm, questions, samples=cfg.eval.known_samples, temperature=cfg.eval.known_temperature,
                 max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size, seed=cfg.seed,
                 memo=generation_memo(lm, adapter_key=None))
         timings["knowledge_tagging_seconds"] = time.perf_counter() - t0
@@ -564,7 +592,17 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
         kinds = {m: spec[2] for m, spec in metrics.METRICS.items()}
         samples = cfg.eval.bootstrap_samples
         aggregates = {p: stats.aggregate(v, kinds, samples=samples, seed=cfg.seed) for p, v in per_item.items()}
-        comparisons = stats.compare_all(per_item, kinds, samples=samples, seed=cfg.seed)
+        chance = {m: float(np.mean([metrics.chance(by_id[i]) for i in v[m]]))
+                  for v in per_item.values() for m in metrics.MC_METRICS.values() if m in v}
+        splits = None
+        if cfg.eval.dev_fraction > 0:
+            part = stats.dev_test_split([q.id for q in questions], dev_fraction=cfg.eval.dev_fraction, seed=cfg.seed)
+            splits = {"dev_fraction": cfg.eval.dev_fraction, "seed": cfg.seed,
+                      "questions": {s: sum(v == s for v in part.values()) for s in ("dev", "test")},
+                      **{s: {p: stats.aggregate({m: {i: x for i, x in vals.items() if part[i] == s}
+                                                 for m, vals in v.items()}, kinds, samples=samples, seed=cfg.seed)
+                             for p, v in per_item.items()} for s in ("dev", "test")}}
+        comparisons = stats.compare_all(per_item, kinds, samples=cfg.eval.permutation_samples, seed=cfg.seed)
         by_knowledge = {
             "counts": {c: sum(v == c for v in known.values()) for c in knowledge.CATEGORIES},
             "samples": cfg.eval.known_samples, "temperature": cfg.eval.known_temperature,
@@ -573,10 +611,7 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
                               for c in knowledge.CATEGORIES if c in known.values()}
                           for p in per_item},
         }
-        verdicts = {question: stats.decide(comparisons, metric=metric, direction=metrics.METRICS[metric][1],
-                                           min_effect=cfg.eval.min_effect)
-                    for question, metric in metrics.DECISIONS.items()
-                    if all(p in per_item and metric in per_item[p] for p in PIPELINE_NAMES)}
+        verdicts = decide_verdicts(per_item, cfg, questions)
         scenario_result = None
         if cfg.scenario is not None:
             scenario_result = scenarios.summary(cfg, comparisons, rows_by_pipeline, by_id, style_scorer=style_scorer,
@@ -612,6 +647,8 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
                 **data.provenance,  # user files: skipped documents, the question set's manifest
             },
             "pipelines": aggregates,
+            "chance": chance,
+            "splits": splits,
             "comparisons": comparisons,
             "verdicts": verdicts,
             "by_knowledge": by_knowledge,
@@ -630,11 +667,16 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
             "protocol": {
                 "templates": {k: t.id for k, t in TEMPLATES.items()},
                 "decoding": f"greedy, max_new_tokens={cfg.eval.max_new_tokens}",
-                "multiple_choice": "argmax over choices of summed continuation log-likelihood under the pipeline's prompt",
+                "multiple_choice": "acc: argmax over choices of summed continuation log-likelihood under the pipeline's "
+                                   "prompt; acc_norm: the same per character of the choice (lm-eval); the verdict "
+                                   f"decides on {cfg.eval.mc_metric}",
                 "abstention_phrases": list(metrics.ABSTENTION_PHRASES),
                 "normalisation": "SQuAD: lower case, strip punctuation and articles, collapse whitespace",
-                "intervals": "95%: Wilson for proportions, percentile bootstrap for means; paired bootstrap and exact "
-                             "McNemar for differences, Benjamini-Hochberg adjusted",
+                "intervals": "95%: Wilson for proportions, percentile bootstrap for means. Differences: exact McNemar "
+                             "(0/1 metrics) or a paired sign-flip permutation test (continuous), each with the "
+                             "interval that inverts it; a verdict's family is Holm adjusted with intervals at "
+                             f"{100 * stats.family_level(cfg.eval.alpha):.0f}%; other comparisons are unadjusted",
+                "permutation_samples": cfg.eval.permutation_samples,
                 "bootstrap_samples": samples,
                 "top_k": cfg.retrieval.top_k,
                 "retrieval_method": cfg.retrieval.method,

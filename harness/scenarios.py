@@ -273,11 +273,17 @@ def summary(cfg, comparisons: list[dict], rows_by_pipeline: dict, by_id: dict, *
     its deciding metric), verdicts on its other metrics, and its corpus-level numbers."""
     sc = SCENARIOS[cfg.scenario.name]
 
+    per_item = {p: metrics.item_values([(r["scores"], by_id[r["question_id"]]) for r in rows])
+                for p, rows in rows_by_pipeline.items()}
+
     def verdict(metric: str) -> dict | None:
-        if not any(c["metric"] == metric for c in comparisons):
+        """The metric's verdict from its own declared family (stats.decide)."""
+        if not all(metric in per_item.get(p, {}) for p in ("base", "finetuned", "rag", "rag_finetuned")):
             return None
-        return stats.decide(comparisons, metric=metric, direction=metrics.METRICS[metric][1],
-                            min_effect=cfg.eval.min_effect)
+        _, direction, kind = metrics.METRICS[metric]
+        return stats.decide({p: per_item[p][metric] for p in ("base", "finetuned", "rag", "rag_finetuned")},
+                            metric=metric, kind=kind, direction=direction, min_effect=cfg.eval.min_effect,
+                            alpha=cfg.eval.alpha, samples=cfg.eval.permutation_samples, seed=cfg.seed)
 
     corpus: dict = {}
     if cfg.scenario.name == "style":

@@ -8,14 +8,23 @@ scores; seeded, so the same scores give the same intervals.
   interval (items are resampled together, so item difficulty cancels).
 - `mcnemar_exact(a, b)`: exact McNemar p-value for two 0/1 score lists on the same items.
 - `benjamini_hochberg(pvalues)`: false-discovery-rate adjusted p-values.
+- `paired_test(a, b, kind=...)`: the test that fits the metric (exact McNemar for 0/1,
+  a paired sign-flip permutation test for continuous scores) with an interval that
+  agrees with it; `mcnemar_counts` and `sign_flip` are its vectorised kernels (one row
+  per simulated run), used as is by the simulation tests.
+- `holm(pvalues)`: Holm step-down family-wise adjusted p-values.
+- `decide(values, metric=...)`: the verdict for one question from its declared family of
+  comparisons (see `FAMILY`): "RAG", "fine-tuning", "both", "no practical difference" or
+  "inconclusive" (with the items that would resolve it).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
-from scipy.stats import binomtest, norm
+from scipy.stats import beta, binom, binomtest, norm
 
 
 def _z(confidence: float) -> float:
@@ -117,12 +126,192 @@ def aggregate(values_by_metric: dict[str, dict[str, float]], kinds: dict[str, st
             for m, v in values_by_metric.items()}
 
 
+EXACT_MAX_N = 12  # up to 2**12 sign patterns the sign-flip test enumerates them all
+
+
+@functools.lru_cache(maxsize=32)
+def _signs(n: int, samples: int, seed: int) -> tuple[np.ndarray, bool]:
+    """The sign patterns of a sign-flip test on n items: all 2**n of them for small n
+    (exact), else `samples` random ones (Monte Carlo). Cached: the same (n, samples,
+    seed) always gives the same patterns, so a test is reproducible and cheap to repeat."""
+    if n <= EXACT_MAX_N:
+        bits = (np.arange(2 ** n)[:, None] >> np.arange(n)[None, :]) & 1
+        signs, exact = 2.0 * bits - 1.0, True
+    else:
+        signs, exact = np.random.default_rng(seed).choice([-1.0, 1.0], size=(samples, n)), False
+    signs.setflags(write=False)
+    return signs, exact
+
+
+def sign_flip(d, *, confidence: float = 0.95, samples: int = 4000, seed: int = 0) -> dict[str, np.ndarray]:
+    """Paired sign-flip permutation test of mean(d) = 0, with the interval that inverts it.
+
+    `d` is one run's per-item differences (n,) or many runs' (runs, n). Under the null
+    each difference is as likely to have either sign, so the p-value is the share of sign
+    patterns whose mean is at least as far from 0 as the observed one: exact over all
+    2**n patterns for n <= EXACT_MAX_N; otherwise (b + 1) / (m + 1) over m random
+    patterns (the observed pattern counts once, so p is never 0). The interval is every
+    shift delta that the same test (same sign patterns) does not reject at 1 - confidence
+    when applied to d - delta, found in closed form, so interval and test agree: 0 lies
+    outside the interval exactly when p <= 1 - confidence (ties aside).
+    Returns arrays diff, lo, hi, p (shape (runs,), or scalars' 0-d arrays for one run)."""
+    x = np.asarray(d, dtype=float)
+    one = x.ndim == 1
+    x = np.atleast_2d(x)
+    runs, n = x.shape
+    if n == 0:
+        nan = np.full(runs, np.nan)
+        return {"diff": nan, "lo": nan, "hi": nan, "p": np.ones(runs)}
+    signs, exact = _signs(n, samples, seed)
+    m = signs.shape[0]
+    flipped = x @ signs.T / n  # mean of each sign pattern applied to d
+    sbar = signs.mean(axis=1)  # mean(s * (d - delta)) = flipped - delta * sbar
+    mean = x.mean(axis=1)
+    span = x.max(axis=1) - x.min(axis=1)
+    tol = 1e-9 * np.maximum(1.0, np.abs(x).max(axis=1))
+
+    def pvalue(delta: np.ndarray) -> np.ndarray:
+        perm = np.abs(flipped - delta[:, None] * sbar[None, :])
+        hits = (perm >= (np.abs(mean - delta) - tol)[:, None]).sum(axis=1)
+        return hits / m if exact else (hits + 1) / (m + 1)
+
+    alpha = 1 - confidence
+    p = pvalue(np.zeros(runs))
+    # Inverting the test in closed form: pattern s counts at shift delta when
+    # (flipped_s - delta * sbar_s)**2 >= (mean - delta)**2, a concave quadratic in delta
+    # (sbar_s**2 < 1) that holds between its two roots, always around the mean. So below
+    # the mean the count of patterns grows with delta, and the interval's lower bound is
+    # the K-th smallest lower root, K being the least count at which p > alpha; the upper
+    # bound mirrors it. Patterns of one sign (sbar = +-1) count at every delta.
+    qa = sbar ** 2 - 1
+    qb = -2 * (flipped * sbar[None, :] - mean[:, None])
+    qc = flipped ** 2 - mean[:, None] ** 2
+    flat = np.isclose(qa, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        root = np.sqrt(np.maximum(qb ** 2 - 4 * qa * qc, 0.0))
+        r1, r2 = (-qb + root) / (2 * qa), (-qb - root) / (2 * qa)  # qa < 0: r1 <= r2
+    r1 = np.where(flat[None, :], -np.inf, np.minimum(r1, mean[:, None]))
+    r2 = np.where(flat[None, :], np.inf, np.maximum(r2, mean[:, None]))
+    k = math.floor(alpha * m) + 1 if exact else math.floor(alpha * (m + 1) - 1) + 1
+    k = min(max(k, 1), m)
+    reach = span + 1.0
+    lo = np.maximum(np.partition(r1, k - 1, axis=1)[:, k - 1], mean - reach)
+    hi = np.minimum(-np.partition(-r2, k - 1, axis=1)[:, k - 1], mean + reach)
+    out = {"diff": mean, "lo": lo, "hi": hi, "p": np.minimum(p, 1.0)}
+    return {k: v[0] for k, v in out.items()} if one else out
+
+
+def mcnemar_counts(only_a, only_b, n, *, confidence: float = 0.95) -> dict[str, np.ndarray]:
+    """Exact McNemar test and a matching interval for the paired difference of two 0/1
+    scores, from the discordant counts (only a right, only b right) of n items; arrays
+    broadcast, one entry per run.
+
+    p: exact two-sided binomial test of only_b ~ Bin(only_a + only_b, 1/2) (the two-sided
+    p of a symmetric binomial is 2 * the smaller tail). Interval for mean(b - a) =
+    (2 pi - 1) * r, where pi = P(b right | discordant) gets the Clopper-Pearson interval at
+    `confidence` (the interval that inverts the same exact test, so 0 is outside it
+    exactly when p < 1 - confidence), and r, the discordance rate, its Clopper-Pearson
+    interval at the same level, so few discordant items give a wide interval instead of a
+    falsely tight one. With no discordant item pi is unknown: the interval is +- the
+    upper bound of r."""
+    c, b, n = (np.asarray(v, dtype=float) for v in (only_a, only_b, n))
+    disc = b + c
+    alpha = 1 - confidence
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = np.where(disc == 0, 1.0, np.minimum(1.0, 2 * binom.cdf(np.minimum(b, c), disc, 0.5)))
+        pi_lo = np.where(b == 0, 0.0, beta.ppf(alpha / 2, b, disc - b + 1))
+        pi_hi = np.where(b == disc, 1.0, beta.ppf(1 - alpha / 2, b + 1, disc - b))
+        pi_lo, pi_hi = np.where(disc == 0, 0.0, pi_lo), np.where(disc == 0, 1.0, pi_hi)
+        r_lo = np.where(disc == 0, 0.0, beta.ppf(alpha / 2, disc, n - disc + 1))
+        r_hi = np.where(disc == n, 1.0, beta.ppf(1 - alpha / 2, disc + 1, n - disc))
+    f_lo, f_hi = 2 * pi_lo - 1, 2 * pi_hi - 1
+    lo = np.minimum(f_lo * r_hi, f_lo * r_lo)
+    hi = np.maximum(f_hi * r_hi, f_hi * r_lo)
+    diff = np.where(n > 0, (b - c) / np.maximum(n, 1), np.nan)
+    return {"diff": diff, "lo": lo, "hi": hi, "p": p}
+
+
+def paired_test(a, b, *, kind: str, confidence: float = 0.95, samples: int = 4000, seed: int = 0) -> dict:
+    """The paired test that fits the metric, for mean(b - a) over the same items: exact
+    McNemar for 0/1 scores (kind "proportion"), the sign-flip permutation test for
+    continuous ones; with its matching interval at `confidence` and what an items-needed
+    calculation uses (`sd`: the per-item SD of the differences under no difference)."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.shape != y.shape:
+        raise ValueError(f"paired scores differ in length: {x.size} vs {y.size}")
+    n = int(x.size)
+    if kind == "proportion":
+        only_a, only_b = int(np.sum((x > 0.5) & (y <= 0.5))), int(np.sum((x <= 0.5) & (y > 0.5)))
+        r = mcnemar_counts(only_a, only_b, n, confidence=confidence)
+        # the SD of a paired 0/1 difference with no effect is sqrt(discordance rate);
+        # one pseudo-count keeps it above 0 when no item is discordant
+        extra = {"test": "mcnemar_exact", "only_a": only_a, "only_b": only_b,
+                 "sd": math.sqrt((only_a + only_b + 1) / (n + 2))}
+    else:
+        r = sign_flip(y - x, confidence=confidence, samples=samples, seed=seed)
+        exact = n <= EXACT_MAX_N
+        extra = {"test": "sign_flip_exact" if exact else f"sign_flip_monte_carlo_{samples}",
+                 "sd": float(np.std(y - x, ddof=1)) if n > 1 else float("nan")}
+    return {"diff": float(r["diff"]), "n": n, "ci": [float(r["lo"]), float(r["hi"])], "confidence": confidence,
+            "p": float(r["p"]), **extra}
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm step-down adjusted p-values along the last axis (family-wise error control
+    under any dependence): the i-th smallest p times (m - i + 1), made monotone, capped at 1."""
+    p = np.asarray(pvalues, dtype=float)
+    if p.shape[-1] == 0:
+        return p.copy()
+    m = p.shape[-1]
+    order = np.argsort(p, axis=-1)
+    ranked = np.take_along_axis(p, order, axis=-1) * (m - np.arange(m))
+    adjusted = np.minimum(np.maximum.accumulate(ranked, axis=-1), 1.0)
+    out = np.empty_like(adjusted)
+    np.put_along_axis(out, order, adjusted, axis=-1)
+    return out
+
+
+def items_needed(sd: float, *, min_effect: float, confidence: float, power: float = 0.8,
+                 discordance: float | None = None) -> int | None:
+    """Paired items at which the decision rule resolves at `min_effect` with probability
+    `power` when the true difference is 0: the interval then lies inside +- min_effect
+    ("no practical difference"); with a true difference of 2 * min_effect its bound clears
+    min_effect about as often. From the per-item SD of the differences (continuous:
+    n = ((z_conf + z) * sd / min_effect)**2, z the (1 + power) / 2 quantile, as the
+    estimate must sit within min_effect - z_conf * se of 0 with probability `power`);
+    for 0/1 metrics from the observed `discordance` rate, by searching n for the exact
+    McNemar interval (`mcnemar_counts`) at an estimate that far out, since that interval is
+    wider than the normal one."""
+    if not min_effect or not sd or math.isnan(sd):
+        return None
+    z = norm.ppf(0.5 + power / 2)
+    if discordance is None:
+        return math.ceil(((norm.ppf(0.5 + confidence / 2) + z) * sd / min_effect) ** 2)
+
+    def resolves(n: int) -> bool:
+        disc = max(discordance * n, 1.0)
+        only_b = disc / 2 + z * math.sqrt(disc) / 2
+        r = mcnemar_counts(disc - only_b, only_b, n, confidence=confidence)
+        return bool(r["hi"] < min_effect and r["lo"] > -min_effect)
+
+    lo, hi = 1, 2
+    while not resolves(hi):
+        lo, hi = hi, hi * 2
+        if hi > 10 ** 8:
+            return None
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if resolves(mid) else (mid, hi)
+    return hi
+
+
 def compare_all(per_pipeline: dict[str, dict[str, dict[str, float]]], kinds: dict[str, str], *,
-                samples: int = 2000, seed: int = 0, alpha: float = 0.05) -> list[dict]:
-    """Every pair of pipelines on every metric they share, on the items both scored:
-    paired difference (b - a) with a paired bootstrap interval; for 0/1 metrics an exact
-    McNemar p-value. p-values are Benjamini-Hochberg adjusted across all comparisons,
-    and `significant` means adjusted p < alpha."""
+                samples: int = 4000, seed: int = 0, alpha: float = 0.05) -> list[dict]:
+    """Every pair of pipelines on every metric they share, on the items both scored: the
+    paired difference (b - a) with the test that fits the metric (`paired_test`) and its
+    95% interval. These are secondary comparisons: each p is unadjusted (no verdict
+    uses them; the verdicts adjust their own declared families, see `decide`), and
+    `significant` means unadjusted p < alpha. `ci95` is the matching 95% interval."""
     names = list(per_pipeline)
     rows = []
     for i, a in enumerate(names):
@@ -135,15 +324,10 @@ def compare_all(per_pipeline: dict[str, dict[str, dict[str, float]]], kinds: dic
                     continue
                 xa = [per_pipeline[a][metric][k] for k in ids]
                 xb = [per_pipeline[b][metric][k] for k in ids]
-                row = {"metric": metric, "a": a, "b": b, **paired_difference(xa, xb, samples=samples, seed=seed)}
-                if kinds[metric] == "proportion":
-                    row.update(test="mcnemar_exact", **mcnemar_exact(xa, xb))
-                else:
-                    row.update(test="paired_bootstrap", p=_bootstrap_p(xa, xb, samples=samples, seed=seed))
-                rows.append(row)
-    for row, p_adj in zip(rows, benjamini_hochberg([r["p"] for r in rows])):
-        row["p_adj"] = p_adj
-        row["significant"] = p_adj < alpha
+                r = paired_test(xa, xb, kind=kinds[metric], samples=samples, seed=seed)
+                rows.append({"metric": metric, "a": a, "b": b, "diff": r["diff"], "n": r["n"], "ci95": r["ci"],
+                             "test": r["test"], "p": r["p"], "adjusted": False, "significant": r["p"] < alpha,
+                             **{k: r[k] for k in ("only_a", "only_b") if k in r}})
     return rows
 
 
@@ -158,52 +342,183 @@ def _bootstrap_p(a, b, *, samples: int, seed: int) -> float:
     return float((np.sum(np.abs(means) >= abs(d.mean())) + 1) / (samples + 1))
 
 
-VERDICTS = ("RAG", "fine-tuning", "both", "no clear winner")
+VERDICTS = ("RAG", "fine-tuning", "both", "no practical difference", "inconclusive", "uninformative",
+            "undecidable with this model")
+
+# The declared family of every verdict question: (y, x) means "x against y", the
+# difference x - y. Arm against arm, the combined pipeline against each arm, each arm
+# against base. Only these comparisons are adjusted (Holm) and only they decide.
+FAMILY = (("finetuned", "rag"), ("rag", "rag_finetuned"), ("finetuned", "rag_finetuned"),
+          ("base", "rag"), ("base", "finetuned"))
+FLOOR_CEILING = 0.03  # a metric within 3 points (or min_effect, if larger) of 0 or 1 for every pipeline cannot move
 
 
-def decide(comparisons: list[dict], *, metric: str, direction: str, min_effect: float = 0.05,
-           alpha: float = 0.05, rag: str = "rag", finetuned: str = "finetuned",
-           combined: str = "rag_finetuned") -> dict:
-    """The verdict for one question from the paired comparisons of one metric.
+def outcome(lo, hi, p_adj, *, min_effect: float, alpha: float):
+    """One comparison's outcome from its interval, oriented so that positive favours x:
+    "better" when the interval's lower bound clears `min_effect` (and the adjusted p is
+    below alpha, which the interval implies); "worse" mirrored; "equivalent" when the
+    interval lies strictly inside +- min_effect; otherwise "inconclusive". The bound,
+    not the estimate, must clear min_effect: "better" then means better by at least
+    min_effect at the family's confidence, so a win is never declared on an interval that
+    reaches below the smallest effect worth acting on (or includes 0). Vectorised."""
+    lo, hi, p_adj = np.asarray(lo), np.asarray(hi), np.asarray(p_adj)
+    significant = p_adj < alpha
+    return np.select([(lo >= min_effect) & (lo > 0) & significant, (hi <= -min_effect) & (hi < 0) & significant,
+                      (lo > -min_effect) & (hi < min_effect)],
+                     ["better", "worse", "equivalent"], "inconclusive")
 
-    X beats Y when the paired difference favours X by at least `min_effect` (in the
-    metric's units; 0.05 = 5 points) and its Benjamini-Hochberg adjusted p is below
-    `alpha`. Then: "both" if the combined pipeline beats each single arm; "RAG" if RAG
-    beats fine-tuning head to head; "fine-tuning" if fine-tuning beats RAG; otherwise "no
-    clear winner". The effect reported is the deciding difference. (Whether an arm beats
-    the base is in the comparisons table; the verdict answers which arm to choose.)
-    """
+
+def family_level(alpha: float, size: int = len(FAMILY)) -> float:
+    """The confidence of each interval in a family: Bonferroni, 1 - alpha / size, so the
+    intervals hold together with probability >= 1 - alpha. (Holm's first step tests at the
+    same level, so an interval that excludes 0 implies a Holm-adjusted p < alpha.)"""
+    return 1 - alpha / size
+
+
+def family_tests(values: dict[str, np.ndarray], *, kind: str, direction: str, min_effect: float, alpha: float,
+                 samples: int, seed: int) -> list[dict]:
+    """The declared family (`FAMILY`) on aligned per-item values, one row per run:
+    `values[pipeline]` has shape (runs, n). For each comparison (x against y): diff,
+    interval at the family level, p, Holm-adjusted p and outcome, each an array over runs."""
+    level = family_level(alpha)
     sign = 1.0 if direction == "higher" else -1.0
-    table = {}
-    for c in comparisons:
-        if c["metric"] == metric:
-            table[(c["a"], c["b"])] = c
-            table[(c["b"], c["a"])] = {**c, "a": c["b"], "b": c["a"], "diff": -c["diff"],
-                                       "ci95": [-c["ci95"][1], -c["ci95"][0]]}
+    rows = []
+    for y, x in FAMILY:
+        a, b = np.atleast_2d(values[y]), np.atleast_2d(values[x])
+        n = a.shape[1]
+        if kind == "proportion":
+            only_a = ((a > 0.5) & (b <= 0.5)).sum(axis=1)
+            only_b = ((a <= 0.5) & (b > 0.5)).sum(axis=1)
+            r = mcnemar_counts(only_a, only_b, n, confidence=level)
+            sd = np.sqrt((only_a + only_b + 1) / (n + 2))  # one pseudo-count keeps it above 0
+            test = "mcnemar_exact"
+        else:
+            r = sign_flip(b - a, confidence=level, samples=samples, seed=seed)
+            sd = (b - a).std(axis=1, ddof=1) if n > 1 else np.full(a.shape[0], np.nan)
+            test = "sign_flip_exact" if n <= EXACT_MAX_N else f"sign_flip_monte_carlo_{samples}"
+        rows.append({"x": x, "y": y, "n": n, "test": test, "sd": sd,
+                     **{k: np.broadcast_to(np.asarray(v, dtype=float), (a.shape[0],)) for k, v in r.items()}})
+    adjusted = holm(np.stack([r["p"] for r in rows], axis=-1))
+    for j, r in enumerate(rows):
+        r["p_adj"] = adjusted[:, j]
+        lo, hi = sign * r["lo"], sign * r["hi"]
+        r["outcome"] = outcome(np.minimum(lo, hi), np.maximum(lo, hi), r["p_adj"], min_effect=min_effect, alpha=alpha)
+        r["favourable_lo"] = np.minimum(lo, hi)
+    return rows
 
-    def gap(x: str, y: str) -> dict | None:
-        """Comparison oriented as x minus y (x's advantage, in the metric's direction)."""
-        return table.get((y, x))
 
-    def beats(x: str, y: str) -> bool:
-        c = gap(x, y)
-        return c is not None and sign * c["diff"] >= min_effect and c["p_adj"] < alpha
+def choose(outcomes: dict[tuple[str, str], str], favourable_lo: dict[tuple[str, str], float], *,
+           base: str = "base", rag: str = "rag", finetuned: str = "finetuned",
+           combined: str = "rag_finetuned") -> tuple[str, str, str, str]:
+    """The verdict of one run from its family's outcomes ({(x, y): outcome of x against
+    y}): (verdict, x, y, note), where x vs y is the deciding comparison.
+    "both" if rag_finetuned is better than each arm and some arm is better than base;
+    "RAG" / "fine-tuning" if that arm is better than the other and than base;
+    "no practical difference" if the arms are equivalent; otherwise "inconclusive"."""
+    def o(x: str, y: str) -> str:
+        if (x, y) in outcomes:
+            return outcomes[(x, y)]
+        return {"better": "worse", "worse": "better"}.get(outcomes[(y, x)], outcomes[(y, x)])
 
-    def result(verdict: str, x: str | None, y: str | None) -> dict:
-        c = gap(x, y) if x and y else None
-        return {"metric": metric, "verdict": verdict, "min_effect": min_effect, "alpha": alpha,
-                "comparison": f"{x} vs {y}" if c else None,
-                "effect": c["diff"] if c else None, "ci95": c["ci95"] if c else None,
-                "p_adj": c["p_adj"] if c else None}
+    beats_base = [arm for arm in (rag, finetuned) if o(arm, base) == "better"]
+    note = (f"{' and '.join(beats_base)} beat{'s' if len(beats_base) == 1 else ''} base" if beats_base
+            else "no arm beats base")
+    if o(combined, rag) == "better" and o(combined, finetuned) == "better" and beats_base:
+        weaker = min((rag, finetuned), key=lambda s: favourable_lo[(combined, s)])
+        return "both", combined, weaker, note
+    for arm, other, name in ((rag, finetuned, "RAG"), (finetuned, rag, "fine-tuning")):
+        if o(arm, other) == "better":
+            if arm in beats_base:
+                return name, arm, other, note
+            return "inconclusive", arm, base, f"{arm} is better than {other} but not shown better than base"
+    if o(rag, finetuned) == "equivalent":
+        return "no practical difference", rag, finetuned, note
+    return "inconclusive", rag, finetuned, note
 
-    if beats(combined, rag) and beats(combined, finetuned):
-        worse_single = min((rag, finetuned), key=lambda s: sign * gap(combined, s)["diff"])
-        return result("both", combined, worse_single)
-    if beats(rag, finetuned):
-        return result("RAG", rag, finetuned)
-    if beats(finetuned, rag):
-        return result("fine-tuning", finetuned, rag)
-    return result("no clear winner", rag, finetuned)
+
+def _flat(means, min_effect: float) -> str | None:
+    """"floor" or "ceiling" when every mean is within max(FLOOR_CEILING, min_effect) of 0
+    or of 1: then no two pipelines differ by more than min_effect, so no interval bound
+    can clear it and the metric cannot decide."""
+    edge = max(FLOOR_CEILING, min_effect)
+    if means and all(v <= edge for v in means):
+        return "floor"
+    if means and all(v >= 1 - edge for v in means):
+        return "ceiling"
+    return None
+
+
+def simulate_verdicts(values: dict[str, np.ndarray], *, kind: str, direction: str = "higher",
+                      min_effect: float = 0.05, alpha: float = 0.05, samples: int = 4000,
+                      seed: int = 0) -> np.ndarray:
+    """The verdict of each of many runs ({pipeline: (runs, n) per-item values}), by the same
+    tests, adjustment and rule as `decide`: the simulation tests and
+    benchmarks/verdict_simulation.py measure the rule through this."""
+    rows = family_tests(values, kind=kind, direction=direction, min_effect=min_effect, alpha=alpha,
+                        samples=samples, seed=seed)
+    runs = rows[0]["p"].shape[0]
+    means = {p: np.atleast_2d(v).mean(axis=1) for p, v in values.items()}
+    out = []
+    for i in range(runs):
+        if _flat([means[p][i] for p in means], min_effect):
+            out.append("uninformative")
+            continue
+        out.append(choose({(r["x"], r["y"]): str(r["outcome"][i]) for r in rows},
+                          {(r["x"], r["y"]): float(r["favourable_lo"][i]) for r in rows})[0])
+    return np.array(out)
+
+
+def decide(values: dict[str, dict[str, float]], *, metric: str, kind: str, direction: str,
+           min_effect: float = 0.05, alpha: float = 0.05, samples: int = 4000, seed: int = 0) -> dict:
+    """The verdict for one question from the per-item values of its deciding metric
+    ({pipeline: {item id: value}} for base, finetuned, rag and rag_finetuned), using only
+    its declared family (`FAMILY`) on the items all four scored.
+
+    Each comparison gets the test that fits the metric (exact McNemar for 0/1, sign-flip
+    permutation for continuous scores) with its interval at the family level
+    (`family_level`); p-values are Holm adjusted over the family; `outcome` and `choose`
+    decide. An "inconclusive" verdict carries `items_needed` for its deciding comparison;
+    "uninformative" means the metric sits within max(FLOOR_CEILING, min_effect) of 0 or 1
+    for every pipeline: it cannot move enough to decide anything."""
+    pipes = ["base", "finetuned", "rag", "rag_finetuned"]
+    ids = sorted(set.intersection(*(set(values[p]) for p in pipes)))
+    arrays = {p: np.array([[values[p][i] for i in ids]], dtype=float) for p in pipes}
+    rows = family_tests(arrays, kind=kind, direction=direction, min_effect=min_effect, alpha=alpha,
+                        samples=samples, seed=seed)
+    family = [{"x": r["x"], "y": r["y"], "n": r["n"], "test": r["test"], "diff": float(r["diff"][0]),
+               "ci": [float(r["lo"][0]), float(r["hi"][0])], "p": float(r["p"][0]), "p_adj": float(r["p_adj"][0]),
+               "outcome": str(r["outcome"][0]), "sd": float(r["sd"][0])} for r in rows]
+    table = {(c["x"], c["y"]): c for c in family}
+    means = {p: float(arrays[p].mean()) if ids else float("nan") for p in pipes}
+    flat = _flat(list(means.values()), min_effect)
+    if flat:
+        verdict, x, y, note = "uninformative", "rag", "finetuned", f"every pipeline is at the {flat} of this metric"
+    else:
+        verdict, x, y, note = choose({k: c["outcome"] for k, c in table.items()},
+                                     {(r["x"], r["y"]): float(r["favourable_lo"][0]) for r in rows})
+    c = table.get((x, y)) or table[(y, x)]
+    flipped = (x, y) not in table
+    level = family_level(alpha)
+    return {"metric": metric, "verdict": verdict, "comparison": f"{x} vs {y}",
+            "effect": -c["diff"] if flipped else c["diff"], "ci": [-c["ci"][1], -c["ci"][0]] if flipped else c["ci"],
+            "confidence": level, "p": c["p"], "p_adj": c["p_adj"], "test": c["test"], "n": c["n"],
+            "min_effect": min_effect, "alpha": alpha, "correction": "holm", "family": family, "means": means,
+            "beats_base": [a for a in ("rag", "finetuned") if table[(a, "base")]["outcome"] == "better"],
+            "note": note, "uninformative": flat,
+            "items_needed": items_needed(c["sd"], min_effect=min_effect, confidence=level,
+                                         discordance=c["sd"] ** 2 if kind == "proportion" else None)
+            if verdict == "inconclusive" else None}
+
+
+def dev_test_split(ids, *, dev_fraction: float, seed: int) -> dict[str, str]:
+    """Each id "dev" or "test": a seeded shuffle of the sorted ids, the first
+    round(dev_fraction * n) to dev. The same ids and seed always split the same way."""
+    import random
+
+    order = sorted(ids)
+    random.Random(seed).shuffle(order)
+    k = round(dev_fraction * len(order))
+    return {i: "dev" if j < k else "test" for j, i in enumerate(order)}
 
 
 def benchmark_summary(scores: dict[str, dict[str, dict]], *, base: str = "base", samples: int = 2000,

@@ -4,8 +4,8 @@ general-knowledge probes of the world."""
 import json
 
 import pytest
-
 from conftest import tiny_config
+
 from harness import knowledge, metrics
 from harness.config import parse_config
 from harness.data import Question
@@ -13,22 +13,70 @@ from harness.runner import run_experiment
 from harness.world import GENERAL_KNOWLEDGE, general_questions, generate_world
 
 
-@pytest.mark.parametrize("greedy, hits, category", [(True, 0, "known"), (True, 3, "known"),
-                                                     (False, 1, "weakly_known"), (False, 0, "unknown")])
-def test_categories(greedy, hits, category):
-    assert knowledge.categorize(greedy_correct=greedy, sample_hits=hits) == category
+@pytest.mark.parametrize("hits, samples, category", [(3, 4, "known"), (4, 4, "known"), (2, 4, "weakly_known"),
+                                                     (1, 4, "weakly_known"), (0, 4, "unknown"), (1, 1, "known")])
+def test_categories(hits, samples, category):
+    assert knowledge.categorize(sample_hits=hits, samples=samples) == category
 
 
-def test_tagging_reads_greedy_answers_and_counts_samples(tiny_lm, monkeypatch):
+def test_tagging_uses_sampled_answers_only(tiny_lm, monkeypatch):
+    """Finding 4: tags never read a greedy answer (the one the base pipeline is scored on)."""
     qs = [Question(id="a", question="Capital of France?", answers=("Paris",)),
           Question(id="b", question="Capital of Peru?", answers=("Lima",)),
           Question(id="c", question="Capital of Chad?", answers=("N'Djamena",)),
           Question(id="u", question="Capital of Nowhere?", answers=(), answerable=False)]
-    sampled = iter([["Rome", "Lima", "no idea"], ["Rome", "nothing", "no idea"]])  # two sampling rounds
-    monkeypatch.setattr(knowledge, "_closed_book", lambda lm, questions, **kw: next(sampled))
-    tags = knowledge.tag_questions(tiny_lm, qs, greedy={"a": "It is Paris.", "b": "Quito", "c": "Abuja"},
-                                   samples=2, temperature=0.7, max_new_tokens=4, batch_size=8, seed=0)
+    sampled = iter([["Paris", "Lima", "no idea"], ["It is Paris", "nothing", "no idea"]])  # two sampling rounds
+    temperatures = []
+
+    def fake(lm, questions, *, temperature, **kw):
+        temperatures.append(temperature)
+        return ["Paris", "Quito", "Abuja"] if temperature is None else next(sampled)
+
+    monkeypatch.setattr(knowledge, "_closed_book", fake)
+    tags = knowledge.tag_questions(tiny_lm, qs, samples=2, temperature=0.7, max_new_tokens=4, batch_size=8, seed=0)
     assert tags == {"a": "known", "b": "weakly_known", "c": "unknown"}
+    assert temperatures == [0.7, 0.7]
+    assert knowledge.tag_questions(tiny_lm, qs, samples=0, temperature=0.7, max_new_tokens=4, batch_size=8,
+                                   seed=0) == {}
+
+
+def test_an_adapter_identical_to_base_shows_no_regression_on_known_facts(monkeypatch):
+    """Finding 4: tagged by base's own scored greedy answer, base's hallucination on
+    "known" facts was 0 by construction, and an adapter answering exactly like base in
+    distribution showed a significant regression in ~96% of runs (regression to the
+    mean). Tagged on samples, the McNemar test on known facts finds a regression in at
+    most 5% of 1,000 simulated runs (binomial bound)."""
+    import numpy as np
+    from scipy.stats import binom
+
+    from harness import stats
+
+    runs, n, samples = 1000, 76, 4
+    rng = np.random.default_rng(0)
+    p_right = rng.beta(0.7, 0.7, size=(runs, n))  # how well the base model knows each fact
+    base = rng.uniform(size=(runs, n)) < p_right  # greedy answers scored for base
+    adapter = rng.uniform(size=(runs, n)) < p_right  # an adapter identical in distribution
+    draws = rng.uniform(size=(samples, runs, n)) < p_right  # the tagger's sampled answers
+    qs = [Question(id=f"q{i}", question="?", answers=("yes",)) for i in range(n)]
+    known = np.zeros((runs, n), dtype=bool)
+    for r in range(runs):
+        rounds = iter([["yes" if x else "no" for x in draws[j, r]] for j in range(samples)])
+
+        def fake(lm, questions, *, temperature, greedy=base[r], rounds=rounds, **kw):
+            if temperature is None:  # a greedy answer: the scored base output
+                return ["yes" if x else "no" for x in greedy]
+            return next(rounds)
+
+        monkeypatch.setattr(knowledge, "_closed_book", fake)
+        tags = knowledge.tag_questions(None, qs, samples=samples, temperature=0.7, max_new_tokens=4,
+                                       batch_size=8, seed=0)
+        known[r] = [tags[q.id] == "known" for q in qs]
+    # hallucination (no abstention here) = not right; regression: adapter wrong where base right
+    only_base_wrong = (known & ~base & adapter).sum(axis=1)
+    only_adapter_wrong = (known & base & ~adapter).sum(axis=1)
+    test = stats.mcnemar_counts(only_base_wrong, only_adapter_wrong, known.sum(axis=1))
+    regression = (test["p"] < 0.05) & (only_adapter_wrong > only_base_wrong)
+    assert 1 - regression.mean() >= 1 - binom.ppf(0.999, runs, 0.05) / runs
 
 
 def test_sampled_tagging_is_reproducible_and_differs_from_greedy(tiny_lm):
@@ -69,7 +117,6 @@ def test_a_run_reports_hallucination_by_source(tiny_model_dir, tmp_path):
     n_answerable = m["data"]["answerable"]
     assert sum(bk["counts"].values()) == n_answerable and bk["samples"] == 2
     base = m["pipelines"]["base"]
-    assert base.get("hallucination_known", {"mean": 0.0})["mean"] == 0.0  # right greedily, by definition
     n_split = sum(base[k]["n"] for k in ("hallucination_known", "hallucination_new") if k in base)
     assert n_split == base["hallucination_answerable"]["n"] == n_answerable
     assert "retrieval_recall" in m["pipelines"]["rag"]

@@ -54,3 +54,34 @@ def test_item_values_splits_answerable_and_unanswerable():
     assert values["retrieval_recall"] == {"a": 1.0}
     assert values["hallucination_unanswerable"] == {"u": 1.0}
     assert values["hallucination_answerable"] == {"a": 0.0}
+
+
+def test_acc_norm_divides_by_choice_length_in_characters_as_lm_eval_does():
+    """Finding 6: lm-eval's acc_norm is argmax of loglikelihood / len(choice)."""
+    logliks, choices = [-6.0, -9.0], ["Ostrow", "the city of Ostrow-Wielk"]
+    assert metrics.mc_correct(logliks, 1) == 0.0  # the long choice loses on the summed log-likelihood
+    assert metrics.mc_correct_norm(logliks, choices, 1) == 1.0  # -6/6 = -1.0 < -9/24 = -0.375
+    assert metrics.mc_correct_norm([-3.0, -3.0], ["ab", "abc"], 1) == 1.0
+
+
+def test_chance_comes_from_each_items_number_of_choices():
+    from harness.data import Question
+
+    three = Question(id="a", question="?", answers=("x",), choices=("x", "yy", "zzzzz"), answer_index=0)
+    five = Question(id="b", question="?", answers=("x",), choices=("x", "y", "z", "v", "w"), answer_index=0)
+    assert metrics.chance(three) == 1 / 3 and metrics.chance(five) == 1 / 5
+    row = {"output": "x", "choice_logliks": [-1.0, -2.0, -4.0], "retrieved": []}
+    values = metrics.item_values([(metrics.score_prediction(row, three), three)])
+    # acc: x has the highest sum; acc_norm: -1/1, -2/2, -4/5 = -0.8 picks "zzzzz"
+    assert values["mc_accuracy"] == {"a": 1.0} and values["mc_accuracy_norm"] == {"a": 0.0}
+    assert "4-way" not in metrics.METRICS["mc_accuracy"][0]
+
+
+def test_sentence_answers_get_rouge_l_and_chrf():
+    s = metrics.score_generation("He was born in Ostrow.", answers=["He was born in the town of Ostrow."], answerable=True)
+    assert 0.5 < s["answer_rouge_l"] < 1 and 0.3 < s["answer_chrf"] < 1 and s["contains"] == 0.0
+    from harness.data import Question
+
+    q = Question(id="a", question="?", answers=("He was born in the town of Ostrow.",))
+    values = metrics.item_values([(s, q)])
+    assert values["answer_rouge_l"] == {"a": s["answer_rouge_l"]} and "rouge_l" not in values  # not the rewrite metric

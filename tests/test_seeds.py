@@ -1,0 +1,53 @@
+"""Finding 5: `train.repeats` re-runs must answer with their own adapter and store their
+outputs under their own adapter's key."""
+
+import torch
+from conftest import tiny_config
+
+from harness import metrics
+from harness.config import parse_config
+from harness.pipelines import GENERATION_FORMAT, answer
+from harness.runner import generation_memo, spread_across_seeds
+from harness.world import generate_world
+
+
+def _two_adapters(lm):
+    """Attach two LoRA adapters with different random weights, so they answer differently."""
+    from peft import LoraConfig, get_peft_model
+
+    for i, name in enumerate(("default", "seed6")):
+        torch.manual_seed(100 + i)
+        config = LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+        if i == 0:
+            lm.model = get_peft_model(lm.model, config, adapter_name=name)
+        else:
+            lm.model.add_adapter(name, config)
+    lm.model.set_adapter("default")
+    lm.model.eval()
+
+
+def test_seed_reruns_answer_with_their_own_adapter_and_store_under_its_key(tiny_lm):
+    _two_adapters(tiny_lm)
+    cfg = parse_config(tiny_config("unused", name="seeds", eval={"pipelines": ["base", "finetuned"],
+                                                                  "max_new_tokens": 6, "multiple_choice": False,
+                                                                  "batch_size": 8}))
+    questions = list(generate_world(seed=0, n_people=2, n_organisations=1, n_places=1, paraphrases=0,
+                                    n_unanswerable=2).questions)
+    kw = dict(adapter=True, retriever=None, top_k=1, max_new_tokens=6, batch_size=8, multiple_choice=False)
+    own = [r["output"] for r in answer(tiny_lm, questions, adapter_name="seed6", **kw)]
+    first = [r["output"] for r in answer(tiny_lm, questions, adapter_name="default", **kw)]
+    assert own != first  # the two adapters answer differently
+    per_item = {"finetuned": metrics.item_values([(metrics.score_generation(o, answers=q.answers,
+                                                                            answerable=q.answerable), q)
+                                                  for o, q in zip(first, questions)])}
+    spread_across_seeds(tiny_lm, questions, cfg, None, per_item, [("seed6", 6, {"cache_key": "k6"}, False)])
+    # what the re-run stored under seed 6's key is seed 6's answers, not the first adapter's
+    memo = generation_memo(tiny_lm, adapter_key="k6")
+    rerun = answer(tiny_lm, questions, memo=memo, adapter_name="default", **kw)  # served from the memo only
+    assert memo.counts()["computed"] == 0
+    assert [r["output"] for r in rerun] == own
+    assert tiny_lm.model.active_adapter == "default"
+
+
+def test_generation_cache_format_was_bumped_past_the_polluted_entries():
+    assert GENERATION_FORMAT >= 2
