@@ -24,7 +24,7 @@ import functools
 import math
 
 import numpy as np
-from scipy.stats import beta, binom, binomtest, norm
+from scipy.stats import binom, binomtest, norm
 
 
 def _z(confidence: float) -> float:
