@@ -673,9 +673,10 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
                 "abstention_phrases": list(metrics.ABSTENTION_PHRASES),
                 "normalisation": "SQuAD: lower case, strip punctuation and articles, collapse whitespace",
                 "intervals": "95%: Wilson for proportions, percentile bootstrap for means. Differences: exact McNemar "
-                             "(0/1 metrics) or a paired sign-flip permutation test (continuous), each with the "
-                             "interval that inverts it; a verdict's family is Holm adjusted with intervals at "
-                             f"{100 * stats.family_level(cfg.eval.alpha):.0f}%; other comparisons are unadjusted",
+                             "with Newcombe's hybrid score interval (0/1 metrics) or a paired sign-flip permutation "
+                             "test with the interval that inverts it (continuous); a verdict's family is Holm adjusted "
+                             f"with intervals at {100 * stats.family_level(cfg.eval.alpha):.0f}% (each bound one-sided "
+                             f"{100 * (1 - cfg.eval.alpha / len(stats.FAMILY)):.0f}%); other comparisons are unadjusted",
                 "permutation_samples": cfg.eval.permutation_samples,
                 "bootstrap_samples": samples,
                 "top_k": cfg.retrieval.top_k,

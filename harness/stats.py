@@ -24,7 +24,7 @@ import functools
 import math
 
 import numpy as np
-from scipy.stats import beta, binom, binomtest, norm
+from scipy.stats import binom, binomtest, norm
 
 
 def _z(confidence: float) -> float:
@@ -201,34 +201,54 @@ def sign_flip(d, *, confidence: float = 0.95, samples: int = 4000, seed: int = 0
     return {k: v[0] for k, v in out.items()} if one else out
 
 
-def mcnemar_counts(only_a, only_b, n, *, confidence: float = 0.95) -> dict[str, np.ndarray]:
-    """Exact McNemar test and a matching interval for the paired difference of two 0/1
-    scores, from the discordant counts (only a right, only b right) of n items; arrays
+def _wilson_bounds(k: np.ndarray, n: np.ndarray, z: float) -> tuple[np.ndarray, np.ndarray]:
+    """`wilson` on arrays (k successes of n, both broadcast) at normal quantile z."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = k / n
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return np.where(k == 0, 0.0, np.maximum(centre - half, 0.0)), np.where(k == n, 1.0, np.minimum(centre + half, 1.0))
+
+
+def mcnemar_counts(only_a, only_b, n, *, both, confidence: float = 0.95) -> dict[str, np.ndarray]:
+    """Exact McNemar test and Newcombe's interval for the paired difference of two 0/1
+    scores, from the counts of n items: only a right, only b right, `both` right; arrays
     broadcast, one entry per run.
 
     p: exact two-sided binomial test of only_b ~ Bin(only_a + only_b, 1/2) (the two-sided
     p of a symmetric binomial is 2 * the smaller tail). Interval for mean(b - a) =
-    (2 pi - 1) * r, where pi = P(b right | discordant) gets the Clopper-Pearson interval at
-    `confidence` (the interval that inverts the same exact test, so 0 is outside it
-    exactly when p < 1 - confidence), and r, the discordance rate, its Clopper-Pearson
-    interval at the same level, so few discordant items give a wide interval instead of a
-    falsely tight one. With no discordant item pi is unknown: the interval is +- the
-    upper bound of r."""
-    c, b, n = (np.asarray(v, dtype=float) for v in (only_a, only_b, n))
+    P(b right) - P(a right): Newcombe's hybrid score interval for paired proportions
+    (Newcombe 1998, Stat Med 17:2635, method 10): Wilson intervals (l1, u1) for P(b right)
+    and (l2, u2) for P(a right), combined as
+        lo = diff - sqrt((p1 - l1)**2 - 2 phi (p1 - l1)(u2 - p2) + (u2 - p2)**2)
+        hi = diff + sqrt((u1 - p1)**2 - 2 phi (u1 - p1)(p2 - l2) + (p2 - l2)**2)
+    with phi the correlation of the two 0/1 scores over items, shrunk as Newcombe does
+    (ad - bc reduced by n/2 when above it, 0 when between 0 and n/2, 0 when a margin is
+    empty). Its coverage is close to nominal (unlike the product of two Clopper-Pearson
+    intervals used before, which covered far more than asked and cost power), but it
+    does not invert the exact test: 0 can lie inside it at p < 1 - confidence or outside
+    it at p above. So a verdict asks for both (`outcome`: adjusted p < alpha and a bound
+    beyond 0)."""
+    c, b, n, a = (np.asarray(v, dtype=float) for v in (only_a, only_b, n, both))
     disc = b + c
-    alpha = 1 - confidence
     with np.errstate(divide="ignore", invalid="ignore"):
         p = np.where(disc == 0, 1.0, np.minimum(1.0, 2 * binom.cdf(np.minimum(b, c), disc, 0.5)))
-        pi_lo = np.where(b == 0, 0.0, beta.ppf(alpha / 2, b, disc - b + 1))
-        pi_hi = np.where(b == disc, 1.0, beta.ppf(1 - alpha / 2, b + 1, disc - b))
-        pi_lo, pi_hi = np.where(disc == 0, 0.0, pi_lo), np.where(disc == 0, 1.0, pi_hi)
-        r_lo = np.where(disc == 0, 0.0, beta.ppf(alpha / 2, disc, n - disc + 1))
-        r_hi = np.where(disc == n, 1.0, beta.ppf(1 - alpha / 2, disc + 1, n - disc))
-    f_lo, f_hi = 2 * pi_lo - 1, 2 * pi_hi - 1
-    lo = np.minimum(f_lo * r_hi, f_lo * r_lo)
-    hi = np.maximum(f_hi * r_hi, f_hi * r_lo)
-    diff = np.where(n > 0, (b - c) / np.maximum(n, 1), np.nan)
-    return {"diff": diff, "lo": lo, "hi": hi, "p": p}
+        d = n - a - disc  # both wrong
+        p1, p2 = (a + b) / n, (a + c) / n  # P(b right), P(a right)
+        z = _z(confidence)
+        l1, u1 = _wilson_bounds(a + b, n, z)
+        l2, u2 = _wilson_bounds(a + c, n, z)
+        margins = (a + b) * (c + d) * (a + c) * (b + d)
+        cross = a * d - b * c
+        shrunk = np.where(cross > n / 2, cross - n / 2, np.where(cross >= 0, 0.0, cross))
+        phi = np.where(margins > 0, shrunk / np.sqrt(np.where(margins > 0, margins, 1.0)), 0.0)
+        diff = p1 - p2
+        lo = diff - np.sqrt(np.maximum((p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2, 0.0))
+        hi = diff + np.sqrt(np.maximum((u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2, 0.0))
+    empty = n <= 0
+    nan = np.full(np.broadcast(diff, p).shape, np.nan)
+    return {"diff": np.where(empty, nan, diff), "lo": np.where(empty, nan, np.maximum(lo, -1.0)),
+            "hi": np.where(empty, nan, np.minimum(hi, 1.0)), "p": p}
 
 
 def paired_test(a, b, *, kind: str, confidence: float = 0.95, samples: int = 4000, seed: int = 0) -> dict:
@@ -242,7 +262,7 @@ def paired_test(a, b, *, kind: str, confidence: float = 0.95, samples: int = 400
     n = int(x.size)
     if kind == "proportion":
         only_a, only_b = int(np.sum((x > 0.5) & (y <= 0.5))), int(np.sum((x <= 0.5) & (y > 0.5)))
-        r = mcnemar_counts(only_a, only_b, n, confidence=confidence)
+        r = mcnemar_counts(only_a, only_b, n, both=int(np.sum((x > 0.5) & (y > 0.5))), confidence=confidence)
         # the SD of a paired 0/1 difference with no effect is sqrt(discordance rate);
         # one pseudo-count keeps it above 0 when no item is discordant
         extra = {"test": "mcnemar_exact", "only_a": only_a, "only_b": only_b,
@@ -272,16 +292,17 @@ def holm(pvalues) -> np.ndarray:
 
 
 def items_needed(sd: float, *, min_effect: float, confidence: float, power: float = 0.8,
-                 discordance: float | None = None) -> int | None:
+                 discordance: float | None = None, both_right: float | None = None) -> int | None:
     """Paired items at which the decision rule resolves at `min_effect` with probability
     `power` when the true difference is 0: the interval then lies inside +- min_effect
     ("no practical difference"); with a true difference of 2 * min_effect its bound clears
     min_effect about as often. From the per-item SD of the differences (continuous:
     n = ((z_conf + z) * sd / min_effect)**2, z the (1 + power) / 2 quantile, as the
     estimate must sit within min_effect - z_conf * se of 0 with probability `power`);
-    for 0/1 metrics from the observed `discordance` rate, by searching n for the exact
-    McNemar interval (`mcnemar_counts`) at an estimate that far out, since that interval is
-    wider than the normal one."""
+    for 0/1 metrics from the observed `discordance` rate and share of items `both_right`
+    (default: half the concordant ones), by searching n for Newcombe's interval
+    (`mcnemar_counts`) at an estimate that far out, since its width depends on the two
+    accuracies and not only on the discordance."""
     if not min_effect or not sd or math.isnan(sd):
         return None
     z = norm.ppf(0.5 + power / 2)
@@ -291,7 +312,8 @@ def items_needed(sd: float, *, min_effect: float, confidence: float, power: floa
     def resolves(n: int) -> bool:
         disc = max(discordance * n, 1.0)
         only_b = disc / 2 + z * math.sqrt(disc) / 2
-        r = mcnemar_counts(disc - only_b, only_b, n, confidence=confidence)
+        both = (1 - discordance) / 2 * n if both_right is None else both_right * n
+        r = mcnemar_counts(disc - only_b, only_b, n, both=both, confidence=confidence)
         return bool(r["hi"] < min_effect and r["lo"] > -min_effect)
 
     lo, hi = 1, 2
@@ -354,13 +376,21 @@ FLOOR_CEILING = 0.03  # a metric within 3 points (or min_effect, if larger) of 0
 
 
 def outcome(lo, hi, p_adj, *, min_effect: float, alpha: float):
-    """One comparison's outcome from its interval, oriented so that positive favours x:
-    "better" when the interval's lower bound clears `min_effect` (and the adjusted p is
-    below alpha, which the interval implies); "worse" mirrored; "equivalent" when the
-    interval lies strictly inside +- min_effect; otherwise "inconclusive". The bound,
-    not the estimate, must clear min_effect: "better" then means better by at least
-    min_effect at the family's confidence, so a win is never declared on an interval that
-    reaches below the smallest effect worth acting on (or includes 0). Vectorised."""
+    """One comparison's outcome from its interval (at `family_level`), oriented so that
+    positive favours x: "better" when the Holm-adjusted p is below alpha AND the
+    interval's lower bound is above 0 AND it clears `min_effect`; "worse" mirrored;
+    "equivalent" ("no practical difference") when the interval lies strictly inside
+    +- min_effect, i.e. both one-sided tests of TOST reject at alpha / size; otherwise
+    "inconclusive".
+
+    The bound, not the estimate, must clear min_effect, because "better" is then a
+    claim that holds at the family's level: x is better by at least min_effect, with
+    family-wise error at most alpha (a one-sided margin test). An estimate above
+    min_effect with a bound below it says only that the effect might be that large; the
+    report calls that inconclusive and gives the items that would settle it. The test
+    and the interval are asked for separately because the 0/1 interval (Newcombe's) does
+    not invert the exact McNemar test: a win is never declared on an interval that
+    includes 0, nor without a significant adjusted p. Vectorised."""
     lo, hi, p_adj = np.asarray(lo), np.asarray(hi), np.asarray(p_adj)
     significant = p_adj < alpha
     return np.select([(lo >= min_effect) & (lo > 0) & significant, (hi <= -min_effect) & (hi < 0) & significant,
@@ -369,10 +399,14 @@ def outcome(lo, hi, p_adj, *, min_effect: float, alpha: float):
 
 
 def family_level(alpha: float, size: int = len(FAMILY)) -> float:
-    """The confidence of each interval in a family: Bonferroni, 1 - alpha / size, so the
-    intervals hold together with probability >= 1 - alpha. (Holm's first step tests at the
-    same level, so an interval that excludes 0 implies a Holm-adjusted p < alpha.)"""
-    return 1 - alpha / size
+    """The two-sided confidence of each interval in a family: 1 - 2 * alpha / size, so that
+    each bound on its own is a one-sided 1 - alpha / size bound (Bonferroni over the
+    family). A claim is one-sided ("x better than y by at least min_effect", or, for
+    equivalence, "above -min_effect" and "below +min_effect", the two one-sided tests
+    of TOST), so this is the standard margin test at family-wise level alpha; the
+    two-sided 1 - alpha / size interval used before tested each claim at alpha / (2 size)
+    and cost power for nothing."""
+    return 1 - 2 * alpha / size
 
 
 def family_tests(values: dict[str, np.ndarray], *, kind: str, direction: str, min_effect: float, alpha: float,
@@ -389,14 +423,16 @@ def family_tests(values: dict[str, np.ndarray], *, kind: str, direction: str, mi
         if kind == "proportion":
             only_a = ((a > 0.5) & (b <= 0.5)).sum(axis=1)
             only_b = ((a <= 0.5) & (b > 0.5)).sum(axis=1)
-            r = mcnemar_counts(only_a, only_b, n, confidence=level)
+            r = mcnemar_counts(only_a, only_b, n, both=((a > 0.5) & (b > 0.5)).sum(axis=1), confidence=level)
             sd = np.sqrt((only_a + only_b + 1) / (n + 2))  # one pseudo-count keeps it above 0
+            both_right = ((a > 0.5) & (b > 0.5)).mean(axis=1)
             test = "mcnemar_exact"
         else:
             r = sign_flip(b - a, confidence=level, samples=samples, seed=seed)
             sd = (b - a).std(axis=1, ddof=1) if n > 1 else np.full(a.shape[0], np.nan)
+            both_right = np.full(a.shape[0], np.nan)
             test = "sign_flip_exact" if n <= EXACT_MAX_N else f"sign_flip_monte_carlo_{samples}"
-        rows.append({"x": x, "y": y, "n": n, "test": test, "sd": sd,
+        rows.append({"x": x, "y": y, "n": n, "test": test, "sd": sd, "both_right": both_right,
                      **{k: np.broadcast_to(np.asarray(v, dtype=float), (a.shape[0],)) for k, v in r.items()}})
     adjusted = holm(np.stack([r["p"] for r in rows], axis=-1))
     for j, r in enumerate(rows):
@@ -506,7 +542,9 @@ def decide(values: dict[str, dict[str, float]], *, metric: str, kind: str, direc
             "beats_base": [a for a in ("rag", "finetuned") if table[(a, "base")]["outcome"] == "better"],
             "note": note, "uninformative": flat,
             "items_needed": items_needed(c["sd"], min_effect=min_effect, confidence=level,
-                                         discordance=c["sd"] ** 2 if kind == "proportion" else None)
+                                         discordance=c["sd"] ** 2 if kind == "proportion" else None,
+                                         both_right=next(float(r["both_right"][0]) for r in rows
+                                                         if {r["x"], r["y"]} == {x, y}) if kind == "proportion" else None)
             if verdict == "inconclusive" else None}
 
 

@@ -74,7 +74,8 @@ def test_an_adapter_identical_to_base_shows_no_regression_on_known_facts(monkeyp
     # hallucination (no abstention here) = not right; regression: adapter wrong where base right
     only_base_wrong = (known & ~base & adapter).sum(axis=1)
     only_adapter_wrong = (known & base & ~adapter).sum(axis=1)
-    test = stats.mcnemar_counts(only_base_wrong, only_adapter_wrong, known.sum(axis=1))
+    both_wrong = (known & ~base & ~adapter).sum(axis=1)
+    test = stats.mcnemar_counts(only_base_wrong, only_adapter_wrong, known.sum(axis=1), both=both_wrong)
     regression = (test["p"] < 0.05) & (only_adapter_wrong > only_base_wrong)
     assert 1 - regression.mean() >= 1 - binom.ppf(0.999, runs, 0.05) / runs
 

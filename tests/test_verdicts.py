@@ -93,11 +93,12 @@ def test_the_report_line_gives_the_outcome_its_numbers_and_the_items_needed():
     arrays["rag"] = arrays["finetuned"].copy()
     arrays["rag"]["mc_accuracy"] = arrays["finetuned"]["mc_accuracy"].copy()
     arrays["rag"]["mc_accuracy"][:3] = 1 - arrays["rag"]["mc_accuracy"][:3]
+    arrays["rag_finetuned"] = {"mc_accuracy": arrays["rag"]["mc_accuracy"].copy()}
     v = decide_verdicts(_per_item(arrays), cfg, _questions(40))["facts (multiple choice)"]
     defs = {m: {"label": spec[0]} for m, spec in metrics.METRICS.items()}
     line = report._verdict_line("facts (multiple choice)", v, defs)
     assert v["verdict"] == "inconclusive" and v["items_needed"] > 40
-    assert line.startswith("**facts (multiple choice): inconclusive**") and "99% interval" in line
+    assert line.startswith("**facts (multiple choice): inconclusive**") and "98% interval" in line
     assert f"about {v['items_needed']} paired items would resolve it at ±5 points" in line
     assert "Holm-adjusted p" in line and "n = 40" in line
 
