@@ -548,6 +548,24 @@ def tuning_budget_lines(grid: dict) -> list[str]:
             + (" (unequal: read the verdicts with that in mind)." if ft != rag else "."), ""]
 
 
+def training_table_lines(ids: list[str], cells: dict[str, dict]) -> list[str]:
+    """Per cell, what its training cost: method, trainable parameters, peak memory while
+    training and its ratio to the weights' size, time (methods.yaml's comparison)."""
+    rows = []
+    for cid in ids:
+        tr = (cells[cid].get("costs") or {}).get("training") or {}
+        if not tr.get("weights_bytes"):
+            continue
+        peak = tr.get("peak_gpu_mb") or tr["peak_rss_mb"]
+        rows.append(f"| {cid} | {tr.get('method', 'lora')} | {tr['trainable_params']:,} | {peak:,.0f} "
+                    f"({'GPU' if tr.get('peak_gpu_mb') else 'process'}) | {peak * 2**20 / tr['weights_bytes']:.1f}x | "
+                    f"{tr['wall_seconds']:.0f} |")
+    if not rows:
+        return []
+    return ["## Training cost per cell", "", "| cell | method | trainable parameters | peak memory MB | "
+            "peak / weights | train s |", "|---|---|---|---|---|---|", *rows, ""]
+
+
 def render_grid(grid: dict, cells: dict[str, dict]) -> str:
     """The grid report: each headline metric per cell and pipeline with intervals, the
     best cell per pipeline, and each axis's effect (mean over the cells at each value)."""
@@ -555,7 +573,7 @@ def render_grid(grid: dict, cells: dict[str, dict]) -> str:
     values = {c["id"]: c["values"] for c in grid["cells"]}
     out = [f"# {grid['experiment']}: grid of {len(grid['cells'])} cells", "",
            f"{len(ids)} cells finished. Each cell's own report is in its folder; percentages with 95% intervals.", ""]
-    out += tuning_budget_lines(grid)
+    out += tuning_budget_lines(grid) + training_table_lines(ids, cells)
     any_m = next(iter(cells.values()), None)
     if any_m is None:
         return "\n".join(out)
