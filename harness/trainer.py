@@ -331,7 +331,7 @@ def train_model(lm: LoadedModel, examples: list[Example], *, method: str = "lora
     sees `batch_size * gradient_accumulation` rows. `progress` is a callable taking a
     step count, or a tqdm bar (its total is set to the planned steps)."""
     from transformers import TrainingArguments
-    from transformers.trainer_callback import ExportableState, TrainerCallback
+    from transformers.trainer_callback import ExportableState, PrinterCallback, TrainerCallback
 
     if schedule not in SCHEDULES:
         raise TrainError(f"train.schedule: unknown schedule {schedule!r}; one of {', '.join(SCHEDULES)}")
@@ -393,6 +393,7 @@ def train_model(lm: LoadedModel, examples: list[Example], *, method: str = "lora
                           data_collator=lambda rows: _pad([(r["input_ids"], r["labels"]) for r in rows],
                                                           tok.pad_token_id),
                           callbacks=[callback])
+    trainer.remove_callback(PrinterCallback)  # Trainer prints its logs without a progress bar; harness has its own
     resume = _latest_checkpoint(run_dir) if checkpoint_dir is not None else None
     start_step = 0
     if resume is not None:
