@@ -303,6 +303,9 @@ def select_training_facts(lm: LoadedModel, data: Dataset, cfg: ExperimentConfig)
 def obtain_raft_adapter(lm: LoadedModel, data: Dataset, cfg: ExperimentConfig) -> dict:
     """The RAFT adapter (see train.build_raft_examples), attached as "raft" beside the
     default one, which stays active."""
+    if cfg.train.method == "full":  # it would train every weight of the base the other pipelines use
+        raise TrainError("eval.pipelines: 'raft' trains a LoRA adapter beside the default one; it cannot run with "
+                         "train.method: full")
     r = cfg.train.raft
     chunks = chunk_documents(list(data.documents), chunk_size=cfg.retrieval.chunk_size,
                              chunk_overlap=cfg.retrieval.chunk_overlap)
