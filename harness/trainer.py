@@ -11,7 +11,7 @@ bf16 autocast where that is the compute dtype, data parallel under torchrun or
 - a dev loss after every epoch, early stopping that keeps the best epoch's weights, and
   the loss curve (one train loss per optimizer step, one dev loss per epoch);
 - resume after a kill: with `checkpoint_dir`, a checkpoint every `checkpoint_every`
-  optimizer steps and at every epoch's end; a call that finds one resumes from it and
+  optimizer steps and after every epoch's dev loss; a call that finds one resumes from it and
   ends with the weights an uninterrupted run gives, bit for bit on a CPU. Harness's own
   checkpoint files are safetensors and JSON; what `Trainer` writes (optimizer, schedule,
   random states) it reads back with `torch.load(weights_only=True)` only, so nothing in a
