@@ -302,6 +302,8 @@ def _trainer_class():
         adapter_name: str = "default"
 
         def _save(self, output_dir=None, state_dict=None):
+            if not self.args.should_save:  # every process calls it; the first one writes
+                return
             folder = Path(output_dir or self.args.output_dir)
             folder.mkdir(parents=True, exist_ok=True)
             _save_safetensors(_weights(self.model, full=self.full, adapter_name=self.adapter_name),
