@@ -146,14 +146,16 @@ class RaftConfig(_Section):
 
 
 class TrainConfig(_Section):
-    """LoRA fine-tuning. `cpt`: next-token loss on the training text (documents plus
-    paraphrases). `sft`: question -> answer with the loss on the answer only."""
+    """Fine-tuning. `cpt`: next-token loss on every token of the training text (documents
+    plus restatements), in windows of `max_length`. `sft`: question -> answer with the
+    loss on the answer only. `mixed`: both in one adapter."""
 
-    objective: Literal["cpt", "sft"] = "sft"
+    objective: Literal["cpt", "sft", "mixed"] = "sft"
     rank: int = Field(16, ge=1)
     alpha: float = Field(32.0, gt=0)
     dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    # a list of module names, or "all-linear" (every linear layer but the output head)
+    target_modules: Literal["all-linear"] | tuple[str, ...] = ("q_proj", "v_proj")
     lr: float = Field(1e-3, gt=0)
     epochs: int = Field(3, ge=1)
     max_steps: int | None = Field(None, ge=1)
@@ -165,7 +167,18 @@ class TrainConfig(_Section):
     seed: int = 0
     # lora: LoRA on the base as loaded. qlora: the base loaded in 4-bit NF4 (bitsandbytes),
     # LoRA on top; every pipeline of the run then uses that 4-bit base.
-    method: Literal["lora", "qlora"] = "lora"
+    # full: every weight trains (no adapter); the base pipelines then answer from a
+    # second, untouched load of the base model.
+    method: Literal["lora", "qlora", "full"] = "lora"
+    # Trainer settings (transformers' Trainer): an optimizer step sees batch_size *
+    # gradient_accumulation rows; max_grad_norm 0 turns clipping off; packing joins short
+    # documents into full windows (cpt/mixed), separated by boundary tokens.
+    gradient_accumulation: int = Field(1, ge=1)
+    max_grad_norm: float = Field(1.0, ge=0)
+    gradient_checkpointing: bool = False
+    schedule: Literal["linear", "cosine", "constant_with_warmup"] = "linear"
+    weight_decay: float = Field(0.0, ge=0)
+    packing: bool = False
     # Gekhman et al.: train only on the training facts of some categories of what the base
     # model already knows (knowledge.py), and/or teach "I don't know" for the unknown ones.
     # sft only; tagging uses eval.known_samples and eval.known_temperature.
@@ -182,6 +195,9 @@ class TrainConfig(_Section):
         if self.objective == "cpt" and (len(set(self.train_categories)) < 3 or self.unknown_as != "gold"):
             raise ValueError("train.train_categories and train.unknown_as select training questions, so they "
                              "need train.objective: sft")
+        if self.method == "full" and self.repeats > 1:
+            raise ValueError("train.repeats: full fine-tuning trains one model per run (each seed would be a "
+                             "whole copy of the model); use repeats: 1 or method: lora")
         return self
 
 

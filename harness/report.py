@@ -271,6 +271,46 @@ def _knowledge_blocks(m: dict) -> list[tuple]:
     return b
 
 
+def _fine_tuning_blocks(m: dict) -> list[tuple]:
+    """What the fine-tuning arm trained on and what it cost, and how much of RAG's gain
+    it recovers (stats.recovery_ratio)."""
+    b: list[tuple] = []
+    tr = (m.get("costs") or {}).get("training") or {}
+    mat = tr.get("material")
+    recovery = m.get("recovery") or {}
+    if not mat and not recovery:
+        return b
+    b.append(("h2", "Fine-tuning arm: material and recovery"))
+    if mat:
+        held = (f"; {mat['dev_tokens_held_out']:,} document tokens held out for the dev loss (not trained)"
+                if mat.get("dev_tokens_held_out") else "")
+        b.append(("p", f"Training material: {mat['documents']} documents of {mat['corpus_tokens']:,} tokens in "
+                       f"{mat['windows']} windows{' (packed)' if mat.get('packing') else ''}, every token inside "
+                       f"a window{held}; {mat['pairs']} question/answer pairs; {mat['tokens_trained_per_epoch']:,} "
+                       f"tokens trained per epoch; {mat['examples_truncated']} pairs cut to fit "
+                       f"({mat.get('answers_truncated', 0)} of them in the answer), "
+                       f"{mat['examples_dropped']} dropped. Dev loss from: {mat['dev_source']} "
+                       f"({mat['dev_items']} items)."))
+    if tr.get("weights_bytes"):
+        peak = tr.get("peak_gpu_mb") or tr.get("peak_rss_mb")
+        where = "GPU" if tr.get("peak_gpu_mb") else "process"
+        b.append(("p", f"Method {tr.get('method', 'lora')}: {tr['trainable_params']:,} trainable parameters; peak "
+                       f"{where} memory while training {peak:,.0f} MB, {peak * 2**20 / tr['weights_bytes']:.1f}x the "
+                       f"weights' {tr['weights_bytes'] / 2**20:,.0f} MB; {tr['steps']} optimizer steps "
+                       f"({tr.get('steps_run', tr['steps'])} run by this process), {tr['wall_seconds']:.1f} s."))
+    defs = m["metric_definitions"]
+    rows = [[defs[k]["label"], f"{_pts(r['finetuned_gain'])}", f"{_pts(r['rag_gain'])}",
+             "undefined (RAG gains nothing)" if r["ratio"] is None else
+             f"{r['ratio']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]", str(r["n"])]
+            for k, r in recovery.items()]
+    if rows:
+        b.append(("p", "How much of RAG's gain fine-tuning recovers: (finetuned − base) / (rag − base) on the "
+                       "same items, with a paired bootstrap 95% interval. 1.0 = as much as RAG, 0 = nothing, "
+                       "below 0 = worse than base."))
+        b.append(("table", ["metric", "finetuned − base", "rag − base", "recovered share [95% CI]", "n"], rows))
+    return b
+
+
 def _ci(ci: list[float]) -> str:
     return f"[{_pct(ci[0])}, {_pct(ci[1])}]"
 
@@ -422,6 +462,7 @@ def build_blocks(m: dict, predictions: list[dict], curve: list[dict] | None,
     b += _human_blocks(human, m)
     b += _knowledge_blocks(m)
     b += _forgetting_blocks(m)
+    b += _fine_tuning_blocks(m)
 
     costs = m["costs"]
     b.append(("h2", "Cost per arm"))
@@ -434,7 +475,8 @@ def build_blocks(m: dict, predictions: list[dict], curve: list[dict] | None,
     tr = costs.get("training")
     if tr:
         gpu = f", peak GPU memory {tr['peak_gpu_mb']:.0f} MB" if tr.get("peak_gpu_mb") else ""
-        method = {"qlora": "QLoRA (base in 4-bit NF4)", "lora": "LoRA"}.get(tr.get("method"), "LoRA")
+        method = {"qlora": "QLoRA (base in 4-bit NF4)", "lora": "LoRA", "full": "full fine-tuning"}.get(
+            tr.get("method"), "LoRA")
         b.append(("p", f"Fine-tuning arm ({method}{gpu}): {tr['steps']} steps on {tr['train_examples']} examples "
                        f"({tr['dev_examples']} held out), {tr['wall_seconds']:.1f} s, {tr['tokens_per_second']:.0f} "
                        f"tokens/s, {tr['trainable_params']:,} trainable parameters "
@@ -719,6 +761,37 @@ def compare_runs(dir_a: str | Path, dir_b: str | Path) -> str:
     return "\n".join(out) + "\n"
 
 
+def tuning_budget_lines(grid: dict) -> list[str]:
+    """How many settings each arm tried in this grid: distinct values of the `train.*`
+    axes (the fine-tuning arm) and of the `retrieval.*`/`embedder.*` axes (the RAG arm),
+    so that a comparison of the arms can be read at equal tuning budget."""
+    def tried(prefixes: tuple[str, ...]) -> int:
+        return len({tuple(sorted((k, str(v)) for k, v in c["values"].items() if k.startswith(prefixes)))
+                    for c in grid["cells"]})
+
+    ft, rag = tried(("train.",)), tried(("retrieval.", "embedder."))
+    return [f"Tuning budget: the fine-tuning arm tried {ft} setting(s), the RAG arm {rag} setting(s) in this grid"
+            + (" (unequal: read the verdicts with that in mind)." if ft != rag else "."), ""]
+
+
+def training_table_lines(ids: list[str], cells: dict[str, dict]) -> list[str]:
+    """Per cell, what its training cost: method, trainable parameters, peak memory while
+    training and its ratio to the weights' size, time (methods.yaml's comparison)."""
+    rows = []
+    for cid in ids:
+        tr = (cells[cid].get("costs") or {}).get("training") or {}
+        if not tr.get("weights_bytes"):
+            continue
+        peak = tr.get("peak_gpu_mb") or tr["peak_rss_mb"]
+        rows.append(f"| {cid} | {tr.get('method', 'lora')} | {tr['trainable_params']:,} | {peak:,.0f} "
+                    f"({'GPU' if tr.get('peak_gpu_mb') else 'process'}) | {peak * 2**20 / tr['weights_bytes']:.1f}x | "
+                    f"{tr['wall_seconds']:.0f} |")
+    if not rows:
+        return []
+    return ["## Training cost per cell", "", "| cell | method | trainable parameters | peak memory MB | "
+            "peak / weights | train s |", "|---|---|---|---|---|---|", *rows, ""]
+
+
 def render_grid(grid: dict, cells: dict[str, dict]) -> str:
     """The grid report: each headline metric per cell and pipeline with intervals, the
     best cell per pipeline, and each axis's effect (mean over the cells at each value)."""
@@ -726,6 +799,7 @@ def render_grid(grid: dict, cells: dict[str, dict]) -> str:
     values = {c["id"]: c["values"] for c in grid["cells"]}
     out = [f"# {grid['experiment']}: grid of {len(grid['cells'])} cells", "",
            f"{len(ids)} cells finished. Each cell's own report is in its folder; percentages with 95% intervals.", ""]
+    out += tuning_budget_lines(grid) + training_table_lines(ids, cells)
     any_m = next(iter(cells.values()), None)
     if any_m is None:
         return "\n".join(out)

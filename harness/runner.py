@@ -36,12 +36,13 @@ from harness.prompts import ABSTAIN, TEMPLATES
 from harness.results import (atomic_write_json, atomic_write_jsonl, atomic_write_yaml, check_destination,
                              checked_destination, mark_folder, provenance, run_lock, staged_run_dir)
 from harness.retrieve import build_retriever, chunk_documents, embedder_fingerprint, load_embedder
-from harness.train import TrainError, TrainResult, build_examples, build_raft_examples, planned_steps, train_lora
+from harness.train import TrainError, build_examples, build_raft_examples
+from harness.trainer import TrainResult, train_model
 from harness.world import generate_world
 
 log = logging.getLogger(__name__)
 
-ADAPTER_FORMAT = 1  # bump when a change to train.py makes old cached adapters invalid
+ADAPTER_FORMAT = 2  # bump when a change to train.py makes old cached adapters invalid
 
 
 def adapter_group(cfg: ExperimentConfig) -> str:
@@ -182,10 +183,10 @@ def load_dataset(cfg: ExperimentConfig) -> Dataset:
     return data
 
 
-def _adapter_key(lm: LoadedModel, examples, cfg: ExperimentConfig, seed: int) -> str:
-    """What determines an adapter: the model, the exact training pairs, the training
-    settings and seed, the compute dtype. Never retrieval or evaluation settings, nor how
-    many seeds the run repeats."""
+def _adapter_key(lm: LoadedModel, examples, cfg: ExperimentConfig, seed: int, dev_examples=()) -> str:
+    """What determines an adapter: the model, the exact training pairs (and separate dev
+    pairs), the training settings and seed, the compute dtype. Never retrieval or
+    evaluation settings, nor how many seeds the run repeats."""
     train = cfg.train.model_dump(mode="json")
     train.pop("repeats")
     train.pop("checkpoint_every")
@@ -194,6 +195,7 @@ def _adapter_key(lm: LoadedModel, examples, cfg: ExperimentConfig, seed: int) ->
     blob = json.dumps({
         "format": ADAPTER_FORMAT, "model": lm.fingerprint, "dtype": lm.dtype, "device": lm.device,
         "examples": hashlib.sha256(json.dumps([[e.prompt, e.completion] for e in examples]).encode()).hexdigest(),
+        "dev": hashlib.sha256(json.dumps([[e.prompt, e.completion] for e in dev_examples]).encode()).hexdigest(),
         "train": train,
     }, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -208,15 +210,25 @@ def obtain_adapter(lm: LoadedModel, data: Dataset, cfg: ExperimentConfig, *, see
     from peft import PeftModel
 
     t = cfg.train
+    dev_examples = []
     if examples is None:
         examples = build_examples(lm.tokenizer, objective=t.objective, texts=data.train_texts,
                                   questions=data.train_questions)
-    key = _adapter_key(lm, examples, cfg, seed)
+        if t.objective == "cpt" and t.dev_fraction > 0:
+            # cpt trains on every document token; its dev loss comes from separate
+            # material, the training questions' answers, when the data has them
+            dev_examples = build_examples(lm.tokenizer, objective="sft", questions=data.train_questions)
+    key = _adapter_key(lm, examples, cfg, seed, dev_examples)
     target = cache_dir() / "adapters" / key[:32]
     record_path = target / "harness-train.json"
     if record_path.is_file():
         log.info("adapter %s from cache: %s", name, target)
-        if hasattr(lm.model, "peft_config"):
+        if t.method == "full":  # the whole fine-tuned model, in place of lm's
+            from transformers import AutoModelForCausalLM
+
+            lm.model = AutoModelForCausalLM.from_pretrained(target, dtype=next(lm.model.parameters()).dtype,
+                                                            device_map=lm.device).eval()
+        elif hasattr(lm.model, "peft_config"):
             lm.model.load_adapter(target, adapter_name=name)
             lm.model.set_adapter(name)
         else:
@@ -226,24 +238,26 @@ def obtain_adapter(lm: LoadedModel, data: Dataset, cfg: ExperimentConfig, *, see
     # A stable partial folder (not per process), so a run killed mid-training resumes
     # from its last checkpoint; the lock keeps two live processes from training it at once.
     partial = target.with_name(f"{target.name}.partial")
-    settings = dict(rank=t.rank, alpha=t.alpha, dropout=t.dropout, target_modules=t.target_modules, lr=t.lr,
-                    epochs=t.epochs, max_steps=t.max_steps, batch_size=t.batch_size, max_length=t.max_length,
-                    warmup_ratio=t.warmup_ratio, dev_fraction=t.dev_fraction,
+    settings = dict(method=t.method, rank=t.rank, alpha=t.alpha, dropout=t.dropout, target_modules=t.target_modules,
+                    lr=t.lr, epochs=t.epochs, max_steps=t.max_steps, batch_size=t.batch_size,
+                    max_length=t.max_length, warmup_ratio=t.warmup_ratio, dev_fraction=t.dev_fraction,
                     early_stopping_patience=t.early_stopping_patience, seed=seed, adapter_name=name,
-                    checkpoint_dir=partial, checkpoint_every=t.checkpoint_every)
+                    checkpoint_dir=partial, checkpoint_every=t.checkpoint_every,
+                    gradient_accumulation=t.gradient_accumulation, max_grad_norm=t.max_grad_norm,
+                    gradient_checkpointing=t.gradient_checkpointing, schedule=t.schedule,
+                    weight_decay=t.weight_decay, packing=t.packing, dev_examples=dev_examples or None)
     if int(os.environ.get("RANK", "0")) > 0:  # a data-parallel helper: the first process owns the files
-        result = train_lora(lm, examples, out_dir=partial / "adapter", **settings)
+        result = train_model(lm, examples, out_dir=partial / "adapter", **settings)
         return {**result.to_json(), "adapter_dir": str(target), "cache_key": key, "seed": seed, "method": t.method}, False
     with run_lock(partial, wait=True):
         if record_path.is_file():  # another process finished it while this one waited
             return obtain_adapter(lm, data, cfg, seed=seed, name=name, examples=examples)
-        steps = planned_steps(len(examples), dev_fraction=t.dev_fraction, batch_size=t.batch_size,
-                              epochs=t.epochs, max_steps=t.max_steps)
         out = partial / "adapter"
         shutil.rmtree(out, ignore_errors=True)
         partial.mkdir(parents=True, exist_ok=True)
-        with tqdm(total=steps, desc=f"train LoRA ({t.objective}, seed {seed})", unit="step") as bar:
-            result: TrainResult = train_lora(lm, examples, out_dir=out, progress=bar.update, **settings)
+        label = {"lora": "LoRA", "qlora": "QLoRA", "full": "full"}[t.method]
+        with tqdm(desc=f"train {label} ({t.objective}, seed {seed})", unit="step") as bar:
+            result: TrainResult = train_model(lm, examples, out_dir=out, progress=bar, **settings)
         record = result.to_json()
         record["adapter_dir"] = str(target)
         record["cache_key"] = key
@@ -326,6 +340,9 @@ def connect_endpoint(cfg: ExperimentConfig, data: Dataset) -> tuple[LoadedModel,
 def obtain_raft_adapter(lm: LoadedModel, data: Dataset, cfg: ExperimentConfig) -> dict:
     """The RAFT adapter (see train.build_raft_examples), attached as "raft" beside the
     default one, which stays active."""
+    if cfg.train.method == "full":  # it would train every weight of the base the other pipelines use
+        raise TrainError("eval.pipelines: 'raft' trains a LoRA adapter beside the default one; it cannot run with "
+                         "train.method: full")
     r = cfg.train.raft
     chunks = chunk_documents(list(data.documents), chunk_size=cfg.retrieval.chunk_size,
                              chunk_overlap=cfg.retrieval.chunk_overlap)
@@ -393,9 +410,11 @@ def spread_across_seeds(lm: LoadedModel, questions, cfg: ExperimentConfig, retri
             for name, per in values.items()}
 
 
-def run_benchmarks(lm: LoadedModel, cfg: ExperimentConfig, *, adapter_id: str | None) -> dict:
+def run_benchmarks(lm: LoadedModel, cfg: ExperimentConfig, *, adapter_id: str | None,
+                   tuned: LoadedModel | None = None) -> dict:
     """Score the benchmark subsets for the base and each fine-tuned pipeline on the one
-    loaded model, switching the adapter on and off; then the forgetting summary."""
+    loaded model, switching the adapter on and off (or, after full fine-tuning, on the
+    `tuned` second model); then the forgetting summary."""
     b = cfg.benchmarks
     prepared = benchmarks.prepare_tasks(data_dir=b.data_dir, mmlu_subjects=b.mmlu_subjects, mmlu_items=b.mmlu_items,
                                         hellaswag=b.hellaswag, hellaswag_items=b.hellaswag_items, seed=b.seed)
@@ -411,8 +430,10 @@ def run_benchmarks(lm: LoadedModel, cfg: ExperimentConfig, *, adapter_id: str | 
         if not prepared.tasks:
             continue
         log.info("benchmarks for %s: %s", name, ", ".join(t.label for t in prepared.tasks))
-        with adapter_switch(lm, pipe.adapter):
-            scores[name] = benchmarks.score_tasks(lm, prepared, adapter_id=adapter_id if pipe.adapter else None,
+        full = pipe.adapter and pipe.adapter_name == "default" and tuned is not None and tuned is not lm
+        model = tuned if full else lm
+        with adapter_switch(model, pipe.adapter and not full):
+            scores[name] = benchmarks.score_tasks(model, prepared, adapter_id=adapter_id if pipe.adapter else None,
                                                   num_fewshot=b.num_fewshot, batch_size=b.batch_size)
     summary = stats.benchmark_summary(scores, samples=cfg.eval.bootstrap_samples, seed=cfg.seed) if scores else {}
     return {**summary, "skipped": skipped, "source": prepared.source, "task_dir": prepared.task_dir,
@@ -461,6 +482,19 @@ def _percentile(values, q: float) -> float:
     return float(np.percentile(values, q)) if len(values) else float("nan")
 
 
+def recovery_ratios(per_item: dict, *, decided: list[str], samples: int, seed: int) -> dict:
+    """stats.recovery_ratio on each deciding metric (`decided`, the verdicts' metrics)
+    that base, finetuned and rag all scored."""
+    out = {}
+    for metric in dict.fromkeys(decided):
+        if not all(metric in per_item.get(p, {}) for p in ("base", "finetuned", "rag")):
+            continue
+        ids = sorted(set.intersection(*(set(per_item[p][metric]) for p in ("base", "finetuned", "rag"))))
+        out[metric] = stats.recovery_ratio(*([per_item[p][metric][i] for i in ids] for p in ("base", "finetuned", "rag")),
+                                           samples=samples, seed=seed)
+    return out
+
+
 def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = None,
                    folder: str | None = None) -> Path:
     """Run every configured pipeline on the same items; returns the results folder,
@@ -490,13 +524,19 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
         timings["model_load_seconds"] = time.perf_counter() - t0
         log.info("model %s on %s, compute dtype %s", cfg.model.name, lm.device, lm.dtype)
 
+        tuned = lm  # the model the fine-tuned pipelines answer with
         if lm.endpoint is None and any(p.adapter and p.adapter_name == "default" for p in wanted):
             t0 = time.perf_counter()
+            if cfg.train.method == "full":
+                # Full fine-tuning changes every weight, so the fine-tuned pipelines get a
+                # second load of the base to train; the base and rag pipelines keep the
+                # untouched first one (twice the weights in memory while the run lasts).
+                tuned = load_generator(cfg.model.name, dtype=cfg.model.dtype, device=cfg.model.device)
             seeds = [cfg.train.seed + i for i in range(cfg.train.repeats)]
             # The first seed's adapter is the primary: every per-item result, comparison
             # and verdict uses it; the others give the spread across seeds.
             train_data, selection = select_training_facts(lm, data, cfg)
-            train_record, adapter_cached = obtain_adapter(lm, train_data, cfg, seed=seeds[0], name="default")
+            train_record, adapter_cached = obtain_adapter(tuned, train_data, cfg, seed=seeds[0], name="default")
             if selection is not None:
                 train_record = {**train_record, "selection": selection}
             for seed in seeds[1:]:
@@ -536,7 +576,10 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
             record = raft_record if pipe.adapter_name == "raft" else train_record
             memo = generation_memo(lm, adapter_key=record["cache_key"] if pipe.adapter else None)
             with tqdm(total=len(questions), desc=f"answer [{name}]", unit="q") as bar:
-                rows = answer(lm, questions, adapter=pipe.adapter, retriever=retriever if pipe.retrieval else None,
+                # the fully fine-tuned model has no adapter to switch on
+                full = pipe.adapter and pipe.adapter_name == "default" and tuned is not lm
+                rows = answer(tuned if full else lm, questions, adapter=pipe.adapter and not full,
+                              retriever=retriever if pipe.retrieval else None,
                               top_k=cfg.retrieval.top_k, max_new_tokens=cfg.eval.max_new_tokens,
                               batch_size=cfg.eval.batch_size, multiple_choice=cfg.eval.multiple_choice,
                               adapter_name=pipe.adapter_name, memo=memo, progress=bar.update)
@@ -586,7 +629,8 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
         benchmark_result = None
         if cfg.benchmarks is not None:
             t0 = time.perf_counter()
-            benchmark_result = run_benchmarks(lm, cfg, adapter_id=train_record["cache_key"] if train_record else None)
+            benchmark_result = run_benchmarks(lm, cfg, adapter_id=train_record["cache_key"] if train_record else None,
+                                              tuned=tuned)
             timings["benchmarks_seconds"] = time.perf_counter() - t0
 
         kinds = {m: spec[2] for m, spec in metrics.METRICS.items()}
@@ -612,6 +656,8 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
                           for p in per_item},
         }
         verdicts = decide_verdicts(per_item, cfg, questions)
+        recovery = recovery_ratios(per_item, decided=[v["metric"] for v in verdicts.values()], samples=samples,
+                                   seed=cfg.seed)
         scenario_result = None
         if cfg.scenario is not None:
             scenario_result = scenarios.summary(cfg, comparisons, rows_by_pipeline, by_id, style_scorer=style_scorer,
@@ -651,6 +697,7 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
             "splits": splits,
             "comparisons": comparisons,
             "verdicts": verdicts,
+            "recovery": recovery,
             "by_knowledge": by_knowledge,
             "scenario": scenario_result,
             "seed_spread": seed_spread,

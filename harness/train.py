@@ -1,75 +1,30 @@
-"""LoRA fine-tuning through PEFT.
+"""Training material: what a fine-tuning run learns from, as token windows.
 
 `build_examples(...)` turns training material into (prompt, completion) pairs:
-`cpt` has an empty prompt and the training text as completion (next-token loss on all of
-it); `sft` renders each training question with the same closed-book template the
-pipelines use and puts the loss on the answer only.
+`cpt` has an empty prompt and a training text (a document, a restatement) as completion;
+`sft` renders each training question with the same closed-book template the pipelines use
+and puts the loss on the answer only; `mixed` is both in one list.
 
-`train_lora(lm, examples, *, rank=..., ...)` wraps `lm.model` in a PEFT LoRA model in
-place, trains it with AdamW and a linear warm-up/decay schedule, measures a held-out dev
-loss after every epoch (optionally stopping early and keeping the best epoch), saves the
-adapter to `out_dir`, and returns the loss curve and the costs.
+`prepare_material(tokenizer, examples, *, max_length, ...)` tokenizes them for training:
+every document is split into windows of `max_length` tokens that together cover all of
+it (no token is cut off), a question/answer pair longer than `max_length` loses the start
+of its prompt, and an over-long answer its end (counted and logged, never silently), and the dev split comes from separate material,
+from held-out training pairs, or from the held-out end of every document (counted as not
+trained). Its `stats` are what the adapter's record and the report show: corpus tokens,
+tokens trained per epoch, examples truncated and dropped.
+
+The training loop itself is in trainer.py.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import os
 import random
-import resource
-import threading
-import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
-import torch
-
-from harness.models import LoadedModel, compute_context
 from harness.prompts import answer_suffix, render, template_for
 
 log = logging.getLogger(__name__)
-
-
-class PeakMemory:
-    """The most resident memory this process held while the block ran, sampled from
-    /proc every 50 ms on a thread (the process-lifetime maximum, ru_maxrss, would carry
-    an earlier, bigger run's peak into a later one). Elsewhere it falls back to
-    ru_maxrss."""
-
-    def __init__(self, interval: float = 0.05):
-        self.interval, self.peak_mb = interval, 0.0
-        self._stop = threading.Event()
-
-    @staticmethod
-    def rss_mb() -> float | None:
-        try:
-            pages = int(Path("/proc/self/statm").read_text().split()[1])
-        except (OSError, ValueError, IndexError):
-            return None
-        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-    def _watch(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.peak_mb = max(self.peak_mb, self.rss_mb() or 0.0)
-
-    def __enter__(self) -> "PeakMemory":
-        first = self.rss_mb()
-        if first is None:
-            self._thread = None
-        else:
-            self.peak_mb = first
-            self._thread = threading.Thread(target=self._watch, daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._thread is None:
-            self.peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            return
-        self._stop.set()
-        self._thread.join()
-        self.peak_mb = max(self.peak_mb, self.rss_mb() or 0.0)
 
 
 class TrainError(ValueError):
@@ -82,36 +37,14 @@ class Example:
     completion: str
 
 
-@dataclass
-class TrainResult:
-    adapter_dir: str
-    loss_curve: list[dict]
-    best_epoch: int | None
-    stopped_early: bool
-    steps: int
-    train_examples: int
-    dev_examples: int
-    trainable_params: int
-    total_params: int
-    tokens: int
-    wall_seconds: float
-    tokens_per_second: float
-    peak_rss_mb: float  # the most resident memory of the process while training (see PeakMemory)
-    adapter_bytes: int
-    peak_gpu_mb: float | None = None  # CUDA only: the most GPU memory torch held while training
-    world_size: int = 1  # processes that trained it together (torchrun / accelerate launch)
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-
 def build_examples(tokenizer, *, objective: str, texts=(), questions=()) -> list[Example]:
-    """Training pairs for `cpt` (texts) or `sft` (questions with answers)."""
-    if objective == "cpt":
-        return [Example("", t + answer_suffix(tokenizer)) for t in texts if t.strip()]
-    return [Example(render(tokenizer, template_for(retrieval=False, task=q.task), question=q.question),
-                    q.answers[0] + answer_suffix(tokenizer))
-            for q in questions if q.answers]
+    """Training pairs for `cpt` (texts), `sft` (questions with answers) or `mixed` (both:
+    the texts first, then the pairs)."""
+    docs = [Example("", t + answer_suffix(tokenizer)) for t in texts if t.strip()]
+    pairs = [Example(render(tokenizer, template_for(retrieval=False, task=q.task), question=q.question),
+                     q.answers[0] + answer_suffix(tokenizer))
+             for q in questions if q.answers]
+    return {"cpt": docs, "sft": pairs, "mixed": docs + pairs}[objective]
 
 
 def _holds(chunk_text: str, q) -> bool:
@@ -150,233 +83,131 @@ def build_raft_examples(tokenizer, *, questions, chunks, passages: int, gold_sha
     return out
 
 
+
+
+Tokens = tuple[list[int], list[int]]  # (input ids, labels with -100 where no loss)
+
+
+@dataclass
+class Material:
+    """Tokenized training and dev items, and what they cover."""
+
+    train: list[Tokens]
+    dev: list[Tokens]
+    stats: dict = field(default_factory=dict)
+
+
 def split_sizes(n_examples: int, dev_fraction: float) -> tuple[int, int]:
-    """(train, dev) sizes: no dev split below 10 examples."""
+    """(train, dev) sizes of a split of question/answer pairs: none below 10 pairs."""
     n_dev = int(round(n_examples * dev_fraction)) if n_examples >= 10 else 0
     return n_examples - n_dev, n_dev
 
 
-def planned_steps(n_examples: int, *, dev_fraction: float, batch_size: int, epochs: int,
-                  max_steps: int | None) -> int:
-    steps = epochs * math.ceil(split_sizes(n_examples, dev_fraction)[0] / batch_size)
-    return min(steps, max_steps) if max_steps else steps
+def windows(stream: list[int], max_length: int) -> list[Tokens]:
+    """Windows of at most `max_length` tokens over `stream`, each starting on the last
+    token of the one before: every token after the first is a next-token target in
+    exactly one window, with its window's earlier tokens as context."""
+    out, start = [], 0
+    while True:
+        ids = stream[start:start + max_length]
+        if len(ids) >= 2:
+            out.append((ids, [-100] + ids[1:]))
+        if start + max_length >= len(stream):
+            return out
+        start += max_length - 1
 
 
-def _tokenize(tokenizer, ex: Example, max_length: int) -> tuple[list[int], list[int]]:
-    prompt = tokenizer(ex.prompt, add_special_tokens=False)["input_ids"] if ex.prompt else []
+def _pair_tokens(tokenizer, ex: Example, max_length: int) -> tuple[Tokens | None, bool, bool]:
+    """(ids, labels) of a prompt/completion pair, whether it was cut, and whether its
+    answer was. A pair longer than `max_length` loses the start of its prompt; an answer
+    longer than what is left after half the window of prompt loses its end."""
+    prompt = tokenizer(ex.prompt, add_special_tokens=False)["input_ids"]
     completion = tokenizer(ex.completion, add_special_tokens=False)["input_ids"]
-    ids = (prompt + completion)[:max_length]
-    labels = ([-100] * len(prompt) + completion)[:max_length]
-    return ids, labels
+    if not completion:
+        return None, False, False
+    cut = len(prompt) + len(completion) > max_length
+    answer_cut = False
+    if cut:
+        room = max_length - min(len(prompt), max_length // 2)
+        answer_cut = len(completion) > room
+        completion = completion[:room]
+        prompt = prompt[len(prompt) - (max_length - len(completion)):] if max_length > len(completion) else []
+    return (prompt + completion, [-100] * len(prompt) + completion), cut, answer_cut
 
 
-def _batches(items, batch_size: int, pad_id: int):
-    for start in range(0, len(items), batch_size):
-        chunk = items[start:start + batch_size]
-        width = max(len(ids) for ids, _ in chunk)
-        ids = torch.tensor([i + [pad_id] * (width - len(i)) for i, _ in chunk])
-        labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in chunk])
-        mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in chunk])
-        yield ids, mask, labels
+def _trained(items: list[Tokens]) -> int:
+    """Tokens that get a loss: labelled positions after the first (a model's loss
+    predicts position i from the positions before it)."""
+    return sum(sum(lab != -100 for lab in labels[1:]) for _, labels in items)
 
 
-@torch.no_grad()
-def _dev_loss(lm: LoadedModel, items, batch_size: int, pad_id: int) -> float:
-    lm.model.eval()
-    total, count = 0.0, 0
-    for ids, mask, labels in _batches(items, batch_size, pad_id):
-        with compute_context(lm):
-            loss = lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
-                            labels=labels.to(lm.device)).loss
-        n = int((labels[:, 1:] != -100).sum())
-        total, count = total + float(loss) * n, count + n
-    return total / max(count, 1)
+def prepare_material(tokenizer, examples: list[Example], *, max_length: int, dev_fraction: float, seed: int,
+                     packing: bool = False, dev_examples: list[Example] | None = None) -> Material:
+    """Tokenize `examples` for training (see the module docstring).
 
+    Documents (examples with an empty prompt) start with a boundary token (BOS, else
+    EOS) so that their first token is trained too, and are split into `windows`; with
+    `packing`, all documents are joined into one stream first (each still between
+    boundary tokens) and windowed together, so short documents fill whole windows.
 
-def train_lora(lm: LoadedModel, examples: list[Example], *, rank: int, alpha: float, dropout: float,
-               target_modules, lr: float, epochs: int, max_steps: int | None, batch_size: int,
-               max_length: int, warmup_ratio: float, dev_fraction: float,
-               early_stopping_patience: int | None, seed: int, out_dir: str | Path,
-               adapter_name: str = "default", checkpoint_dir: str | Path | None = None,
-               checkpoint_every: int = 1, progress=None) -> TrainResult:
-    """Train a LoRA adapter on `lm.model` and save it to `out_dir`.
-
-    The first adapter wraps `lm.model` in a PEFT model in place; a later one (another
-    seed, say) is added beside the others under `adapter_name` and made the active one,
-    and only its weights train.
-
-    With `checkpoint_dir`, the adapter, optimizer, schedule, data order and random
-    states are saved there every `checkpoint_every` steps and after every epoch; a call
-    that finds a checkpoint continues from it, and the adapter it ends with is the one an
-    uninterrupted run gives, bit for bit."""
-    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
-    from transformers import get_linear_schedule_with_warmup
-
+    The dev split, in this order: `dev_examples` when given (separate material, e.g.
+    the training questions of a `cpt` run); else `dev_fraction` of the question/answer
+    pairs (at least 10 pairs); else the last `dev_fraction` of every document's tokens,
+    which are then not trained on (`stats["dev_tokens_held_out"]`)."""
     if not examples:
         raise TrainError("train: no training examples (is the training data empty?)")
-    tok = lm.tokenizer
-    items = [_tokenize(tok, ex, max_length) for ex in examples]
-    items = [it for it in items if any(lab != -100 for lab in it[1])]
-    rng = random.Random(seed)
-    order = list(range(len(items)))
-    rng.shuffle(order)
-    n_dev = split_sizes(len(items), dev_fraction)[1]
-    dev = [items[i] for i in order[:n_dev]]
-    train = [items[i] for i in order[n_dev:]]
-
-    torch.manual_seed(seed)
-    if getattr(lm.model, "is_loaded_in_4bit", False):  # QLoRA
-        from peft import prepare_model_for_kbit_training
-
-        from harness.models import keep_4bit_trainable
-
-        if not hasattr(lm.model, "peft_config"):
-            lm.model = prepare_model_for_kbit_training(lm.model, use_gradient_checkpointing=False)
-        keep_4bit_trainable(lm.model)
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),
-                        task_type="CAUSAL_LM", bias="none")
-    try:
-        if hasattr(lm.model, "peft_config"):
-            lm.model.add_adapter(adapter_name, config)
-            lm.model.set_adapter(adapter_name)
-            model = lm.model
+    boundary = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    docs = [[boundary] + tokenizer(e.completion, add_special_tokens=False)["input_ids"]
+            for e in examples if not e.prompt]
+    pairs, truncated, answers_cut, dropped = [], 0, 0, 0
+    for e in (ex for ex in examples if ex.prompt):
+        item, cut, answer_cut = _pair_tokens(tokenizer, e, max_length)
+        truncated, answers_cut = truncated + cut, answers_cut + answer_cut
+        if item is None:
+            dropped += 1
         else:
-            model = get_peft_model(lm.model, config, adapter_name=adapter_name)
-    except ValueError as err:
-        raise TrainError(f"train.target_modules: {str(err).splitlines()[0]}") from None
-    lm.model = model
-    for name, param in model.named_parameters():
-        param.requires_grad = "lora_" in name and f".{adapter_name}." in name
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+            pairs.append(item)
 
-    total_steps = planned_steps(len(items), dev_fraction=dev_fraction, batch_size=batch_size, epochs=epochs,
-                                max_steps=max_steps)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
-    schedule = get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * total_steps), total_steps)
-    pad_id = tok.pad_token_id
+    dev, dev_source, held_out = [], "none", 0
+    if dev_examples:
+        for e in dev_examples:
+            item, _, _ = _pair_tokens(tokenizer, e, max_length)
+            if item is not None:
+                dev.append(item)
+        dev_source = "separate"
+    elif pairs and split_sizes(len(pairs), dev_fraction)[1]:
+        order = list(range(len(pairs)))
+        random.Random(seed).shuffle(order)
+        n_dev = split_sizes(len(pairs), dev_fraction)[1]
+        dev = [pairs[i] for i in order[:n_dev]]
+        pairs = [pairs[i] for i in order[n_dev:]]
+        dev_source = "held-out pairs"
+    elif docs and dev_fraction > 0:
+        kept = []
+        for stream in docs:
+            k = min(int(round((len(stream) - 1) * dev_fraction)), max_length - 1, len(stream) - 2)
+            if k < 1:
+                kept.append(stream)
+                continue
+            context = stream[max(0, len(stream) - max_length):]
+            dev.append((context, [-100] * (len(context) - k) + context[-k:]))
+            kept.append(stream[:-k])
+            held_out += k
+        docs, dev_source = kept, "held-out document ends"
 
-    # Launched as several processes (torchrun, accelerate launch): data parallel through
-    # accelerate. Every process sees the same batches and trains on its share of each
-    # batch's rows; gradients are averaged; the first process alone writes files.
-    accelerator, step_model = None, model
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from accelerate import Accelerator
-
-        accelerator = Accelerator(cpu=lm.device == "cpu")
-        step_model, optimizer = accelerator.prepare(model, optimizer)
-    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
-
-    ckpt = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir is not None else None
-    perm = list(range(len(train)))
-    st = {"step": 0, "epoch": 1, "batches_done": 0, "epoch_complete": False, "curve": [], "best": float("inf"),
-          "best_epoch": None, "bad_epochs": 0, "stopped_early": False, "best_state": None, "tokens": 0,
-          "elapsed": 0.0}
-    if ckpt is not None and ckpt.is_file():
-        saved = torch.load(ckpt, weights_only=False)
-        set_peft_model_state_dict(model, saved["adapter"], adapter_name=adapter_name)
-        optimizer.load_state_dict(saved["optimizer"])
-        schedule.load_state_dict(saved["schedule"])
-        rng.setstate(saved["rng"])
-        torch.set_rng_state(saved["torch_rng"])
-        perm = saved["perm"]
-        st = saved["state"]
-        log.info("training resumed from %s at step %d", ckpt, st["step"])
-
-    def save_checkpoint() -> None:
-        if rank != 0:
-            return
-        ckpt.parent.mkdir(parents=True, exist_ok=True)
-        tmp = ckpt.with_name(f".{ckpt.name}.tmp")
-        torch.save({"adapter": get_peft_model_state_dict(model, adapter_name=adapter_name),
-                    "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                    "rng": rng.getstate(), "torch_rng": torch.get_rng_state(), "perm": perm,
-                    "state": {**st, "elapsed": st["elapsed"] + time.perf_counter() - t0}}, tmp)
-        os.replace(tmp, ckpt)
-
-    if lm.device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    if progress is not None and st["step"]:
-        progress(st["step"])
-
-    def done(st: dict) -> bool:
-        return st["stopped_early"] or (st["epoch_complete"] and (st["step"] >= total_steps or st["epoch"] >= epochs))
-
-    finished = done(st)
-    with PeakMemory() as memory:
-        while not finished:
-            epoch = st["epoch"]
-            if st["epoch_complete"]:
-                st.update(epoch=epoch + 1, batches_done=0, epoch_complete=False)
-                epoch += 1
-            if st["batches_done"] == 0:
-                rng.shuffle(perm)
-            model.train()
-            batches = list(_batches([train[i] for i in perm], batch_size, pad_id))
-            for ids, mask, labels in batches[st["batches_done"]:]:
-                if world > 1:  # this process's rows of the batch (a repeat when there are fewer rows)
-                    rows = list(range(rank, ids.shape[0], world)) or [rank % ids.shape[0]]
-                    ids, mask, labels = ids[rows], mask[rows], labels[rows]
-                with compute_context(lm):
-                    loss = step_model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
-                                      labels=labels.to(lm.device)).loss
-                if accelerator is not None:
-                    accelerator.backward(loss)
-                else:
-                    loss.backward()
-                optimizer.step()
-                schedule.step()
-                optimizer.zero_grad(set_to_none=True)
-                st["step"] += 1
-                st["batches_done"] += 1
-                st["tokens"] += int(mask.sum())
-                st["curve"].append({"step": st["step"], "epoch": epoch, "train_loss": float(loss.detach())})
-                if progress is not None:
-                    progress(1)
-                if st["step"] >= total_steps:
-                    break
-                if ckpt is not None and st["step"] % checkpoint_every == 0:
-                    save_checkpoint()
-            if dev:
-                dev_loss = _dev_loss(lm, dev, batch_size, pad_id)
-                st["curve"].append({"step": st["step"], "epoch": epoch, "dev_loss": dev_loss})
-                log.info("epoch %d: dev loss %.4f", epoch, dev_loss)
-                if dev_loss < st["best"] - 1e-6:
-                    st.update(best=dev_loss, best_epoch=epoch, bad_epochs=0)
-                    if early_stopping_patience:
-                        st["best_state"] = {k: v.detach().clone()
-                                            for k, v in get_peft_model_state_dict(model, adapter_name=adapter_name).items()}
-                else:
-                    st["bad_epochs"] += 1
-                    if early_stopping_patience and st["bad_epochs"] >= early_stopping_patience:
-                        st["stopped_early"] = True
-            st["epoch_complete"] = True
-            finished = done(st)
-            if ckpt is not None:
-                save_checkpoint()
-    curve, best_epoch, stopped_early, step, tokens = (st["curve"], st["best_epoch"], st["stopped_early"], st["step"],
-                                                      st["tokens"])
-    best_state = st["best_state"]
-    wall = st["elapsed"] + time.perf_counter() - t0
-    if best_state is not None:
-        set_peft_model_state_dict(model, best_state, adapter_name=adapter_name)
-    model.eval()
-    out_dir = Path(out_dir)
-    adapter_bytes = 0
-    if rank == 0:
-        model.save_pretrained(out_dir, selected_adapters=[adapter_name])
-        if (out_dir / adapter_name).is_dir():  # PEFT puts a non-default adapter in a subfolder
-            for f in (out_dir / adapter_name).iterdir():
-                f.rename(out_dir / f.name)
-            (out_dir / adapter_name).rmdir()
-        adapter_bytes = sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file())
-    if accelerator is not None:
-        accelerator.wait_for_everyone()
-    return TrainResult(
-        adapter_dir=str(out_dir), loss_curve=curve, best_epoch=best_epoch, stopped_early=stopped_early,
-        steps=step, train_examples=len(train), dev_examples=len(dev), trainable_params=trainable,
-        total_params=total, tokens=tokens, wall_seconds=wall, tokens_per_second=tokens / max(wall, 1e-9),
-        peak_rss_mb=memory.peak_mb, adapter_bytes=adapter_bytes,
-        peak_gpu_mb=torch.cuda.max_memory_allocated() / 2**20 if lm.device == "cuda" else None, world_size=world,
-    )
+    streams = [[t for s in docs for t in s]] if packing and docs else docs
+    train = [w for s in streams for w in windows(s, max_length)] + pairs
+    if truncated:
+        log.warning("train.max_length %d: %d question/answer pair(s) cut to fit: the start of the prompt, and for "
+                    "%d of them the end of the answer too", max_length, truncated, answers_cut)
+    stats = {
+        "documents": len(docs), "corpus_tokens": sum(len(s) - 1 for s in docs) + held_out,
+        "windows": len(train) - len(pairs), "pairs": len(pairs), "packing": packing,
+        "tokens_trained_per_epoch": _trained(train), "examples_truncated": truncated, "answers_truncated": answers_cut,
+        "examples_dropped": dropped,
+        "dev_source": dev_source, "dev_items": len(dev), "dev_tokens": _trained(dev),
+        "dev_tokens_held_out": held_out,
+    }
+    if not train:
+        raise TrainError("train: no training tokens left (are the training texts and answers empty?)")
+    return Material(train=train, dev=dev, stats=stats)

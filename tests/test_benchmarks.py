@@ -73,7 +73,8 @@ def _standalone_lm_eval(model_dir, prepared, tmp_path, peft=None):
 @needs_data
 def test_accuracies_equal_a_standalone_lm_eval_run(prepared, tiny_model_dir, tmp_path):
     from harness.pipelines import adapter_switch
-    from harness.train import build_examples, train_lora
+    from harness.train import build_examples
+    from harness.trainer import train_model
     from harness.world import generate_world
 
     lm = load_generator(str(tiny_model_dir), dtype="float32", device="cpu")
@@ -84,7 +85,7 @@ def test_accuracies_equal_a_standalone_lm_eval_run(prepared, tiny_model_dir, tmp
             assert ours[label][m] == value, (label, m)
 
     world = generate_world(seed=0, n_people=2, n_organisations=1, n_places=1, paraphrases=0)
-    train_lora(lm, build_examples(lm.tokenizer, objective="sft", questions=world.train_questions), rank=4, alpha=8,
+    train_model(lm, build_examples(lm.tokenizer, objective="sft", questions=world.train_questions), rank=4, alpha=8,
                dropout=0.0, target_modules=["q_proj", "v_proj"], lr=0.05, epochs=2, max_steps=None, batch_size=4,
                max_length=96, warmup_ratio=0.0, dev_fraction=0.0, early_stopping_patience=None, seed=0,
                out_dir=tmp_path / "adapter")

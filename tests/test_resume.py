@@ -28,7 +28,8 @@ def _outcome(folder: Path) -> dict:
     m = json.loads((folder / "metrics.json").read_text())
     preds = [{k: v for k, v in r.items() if k != "latency_s"} for r in read_jsonl(folder / "predictions.jsonl")]
     training = {k: v for k, v in (m["costs"]["training"] or {}).items()
-                if k not in ("wall_seconds", "tokens_per_second", "peak_rss_mb", "from_cache", "adapter_dir")}
+                if k not in ("wall_seconds", "tokens_per_second", "peak_rss_mb", "from_cache", "adapter_dir",
+                             "steps_run", "resumed_from_step")}
     return {**{k: m[k] for k in SAME}, "training": training, "predictions": preds,
             "loss_curve": json.loads((folder / "loss_curve.json").read_text())}
 
@@ -101,15 +102,22 @@ def test_sigkill_mid_training_and_mid_generation_then_resume_matches_an_uninterr
     kills = 0
     # Kill as soon as a training checkpoint exists, then as soon as generations are being
     # stored, each after a random extra delay; then let the third attempt finish.
-    for pattern in ("adapters/*.partial/checkpoint.pt", "generations/*/*/*.jsonl"):
+    # Each kill must land: the process is still running when it is killed, and dies of it.
+    for pattern in ("adapters/*.partial/trainer/checkpoint-*/trainer_state.json", "generations/*/*/*.jsonl"):
         proc = harness(cache, results)
-        if _wait_for(pattern, cache, proc):
-            time.sleep(rng.uniform(0.0, 0.3))
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                kills += 1
-        proc.wait()
-    assert kills >= 1
+        assert _wait_for(pattern, cache, proc), f"{pattern} never appeared"
+        time.sleep(rng.uniform(0.0, 0.3))
+        assert proc.poll() is None, f"the run ended before the kill at {pattern}"
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL
+        kills += 1
+    assert kills == 2
     assert harness(cache, results).wait() == 0
     assert _outcome(results / "killed") == _outcome(tmp_path / "whole" / "killed")
+    # The training resumed from a checkpoint: the run that finished the adapter ran fewer
+    # optimizer steps than the uninterrupted one (its own record says so).
+    whole = json.loads((tmp_path / "whole" / "killed" / "metrics.json").read_text())["costs"]["training"]
+    (record,) = [json.loads(p.read_text()) for p in cache.glob("adapters/*/harness-train.json")]
+    assert whole["steps_run"] == whole["steps"] and record["steps"] == whole["steps"]
+    assert 0 < record["resumed_from_step"] and record["steps_run"] == whole["steps"] - record["resumed_from_step"]
     assert not list(results.glob(".killed*")) and not list((cache / "adapters").glob("*.partial"))

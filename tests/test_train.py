@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from harness.data import Question
-from harness.train import Example, TrainError, _tokenize, build_examples, train_lora
+from harness.train import Example, TrainError, _pair_tokens, build_examples
+from harness.trainer import train_model
 
 QS = [Question(id=f"q{i}", question=f"Where was person {i} born?", answers=(f"Town{i}",)) for i in range(12)]
 
@@ -12,16 +13,22 @@ def test_sft_examples_render_the_closed_book_prompt_and_mask_it(tiny_lm):
     ex = build_examples(tok, objective="sft", questions=QS[:1])[0]
     assert ex.prompt.endswith("<|im_start|>assistant\n") and "Where was person 0 born?" in ex.prompt
     assert ex.completion == "Town0<|im_end|>"
-    ids, labels = _tokenize(tok, ex, max_length=512)
+    (ids, labels), cut, _ = _pair_tokens(tok, ex, 512)
+    assert not cut
     n_prompt = len(tok(ex.prompt, add_special_tokens=False)["input_ids"])
     assert labels[:n_prompt] == [-100] * n_prompt and labels[n_prompt:] == ids[n_prompt:]
 
 
 def test_cpt_examples_train_on_every_token(tiny_lm):
+    from harness.train import prepare_material
+
     ex = build_examples(tiny_lm.tokenizer, objective="cpt", texts=["Ana was born in Ostrow.", "  "])
     assert ex == [Example("", "Ana was born in Ostrow.<|im_end|>")]
-    ids, labels = _tokenize(tiny_lm.tokenizer, ex[0], max_length=512)
-    assert ids == labels
+    m = prepare_material(tiny_lm.tokenizer, ex, max_length=512, dev_fraction=0.0, seed=0)
+    (ids, labels), = m.train
+    text = tiny_lm.tokenizer(ex[0].completion, add_special_tokens=False)["input_ids"]
+    assert ids[1:] == text and labels[1:] == text  # after the boundary token, every token is a target
+    assert m.stats["corpus_tokens"] == m.stats["tokens_trained_per_epoch"] == len(text)
 
 
 def _train(lm, tmp_path, **kw):
@@ -29,7 +36,7 @@ def _train(lm, tmp_path, **kw):
                 max_steps=None, batch_size=4, max_length=96, warmup_ratio=0.0, dev_fraction=0.25,
                 early_stopping_patience=None, seed=0, out_dir=tmp_path / "adapter")
     args.update(kw)
-    return train_lora(lm, build_examples(lm.tokenizer, objective="sft", questions=QS), **args)
+    return train_model(lm, build_examples(lm.tokenizer, objective="sft", questions=QS), **args)
 
 
 def test_lora_training_lowers_loss_and_saves_only_the_adapter(tiny_lm, tmp_path):
@@ -58,7 +65,7 @@ def test_early_stopping_keeps_the_best_epoch(tiny_model_dir, tmp_path, monkeypat
     from peft import get_peft_model_state_dict
     from safetensors.torch import load_file
 
-    import harness.train as train_mod
+    import harness.trainer as train_mod
     from harness.models import load_generator
 
     script, snapshots = iter([3.0, 2.0, 2.5, 2.6, 1.0, 0.5]), []
@@ -138,9 +145,12 @@ def test_training_killed_at_any_step_resumes_to_the_same_adapter(tiny_model_dir,
 
     with pytest.raises(_Killed):
         _train(fresh(), tmp_path / "cut", dropout=0.1, checkpoint_dir=tmp_path / "ckpt", progress=die)
-    assert (tmp_path / "ckpt" / "checkpoint.pt").is_file()
+    assert list((tmp_path / "ckpt" / "trainer").glob("checkpoint-*/trainer_state.json"))
     resumed = _train(fresh(), tmp_path / "cut", dropout=0.1, checkpoint_dir=tmp_path / "ckpt")
     assert resumed.loss_curve == whole.loss_curve and resumed.steps == whole.steps == 9
+    # it resumed: this call ran only the steps after the last checkpoint before the kill
+    assert whole.steps_run == 9 and resumed.resumed_from_step == kill_at - 1
+    assert resumed.steps_run == 9 - (kill_at - 1)
     a = load_file(tmp_path / "whole" / "adapter" / "adapter_model.safetensors")
     b = load_file(tmp_path / "cut" / "adapter" / "adapter_model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -169,7 +179,7 @@ def test_raft_examples_hold_the_gold_chunk_in_the_configured_share(tiny_lm):
 
 
 def test_peak_memory_is_this_block_s_not_the_process_lifetime_s():
-    from harness.train import PeakMemory
+    from harness.trainer import PeakMemory
 
     big = bytearray(300 * 2**20)  # an earlier peak, given back before the block
     big[::4096] = b"x" * len(big[::4096])
@@ -185,3 +195,46 @@ def test_peak_memory_is_this_block_s_not_the_process_lifetime_s():
         time.sleep(0.05)
     del x, y
     assert large.peak_mb - small.peak_mb > 100
+
+
+def test_resume_unpickles_nothing(tiny_model_dir, tmp_path, monkeypatch):
+    """What a resume reads from the checkpoint folder: harness's own files as safetensors
+    and JSON, Trainer's optimizer, schedule and random states through
+    torch.load(weights_only=True) only (no arbitrary unpickling from a shared cache)."""
+    from harness.models import load_generator
+
+    steps = []
+
+    def die_at_the_second_step(n):
+        steps.append(n)
+        if len(steps) == 2:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        _train(load_generator(str(tiny_model_dir), dtype="float32", device="cpu"), tmp_path / "cut", dropout=0.1,
+               checkpoint_dir=tmp_path / "ckpt", progress=die_at_the_second_step)
+    real, calls = torch.load, []
+
+    def recording_load(*a, **kw):
+        calls.append(kw.get("weights_only"))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(torch, "load", recording_load)
+    r = _train(load_generator(str(tiny_model_dir), dtype="float32", device="cpu"), tmp_path / "cut", dropout=0.1,
+               checkpoint_dir=tmp_path / "ckpt")
+    assert r.resumed_from_step == 1 and calls and all(w is True for w in calls)
+
+
+def test_full_fine_tuning_trains_every_weight(tiny_model_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    from harness.models import load_generator
+
+    lm = load_generator(str(tiny_model_dir), dtype="float32", device="cpu")
+    before = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    r = _train(lm, tmp_path, method="full", lr=1e-3, epochs=1)
+    assert r.method == "full" and r.trainable_params == r.total_params == sum(v.numel() for v in lm.model.parameters())
+    assert r.weights_bytes == 4 * r.total_params  # float32
+    saved = load_file(tmp_path / "adapter" / "model.safetensors")
+    changed = [k for k, v in saved.items() if not torch.equal(v, before[k])]
+    assert "model.layers.0.mlp.down_proj.weight" in changed and not hasattr(lm.model, "peft_config")

@@ -1,0 +1,456 @@
+"""The training loop: transformers' `Trainer`, with what harness adds on top.
+
+`train_model(lm, examples, *, method="lora", rank=..., ...)` prepares the material
+(train.prepare_material: every document token in some window), makes `lm.model`
+trainable (LoRA or QLoRA through PEFT, in place, beside earlier adapters; or every weight
+for `method="full"`), and trains it with `Trainer`: AdamW, warm-up then a linear, cosine
+or constant schedule, gradient accumulation, gradient clipping, gradient checkpointing,
+bf16 autocast where that is the compute dtype, data parallel under torchrun or
+`accelerate launch`. On top of `Trainer`, harness adds:
+
+- a dev loss after every epoch, early stopping that keeps the best epoch's weights, and
+  the loss curve (one train loss per optimizer step, one dev loss per epoch);
+- resume after a kill: with `checkpoint_dir`, a checkpoint every `checkpoint_every`
+  optimizer steps and after every epoch's dev loss; a call that finds one resumes from it and
+  ends with the weights an uninterrupted run gives, bit for bit on a CPU. Harness's own
+  checkpoint files are safetensors and JSON; what `Trainer` writes (optimizer, schedule,
+  random states) it reads back with `torch.load(weights_only=True)` only, so nothing in a
+  shared cache folder is unpickled;
+- the costs: tokens, wall time, peak memory (PeakMemory), steps run by this process.
+
+It saves the adapter (or, for `full`, the whole model) to `out_dir` and returns a
+TrainResult.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import resource
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from harness.models import LoadedModel, compute_context
+from harness.train import Example, Material, TrainError, prepare_material
+
+log = logging.getLogger(__name__)
+
+class PeakMemory:
+    """The most resident memory this process held while the block ran, sampled from
+    /proc every 50 ms on a thread (the process-lifetime maximum, ru_maxrss, would carry
+    an earlier, bigger run's peak into a later one). Elsewhere it falls back to
+    ru_maxrss."""
+
+    def __init__(self, interval: float = 0.05):
+        self.interval, self.peak_mb = interval, 0.0
+        self._stop = threading.Event()
+
+    @staticmethod
+    def rss_mb() -> float | None:
+        try:
+            pages = int(Path("/proc/self/statm").read_text().split()[1])
+        except (OSError, ValueError, IndexError):
+            return None
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak_mb = max(self.peak_mb, self.rss_mb() or 0.0)
+
+    def __enter__(self) -> "PeakMemory":
+        first = self.rss_mb()
+        if first is None:
+            self._thread = None
+        else:
+            self.peak_mb = first
+            self._thread = threading.Thread(target=self._watch, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._thread is None:
+            self.peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            return
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, self.rss_mb() or 0.0)
+
+
+@dataclass
+class TrainResult:
+    adapter_dir: str
+    loss_curve: list[dict]
+    best_epoch: int | None
+    stopped_early: bool
+    steps: int
+    train_examples: int
+    dev_examples: int
+    trainable_params: int
+    total_params: int
+    tokens: int
+    wall_seconds: float
+    tokens_per_second: float
+    peak_rss_mb: float  # the most resident memory of the process while training (see PeakMemory)
+    adapter_bytes: int
+    peak_gpu_mb: float | None = None  # CUDA only: the most GPU memory torch held while training
+    world_size: int = 1  # processes that trained it together (torchrun / accelerate launch)
+    method: str = "lora"
+    steps_run: int = 0  # optimizer steps this call ran: fewer than `steps` when it resumed a checkpoint
+    resumed_from_step: int = 0
+    weights_bytes: int = 0  # the base model's weights in memory: the yardstick of training memory
+    material: dict | None = None  # train.prepare_material's stats: corpus tokens, tokens trained, ...
+    settings: dict | None = None  # the trainer settings actually used (batch, accumulation, schedule, ...)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+
+
+WEIGHTS_FILE = "harness-weights.safetensors"  # what a checkpoint folder holds of the model
+SCHEDULES = ("linear", "cosine", "constant_with_warmup")
+
+
+class _Rows(torch.utils.data.Dataset):
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        ids, labels = self.items[i]
+        return {"input_ids": ids, "labels": labels}
+
+
+def _pad(rows: list[tuple[list[int], list[int]]], pad_id: int) -> dict:
+    width = max(len(ids) for ids, _ in rows)
+    return {"input_ids": torch.tensor([i + [pad_id] * (width - len(i)) for i, _ in rows]),
+            "attention_mask": torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in rows]),
+            "labels": torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows])}
+
+
+@torch.no_grad()
+def _dev_loss(lm: LoadedModel, items, batch_size: int, pad_id: int) -> float:
+    """Mean next-token loss over the dev items' labelled tokens."""
+    was_training = lm.model.training
+    lm.model.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(items), batch_size):
+        batch = {k: v.to(lm.device) for k, v in _pad(items[start:start + batch_size], pad_id).items()}
+        with compute_context(lm):
+            loss = lm.model(**batch).loss
+        n = int((batch["labels"][:, 1:] != -100).sum())
+        total, count = total + float(loss) * n, count + n
+    lm.model.train(was_training)
+    return total / max(count, 1)
+
+
+def _weights(model, *, full: bool, adapter_name: str) -> dict:
+    """The trained weights, as independent CPU tensors (tied weights unshared)."""
+    if full:
+        state = model.state_dict()
+    else:
+        from peft import get_peft_model_state_dict
+
+        state = get_peft_model_state_dict(model, adapter_name=adapter_name)
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
+
+
+def _set_weights(model, state: dict, *, full: bool, adapter_name: str) -> None:
+    if full:
+        model.load_state_dict(state)
+    else:
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, state, adapter_name=adapter_name)
+
+
+def _save_safetensors(state: dict, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(state, str(tmp))
+    os.replace(tmp, path)
+
+
+class _Progress:
+    """What harness adds to Trainer, as a callback: the loss curve, a dev loss at every
+    epoch's end with early stopping that keeps the best epoch, the progress bar, and a
+    checkpoint after every epoch's evaluation. Its state travels in the checkpoint's
+    trainer_state.json (JSON); the best epoch's weights in a safetensors file beside."""
+
+    ATTRIBUTES = ("curve", "best", "best_epoch", "bad_epochs", "stopped_early", "elapsed")
+
+    def __init__(self, *, lm: LoadedModel, dev, batch_size: int, pad_id: int, steps_per_epoch: int,
+                 patience: int | None, best_dir: Path | None, full: bool, adapter_name: str, update, is_main: bool):
+        self.lm, self.dev, self.batch_size, self.pad_id = lm, dev, batch_size, pad_id
+        self.steps_per_epoch, self.patience, self.best_dir = steps_per_epoch, patience, best_dir
+        self.full, self.adapter_name, self.update, self.is_main = full, adapter_name, update, is_main
+        self.curve, self.best, self.best_epoch, self.bad_epochs = [], float("inf"), None, 0
+        self.stopped_early, self.elapsed, self.best_state = False, 0.0, None
+        self.t0 = time.perf_counter()
+
+    def state(self) -> dict:  # transformers' ExportableState: saved in trainer_state.json
+        attributes = {a: getattr(self, a) for a in self.ATTRIBUTES}
+        attributes["elapsed"] = self.elapsed + time.perf_counter() - self.t0
+        return {"args": {}, "attributes": attributes}
+
+    def restore(self, attributes: dict) -> None:
+        for a in self.ATTRIBUTES:
+            setattr(self, a, attributes[a])
+        if self.patience and self.best_epoch is not None:
+            from safetensors.torch import load_file
+
+            self.best_state = load_file(str(self.best_dir / f"best-epoch{self.best_epoch}.safetensors"))
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if not logs or "loss" not in logs:
+            return control
+        step = state.global_step
+        epoch = math.ceil(step / self.steps_per_epoch)
+        self.curve.append({"step": step, "epoch": epoch, "train_loss": float(logs["loss"])})
+        if self.dev and (step % self.steps_per_epoch == 0 or step >= state.max_steps):
+            dev_loss = _dev_loss(self.lm, self.dev, self.batch_size, self.pad_id)
+            self.curve.append({"step": step, "epoch": epoch, "dev_loss": dev_loss})
+            log.info("epoch %d: dev loss %.4f", epoch, dev_loss)
+            if dev_loss < self.best - 1e-6:
+                self.best, self.best_epoch, self.bad_epochs = dev_loss, epoch, 0
+                if self.patience:
+                    self.best_state = _weights(self.lm.model, full=self.full, adapter_name=self.adapter_name)
+                    if self.best_dir is not None and self.is_main:  # written before the checkpoint naming it
+                        _save_safetensors(self.best_state, self.best_dir / f"best-epoch{epoch}.safetensors")
+            else:
+                self.bad_epochs += 1
+                if self.patience and self.bad_epochs >= self.patience:
+                    self.stopped_early = True
+                    control.should_training_stop = True
+            control.should_save = args.save_strategy != "no"
+        if self.update is not None:
+            self.update(1)
+        return control
+
+
+def _latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint: trainer_state.json is the last file Trainer
+    writes into one, and older ones are removed only after it."""
+    found = []
+    for folder in run_dir.glob("checkpoint-*"):
+        try:
+            json.loads((folder / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if (folder / WEIGHTS_FILE).is_file():
+            found.append((int(folder.name.split("-")[-1]), folder))
+    return max(found)[1] if found else None
+
+
+def _make_trainable(lm: LoadedModel, *, method: str, rank: int, alpha: float, dropout: float, target_modules,
+                    adapter_name: str):
+    """`lm.model` ready to train: every weight (`full`), or a new LoRA adapter that alone
+    trains (`lora`, and `qlora` on a 4-bit base)."""
+    if method == "full":
+        if hasattr(lm.model, "peft_config"):
+            raise TrainError("train.method: full fine-tuning needs a model without LoRA adapters")
+        for param in lm.model.parameters():
+            param.requires_grad = True
+        return lm.model
+    from peft import LoraConfig, get_peft_model
+
+    if getattr(lm.model, "is_loaded_in_4bit", False):  # QLoRA
+        from peft import prepare_model_for_kbit_training
+
+        from harness.models import keep_4bit_trainable
+
+        if not hasattr(lm.model, "peft_config"):
+            lm.model = prepare_model_for_kbit_training(lm.model, use_gradient_checkpointing=False)
+        keep_4bit_trainable(lm.model)
+    # peft takes "all-linear" as a string (every linear layer but the output head)
+    modules = "all-linear" if list(target_modules) in (["all-linear"], list("all-linear")) else list(target_modules)
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=modules,
+                        task_type="CAUSAL_LM", bias="none")
+    try:
+        if hasattr(lm.model, "peft_config"):
+            lm.model.add_adapter(adapter_name, config)
+            lm.model.set_adapter(adapter_name)
+            model = lm.model
+        else:
+            model = get_peft_model(lm.model, config, adapter_name=adapter_name)
+    except ValueError as err:
+        raise TrainError(f"train.target_modules: {str(err).splitlines()[0]}") from None
+    for name, param in model.named_parameters():
+        param.requires_grad = "lora_" in name and f".{adapter_name}." in name
+    return model
+
+
+def _trainer_class():
+    from transformers import Trainer
+
+    class HarnessTrainer(Trainer):
+        """Trainer whose checkpoints hold the trained weights as safetensors (the adapter
+        alone for LoRA), read back without unpickling."""
+
+        full: bool = False
+        adapter_name: str = "default"
+
+        def _save(self, output_dir=None, state_dict=None):
+            if not self.args.should_save:  # every process calls it; the first one writes
+                return
+            folder = Path(output_dir or self.args.output_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+            _save_safetensors(_weights(self.model, full=self.full, adapter_name=self.adapter_name),
+                              folder / WEIGHTS_FILE)
+
+        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+            from safetensors.torch import load_file
+
+            state = load_file(str(Path(resume_from_checkpoint) / WEIGHTS_FILE))
+            _set_weights(self.model, state, full=self.full, adapter_name=self.adapter_name)
+
+    return HarnessTrainer
+
+
+def train_model(lm: LoadedModel, examples: list[Example], *, method: str = "lora", rank: int = 16,
+                alpha: float = 32.0, dropout: float = 0.05, target_modules=("q_proj", "v_proj"), lr: float,
+                epochs: int, max_steps: int | None = None, batch_size: int, max_length: int,
+                warmup_ratio: float = 0.0, dev_fraction: float = 0.0, early_stopping_patience: int | None = None,
+                seed: int = 0, out_dir: str | Path, adapter_name: str = "default",
+                checkpoint_dir: str | Path | None = None, checkpoint_every: int = 1, progress=None,
+                gradient_accumulation: int = 1, max_grad_norm: float = 1.0, gradient_checkpointing: bool = False,
+                schedule: str = "linear", weight_decay: float = 0.0, packing: bool = False,
+                dev_examples: list[Example] | None = None) -> TrainResult:
+    """Train `lm.model` on `examples` and save the adapter (or the model, for `full`) to
+    `out_dir` (see the module docstring). `batch_size` is the global batch of one
+    forward pass, split over the processes of a data-parallel launch; an optimizer step
+    sees `batch_size * gradient_accumulation` rows. `progress` is a callable taking a
+    step count, or a tqdm bar (its total is set to the planned steps)."""
+    from transformers import TrainingArguments
+    from transformers.trainer_callback import ExportableState, PrinterCallback, TrainerCallback
+
+    if schedule not in SCHEDULES:
+        raise TrainError(f"train.schedule: unknown schedule {schedule!r}; one of {', '.join(SCHEDULES)}")
+    full = method == "full"
+    tok = lm.tokenizer
+    material: Material = prepare_material(tok, examples, max_length=max_length, dev_fraction=dev_fraction, seed=seed,
+                                          packing=packing, dev_examples=dev_examples)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    per_device = max(1, batch_size // world)
+    batches_per_epoch = math.ceil(len(material.train) / (per_device * world))
+    steps_per_epoch = math.ceil(batches_per_epoch / gradient_accumulation)
+    total_steps = min(epochs * steps_per_epoch, max_steps) if max_steps else epochs * steps_per_epoch
+
+    torch.manual_seed(seed)  # the new adapter's initial weights
+    weights_bytes = sum(p.numel() * p.element_size() for p in lm.model.parameters())
+    model = lm.model = _make_trainable(lm, method=method, rank=rank, alpha=alpha, dropout=dropout,
+                                       target_modules=target_modules, adapter_name=adapter_name)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+
+    scratch = None
+    if checkpoint_dir is None:
+        scratch = tempfile.mkdtemp(prefix="harness-trainer-")
+        run_dir = Path(scratch)
+    else:
+        run_dir = Path(checkpoint_dir) / "trainer"
+    rank_main = int(os.environ.get("RANK", "0")) == 0
+    update = getattr(progress, "update", progress)
+    if progress is not None and hasattr(progress, "total"):
+        progress.total = total_steps
+        progress.refresh()
+
+    class Callback(_Progress, TrainerCallback, ExportableState):
+        pass
+
+    callback = Callback(lm=lm, dev=material.dev, batch_size=batch_size, pad_id=tok.pad_token_id,
+                        steps_per_epoch=steps_per_epoch, patience=early_stopping_patience,
+                        best_dir=None if checkpoint_dir is None else Path(checkpoint_dir), full=full,
+                        adapter_name=adapter_name, update=update, is_main=rank_main)
+    settings = {"per_device_batch_size": per_device, "gradient_accumulation": gradient_accumulation,
+                "max_grad_norm": max_grad_norm, "gradient_checkpointing": gradient_checkpointing,
+                "schedule": schedule, "warmup_steps": int(warmup_ratio * total_steps), "weight_decay": weight_decay,
+                "bf16": lm.dtype == "bfloat16", "optimizer": "adamw_torch", "steps_per_epoch": steps_per_epoch}
+    args = TrainingArguments(
+        output_dir=str(run_dir), per_device_train_batch_size=per_device, gradient_accumulation_steps=gradient_accumulation,
+        learning_rate=lr, weight_decay=weight_decay, max_grad_norm=max_grad_norm, lr_scheduler_type=schedule,
+        warmup_steps=settings["warmup_steps"], max_steps=total_steps, optim="adamw_torch",
+        logging_strategy="steps", logging_steps=1, eval_strategy="no", report_to="none", disable_tqdm=True,
+        save_strategy="no" if checkpoint_dir is None else "steps", save_steps=checkpoint_every, save_total_limit=1,
+        seed=seed, data_seed=seed, use_cpu=lm.device == "cpu", bf16=settings["bf16"],
+        activation_checkpointing=gradient_checkpointing, activation_checkpointing_kwargs={"use_reentrant": False},
+        remove_unused_columns=False, label_names=["labels"], dataloader_num_workers=0,
+        include_num_input_tokens_seen="non_padding", ddp_find_unused_parameters=False,
+        restore_callback_states_from_checkpoint=False,  # harness restores its own callback (below)
+    )
+    trainer_cls = _trainer_class()
+    trainer_cls.full, trainer_cls.adapter_name = full, adapter_name
+    trainer = trainer_cls(model=model, args=args, train_dataset=_Rows(material.train),
+                          data_collator=lambda rows: _pad([(r["input_ids"], r["labels"]) for r in rows],
+                                                          tok.pad_token_id),
+                          callbacks=[callback])
+    trainer.remove_callback(PrinterCallback)  # Trainer prints its logs without a progress bar; harness has its own
+    resume = _latest_checkpoint(run_dir) if checkpoint_dir is not None else None
+    start_step = 0
+    if resume is not None:
+        saved = json.loads((resume / "trainer_state.json").read_text())
+        start_step = saved["global_step"]
+        callback.restore(saved["stateful_callbacks"]["Callback"]["attributes"])
+        log.info("training resumed from %s at step %d", resume, start_step)
+        if update is not None:
+            update(start_step)
+
+    if lm.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    callback.t0 = time.perf_counter()
+    try:
+        with PeakMemory() as memory:
+            if start_step < total_steps and not callback.stopped_early:
+                trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    wall = callback.elapsed + time.perf_counter() - callback.t0
+    steps = trainer.state.global_step if trainer.state.global_step else start_step
+    if callback.best_state is not None:
+        _set_weights(model, callback.best_state, full=full, adapter_name=adapter_name)
+    model.eval()
+    if gradient_checkpointing and hasattr(model, "gradient_checkpointing_disable"):
+        model.gradient_checkpointing_disable()
+    out_dir = Path(out_dir)
+    saved_bytes = 0
+    if rank_main:
+        _save_trained(lm, out_dir, full=full, adapter_name=adapter_name)
+        saved_bytes = sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file())
+    if world > 1 and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    tokens = int(trainer.state.num_input_tokens_seen or 0)
+    return TrainResult(
+        adapter_dir=str(out_dir), loss_curve=callback.curve, best_epoch=callback.best_epoch,
+        stopped_early=callback.stopped_early, steps=steps, train_examples=len(material.train),
+        dev_examples=len(material.dev), trainable_params=trainable, total_params=total, tokens=tokens,
+        wall_seconds=wall, tokens_per_second=tokens / max(wall, 1e-9), peak_rss_mb=memory.peak_mb,
+        adapter_bytes=saved_bytes,
+        peak_gpu_mb=torch.cuda.max_memory_allocated() / 2**20 if lm.device == "cuda" else None, world_size=world,
+        method=method, steps_run=steps - start_step, resumed_from_step=start_step, weights_bytes=weights_bytes,
+        material=material.stats, settings=settings,
+    )
+
+
+def _save_trained(lm: LoadedModel, out_dir: Path, *, full: bool, adapter_name: str) -> None:
+    """The adapter's files (PEFT's layout), or the whole fine-tuned model with its tokenizer."""
+    if full:
+        lm.model.save_pretrained(out_dir)
+        lm.tokenizer.save_pretrained(out_dir)
+        return
+    lm.model.save_pretrained(out_dir, selected_adapters=[adapter_name])
+    if (out_dir / adapter_name).is_dir():  # PEFT puts a non-default adapter in a subfolder
+        for f in (out_dir / adapter_name).iterdir():
+            f.rename(out_dir / f.name)
+        (out_dir / adapter_name).rmdir()
