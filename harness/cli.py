@@ -10,33 +10,48 @@
     harness compare DIR_A DIR_B              two runs side by side, Markdown on stdout
 
 Exit codes: 0 success, 2 a problem with the user's input (config, data, model name) or
-a results folder that another live run is writing, 1 anything else. Input problems print one line naming the file, line or key.
+a results folder that another live run is writing, or a place that cannot be written
+(results or cache folder, disk full), 1 anything else. Input problems print one line
+naming the file, line or key. `run`, `train`, `plan` and `validate` check everything a run
+would reject before any work (harness/preflight.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 
+# OSErrors that mean a place cannot be written, which the user fixes, not a bug
+_PLACE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR}
+
 
 def _input_errors() -> tuple[type[BaseException], ...]:
+    from harness.cache import CacheError
     from harness.config import ConfigError
     from harness.data import DataError
     from harness.executors import ExecutorError
     from harness.models import ModelError
+    from harness.report import ReportError
     from harness.results import RunLockedError
     from harness.retrieve import EmbedderError
     from harness.train import TrainError
 
-    return (ConfigError, DataError, ModelError, EmbedderError, TrainError, RunLockedError, ExecutorError)
+    return (ConfigError, DataError, ModelError, EmbedderError, TrainError, RunLockedError, ExecutorError,
+            CacheError, ReportError)
 
 
 def _run(args) -> int:
     from harness.config import load_config
+    from harness.executors import EXECUTORS, ExecutorError
+    from harness.preflight import check_experiment
     from harness.runner import run_experiment, run_grid
 
+    if args.executor not in EXECUTORS:
+        raise ExecutorError(f"--executor: {args.executor!r} is not one of {', '.join(EXECUTORS)}")
     cfg = load_config(args.config)
+    check_experiment(cfg, source=args.config, results_root=args.results_dir)
     if cfg.grid is not None:
         out = run_grid(cfg, results_root=args.results_dir, executor=args.executor, workers=args.workers,
                        address=args.address, cpus_per_cell=args.cpus_per_cell)
@@ -53,7 +68,11 @@ def _train(args) -> int:
     from harness.config import load_config
     from harness.runner import train_adapters
 
-    records = train_adapters(load_config(args.config))
+    from harness.preflight import check_experiment
+
+    cfg = load_config(args.config)
+    check_experiment(cfg, source=args.config)
+    records = train_adapters(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
         for r in records:
             how = "cached" if r["from_cache"] else f"trained by {r.get('world_size', 1)} process(es)"
@@ -65,7 +84,11 @@ def _plan(args) -> int:
     from harness.config import load_config
     from harness.runner import plan_grid
 
-    rows = plan_grid(load_config(args.config), results_root=args.results_dir)
+    from harness.preflight import check_experiment
+
+    cfg = load_config(args.config)
+    check_experiment(cfg, source=args.config, results_root=args.results_dir)
+    rows = plan_grid(cfg, results_root=args.results_dir)
     print("| cell | config | status | adapter | benchmarks | estimate |")
     print("|---|---|---|---|---|---|")
     for r in rows:
@@ -80,11 +103,10 @@ def _plan(args) -> int:
 
 def _validate(args) -> int:
     from harness.config import config_hash, load_config
-
-    from harness.config import expand_grid
+    from harness.preflight import check_experiment
 
     cfg = load_config(args.config)
-    cells = expand_grid(cfg, source=args.config)  # every grid cell validates too
+    cells = check_experiment(cfg, source=args.config)  # every grid cell, its data, model and embedder
     grid = f", {len(cells)} grid cells" if cfg.grid else ""
     print(f"{args.config}: ok (experiment {cfg.name!r}, config hash {config_hash(cfg)[:12]}{grid})")
     return 0
@@ -155,6 +177,13 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except _input_errors() as err:
         print(f"harness: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.errno not in _PLACE_ERRNOS:
+            raise
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"harness: error: {where}{err.strerror} (a results or cache folder that cannot be written, a full "
+              "disk or a file-size limit); finished results and cache entries are unchanged", file=sys.stderr)
         return 2
 
 
