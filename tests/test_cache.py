@@ -99,10 +99,10 @@ def test_a_truncated_adapter_is_trained_again(tiny_lm, tmp_path, monkeypatch, ca
 
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
     cfg = parse_config(tiny_config(tiny_lm.source, train={"objective": "sft", "rank": 4, "alpha": 8, "max_steps": 2,
-                                                          "batch_size": 8, "max_length": 64}))
+                                                          "batch_size": 8, "max_length": 96}))
     data = load_dataset(cfg)
     record, cached = obtain_adapter(tiny_lm, data, cfg, seed=0)
-    assert not cached
+    assert not cached and record["steps"] == 2
     weights = next((tmp_path / "adapters").glob("*/adapter_model.safetensors"))
     _truncate(weights, keep=100)
     with caplog.at_level(logging.WARNING):
