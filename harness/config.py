@@ -376,7 +376,7 @@ def read_yaml(path: str | Path) -> object:
         raise ConfigError(f"{path}: line {line}: not UTF-8 text (byte {err.start}: {data[err.start]:#04x}); "
                           "save the file as UTF-8") from None
     try:
-        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a subclass of SafeLoader
+        raw = yaml.load(text, Loader=_StrictLoader)  # a subclass of SafeLoader: plain data only
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
