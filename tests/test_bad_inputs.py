@@ -241,6 +241,12 @@ CASES = [
     Case("bom-jsonl", "data", "questions with a byte-order mark",
          lambda b: ["validate", b.own_data(qfile=b.file("q.jsonl", "\ufeff" + json.dumps(Q) + "\n"))],
          expect="accepted"),
+    Case("non-ascii", "data", "non-ASCII file names, ids, questions and answers (Zürich, 東京)",
+         lambda b: ["validate", b.own_data(docs=_two_files(b, "docs-ü/Zürich.md", "docs-ü/東京.txt"),
+                                           questions=[{**Q, "id": "frage-ü", "question": "Wer leitet 東京?",
+                                                       "answers": ["Zoë Ñúñez"],
+                                                       "choices": ["Zoë Ñúñez", "Ilse Varga"], "answer_index": 0}])],
+         expect="accepted"),
     Case("huge-line", "data", "a 9 MiB JSONL line",
          lambda b: ["validate", b.own_data(qfile=b.file("q.jsonl", json.dumps({**Q, "pad": "x" * (9 << 20)})))],
          r"q\.jsonl:1: line of 9 MiB is over the limit"),
@@ -398,8 +404,11 @@ def _assert_cache_sound(cache: Path) -> None:
 
 
 def _harness_script() -> list[str]:
+    """The installed console script (pip install -e . puts it beside the interpreter);
+    its absence is a broken install, so it fails the process cases rather than skip them."""
     script = Path(sys.executable).parent / "harness"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "harness.cli"]
+    assert script.is_file(), f"{script} missing: the package's console script is not installed"
+    return [str(script)]
 
 
 def _run_process(case: Case, box: Box, argv: list[str]) -> tuple[int, str, str]:

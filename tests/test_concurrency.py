@@ -17,8 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _harness() -> list[str]:
-    script = Path(sys.executable).parent / "harness"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "harness.cli"]
+    from test_bad_inputs import _harness_script
+
+    return _harness_script()
 
 
 def _env(cache: Path) -> dict:
