@@ -31,7 +31,8 @@ from pathlib import Path
 
 import yaml
 
-from harness.models import LoadedModel, cache_dir, compute_context
+from harness.cache import cache_dir, read_bytes, write_bytes
+from harness.models import LoadedModel, compute_context
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +183,9 @@ def score_tasks(lm: LoadedModel, prepared: PreparedTasks, *, adapter_id: str | N
     todo = []
     for task in prepared.tasks:
         path = cache_dir() / "benchmark_scores" / f"{_score_key(lm, adapter_id, task, num_fewshot)}.json"
-        if path.is_file():
-            out[task.label] = {**json.loads(path.read_text()), "from_cache": True}
+        stored = read_bytes(path)  # None when absent, or damaged (then discarded and scored again)
+        if stored is not None:
+            out[task.label] = {**json.loads(stored), "from_cache": True}
         else:
             todo.append((task, path))
     if not todo:
@@ -206,9 +208,6 @@ def score_tasks(lm: LoadedModel, prepared: PreparedTasks, *, adapter_id: str | N
         result.update(n=len(items), items=items, protocol={
             "task": task.name, "version": raw["versions"].get(task.name), "num_fewshot": raw["n-shot"].get(task.name),
             "lm_eval": importlib.metadata.version("lm_eval"), "output_type": "multiple_choice (log-likelihood)"})
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(result))
-        tmp.replace(path)
+        write_bytes(path, json.dumps(result).encode())
         out[task.label] = {**result, "from_cache": False}
     return out

@@ -16,37 +16,51 @@
     harness questions --apply-review SHEET --out DIR   write the reviewed question set
 
 Exit codes: 0 success, 2 a problem with the user's input (config, data, model name), a
-results folder that another live run is writing, or a path in the way of the results that
-harness did not write (it is never replaced), 1 anything else. Input problems print one line naming the file, line or key.
+results folder that another live run is writing, a path in the way of the results that
+harness did not write (it is never replaced), or a place that cannot be written (results
+or cache folder, disk full), 1 anything else. Input problems print one line naming the
+file, line or key. `run`, `train`, `plan` and `validate` check everything a run would
+reject before any work (harness/preflight.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
+
+# OSErrors that mean a place cannot be written, which the user fixes, not a bug
+_PLACE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR}
 
 
 def _input_errors() -> tuple[type[BaseException], ...]:
     from harness.annotate import AnnotateError
+    from harness.cache import CacheError
     from harness.config import ConfigError
-    from harness.labels import LabelsError
     from harness.data import DataError
     from harness.executors import ExecutorError
+    from harness.labels import LabelsError
     from harness.models import ModelError
+    from harness.report import ReportError
     from harness.results import ResultsFolderError, RunLockedError
     from harness.retrieve import EmbedderError
     from harness.train import TrainError
 
     return (ConfigError, DataError, ModelError, EmbedderError, TrainError, RunLockedError, ResultsFolderError,
-            ExecutorError, AnnotateError, LabelsError)
+            ExecutorError, AnnotateError, LabelsError, CacheError, ReportError)
 
 
 def _run(args) -> int:
     from harness.config import load_config
+    from harness.executors import EXECUTORS, ExecutorError
+    from harness.preflight import check_experiment
     from harness.runner import run_experiment, run_grid
 
+    if args.executor not in EXECUTORS:
+        raise ExecutorError(f"--executor: {args.executor!r} is not one of {', '.join(EXECUTORS)}")
     cfg = load_config(args.config)
+    check_experiment(cfg, source=args.config, results_root=args.results_dir)
     if cfg.grid is not None:
         out = run_grid(cfg, results_root=args.results_dir, executor=args.executor, workers=args.workers,
                        address=args.address, cpus_per_cell=args.cpus_per_cell)
@@ -63,7 +77,11 @@ def _train(args) -> int:
     from harness.config import load_config
     from harness.runner import train_adapters
 
-    records = train_adapters(load_config(args.config))
+    from harness.preflight import check_experiment
+
+    cfg = load_config(args.config)
+    check_experiment(cfg, source=args.config)
+    records = train_adapters(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
         for r in records:
             how = "cached" if r["from_cache"] else f"trained by {r.get('world_size', 1)} process(es)"
@@ -75,7 +93,11 @@ def _plan(args) -> int:
     from harness.config import load_config
     from harness.runner import plan_grid
 
-    rows = plan_grid(load_config(args.config), results_root=args.results_dir)
+    from harness.preflight import check_experiment
+
+    cfg = load_config(args.config)
+    check_experiment(cfg, source=args.config, results_root=args.results_dir)
+    rows = plan_grid(cfg, results_root=args.results_dir)
     print("| cell | config | status | adapter | benchmarks | estimate |")
     print("|---|---|---|---|---|---|")
     for r in rows:
@@ -91,11 +113,12 @@ def _plan(args) -> int:
 def _validate(args) -> int:
     from pathlib import Path
 
-    from harness.config import config_hash, expand_grid, load_config
+    from harness.config import config_hash, load_config
+    from harness.preflight import check_experiment
     from harness.results import check_destination
 
     cfg = load_config(args.config)
-    cells = expand_grid(cfg, source=args.config)  # every grid cell validates too
+    cells = check_experiment(cfg, source=args.config)  # every grid cell, its data, model and embedder
     check_destination(Path(args.results_dir or cfg.output_dir) / cfg.name, experiment=cfg.name,
                       kind="grid" if cfg.grid else "run")
     grid = f", {len(cells)} grid cells" if cfg.grid else ""
@@ -267,6 +290,13 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except _input_errors() as err:
         print(f"harness: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.errno not in _PLACE_ERRNOS:
+            raise
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"harness: error: {where}{err.strerror} (a results or cache folder that cannot be written, a full "
+              "disk or a file-size limit); finished results and cache entries are unchanged", file=sys.stderr)
         return 2
 
 

