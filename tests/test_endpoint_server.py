@@ -29,10 +29,11 @@ from harness.pipelines import answer  # noqa: E402
 from harness.world import generate_world  # noqa: E402
 from tests.test_endpoint import free_port  # noqa: E402
 
-# Per choice, the summed log-likelihood from the server may differ from the in-process
-# one by this much (nats): both run the same Q4_1 weights, in-process dequantised to
-# float32, llama.cpp with its quantised dot products (activations rounded to 8 bits).
-LOGLIK_TOLERANCE = 0.35
+# Per continuation token, the server's log-likelihood may differ from the in-process one
+# by this much (nats): both run the same Q4_1 weights, in-process dequantised to float32,
+# llama.cpp with quantised dot products (activations rounded to 8 bits). Measured on these
+# items: at most 0.19 per token, 0.87 on a 6-token choice.
+LOGLIK_TOLERANCE_PER_TOKEN = 0.25
 
 
 def start_server(port: int, *, api_key: str | None = None) -> subprocess.Popen:
@@ -111,14 +112,21 @@ def test_loglikelihood_parity_with_in_process(server, tokenizer, questions):
     from harness.prompts import TEMPLATES, render
 
     pairs = [(render(tokenizer, TEMPLATES["closed_book"], question=q.question), c)
-             for q in questions[:4] for c in q.choices]
+             for q in questions for c in q.choices]
     remote = loglikelihood(served(server, tokenizer), pairs, batch_size=8)
     local = loglikelihood(load_generator("smollm2", dtype="float32", device="cpu"), pairs, batch_size=8)
-    worst = max(abs(a - b) for a, b in zip(remote, local))
-    assert worst < LOGLIK_TOLERANCE, (worst, remote, local)
-    for i in range(0, len(pairs), 4):  # every question's choice ranks first in both
+    for (ctx, cont), r, l_ in zip(pairs, remote, local):
+        n = len(tokenizer(ctx + cont, add_special_tokens=False)["input_ids"]) - len(
+            tokenizer(ctx, add_special_tokens=False)["input_ids"])
+        assert abs(r - l_) <= LOGLIK_TOLERANCE_PER_TOKEN * n, (cont, r, l_)
+    for i in range(0, len(pairs), 4):  # the same choice wins wherever the in-process margin exceeds the noise
         r, l_ = remote[i:i + 4], local[i:i + 4]
-        assert r.index(max(r)) == l_.index(max(l_))
+        top, second = sorted(l_)[-1], sorted(l_)[-2]
+        if top - second > 2 * LOGLIK_TOLERANCE_PER_TOKEN * 6:
+            assert r.index(max(r)) == l_.index(max(l_))
+    assert sum(a == b for a, b in zip([r.index(max(r)) for r in (remote[i:i + 4] for i in range(0, len(pairs), 4))],
+                                      [l_.index(max(l_)) for l_ in (local[i:i + 4] for i in range(0, len(pairs), 4))]
+                                      )) == len(questions)  # on these items every pick agrees
 
 
 def test_cache_by_identity_and_resume_after_the_server_dies(tmp_path, tokenizer, questions):
@@ -126,7 +134,7 @@ def test_cache_by_identity_and_resume_after_the_server_dies(tmp_path, tokenizer,
     port = free_port()
     proc = start_server(port)
     try:
-        lm = served(f"http://127.0.0.1:{port}/v1", tokenizer, retries=1, timeout=10)
+        lm = served(f"http://127.0.0.1:{port}/v1", tokenizer, retries=1, timeout=300)
         whole = answer(lm, questions, **run)  # no memo: the reference answers
         namespace = {"model": lm.fingerprint, "adapter": None}
 
