@@ -130,6 +130,7 @@ def test_loglikelihood_parity_with_in_process(server, tokenizer, questions):
 
 
 def test_cache_by_identity_and_resume_after_the_server_dies(tmp_path, tokenizer, questions):
+    questions = questions[:4]  # two batches of two
     run = dict(adapter=False, retriever=None, top_k=1, max_new_tokens=6, batch_size=2, multiple_choice=True)
     port = free_port()
     proc = start_server(port)
@@ -156,9 +157,9 @@ def test_cache_by_identity_and_resume_after_the_server_dies(tmp_path, tokenizer,
         assert lm2.fingerprint == lm.fingerprint
         memo = Memo("generations", namespace=namespace, root=tmp_path)
         resumed = answer(lm2, questions, memo=memo, **run)
-        assert memo.counts() == {"reused": 1, "computed": 2}
+        assert memo.counts() == {"reused": 1, "computed": 1}
         asked = lm2.endpoint.requests
-        assert asked == 1 + 4 * (1 + 4)  # model list; per remaining question one generation and 4 choices
+        assert asked == 1 + 2 * (1 + 4)  # model list; per remaining question one generation and 4 choices
         assert [(r["output"], r["choice_logliks"]) for r in resumed] == \
             [(r["output"], r["choice_logliks"]) for r in whole]
 
@@ -181,7 +182,7 @@ def test_api_key_from_the_environment_never_written(tmp_path, monkeypatch):
                "model": {"name": "smollm2", "backend": "endpoint", "base_url": f"http://127.0.0.1:{port}/v1",
                          "served_model": "smollm2", "api_key_env": "HARNESS_TEST_KEY", "retries": 0},
                "data": {"world": {"seed": 0, "n_people": 2, "n_organisations": 1, "n_places": 1, "paraphrases": 0,
-                                  "n_unanswerable": 2}, "max_questions": 6},
+                                  "n_unanswerable": 2}, "max_questions": 3},
                "retrieval": {"chunk_size": 32, "top_k": 2},
                "eval": {"pipelines": ["base", "rag"], "max_new_tokens": 6, "batch_size": 4,
                         "bootstrap_samples": 200}}
