@@ -169,30 +169,42 @@ class Endpoint:
 
     # -- log-likelihood --------------------------------------------------------------
     def _score(self, pair: tuple[str, str]) -> float:
+        """Summed log-probability of the continuation's tokens, echoed by the server.
+
+        The echoed tokens are matched from the end: first the generated token (the API
+        needs max_tokens >= 1), then the tokens that spell the continuation. Offsets are
+        not used, since llama.cpp reports special tokens as empty text, which shifts them."""
         ctx, cont = pair
         # As in-process (lm-evaluation-harness): trailing spaces of the context belong to
         # the continuation.
-        boundary = len(ctx.rstrip(" "))
-        reply = self.request("/completions", {"model": self.active, "prompt": ctx + cont, "max_tokens": 1,
+        cont = ctx[len(ctx.rstrip(" ")):] + cont
+        prompt = ctx + pair[1]
+        reply = self.request("/completions", {"model": self.active, "prompt": prompt, "max_tokens": 1,
                                               "temperature": 0.0, "echo": True, "logprobs": 1})
         self._count(reply)
+        text = _field(reply, self, "choices", 0, "text")
         lp = _field(reply, self, "choices", 0, "logprobs")
-        if not lp or not lp.get("token_logprobs") or not lp.get("text_offset"):
-            raise EndpointError(f"model.base_url: {self.base_url} returned no echoed logprobs for /completions "
-                                f"(model {self.active}); use a server that supports echo and logprobs, or "
-                                "model.api: chat for the letter protocol")
-        end = len(ctx) + len(cont)
-        total, seen = 0.0, 0
-        for offset, value in zip(lp["text_offset"], lp["token_logprobs"]):
-            if boundary <= offset < end:
-                if value is None:
-                    raise EndpointError(f"model.base_url: {self.base_url} returned a null logprob inside the "
-                                        "continuation")
-                total += float(value)
-                seen += 1
-        if not seen:
-            raise EndpointError(f"model.base_url: {self.base_url}: no echoed token falls in the continuation "
-                                f"{cont!r}; the server's text offsets do not match the prompt")
+        if not isinstance(text, str) or not text.startswith(prompt) or not lp or not lp.get("tokens"):
+            raise EndpointError(f"model.base_url: {self.base_url} did not echo the prompt with logprobs on "
+                                f"/completions (model {self.active}); use a server that supports echo and logprobs "
+                                "(vLLM, llama.cpp), or model.mc_protocol: letter")
+        tokens, values = lp["tokens"], lp["token_logprobs"]
+        i, gen = len(tokens), len(text) - len(prompt)
+        while i > 0 and gen > 0:  # the generated token(s)
+            i -= 1
+            gen -= len(tokens[i])
+        while i > 0 and tokens[i - 1] == "":  # a generated end-of-text token, shown as empty text
+            i -= 1
+        total, spelled = 0.0, ""
+        while i > 0 and len(spelled) < len(cont):
+            i -= 1
+            if values[i] is None:
+                break
+            total += float(values[i])
+            spelled = tokens[i] + spelled
+        if not spelled.endswith(cont) or len(spelled) < len(cont):
+            raise EndpointError(f"model.base_url: {self.base_url}: the echoed tokens do not spell the continuation "
+                                f"{cont!r} (got {spelled!r})")
         return total
 
     def loglikelihood(self, pairs: list[tuple[str, str]]) -> list[float]:

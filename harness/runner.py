@@ -531,6 +531,8 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
         train_record, adapter_cached, extra_seeds, raft_record = None, None, [], None
         if cfg.model.backend == "endpoint":  # served: the adapter (if any) is trained here, answered there
             lm, train_record, adapter_cached = connect_endpoint(cfg, data)
+            if train_record is not None:
+                atomic_write_json(stage / "loss_curve.json", train_record["loss_curve"])
         else:
             lm = load_generator(cfg.model.name, dtype=cfg.model.dtype, device=cfg.model.device,
                                 quantization="nf4" if cfg.train.method == "qlora" else None,

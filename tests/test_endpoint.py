@@ -102,3 +102,41 @@ def test_letter_protocol_parsing():
     assert parse_letter("B", 3) == 1 and parse_letter("(c) Lima", 3) == 2 and parse_letter("A.", 3) == 0
     assert parse_letter("D", 3) is None and parse_letter("I think so", 3) is None
     assert json.loads(json.dumps(q)) == q
+
+
+def _models_server(listing: dict):
+    class Handler(_Garbage):
+        def do_GET(self):
+            body = json.dumps(listing).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_served_adapter_is_checked_against_its_cache_key():
+    from harness.endpoint import check_adapter
+
+    key = "0123456789abcdef" * 4
+    # what vLLM lists for --lora-modules NAME=PATH: the adapter's id, its path as root, the base as parent
+    listing = {"object": "list", "data": [
+        {"id": "base", "object": "model", "root": "/models/base", "created": 1},
+        {"id": "ours", "object": "model", "root": f"/cache/adapters/{key[:32]}", "parent": "base"},
+        {"id": "other", "object": "model", "root": f"/cache/adapters/{'f' * 32}", "parent": "base"},
+        {"id": "elsewhere", "object": "model", "root": "/srv/lora/ft", "parent": "base"}]}
+    server = _models_server(listing)
+    try:
+        ep = Endpoint(base_url=f"http://127.0.0.1:{server.server_port}/v1", served_model="base", api="completions",
+                      api_key_env=None, timeout=5, retries=0, concurrency=1)
+        assert check_adapter(ep, served_adapter="ours", cache_key=key) == "matches"
+        assert check_adapter(ep, served_adapter="elsewhere", cache_key=key).startswith("unverified")
+        with pytest.raises(EndpointError, match="whose cache key is not this run's adapter"):
+            check_adapter(ep, served_adapter="other", cache_key=key)
+        with pytest.raises(EndpointError, match="does not serve 'missing'"):
+            check_adapter(ep, served_adapter="missing", cache_key=key)
+    finally:
+        server.shutdown()

@@ -29,10 +29,11 @@ from harness.pipelines import answer  # noqa: E402
 from harness.world import generate_world  # noqa: E402
 from tests.test_endpoint import free_port  # noqa: E402
 
-# Per choice, the summed log-likelihood from the server may differ from the in-process
-# one by this much (nats): both run the same Q4_1 weights, in-process dequantised to
-# float32, llama.cpp with its quantised dot products (activations rounded to 8 bits).
-LOGLIK_TOLERANCE = 0.35
+# Per continuation token, the server's log-likelihood may differ from the in-process one
+# by this much (nats): both run the same Q4_1 weights, in-process dequantised to float32,
+# llama.cpp with quantised dot products (activations rounded to 8 bits). Measured on these
+# items: at most 0.19 per token, 0.87 on a 6-token choice.
+LOGLIK_TOLERANCE_PER_TOKEN = 0.25
 
 
 def start_server(port: int, *, api_key: str | None = None) -> subprocess.Popen:
@@ -111,22 +112,30 @@ def test_loglikelihood_parity_with_in_process(server, tokenizer, questions):
     from harness.prompts import TEMPLATES, render
 
     pairs = [(render(tokenizer, TEMPLATES["closed_book"], question=q.question), c)
-             for q in questions[:4] for c in q.choices]
+             for q in questions for c in q.choices]
     remote = loglikelihood(served(server, tokenizer), pairs, batch_size=8)
     local = loglikelihood(load_generator("smollm2", dtype="float32", device="cpu"), pairs, batch_size=8)
-    worst = max(abs(a - b) for a, b in zip(remote, local))
-    assert worst < LOGLIK_TOLERANCE, (worst, remote, local)
-    for i in range(0, len(pairs), 4):  # every question's choice ranks first in both
+    for (ctx, cont), r, l_ in zip(pairs, remote, local):
+        n = len(tokenizer(ctx + cont, add_special_tokens=False)["input_ids"]) - len(
+            tokenizer(ctx, add_special_tokens=False)["input_ids"])
+        assert abs(r - l_) <= LOGLIK_TOLERANCE_PER_TOKEN * n, (cont, r, l_)
+    for i in range(0, len(pairs), 4):  # the same choice wins wherever the in-process margin exceeds the noise
         r, l_ = remote[i:i + 4], local[i:i + 4]
-        assert r.index(max(r)) == l_.index(max(l_))
+        top, second = sorted(l_)[-1], sorted(l_)[-2]
+        if top - second > 2 * LOGLIK_TOLERANCE_PER_TOKEN * 6:
+            assert r.index(max(r)) == l_.index(max(l_))
+    assert sum(a == b for a, b in zip([r.index(max(r)) for r in (remote[i:i + 4] for i in range(0, len(pairs), 4))],
+                                      [l_.index(max(l_)) for l_ in (local[i:i + 4] for i in range(0, len(pairs), 4))]
+                                      )) == len(questions)  # on these items every pick agrees
 
 
 def test_cache_by_identity_and_resume_after_the_server_dies(tmp_path, tokenizer, questions):
+    questions = questions[:4]  # two batches of two
     run = dict(adapter=False, retriever=None, top_k=1, max_new_tokens=6, batch_size=2, multiple_choice=True)
     port = free_port()
     proc = start_server(port)
     try:
-        lm = served(f"http://127.0.0.1:{port}/v1", tokenizer, retries=1, timeout=10)
+        lm = served(f"http://127.0.0.1:{port}/v1", tokenizer, retries=1, timeout=300)
         whole = answer(lm, questions, **run)  # no memo: the reference answers
         namespace = {"model": lm.fingerprint, "adapter": None}
 
@@ -148,9 +157,9 @@ def test_cache_by_identity_and_resume_after_the_server_dies(tmp_path, tokenizer,
         assert lm2.fingerprint == lm.fingerprint
         memo = Memo("generations", namespace=namespace, root=tmp_path)
         resumed = answer(lm2, questions, memo=memo, **run)
-        assert memo.counts() == {"reused": 1, "computed": 2}
+        assert memo.counts() == {"reused": 1, "computed": 1}
         asked = lm2.endpoint.requests
-        assert asked == 1 + 4 * (1 + 4)  # model list; per remaining question one generation and 4 choices
+        assert asked == 1 + 2 * (1 + 4)  # model list; per remaining question one generation and 4 choices
         assert [(r["output"], r["choice_logliks"]) for r in resumed] == \
             [(r["output"], r["choice_logliks"]) for r in whole]
 
@@ -173,7 +182,7 @@ def test_api_key_from_the_environment_never_written(tmp_path, monkeypatch):
                "model": {"name": "smollm2", "backend": "endpoint", "base_url": f"http://127.0.0.1:{port}/v1",
                          "served_model": "smollm2", "api_key_env": "HARNESS_TEST_KEY", "retries": 0},
                "data": {"world": {"seed": 0, "n_people": 2, "n_organisations": 1, "n_places": 1, "paraphrases": 0,
-                                  "n_unanswerable": 2}, "max_questions": 6},
+                                  "n_unanswerable": 2}, "max_questions": 3},
                "retrieval": {"chunk_size": 32, "top_k": 2},
                "eval": {"pipelines": ["base", "rag"], "max_new_tokens": 6, "batch_size": 4,
                         "bootstrap_samples": 200}}

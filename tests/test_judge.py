@@ -67,16 +67,17 @@ def test_a_judged_run_reports_beside_its_agreement(tmp_path, tiny_model_dir):
 
     model = {"name": str(tiny_model_dir), "dtype": "float32", "device": "cpu"}
     raw = tiny_config(tiny_model_dir, output_dir=str(tmp_path / "results"),
-                      eval={"pipelines": ["base", "rag"], "max_new_tokens": 4, "batch_size": 8, "bootstrap_samples": 200,
+                      eval={"pipelines": ["base", "rag", "rag_finetuned"], "max_new_tokens": 4, "batch_size": 8, "bootstrap_samples": 200,
                             "judge": {"model": model, "max_new_tokens": 4, "pairwise": [["base", "rag"]]}})
     out = run_experiment(parse_config(raw))
     m = json.loads((out / "metrics.json").read_text())
     j = m["judged"]
     n_qa = m["pipelines"]["base"]["contains"]["n"]
-    for p in ("base", "rag"):  # every answerable item judged; unreadable replies counted, not dropped silently
+    arms = ("base", "rag", "rag_finetuned")
+    for p in arms:  # every answerable item judged; unreadable replies counted, not dropped silently
         assert j["correctness"][p]["n"] + j["correctness"][p]["unparsed"] == n_qa
-    assert j["agreement"]["n"] == sum(j["correctness"][p]["n"] for p in ("base", "rag"))
-    assert set(j["faithfulness"]) == {"rag"} and j["pairwise"][0]["a"] == "base"
+    assert j["agreement"]["n"] == sum(j["correctness"][p]["n"] for p in arms)
+    assert set(j["faithfulness"]) == {"rag", "rag_finetuned"} and j["pairwise"][0]["a"] == "base"
     assert j["prompts"]["correctness"] == "judge_correctness@v1"
     assert all("judge" not in q for q in m["verdicts"])  # judged numbers stay out of the verdicts
     report = (out / "report.md").read_text()
