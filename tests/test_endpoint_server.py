@@ -180,7 +180,8 @@ def test_api_key_from_the_environment_never_written(tmp_path, monkeypatch):
     try:
         raw = {"name": "served", "output_dir": str(tmp_path / "results"), "embedder": {"name": "hashing"},
                "model": {"name": "smollm2", "backend": "endpoint", "base_url": f"http://127.0.0.1:{port}/v1",
-                         "served_model": "smollm2", "api_key_env": "HARNESS_TEST_KEY", "retries": 0},
+                         "served_model": "smollm2", "api_key_env": "HARNESS_TEST_KEY", "retries": 0,
+                         "timeout": 900},
                "data": {"world": {"seed": 0, "n_people": 2, "n_organisations": 1, "n_places": 1, "paraphrases": 0,
                                   "n_unanswerable": 2}, "max_questions": 3},
                "retrieval": {"chunk_size": 32, "top_k": 2},
