@@ -106,9 +106,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # Under HARNESS_STRICT=1 (set by .ci/run) these skips are failures: each means CI lacks
 # something it is meant to test (the shared data, Chromium, Ray in a loopback-only
-# namespace, bitsandbytes, torchrun), so a green run would not have tested it. Other
-# skips (no CUDA GPU) stay skips.
-STRICT_SKIPS = ("shared/data", "Chromium", "unshare -n", "'ray'", "'bitsandbytes'", "torchrun")
+# namespace, bitsandbytes, torchrun, Playwright, the llama.cpp server), so a green run
+# would not have tested it. Other skips (no CUDA GPU) stay skips.
+STRICT_SKIPS = ("shared/data", "Chromium", "unshare -n", "'ray'", "'bitsandbytes'", "torchrun", "'playwright",
+                "llama-cpp-python")
 
 
 def _fail_what_must_not_skip(report) -> None:

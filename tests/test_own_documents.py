@@ -3,7 +3,6 @@
 import csv
 import json
 
-import pytest
 import yaml
 
 from conftest import tiny_config

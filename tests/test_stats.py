@@ -198,7 +198,8 @@ def test_a_better_outcome_needs_the_adjusted_p_and_a_bound_beyond_zero_and_min_e
     adjusted p < alpha, lower bound > 0 and lower bound >= min_effect. Each bound is a
     one-sided 1 - alpha / 5 bound (two-sided 98%)."""
     assert stats.family_level(0.05) == pytest.approx(0.98)
-    out = lambda lo, hi, p, m=0.05: str(stats.outcome(lo, hi, p, min_effect=m, alpha=0.05))
+    def out(lo, hi, p, m=0.05):
+        return str(stats.outcome(lo, hi, p, min_effect=m, alpha=0.05))
     assert out(0.06, 0.30, 0.01) == "better" and out(-0.30, -0.06, 0.01) == "worse"
     assert out(0.06, 0.30, 0.06) == "inconclusive"  # interval clears, test does not
     assert out(0.0, 0.30, 0.01, m=0.0) == "inconclusive"  # test rejects, interval reaches 0
@@ -271,7 +272,7 @@ def test_winners_never_have_an_interval_that_includes_zero():
         for _ in range(40):
             n = int(rng.choice([8, 20, 76]))
             lift = rng.uniform(0, 0.4, size=4)
-            arrays = {p: np.clip(rng.uniform(size=n) * 0.6 + l, 0, 1) for p, l in zip(PIPES, lift)}
+            arrays = {p: np.clip(rng.uniform(size=n) * 0.6 + up, 0, 1) for p, up in zip(PIPES, lift)}
             if kind == "proportion":
                 arrays = {p: (a > 0.5).astype(float) for p, a in arrays.items()}
             v = stats.decide(_values(arrays), metric="m", kind=kind, direction="higher", min_effect=0.05)
