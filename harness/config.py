@@ -17,10 +17,10 @@ from pathlib import Path
 import itertools
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PIPELINE_NAMES = ("base", "finetuned", "rag", "rag_finetuned")  # the default four; "raft" is opt-in
 
@@ -158,7 +158,7 @@ class TrainConfig(_Section):
     alpha: float = Field(32.0, gt=0, le=65536)
     dropout: float = Field(0.05, ge=0, lt=1)
     # a list of module names, or "all-linear" (every linear layer but the output head)
-    target_modules: Literal["all-linear"] | Annotated[tuple[str, ...], Field(min_length=1)] = ("q_proj", "v_proj")
+    target_modules: str | tuple[str, ...] = ("q_proj", "v_proj")
     lr: float = Field(1e-3, gt=0, le=1)  # above 1 no optimiser here converges
     epochs: int = Field(3, ge=1)
     max_steps: int | None = Field(None, ge=1)
@@ -202,6 +202,15 @@ class TrainConfig(_Section):
             raise ValueError("train.repeats: full fine-tuning trains one model per run (each seed would be a "
                              "whole copy of the model); use repeats: 1 or method: lora")
         return self
+
+    @field_validator("target_modules")
+    @classmethod
+    def _targets(cls, v):
+        if isinstance(v, str) and v != "all-linear":
+            raise ValueError(f"must be 'all-linear' or a non-empty list of module names, not {v!r}")
+        if not isinstance(v, str) and not v:
+            raise ValueError("must be 'all-linear' or a non-empty list of module names, not an empty list")
+        return v
 
 
 class RetrievalConfig(_Section):
