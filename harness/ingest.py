@@ -30,7 +30,7 @@ import re
 import zipfile
 from pathlib import Path
 
-from harness.data import DataError, Document
+from harness.data import MAX_FILE_BYTES, DataError, Document
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +144,12 @@ def read_folder(folder: str | Path, *, skip_unreadable: bool = False) -> tuple[l
     folder = Path(folder)
     files = sorted(p for p in folder.rglob("*") if p.is_file()
                    and not any(part.startswith(".") for part in p.relative_to(folder).parts))
-    docs, skipped, seen = [], [], {}
+    docs, skipped, seen, total = [], [], {}, 0
     for f in files:
+        total += f.stat().st_size
+        if total > MAX_FILE_BYTES:  # a runaway folder is an error, not hours of parsing
+            raise DataError(f"{folder}: documents together are over the limit of {MAX_FILE_BYTES >> 20} MiB "
+                            f"(at {f})")
         doc_id = f.relative_to(folder).with_suffix("").as_posix()
         if doc_id in seen:
             raise DataError(f"{f}: same document id {doc_id!r} as {seen[doc_id]}; rename one of them")
