@@ -673,8 +673,10 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
                           for p in per_item},
         }
         verdicts = decide_verdicts(per_item, cfg, questions)
-        recovery = recovery_ratios(per_item, decided=[v["metric"] for v in verdicts.values()], samples=samples,
-                                   seed=cfg.seed)
+        # on the verdicts' deciding metrics, also in runs without rag_finetuned (no verdict)
+        decided = metrics.decision_metrics(mc_metric=cfg.eval.mc_metric, answer_metric=cfg.eval.answer_metric,
+                                           questions=questions).values()
+        recovery = recovery_ratios(per_item, decided=list(decided), samples=samples, seed=cfg.seed)
         scenario_result = None
         if cfg.scenario is not None:
             scenario_result = scenarios.summary(cfg, comparisons, rows_by_pipeline, by_id, style_scorer=style_scorer,
