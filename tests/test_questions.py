@@ -168,11 +168,17 @@ def test_model_generator_on_the_tiny_model_rejects_its_garbage(tiny_lm):
             assert contains(r["evidence"], r["answers"])
 
 
-def test_make_questions_writes_the_set_the_runner_reads(tmp_path):
+def _docs_folder(tmp_path):
+    """DOCS as a folder of .txt files."""
     docs = tmp_path / "docs"
     docs.mkdir()
     for d in DOCS:
         (docs / f"{d.id}.txt").write_text(d.text)
+    return docs
+
+
+def test_make_questions_writes_the_set_the_runner_reads(tmp_path):
+    docs = _docs_folder(tmp_path)
     out = tmp_path / "q"
     manifest = make_questions(docs, out=out, seed=0)
     assert manifest["items"] == {"eval": 13, "answerable": 12, "unanswerable": 1, "train": 12, "known": 0}
@@ -195,11 +201,7 @@ def _edit_sheet(sheet, edit):
 
 
 def test_review_round_trip_counts_kept_edited_dropped(tmp_path):
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    for d in DOCS:
-        (docs / f"{d.id}.txt").write_text(d.text)
-    make_questions(docs, out=tmp_path / "q", seed=0, embedder=None)
+    make_questions(_docs_folder(tmp_path), out=tmp_path / "q", seed=0, embedder=None)
     sheet = tmp_path / "q" / "review.csv"
 
     def edit(rows):
@@ -223,11 +225,7 @@ def test_review_round_trip_counts_kept_edited_dropped(tmp_path):
 
 
 def test_review_refuses_an_answer_outside_its_evidence(tmp_path):
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    for d in DOCS:
-        (docs / f"{d.id}.txt").write_text(d.text)
-    make_questions(docs, out=tmp_path / "q", seed=0, embedder=None)
+    make_questions(_docs_folder(tmp_path), out=tmp_path / "q", seed=0, embedder=None)
     sheet = tmp_path / "q" / "review.csv"
     _edit_sheet(sheet, lambda rows: rows[3].update(answer="Atlantis"))
     with pytest.raises(DataError, match=r"review\.csv:5: answer 'Atlantis' does not occur in the evidence"):
