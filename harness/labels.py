@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harness import stats
 from harness.annotate import ANSWER_LABELS, LABELS_FORMAT, PREFERENCES, run_hash
 from harness.results import atomic_write_json, read_jsonl
 
@@ -40,12 +41,7 @@ class LabelsError(ValueError):
 
 
 def _wilson(k: int, n: int) -> list[float]:
-    from scipy.stats import binomtest
-
-    if n == 0:
-        return [float("nan"), float("nan")]
-    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
-    return [float(ci.low), float(ci.high)]
+    return list(stats.wilson(k, n))
 
 
 def read_label_file(path: Path, keys: dict[str, dict], expected_run: str) -> dict:

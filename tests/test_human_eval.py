@@ -268,6 +268,9 @@ def test_style_rewrites_are_labelled_for_style_and_settle_the_pair(tmp_path):
                                                    choose=prefer_finetuned)]).read_text())
     assert h["pairs"]["finetuned vs rag"]["verdict"] == "finetuned better"
     assert h["answers"]["finetuned"]["rate"] == 1.0 and h["answers"]["rag"]["rate"] == 0.0
+    # Wilson 95% interval of 30 of 30 and 0 of 30
+    assert h["answers"]["finetuned"]["ci95"][0] == pytest.approx(0.8865, abs=1e-3)
+    assert h["answers"]["rag"]["ci95"] == [0.0, pytest.approx(0.1135, abs=1e-3)]
     assert h["metric_agreement"]["chrf"]["accuracy"] == 1.0  # chrF >= 0.5 exactly where people said "fits"
     wrong = _labels_file(tmp_path / "b.json", key, annotator="b", choose=lambda it: ("left", "correct", "wrong"))
     with pytest.raises(LabelsError, match="'correct' is not one of fits, does_not_fit"):
