@@ -40,6 +40,7 @@ def compare(*, entities: int | None = None, out: Path | None = None, results: Pa
     ext = probes_cfg.data.external
     out = out or REPO / "results" / "fk_cloze"
     data = load_fictional_knowledge(ext.path, max_entities=ext.max_entities, seed=ext.seed)
+    out.mkdir(parents=True, exist_ok=True)
     atomic_write_jsonl(out / "passages.jsonl", [{"id": d.id, "text": d.text} for d in data.documents])
     make_questions(out / "passages.jsonl", out=out / "q", seed=0, max_questions=len(data.questions), embedder=None)
     raw_cloze = cloze_cfg.model_dump(mode="json")
