@@ -375,6 +375,9 @@ class ExperimentConfig(_Section):
                     and not self.model.served_adapter):
                 raise ValueError("eval.pipelines: the fine-tuned arms through an endpoint need model.served_adapter "
                                  "(the name given to vLLM --lora-modules NAME=PATH)")
+        if "raft" in self.eval.pipelines and self.train.method == "full":
+            raise ValueError("eval.pipelines: 'raft' trains a LoRA adapter beside the default one; it cannot run "
+                             "with train.method: full")
         if (self.train.objective == "sft" and self.data.external is not None
                 and self.data.external.format == "fictional_knowledge"):
             raise ValueError("train.objective 'sft' needs QA pairs; fictional_knowledge has passages only: use 'cpt'")
