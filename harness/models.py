@@ -269,7 +269,8 @@ def check_generator(name: str, *, target_modules=None, trust_remote_code: bool =
                              "a local directory or a .gguf file, and the hub is offline (HF_HUB_OFFLINE) with no "
                              "copy of it in the local hub cache")
         config_dir = hub.parent if hub else None
-    if target_modules and config_dir is not None:
+    # "all-linear" is peft's selector for every linear layer but the output head: nothing to match
+    if target_modules and target_modules != "all-linear" and config_dir is not None:
         names = _module_names(config_dir, trust_remote_code=trust_remote_code)
         missing = [t for t in target_modules if not any(n == t or n.endswith("." + t) for n in names)]
         if missing:

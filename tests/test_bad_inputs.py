@@ -309,6 +309,8 @@ CASES = [
     Case("target-modules", "model", "`train.target_modules: [q_proj, qkv]` (no `qkv` layer)",
          lambda b: ["validate", b.config(train={"target_modules": ["q_proj", "qkv"]})],
          r"train\.target_modules: 'qkv' match no module of"),
+    Case("target-modules-all-linear", "model", "`train.target_modules: all-linear` (peft's selector, not a name)",
+         lambda b: ["validate", b.config(train={"target_modules": "all-linear"})], expect="accepted"),
     Case("embedder-typo", "model", "`embedder.name: minlm` (caught before any training)",
          lambda b: ["run", b.config(embedder={"name": "minlm"})],
          r"embedder\.name: unknown embedder 'minlm'; did you mean 'minilm'"),
