@@ -3,9 +3,10 @@ self-contained `report.html` from one source.
 
 `build_blocks(m, predictions, curve)` turns the parsed result files into a list of
 blocks (headings, paragraphs, tables, figures, the item drill-down); `to_markdown` and
-`to_html` render the same blocks. `write_report(results_dir)` reads `metrics.json`,
-`predictions.jsonl` and `loss_curve.json` and nothing else; it never imports torch or
-loads a model, so `harness report DIR` regenerates a report anywhere the files are.
+`to_html` render the same blocks. `write_report(results_dir)` reads `metrics.json` (through
+`schema.load_metrics`: validated, its schema version checked), `predictions.jsonl` and
+`loss_curve.json` and nothing else; it never imports torch or loads a model, so
+`harness report DIR` regenerates a report anywhere the files are.
 `compare_runs(dir_a, dir_b)` puts two runs side by side.
 
 Item text, ids and model outputs are user data: `report.html` escapes all of it and
@@ -25,14 +26,12 @@ import re
 from pathlib import Path
 
 from harness.results import atomic_write_text, read_jsonl
+from harness.schema import MetricsError, load_metrics
 
 MAIN_METRICS = ("contains", "mc_accuracy", "token_f1", "exact_match", "hallucination_answerable",
                 "hallucination_unanswerable", "hallucination_known", "hallucination_new", "abstention_answerable",
                 "retrieval_recall")
 HEADLINE_METRICS = ("contains", "mc_accuracy", "hallucination_unanswerable")
-# What a finished run's metrics.json always has; anything less is a damaged or foreign file.
-REQUIRED_KEYS = ("experiment", "status", "config_hash", "seed", "model", "embedder", "data", "pipelines",
-                 "comparisons", "metric_definitions", "costs", "protocol", "timings", "provenance")
 
 
 class ReportError(ValueError):
@@ -756,11 +755,13 @@ def _read_json(path: Path):
 
 
 def _load(results_dir: Path) -> tuple[dict, list[dict], list[dict] | None]:
+    """metrics.json through the schema (schema.load_metrics: validated, its version
+    checked) as a plain dict, the predictions and the loss curve, if any."""
     path = results_dir / "metrics.json"
-    m = _read_json(path)
-    missing = [k for k in REQUIRED_KEYS if k not in m] if isinstance(m, dict) else ["(an object)"]
-    if missing:
-        raise ReportError(f"{path}: incomplete, no {', '.join(missing[:3])} (not a finished run's file)")
+    try:
+        m = load_metrics(path).raw()
+    except MetricsError as err:
+        raise ReportError(str(err)) from None
     if m["status"] != "complete":
         raise ReportError(f"{path}: status {m['status']!r}, not a finished run")
     try:
