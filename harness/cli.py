@@ -92,17 +92,16 @@ def _train(args) -> int:
 def _plan(args) -> int:
     from harness.config import load_config
     from harness.runner import plan_grid
+    from harness.tables import markdown_table
 
     from harness.preflight import check_experiment
 
     cfg = load_config(args.config)
     check_experiment(cfg, source=args.config, results_root=args.results_dir)
     rows = plan_grid(cfg, results_root=args.results_dir)
-    print("| cell | config | status | adapter | benchmarks | estimate |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        est = "–" if r["estimate_seconds"] is None else f"~{r['estimate_seconds']:.0f} s"
-        print(f"| {r['cell']} | {r['hash']} | {r['status']} | {r['adapter']} | {r['benchmarks']} | {est} |")
+    table = [[r["cell"], r["hash"], r["status"], r["adapter"], r["benchmarks"],
+              "–" if r["estimate_seconds"] is None else f"~{r['estimate_seconds']:.0f} s"] for r in rows]
+    print("\n".join(markdown_table(["cell", "config", "status", "adapter", "benchmarks", "estimate"], table)))
     todo = [r for r in rows if r["status"] != "done"]
     known = [r["estimate_seconds"] for r in todo if r["estimate_seconds"] is not None]
     print(f"{len(todo)} of {len(rows)} cells to run" + (f", about {sum(known):.0f} s from earlier measurements"

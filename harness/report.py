@@ -3,10 +3,12 @@ self-contained `report.html` from one source.
 
 `build_blocks(m, predictions, curve)` turns the parsed result files into a list of
 blocks (headings, paragraphs, tables, figures, the item drill-down); `to_markdown` and
-`to_html` render the same blocks. `write_report(results_dir)` reads `metrics.json`,
-`predictions.jsonl` and `loss_curve.json` and nothing else; it never imports torch or
-loads a model, so `harness report DIR` regenerates a report anywhere the files are.
-`compare_runs(dir_a, dir_b)` puts two runs side by side.
+`to_html` render the same blocks. `write_report(results_dir)` reads `metrics.json` (through
+`schema.load_metrics`: validated, its schema version checked), `predictions.jsonl` and
+`loss_curve.json` and nothing else; it never imports torch or loads a model, so
+`harness report DIR` regenerates a report anywhere the files are.
+`compare_runs(dir_a, dir_b)` puts two runs side by side. Every table, here and in the
+grid report, goes through harness/tables.py.
 
 Item text, ids and model outputs are user data: `report.html` escapes all of it and
 carries a Content-Security-Policy that allows no network access and only its own script;
@@ -25,14 +27,13 @@ import re
 from pathlib import Path
 
 from harness.results import atomic_write_text, read_jsonl
+from harness.schema import MetricsError, load_metrics
+from harness.tables import html_table, markdown_table
 
 MAIN_METRICS = ("contains", "mc_accuracy", "token_f1", "exact_match", "hallucination_answerable",
                 "hallucination_unanswerable", "hallucination_known", "hallucination_new", "abstention_answerable",
                 "retrieval_recall")
 HEADLINE_METRICS = ("contains", "mc_accuracy", "hallucination_unanswerable")
-# What a finished run's metrics.json always has; anything less is a damaged or foreign file.
-REQUIRED_KEYS = ("experiment", "status", "config_hash", "seed", "model", "embedder", "data", "pipelines",
-                 "comparisons", "metric_definitions", "costs", "protocol", "timings", "provenance")
 
 
 class ReportError(ValueError):
@@ -336,18 +337,31 @@ def _human_blocks(h: dict | None, m: dict) -> list[tuple]:
     agrees with the people, and position bias."""
     if not h:
         return []
-    b: list[tuple] = [("h2", "Human evaluation")]
     who = ", ".join(f"{a['name']} ({a['items']} items)" for a in h["annotators"])
-    b.append(("p", f"{h['items_labelled']} items labelled blind (pipeline names hidden, left/right order random) "
-                   f"by {len(h['annotators'])} annotator(s): {who}. Merged {h['merge']}."))
+    b: list[tuple] = [("h2", "Human evaluation"),
+                      ("p", f"{h['items_labelled']} items labelled blind (pipeline names hidden, left/right order "
+                            f"random) by {len(h['annotators'])} annotator(s): {who}. Merged {h['merge']}.")]
+    b += _annotator_agreement_blocks(h) + _human_pair_blocks(h, m) + _human_answer_blocks(h)
+    pb = h["position_bias"]
+    if pb["decided"]:
+        b.append(("p", f"Position bias: the left answer won {pb['left_wins']} of {pb['decided']} decided judgments "
+                       f"({_pct(pb['left_rate'])}% {_ci(pb['ci95'])}; 50 means none; sign test p = {pb['p']:.3g})."))
+    return b
+
+
+def _annotator_agreement_blocks(h: dict) -> list[tuple]:
+    """Agreement between annotators per label, or why it is not measured."""
     rows = [[field, a["statistic"], f"{a['value']:.2f} [{a['ci95'][0]:.2f}, {a['ci95'][1]:.2f}]", str(a["n_items"]),
              _pct(a["raw_agreement"])] for field, a in h["agreement"].items() if a]
-    if rows:
-        b.append(("p", "Agreement between annotators (1 = perfect, 0 = what chance gives; bootstrap 95% interval "
-                       "over items):"))
-        b.append(("table", ["label", "statistic", "value [95% CI]", "items", "raw agreement %"], rows))
-    else:
-        b.append(("p", "One annotator: agreement between annotators is not measured."))
+    if not rows:
+        return [("p", "One annotator: agreement between annotators is not measured.")]
+    return [("p", "Agreement between annotators (1 = perfect, 0 = what chance gives; bootstrap 95% interval "
+                  "over items):"),
+            ("table", ["label", "statistic", "value [95% CI]", "items", "raw agreement %"], rows)]
+
+
+def _human_pair_blocks(h: dict, m: dict) -> list[tuple]:
+    """Human preference per pair of pipelines, beside the automatic verdict on the same pair."""
     automatic = {}  # the first automatic verdict that compared the same two pipelines
     for question, v in (m.get("verdicts") or {}).items():
         if v.get("comparison"):
@@ -359,13 +373,20 @@ def _human_blocks(h: dict | None, m: dict) -> list[tuple]:
                      "–" if pr["win_rate_a"] is None else f"{_pct(pr['win_rate_a'])} {_ci(pr['win_rate_a_ci95'])}",
                      f"{_pts(pr['net_preference_a'])} [{_pts(pr['net_ci95'][0])}, {_pts(pr['net_ci95'][1])}]",
                      f"{pr['p']:.3g}", f"**{pr['verdict']}**", auto or "–"])
-    if rows:
-        b.append(("p", "Human preference per pair of pipelines (per item, the majority of annotators). Net "
-                       "preference = (wins − losses) / items, in points; p from an exact sign test on wins against "
-                       "losses; the verdict rule is the report's (the net preference clears `min_effect` and "
-                       "p < alpha, with an interval that excludes 0)."))
-        b.append(("table", ["pair (a vs b)", "items", "a wins / b wins / tie / both bad", "a's win rate [95% CI]",
-                            "net preference for a", "p", "human verdict", "automatic verdict (same pair)"], rows))
+    if not rows:
+        return []
+    return [("p", "Human preference per pair of pipelines (per item, the majority of annotators). Net "
+                  "preference = (wins − losses) / items, in points; p from an exact sign test on wins against "
+                  "losses; the verdict rule is the report's (the net preference clears `min_effect` and "
+                  "p < alpha, with an interval that excludes 0)."),
+            ("table", ["pair (a vs b)", "items", "a wins / b wins / tie / both bad", "a's win rate [95% CI]",
+                       "net preference for a", "p", "human verdict", "automatic verdict (same pair)"], rows)]
+
+
+def _human_answer_blocks(h: dict) -> list[tuple]:
+    """Each pipeline's share of answers the people call right, and which automatic
+    metric agrees with them."""
+    b: list[tuple] = []
     rows = [[p, str(a["n"]), f"{_pct(a['rate'])} {_ci(a['ci95'])}",
              ", ".join(f"{k} {v}" for k, v in sorted(a["labels"].items()))] for p, a in h["answers"].items()]
     if rows:
@@ -379,57 +400,73 @@ def _human_blocks(h: dict | None, m: dict) -> list[tuple]:
                        "right) with the human right/wrong label per answer, and how often it prefers the answer "
                        "the people preferred."))
         b.append(("table", ["metric", "answers", "agreement % [95% CI]", "Cohen's kappa", "same preference"], rows))
-    pb = h["position_bias"]
-    if pb["decided"]:
-        b.append(("p", f"Position bias: the left answer won {pb['left_wins']} of {pb['decided']} decided judgments "
-                       f"({_pct(pb['left_rate'])}% {_ci(pb['ci95'])}; 50 means none; sign test p = {pb['p']:.3g})."))
     return b
 
 
 def build_blocks(m: dict, predictions: list[dict], curve: list[dict] | None,
                  human: dict | None = None) -> list[tuple]:
     """The report as blocks: ("h1"|"h2"|"p", text), ("table", header, rows),
-    ("figure", name, caption), ("items", rows). `human` is human_labels.json, if any."""
+    ("figure", name, caption), ("items", rows), section by section in reading order.
+    `m` is metrics.json as a plain dict (schema.Metrics.raw()); `human` is
+    human_labels.json, if any."""
+    headline = _headline_metrics(m)
+    return [*_header_blocks(m), *_provenance_blocks(m["data"]), *_scenario_blocks(m), *_verdict_blocks(m),
+            *_results_blocks(m, headline), *_seed_spread_blocks(m), *_comparison_blocks(m, headline),
+            *_human_blocks(human, m), *_knowledge_blocks(m), *_forgetting_blocks(m), *_fine_tuning_blocks(m),
+            *_cost_blocks(m), *_retrieval_blocks(m, predictions), *_loss_blocks(curve),
+            *_example_blocks(m, predictions), *served_blocks(m), *_protocol_blocks(m)]
+
+
+def _headline_metrics(m: dict) -> tuple[str, ...]:
+    """The metrics the figure and the comparisons show: the scenario's deciding and other
+    metrics, else the verdicts' deciding metrics, else HEADLINE_METRICS."""
+    sc = m.get("scenario")
+    if sc:
+        return (sc["decision_metric"], *sc["also"])
+    deciding = tuple(dict.fromkeys(v["metric"] for v in (m.get("verdicts") or {}).values()))
+    return deciding or HEADLINE_METRICS
+
+
+def _header_blocks(m: dict) -> list[tuple]:
+    """The title and one paragraph: model, embedder, data, config hash, seed."""
+    d = m["data"]
+    return [("h1", f"{m['experiment']}: base vs fine-tuned vs RAG vs both"),
+            ("p", f"Model `{m['model']['name']}` ({m['model']['device']}, {m['model']['dtype']}); "
+                  f"embedder `{m['embedder']}`; data: {d['source']} ({d['documents']} documents, "
+                  f"{d['answerable']} answerable and {d['unanswerable']} unanswerable questions; "
+                  f"{d['train_texts']} training texts, {d['train_questions']} training questions). "
+                  f"Config hash `{m['config_hash'][:12]}`, seed {m['seed']}.")]
+
+
+def _verdict_blocks(m: dict) -> list[tuple]:
+    """One line per verdict, the rule that decides them, and each verdict's declared
+    family of comparisons as a table; or why there are none."""
+    defs, verdicts = m["metric_definitions"], m.get("verdicts") or {}
+    b: list[tuple] = [("h2", "Verdicts")]
+    if not verdicts:
+        b.append(("p", "The fact-question verdicts do not apply to this scenario; its verdicts are above."
+                  if m.get("scenario") else "No verdicts: they need all four pipelines in the run."))
+        return b
+    b += [("p", _verdict_line(question, v, defs)) for question, v in verdicts.items()]
+    any_v = next(iter(verdicts.values()))
+    if "family" in any_v:
+        b.append(("p", VERDICT_RULE.format(level=100 * any_v["confidence"], effect=100 * any_v["min_effect"])))
+    for question, v in verdicts.items():
+        if "family" in v:
+            b.append(("p", f"*{question}*: the declared comparisons ({defs[v['metric']]['label']})"))
+            b.append(("table", ["comparison", "diff", f"{100 * v['confidence']:.0f}% interval", "test", "p",
+                                "p (Holm)", "outcome"],
+                      [[f"{c['x']} − {c['y']}", _pts(c["diff"]), f"[{_pts(c['ci'][0])}, {_pts(c['ci'][1])}]",
+                        c["test"], f"{c['p']:.3g}", f"{c['p_adj']:.3g}", c["outcome"]] for c in v["family"]]))
+    return b
+
+
+def _results_blocks(m: dict, headline: tuple[str, ...]) -> list[tuple]:
+    """Every metric any pipeline scored, per pipeline with its interval; chance rates;
+    the headline metrics' figure."""
     from harness import plots
 
-    pipes = list(m["pipelines"])
-    defs = m["metric_definitions"]
-    d = m["data"]
-    sc = m.get("scenario")
-    deciding = tuple(dict.fromkeys(v["metric"] for v in (m.get("verdicts") or {}).values()))
-    headline = (sc["decision_metric"], *sc["also"]) if sc else deciding or HEADLINE_METRICS
-    b: list[tuple] = [("h1", f"{m['experiment']}: base vs fine-tuned vs RAG vs both")]
-    b.append(("p", f"Model `{m['model']['name']}` ({m['model']['device']}, {m['model']['dtype']}); "
-                   f"embedder `{m['embedder']}`; data: {d['source']} ({d['documents']} documents, "
-                   f"{d['answerable']} answerable and {d['unanswerable']} unanswerable questions; "
-                   f"{d['train_texts']} training texts, {d['train_questions']} training questions). "
-                   f"Config hash `{m['config_hash'][:12]}`, seed {m['seed']}."))
-    b += _provenance_blocks(d)
-
-    b += _scenario_blocks(m)
-    b.append(("h2", "Verdicts"))
-    verdicts = m.get("verdicts") or {}
-    if verdicts:
-        for question, v in verdicts.items():
-            b.append(("p", _verdict_line(question, v, defs)))
-        any_v = next(iter(verdicts.values()))
-        if "family" in any_v:
-            b.append(("p", VERDICT_RULE.format(level=100 * any_v["confidence"], effect=100 * any_v["min_effect"])))
-        for question, v in verdicts.items():
-            if "family" in v:
-                b.append(("p", f"*{question}*: the declared comparisons ({defs[v['metric']]['label']})"))
-                b.append(("table", ["comparison", "diff", f"{100 * v['confidence']:.0f}% interval", "test", "p",
-                                    "p (Holm)", "outcome"],
-                          [[f"{c['x']} − {c['y']}", _pts(c["diff"]), f"[{_pts(c['ci'][0])}, {_pts(c['ci'][1])}]",
-                            c["test"], f"{c['p']:.3g}", f"{c['p_adj']:.3g}", c["outcome"]] for c in v["family"]]))
-    elif not sc:
-        b.append(("p", "No verdicts: they need all four pipelines in the run."))
-    else:
-        b.append(("p", "The fact-question verdicts do not apply to this scenario; its verdicts are above."))
-
-    b.append(("h2", "Results by pipeline"))
-    b.append(("p", "Percentages with 95% confidence intervals in brackets (Wilson for proportions, "
-                   "bootstrap for means). Every pipeline answered the same questions."))
+    pipes, defs = list(m["pipelines"]), m["metric_definitions"]
     rows = []
     for k in list(MAIN_METRICS) + [k for k in defs if k not in MAIN_METRICS]:
         if not any(k in m["pipelines"][p] for p in pipes):
@@ -437,30 +474,45 @@ def build_blocks(m: dict, predictions: list[dict], curve: list[dict] | None,
         arrow = {"higher": "↑", "lower": "↓"}.get(defs[k]["direction"], "")
         n = next(m["pipelines"][p][k]["n"] for p in pipes if k in m["pipelines"][p])
         rows.append([f"{defs[k]['label']} {arrow}".strip(), str(n)] + [_cell(m["pipelines"][p].get(k)) for p in pipes])
-    b.append(("table", ["metric", "n"] + pipes, rows))
+    b: list[tuple] = [("h2", "Results by pipeline"),
+                      ("p", "Percentages with 95% confidence intervals in brackets (Wilson for proportions, "
+                            "bootstrap for means). Every pipeline answered the same questions."),
+                      ("table", ["metric", "n"] + pipes, rows)]
     for k, rate in (m.get("chance") or {}).items():
         b.append(("p", f"{defs[k]['label']}: chance is {_pct(rate)} (the mean over items of 1 / its number of "
                        "choices)."))
     b.append(("figure", "pipelines", plots.pipeline_bars(m, headline),
               "Headline metrics per pipeline with 95% intervals."))
-    spread = m.get("seed_spread") or {}
-    if spread:
-        b.append(("h2", "Spread across training seeds"))
-        b.append(("p", "The fine-tuned pipelines re-run with an adapter trained from each seed. The per-item "
-                       "interval above says how much the items could move the number; this says how much "
-                       "the training seed does. Everything else in this report uses the first seed."))
-        rows = []
-        for pipe, per in spread.items():
-            for k in HEADLINE_METRICS:
-                if k in per:
-                    sp = per[k]
-                    rows.append([pipe, defs[k]["label"], ", ".join(_pct(v) for v in sp["values"]),
-                                 f"{_pct(sp['mean'])} ± {_pct(sp['sd'])}", f"{_pct(sp['min'])}–{_pct(sp['max'])}",
-                                 _cell(m["pipelines"][pipe].get(k))])
-        b.append(("table", ["pipeline", "metric", f"per seed ({', '.join(map(str, next(iter(spread.values()))['contains']['seeds']))})",
-                            "mean ± sd", "range", "first seed, 95% CI over items"], rows))
+    return b
 
-    b.append(("h2", "Which differences are real (secondary, unadjusted)"))
+
+def _seed_spread_blocks(m: dict) -> list[tuple]:
+    """The fine-tuned pipelines' headline metrics per training seed, when several ran."""
+    spread = m.get("seed_spread") or {}
+    if not spread:
+        return []
+    defs = m["metric_definitions"]
+    rows = []
+    for pipe, per in spread.items():
+        for k in HEADLINE_METRICS:
+            if k in per:
+                sp = per[k]
+                rows.append([pipe, defs[k]["label"], ", ".join(_pct(v) for v in sp["values"]),
+                             f"{_pct(sp['mean'])} ± {_pct(sp['sd'])}", f"{_pct(sp['min'])}–{_pct(sp['max'])}",
+                             _cell(m["pipelines"][pipe].get(k))])
+    seeds = ", ".join(map(str, next(iter(spread.values()))["contains"]["seeds"]))
+    return [("h2", "Spread across training seeds"),
+            ("p", "The fine-tuned pipelines re-run with an adapter trained from each seed. The per-item "
+                  "interval above says how much the items could move the number; this says how much "
+                  "the training seed does. Everything else in this report uses the first seed."),
+            ("table", ["pipeline", "metric", f"per seed ({seeds})", "mean ± sd", "range",
+                       "first seed, 95% CI over items"], rows)]
+
+
+def _comparison_blocks(m: dict, headline: tuple[str, ...]) -> list[tuple]:
+    """Every pair of pipelines on the headline metrics: secondary, unadjusted."""
+    defs = m["metric_definitions"]
+    b: list[tuple] = [("h2", "Which differences are real (secondary, unadjusted)")]
     b.append(("p", "Every pair of pipelines on the headline metrics, paired on the same items: difference (first "
                    "minus second pipeline, in points) with the 95% interval of its test (exact McNemar for 0/1 "
                    "metrics, paired sign-flip permutation for means). These p-values are NOT adjusted for "
@@ -473,65 +525,95 @@ def build_blocks(m: dict, predictions: list[dict], curve: list[dict] | None,
             b.append(("table", ["comparison", "diff", "95% CI", "p (unadjusted)", ""],
                       [[f"{c['b']} − {c['a']}", _pts(c["diff"]), f"[{_pts(c['ci95'][0])}, {_pts(c['ci95'][1])}]",
                         f"{c['p']:.3g}", "✔" if c["significant"] else ""] for c in comps]))
+    return b
 
-    b += _human_blocks(human, m)
-    b += _knowledge_blocks(m)
-    b += _forgetting_blocks(m)
-    b += _fine_tuning_blocks(m)
+
+def _cost_blocks(m: dict) -> list[tuple]:
+    """Per arm: evaluation time, latency and tokens; the training and the index costs;
+    accuracy against latency."""
+    from harness import plots
 
     costs = m["costs"]
-    b.append(("h2", "Cost per arm"))
+    b: list[tuple] = [("h2", "Cost per arm")]
     b.append(("table", ["pipeline", "eval wall s", "latency p50 ms", "latency p95 ms", "prompt tokens / query",
                         "generated tokens / query"],
               [[p, f"{c['wall_seconds']:.1f}", f"{1000 * c['latency_p50_s']:.0f}", f"{1000 * c['latency_p95_s']:.0f}",
                 f"{c['prompt_tokens_mean']:.0f}", f"{c['new_tokens_mean']:.1f}"] for p, c in costs["pipelines"].items()]))
     b.append(("p", "Latency is generation alone: the batch's wall time divided by its size (batched greedy "
                    "decoding). Eval wall time also includes retrieval and multiple-choice scoring."))
-    tr = costs.get("training")
-    if tr:
-        gpu = f", peak GPU memory {tr['peak_gpu_mb']:.0f} MB" if tr.get("peak_gpu_mb") else ""
-        method = {"qlora": "QLoRA (base in 4-bit NF4)", "lora": "LoRA", "full": "full fine-tuning"}.get(
-            tr.get("method"), "LoRA")
-        b.append(("p", f"Fine-tuning arm ({method}{gpu}): {tr['steps']} steps on {tr['train_examples']} examples "
-                       f"({tr['dev_examples']} held out), {tr['wall_seconds']:.1f} s, {tr['tokens_per_second']:.0f} "
-                       f"tokens/s, {tr['trainable_params']:,} trainable parameters "
-                       f"({100 * tr['trainable_params'] / tr['total_params']:.2f}% of {tr['total_params']:,}), "
-                       f"adapter {tr['adapter_bytes'] / 1e6:.1f} MB on disk, peak process memory "
-                       f"{tr['peak_rss_mb']:.0f} MB" + (" (adapter reused from the cache; these costs are from "
-                                                        "when it was trained)." if tr["from_cache"] else ".")))
-    ix = costs.get("index")
-    if ix:
-        dim = f" of dimension {ix['dim']}" if ix.get("dim") else ""
-        b.append(("p", f"Retrieval arm ({ix.get('method', 'dense')}): {ix['chunks']} chunks{dim}, index built in "
-                       f"{ix['build_seconds']:.2f} s, {ix['index_bytes'] / 1e3:.1f} kB of FAISS index; "
-                       f"top-k = {m['protocol']['top_k']}."))
-        ct = ix.get("chunk_tokens")
-        if ct:
-            limit = f"; the embedder reads at most {ct['limit']}, longer sentences were split" if ct.get("limit") else ""
-            b.append(("p", f"Chunk lengths in the embedder's {ct['unit']}: min {ct['min']}, median "
-                           f"{ct['median']:g}, 90th percentile {ct['p90']:g}, max {ct['max']}{limit}."))
+    if costs.get("training"):
+        b.append(("p", _training_cost_line(costs["training"])))
+    if costs.get("index"):
+        b += _index_blocks(costs["index"], top_k=m["protocol"]["top_k"])
     b.append(("figure", "cost", plots.accuracy_vs_cost(m), "Multiple-choice accuracy against per-query latency."))
-    if any("retrieval_recall" in a for a in m["pipelines"].values()):
-        b.append(("h2", "Retrieval against answers"))
-        b.append(("figure", "retrieval", plots.retrieval_vs_accuracy(predictions),
-                  "Fact recall when the gold chunk was retrieved and when it was missed."))
+    return b
 
-    if curve:
-        b.append(("h2", "Training loss"))
-        dev = [p for p in curve if "dev_loss" in p]
-        if dev:
-            b.append(("table", ["epoch", "step", "dev loss"], [[str(p["epoch"]), str(p["step"]), f"{p['dev_loss']:.4f}"]
-                                                              for p in dev]))
-        b.append(("figure", "loss", plots.loss_curve(curve), "Train loss per step and dev loss per epoch."))
 
+def _training_cost_line(tr: dict) -> str:
+    """What training the fine-tuning arm's adapter cost (when it was trained)."""
+    gpu = f", peak GPU memory {tr['peak_gpu_mb']:.0f} MB" if tr.get("peak_gpu_mb") else ""
+    method = {"qlora": "QLoRA (base in 4-bit NF4)", "lora": "LoRA", "full": "full fine-tuning"}.get(
+        tr.get("method"), "LoRA")
+    return (f"Fine-tuning arm ({method}{gpu}): {tr['steps']} steps on {tr['train_examples']} examples "
+            f"({tr['dev_examples']} held out), {tr['wall_seconds']:.1f} s, {tr['tokens_per_second']:.0f} "
+            f"tokens/s, {tr['trainable_params']:,} trainable parameters "
+            f"({100 * tr['trainable_params'] / tr['total_params']:.2f}% of {tr['total_params']:,}), "
+            f"adapter {tr['adapter_bytes'] / 1e6:.1f} MB on disk, peak process memory "
+            f"{tr['peak_rss_mb']:.0f} MB" + (" (adapter reused from the cache; these costs are from "
+                                             "when it was trained)." if tr["from_cache"] else "."))
+
+
+def _index_blocks(ix: dict, *, top_k: int) -> list[tuple]:
+    """The retrieval arm's index: size, build time, chunk lengths."""
+    dim = f" of dimension {ix['dim']}" if ix.get("dim") else ""
+    b: list[tuple] = [("p", f"Retrieval arm ({ix.get('method', 'dense')}): {ix['chunks']} chunks{dim}, index built "
+                            f"in {ix['build_seconds']:.2f} s, {ix['index_bytes'] / 1e3:.1f} kB of FAISS index; "
+                            f"top-k = {top_k}.")]
+    ct = ix.get("chunk_tokens")
+    if ct:
+        limit = f"; the embedder reads at most {ct['limit']}, longer sentences were split" if ct.get("limit") else ""
+        b.append(("p", f"Chunk lengths in the embedder's {ct['unit']}: min {ct['min']}, median "
+                       f"{ct['median']:g}, 90th percentile {ct['p90']:g}, max {ct['max']}{limit}."))
+    return b
+
+
+def _retrieval_blocks(m: dict, predictions: list[dict]) -> list[tuple]:
+    """Fact recall split by whether retrieval found the gold chunk, for runs that measured it."""
+    if not any("retrieval_recall" in a for a in m["pipelines"].values()):
+        return []
+    from harness import plots
+
+    return [("h2", "Retrieval against answers"),
+            ("figure", "retrieval", plots.retrieval_vs_accuracy(predictions),
+             "Fact recall when the gold chunk was retrieved and when it was missed.")]
+
+
+def _loss_blocks(curve: list[dict] | None) -> list[tuple]:
+    """The adapter's dev loss per epoch and the loss curve, when the run trained one."""
+    if not curve:
+        return []
+    from harness import plots
+
+    b: list[tuple] = [("h2", "Training loss")]
+    dev = [p for p in curve if "dev_loss" in p]
+    if dev:
+        b.append(("table", ["epoch", "step", "dev loss"], [[str(p["epoch"]), str(p["step"]), f"{p['dev_loss']:.4f}"]
+                                                          for p in dev]))
+    b.append(("figure", "loss", plots.loss_curve(curve), "Train loss per step and dev loss per epoch."))
+    return b
+
+
+def _example_blocks(m: dict, predictions: list[dict]) -> list[tuple]:
+    """A few questions worth reading (pick_examples) with every pipeline's answer, then
+    every item (rendered as the filterable table in HTML)."""
     by_q: dict[str, dict[str, dict]] = {}
     for row in predictions:
         by_q.setdefault(row["question_id"], {})[row["pipeline"]] = row
-    b.append(("h2", "Worked examples"))
+    b: list[tuple] = [("h2", "Worked examples")]
     for qid in pick_examples(by_q, m["protocol"].get("n_examples", 4)):
         first = next(iter(by_q[qid].values()))
         lines = []
-        for p in pipes:
+        for p in m["pipelines"]:
             r = by_q[qid].get(p)
             if r is not None:
                 flag, shown = item_outcome(r)
@@ -541,21 +623,24 @@ def build_blocks(m: dict, predictions: list[dict], curve: list[dict] | None,
         gold = ", ".join(first["answers"]) or "(none: unanswerable)"
         b.append(("p", f"**{first['question']}** — gold: {gold}<br>" + "<br>".join(lines)))
     b.append(("items", predictions))
-
-    b += served_blocks(m)
-    proto = m["protocol"]
-    b.append(("h2", "Protocol"))
-    b.append(("p", f"Templates: {', '.join(proto['templates'].values())}; decoding: {proto['decoding']}. "
-                   f"Multiple choice: {proto['multiple_choice']}. Normalisation: {proto['normalisation']}."))
-    b.append(("p", "Abstention rule: an output abstains when it is empty or its normalised text contains one of: "
-                   + ", ".join(f"“{p}”" for p in proto["abstention_phrases"]) + ". Hallucination: on answerable "
-                   "questions, a wrong answer given instead of abstaining; on unanswerable questions (entities "
-                   "that do not exist), any answer asserted."))
-    b.append(("p", f"Intervals: {proto['intervals']}. Total time {m['timings']['total_seconds']:.0f} s. Versions: "
-                   + ", ".join(f"{k} {v}" for k, v in m["provenance"]["versions"].items() if v)
-                   + f". Git commit: {m['provenance']['git']['commit'] or 'unknown'}"
-                   + (" (with uncommitted changes)." if m["provenance"]["git"]["dirty"] else ".")))
     return b
+
+
+def _protocol_blocks(m: dict) -> list[tuple]:
+    """The evaluation protocol as run: templates, decoding, abstention rule, intervals,
+    time, versions and commit."""
+    proto, prov = m["protocol"], m["provenance"]
+    return [("h2", "Protocol"),
+            ("p", f"Templates: {', '.join(proto['templates'].values())}; decoding: {proto['decoding']}. "
+                  f"Multiple choice: {proto['multiple_choice']}. Normalisation: {proto['normalisation']}."),
+            ("p", "Abstention rule: an output abstains when it is empty or its normalised text contains one of: "
+                  + ", ".join(f"“{p}”" for p in proto["abstention_phrases"]) + ". Hallucination: on answerable "
+                  "questions, a wrong answer given instead of abstaining; on unanswerable questions (entities "
+                  "that do not exist), any answer asserted."),
+            ("p", f"Intervals: {proto['intervals']}. Total time {m['timings']['total_seconds']:.0f} s. Versions: "
+                  + ", ".join(f"{k} {v}" for k, v in prov["versions"].items() if v)
+                  + f". Git commit: {prov['git']['commit'] or 'unknown'}"
+                  + (" (with uncommitted changes)." if prov["git"]["dirty"] else "."))]
 
 
 def _interval(x: dict | None) -> str:
@@ -619,9 +704,7 @@ def to_markdown(blocks: list[tuple], *, figure_dir: str | None = None) -> str:
         elif kind == "p":
             out += ["  \n".join(md_escape(part) for part in block[1].split("<br>")), ""]
         elif kind == "table":
-            header, rows = block[1], block[2]
-            out += ["| " + " | ".join(map(_md_cell, header)) + " |", "|" + "|".join("---" for _ in header) + "|"]
-            out += ["| " + " | ".join(map(_md_cell, r)) + " |" for r in rows] + [""]
+            out += [*markdown_table(block[1], block[2], cell=_md_cell), ""]
         elif kind == "figure" and block[2] is not None and figure_dir:
             out += [f"![{block[3]}]({figure_dir}/{block[1]}.png)", ""]
         elif kind == "items":
@@ -731,9 +814,7 @@ def to_html(blocks: list[tuple], *, title: str) -> str:
         elif kind == "p":
             body.append(f"<p>{_md_inline(block[1])}</p>")
         elif kind == "table":
-            body.append("<table><thead><tr>" + "".join(f"<th>{_md_inline(h)}</th>" for h in block[1])
-                        + "</tr></thead><tbody>" + "".join("<tr>" + "".join(f"<td>{_md_inline(c)}</td>" for c in r)
-                                                         + "</tr>" for r in block[2]) + "</tbody></table>")
+            body.append(html_table(block[1], block[2], cell=_md_inline))
         elif kind == "figure" and block[2] is not None:
             data = base64.b64encode(block[2]).decode()
             body.append(f"<figure class='plot' id='fig-{block[1]}'><img alt='{html.escape(block[3])}' "
@@ -756,11 +837,13 @@ def _read_json(path: Path):
 
 
 def _load(results_dir: Path) -> tuple[dict, list[dict], list[dict] | None]:
+    """metrics.json through the schema (schema.load_metrics: validated, its version
+    checked) as a plain dict, the predictions and the loss curve, if any."""
     path = results_dir / "metrics.json"
-    m = _read_json(path)
-    missing = [k for k in REQUIRED_KEYS if k not in m] if isinstance(m, dict) else ["(an object)"]
-    if missing:
-        raise ReportError(f"{path}: incomplete, no {', '.join(missing[:3])} (not a finished run's file)")
+    try:
+        m = load_metrics(path).raw()
+    except MetricsError as err:
+        raise ReportError(str(err)) from None
     if m["status"] != "complete":
         raise ReportError(f"{path}: status {m['status']!r}, not a finished run")
     try:
@@ -819,8 +902,7 @@ def compare_runs(dir_a: str | Path, dir_b: str | Path) -> str:
             a, bb = ma["pipelines"][p].get(k), mb["pipelines"].get(p, {}).get(k)
             if a and bb:
                 rows.append([defs[k]["label"], p, _cell(a), _cell(bb), _pts(bb["mean"] - a["mean"])])
-    out += ["| metric | pipeline | A | B | B − A |", "|---|---|---|---|---|"]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
+    out += markdown_table(["metric", "pipeline", "A", "B", "B − A"], rows)
     for name, m in (("A", ma), ("B", mb)):
         for question, v in (m.get("verdicts") or {}).items():
             out.append(f"\n{name}: {_verdict_line(question, v, defs)}")
@@ -849,60 +931,77 @@ def training_table_lines(ids: list[str], cells: dict[str, dict]) -> list[str]:
         if not tr.get("weights_bytes"):
             continue
         peak = tr.get("peak_gpu_mb") or tr["peak_rss_mb"]
-        rows.append(f"| {cid} | {tr.get('method', 'lora')} | {tr['trainable_params']:,} | {peak:,.0f} "
-                    f"({'GPU' if tr.get('peak_gpu_mb') else 'process'}) | {peak * 2**20 / tr['weights_bytes']:.1f}x | "
-                    f"{tr['wall_seconds']:.0f} |")
+        rows.append([cid, tr.get("method", "lora"), f"{tr['trainable_params']:,}",
+                     f"{peak:,.0f} ({'GPU' if tr.get('peak_gpu_mb') else 'process'})",
+                     f"{peak * 2**20 / tr['weights_bytes']:.1f}x", f"{tr['wall_seconds']:.0f}"])
     if not rows:
         return []
-    return ["## Training cost per cell", "", "| cell | method | trainable parameters | peak memory MB | "
-            "peak / weights | train s |", "|---|---|---|---|---|---|", *rows, ""]
+    return ["## Training cost per cell", "",
+            *markdown_table(["cell", "method", "trainable parameters", "peak memory MB", "peak / weights",
+                             "train s"], rows), ""]
 
 
 def render_grid(grid: dict, cells: dict[str, dict]) -> str:
     """The grid report: each headline metric per cell and pipeline with intervals, the
     best cell per pipeline, and each axis's effect (mean over the cells at each value)."""
     ids = [c["id"] for c in grid["cells"] if c["id"] in cells]
-    values = {c["id"]: c["values"] for c in grid["cells"]}
     out = [f"# {grid['experiment']}: grid of {len(grid['cells'])} cells", "",
            f"{len(ids)} cells finished. Each cell's own report is in its folder; percentages with 95% intervals.", ""]
     out += tuning_budget_lines(grid) + training_table_lines(ids, cells)
     any_m = next(iter(cells.values()), None)
     if any_m is None:
         return "\n".join(out)
-    table = decision_rows([cells[cid] for cid in ids])
-    if table:
-        out += ["## The decision table, measured", "",
-                "Each row is one cell of this grid, measured on its own items; the verdict rule is the one in "
-                "every cell's report (declared comparisons, Holm adjusted; a winner's interval bound clears "
-                "`eval.min_effect`).", "",
-                "| " + " | ".join(DECISION_TABLE_HEADER) + " |", "|" + "---|" * len(DECISION_TABLE_HEADER)]
-        out += ["| " + " | ".join(row) + " |" for row in table] + [""]
-    defs = any_m["metric_definitions"]
+    out += _grid_decision_lines([cells[cid] for cid in ids])
     for metric in HEADLINE_METRICS:
-        pipes = [p for p in any_m["pipelines"] if metric in any_m["pipelines"][p]]
-        if not pipes:
-            continue
-        out += [f"## {defs[metric]['label']}", "", "| cell | " + " | ".join(pipes) + " |",
-                "|---|" + "|".join("---" for _ in pipes) + "|"]
-        for cid in ids:
-            out.append(f"| {cid} | " + " | ".join(_cell(cells[cid]["pipelines"].get(p, {}).get(metric)) for p in pipes)
-                       + " |")
-        out.append("")
-        out += best_cells(ids, cells, metric=metric, pipes=pipes, direction=defs[metric]["direction"])
-        out.append("")
-        for axis in grid["cells"][0]["values"] if grid["cells"] else []:
-            levels: dict[str, list[float]] = {}
-            for cid in ids:
-                if axis in values[cid]:
-                    for p in pipes:
-                        agg = cells[cid]["pipelines"].get(p, {}).get(metric)
-                        if agg:
-                            levels.setdefault(f"{p}|{values[cid][axis]}", []).append(agg["mean"])
-            if levels:
-                out.append(f"Effect of `{axis}` (mean over cells at each value): " + "; ".join(
-                    f"{k.split('|')[0]} @ {k.split('|')[1]}: {_pct(sum(v) / len(v))}" for k, v in levels.items()) + ".")
-        out.append("")
+        out += _grid_metric_lines(grid, ids, cells, metric=metric, defs=any_m["metric_definitions"],
+                                  pipes=[p for p in any_m["pipelines"] if metric in any_m["pipelines"][p]])
     return "\n".join(out)
+
+
+def _grid_decision_lines(results: list[dict]) -> list[str]:
+    """The decision table, one row per cell that carries a scenario; nothing without one."""
+    table = decision_rows(results)
+    if not table:
+        return []
+    return ["## The decision table, measured", "",
+            "Each row is one cell of this grid, measured on its own items; the verdict rule is the one in "
+            "every cell's report (declared comparisons, Holm adjusted; a winner's interval bound clears "
+            "`eval.min_effect`).", "", *markdown_table(DECISION_TABLE_HEADER, table), ""]
+
+
+def _grid_metric_lines(grid: dict, ids: list[str], cells: dict[str, dict], *, metric: str, defs: dict,
+                       pipes: list[str]) -> list[str]:
+    """One headline metric across the grid: per cell and pipeline, each pipeline's best
+    cell, and each axis's effect."""
+    if not pipes:
+        return []
+    rows = [[cid, *(_cell(cells[cid]["pipelines"].get(p, {}).get(metric)) for p in pipes)] for cid in ids]
+    out = [f"## {defs[metric]['label']}", "", *markdown_table(["cell", *pipes], rows), ""]
+    out += best_cells(ids, cells, metric=metric, pipes=pipes, direction=defs[metric]["direction"])
+    out.append("")
+    for axis in grid["cells"][0]["values"] if grid["cells"] else []:
+        line = _axis_effect_line(grid, ids, cells, axis=axis, metric=metric, pipes=pipes)
+        if line:
+            out.append(line)
+    out.append("")
+    return out
+
+
+def _axis_effect_line(grid: dict, ids: list[str], cells: dict[str, dict], *, axis: str, metric: str,
+                      pipes: list[str]) -> str | None:
+    """Each pipeline's mean of `metric` over the cells at each value of `axis`."""
+    values = {c["id"]: c["values"] for c in grid["cells"]}
+    levels: dict[str, list[float]] = {}
+    for cid in ids:
+        if axis in values[cid]:
+            for p in pipes:
+                agg = cells[cid]["pipelines"].get(p, {}).get(metric)
+                if agg:
+                    levels.setdefault(f"{p}|{values[cid][axis]}", []).append(agg["mean"])
+    if not levels:
+        return None
+    return f"Effect of `{axis}` (mean over cells at each value): " + "; ".join(
+        f"{k.split('|')[0]} @ {k.split('|')[1]}: {_pct(sum(v) / len(v))}" for k, v in levels.items()) + "."
 
 
 def best_cells(ids: list[str], cells: dict[str, dict], *, metric: str, pipes: list[str], direction: str) -> list[str]:

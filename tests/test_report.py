@@ -11,7 +11,8 @@ import pytest
 
 from conftest import tiny_config
 from harness.config import parse_config
-from harness.report import compare_runs, write_report
+from harness.report import ReportError, compare_runs, write_report
+from harness.schema import load_metrics
 from harness.runner import run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,6 +52,24 @@ def test_report_regenerates_identically_from_files(run_dir, tmp_path):
     write_report(copy)
     assert (copy / "report.md").read_text() == (run_dir / "report.md").read_text()
     assert (copy / "report.html").read_text() == (run_dir / "report.html").read_text()
+
+
+def test_what_a_run_writes_is_the_schema_and_survives_its_round_trip(run_dir):
+    """The report renders schema.Metrics.raw(): for today's runner that must be the file
+    itself, every key and value (json.dumps tells 0 from 0.0)."""
+    raw = json.loads((run_dir / "metrics.json").read_text())
+    assert json.dumps(load_metrics(run_dir / "metrics.json").raw(), sort_keys=True) == json.dumps(raw, sort_keys=True)
+
+
+def test_the_report_reads_through_the_schema_and_names_a_foreign_version(run_dir, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    m = json.loads((copy / "metrics.json").read_text())
+    (copy / "metrics.json").write_text(json.dumps({**m, "schema_version": 2}))
+    with pytest.raises(ReportError, match=r"metrics\.json: schema version 2; this harness reads version 1"):
+        write_report(copy)
+    with pytest.raises(ReportError, match=r"schema version 2; this harness reads version 1"):
+        compare_runs(run_dir, copy)
 
 
 def test_compare_two_runs(run_dir):
