@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 import logging
+import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 

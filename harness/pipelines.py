@@ -23,7 +23,6 @@ from harness.memo import compute_in_batches, content_key
 from harness.models import LoadedModel, generate, loglikelihood
 from harness.prompts import render, template_for
 
-
 # Part of every generation's cache key; bump it when stored generations may be wrong.
 # 2: before it, `train.repeats` re-runs answered with the first seed's adapter and stored
 # those outputs under the other seeds' keys.
