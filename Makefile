@@ -32,10 +32,12 @@ $(EXTRAS): $(STAMP)
 	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PIP) install -c constraints.txt -e '.[test,ray,qlora,serve]'
 	touch $@
 
-# Lint first (ruff check; pyproject.toml says which rules), then the tests. CI sets
-# HARNESS_STRICT=1: a test that would skip for want of the shared data, Chromium, Ray in
-# a loopback-only namespace or bitsandbytes fails instead (tests/conftest.py).
+# Format and lint first (ruff format --check, then ruff check: pyproject.toml says which
+# rules, import order included), then the tests. CI sets HARNESS_STRICT=1: a test that
+# would skip for want of the shared data, Chromium, Ray in a loopback-only namespace or
+# bitsandbytes fails instead (tests/conftest.py).
 test: $(EXTRAS)
+	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 

@@ -33,6 +33,7 @@ import yaml
 
 from harness.cache import cache_dir, read_bytes, write_bytes
 from harness.models import LoadedModel, compute_context
+from harness.results import read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +65,6 @@ def resolve_data_dir(configured: str | None) -> Path | None:
         if candidate and Path(candidate).expanduser().is_dir():
             return Path(candidate).expanduser().resolve()
     return None
-
-
-def _read(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def _subset(rows: list[dict], n: int | None, seed: int) -> list[dict]:
@@ -128,7 +124,7 @@ def prepare_tasks(*, data_dir: str | None, mmlu_subjects, mmlu_items: int | None
         prepared.skipped += [{"benchmark": f"mmlu/{s}", "reason": f"{mmlu_test} not found",
                               "fix": "add mmlu/test.jsonl (subject, question, choices, answer)"} for s in mmlu_subjects]
     elif mmlu_subjects:
-        test_rows, dev_rows = _read(mmlu_test), (_read(mmlu_dev) if mmlu_dev.is_file() else [])
+        test_rows, dev_rows = read_jsonl(mmlu_test), (read_jsonl(mmlu_dev) if mmlu_dev.is_file() else [])
         for subject in mmlu_subjects:
             rows = [r for r in test_rows if r.get("subject") == subject]
             if not rows:
@@ -150,7 +146,7 @@ def prepare_tasks(*, data_dir: str | None, mmlu_subjects, mmlu_items: int | None
             prepared.skipped.append({"benchmark": "hellaswag", "reason": f"{val} not found",
                                      "fix": "add hellaswag/validation.jsonl (activity_label, ctx, endings, label)"})
         else:
-            items = _subset(_read(val), hellaswag_items, seed)
+            items = _subset(read_jsonl(val), hellaswag_items, seed)
             name = "harness_hellaswag"
             files = {"validation": out / f"{name}.validation.jsonl"}
             files["validation"].write_text("".join(json.dumps(r) + "\n" for r in items))

@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 import logging
+import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from harness.results import JsonlError, jsonl_rows
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +59,6 @@ def read_bytes_limited(path: Path, *, limit: int = MAX_FILE_BYTES) -> bytes:
     if len(data) > limit:  # it grew while being read
         raise DataError(f"{path}: over the limit of {limit >> 20} MiB")
     return data
-
-
-def _decode(data: bytes, where: str) -> str:
-    try:
-        return data.decode("utf-8-sig")  # a byte-order mark is tolerated
-    except UnicodeDecodeError as err:
-        raise DataError(f"{where}: not UTF-8 text (byte {err.start}: {data[err.start]:#04x})") from None
 
 
 def _check_id(value, where: str) -> str:
@@ -120,27 +115,14 @@ class Dataset:
 
 
 def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
-    """Read a JSONL file of objects as (line number, object) pairs; blank lines are
-    skipped, anything else malformed is an error naming the file and line."""
+    """Read a JSONL file of objects as (line number, object) pairs, within the limits;
+    blank lines are skipped, anything else malformed is a DataError naming the file and
+    line (results.jsonl_rows reads the lines)."""
     path = Path(path)
-    # Split on newlines only (JSON strings may hold U+2028 and friends); CRLF is fine.
-    lines = read_bytes_limited(path).split(b"\n")
-    rows = []
-    for lineno, raw in enumerate(lines, 1):
-        if len(raw) > MAX_LINE_BYTES:
-            raise DataError(f"{path}:{lineno}: line of {len(raw) / 2**20:.0f} MiB is over the limit of "
-                            f"{MAX_LINE_BYTES >> 20} MiB")
-        line = _decode(raw, f"{path}:{lineno}")
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}:{lineno}: invalid JSON ({err.msg})") from None
-        if not isinstance(row, dict):
-            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-        rows.append((lineno, row))
-    return rows
+    try:
+        return list(jsonl_rows(read_bytes_limited(path).split(b"\n"), str(path), max_line_bytes=MAX_LINE_BYTES))
+    except JsonlError as err:
+        raise DataError(str(err)) from None
 
 
 def read_documents(path: str | Path, *, skip_unreadable: bool = False) -> tuple[list[Document], list[dict]]:

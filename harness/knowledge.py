@@ -27,6 +27,7 @@ generation memo like any other generation. With `samples=0` nothing is tagged.
 from __future__ import annotations
 
 from harness import metrics
+from harness.memo import compute_in_batches, content_key
 from harness.models import LoadedModel, generate
 from harness.prompts import render, template_for
 
@@ -44,24 +45,18 @@ def categorize(*, sample_hits: int, samples: int) -> str:
 def _closed_book(lm: LoadedModel, questions, *, max_new_tokens: int, batch_size: int, temperature: float | None,
                  seed: int, memo=None) -> list[str]:
     """Closed-book outputs of the base model (adapter off is the caller's business)."""
-    from harness.memo import content_key
-    from harness.pipelines import _units
-
     template = template_for(retrieval=False)
     prompts = [render(lm.tokenizer, template, question=q.question) for q in questions]
-    out: list[str] = [""] * len(prompts)
-    for unit in _units([len(p) for p in prompts], batch_size):
-        key = content_key({"closed_book": [prompts[i] for i in unit], "max_new_tokens": max_new_tokens,
-                           "temperature": temperature, "seed": seed})
-        texts = memo.get(key) if memo is not None else None
-        if texts is None:
-            texts = [g.text for g in generate(lm, [prompts[i] for i in unit], max_new_tokens=max_new_tokens,
-                                               batch_size=batch_size, temperature=temperature, seed=seed)]
-            if memo is not None:
-                memo.put(key, texts)
-        for i, t in zip(unit, texts):
-            out[i] = t
-    return out
+
+    def key(unit: list[int]) -> str:
+        return content_key({"closed_book": [prompts[i] for i in unit], "max_new_tokens": max_new_tokens,
+                            "temperature": temperature, "seed": seed})
+
+    def compute(unit: list[int]) -> list[str]:
+        return [g.text for g in generate(lm, [prompts[i] for i in unit], max_new_tokens=max_new_tokens,
+                                         batch_size=batch_size, temperature=temperature, seed=seed)]
+
+    return compute_in_batches([len(p) for p in prompts], batch_size=batch_size, key=key, compute=compute, memo=memo)
 
 
 def tag_questions(lm: LoadedModel, questions, *, samples: int, temperature: float, max_new_tokens: int,

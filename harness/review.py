@@ -12,11 +12,12 @@ dropped). An edited answer must still occur in its evidence, and be one of its c
 from __future__ import annotations
 
 import csv
-import os
+import io
 from pathlib import Path
 
 from harness.data import DataError, manifest_path, read_jsonl
 from harness.metrics import contains
+from harness.results import atomic_write_bytes, atomic_write_json, atomic_write_jsonl
 
 COLUMNS = ("id", "keep", "question", "train_question", "answer", "choices", "evidence", "doc_id")
 KEEP = {"", "yes", "y", "keep", "1", "true", "x"}
@@ -36,13 +37,12 @@ def write_review_sheet(rows: list[dict], train: list[dict], path: str | Path) ->
     byte-order mark, so spreadsheet programs read it as UTF-8)."""
     path = Path(path)
     twins = {t["id"].removesuffix("-train"): t for t in train}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8-sig", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow(_sheet_row(row, twins.get(row["id"])))
-    os.replace(tmp, path)
+    sheet = io.StringIO(newline="")
+    writer = csv.DictWriter(sheet, fieldnames=COLUMNS)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(_sheet_row(row, twins.get(row["id"])))
+    atomic_write_bytes(path, sheet.getvalue().encode("utf-8-sig"))
 
 
 def _read_sheet(sheet: Path) -> list[tuple[int, dict]]:
@@ -96,8 +96,6 @@ def _reviewed(original: dict, twin: dict | None, row: dict, where: str) -> tuple
 def apply_review(sheet: str | Path, out: str | Path) -> dict:
     """Write the reviewed set into `out` from the sheet and the set beside it; returns
     the new manifest."""
-    from harness.results import atomic_write_json, atomic_write_jsonl
-
     sheet = Path(sheet)
     folder = sheet.parent
     if Path(out).resolve() == folder.resolve():

@@ -24,6 +24,7 @@ TrainResult.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -33,12 +34,13 @@ import shutil
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
 from harness.models import LoadedModel, compute_context
+from harness.results import atomic_write_bytes
 from harness.train import Example, Material, TrainError, prepare_material
 
 log = logging.getLogger(__name__)
@@ -175,68 +177,97 @@ def _set_weights(model, state: dict, *, full: bool, adapter_name: str) -> None:
 
 
 def _save_safetensors(state: dict, path: Path) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(state, str(tmp))
-    os.replace(tmp, path)
+    atomic_write_bytes(path, save(state))
+
+
+@dataclass
+class ResumeState:
+    """Harness's own training state, which a checkpoint carries so that a resumed run ends
+    where an uninterrupted one would: the loss curve so far, early stopping's best dev
+    loss, its epoch and the epochs since without improvement, whether the run stopped
+    early, and the training seconds before the checkpoint. Saved as these six JSON fields
+    in the checkpoint's trainer_state.json (`stateful_callbacks.Callback.attributes`),
+    the format checkpoints had before this class, so those resume as they are."""
+
+    curve: list[dict] = field(default_factory=list)
+    best: float = math.inf
+    best_epoch: int | None = None
+    bad_epochs: int = 0
+    stopped_early: bool = False
+    elapsed: float = 0.0
 
 
 class _Progress:
     """What harness adds to Trainer, as a callback: the loss curve, a dev loss at every
     epoch's end with early stopping that keeps the best epoch, the progress bar, and a
-    checkpoint after every epoch's evaluation. Its state travels in the checkpoint's
-    trainer_state.json (JSON); the best epoch's weights in a safetensors file beside."""
-
-    ATTRIBUTES = ("curve", "best", "best_epoch", "bad_epochs", "stopped_early", "elapsed")
+    checkpoint after every epoch's evaluation. Its ResumeState travels in the
+    checkpoint's trainer_state.json (JSON); the best epoch's weights in a safetensors
+    file beside."""
 
     def __init__(self, *, lm: LoadedModel, dev, batch_size: int, pad_id: int, steps_per_epoch: int,
                  patience: int | None, best_dir: Path | None, full: bool, adapter_name: str, update, is_main: bool):
         self.lm, self.dev, self.batch_size, self.pad_id = lm, dev, batch_size, pad_id
         self.steps_per_epoch, self.patience, self.best_dir = steps_per_epoch, patience, best_dir
         self.full, self.adapter_name, self.update, self.is_main = full, adapter_name, update, is_main
-        self.curve, self.best, self.best_epoch, self.bad_epochs = [], float("inf"), None, 0
-        self.stopped_early, self.elapsed, self.best_state = False, 0.0, None
+        self.status, self.best_state = ResumeState(), None
         self.t0 = time.perf_counter()
 
     def state(self) -> dict:  # transformers' ExportableState: saved in trainer_state.json
-        attributes = {a: getattr(self, a) for a in self.ATTRIBUTES}
-        attributes["elapsed"] = self.elapsed + time.perf_counter() - self.t0
+        attributes = asdict(self.status)
+        attributes["elapsed"] = self.status.elapsed + time.perf_counter() - self.t0
         return {"args": {}, "attributes": attributes}
 
     def restore(self, attributes: dict) -> None:
-        for a in self.ATTRIBUTES:
-            setattr(self, a, attributes[a])
-        if self.patience and self.best_epoch is not None:
+        self.status = ResumeState(**attributes)
+        if self.patience and self.status.best_epoch is not None:
             from safetensors.torch import load_file
 
-            self.best_state = load_file(str(self.best_dir / f"best-epoch{self.best_epoch}.safetensors"))
+            self.best_state = load_file(str(self.best_dir / f"best-epoch{self.status.best_epoch}.safetensors"))
 
     def on_log(self, args, state, control, logs=None, **kw):
         if not logs or "loss" not in logs:
             return control
         step = state.global_step
         epoch = math.ceil(step / self.steps_per_epoch)
-        self.curve.append({"step": step, "epoch": epoch, "train_loss": float(logs["loss"])})
+        self.status.curve.append({"step": step, "epoch": epoch, "train_loss": float(logs["loss"])})
         if self.dev and (step % self.steps_per_epoch == 0 or step >= state.max_steps):
-            dev_loss = _dev_loss(self.lm, self.dev, self.batch_size, self.pad_id)
-            self.curve.append({"step": step, "epoch": epoch, "dev_loss": dev_loss})
-            log.info("epoch %d: dev loss %.4f", epoch, dev_loss)
-            if dev_loss < self.best - 1e-6:
-                self.best, self.best_epoch, self.bad_epochs = dev_loss, epoch, 0
-                if self.patience:
-                    self.best_state = _weights(self.lm.model, full=self.full, adapter_name=self.adapter_name)
-                    if self.best_dir is not None and self.is_main:  # written before the checkpoint naming it
-                        _save_safetensors(self.best_state, self.best_dir / f"best-epoch{epoch}.safetensors")
-            else:
-                self.bad_epochs += 1
-                if self.patience and self.bad_epochs >= self.patience:
-                    self.stopped_early = True
-                    control.should_training_stop = True
+            self._end_epoch(step, epoch, control)
             control.should_save = args.save_strategy != "no"
         if self.update is not None:
             self.update(1)
         return control
+
+    def _end_epoch(self, step: int, epoch: int, control) -> None:
+        """The dev loss, and early stopping: keep the best epoch's weights (on disk too,
+        for a resume), stop after `patience` epochs without improvement."""
+        s = self.status
+        dev_loss = _dev_loss(self.lm, self.dev, self.batch_size, self.pad_id)
+        s.curve.append({"step": step, "epoch": epoch, "dev_loss": dev_loss})
+        log.info("epoch %d: dev loss %.4f", epoch, dev_loss)
+        if dev_loss < s.best - 1e-6:
+            s.best, s.best_epoch, s.bad_epochs = dev_loss, epoch, 0
+            if self.patience:
+                self.best_state = _weights(self.lm.model, full=self.full, adapter_name=self.adapter_name)
+                if self.best_dir is not None and self.is_main:  # written before the checkpoint naming it
+                    _save_safetensors(self.best_state, self.best_dir / f"best-epoch{epoch}.safetensors")
+        else:
+            s.bad_epochs += 1
+            if self.patience and s.bad_epochs >= self.patience:
+                s.stopped_early = True
+                control.should_training_stop = True
+
+
+def _callback_class():
+    from transformers.trainer_callback import ExportableState, TrainerCallback
+
+    # The class name is the key of its state in trainer_state.json ("Callback"): keep it,
+    # or checkpoints written before the change no longer resume.
+    class Callback(_Progress, TrainerCallback, ExportableState):
+        pass
+
+    return Callback
 
 
 def _latest_checkpoint(run_dir: Path) -> Path | None:
@@ -291,31 +322,181 @@ def _make_trainable(lm: LoadedModel, *, method: str, rank: int, alpha: float, dr
     return model
 
 
-def _trainer_class():
+def _trainer_class(*, full: bool, adapter_name: str):
     from transformers import Trainer
 
     class HarnessTrainer(Trainer):
         """Trainer whose checkpoints hold the trained weights as safetensors (the adapter
         alone for LoRA), read back without unpickling."""
 
-        full: bool = False
-        adapter_name: str = "default"
-
         def _save(self, output_dir=None, state_dict=None):
             if not self.args.should_save:  # every process calls it; the first one writes
                 return
             folder = Path(output_dir or self.args.output_dir)
             folder.mkdir(parents=True, exist_ok=True)
-            _save_safetensors(_weights(self.model, full=self.full, adapter_name=self.adapter_name),
-                              folder / WEIGHTS_FILE)
+            _save_safetensors(_weights(self.model, full=full, adapter_name=adapter_name), folder / WEIGHTS_FILE)
 
         def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
             from safetensors.torch import load_file
 
             state = load_file(str(Path(resume_from_checkpoint) / WEIGHTS_FILE))
-            _set_weights(self.model, state, full=self.full, adapter_name=self.adapter_name)
+            _set_weights(self.model, state, full=full, adapter_name=adapter_name)
 
     return HarnessTrainer
+
+
+@dataclass(frozen=True)
+class Launch:
+    """This process's place in a data-parallel launch: torchrun and `accelerate launch`
+    start one process per device and tell each its RANK and the WORLD_SIZE; a plain run
+    is process 0 of 1."""
+
+    process_rank: int = 0  # which of the launched processes this is (not LoRA's `rank`)
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        """The first process: the one that writes files."""
+        return self.process_rank == 0
+
+
+def launch_from_env() -> Launch:
+    """The launch this process belongs to: the one place harness reads RANK and WORLD_SIZE."""
+    return Launch(process_rank=int(os.environ.get("RANK", "0")), world_size=int(os.environ.get("WORLD_SIZE", "1")))
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The optimisation settings a run actually used (TrainResult.settings records them)."""
+
+    per_device_batch_size: int
+    gradient_accumulation: int
+    max_grad_norm: float
+    gradient_checkpointing: bool
+    schedule: str
+    warmup_steps: int
+    weight_decay: float
+    bf16: bool
+    optimizer: str
+    steps_per_epoch: int
+
+
+def _plan(lm: LoadedModel, n_train: int, *, world_size: int, batch_size: int, gradient_accumulation: int,
+          epochs: int, max_steps: int | None, warmup_ratio: float, max_grad_norm: float,
+          gradient_checkpointing: bool, schedule: str, weight_decay: float) -> tuple[TrainSettings, int]:
+    """The settings of a run over `n_train` rows, and its optimizer steps in all.
+    `batch_size` is the global batch of one forward pass, split over the processes."""
+    per_device = max(1, batch_size // world_size)
+    batches_per_epoch = math.ceil(n_train / (per_device * world_size))
+    steps_per_epoch = math.ceil(batches_per_epoch / gradient_accumulation)
+    total_steps = min(epochs * steps_per_epoch, max_steps) if max_steps else epochs * steps_per_epoch
+    settings = TrainSettings(
+        per_device_batch_size=per_device, gradient_accumulation=gradient_accumulation, max_grad_norm=max_grad_norm,
+        gradient_checkpointing=gradient_checkpointing, schedule=schedule, warmup_steps=int(warmup_ratio * total_steps),
+        weight_decay=weight_decay, bf16=lm.dtype == "bfloat16", optimizer="adamw_torch",
+        steps_per_epoch=steps_per_epoch)
+    return settings, total_steps
+
+
+def _training_arguments(lm: LoadedModel, settings: TrainSettings, *, run_dir: Path, total_steps: int, lr: float,
+                        seed: int, checkpoint_every: int | None):
+    """transformers' TrainingArguments for `settings`; a checkpoint every
+    `checkpoint_every` optimizer steps, or none when it is None."""
+    from transformers import TrainingArguments
+
+    s = settings
+    return TrainingArguments(
+        output_dir=str(run_dir), per_device_train_batch_size=s.per_device_batch_size,
+        gradient_accumulation_steps=s.gradient_accumulation, learning_rate=lr, weight_decay=s.weight_decay,
+        max_grad_norm=s.max_grad_norm, lr_scheduler_type=s.schedule, warmup_steps=s.warmup_steps,
+        max_steps=total_steps, optim=s.optimizer, logging_strategy="steps", logging_steps=1, eval_strategy="no",
+        report_to="none", disable_tqdm=True, save_strategy="no" if checkpoint_every is None else "steps",
+        save_steps=checkpoint_every or 1, save_total_limit=1, seed=seed, data_seed=seed,
+        use_cpu=lm.device == "cpu", bf16=s.bf16, activation_checkpointing=s.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False}, remove_unused_columns=False,
+        label_names=["labels"], dataloader_num_workers=0, include_num_input_tokens_seen="non_padding",
+        ddp_find_unused_parameters=False,
+        restore_callback_states_from_checkpoint=False,  # harness restores its own callback (_resume)
+    )
+
+
+def _make_trainer(lm: LoadedModel, model, args, material: Material, callback, *, full: bool, adapter_name: str):
+    from transformers.trainer_callback import PrinterCallback
+
+    pad_id = lm.tokenizer.pad_token_id
+    trainer = _trainer_class(full=full, adapter_name=adapter_name)(
+        model=model, args=args, train_dataset=_Rows(material.train),
+        data_collator=lambda rows: _pad([(r["input_ids"], r["labels"]) for r in rows], pad_id), callbacks=[callback])
+    trainer.remove_callback(PrinterCallback)  # Trainer prints its logs without a progress bar; harness has its own
+    return trainer
+
+
+@contextlib.contextmanager
+def _run_dir(checkpoint_dir: str | Path | None):
+    """Trainer's output folder: `<checkpoint_dir>/trainer`, kept for a resume, or without
+    a `checkpoint_dir` a scratch folder removed after the block."""
+    if checkpoint_dir is not None:
+        yield Path(checkpoint_dir) / "trainer"
+        return
+    scratch = tempfile.mkdtemp(prefix="harness-trainer-")
+    try:
+        yield Path(scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _resume(callback: _Progress, run_dir: Path, update) -> tuple[Path | None, int]:
+    """The newest checkpoint in `run_dir` and its step, with the callback's state restored
+    from it; (None, 0) when there is none."""
+    checkpoint = _latest_checkpoint(run_dir)
+    if checkpoint is None:
+        return None, 0
+    saved = json.loads((checkpoint / "trainer_state.json").read_text())
+    callback.restore(saved["stateful_callbacks"]["Callback"]["attributes"])
+    log.info("training resumed from %s at step %d", checkpoint, saved["global_step"])
+    if update is not None:
+        update(saved["global_step"])
+    return checkpoint, saved["global_step"]
+
+
+def _progress_update(progress, total_steps: int):
+    """A callable taking a step count, from `progress` (a callable, or a tqdm bar whose
+    total becomes the planned steps), or None."""
+    if progress is not None and hasattr(progress, "total"):
+        progress.total = total_steps
+        progress.refresh()
+    return getattr(progress, "update", progress)
+
+
+def _finish(lm: LoadedModel, callback: _Progress, *, out_dir: Path, full: bool, adapter_name: str,
+            gradient_checkpointing: bool, launch: Launch) -> int:
+    """Put the best epoch's weights back (early stopping), leave the model in eval mode,
+    and save it from the first process; returns the bytes saved (0 on the others)."""
+    if callback.best_state is not None:
+        _set_weights(lm.model, callback.best_state, full=full, adapter_name=adapter_name)
+    lm.model.eval()
+    if gradient_checkpointing and hasattr(lm.model, "gradient_checkpointing_disable"):
+        lm.model.gradient_checkpointing_disable()
+    saved_bytes = 0
+    if launch.is_main:
+        _save_trained(lm, out_dir, full=full, adapter_name=adapter_name)
+        saved_bytes = sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file())
+    if launch.world_size > 1 and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    return saved_bytes
+
+
+def _train(lm: LoadedModel, trainer, callback: _Progress, *, resumed: Path | None, start_step: int,
+           total_steps: int) -> PeakMemory:
+    """Run Trainer from `resumed` (or the start), unless the checkpoint already ended the
+    run; returns the memory it held."""
+    if lm.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    callback.t0 = time.perf_counter()
+    with PeakMemory() as memory:
+        if start_step < total_steps and not callback.status.stopped_early:
+            trainer.train(resume_from_checkpoint=str(resumed) if resumed is not None else None)
+    return memory
 
 
 def train_model(lm: LoadedModel, examples: list[Example], *, method: str = "lora", rank: int = 16,
@@ -328,118 +509,50 @@ def train_model(lm: LoadedModel, examples: list[Example], *, method: str = "lora
                 schedule: str = "linear", weight_decay: float = 0.0, packing: bool = False,
                 dev_examples: list[Example] | None = None) -> TrainResult:
     """Train `lm.model` on `examples` and save the adapter (or the model, for `full`) to
-    `out_dir` (see the module docstring). `batch_size` is the global batch of one
-    forward pass, split over the processes of a data-parallel launch; an optimizer step
-    sees `batch_size * gradient_accumulation` rows. `progress` is a callable taking a
-    step count, or a tqdm bar (its total is set to the planned steps)."""
-    from transformers import TrainingArguments
-    from transformers.trainer_callback import ExportableState, PrinterCallback, TrainerCallback
-
+    `out_dir` (see the module docstring). `rank` is LoRA's. `batch_size` is the global
+    batch of one forward pass, split over the processes of a data-parallel launch; an
+    optimizer step sees `batch_size * gradient_accumulation` rows. `progress` is a
+    callable taking a step count, or a tqdm bar (its total is set to the planned steps)."""
     if schedule not in SCHEDULES:
         raise TrainError(f"train.schedule: unknown schedule {schedule!r}; one of {', '.join(SCHEDULES)}")
-    full = method == "full"
-    tok = lm.tokenizer
-    material: Material = prepare_material(tok, examples, max_length=max_length, dev_fraction=dev_fraction, seed=seed,
-                                          packing=packing, dev_examples=dev_examples)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    per_device = max(1, batch_size // world)
-    batches_per_epoch = math.ceil(len(material.train) / (per_device * world))
-    steps_per_epoch = math.ceil(batches_per_epoch / gradient_accumulation)
-    total_steps = min(epochs * steps_per_epoch, max_steps) if max_steps else epochs * steps_per_epoch
-
+    launch, full = launch_from_env(), method == "full"
+    material = prepare_material(lm.tokenizer, examples, max_length=max_length, dev_fraction=dev_fraction, seed=seed,
+                                packing=packing, dev_examples=dev_examples)
+    settings, total_steps = _plan(
+        lm, len(material.train), world_size=launch.world_size, batch_size=batch_size,
+        gradient_accumulation=gradient_accumulation, epochs=epochs, max_steps=max_steps, warmup_ratio=warmup_ratio,
+        max_grad_norm=max_grad_norm, gradient_checkpointing=gradient_checkpointing, schedule=schedule,
+        weight_decay=weight_decay)
     torch.manual_seed(seed)  # the new adapter's initial weights
     weights_bytes = sum(p.numel() * p.element_size() for p in lm.model.parameters())
     model = lm.model = _make_trainable(lm, method=method, rank=rank, alpha=alpha, dropout=dropout,
                                        target_modules=target_modules, adapter_name=adapter_name)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
-
-    scratch = None
-    if checkpoint_dir is None:
-        scratch = tempfile.mkdtemp(prefix="harness-trainer-")
-        run_dir = Path(scratch)
-    else:
-        run_dir = Path(checkpoint_dir) / "trainer"
-    rank_main = int(os.environ.get("RANK", "0")) == 0
-    update = getattr(progress, "update", progress)
-    if progress is not None and hasattr(progress, "total"):
-        progress.total = total_steps
-        progress.refresh()
-
-    class Callback(_Progress, TrainerCallback, ExportableState):
-        pass
-
-    callback = Callback(lm=lm, dev=material.dev, batch_size=batch_size, pad_id=tok.pad_token_id,
-                        steps_per_epoch=steps_per_epoch, patience=early_stopping_patience,
-                        best_dir=None if checkpoint_dir is None else Path(checkpoint_dir), full=full,
-                        adapter_name=adapter_name, update=update, is_main=rank_main)
-    settings = {"per_device_batch_size": per_device, "gradient_accumulation": gradient_accumulation,
-                "max_grad_norm": max_grad_norm, "gradient_checkpointing": gradient_checkpointing,
-                "schedule": schedule, "warmup_steps": int(warmup_ratio * total_steps), "weight_decay": weight_decay,
-                "bf16": lm.dtype == "bfloat16", "optimizer": "adamw_torch", "steps_per_epoch": steps_per_epoch}
-    args = TrainingArguments(
-        output_dir=str(run_dir), per_device_train_batch_size=per_device, gradient_accumulation_steps=gradient_accumulation,
-        learning_rate=lr, weight_decay=weight_decay, max_grad_norm=max_grad_norm, lr_scheduler_type=schedule,
-        warmup_steps=settings["warmup_steps"], max_steps=total_steps, optim="adamw_torch",
-        logging_strategy="steps", logging_steps=1, eval_strategy="no", report_to="none", disable_tqdm=True,
-        save_strategy="no" if checkpoint_dir is None else "steps", save_steps=checkpoint_every, save_total_limit=1,
-        seed=seed, data_seed=seed, use_cpu=lm.device == "cpu", bf16=settings["bf16"],
-        activation_checkpointing=gradient_checkpointing, activation_checkpointing_kwargs={"use_reentrant": False},
-        remove_unused_columns=False, label_names=["labels"], dataloader_num_workers=0,
-        include_num_input_tokens_seen="non_padding", ddp_find_unused_parameters=False,
-        restore_callback_states_from_checkpoint=False,  # harness restores its own callback (below)
-    )
-    trainer_cls = _trainer_class()
-    trainer_cls.full, trainer_cls.adapter_name = full, adapter_name
-    trainer = trainer_cls(model=model, args=args, train_dataset=_Rows(material.train),
-                          data_collator=lambda rows: _pad([(r["input_ids"], r["labels"]) for r in rows],
-                                                          tok.pad_token_id),
-                          callbacks=[callback])
-    trainer.remove_callback(PrinterCallback)  # Trainer prints its logs without a progress bar; harness has its own
-    resume = _latest_checkpoint(run_dir) if checkpoint_dir is not None else None
-    start_step = 0
-    if resume is not None:
-        saved = json.loads((resume / "trainer_state.json").read_text())
-        start_step = saved["global_step"]
-        callback.restore(saved["stateful_callbacks"]["Callback"]["attributes"])
-        log.info("training resumed from %s at step %d", resume, start_step)
-        if update is not None:
-            update(start_step)
-
-    if lm.device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    callback.t0 = time.perf_counter()
-    try:
-        with PeakMemory() as memory:
-            if start_step < total_steps and not callback.stopped_early:
-                trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
-    finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
-    wall = callback.elapsed + time.perf_counter() - callback.t0
-    steps = trainer.state.global_step if trainer.state.global_step else start_step
-    if callback.best_state is not None:
-        _set_weights(model, callback.best_state, full=full, adapter_name=adapter_name)
-    model.eval()
-    if gradient_checkpointing and hasattr(model, "gradient_checkpointing_disable"):
-        model.gradient_checkpointing_disable()
-    out_dir = Path(out_dir)
-    saved_bytes = 0
-    if rank_main:
-        _save_trained(lm, out_dir, full=full, adapter_name=adapter_name)
-        saved_bytes = sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file())
-    if world > 1 and torch.distributed.is_initialized():
-        torch.distributed.barrier()
-    tokens = int(trainer.state.num_input_tokens_seen or 0)
+    update = _progress_update(progress, total_steps)
+    callback = _callback_class()(
+        lm=lm, dev=material.dev, batch_size=batch_size, pad_id=lm.tokenizer.pad_token_id,
+        steps_per_epoch=settings.steps_per_epoch, patience=early_stopping_patience,
+        best_dir=None if checkpoint_dir is None else Path(checkpoint_dir), full=full, adapter_name=adapter_name,
+        update=update, is_main=launch.is_main)
+    with _run_dir(checkpoint_dir) as run_dir:
+        args = _training_arguments(lm, settings, run_dir=run_dir, total_steps=total_steps, lr=lr, seed=seed,
+                                   checkpoint_every=None if checkpoint_dir is None else checkpoint_every)
+        trainer = _make_trainer(lm, model, args, material, callback, full=full, adapter_name=adapter_name)
+        resumed, start_step = _resume(callback, run_dir, update) if checkpoint_dir is not None else (None, 0)
+        memory = _train(lm, trainer, callback, resumed=resumed, start_step=start_step, total_steps=total_steps)
+    wall = callback.status.elapsed + time.perf_counter() - callback.t0
+    saved_bytes = _finish(lm, callback, out_dir=Path(out_dir), full=full, adapter_name=adapter_name,
+                          gradient_checkpointing=gradient_checkpointing, launch=launch)
+    steps, tokens = trainer.state.global_step or start_step, int(trainer.state.num_input_tokens_seen or 0)
     return TrainResult(
-        adapter_dir=str(out_dir), loss_curve=callback.curve, best_epoch=callback.best_epoch,
-        stopped_early=callback.stopped_early, steps=steps, train_examples=len(material.train),
-        dev_examples=len(material.dev), trainable_params=trainable, total_params=total, tokens=tokens,
-        wall_seconds=wall, tokens_per_second=tokens / max(wall, 1e-9), peak_rss_mb=memory.peak_mb,
-        adapter_bytes=saved_bytes,
-        peak_gpu_mb=torch.cuda.max_memory_allocated() / 2**20 if lm.device == "cuda" else None, world_size=world,
-        method=method, steps_run=steps - start_step, resumed_from_step=start_step, weights_bytes=weights_bytes,
-        material=material.stats, settings=settings,
+        adapter_dir=str(out_dir), loss_curve=callback.status.curve, best_epoch=callback.status.best_epoch,
+        stopped_early=callback.status.stopped_early, steps=steps, train_examples=len(material.train),
+        dev_examples=len(material.dev), trainable_params=trainable, total_params=total, tokens=tokens, wall_seconds=wall,
+        tokens_per_second=tokens / max(wall, 1e-9), peak_rss_mb=memory.peak_mb, adapter_bytes=saved_bytes,
+        peak_gpu_mb=torch.cuda.max_memory_allocated() / 2**20 if lm.device == "cuda" else None,
+        world_size=launch.world_size, method=method, steps_run=steps - start_step, resumed_from_step=start_step,
+        weights_bytes=weights_bytes, material=material.stats, settings=asdict(settings),
     )
 
 

@@ -1,3 +1,6 @@
+"""The command line (harness/cli.py): `validate`, `run` and `report` exit with a one-line
+message and a meaningful code on bad input, and the report module never imports torch."""
+
 import subprocess
 import sys
 from pathlib import Path

@@ -1,3 +1,6 @@
+"""Experiment configs (harness/config.py): every file in experiments/ validates, unknown keys,
+wrong types and bad names are errors that name the key, and a config's hash is stable."""
+
 from pathlib import Path
 
 import pytest

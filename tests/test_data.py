@@ -1,3 +1,6 @@
+"""The readers for user data and public datasets (harness/data.py): documents and questions
+from JSONL or a folder, TOFU and fictional-knowledge layouts, and errors naming file and line."""
+
 import json
 
 import pytest

@@ -1,3 +1,6 @@
+"""Reading the user's document files (harness/ingest.py): PDF, DOCX, HTML, Markdown and text
+to plain text, one-line errors for bad files, and a zip bomb refused before parsing."""
+
 import pytest
 
 from docfiles import (write_docx, write_encrypted_pdf, write_html, write_image_only_pdf, write_pdf,

@@ -1,3 +1,6 @@
+"""The scoring functions (harness/metrics.py) against golden cases kept as data, and the
+rules behind them: normalisation, multiple-choice ties, acc_norm, chance rates."""
+
 import json
 from pathlib import Path
 

@@ -1,3 +1,6 @@
+"""Loading and running a model (harness/models.py) on the tiny test Llama: batched generation
+and log-likelihoods equal one-at-a-time computation, and a missing model is a one-line error."""
+
 import math
 
 import pytest

@@ -1,3 +1,6 @@
+"""Generating a question set from the user's documents (harness/questions.py), and the review
+round trip (harness/review.py): evidence-checked cloze items, unanswerable ghosts, leakage."""
+
 import csv
 import json
 

@@ -1,3 +1,6 @@
+"""Chunking, embedding and search (harness/retrieve.py): sentence-packed chunks within the
+embedder's limit, FAISS and BM25 ranking, hybrid fusion, and the index cache."""
+
 import numpy as np
 import pytest
 

@@ -1,3 +1,6 @@
+"""Training material and the training loop (harness/train.py, harness/trainer.py) on the tiny
+Llama: loss falls, early stopping keeps the best epoch, and a killed run resumes bit for bit."""
+
 import pytest
 import torch
 

@@ -1,3 +1,6 @@
+"""The built-in fictional world (harness/world.py): seeded and reproducible, evaluation questions
+worded unlike the training text, valid distractors, and unanswerable questions about no one."""
+
 import pytest
 
 from harness.world import ATTRIBUTES, generate_world, max_paraphrases

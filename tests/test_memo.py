@@ -1,0 +1,108 @@
+"""The memo of computed values (harness/memo.py): a hit reads back what was stored, a
+miss is None, any change to a key or namespace is a miss, damaged lines are skipped and
+their values computed again, and `compute_in_batches` computes each batch once."""
+
+import json
+
+import pytest
+
+from harness.memo import Memo, batches, compute_in_batches, content_key
+
+
+def _memo(root, **namespace):
+    return Memo("generations", namespace=namespace or {"model": "m"}, root=root)
+
+
+def test_a_stored_value_is_a_hit_in_a_later_process_and_counted(tmp_path):
+    first = _memo(tmp_path)
+    first.put("k1", {"output": "Ostrow", "scores": [0.5, -1.0]})
+    first.put("k2", ["a", "b"])
+    assert first.counts() == {"reused": 0, "computed": 2}
+    again = _memo(tmp_path)  # reads the folder anew, as a restarted run does
+    assert again.get("k1") == {"output": "Ostrow", "scores": [0.5, -1.0]} and again.get("k2") == ["a", "b"]
+    assert again.counts() == {"reused": 2, "computed": 0}
+    ns = json.loads((again.folder / "namespace.json").read_text())
+    assert ns == {"format": 1, "model": "m"}
+
+
+def test_a_miss_is_none_and_not_counted_as_reused(tmp_path):
+    memo = _memo(tmp_path)
+    memo.put("k1", "v")
+    assert _memo(tmp_path).get("other") is None
+    assert _memo(tmp_path).counts() == {"reused": 0, "computed": 0}
+
+
+def test_a_changed_key_or_namespace_misses(tmp_path):
+    key = content_key({"prompts": ["Where was Ana born?"], "max_new_tokens": 6})
+    _memo(tmp_path, model="m", adapter="a1").put(key, "Ostrow")
+    assert _memo(tmp_path, model="m", adapter="a1").get(key) == "Ostrow"
+    assert _memo(tmp_path, model="m", adapter="a2").get(key) is None  # another adapter: another folder
+    assert _memo(tmp_path, model="m2", adapter="a1").get(key) is None
+    changed = content_key({"prompts": ["Where was Ana born?"], "max_new_tokens": 7})
+    assert changed != key and _memo(tmp_path, model="m", adapter="a1").get(changed) is None
+    # the key is of the content, not of how the dict was written
+    assert content_key({"max_new_tokens": 6, "prompts": ["Where was Ana born?"]}) == key
+
+
+def test_damaged_lines_are_skipped_and_the_rest_kept(tmp_path, caplog):
+    memo = _memo(tmp_path)
+    memo.put("a", 1)
+    path = next(memo.folder.glob("*.jsonl"))
+    with open(path, "ab") as f:
+        f.write(b'{"key": "b"}\n')  # no value
+        f.write(b'["key", "c"]\n')  # not an object
+        f.write(b'{"key": "d", "value": "caf\xe9"}\n')  # not UTF-8
+        f.write(json.dumps({"key": "e", "value": 5}).encode() + b"\n")
+        f.write(b'{"key": "f", "val')  # torn by a killed writer
+    again = _memo(tmp_path)
+    assert {k: again.get(k) for k in "abcdef"} == {"a": 1, "b": None, "c": None, "d": None, "e": 5, "f": None}
+    skipped = [r.getMessage().split(".jsonl")[-1] for r in caplog.records if r.getMessage().startswith("skipped")]
+    assert skipped == [":2: no 'key' and 'value'", ":3: expected a JSON object, got list",
+                       ":4: not UTF-8 text (byte 26: 0xe9)", ":6: invalid JSON (Unterminated string starting at)"]
+    again.put("f", 6)  # appended on a fresh line after the torn one
+    assert _memo(tmp_path).get("f") == 6 and _memo(tmp_path).get("e") == 5
+
+
+def test_batches_are_of_similar_length_longest_first():
+    assert batches([3, 1, 2, 5, 2], 2) == [[3, 0], [2, 4], [1]]
+    assert batches([], 4) == []
+
+
+def _counting(values_of):
+    calls = []
+
+    def compute(batch):
+        calls.append(list(batch))
+        return [values_of[i] for i in batch]
+
+    return compute, calls
+
+
+def test_compute_in_batches_returns_values_in_item_order_and_reports_progress():
+    compute, calls = _counting(["zero", "one", "two", "three"])
+    seen = []
+    out = compute_in_batches([1, 4, 2, 3], batch_size=2, key=lambda b: pytest.fail("no memo, no key"),
+                             compute=compute, progress=seen.append)
+    assert out == ["zero", "one", "two", "three"]
+    assert calls == [[1, 3], [2, 0]] and seen == [2, 2]
+
+
+def test_compute_in_batches_computes_only_the_batches_the_memo_lacks(tmp_path):
+    values = ["zero", "one", "two", "three"]
+
+    def key(batch):
+        return content_key({"items": [values[i] for i in batch]})
+
+    compute, calls = _counting(values)
+    memo = _memo(tmp_path)
+    memo.put(key([1, 3]), ["one (stored)", "three (stored)"])  # as a killed run left it
+    out = compute_in_batches([1, 4, 2, 3], batch_size=2, key=key, compute=compute, memo=_memo(tmp_path))
+    assert out == ["zero", "one (stored)", "two", "three (stored)"]
+    assert calls == [[2, 0]]
+    compute, calls = _counting(values)
+    again = compute_in_batches([1, 4, 2, 3], batch_size=2, key=key, compute=compute, memo=_memo(tmp_path))
+    assert again == out and calls == []
+    # a changed key (here: another batch size, so other batches) computes again
+    compute, calls = _counting(values)
+    assert compute_in_batches([1, 4, 2, 3], batch_size=4, key=key, compute=compute, memo=_memo(tmp_path)) == values
+    assert calls == [[1, 3, 2, 0]]
