@@ -95,7 +95,8 @@ def test_memo_line_torn_inside_a_utf8_character_is_skipped(tmp_path):
 
 
 def test_a_truncated_adapter_is_trained_again(tiny_lm, tmp_path, monkeypatch, caplog):
-    from harness.runner import load_dataset, obtain_adapter
+    from harness.adapters import obtain_adapter
+    from harness.runner import load_dataset
 
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
     cfg = parse_config(tiny_config(tiny_lm.source, train={"objective": "sft", "rank": 4, "alpha": 8, "max_steps": 2,
@@ -122,7 +123,7 @@ def small_grid(tiny_model_dir, tmp_path):
 
 
 def test_a_damaged_cell_metrics_is_recomputed_and_the_grid_finishes(small_grid, tmp_path, caplog):
-    from harness.runner import run_grid
+    from harness.executors import run_grid
 
     root = run_grid(small_grid, results_root=tmp_path)
     cells = sorted(p.parent for p in root.glob("*/metrics.json"))

@@ -164,13 +164,13 @@ def test_scenarios_other_than_facts_need_sft():
 # -- end to end ------------------------------------------------------------------------
 
 def test_a_grid_over_the_six_scenarios_prints_the_measured_decision_table(tiny_model_dir, tmp_path):
-    from harness import runner
+    from harness import executors
 
     raw = tiny_config(tiny_model_dir, name="table", eval={"max_new_tokens": 4, "bootstrap_samples": 200})
     raw["train"]["epochs"] = 1
     raw["scenario"] = {"name": "facts", "n_terms": 4, "style_train": 12, "style_eval": 6, "canary_candidates": 5}
     raw["grid"] = {"axes": {"scenario.name": ["facts", "updated", "style", "terminology", "format", "private"]}}
-    root = runner.run_grid(parse_config(raw), results_root=tmp_path)
+    root = executors.run_grid(parse_config(raw), results_root=tmp_path)
     grid = (root / "grid.md").read_text()
     table = grid[grid.index("## The decision table, measured"):].split("\n\n")[2].splitlines()
     assert len(table) == 2 + 6
