@@ -33,14 +33,14 @@ from harness import benchmarks, knowledge, metrics, report, scenarios, stats
 from harness.adapters import (adapter_group, generation_memo, obtain_adapter, obtain_raft_adapter,
                               select_training_facts)
 from harness.cache import cache_dir
-from harness.config import PIPELINE_NAMES, ExperimentConfig, config_hash, config_to_dict, expand_grid
+from harness.config import PIPELINE_NAMES, ExperimentConfig, config_to_dict, expand_grid
 from harness.data import EXTERNAL_FORMATS, Dataset, load_user_dataset
 from harness.memo import Memo
 from harness.models import LoadedModel, load_generator
 from harness.pipelines import PIPELINES, adapter_switch, answer
-from harness.prompts import TEMPLATES
+from harness.record import costs_record, metrics_record
 from harness.results import (atomic_write_json, atomic_write_jsonl, atomic_write_yaml, check_destination,
-                             checked_destination, provenance, run_lock, staged_run_dir)
+                             checked_destination, run_lock, staged_run_dir)
 from harness.retrieve import build_retriever, embedder_fingerprint, load_embedder
 from harness.world import generate_world
 
@@ -500,101 +500,6 @@ def judge_answers(cfg: ExperimentConfig, rows_by_pipeline: dict, by_id: dict, pe
                                seed=cfg.seed)
 
 
-def _model_record(cfg: ExperimentConfig, lm: LoadedModel) -> dict:
-    """The generator as loaded, and for a served one the endpoint it was asked through."""
-    out = {"name": cfg.model.name, "fingerprint": lm.fingerprint, "dtype": lm.dtype, "device": lm.device,
-           "quantization": "nf4" if cfg.train.method == "qlora" else None}
-    if lm.endpoint is not None:
-        ep = lm.endpoint
-        out["endpoint"] = {"base_url": ep.base_url, "served_model": ep.served_model, "api": ep.api,
-                           "mc_protocol": ep.mc_protocol, "identity": ep.identity(),
-                           "served_adapter": ep.adapters.get("default"), "requests": ep.requests}
-    return out
-
-
-def _data_record(cfg: ExperimentConfig, data: Dataset) -> dict:
-    """Where the items came from and how many there are of each kind."""
-    questions = data.questions
-    n_answerable = sum(q.answerable for q in questions)
-    return {
-        "source": (f"scenario {cfg.scenario.name}" if cfg.scenario and cfg.scenario.name != "facts" else
-                   cfg.data.external.format if cfg.data.external else
-                   "files" if cfg.data.documents else "world"),
-        "fingerprint": data.fingerprint(),
-        "documents": len(data.documents), "questions": len(questions),
-        "answerable": n_answerable, "unanswerable": len(questions) - n_answerable,
-        "train_texts": len(data.train_texts), "train_questions": len(data.train_questions),
-        **data.provenance,  # user files: skipped documents, the question set's manifest
-    }
-
-
-def _costs_record(arms: Arms, retriever, pipeline_costs: dict) -> dict:
-    """Training (without its loss curve, written beside), the index and each arm."""
-    return {
-        "training": None if arms.train_record is None else {
-            **{k: v for k, v in arms.train_record.items() if k != "loss_curve"}, "from_cache": arms.adapter_cached},
-        "raft_training": None if arms.raft_record is None else {
-            k: v for k, v in arms.raft_record.items() if k != "loss_curve"},
-        "index": None if retriever is None else retriever.stats(),
-        "pipelines": pipeline_costs,
-    }
-
-
-def _protocol_record(cfg: ExperimentConfig, lm: LoadedModel) -> dict:
-    """The evaluation protocol, pinned: templates, decoding, scoring, intervals, retrieval."""
-    served_letters = lm.endpoint is not None and lm.endpoint.mc_protocol == "letter"
-    return {
-        "templates": {k: t.id for k, t in TEMPLATES.items()},
-        "decoding": f"greedy, max_new_tokens={cfg.eval.max_new_tokens}",
-        "multiple_choice": ("the letter the model generates for lettered choices (served model without "
-                            "log-likelihoods)" if served_letters else
-                            "acc: argmax over choices of summed continuation log-likelihood under the pipeline's "
-                            "prompt; acc_norm: the same per character of the choice (lm-eval); the verdict "
-                            f"decides on {cfg.eval.mc_metric}"),
-        "abstention_phrases": list(metrics.ABSTENTION_PHRASES),
-        "normalisation": "SQuAD: lower case, strip punctuation and articles, collapse whitespace",
-        "intervals": "95%: Wilson for proportions, percentile bootstrap for means. Differences: exact McNemar "
-                     "with Newcombe's hybrid score interval (0/1 metrics) or a paired sign-flip permutation "
-                     "test with the interval that inverts it (continuous); a verdict's family is Holm adjusted "
-                     f"with intervals at {100 * stats.family_level(cfg.eval.alpha):.0f}% (each bound one-sided "
-                     f"{100 * (1 - cfg.eval.alpha / len(stats.FAMILY)):.0f}%); other comparisons are unadjusted",
-        "permutation_samples": cfg.eval.permutation_samples,
-        "bootstrap_samples": cfg.eval.bootstrap_samples,
-        "top_k": cfg.retrieval.top_k,
-        "retrieval_method": cfg.retrieval.method,
-        "retrieval_index": cfg.retrieval.index,
-        "n_examples": cfg.eval.n_examples,
-    }
-
-
-def metrics_record(cfg: ExperimentConfig, *, data: Dataset, arms: Arms, retriever, analysis: dict,
-                   scenario_result: dict | None, seed_spread: dict, benchmark_result: dict | None,
-                   pipeline_costs: dict, judged: dict | None, timings: dict) -> dict:
-    """The contents of metrics.json: one self-describing record of the run."""
-    result = {
-        "experiment": cfg.name,
-        "status": "complete",
-        "config_hash": config_hash(cfg),
-        "adapter_group": adapter_group(cfg),
-        "seed": cfg.seed,
-        "model": _model_record(cfg, arms.lm),
-        "embedder": cfg.embedder.name if retriever is not None and retriever.embedder is not None else None,
-        "data": _data_record(cfg, data),
-        **analysis,
-        "scenario": scenario_result,
-        "seed_spread": seed_spread,
-        "benchmarks": benchmark_result,
-        "metric_definitions": {m: {"label": s[0], "direction": s[1], "kind": s[2]} for m, s in metrics.METRICS.items()},
-        "costs": _costs_record(arms, retriever, pipeline_costs),
-        "protocol": _protocol_record(cfg, arms.lm),
-        "timings": timings,
-        "provenance": provenance(),
-    }
-    if judged is not None:
-        result["judged"] = judged  # secondary: outside the verdicts
-    return result
-
-
 def write_results(stage: Path, cfg: ExperimentConfig, predictions: list, result: dict) -> None:
     """The config snapshot, every prediction, metrics.json, then the report from them."""
     atomic_write_yaml(stage / "config.yaml", config_to_dict(cfg))
@@ -632,10 +537,13 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
                                            style_scorer=style_scorer)
         judged = judge_answers(cfg, rows_by_pipeline, by_id, per_item, timings=timings)
         timings["total_seconds"] = time.perf_counter() - t_run
-        result = metrics_record(cfg, data=data, arms=arms, retriever=retriever, analysis=analysis,
-                                scenario_result=scenario_result, seed_spread=seed_spread,
-                                benchmark_result=benchmark_result, pipeline_costs=pipeline_costs, judged=judged,
-                                timings=timings)
+        index = retriever.stats() if retriever is not None else None
+        embedder = cfg.embedder.name if retriever is not None and retriever.embedder is not None else None
+        costs = costs_record(train_record=arms.train_record, adapter_cached=arms.adapter_cached,
+                             raft_record=arms.raft_record, index=index, pipelines=pipeline_costs)
+        result = metrics_record(cfg, data=data, lm=arms.lm, analysis=analysis, costs=costs, embedder=embedder,
+                                scenario=scenario_result, seed_spread=seed_spread, benchmarks=benchmark_result,
+                                judged=judged, timings=timings)
         write_results(stage, cfg, predictions, result)
     log.info("results in %s", final)
     return final
