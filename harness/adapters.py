@@ -18,7 +18,6 @@ adapter trains it once:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -28,7 +27,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from harness import knowledge
-from harness.cache import cache_dir, discard, verify_dir, write_manifest
+from harness.cache import cache_dir, content_key, discard, verify_dir, write_manifest
 from harness.config import ExperimentConfig, TrainConfig
 from harness.data import Dataset
 from harness.memo import Memo
@@ -49,10 +48,9 @@ RECORD = "harness-train.json"  # the training record, written into the adapter f
 def adapter_group(cfg: ExperimentConfig) -> str:
     """Hash of what decides the adapters of a config (model, data, training): configs with
     the same group train the same adapters and share them through the cache."""
-    blob = json.dumps({"model": cfg.model.model_dump(mode="json"), "data": cfg.data.model_dump(mode="json"),
-                       "train": cfg.train.model_dump(mode="json"),
-                       "scenario": cfg.scenario.model_dump(mode="json") if cfg.scenario else None}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return content_key({"model": cfg.model.model_dump(mode="json"), "data": cfg.data.model_dump(mode="json"),
+                        "train": cfg.train.model_dump(mode="json"),
+                        "scenario": cfg.scenario.model_dump(mode="json") if cfg.scenario else None})
 
 
 def adapter_key(lm: LoadedModel, examples, cfg: ExperimentConfig, seed: int, dev_examples=()) -> str:
@@ -64,13 +62,12 @@ def adapter_key(lm: LoadedModel, examples, cfg: ExperimentConfig, seed: int, dev
     train.pop("checkpoint_every")
     train.pop("raft")  # the RAFT settings reach an adapter through its examples only
     train["seed"] = seed
-    blob = json.dumps({
+    return content_key({
         "format": ADAPTER_FORMAT, "model": lm.fingerprint, "dtype": lm.dtype, "device": lm.device,
-        "examples": hashlib.sha256(json.dumps([[e.prompt, e.completion] for e in examples]).encode()).hexdigest(),
-        "dev": hashlib.sha256(json.dumps([[e.prompt, e.completion] for e in dev_examples]).encode()).hexdigest(),
+        "examples": content_key([[e.prompt, e.completion] for e in examples]),
+        "dev": content_key([[e.prompt, e.completion] for e in dev_examples]),
         "train": train,
-    }, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    })
 
 
 def generation_memo(lm: LoadedModel, *, adapter_key: str | None) -> Memo:
