@@ -12,7 +12,7 @@ words that describe metrics and tests come from metrics.py and stats.py.
 
 from __future__ import annotations
 
-from harness import metrics, stats
+from harness import metrics, scenarios, stats
 from harness.adapters import adapter_group
 from harness.config import ExperimentConfig, config_hash
 from harness.data import Dataset
@@ -38,7 +38,7 @@ def data_record(cfg: ExperimentConfig, data: Dataset) -> dict:
     questions = data.questions
     n_answerable = sum(q.answerable for q in questions)
     return {
-        "source": (f"scenario {cfg.scenario.name}" if cfg.scenario and cfg.scenario.name != "facts" else
+        "source": (f"scenario {cfg.scenario.name}" if cfg.scenario and scenarios.builds_own_items(cfg.scenario.name) else
                    cfg.data.external.format if cfg.data.external else
                    "files" if cfg.data.documents else "world"),
         "fingerprint": data.fingerprint(),

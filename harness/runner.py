@@ -53,11 +53,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def load_dataset(cfg: ExperimentConfig) -> Dataset:
-    d = cfg.data
-    if cfg.scenario is not None and cfg.scenario.name != "facts":
-        data = scenarios.build(cfg)
-    elif d.external is not None:
+def _data_section_items(d) -> Dataset:
+    """The items of the `data` section: an external set, the user's files, or the world."""
+    if d.external is not None:
         e = d.external
         loader = EXTERNAL_FORMATS[e.format]
         wanted = e.paraphrases if d.paraphrases is None else d.paraphrases
@@ -66,16 +64,24 @@ def load_dataset(cfg: ExperimentConfig) -> Dataset:
         if wanted and e.format == "tofu":
             log.warning("data.paraphrases: TOFU has no restatements of its facts; the training text is the same "
                         "for every paraphrase count")
-        data = loader(e.path, max_entities=e.max_entities, seed=e.seed, **kwargs)
-    elif d.documents:
-        data = load_user_dataset(documents=d.documents, questions=d.questions, train_questions=d.train_questions,
+        return loader(e.path, max_entities=e.max_entities, seed=e.seed, **kwargs)
+    if d.documents:
+        return load_user_dataset(documents=d.documents, questions=d.questions, train_questions=d.train_questions,
                                  skip_unreadable=d.skip_unreadable)
-    else:
-        w = d.world
-        data = generate_world(seed=w.seed, n_people=w.n_people, n_organisations=w.n_organisations,
-                              n_places=w.n_places, paraphrases=w.paraphrases if d.paraphrases is None else d.paraphrases,
-                              train_questions_per_fact=w.train_questions_per_fact, n_unanswerable=w.n_unanswerable,
-                              n_general=w.n_general)
+    w = d.world
+    return generate_world(seed=w.seed, n_people=w.n_people, n_organisations=w.n_organisations,
+                          n_places=w.n_places, paraphrases=w.paraphrases if d.paraphrases is None else d.paraphrases,
+                          train_questions_per_fact=w.train_questions_per_fact, n_unanswerable=w.n_unanswerable,
+                          n_general=w.n_general)
+
+
+def load_dataset(cfg: ExperimentConfig) -> Dataset:
+    """The run's items: the scenario's own, else the data section's; then at most
+    `data.max_questions` evaluation questions, sampled with the run's seed."""
+    d = cfg.data
+    data = scenarios.build(cfg.scenario, d)
+    if data is None:  # no scenario, or one that takes the data section's items (facts)
+        data = _data_section_items(d)
     if d.max_questions and d.max_questions < len(data.questions):
         keep = sorted(random.Random(cfg.seed).sample(range(len(data.questions)), d.max_questions))
         data = Dataset(documents=data.documents, questions=tuple(data.questions[i] for i in keep),
@@ -215,8 +221,8 @@ def build_index(cfg: ExperimentConfig, data: Dataset, *, timings: dict):
         return None
     with timed(timings, "embedder_load_seconds"):
         embedder = load_embedder(cfg.embedder.name) if cfg.retrieval.method != "bm25" else None
-    whole = cfg.scenario is not None and scenarios.SCENARIOS[cfg.scenario.name].whole_documents
-    return build_retriever(scenarios.readable(cfg, data.documents), embedder=embedder,
+    whole = scenarios.whole_documents(cfg.scenario)
+    return build_retriever(scenarios.readable(cfg.scenario, data.documents), embedder=embedder,
                            method=cfg.retrieval.method, index_kind=cfg.retrieval.index,
                            nprobe=cfg.retrieval.nprobe,
                            # worked examples are retrieved whole, never cut
@@ -275,12 +281,14 @@ def tag_known(cfg: ExperimentConfig, lm: LoadedModel, questions: list, *, timing
             memo=generation_memo(lm, adapter_key=None))
 
 
-def build_style_scorer(cfg: ExperimentConfig, retriever, *, timings: dict):
-    """The style scenario's classifier and similarity scorer, or None in other runs."""
-    if cfg.scenario is None or cfg.scenario.name != "style":
-        return None
-    with timed(timings, "style_scorer_seconds"):
-        return scenarios.StyleScorer.build(cfg, embedder=retriever.embedder if retriever is not None else None)
+def build_scorer(cfg: ExperimentConfig, retriever, *, timings: dict):
+    """The scenario's extra per-item scorer (the style classifier and similarity), or None."""
+    t0 = time.perf_counter()
+    scorer = scenarios.build_scorer(cfg.scenario, seed=cfg.seed, embedder_name=cfg.embedder.name,
+                                    embedder=retriever.embedder if retriever is not None else None)
+    if scorer is not None:
+        timings["style_scorer_seconds"] = time.perf_counter() - t0
+    return scorer
 
 
 def score_pipelines(rows_by_pipeline: dict, by_id: dict, known: dict, style_scorer) -> tuple[list, dict]:
@@ -483,7 +491,8 @@ def scenario_summary(cfg: ExperimentConfig, analysis: dict, rows_by_pipeline: di
     """The scenario's row of the decision table, or None outside a scenario."""
     if cfg.scenario is None:
         return None
-    return scenarios.summary(cfg, analysis["comparisons"], rows_by_pipeline, by_id, style_scorer=style_scorer,
+    return scenarios.summary(cfg.scenario, cfg.eval, seed=cfg.seed, comparisons=analysis["comparisons"],
+                             rows_by_pipeline=rows_by_pipeline, by_id=by_id, scorer=style_scorer,
                              train_record=arms.train_record,
                              index=retriever.stats() if retriever is not None else None)
 
@@ -529,7 +538,7 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
         retriever = build_index(cfg, data, timings=timings)
         rows_by_pipeline, pipeline_costs = answer_pipelines(cfg, arms, questions, retriever)
         known = tag_known(cfg, arms.lm, questions, timings=timings)
-        style_scorer = build_style_scorer(cfg, retriever, timings=timings)
+        style_scorer = build_scorer(cfg, retriever, timings=timings)
         predictions, per_item = score_pipelines(rows_by_pipeline, by_id, known, style_scorer)
         seed_spread, benchmark_result = evaluate_more(cfg, arms, questions, retriever, per_item, timings=timings)
         analysis = analyse(cfg, per_item, known, questions)
