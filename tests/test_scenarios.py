@@ -232,3 +232,25 @@ def test_facts_takes_the_data_section_items_as_any_run_does(tiny_model_dir):
     assert scenarios.build(parse_config({**raw, "scenario": {"name": "facts"}}).scenario, None) is None
     assert load_dataset(parse_config({**raw, "scenario": {"name": "facts"}})) == plain
     assert any(not q.answerable for q in plain.questions)
+
+
+@pytest.mark.parametrize("name, corpus", [
+    ("style", {"base": {"bleu": 12.34, "chrf": 40.0}, "classifier": {"held_out_accuracy": 0.95, "train_pairs": 400,
+                                                                    "held_out_pairs": 200}}),
+    ("format", {"rag": {"macro_f1": 0.5, "macro_f1_ci95": [0.25, 0.75]}}),
+    ("updated", {"update_cost": {"reindex_seconds": 0.5, "retrain_seconds": None, "note": "n"}}),
+    ("terminology", {}),
+])
+def test_report_blocks_are_the_report_s_corpus_lines(name, corpus):
+    """The registry's report hook gives the lines the report prints for a scenario's
+    corpus-level numbers (so the report can ask it instead of comparing names)."""
+    from harness import report
+
+    row = {"name": name, "label": "L", "claim": {"rag": "yes", "finetuning": "no"}, "decision_metric": "chrf",
+           "verdict": None, "also": {}, "corpus": corpus}
+    m = {"scenario": row, "metric_definitions": metrics.metric_definitions()}
+    blocks = scenarios.report_blocks(row, pct=report._pct)
+    assert len(blocks) == {"style": 2, "format": 2, "updated": 1, "terminology": 0}[name]
+    assert report._scenario_blocks(m) == report._scenario_blocks(m)[:2] + blocks
+    if name == "updated":
+        assert blocks == [("p", "Cost of taking in the update: re-index 0.50 s; retrain – (n).")]
