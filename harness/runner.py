@@ -1,19 +1,21 @@
 """One experiment run, as a short list of named phases: data, models and adapters, index,
 answers, scoring, analysis, results.
 
-`run_experiment(cfg)` does, in order and visibly: seed everything; build or read the
-data (`load_dataset`); load the generator once and obtain its adapters, from the cache
-when the same model, training data and training settings were trained before, else by
-training them (`load_models`, `attach_adapters`; adapters.py); build the retriever
-(`build_index`); run each configured pipeline on the same questions (`answer_pipelines`);
-tag what the base model knows and score (`tag_known`, `score_pipelines`); aggregate with
-intervals, compare pipelines pairwise and decide the verdicts (`analyse`); write results
-atomically and the report (`metrics_record`, `write_results`). Each phase records its
-seconds in `timings`.
+`run_experiment(cfg)` (at the bottom) does, in order and visibly: seed everything; build
+or read the data (`load_dataset`); load the generator once and obtain its adapters, from
+the cache when the same model, training data and training settings were trained before,
+else by training them (`load_models`, `attach_adapters`; adapters.py); build the
+retriever (`build_index`); run each configured pipeline on the same questions
+(`answer_pipelines`); tag what the base model knows and score (`tag_known`,
+`build_scorer`, `score_pipelines`); re-run other seeds and benchmarks when configured
+(`evaluate_more`); aggregate with intervals, compare pipelines pairwise and decide the
+verdicts (`analyse`); the scenario's row and the judge (`scenario_summary`,
+`judge_answers`); then metrics.json (record.py) and the report (`write_results`). Each
+phase records its seconds in `timings`.
 
-The runner owns no metric, prompt or training logic: those live in metrics.py,
-prompts.py, train.py and adapters.py. A grid of runs is planned in grid.py and run by
-executors.py.
+`train_adapters(cfg)` is the training half alone (`harness train`). The runner owns no
+metric, prompt or training logic: those live in metrics.py, stats.py, prompts.py,
+train.py and adapters.py. A grid of runs is planned in grid.py and run by executors.py.
 """
 
 from __future__ import annotations
