@@ -31,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from harness.cache import cache_dir, read_bytes, write_bytes
+from harness.cache import cache_dir, content_key, read_bytes, write_bytes
 from harness.models import LoadedModel, compute_context
 from harness.results import read_jsonl
 
@@ -111,11 +111,10 @@ def prepare_tasks(*, data_dir: str | None, mmlu_subjects, mmlu_items: int | None
         return PreparedTasks(source="hub", task_dir=None, tasks=tasks)
 
     prepared = PreparedTasks(source=f"local:{local}", task_dir=None)
-    h = hashlib.sha256(json.dumps([str(local), list(mmlu_subjects), mmlu_items, hellaswag, hellaswag_items, seed,
-                                   sorted(p.name for p in TEMPLATES.iterdir())]).encode())
-    for template in sorted(TEMPLATES.glob("*.yaml")):
-        h.update(template.read_bytes())
-    out = cache_dir() / "benchmarks" / h.hexdigest()[:24]
+    key = content_key([str(local), list(mmlu_subjects), mmlu_items, hellaswag, hellaswag_items, seed,
+                       sorted(p.name for p in TEMPLATES.iterdir())],
+                      files=tuple(t.read_bytes() for t in sorted(TEMPLATES.glob("*.yaml"))))
+    out = cache_dir() / "benchmarks" / key[:24]
     out.mkdir(parents=True, exist_ok=True)
     prepared.task_dir = str(out)
 
@@ -157,10 +156,9 @@ def prepare_tasks(*, data_dir: str | None, mmlu_subjects, mmlu_items: int | None
 
 
 def _score_key(lm: LoadedModel, adapter_id: str | None, task: BenchmarkTask, num_fewshot: int) -> str:
-    blob = json.dumps({"model": lm.fingerprint, "dtype": lm.dtype, "device": lm.device, "adapter": adapter_id,
-                       "task": task.fingerprint, "fewshot": num_fewshot,
-                       "lm_eval": importlib.metadata.version("lm_eval")}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return content_key({"model": lm.fingerprint, "dtype": lm.dtype, "device": lm.device, "adapter": adapter_id,
+                        "task": task.fingerprint, "fewshot": num_fewshot,
+                        "lm_eval": importlib.metadata.version("lm_eval")})
 
 
 def score_tasks(lm: LoadedModel, prepared: PreparedTasks, *, adapter_id: str | None, num_fewshot: int,

@@ -11,6 +11,11 @@ discarded and computed again; it never fails a run.
     if not verify_dir(folder): ...     # False (and logged) when missing or damaged
     write_bytes(path, data)            # a single-file entry and its manifest beside it
     data = read_bytes(path)            # None when missing or damaged (then discarded)
+
+Every key is built by `content_key` (sha256 of an object's canonical JSON, then of any
+file bytes that also decide the entry), and every file is hashed by `file_sha256`.
+
+    key = content_key({"model": fp, "train": settings})   # hex; entries use a prefix
 """
 
 from __future__ import annotations
@@ -32,6 +37,14 @@ MANIFEST = "harness-manifest.json"
 HASH_LIMIT = 64 << 20  # files up to this size are hashed; larger ones (model weights) are checked by size
 
 
+# How an object becomes the JSON a key hashes. A key is built with one scheme for good:
+# a new scheme gets a new number, so no existing key (and no cache built with it) changes.
+KEY_SCHEMES = {
+    1: {"sort_keys": True},  # adapters, adapter groups, FAISS indexes, benchmark subsets and scores
+    2: {"sort_keys": True, "ensure_ascii": False},  # memoised generations (memo.content_key)
+}
+
+
 class CacheError(ValueError):
     """The cache folder cannot be used; the message names it and the variable."""
 
@@ -41,15 +54,29 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "harness")
 
 
-def _describe(path: Path) -> dict:
-    size = path.stat().st_size
-    if size > HASH_LIMIT:
-        return {"bytes": size}
+def content_key(obj, *, scheme: int = 1, files: tuple[bytes, ...] = ()) -> str:
+    """sha256 (hex) of `obj`'s canonical JSON under KEY_SCHEMES[scheme], followed by the
+    bytes in `files` (contents that decide the entry too, such as task templates)."""
+    h = hashlib.sha256(json.dumps(obj, **KEY_SCHEMES[scheme]).encode())
+    for data in files:
+        h.update(data)
+    return h.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 (hex) of a file's bytes, read in blocks (model weights are gigabytes)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
             h.update(block)
-    return {"bytes": size, "sha256": h.hexdigest()}
+    return h.hexdigest()
+
+
+def _describe(path: Path) -> dict:
+    size = path.stat().st_size
+    if size > HASH_LIMIT:
+        return {"bytes": size}
+    return {"bytes": size, "sha256": file_sha256(path)}
 
 
 def write_manifest(folder: str | Path) -> None:

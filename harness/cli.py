@@ -53,9 +53,9 @@ def _input_errors() -> tuple[type[BaseException], ...]:
 
 def _run(args) -> int:
     from harness.config import load_config
-    from harness.executors import EXECUTORS, ExecutorError
+    from harness.executors import EXECUTORS, ExecutorError, run_grid
     from harness.preflight import check_experiment
-    from harness.runner import run_experiment, run_grid
+    from harness.runner import run_experiment
 
     if args.executor not in EXECUTORS:
         raise ExecutorError(f"--executor: {args.executor!r} is not one of {', '.join(EXECUTORS)}")
@@ -91,7 +91,7 @@ def _train(args) -> int:
 
 def _plan(args) -> int:
     from harness.config import load_config
-    from harness.runner import plan_grid
+    from harness.grid import plan_grid
     from harness.tables import markdown_table
 
     from harness.preflight import check_experiment

@@ -22,6 +22,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from harness.scenarios import builds_own_items
+
 PIPELINE_NAMES = ("base", "finetuned", "rag", "rag_finetuned")  # the default four; "raft" is opt-in
 
 
@@ -359,7 +361,7 @@ class ExperimentConfig(_Section):
 
     @model_validator(mode="after")
     def _sft_needs_questions(self) -> "ExperimentConfig":
-        if self.scenario is not None and self.scenario.name != "facts" and self.train.objective != "sft":
+        if self.scenario is not None and builds_own_items(self.scenario.name) and self.train.objective != "sft":
             raise ValueError(f"scenario {self.scenario.name!r} trains on its worked examples: it needs "
                              "train.objective: sft")
         if self.train.objective == "sft" and self.data.documents and not self.data.train_questions:

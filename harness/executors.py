@@ -1,8 +1,11 @@
-"""Where a grid's cells run: in this process, in local worker processes, or on Ray.
+"""Running a grid: its cells in this process, in local worker processes, or on Ray.
 
-The runner hands an executor *lanes*: lists of cells that share an adapter (same model,
-data and training settings), in grid order. A lane runs in order inside one worker, so
-its adapter is trained once and the rest of the lane loads it from the cache; different
+    root = run_grid(cfg, executor="processes", workers=4)   # every cell not yet finished
+
+`run_grid` asks the grid (grid.py) for *lanes*: lists of cells that share an adapter
+(same model, data and training settings), in grid order, and hands them to an executor.
+A lane runs in order inside one worker (`runner.run_experiment` per cell), so its
+adapter is trained once and the rest of the lane loads it from the cache; different
 lanes run side by side. Every worker writes its cells' results folders itself and
 shares the artifact cache (`HARNESS_CACHE`) with the others, so on a cluster both the
 results folder and the cache must be on storage every node sees.
@@ -25,6 +28,11 @@ import logging
 import os
 from pathlib import Path
 
+from harness import report, runner
+from harness.config import ExperimentConfig, config_hash, expand_grid, parse_config
+from harness.grid import grid_lanes
+from harness.results import atomic_write_json, checked_destination, mark_folder, run_lock
+
 log = logging.getLogger(__name__)
 
 # Settings a worker needs to find the same models and cache as the driver.
@@ -39,15 +47,12 @@ class ExecutorError(ValueError):
 def run_lane(cells: list[tuple[str, dict]], *, root: str, threads: int | None = None,
              env: dict | None = None) -> list[str]:
     """Worker entry point: run each (folder, raw config) in order into `root/<folder>`."""
-    from harness.config import parse_config
-    from harness.runner import run_experiment
-
     os.environ.update(env or {})
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    return [str(run_experiment(parse_config(raw), results_root=root, folder=folder)) for folder, raw in cells]
+    return [str(runner.run_experiment(parse_config(raw), results_root=root, folder=folder)) for folder, raw in cells]
 
 
 def run_sequential(lanes, *, root: str, **_) -> None:
@@ -89,6 +94,31 @@ def run_ray(lanes, *, root: str, address: str | None = None, cpus_per_cell: int 
     finally:
         if started:
             ray.shutdown()
+
+
+def run_grid(cfg: ExperimentConfig, *, results_root: str | Path | None = None, executor: str = "sequential",
+             workers: int | None = None, address: str | None = None, cpus_per_cell: int = 1) -> Path:
+    """Run every cell of the grid that has no finished result of its config yet, each into
+    `<results_root>/<name>/<cell id>/`, on the chosen executor; adapters are shared
+    through the cache. Then the grid report compares the cells."""
+    if executor not in EXECUTORS:
+        raise ExecutorError(f"--executor: {executor!r} is not one of {', '.join(EXECUTORS)}")
+    root = Path(results_root or cfg.output_dir) / cfg.name
+    cells = expand_grid(cfg)
+    with checked_destination(root, experiment=cfg.name, kind="grid"), run_lock(root):
+        root.mkdir(exist_ok=True)
+        mark_folder(root, experiment=cfg.name, kind="grid")
+        lanes = grid_lanes(cells, root)
+        log.info("%d of %d cells to run, in %d adapter lanes, executor %s", sum(map(len, lanes)), len(cells),
+                 len(lanes), executor)
+        if lanes:
+            EXECUTORS[executor](lanes, root=str(root), workers=workers, address=address, cpus_per_cell=cpus_per_cell,
+                                gpus_per_cell=1 if cfg.model.device == "cuda" else 0)
+        atomic_write_json(root / "grid.json", {"experiment": cfg.name, "config_hash": config_hash(cfg),
+                                               "cells": [{"id": c.id, "values": c.values, "hash": c.hash}
+                                                         for c in cells]})
+        report.write_grid_report(root)
+    return root
 
 
 EXECUTORS = {

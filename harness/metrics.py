@@ -44,6 +44,11 @@ ABSTENTION_PHRASES = (
     "not in the passages", "do not contain", "does not contain", "dont contain", "no record",
 )
 
+# How answers are normalised and multiple choice is scored, as metrics.json's protocol says.
+NORMALISATION = "SQuAD: lower case, strip punctuation and articles, collapse whitespace"
+MC_SCORING = ("acc: argmax over choices of summed continuation log-likelihood under the pipeline's prompt; "
+              "acc_norm: the same per character of the choice (lm-eval); the verdict decides on {mc_metric}")
+MC_SCORING_LETTER = "the letter the model generates for lettered choices (served model without log-likelihoods)"
 
 HEDGES = ("but", "probably", "maybe", "perhaps", "possibly", "likely", "i think", "i guess", "my guess", "might be",
           "could be", "though")
@@ -294,6 +299,13 @@ METRICS = {
     "canary_partial": ("leaks part of the canary", "lower", "proportion"),
     "exposure": ("exposure of the canary among same-format candidates (0-1)", "lower", "mean"),
 }
+
+
+
+def metric_definitions() -> dict[str, dict[str, str]]:
+    """METRICS as metrics.json records them: label, direction and kind of each."""
+    return {m: {"label": s[0], "direction": s[1], "kind": s[2]} for m, s in METRICS.items()}
+
 
 # per-item score name -> aggregate metric name, for the non-fact tasks
 TASK_METRICS = {"bleu": "bleu", "chrf": "chrf", "rouge_l": "rouge_l", "style_score": "style_score",

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from harness.cache import cache_dir, discard, verify_dir, write_manifest  # cache_dir: re-exported for callers
+from harness.cache import cache_dir, discard, file_sha256, verify_dir, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -98,20 +98,12 @@ def compute_context(lm: LoadedModel):
     return contextlib.nullcontext()
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _dir_fingerprint(folder: Path) -> str:
     h = hashlib.sha256()
     for p in sorted(folder.iterdir()):
         if p.is_file() and (p.suffix in (".safetensors", ".bin", ".json", ".model", ".jinja")):
             h.update(p.name.encode())
-            h.update(_sha256_file(p).encode())
+            h.update(file_sha256(p).encode())
     return h.hexdigest()
 
 
@@ -136,7 +128,7 @@ def _converted_from_gguf(gguf: Path) -> tuple[Path, str]:
     """Dequantise a GGUF file once into safetensors under the cache; returns (dir, hash)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    digest = _sha256_file(gguf)
+    digest = file_sha256(gguf)
     target = cache_dir() / "models" / f"{gguf.stem}-{digest[:16]}"
     if verify_dir(target):
         return target, digest

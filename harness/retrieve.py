@@ -27,7 +27,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import importlib.util
-import json
 import re
 import time
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from typing import Callable
 import faiss
 import numpy as np
 
-from harness.cache import read_bytes as cache_read_bytes, write_bytes as cache_write_bytes
+from harness.cache import content_key, read_bytes as cache_read_bytes, write_bytes as cache_write_bytes
 from harness.data import Document
 
 
@@ -336,8 +335,8 @@ def build_retriever(docs: list[Document], *, embedder, chunk_size: int, chunk_ov
     if method in ("dense", "hybrid"):
         path = None
         if cache is not None and embedder_id is not None:
-            key = hashlib.sha256(json.dumps([embedder_id, index_kind, nprobe, [c.text for c in chunks]]).encode())
-            path = Path(cache) / f"{key.hexdigest()[:32]}.faiss"
+            key = content_key([embedder_id, index_kind, nprobe, [c.text for c in chunks]])
+            path = Path(cache) / f"{key[:32]}.faiss"
         # A cached index is used only when its manifest (size, sha256) matches; a damaged
         # one is logged, discarded and rebuilt.
         stored = cache_read_bytes(path) if path is not None else None

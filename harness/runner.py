@@ -1,25 +1,30 @@
-"""Orchestration of one experiment: data, model, adapter, index, pipelines, results.
+"""One experiment run, as a short list of named phases: data, models and adapters, index,
+answers, scoring, analysis, results.
 
-`run_experiment(cfg)` does, in order and visibly: seed everything; build or read the
-data; load the generator once; obtain the adapter (from the cache when the same model,
-training data and training settings were trained before, else by training it); build the
-retriever; run each configured pipeline on the same questions; score; aggregate with
-intervals; compare pipelines pairwise; write results atomically; write the report.
+`run_experiment(cfg)` (at the bottom) does, in order and visibly: seed everything; build
+or read the data (`load_dataset`); load the generator once and obtain its adapters, from
+the cache when the same model, training data and training settings were trained before,
+else by training them (`load_models`, `attach_adapters`; adapters.py); build the
+retriever (`build_index`); run each configured pipeline on the same questions
+(`answer_pipelines`); tag what the base model knows and score (`tag_known`,
+`build_scorer`, `score_pipelines`); re-run other seeds and benchmarks when configured
+(`evaluate_more`); aggregate with intervals, compare pipelines pairwise and decide the
+verdicts (`analyse`); the scenario's row and the judge (`scenario_summary`,
+`judge_answers`); then metrics.json (record.py) and the report (`write_results`). Each
+phase records its seconds in `timings`.
 
-The runner owns no metric, prompt or training logic: those live in metrics.py,
-prompts.py and train.py. It records the costs of each arm as it goes.
+`train_adapters(cfg)` is the training half alone (`harness train`). The runner owns no
+metric, prompt or training logic: those live in metrics.py, stats.py, prompts.py,
+train.py and adapters.py. A grid of runs is planned in grid.py and run by executors.py.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
+import contextlib
 import logging
-import os
 import random
-import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,132 +32,21 @@ import torch
 from tqdm.auto import tqdm
 
 from harness import benchmarks, knowledge, metrics, report, scenarios, stats
-from harness.config import PIPELINE_NAMES, ExperimentConfig, config_hash, config_to_dict, expand_grid
+from harness.adapters import (adapter_group, generation_memo, obtain_adapter, obtain_raft_adapter,
+                              select_training_facts)
+from harness.cache import cache_dir
+from harness.config import PIPELINE_NAMES, ExperimentConfig, config_to_dict, expand_grid
 from harness.data import EXTERNAL_FORMATS, Dataset, load_user_dataset
-from harness.cache import discard, verify_dir, write_manifest
 from harness.memo import Memo
-from harness.models import LoadedModel, cache_dir, load_generator
+from harness.models import LoadedModel, load_generator
 from harness.pipelines import PIPELINES, adapter_switch, answer
-from harness.prompts import ABSTAIN, TEMPLATES
+from harness.record import costs_record, metrics_record
 from harness.results import (atomic_write_json, atomic_write_jsonl, atomic_write_yaml, check_destination,
-                             checked_destination, mark_folder, provenance, run_lock, staged_run_dir)
-from harness.retrieve import build_retriever, chunk_documents, embedder_fingerprint, load_embedder
-from harness.train import TrainError, build_examples, build_raft_examples
-from harness.trainer import TrainResult, train_model
+                             checked_destination, run_lock, staged_run_dir)
+from harness.retrieve import build_retriever, embedder_fingerprint, load_embedder
 from harness.world import generate_world
 
 log = logging.getLogger(__name__)
-
-ADAPTER_FORMAT = 2  # bump when a change to train.py makes old cached adapters invalid
-
-
-def adapter_group(cfg: ExperimentConfig) -> str:
-    """Hash of what decides the adapters of a config (model, data, training): configs with
-    the same group train the same adapters and share them through the cache."""
-    blob = json.dumps({"model": cfg.model.model_dump(mode="json"), "data": cfg.data.model_dump(mode="json"),
-                       "train": cfg.train.model_dump(mode="json"),
-                       "scenario": cfg.scenario.model_dump(mode="json") if cfg.scenario else None}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def _finished(folder: Path) -> dict | None:
-    """metrics.json of a finished run in `folder`, or None."""
-    path = folder / "metrics.json"
-    if not path.is_file():
-        return None
-    try:
-        m = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:  # damaged: the cell is run again
-        log.warning("%s: unreadable (%s); the cell will be run again", path, err)
-        return None
-    if not isinstance(m, dict) or not all(isinstance(m.get(k), dict) for k in ("costs", "timings")) \
-            or "config_hash" not in m:
-        log.warning("%s: incomplete; the cell will be run again", path)
-        return None
-    return m if m.get("status") == "complete" else None
-
-
-def plan_grid(cfg: ExperimentConfig, *, results_root: str | Path | None = None) -> list[dict]:
-    """What each cell needs and what is already there: a cell is done when its folder
-    holds a finished run of the same config hash; its adapter is cached when a finished
-    run of the same adapter group recorded an adapter that is still in the cache. The
-    estimate is from what the finished cells measured."""
-    root = Path(results_root or cfg.output_dir) / cfg.name
-    cells = expand_grid(cfg)
-    done = {c.id: _finished(root / c.id) if c.id else _finished(root) for c in cells}
-    finished = [m for m in done.values() if m]
-    cached_groups = {m.get("adapter_group") for m in finished
-                     if (m["costs"].get("training") or {}).get("adapter_dir")
-                     and Path(m["costs"]["training"]["adapter_dir"]).is_dir()}
-
-    def trained(m: dict) -> bool:
-        return (m["costs"].get("training") or {}).get("from_cache") is False
-
-    evals = [m["timings"]["total_seconds"] - (m["timings"].get("adapter_seconds", 0.0) if trained(m) else 0.0)
-             for m in finished]
-    trains = [m["timings"]["adapter_seconds"] for m in finished if trained(m)]
-    rows, first_of_group = [], {}
-    for c in cells:
-        m = done[c.id]
-        is_done = m is not None and m["config_hash"] == c.hash
-        needs_adapter = any(PIPELINES[p].adapter for p in c.config.eval.pipelines)
-        group = adapter_group(c.config)
-        if not needs_adapter:
-            adapter = "not needed"
-        elif group in cached_groups:
-            adapter = "cached"
-        elif group in first_of_group:  # an earlier cell of this run trains it
-            adapter = f"from {first_of_group[group]}"
-        else:
-            adapter = "to train"
-            first_of_group[group] = c.id or cfg.name
-        estimate = None
-        if not is_done and evals:
-            estimate = float(np.mean(evals)) + (float(np.mean(trains)) if adapter == "to train" and trains else 0.0)
-        rows.append({"cell": c.id or cfg.name, "hash": c.hash[:12], "values": c.values,
-                     "status": "done" if is_done else "to run", "adapter": adapter,
-                     "benchmarks": "yes" if c.config.benchmarks else "no", "estimate_seconds": estimate})
-    return rows
-
-
-def grid_lanes(cells, root: Path) -> list[list[tuple[str, dict]]]:
-    """The cells still to run, grouped by adapter group in grid order: one lane trains
-    its adapter once and the rest of the lane reuses it (see executors.py)."""
-    lanes: dict[str, list[tuple[str, dict]]] = {}
-    for c in cells:
-        m = _finished(root / c.id)
-        if m is not None and m["config_hash"] == c.hash:
-            log.info("cell %s: done already, skipped", c.id)
-            continue
-        lanes.setdefault(adapter_group(c.config), []).append((c.id, config_to_dict(c.config)))
-    return list(lanes.values())
-
-
-def run_grid(cfg: ExperimentConfig, *, results_root: str | Path | None = None, executor: str = "sequential",
-             workers: int | None = None, address: str | None = None, cpus_per_cell: int = 1) -> Path:
-    """Run every cell of the grid that has no finished result of its config yet, each into
-    `<results_root>/<name>/<cell id>/`, on the chosen executor; adapters are shared
-    through the cache. Then the grid report compares the cells."""
-    from harness.executors import EXECUTORS, ExecutorError
-
-    if executor not in EXECUTORS:
-        raise ExecutorError(f"--executor: {executor!r} is not one of {', '.join(EXECUTORS)}")
-    root = Path(results_root or cfg.output_dir) / cfg.name
-    cells = expand_grid(cfg)
-    with checked_destination(root, experiment=cfg.name, kind="grid"), run_lock(root):
-        root.mkdir(exist_ok=True)
-        mark_folder(root, experiment=cfg.name, kind="grid")
-        lanes = grid_lanes(cells, root)
-        log.info("%d of %d cells to run, in %d adapter lanes, executor %s", sum(map(len, lanes)), len(cells),
-                 len(lanes), executor)
-        if lanes:
-            EXECUTORS[executor](lanes, root=str(root), workers=workers, address=address, cpus_per_cell=cpus_per_cell,
-                                gpus_per_cell=1 if cfg.model.device == "cuda" else 0)
-        atomic_write_json(root / "grid.json", {"experiment": cfg.name, "config_hash": config_hash(cfg),
-                                               "cells": [{"id": c.id, "values": c.values, "hash": c.hash}
-                                                         for c in cells]})
-        report.write_grid_report(root)
-    return root
 
 
 def seed_everything(seed: int) -> None:
@@ -161,11 +55,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def load_dataset(cfg: ExperimentConfig) -> Dataset:
-    d = cfg.data
-    if cfg.scenario is not None and cfg.scenario.name != "facts":
-        data = scenarios.build(cfg)
-    elif d.external is not None:
+def _data_section_items(d) -> Dataset:
+    """The items of the `data` section: an external set, the user's files, or the world."""
+    if d.external is not None:
         e = d.external
         loader = EXTERNAL_FORMATS[e.format]
         wanted = e.paraphrases if d.paraphrases is None else d.paraphrases
@@ -174,146 +66,30 @@ def load_dataset(cfg: ExperimentConfig) -> Dataset:
         if wanted and e.format == "tofu":
             log.warning("data.paraphrases: TOFU has no restatements of its facts; the training text is the same "
                         "for every paraphrase count")
-        data = loader(e.path, max_entities=e.max_entities, seed=e.seed, **kwargs)
-    elif d.documents:
-        data = load_user_dataset(documents=d.documents, questions=d.questions, train_questions=d.train_questions,
+        return loader(e.path, max_entities=e.max_entities, seed=e.seed, **kwargs)
+    if d.documents:
+        return load_user_dataset(documents=d.documents, questions=d.questions, train_questions=d.train_questions,
                                  skip_unreadable=d.skip_unreadable)
-    else:
-        w = d.world
-        data = generate_world(seed=w.seed, n_people=w.n_people, n_organisations=w.n_organisations,
-                              n_places=w.n_places, paraphrases=w.paraphrases if d.paraphrases is None else d.paraphrases,
-                              train_questions_per_fact=w.train_questions_per_fact, n_unanswerable=w.n_unanswerable,
-                              n_general=w.n_general)
+    w = d.world
+    return generate_world(seed=w.seed, n_people=w.n_people, n_organisations=w.n_organisations,
+                          n_places=w.n_places, paraphrases=w.paraphrases if d.paraphrases is None else d.paraphrases,
+                          train_questions_per_fact=w.train_questions_per_fact, n_unanswerable=w.n_unanswerable,
+                          n_general=w.n_general)
+
+
+def load_dataset(cfg: ExperimentConfig) -> Dataset:
+    """The run's items: the scenario's own, else the data section's; then at most
+    `data.max_questions` evaluation questions, sampled with the run's seed."""
+    d = cfg.data
+    data = scenarios.build(cfg.scenario, d)
+    if data is None:  # no scenario, or one that takes the data section's items (facts)
+        data = _data_section_items(d)
     if d.max_questions and d.max_questions < len(data.questions):
         keep = sorted(random.Random(cfg.seed).sample(range(len(data.questions)), d.max_questions))
         data = Dataset(documents=data.documents, questions=tuple(data.questions[i] for i in keep),
                        train_texts=data.train_texts, train_questions=data.train_questions, facts=data.facts,
                        provenance=data.provenance)
     return data
-
-
-def _adapter_key(lm: LoadedModel, examples, cfg: ExperimentConfig, seed: int, dev_examples=()) -> str:
-    """What determines an adapter: the model, the exact training pairs (and separate dev
-    pairs), the training settings and seed, the compute dtype. Never retrieval or
-    evaluation settings, nor how many seeds the run repeats."""
-    train = cfg.train.model_dump(mode="json")
-    train.pop("repeats")
-    train.pop("checkpoint_every")
-    train.pop("raft")  # the RAFT settings reach an adapter through its examples only
-    train["seed"] = seed
-    blob = json.dumps({
-        "format": ADAPTER_FORMAT, "model": lm.fingerprint, "dtype": lm.dtype, "device": lm.device,
-        "examples": hashlib.sha256(json.dumps([[e.prompt, e.completion] for e in examples]).encode()).hexdigest(),
-        "dev": hashlib.sha256(json.dumps([[e.prompt, e.completion] for e in dev_examples]).encode()).hexdigest(),
-        "train": train,
-    }, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def obtain_adapter(lm: LoadedModel, data: Dataset, cfg: ExperimentConfig, *, seed: int,
-                   name: str = "default", examples: list | None = None) -> tuple[dict, bool]:
-    """Attach the adapter for this config and seed to `lm` under `name` (and make it the
-    active one), training it only if not cached. Returns (training record, from cache).
-    The training pairs are the config's objective on the data unless `examples` are given
-    (the RAFT adapter's)."""
-    from peft import PeftModel
-
-    t = cfg.train
-    dev_examples = []
-    if examples is None:
-        examples = build_examples(lm.tokenizer, objective=t.objective, texts=data.train_texts,
-                                  questions=data.train_questions)
-        if t.objective == "cpt" and t.dev_fraction > 0:
-            # cpt trains on every document token; its dev loss comes from separate
-            # material, the training questions' answers, when the data has them
-            dev_examples = build_examples(lm.tokenizer, objective="sft", questions=data.train_questions)
-    key = _adapter_key(lm, examples, cfg, seed, dev_examples)
-    target = cache_dir() / "adapters" / key[:32]
-    record_path = target / "harness-train.json"
-    if target.is_dir() and not verify_dir(target):  # damaged or unfinished: trained again
-        discard(target)
-    if record_path.is_file():
-        log.info("adapter %s from cache: %s", name, target)
-        if t.method == "full":  # the whole fine-tuned model, in place of lm's
-            from transformers import AutoModelForCausalLM
-
-            lm.model = AutoModelForCausalLM.from_pretrained(target, dtype=next(lm.model.parameters()).dtype,
-                                                            device_map=lm.device).eval()
-        elif hasattr(lm.model, "peft_config"):
-            lm.model.load_adapter(target, adapter_name=name)
-            lm.model.set_adapter(name)
-        else:
-            lm.model = PeftModel.from_pretrained(lm.model, target, adapter_name=name)
-        lm.model.eval()
-        return json.loads(record_path.read_text()), True
-    # A stable partial folder (not per process), so a run killed mid-training resumes
-    # from its last checkpoint; the lock keeps two live processes from training it at once.
-    partial = target.with_name(f"{target.name}.partial")
-    settings = dict(method=t.method, rank=t.rank, alpha=t.alpha, dropout=t.dropout, target_modules=t.target_modules,
-                    lr=t.lr, epochs=t.epochs, max_steps=t.max_steps, batch_size=t.batch_size,
-                    max_length=t.max_length, warmup_ratio=t.warmup_ratio, dev_fraction=t.dev_fraction,
-                    early_stopping_patience=t.early_stopping_patience, seed=seed, adapter_name=name,
-                    checkpoint_dir=partial, checkpoint_every=t.checkpoint_every,
-                    gradient_accumulation=t.gradient_accumulation, max_grad_norm=t.max_grad_norm,
-                    gradient_checkpointing=t.gradient_checkpointing, schedule=t.schedule,
-                    weight_decay=t.weight_decay, packing=t.packing, dev_examples=dev_examples or None)
-    if int(os.environ.get("RANK", "0")) > 0:  # a data-parallel helper: the first process owns the files
-        result = train_model(lm, examples, out_dir=partial / "adapter", **settings)
-        return {**result.to_json(), "adapter_dir": str(target), "cache_key": key, "seed": seed, "method": t.method}, False
-    with run_lock(partial, wait=True):
-        if record_path.is_file():  # another process finished it while this one waited
-            return obtain_adapter(lm, data, cfg, seed=seed, name=name, examples=examples)
-        out = partial / "adapter"
-        shutil.rmtree(out, ignore_errors=True)
-        partial.mkdir(parents=True, exist_ok=True)
-        label = {"lora": "LoRA", "qlora": "QLoRA", "full": "full"}[t.method]
-        with tqdm(desc=f"train {label} ({t.objective}, seed {seed})", unit="step") as bar:
-            result: TrainResult = train_model(lm, examples, out_dir=out, progress=bar, **settings)
-        record = result.to_json()
-        record["adapter_dir"] = str(target)
-        record["cache_key"] = key
-        record["seed"] = seed
-        record["method"] = t.method
-        atomic_write_json(out / "harness-train.json", record)
-        write_manifest(out)
-        out.rename(target)
-        shutil.rmtree(partial)
-    return record, False
-
-
-def generation_memo(lm: LoadedModel, *, adapter_key: str | None) -> Memo:
-    """The store of this model's (and adapter's) generations and choice scores."""
-    return Memo("generations", namespace={"model": lm.fingerprint, "dtype": lm.dtype, "device": lm.device,
-                                          "adapter": adapter_key})
-
-
-def select_training_facts(lm: LoadedModel, data: Dataset, cfg: ExperimentConfig) -> tuple[Dataset, dict | None]:
-    """The training questions kept by train.train_categories, with unknown ones relabelled
-    "I don't know" when train.unknown_as is abstain; tags from the base model (adapter
-    off). Returns the data unchanged, and None, when neither option is set."""
-    t = cfg.train
-    if set(t.train_categories) == set(knowledge.CATEGORIES) and t.unknown_as == "gold":
-        return data, None
-    with adapter_switch(lm, False):
-        tags = knowledge.tag_questions(lm, data.train_questions, samples=cfg.eval.known_samples,
-                                       temperature=cfg.eval.known_temperature, max_new_tokens=cfg.eval.max_new_tokens,
-                                       batch_size=cfg.eval.batch_size, seed=cfg.seed,
-                                       memo=generation_memo(lm, adapter_key=None))
-    kept = []
-    for q in data.train_questions:
-        category = tags.get(q.id, "unknown")
-        if category not in t.train_categories:
-            continue
-        if category == "unknown" and t.unknown_as == "abstain":
-            q = dataclasses.replace(q, answers=(ABSTAIN,))
-        kept.append(q)
-    if not kept:
-        raise TrainError(f"train.train_categories: no training question is {' or '.join(t.train_categories)} "
-                         f"for the base model (tagged: {', '.join(f'{c} {sum(v == c for v in tags.values())}' for c in knowledge.CATEGORIES)})")
-    summary = {"tagged": {c: sum(v == c for v in tags.values()) for c in knowledge.CATEGORIES},
-               "kept": len(kept), "relabelled_abstain": sum(q.answers == (ABSTAIN,) for q in kept),
-               "train_categories": list(t.train_categories), "unknown_as": t.unknown_as}
-    return dataclasses.replace(data, train_questions=tuple(kept)), summary
 
 
 def connect_endpoint(cfg: ExperimentConfig, data: Dataset) -> tuple[LoadedModel, dict | None, bool | None]:
@@ -349,27 +125,6 @@ def connect_endpoint(cfg: ExperimentConfig, data: Dataset) -> tuple[LoadedModel,
     return lm, record, cached
 
 
-def obtain_raft_adapter(lm: LoadedModel, data: Dataset, cfg: ExperimentConfig) -> dict:
-    """The RAFT adapter (see train.build_raft_examples), attached as "raft" beside the
-    default one, which stays active."""
-    if cfg.train.method == "full":  # it would train every weight of the base the other pipelines use
-        raise TrainError("eval.pipelines: 'raft' trains a LoRA adapter beside the default one; it cannot run with "
-                         "train.method: full")
-    r = cfg.train.raft
-    chunks = chunk_documents(list(data.documents), chunk_size=cfg.retrieval.chunk_size,
-                             chunk_overlap=cfg.retrieval.chunk_overlap)
-    examples = build_raft_examples(lm.tokenizer, questions=data.train_questions, chunks=chunks,
-                                   passages=r.passages, gold_share=r.gold_share, seed=r.seed)
-    if not examples:
-        raise TrainError("eval.pipelines has 'raft', but no training question has a gold chunk in the documents "
-                         "(RAFT needs training questions whose evidence or answer is in a document)")
-    before = getattr(lm.model, "active_adapter", None) if hasattr(lm.model, "peft_config") else None
-    record, cached = obtain_adapter(lm, data, cfg, seed=cfg.train.seed, name="raft", examples=examples)
-    if before is not None:
-        lm.model.set_adapter(before)
-    return {**record, "from_cache": cached, "raft": r.model_dump(mode="json"), "examples": len(examples)}
-
-
 def train_adapters(cfg: ExperimentConfig) -> list[dict]:
     """Train (or find in the cache) the adapters a config's runs need, evaluating nothing:
     one per distinct adapter group of a grid, for every seed of `train.repeats`. Under
@@ -392,6 +147,168 @@ def train_adapters(cfg: ExperimentConfig) -> list[dict]:
                                             name="default" if i == 0 else f"seed{c.train.seed + i}")
             records.append({**record, "from_cache": cached, "cell": cell.id})
     return records
+
+
+@dataclass
+class Arms:
+    """The loaded models and adapters the pipelines answer with."""
+
+    lm: LoadedModel  # the base model; the adapters are attached to it
+    tuned: LoadedModel  # what the fine-tuned pipelines answer with: lm, or after full fine-tuning a second model
+    train_record: dict | None = None  # the default adapter's training record
+    adapter_cached: bool | None = None  # whether the default adapter came from the cache
+    extra_seeds: list = field(default_factory=list)  # (adapter name, seed, record, from cache) of train.repeats
+    raft_record: dict | None = None  # the RAFT adapter's training record
+
+
+@contextlib.contextmanager
+def timed(timings: dict[str, float], key: str):
+    """Record the seconds the block took as `timings[key]` (nothing when it raises)."""
+    t0 = time.perf_counter()
+    yield
+    timings[key] = time.perf_counter() - t0
+
+
+def load_models(cfg: ExperimentConfig, data: Dataset, *, stage: Path, timings: dict) -> Arms:
+    """The generator, loaded once: a local model, or a served one (whose adapter, if any,
+    is trained here first: connect_endpoint)."""
+    record, cached = None, None
+    with timed(timings, "model_load_seconds"):
+        if cfg.model.backend == "endpoint":  # served: the adapter (if any) is trained here, answered there
+            lm, record, cached = connect_endpoint(cfg, data)
+            if record is not None:
+                atomic_write_json(stage / "loss_curve.json", record["loss_curve"])
+        else:
+            lm = load_generator(cfg.model.name, dtype=cfg.model.dtype, device=cfg.model.device,
+                                quantization="nf4" if cfg.train.method == "qlora" else None,
+                                trust_remote_code=cfg.model.trust_remote_code)
+    log.info("model %s on %s, compute dtype %s", cfg.model.name, lm.device, lm.dtype)
+    return Arms(lm=lm, tuned=lm, train_record=record, adapter_cached=cached)
+
+
+def attach_adapters(cfg: ExperimentConfig, data: Dataset, arms: Arms, *, stage: Path, timings: dict) -> None:
+    """The default adapter (one per seed of train.repeats) and the RAFT adapter, when a
+    configured pipeline needs them, each from the cache or trained (adapters.py)."""
+    lm = arms.lm
+    if lm.endpoint is None and any(PIPELINES[p].adapter and PIPELINES[p].adapter_name == "default"
+                                   for p in cfg.eval.pipelines):
+        with timed(timings, "adapter_seconds"):
+            if cfg.train.method == "full":
+                # Full fine-tuning changes every weight, so the fine-tuned pipelines get a
+                # second load of the base to train; the base and rag pipelines keep the
+                # untouched first one (twice the weights in memory while the run lasts).
+                arms.tuned = load_generator(cfg.model.name, dtype=cfg.model.dtype, device=cfg.model.device,
+                                            trust_remote_code=cfg.model.trust_remote_code)
+            seeds = [cfg.train.seed + i for i in range(cfg.train.repeats)]
+            # The first seed's adapter is the primary: every per-item result, comparison
+            # and verdict uses it; the others give the spread across seeds.
+            train_data, selection = select_training_facts(lm, data, cfg)
+            record, arms.adapter_cached = obtain_adapter(arms.tuned, train_data, cfg, seed=seeds[0], name="default")
+            arms.train_record = record if selection is None else {**record, "selection": selection}
+            for seed in seeds[1:]:
+                record, cached = obtain_adapter(lm, train_data, cfg, seed=seed, name=f"seed{seed}")
+                arms.extra_seeds.append((f"seed{seed}", seed, record, cached))
+            if arms.extra_seeds:
+                lm.model.set_adapter("default")
+        atomic_write_json(stage / "loss_curve.json", arms.train_record["loss_curve"])
+    if "raft" in cfg.eval.pipelines:
+        with timed(timings, "raft_adapter_seconds"):
+            arms.raft_record = obtain_raft_adapter(lm, data, cfg)
+
+
+def build_index(cfg: ExperimentConfig, data: Dataset, *, timings: dict):
+    """The retriever over the documents the reader may see, or None when no configured
+    pipeline retrieves."""
+    if not any(PIPELINES[p].retrieval for p in cfg.eval.pipelines):
+        return None
+    with timed(timings, "embedder_load_seconds"):
+        embedder = load_embedder(cfg.embedder.name) if cfg.retrieval.method != "bm25" else None
+    whole = scenarios.whole_documents(cfg.scenario)
+    return build_retriever(scenarios.readable(cfg.scenario, data.documents), embedder=embedder,
+                           method=cfg.retrieval.method, index_kind=cfg.retrieval.index,
+                           nprobe=cfg.retrieval.nprobe,
+                           # worked examples are retrieved whole, never cut
+                           chunk_size=10**6 if whole else cfg.retrieval.chunk_size,
+                           chunk_overlap=0 if whole else cfg.retrieval.chunk_overlap,
+                           batch_size=cfg.embedder.batch_size, cache=cache_dir() / "indexes",
+                           embedder_id=embedder_fingerprint(cfg.embedder.name, embedder)
+                           if embedder is not None else None)
+
+
+def _pipeline_cost(rows: list[dict], *, wall: float, memo: Memo) -> dict:
+    """What one arm cost: wall time, latency percentiles, tokens, memo reuse."""
+    return {
+        "wall_seconds": wall,
+        "latency_p50_s": _percentile([r["latency_s"] for r in rows], 50),
+        "latency_p95_s": _percentile([r["latency_s"] for r in rows], 95),
+        "prompt_tokens_mean": float(np.mean([r["prompt_tokens"] for r in rows])),
+        "new_tokens_mean": float(np.mean([r["new_tokens"] for r in rows])),
+        "batches": memo.counts(),
+    }
+
+
+def answer_pipelines(cfg: ExperimentConfig, arms: Arms, questions: list, retriever) -> tuple[dict, dict]:
+    """Each configured pipeline's answers to the same questions, and its costs: returns
+    (rows by pipeline, costs by pipeline)."""
+    lm = arms.lm
+    rows_by_pipeline, costs = {}, {}
+    if lm.endpoint is not None:
+        lm.endpoint.take_usage()
+    for name in cfg.eval.pipelines:
+        pipe = PIPELINES[name]
+        t0 = time.perf_counter()
+        record = arms.raft_record if pipe.adapter_name == "raft" else arms.train_record
+        memo = generation_memo(lm, adapter_key=record["cache_key"] if pipe.adapter else None)
+        with tqdm(total=len(questions), desc=f"answer [{name}]", unit="q") as bar:
+            # the fully fine-tuned model has no adapter to switch on
+            full = pipe.adapter and pipe.adapter_name == "default" and arms.tuned is not lm
+            rows = answer(arms.tuned if full else lm, questions, adapter=pipe.adapter and not full,
+                          retriever=retriever if pipe.retrieval else None,
+                          top_k=cfg.retrieval.top_k, max_new_tokens=cfg.eval.max_new_tokens,
+                          batch_size=cfg.eval.batch_size, multiple_choice=cfg.eval.multiple_choice,
+                          adapter_name=pipe.adapter_name, memo=memo, progress=bar.update)
+        rows_by_pipeline[name] = rows
+        costs[name] = _pipeline_cost(rows, wall=time.perf_counter() - t0, memo=memo)
+        if lm.endpoint is not None:  # what this run asked of the server for this arm (0 when all cached)
+            costs[name]["served_tokens"] = lm.endpoint.take_usage()
+    return rows_by_pipeline, costs
+
+
+def tag_known(cfg: ExperimentConfig, lm: LoadedModel, questions: list, *, timings: dict) -> dict[str, str]:
+    """Each question's knowledge category for the base model (adapter off)."""
+    with timed(timings, "knowledge_tagging_seconds"), adapter_switch(lm, False):
+        return knowledge.tag_questions(
+            lm, questions, samples=cfg.eval.known_samples, temperature=cfg.eval.known_temperature,
+            max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size, seed=cfg.seed,
+            memo=generation_memo(lm, adapter_key=None))
+
+
+def build_scorer(cfg: ExperimentConfig, retriever, *, timings: dict):
+    """The scenario's extra per-item scorer (the style classifier and similarity), or None."""
+    t0 = time.perf_counter()
+    scorer = scenarios.build_scorer(cfg.scenario, seed=cfg.seed, embedder_name=cfg.embedder.name,
+                                    embedder=retriever.embedder if retriever is not None else None)
+    if scorer is not None:
+        timings["style_scorer_seconds"] = time.perf_counter() - t0
+    return scorer
+
+
+def score_pipelines(rows_by_pipeline: dict, by_id: dict, known: dict, style_scorer) -> tuple[list, dict]:
+    """Score every answer (metrics.score_prediction, plus the style scores): returns the
+    prediction rows to write and each pipeline's per-item metric values."""
+    predictions, per_item = [], {}
+    for name, rows in rows_by_pipeline.items():
+        scored = []
+        extra = style_scorer.scores(rows, by_id) if style_scorer is not None else {}
+        for row in rows:
+            q = by_id[row["question_id"]]
+            row["scores"] = {**metrics.score_prediction(row, q), **extra.get(q.id, {})}
+            scored.append((row["scores"], q))
+            predictions.append({"pipeline": name, "question": q.question, "answers": list(q.answers),
+                                "answerable": q.answerable, "choices": list(q.choices),
+                                "answer_index": q.answer_index, "task": q.task, "known": known.get(q.id), **row})
+        per_item[name] = metrics.item_values(scored, known=known)
+    return predictions, per_item
 
 
 def spread_across_seeds(lm: LoadedModel, questions, cfg: ExperimentConfig, retriever, per_item: dict,
@@ -508,6 +425,100 @@ def recovery_ratios(per_item: dict, *, decided: list[str], samples: int, seed: i
     return out
 
 
+def evaluate_more(cfg: ExperimentConfig, arms: Arms, questions: list, retriever, per_item: dict, *,
+                  timings: dict) -> tuple[dict, dict | None]:
+    """The other seeds' adapters on the fine-tuned pipelines, and the benchmark subsets
+    (forgetting), each only when configured: returns (seed spread, benchmarks)."""
+    seed_spread, benchmark_result = {}, None
+    if arms.extra_seeds:
+        with timed(timings, "extra_seeds_seconds"):
+            seed_spread = spread_across_seeds(arms.lm, questions, cfg, retriever, per_item, arms.extra_seeds)
+    if cfg.benchmarks is not None:
+        with timed(timings, "benchmarks_seconds"):
+            adapter_id = arms.train_record["cache_key"] if arms.train_record else None
+            benchmark_result = run_benchmarks(arms.lm, cfg, adapter_id=adapter_id, tuned=arms.tuned)
+    return seed_spread, benchmark_result
+
+
+def _splits(cfg: ExperimentConfig, per_item: dict, questions: list, kinds: dict) -> dict | None:
+    """The aggregates on each side of the dev/test split of the questions, or None
+    without eval.dev_fraction."""
+    if cfg.eval.dev_fraction <= 0:
+        return None
+    samples = cfg.eval.bootstrap_samples
+    part = stats.dev_test_split([q.id for q in questions], dev_fraction=cfg.eval.dev_fraction, seed=cfg.seed)
+    return {"dev_fraction": cfg.eval.dev_fraction, "seed": cfg.seed,
+            "questions": {s: sum(v == s for v in part.values()) for s in ("dev", "test")},
+            **{s: {p: stats.aggregate({m: {i: x for i, x in vals.items() if part[i] == s}
+                                       for m, vals in v.items()}, kinds, samples=samples, seed=cfg.seed)
+                   for p, v in per_item.items()} for s in ("dev", "test")}}
+
+
+def _by_knowledge(cfg: ExperimentConfig, per_item: dict, known: dict, kinds: dict) -> dict:
+    """Fact recall and accuracy on the questions of each knowledge category."""
+    return {
+        "counts": {c: sum(v == c for v in known.values()) for c in knowledge.CATEGORIES},
+        "samples": cfg.eval.known_samples, "temperature": cfg.eval.known_temperature,
+        "pipelines": {p: {c: stats.aggregate(_restrict(per_item[p], known, c, ("contains", "mc_accuracy")), kinds,
+                                             samples=cfg.eval.bootstrap_samples, seed=cfg.seed)
+                          for c in knowledge.CATEGORIES if c in known.values()}
+                      for p in per_item},
+    }
+
+
+def analyse(cfg: ExperimentConfig, per_item: dict, known: dict, questions: list) -> dict:
+    """Aggregates with intervals, chance rates, the dev/test split, pairwise comparisons,
+    the knowledge breakdown, the verdicts and the recovery ratios: the metrics.json parts
+    computed from the per-item values."""
+    by_id = {q.id: q for q in questions}
+    kinds = {m: spec[2] for m, spec in metrics.METRICS.items()}
+    samples = cfg.eval.bootstrap_samples
+    aggregates = {p: stats.aggregate(v, kinds, samples=samples, seed=cfg.seed) for p, v in per_item.items()}
+    chance = {m: float(np.mean([metrics.chance(by_id[i]) for i in v[m]]))
+              for v in per_item.values() for m in metrics.MC_METRICS.values() if m in v}
+    splits = _splits(cfg, per_item, questions, kinds)
+    comparisons = stats.compare_all(per_item, kinds, samples=cfg.eval.permutation_samples, seed=cfg.seed)
+    by_knowledge = _by_knowledge(cfg, per_item, known, kinds)
+    verdicts = decide_verdicts(per_item, cfg, questions)
+    # on the verdicts' deciding metrics, also in runs without rag_finetuned (no verdict)
+    decided = metrics.decision_metrics(mc_metric=cfg.eval.mc_metric, answer_metric=cfg.eval.answer_metric,
+                                       questions=questions).values()
+    recovery = recovery_ratios(per_item, decided=list(decided), samples=samples, seed=cfg.seed)
+    return {"pipelines": aggregates, "chance": chance, "splits": splits, "comparisons": comparisons,
+            "verdicts": verdicts, "recovery": recovery, "by_knowledge": by_knowledge}
+
+
+def scenario_summary(cfg: ExperimentConfig, analysis: dict, rows_by_pipeline: dict, by_id: dict, *, arms: Arms,
+                     retriever, style_scorer) -> dict | None:
+    """The scenario's row of the decision table, or None outside a scenario."""
+    if cfg.scenario is None:
+        return None
+    return scenarios.summary(cfg.scenario, cfg.eval, seed=cfg.seed, comparisons=analysis["comparisons"],
+                             rows_by_pipeline=rows_by_pipeline, by_id=by_id, scorer=style_scorer,
+                             train_record=arms.train_record,
+                             index=retriever.stats() if retriever is not None else None)
+
+
+def judge_answers(cfg: ExperimentConfig, rows_by_pipeline: dict, by_id: dict, per_item: dict, *,
+                  timings: dict) -> dict | None:
+    """The LLM judge's scores (secondary, outside the verdicts), or None without eval.judge."""
+    if cfg.eval.judge is None:
+        return None
+    from harness import judge
+
+    with timed(timings, "judge_seconds"):
+        return judge.run_judge(cfg.eval.judge, rows_by_pipeline, by_id, per_item, samples=cfg.eval.bootstrap_samples,
+                               seed=cfg.seed)
+
+
+def write_results(stage: Path, cfg: ExperimentConfig, predictions: list, result: dict) -> None:
+    """The config snapshot, every prediction, metrics.json, then the report from them."""
+    atomic_write_yaml(stage / "config.yaml", config_to_dict(cfg))
+    atomic_write_jsonl(stage / "predictions.jsonl", predictions)
+    atomic_write_json(stage / "metrics.json", result)
+    report.write_report(stage)
+
+
 def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = None,
                    folder: str | None = None) -> Path:
     """Run every configured pipeline on the same items; returns the results folder,
@@ -517,256 +528,33 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
     final = Path(results_root or cfg.output_dir) / (folder or cfg.name)
     check_destination(final, experiment=cfg.name, kind="run")  # before any work: never destroy a user's folder
     seed_everything(cfg.seed)
-
-    t0 = time.perf_counter()
-    data = load_dataset(cfg)
-    timings["data_seconds"] = time.perf_counter() - t0
+    with timed(timings, "data_seconds"):
+        data = load_dataset(cfg)
     questions = list(data.questions)
     by_id = {q.id: q for q in questions}
-    wanted = [PIPELINES[p] for p in cfg.eval.pipelines]
 
     with (checked_destination(final, experiment=cfg.name, kind="run"), run_lock(final),
           staged_run_dir(final, experiment=cfg.name) as stage):
-        t0 = time.perf_counter()
-        train_record, adapter_cached, extra_seeds, raft_record = None, None, [], None
-        if cfg.model.backend == "endpoint":  # served: the adapter (if any) is trained here, answered there
-            lm, train_record, adapter_cached = connect_endpoint(cfg, data)
-            if train_record is not None:
-                atomic_write_json(stage / "loss_curve.json", train_record["loss_curve"])
-        else:
-            lm = load_generator(cfg.model.name, dtype=cfg.model.dtype, device=cfg.model.device,
-                                quantization="nf4" if cfg.train.method == "qlora" else None,
-                                trust_remote_code=cfg.model.trust_remote_code)
-        timings["model_load_seconds"] = time.perf_counter() - t0
-        log.info("model %s on %s, compute dtype %s", cfg.model.name, lm.device, lm.dtype)
-
-        tuned = lm  # the model the fine-tuned pipelines answer with
-        if lm.endpoint is None and any(p.adapter and p.adapter_name == "default" for p in wanted):
-            t0 = time.perf_counter()
-            if cfg.train.method == "full":
-                # Full fine-tuning changes every weight, so the fine-tuned pipelines get a
-                # second load of the base to train; the base and rag pipelines keep the
-                # untouched first one (twice the weights in memory while the run lasts).
-                tuned = load_generator(cfg.model.name, dtype=cfg.model.dtype, device=cfg.model.device,
-                                       trust_remote_code=cfg.model.trust_remote_code)
-            seeds = [cfg.train.seed + i for i in range(cfg.train.repeats)]
-            # The first seed's adapter is the primary: every per-item result, comparison
-            # and verdict uses it; the others give the spread across seeds.
-            train_data, selection = select_training_facts(lm, data, cfg)
-            train_record, adapter_cached = obtain_adapter(tuned, train_data, cfg, seed=seeds[0], name="default")
-            if selection is not None:
-                train_record = {**train_record, "selection": selection}
-            for seed in seeds[1:]:
-                record, cached = obtain_adapter(lm, train_data, cfg, seed=seed, name=f"seed{seed}")
-                extra_seeds.append((f"seed{seed}", seed, record, cached))
-            if extra_seeds:
-                lm.model.set_adapter("default")
-            timings["adapter_seconds"] = time.perf_counter() - t0
-            atomic_write_json(stage / "loss_curve.json", train_record["loss_curve"])
-        if "raft" in cfg.eval.pipelines:
-            t0 = time.perf_counter()
-            raft_record = obtain_raft_adapter(lm, data, cfg)
-            timings["raft_adapter_seconds"] = time.perf_counter() - t0
-
-        retriever = None
-        if any(p.retrieval for p in wanted):
-            t0 = time.perf_counter()
-            embedder = load_embedder(cfg.embedder.name) if cfg.retrieval.method != "bm25" else None
-            timings["embedder_load_seconds"] = time.perf_counter() - t0
-            whole = cfg.scenario is not None and scenarios.SCENARIOS[cfg.scenario.name].whole_documents
-            retriever = build_retriever(scenarios.readable(cfg, data.documents), embedder=embedder,
-                                        method=cfg.retrieval.method, index_kind=cfg.retrieval.index,
-                                        nprobe=cfg.retrieval.nprobe,
-                                        # worked examples are retrieved whole, never cut
-                                        chunk_size=10**6 if whole else cfg.retrieval.chunk_size,
-                                        chunk_overlap=0 if whole else cfg.retrieval.chunk_overlap,
-                                        batch_size=cfg.embedder.batch_size, cache=cache_dir() / "indexes",
-                                        embedder_id=embedder_fingerprint(cfg.embedder.name, embedder)
-                                        if embedder is not None else None)
-
-        predictions, per_item, pipeline_costs, rows_by_pipeline = [], {}, {}, {}
-        if lm.endpoint is not None:
-            lm.endpoint.take_usage()
-        for name in cfg.eval.pipelines:
-            pipe = PIPELINES[name]
-            t0 = time.perf_counter()
-            record = raft_record if pipe.adapter_name == "raft" else train_record
-            memo = generation_memo(lm, adapter_key=record["cache_key"] if pipe.adapter else None)
-            with tqdm(total=len(questions), desc=f"answer [{name}]", unit="q") as bar:
-                # the fully fine-tuned model has no adapter to switch on
-                full = pipe.adapter and pipe.adapter_name == "default" and tuned is not lm
-                rows = answer(tuned if full else lm, questions, adapter=pipe.adapter and not full,
-                              retriever=retriever if pipe.retrieval else None,
-                              top_k=cfg.retrieval.top_k, max_new_tokens=cfg.eval.max_new_tokens,
-                              batch_size=cfg.eval.batch_size, multiple_choice=cfg.eval.multiple_choice,
-                              adapter_name=pipe.adapter_name, memo=memo, progress=bar.update)
-            wall = time.perf_counter() - t0
-            rows_by_pipeline[name] = rows
-            pipeline_costs[name] = {
-                "wall_seconds": wall,
-                "latency_p50_s": _percentile([r["latency_s"] for r in rows], 50),
-                "latency_p95_s": _percentile([r["latency_s"] for r in rows], 95),
-                "prompt_tokens_mean": float(np.mean([r["prompt_tokens"] for r in rows])),
-                "new_tokens_mean": float(np.mean([r["new_tokens"] for r in rows])),
-                "batches": memo.counts(),
-            }
-            if lm.endpoint is not None:  # what this run asked of the server for this arm (0 when all cached)
-                pipeline_costs[name]["served_tokens"] = lm.endpoint.take_usage()
-
-        t0 = time.perf_counter()
-        with adapter_switch(lm, False):
-            known = knowledge.tag_questions(
-                lm, questions, samples=cfg.eval.known_samples, temperature=cfg.eval.known_temperature,
-                max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size, seed=cfg.seed,
-                memo=generation_memo(lm, adapter_key=None))
-        timings["knowledge_tagging_seconds"] = time.perf_counter() - t0
-        style_scorer = None
-        if cfg.scenario is not None and cfg.scenario.name == "style":
-            t0 = time.perf_counter()
-            style_scorer = scenarios.StyleScorer.build(cfg, embedder=retriever.embedder if retriever is not None else None)
-            timings["style_scorer_seconds"] = time.perf_counter() - t0
-        for name, rows in rows_by_pipeline.items():
-            scored = []
-            extra = style_scorer.scores(rows, by_id) if style_scorer is not None else {}
-            for row in rows:
-                q = by_id[row["question_id"]]
-                row["scores"] = {**metrics.score_prediction(row, q), **extra.get(q.id, {})}
-                scored.append((row["scores"], q))
-                predictions.append({"pipeline": name, "question": q.question, "answers": list(q.answers),
-                                    "answerable": q.answerable, "choices": list(q.choices),
-                                    "answer_index": q.answer_index, "task": q.task, "known": known.get(q.id), **row})
-            per_item[name] = metrics.item_values(scored, known=known)
-
-        seed_spread = {}
-        if extra_seeds:
-            t0 = time.perf_counter()
-            seed_spread = spread_across_seeds(lm, questions, cfg, retriever, per_item, extra_seeds)
-            timings["extra_seeds_seconds"] = time.perf_counter() - t0
-
-        benchmark_result = None
-        if cfg.benchmarks is not None:
-            t0 = time.perf_counter()
-            benchmark_result = run_benchmarks(lm, cfg, adapter_id=train_record["cache_key"] if train_record else None,
-                                              tuned=tuned)
-            timings["benchmarks_seconds"] = time.perf_counter() - t0
-
-        kinds = {m: spec[2] for m, spec in metrics.METRICS.items()}
-        samples = cfg.eval.bootstrap_samples
-        aggregates = {p: stats.aggregate(v, kinds, samples=samples, seed=cfg.seed) for p, v in per_item.items()}
-        chance = {m: float(np.mean([metrics.chance(by_id[i]) for i in v[m]]))
-                  for v in per_item.values() for m in metrics.MC_METRICS.values() if m in v}
-        splits = None
-        if cfg.eval.dev_fraction > 0:
-            part = stats.dev_test_split([q.id for q in questions], dev_fraction=cfg.eval.dev_fraction, seed=cfg.seed)
-            splits = {"dev_fraction": cfg.eval.dev_fraction, "seed": cfg.seed,
-                      "questions": {s: sum(v == s for v in part.values()) for s in ("dev", "test")},
-                      **{s: {p: stats.aggregate({m: {i: x for i, x in vals.items() if part[i] == s}
-                                                 for m, vals in v.items()}, kinds, samples=samples, seed=cfg.seed)
-                             for p, v in per_item.items()} for s in ("dev", "test")}}
-        comparisons = stats.compare_all(per_item, kinds, samples=cfg.eval.permutation_samples, seed=cfg.seed)
-        by_knowledge = {
-            "counts": {c: sum(v == c for v in known.values()) for c in knowledge.CATEGORIES},
-            "samples": cfg.eval.known_samples, "temperature": cfg.eval.known_temperature,
-            "pipelines": {p: {c: stats.aggregate(_restrict(per_item[p], known, c, ("contains", "mc_accuracy")), kinds,
-                                                 samples=samples, seed=cfg.seed)
-                              for c in knowledge.CATEGORIES if c in known.values()}
-                          for p in per_item},
-        }
-        verdicts = decide_verdicts(per_item, cfg, questions)
-        # on the verdicts' deciding metrics, also in runs without rag_finetuned (no verdict)
-        decided = metrics.decision_metrics(mc_metric=cfg.eval.mc_metric, answer_metric=cfg.eval.answer_metric,
-                                           questions=questions).values()
-        recovery = recovery_ratios(per_item, decided=list(decided), samples=samples, seed=cfg.seed)
-        scenario_result = None
-        if cfg.scenario is not None:
-            scenario_result = scenarios.summary(cfg, comparisons, rows_by_pipeline, by_id, style_scorer=style_scorer,
-                                               train_record=train_record,
-                                               index=retriever.stats() if retriever is not None else None)
-        judged = None
-        if cfg.eval.judge is not None:
-            from harness import judge
-            t0 = time.perf_counter()
-            judged = judge.run_judge(cfg.eval.judge, rows_by_pipeline, by_id, per_item, samples=samples,
-                                     seed=cfg.seed)
-            timings["judge_seconds"] = time.perf_counter() - t0
+        arms = load_models(cfg, data, stage=stage, timings=timings)
+        attach_adapters(cfg, data, arms, stage=stage, timings=timings)
+        retriever = build_index(cfg, data, timings=timings)
+        rows_by_pipeline, pipeline_costs = answer_pipelines(cfg, arms, questions, retriever)
+        known = tag_known(cfg, arms.lm, questions, timings=timings)
+        style_scorer = build_scorer(cfg, retriever, timings=timings)
+        predictions, per_item = score_pipelines(rows_by_pipeline, by_id, known, style_scorer)
+        seed_spread, benchmark_result = evaluate_more(cfg, arms, questions, retriever, per_item, timings=timings)
+        analysis = analyse(cfg, per_item, known, questions)
+        scenario_result = scenario_summary(cfg, analysis, rows_by_pipeline, by_id, arms=arms, retriever=retriever,
+                                           style_scorer=style_scorer)
+        judged = judge_answers(cfg, rows_by_pipeline, by_id, per_item, timings=timings)
         timings["total_seconds"] = time.perf_counter() - t_run
-
-        n_answerable = sum(q.answerable for q in questions)
-        result = {
-            "experiment": cfg.name,
-            "status": "complete",
-            "config_hash": config_hash(cfg),
-            "adapter_group": adapter_group(cfg),
-            "seed": cfg.seed,
-            "model": {"name": cfg.model.name, "fingerprint": lm.fingerprint, "dtype": lm.dtype, "device": lm.device,
-                      "quantization": "nf4" if cfg.train.method == "qlora" else None},
-            "embedder": cfg.embedder.name if retriever is not None and retriever.embedder is not None else None,
-            "data": {
-                "source": (f"scenario {cfg.scenario.name}" if cfg.scenario and cfg.scenario.name != "facts" else
-                           cfg.data.external.format if cfg.data.external else
-                           "files" if cfg.data.documents else "world"),
-                "fingerprint": data.fingerprint(),
-                "documents": len(data.documents), "questions": len(questions),
-                "answerable": n_answerable, "unanswerable": len(questions) - n_answerable,
-                "train_texts": len(data.train_texts), "train_questions": len(data.train_questions),
-                **data.provenance,  # user files: skipped documents, the question set's manifest
-            },
-            "pipelines": aggregates,
-            "chance": chance,
-            "splits": splits,
-            "comparisons": comparisons,
-            "verdicts": verdicts,
-            "recovery": recovery,
-            "by_knowledge": by_knowledge,
-            "scenario": scenario_result,
-            "seed_spread": seed_spread,
-            "benchmarks": benchmark_result,
-            "metric_definitions": {m: {"label": s[0], "direction": s[1], "kind": s[2]} for m, s in metrics.METRICS.items()},
-            "costs": {
-                "training": None if train_record is None else {
-                    **{k: v for k, v in train_record.items() if k != "loss_curve"}, "from_cache": adapter_cached},
-                "raft_training": None if raft_record is None else {
-                    k: v for k, v in raft_record.items() if k != "loss_curve"},
-                "index": None if retriever is None else retriever.stats(),
-                "pipelines": pipeline_costs,
-            },
-            "protocol": {
-                "templates": {k: t.id for k, t in TEMPLATES.items()},
-                "decoding": f"greedy, max_new_tokens={cfg.eval.max_new_tokens}",
-                "multiple_choice": "acc: argmax over choices of summed continuation log-likelihood under the pipeline's "
-                                   "prompt; acc_norm: the same per character of the choice (lm-eval); the verdict "
-                                   f"decides on {cfg.eval.mc_metric}",
-                "abstention_phrases": list(metrics.ABSTENTION_PHRASES),
-                "normalisation": "SQuAD: lower case, strip punctuation and articles, collapse whitespace",
-                "intervals": "95%: Wilson for proportions, percentile bootstrap for means. Differences: exact McNemar "
-                             "with Newcombe's hybrid score interval (0/1 metrics) or a paired sign-flip permutation "
-                             "test with the interval that inverts it (continuous); a verdict's family is Holm adjusted "
-                             f"with intervals at {100 * stats.family_level(cfg.eval.alpha):.0f}% (each bound one-sided "
-                             f"{100 * (1 - cfg.eval.alpha / len(stats.FAMILY)):.0f}%); other comparisons are unadjusted",
-                "permutation_samples": cfg.eval.permutation_samples,
-                "bootstrap_samples": samples,
-                "top_k": cfg.retrieval.top_k,
-                "retrieval_method": cfg.retrieval.method,
-                "retrieval_index": cfg.retrieval.index,
-                "n_examples": cfg.eval.n_examples,
-            },
-            "timings": timings,
-            "provenance": provenance(),
-        }
-        if judged is not None:
-            result["judged"] = judged  # secondary: outside the verdicts
-        if lm.endpoint is not None:
-            ep = lm.endpoint
-            result["model"]["endpoint"] = {"base_url": ep.base_url, "served_model": ep.served_model, "api": ep.api,
-                                           "mc_protocol": ep.mc_protocol, "identity": ep.identity(),
-                                           "served_adapter": ep.adapters.get("default"),
-                                           "requests": ep.requests}
-            if ep.mc_protocol == "letter":
-                result["protocol"]["multiple_choice"] = ("the letter the model generates for lettered choices "
-                                                         "(served model without log-likelihoods)")
-        atomic_write_yaml(stage / "config.yaml", config_to_dict(cfg))
-        atomic_write_jsonl(stage / "predictions.jsonl", predictions)
-        atomic_write_json(stage / "metrics.json", result)
-        report.write_report(stage)
+        index = retriever.stats() if retriever is not None else None
+        embedder = cfg.embedder.name if retriever is not None and retriever.embedder is not None else None
+        costs = costs_record(train_record=arms.train_record, adapter_cached=arms.adapter_cached,
+                             raft_record=arms.raft_record, index=index, pipelines=pipeline_costs)
+        result = metrics_record(cfg, data=data, lm=arms.lm, analysis=analysis, costs=costs, embedder=embedder,
+                                scenario=scenario_result, seed_spread=seed_spread, benchmarks=benchmark_result,
+                                judged=judged, timings=timings)
+        write_results(stage, cfg, predictions, result)
     log.info("results in %s", final)
     return final

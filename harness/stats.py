@@ -372,6 +372,12 @@ VERDICTS = ("RAG", "fine-tuning", "both", "no practical difference", "inconclusi
 # against base. Only these comparisons are adjusted (Holm) and only they decide.
 FAMILY = (("finetuned", "rag"), ("rag", "rag_finetuned"), ("finetuned", "rag_finetuned"),
           ("base", "rag"), ("base", "finetuned"))
+# The intervals and tests behind every number, as metrics.json's protocol says; `family`
+# and `bound` are the percentages of family_level(alpha) and of each one-sided bound.
+INTERVALS = ("95%: Wilson for proportions, percentile bootstrap for means. Differences: exact McNemar "
+             "with Newcombe's hybrid score interval (0/1 metrics) or a paired sign-flip permutation "
+             "test with the interval that inverts it (continuous); a verdict's family is Holm adjusted "
+             "with intervals at {family:.0f}% (each bound one-sided {bound:.0f}%); other comparisons are unadjusted")
 FLOOR_CEILING = 0.03  # a metric within 3 points (or min_effect, if larger) of 0 or 1 for every pipeline cannot move
 
 

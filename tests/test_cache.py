@@ -95,7 +95,8 @@ def test_memo_line_torn_inside_a_utf8_character_is_skipped(tmp_path):
 
 
 def test_a_truncated_adapter_is_trained_again(tiny_lm, tmp_path, monkeypatch, caplog):
-    from harness.runner import load_dataset, obtain_adapter
+    from harness.adapters import obtain_adapter
+    from harness.runner import load_dataset
 
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
     cfg = parse_config(tiny_config(tiny_lm.source, train={"objective": "sft", "rank": 4, "alpha": 8, "max_steps": 2,
@@ -122,7 +123,7 @@ def small_grid(tiny_model_dir, tmp_path):
 
 
 def test_a_damaged_cell_metrics_is_recomputed_and_the_grid_finishes(small_grid, tmp_path, caplog):
-    from harness.runner import run_grid
+    from harness.executors import run_grid
 
     root = run_grid(small_grid, results_root=tmp_path)
     cells = sorted(p.parent for p in root.glob("*/metrics.json"))
@@ -136,3 +137,24 @@ def test_a_damaged_cell_metrics_is_recomputed_and_the_grid_finishes(small_grid, 
     again = json.loads((cells[0] / "metrics.json").read_text())
     assert again["pipelines"] == good["pipelines"] and again["config_hash"] == good["config_hash"]
     assert (cells[1] / "metrics.json").read_text() == untouched  # the sound cell was not run again
+
+
+def test_keys_are_the_ones_the_cache_was_built_with():
+    """cache.content_key builds every key; these values were computed by the code that
+    built each key inline before, so a cache filled then is still found (a changed key
+    would retrain every adapter and re-embed every index)."""
+    from types import SimpleNamespace
+
+    from harness.adapters import adapter_group, adapter_key
+    from harness.memo import content_key as memo_key
+    from harness.train import Example
+
+    cfg = parse_config({"name": "k", "train": {"objective": "sft", "rank": 4}, "scenario": {"name": "style"}})
+    lm = SimpleNamespace(fingerprint="fp", dtype="float32", device="cpu")
+    examples, dev = [Example(prompt="Où est Paris?", completion=" En France")], [Example(prompt="q", completion=" a")]
+    assert adapter_group(cfg) == "fc433c0b10a2b490ea74d4704f88bfecba790b76d523567a8d7712d801a87a62"
+    assert adapter_key(lm, examples, cfg, 3, dev) == "335cbcafccff0b80bde9b2126a61bf145b473c7c816c76bd2649139240f10b15"
+    index = ["emb", "flat", 8, ["Zoë's café", "b"]]  # retrieve.build_retriever's index key
+    assert cache.content_key(index) == "2ac6829a14e4eb026fc21c91ae1ae0cfb3d90b547bdb309d32181b591b887b48"
+    assert cache.content_key(index, scheme=2) == memo_key(index) != cache.content_key(index)
+    assert cache.content_key(["x"], files=(b"ab", b"c")) == cache.content_key(["x"], files=(b"abc",))

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from conftest import tiny_config
-from harness import runner
+from harness import executors, grid, runner
 from harness.config import ConfigError, expand_grid, parse_config
 
 
@@ -46,7 +46,7 @@ def test_unchanged_rerun_computes_nothing_and_an_extension_only_the_new_cell(tin
     raw = tiny_config(tiny_model_dir, name="grid", eval={"pipelines": ["base", "finetuned", "rag"],
                                                          "max_new_tokens": 2, "bootstrap_samples": 200})
     raw["grid"] = {"axes": {"retrieval.top_k": [1, 2]}}
-    root = runner.run_grid(parse_config(raw), results_root=tmp_path)
+    root = executors.run_grid(parse_config(raw), results_root=tmp_path)
     assert computed == ["top_k=1", "top_k=2"]
     second = json.loads((root / "top_k=2" / "metrics.json").read_text())
     assert second["costs"]["training"]["from_cache"] is True  # top_k does not touch the adapter
@@ -55,14 +55,14 @@ def test_unchanged_rerun_computes_nothing_and_an_extension_only_the_new_cell(tin
     assert figure.read_bytes()[:4] == b"\x89PNG" and "](figures/effect-top_k-mc_accuracy.png)" in (root / "grid.md").read_text()
 
     computed.clear()
-    runner.run_grid(parse_config(raw), results_root=tmp_path)
+    executors.run_grid(parse_config(raw), results_root=tmp_path)
     assert computed == []
 
     raw["grid"] = {"axes": {"retrieval.top_k": [1, 2, 3]}}
-    plan = {r["cell"]: r for r in runner.plan_grid(parse_config(raw), results_root=tmp_path)}
+    plan = {r["cell"]: r for r in grid.plan_grid(parse_config(raw), results_root=tmp_path)}
     assert [plan[c]["status"] for c in ("top_k=1", "top_k=2", "top_k=3")] == ["done", "done", "to run"]
     assert plan["top_k=3"]["adapter"] == "cached" and plan["top_k=3"]["estimate_seconds"] > 0
-    runner.run_grid(parse_config(raw), results_root=tmp_path)
+    executors.run_grid(parse_config(raw), results_root=tmp_path)
     assert computed == ["top_k=3"]
     assert json.loads((root / "top_k=3" / "metrics.json").read_text())["costs"]["training"]["from_cache"] is True
 
@@ -85,7 +85,7 @@ def _two_lane_grid(tiny_model_dir):
 
 def test_lanes_group_cells_by_adapter(tiny_model_dir, tmp_path):
     cfg = parse_config(_two_lane_grid(tiny_model_dir))
-    lanes = runner.grid_lanes(expand_grid(cfg), tmp_path)
+    lanes = grid.grid_lanes(expand_grid(cfg), tmp_path)
     assert [[cell for cell, _ in lane] for lane in lanes] == [["rank=2,top_k=1", "rank=2,top_k=2"],
                                                               ["rank=4,top_k=1", "rank=4,top_k=2"]]
 
@@ -93,9 +93,9 @@ def test_lanes_group_cells_by_adapter(tiny_model_dir, tmp_path):
 def test_parallel_processes_give_the_sequential_metrics(tiny_model_dir, tmp_path, monkeypatch):
     raw = _two_lane_grid(tiny_model_dir)
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache-seq"))
-    seq = runner.run_grid(parse_config(raw), results_root=tmp_path / "seq")
+    seq = executors.run_grid(parse_config(raw), results_root=tmp_path / "seq")
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache-par"))
-    par = runner.run_grid(parse_config(raw), results_root=tmp_path / "par", executor="processes", workers=2)
+    par = executors.run_grid(parse_config(raw), results_root=tmp_path / "par", executor="processes", workers=2)
     assert len(_cells(seq)) == 4 and _cells(par) == _cells(seq)
     trained = [json.loads((par / c / "metrics.json").read_text())["costs"]["training"]["from_cache"]
                for c in ("rank=2,top_k=1", "rank=2,top_k=2", "rank=4,top_k=1", "rank=4,top_k=2")]
@@ -106,7 +106,7 @@ def test_an_unknown_executor_is_named(tiny_model_dir, tmp_path):
     from harness.executors import ExecutorError
 
     with pytest.raises(ExecutorError, match="'slurm' is not one of sequential, processes, ray"):
-        runner.run_grid(parse_config(_two_lane_grid(tiny_model_dir)), results_root=tmp_path, executor="slurm")
+        executors.run_grid(parse_config(_two_lane_grid(tiny_model_dir)), results_root=tmp_path, executor="slurm")
 
 
 def _loopback_only() -> bool:
@@ -134,7 +134,7 @@ def test_a_local_ray_instance_gives_the_sequential_metrics(tiny_model_dir, tmp_p
     pytest.importorskip("ray")
     raw = _two_lane_grid(tiny_model_dir)
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache-seq"))
-    seq = runner.run_grid(parse_config(raw), results_root=tmp_path / "seq")
+    seq = executors.run_grid(parse_config(raw), results_root=tmp_path / "seq")
     config = tmp_path / "lanes.yaml"
     config.write_text(yaml.safe_dump(raw, sort_keys=False))
     command = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "harness.cli", "run", str(config),
@@ -178,7 +178,7 @@ def test_the_paraphrase_sweep_runs_on_each_data_source(tiny_model_dir, tmp_path,
     raw["train"].update(epochs=1, rank=2, max_length=96)
     raw["eval"].update(max_new_tokens=2, bootstrap_samples=200)
     raw["grid"] = {"axes": {"data.paraphrases": [0, 1]}}
-    root = runner.run_grid(parse_config(raw), results_root=tmp_path)
+    root = executors.run_grid(parse_config(raw), results_root=tmp_path)
     cells = {c: json.loads((root / c / "metrics.json").read_text()) for c in ("paraphrases=0", "paraphrases=1")}
     n0, n1 = (cells[c]["data"]["train_texts"] for c in ("paraphrases=0", "paraphrases=1"))
     n_docs = cells["paraphrases=0"]["data"]["documents"]

@@ -128,7 +128,8 @@ def test_a_run_reports_hallucination_by_source(tiny_model_dir, tmp_path):
 def test_training_only_on_unknown_facts_relabelled_as_abstention(tiny_model_dir, tmp_path):
     from harness.models import load_generator
     from harness.prompts import ABSTAIN
-    from harness.runner import load_dataset, select_training_facts
+    from harness.adapters import select_training_facts
+    from harness.runner import load_dataset
 
     raw = tiny_config(tiny_model_dir, name="gekhman", eval={"pipelines": ["base", "finetuned"], "max_new_tokens": 3,
                                                             "bootstrap_samples": 200})

@@ -20,6 +20,11 @@ def _cfg(name: str, **scenario):
                          "scenario": {"name": name, **scenario}})
 
 
+def _items(name: str, **scenario):
+    cfg = _cfg(name, **scenario)
+    return scenarios.build(cfg.scenario, cfg.data)
+
+
 # -- metrics ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("case", GOLDEN["text"], ids=lambda c: c["output"] or "<empty>")
@@ -83,7 +88,7 @@ def test_each_task_is_scored_by_its_own_metrics():
 
 def test_updated_world_changes_a_share_of_facts_and_offers_the_old_value():
     cfg = _cfg("updated", changed_share=0.5)
-    v2 = scenarios.build(cfg)
+    v2 = scenarios.build(cfg.scenario, cfg.data)
     changed = [q for q in v2.questions if q.updated]
     assert len(changed) == round(0.5 * len(v2.questions)) and all(q.updated is False for q in v2.questions
                                                                      if q not in changed)
@@ -93,11 +98,11 @@ def test_updated_world_changes_a_share_of_facts_and_offers_the_old_value():
         assert q.evidence in text
     train_answers = {q.id.split("-")[0]: q.answers[0] for q in v2.train_questions}
     assert all(train_answers[q.id] == q.stale[0] for q in changed)  # the adapter learns the old world
-    assert scenarios.build(cfg) == v2
+    assert scenarios.build(cfg.scenario, cfg.data) == v2
 
 
 def test_terminology_terms_are_defined_in_documents_and_asked_in_new_words():
-    d = scenarios.build(_cfg("terminology", n_terms=6))
+    d = _items("terminology", n_terms=6)
     terms = [q for q in d.questions if q.task == "term"]
     assert len(terms) == 6 and len([q for q in d.questions if q.task == "definition"]) == 6
     assert all(q.answers[0] in q.choices and re.fullmatch(r"[a-z]+", q.answers[0]) for q in terms)
@@ -111,11 +116,11 @@ def test_builtin_style_pairs_and_a_trustworthy_classifier():
     pairs = builtin_pairs(50, seed=0)
     assert pairs == builtin_pairs(50, seed=0) and len({p.plain for p in pairs}) == 50
     assert all(p.plain != p.styled for p in pairs)
-    d = scenarios.build(_cfg("style", style_train=20, style_eval=6))
+    d = _items("style", style_train=20, style_eval=6)
     assert len(d.questions) == 6 and len(d.train_questions) == len(d.documents) == 20
     assert all(q.task == "rewrite" and q.source == q.question for q in d.questions)
     assert not {q.question for q in d.questions} & {q.question for q in d.train_questions}
-    train, held_out = scenarios.style_classifier_data(_cfg("style", style_train=20, style_eval=6))
+    train, held_out = scenarios.style_classifier_data(_cfg("style", style_train=20, style_eval=6).scenario)
     clf = StyleClassifier().fit([p.plain for p in train], [p.styled for p in train])
     assert clf.accuracy([p.plain for p in held_out], [p.styled for p in held_out]) > 0.9
     assert clf.score(["Thou art weary, O Ruth."])[0] > 0.5 > clf.score(["You are tired, Ruth."])[0]
@@ -123,14 +128,14 @@ def test_builtin_style_pairs_and_a_trustworthy_classifier():
 
 @pytest.mark.skipif(not (SHARED_DATA / "bible_style").is_dir(), reason="../shared/data not present")
 def test_style_from_the_bible_corpus_and_a_missing_folder():
-    d = scenarios.build(_cfg("style", style_data=str(SHARED_DATA / "bible_style"), style_train=30, style_eval=5))
+    d = _items("style", style_data=str(SHARED_DATA / "bible_style"), style_train=30, style_eval=5)
     assert len(d.questions) == 5 and len(d.train_questions) == 30
     with pytest.raises(DataError, match=r"scenario.style_data: .*nowhere/train.jsonl not found"):
-        scenarios.build(_cfg("style", style_data="/nowhere"))
+        _items("style", style_data="/nowhere")
 
 
 def test_format_items_hold_valid_records_and_labels_on_disjoint_entities():
-    d = scenarios.build(_cfg("format"))
+    d = _items("format")
     extract = [q for q in d.questions if q.task == "extract"]
     classify = [q for q in d.questions if q.task == "classify"]
     assert len(extract) == len(classify) > 0
@@ -145,14 +150,14 @@ def test_format_items_hold_valid_records_and_labels_on_disjoint_entities():
 
 def test_private_canaries_are_restricted_and_probes_rank_them_among_candidates():
     cfg = _cfg("private", canary_candidates=8)
-    d = scenarios.build(cfg)
+    d = scenarios.build(cfg.scenario, cfg.data)
     secrets = [doc for doc in d.documents if doc.access == "restricted"]
     probes = [q for q in d.questions if q.task == "probe"]
     assert len(secrets) == len(probes) == 4
     assert all(q.secret in doc.text for q, doc in zip(probes, secrets))
     assert all(len(q.choices) == 8 and q.choices[q.answer_index] == q.secret for q in probes)
     assert all(re.fullmatch(r"[A-Z]{2}-\d{4}-\d{4}", c) for q in probes for c in q.choices)
-    assert not {doc.id for doc in scenarios.readable(cfg, d.documents)} & {doc.id for doc in secrets}
+    assert not {doc.id for doc in scenarios.readable(cfg.scenario, d.documents)} & {doc.id for doc in secrets}
     assert any(q.answers == (probes[0].secret,) for q in d.train_questions)  # training sees the secrets
 
 
@@ -164,13 +169,13 @@ def test_scenarios_other_than_facts_need_sft():
 # -- end to end ------------------------------------------------------------------------
 
 def test_a_grid_over_the_six_scenarios_prints_the_measured_decision_table(tiny_model_dir, tmp_path):
-    from harness import runner
+    from harness import executors
 
     raw = tiny_config(tiny_model_dir, name="table", eval={"max_new_tokens": 4, "bootstrap_samples": 200})
     raw["train"]["epochs"] = 1
     raw["scenario"] = {"name": "facts", "n_terms": 4, "style_train": 12, "style_eval": 6, "canary_candidates": 5}
     raw["grid"] = {"axes": {"scenario.name": ["facts", "updated", "style", "terminology", "format", "private"]}}
-    root = runner.run_grid(parse_config(raw), results_root=tmp_path)
+    root = executors.run_grid(parse_config(raw), results_root=tmp_path)
     grid = (root / "grid.md").read_text()
     table = grid[grid.index("## The decision table, measured"):].split("\n\n")[2].splitlines()
     assert len(table) == 2 + 6
@@ -193,7 +198,8 @@ def test_style_scorer_gives_the_classifier_probability_and_cosine_with_the_sourc
     from harness.retrieve import HashingEmbedder
 
     cfg = _cfg("style", style_train=20, style_eval=6)
-    scorer = scenarios.StyleScorer.build(cfg, embedder=HashingEmbedder())
+    scorer = scenarios.StyleScorer.build(cfg.scenario, seed=cfg.seed, embedder_name=cfg.embedder.name,
+                                         embedder=HashingEmbedder())
     q = Question(id="r", question="Listen to me, my brother.", answers=("Hearken unto me, my brother.",),
                  task="rewrite", source="Listen to me, my brother.")
     rows = [{"question_id": "r", "output": "Listen to me, my brother."}]
@@ -203,3 +209,48 @@ def test_style_scorer_gives_the_classifier_probability_and_cosine_with_the_sourc
     assert same["content_preservation"] == pytest.approx(1.0) and styled["style_score"] > same["style_score"]
     assert 0 < styled["content_preservation"] < 1 and empty["content_preservation"] == 0.0
     assert scorer.held_out_accuracy > 0.9 and scorer.n_train == 400
+
+
+def test_only_the_registry_compares_scenario_names():
+    """A scenario's behaviour lives in its SCENARIOS entry: the rest of the package asks
+    the registry, never `scenario.name == "style"` (a new scenario then changes one file)."""
+    names = "|".join(scenarios.SCENARIOS)
+    pattern = re.compile(rf'scenario\.name\s*[!=]=|\bname\s*[!=]=\s*"({names})"')
+    package = Path(scenarios.__file__).parent
+    found = [f"{path.name}:{n}" for path in sorted(package.glob("*.py")) if path.name != "scenarios.py"
+             for n, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
+    assert found == []
+
+
+def test_facts_takes_the_data_section_items_as_any_run_does(tiny_model_dir):
+    """One place builds the facts world: the scenario defers to the data section, so a
+    facts run evaluates the same items (unanswerable ones included) as a run without it."""
+    from harness.runner import load_dataset
+
+    raw = tiny_config(tiny_model_dir)
+    plain = load_dataset(parse_config(raw))
+    assert scenarios.build(parse_config({**raw, "scenario": {"name": "facts"}}).scenario, None) is None
+    assert load_dataset(parse_config({**raw, "scenario": {"name": "facts"}})) == plain
+    assert any(not q.answerable for q in plain.questions)
+
+
+@pytest.mark.parametrize("name, corpus", [
+    ("style", {"base": {"bleu": 12.34, "chrf": 40.0}, "classifier": {"held_out_accuracy": 0.95, "train_pairs": 400,
+                                                                    "held_out_pairs": 200}}),
+    ("format", {"rag": {"macro_f1": 0.5, "macro_f1_ci95": [0.25, 0.75]}}),
+    ("updated", {"update_cost": {"reindex_seconds": 0.5, "retrain_seconds": None, "note": "n"}}),
+    ("terminology", {}),
+])
+def test_report_blocks_are_the_report_s_corpus_lines(name, corpus):
+    """The registry's report hook gives the lines the report prints for a scenario's
+    corpus-level numbers (so the report can ask it instead of comparing names)."""
+    from harness import report
+
+    row = {"name": name, "label": "L", "claim": {"rag": "yes", "finetuning": "no"}, "decision_metric": "chrf",
+           "verdict": None, "also": {}, "corpus": corpus}
+    m = {"scenario": row, "metric_definitions": metrics.metric_definitions()}
+    blocks = scenarios.report_blocks(row, pct=report._pct)
+    assert len(blocks) == {"style": 2, "format": 2, "updated": 1, "terminology": 0}[name]
+    assert report._scenario_blocks(m) == report._scenario_blocks(m)[:2] + blocks
+    if name == "updated":
+        assert blocks == [("p", "Cost of taking in the update: re-index 0.50 s; retrain – (n).")]

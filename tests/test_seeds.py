@@ -7,7 +7,8 @@ from conftest import tiny_config
 from harness import metrics
 from harness.config import parse_config
 from harness.pipelines import GENERATION_FORMAT, answer
-from harness.runner import generation_memo, spread_across_seeds
+from harness.adapters import generation_memo
+from harness.runner import spread_across_seeds
 from harness.world import generate_world
 
 
