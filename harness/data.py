@@ -10,8 +10,9 @@ built-in fictional world (harness/world.py) or from the user's files:
 
 File formats (documented in README.md):
 
-- documents: a folder of `.pdf`, `.docx`, `.html`, `.md` and `.txt` files (read by
-  harness/ingest.py; id = relative path without suffix), or JSONL with `id` and `text`;
+- documents: a folder of `.pdf`, `.docx`, `.html`, `.md` and `.txt` files, or JSONL with
+  `id` and `text` (both read by harness/ingest.py, which also assembles the user's
+  Dataset; id = relative path without suffix);
 - questions: JSONL with `question` and `answers` (a list of strings, empty for an
   unanswerable question), optional `id`, `choices`, `answer_index`, `doc_id` and
   `evidence` (the sentence holding the answer), and an optional manifest beside it
@@ -61,7 +62,7 @@ def read_bytes_limited(path: Path, *, limit: int = MAX_FILE_BYTES) -> bytes:
     return data
 
 
-def _check_id(value, where: str) -> str:
+def check_id(value, where: str) -> str:
     """A document or question id: a non-empty string, or an integer (kept as its text)."""
     if isinstance(value, bool) or not isinstance(value, (str, int)) or (isinstance(value, str) and not value.strip()):
         raise DataError(f"{where}: 'id' must be a non-empty string or an integer, got {json.dumps(value)[:40]}")
@@ -125,38 +126,8 @@ def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
         raise DataError(str(err)) from None
 
 
-def read_documents(path: str | Path, *, skip_unreadable: bool = False) -> tuple[list[Document], list[dict]]:
-    """Documents from a folder of files (see harness/ingest.py for the types read) or from
-    a JSONL file (`id`, `text`), and the files left out as unreadable (`skip_unreadable`;
-    otherwise an unreadable file is an error)."""
-    path = Path(path)
-    if path.is_dir():
-        from harness.ingest import READERS, read_folder
-
-        docs, skipped = read_folder(path, skip_unreadable=skip_unreadable)
-        if not docs:
-            raise DataError(f"{path}: no non-empty documents found ({', '.join(READERS)})"
-                            + (f"; {len(skipped)} unreadable file(s) skipped" if skipped else ""))
-        return docs, skipped
-    if not path.exists():
-        raise DataError(f"{path}: documents not found (expected a folder of documents or a JSONL file)")
-    docs, seen = [], set()
-    for lineno, row in read_jsonl(path):
-        doc_id, text = _check_id(row.get("id"), f"{path}:{lineno}"), row.get("text")
-        if not isinstance(text, str) or not text.strip():
-            raise DataError(f"{path}:{lineno}: 'text' must be a non-empty string")
-        if str(doc_id) in seen:
-            raise DataError(f"{path}:{lineno}: duplicate id {doc_id!r}")
-        seen.add(str(doc_id))
-        docs.append(Document(id=str(doc_id), text=text.strip()))
-    if not docs:
-        raise DataError(f"{path}: no documents (the file is empty)")
-    return docs, []
 
 
-def load_documents(path: str | Path, *, skip_unreadable: bool = False) -> list[Document]:
-    """Documents from a folder or a JSONL file (see `read_documents`)."""
-    return read_documents(path, skip_unreadable=skip_unreadable)[0]
 
 
 def _question_from_row(row: dict, where: str, index: int) -> Question:
@@ -182,7 +153,7 @@ def _question_from_row(row: dict, where: str, index: int) -> Question:
                             "'answers'")
     elif answer_index is not None:
         raise DataError(f"{where}: 'answer_index' given without 'choices'")
-    qid = _check_id(row["id"], where) if "id" in row else f"q{index:05d}"
+    qid = check_id(row["id"], where) if "id" in row else f"q{index:05d}"
     return Question(
         id=qid,
         question=q.strip(),
@@ -219,26 +190,6 @@ def manifest_path(questions: str | Path) -> Path:
     return questions.with_name(f"{questions.stem}.manifest.json")
 
 
-def load_user_dataset(*, documents: str, questions: str, train_questions: str | None,
-                      skip_unreadable: bool = False) -> Dataset:
-    """A Dataset from the user's files; training text is the documents themselves. Its
-    provenance lists the documents skipped as unreadable and the question set's manifest,
-    when `harness questions` wrote one."""
-    docs, skipped = read_documents(documents, skip_unreadable=skip_unreadable)
-    manifest = None
-    if manifest_path(questions).is_file():
-        try:
-            manifest = json.loads(manifest_path(questions).read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise DataError(f"{manifest_path(questions)}: not a valid JSON manifest (delete it or rerun "
-                            "harness questions)") from None
-    return Dataset(
-        documents=tuple(docs),
-        questions=tuple(load_questions(questions)),
-        train_texts=tuple(d.text for d in docs),
-        train_questions=tuple(load_questions(train_questions)) if train_questions else (),
-        provenance={"skipped_documents": skipped, "question_set": manifest},
-    )
 
 
 

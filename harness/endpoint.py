@@ -254,12 +254,12 @@ def local_tokenizer(name: str):
 
     from transformers import AutoTokenizer
 
-    from harness.models import EMBEDDED_GENERATORS, _converted_from_gguf, _embedded_gguf
+    from harness.models import EMBEDDED_GENERATORS, converted_from_gguf, embedded_gguf
 
     if name in EMBEDDED_GENERATORS:
-        source = _converted_from_gguf(_embedded_gguf(name))[0]
+        source = converted_from_gguf(embedded_gguf(name))[0]
     elif name.endswith(".gguf"):
-        source = _converted_from_gguf(Path(name))[0]
+        source = converted_from_gguf(Path(name))[0]
     else:
         source = name
     try:

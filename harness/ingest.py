@@ -1,7 +1,9 @@
-"""Turning the user's files into plain text, one reader per file type.
+"""Turning the user's files into documents and a dataset, one reader per file type.
 
     text = read_file(Path("docs/handbook.pdf"))            # DataError names the file
     docs, skipped = read_folder(Path("docs"), skip_unreadable=True)
+    docs, skipped = read_documents("docs")                 # a folder, or a JSONL of {id, text}
+    data = load_user_dataset(documents="docs", questions="q/questions.jsonl", train_questions=None)
 
 Readers (`READERS`, by suffix), all offline:
 
@@ -25,12 +27,14 @@ are an error. Hidden files (a name starting with a dot) are ignored.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import zipfile
 from pathlib import Path
 
-from harness.data import MAX_FILE_BYTES, DataError, Document
+from harness.data import (MAX_FILE_BYTES, Dataset, DataError, Document, check_id, load_questions, manifest_path,
+                          read_jsonl)
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +169,60 @@ def read_folder(folder: str | Path, *, skip_unreadable: bool = False) -> tuple[l
         if text:
             docs.append(Document(id=doc_id, text=text))
     return docs, skipped
+
+
+def read_documents(path: str | Path, *, skip_unreadable: bool = False) -> tuple[list[Document], list[dict]]:
+    """Documents from a folder of files (see harness/ingest.py for the types read) or from
+    a JSONL file (`id`, `text`), and the files left out as unreadable (`skip_unreadable`;
+    otherwise an unreadable file is an error)."""
+    path = Path(path)
+    if path.is_dir():
+        docs, skipped = read_folder(path, skip_unreadable=skip_unreadable)
+        if not docs:
+            raise DataError(f"{path}: no non-empty documents found ({', '.join(READERS)})"
+                            + (f"; {len(skipped)} unreadable file(s) skipped" if skipped else ""))
+        return docs, skipped
+    if not path.exists():
+        raise DataError(f"{path}: documents not found (expected a folder of documents or a JSONL file)")
+    docs, seen = [], set()
+    for lineno, row in read_jsonl(path):
+        doc_id, text = check_id(row.get("id"), f"{path}:{lineno}"), row.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"{path}:{lineno}: 'text' must be a non-empty string")
+        if str(doc_id) in seen:
+            raise DataError(f"{path}:{lineno}: duplicate id {doc_id!r}")
+        seen.add(str(doc_id))
+        docs.append(Document(id=str(doc_id), text=text.strip()))
+    if not docs:
+        raise DataError(f"{path}: no documents (the file is empty)")
+    return docs, []
+
+
+def load_documents(path: str | Path, *, skip_unreadable: bool = False) -> list[Document]:
+    """Documents from a folder or a JSONL file (see `read_documents`)."""
+    return read_documents(path, skip_unreadable=skip_unreadable)[0]
+
+
+def load_user_dataset(*, documents: str, questions: str, train_questions: str | None,
+                      skip_unreadable: bool = False) -> Dataset:
+    """A Dataset from the user's files; training text is the documents themselves. Its
+    provenance lists the documents skipped as unreadable and the question set's manifest,
+    when `harness questions` wrote one."""
+    docs, skipped = read_documents(documents, skip_unreadable=skip_unreadable)
+    manifest = None
+    if manifest_path(questions).is_file():
+        try:
+            manifest = json.loads(manifest_path(questions).read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise DataError(f"{manifest_path(questions)}: not a valid JSON manifest (delete it or rerun "
+                            "harness questions)") from None
+    return Dataset(
+        documents=tuple(docs),
+        questions=tuple(load_questions(questions)),
+        train_texts=tuple(d.text for d in docs),
+        train_questions=tuple(load_questions(train_questions)) if train_questions else (),
+        provenance={"skipped_documents": skipped, "question_set": manifest},
+    )
 
 
 READERS = {

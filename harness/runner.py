@@ -36,7 +36,8 @@ from harness.adapters import (adapter_group, generation_memo, obtain_adapter, ob
                               select_training_facts)
 from harness.cache import cache_dir
 from harness.config import PIPELINE_NAMES, ExperimentConfig, config_to_dict, expand_grid
-from harness.data import EXTERNAL_FORMATS, Dataset, load_user_dataset
+from harness.data import EXTERNAL_FORMATS, Dataset
+from harness.ingest import load_user_dataset
 from harness.memo import Memo
 from harness.models import LoadedModel, load_generator
 from harness.pipelines import PIPELINES, adapter_switch, answer

@@ -38,7 +38,7 @@ import numpy as np
 from harness import metrics, stats
 from harness.data import Dataset, DataError, Document, Question
 from harness.style import StyleClassifier, StylePair, builtin_pairs, load_pairs
-from harness.world import ATTRIBUTES, _Names, generate_world
+from harness.world import ATTRIBUTES, Names, generate_world
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ def build_terminology(s, data) -> Dataset:
     and define the term (task `definition`, scored by token F1); training asks the same
     things in other words."""
     rng = random.Random(s.seed)
-    names = _Names(rng)
+    names = Names(rng)
     terms, seen = [], set()
     while len(terms) < s.n_terms:
         definition = f"a {rng.choice(_MATERIALS)} {rng.choice(_OBJECTS)} {rng.choice(_PURPOSES)}"

@@ -181,7 +181,7 @@ def _frame(framing: str, template: str, attribute: str, sentence: str) -> str:
     return framing.format(s=sentence)
 
 
-class _Names:
+class Names:
     """Unique invented names; never the same string twice within one world."""
 
     def __init__(self, rng: random.Random):
@@ -214,7 +214,7 @@ def generate_world(*, seed: int, n_people: int, n_organisations: int, n_places: 
         raise DataError(f"data.paraphrases (or data.world.paraphrases): the world has at most {max_paraphrases()} "
                         f"restatements per fact, got {paraphrases}")
     rng = random.Random(seed)
-    names = _Names(rng)
+    names = Names(rng)
     # Value pools hold at least 8 names so every question gets 3 distinct distractors;
     # the first n_places / n_organisations of them are also entities with documents.
     places = [names.place() for _ in range(max(n_places, 8))]

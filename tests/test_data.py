@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from harness.data import DataError, load_documents, load_questions, load_user_dataset
+from harness.data import DataError, load_questions
+from harness.ingest import load_documents, load_user_dataset
 
 
 def _write(path, rows):

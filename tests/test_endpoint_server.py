@@ -24,7 +24,7 @@ pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] is not 
 
 from harness.endpoint import EndpointError, connect, local_tokenizer  # noqa: E402
 from harness.memo import Memo  # noqa: E402
-from harness.models import _embedded_gguf  # noqa: E402
+from harness.models import embedded_gguf  # noqa: E402
 from harness.pipelines import answer  # noqa: E402
 from harness.world import generate_world  # noqa: E402
 from tests.test_endpoint import free_port  # noqa: E402
@@ -37,7 +37,7 @@ LOGLIK_TOLERANCE_PER_TOKEN = 0.25
 
 
 def start_server(port: int, *, api_key: str | None = None) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(_embedded_gguf("smollm2")),
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_gguf("smollm2")),
            "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
            "--n_threads", "2", "--logits_all", "true", "--verbose", "false"]
     if api_key:

@@ -6,7 +6,8 @@ import pytest
 from docfiles import (write_docx, write_encrypted_pdf, write_html, write_image_only_pdf, write_pdf,
                       write_zip_bomb_docx)
 from harness import ingest
-from harness.data import DataError, load_documents, read_documents
+from harness.data import DataError
+from harness.ingest import load_documents, read_documents
 
 
 def test_every_type_reads_to_its_text(tmp_path):

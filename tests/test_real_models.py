@@ -7,7 +7,7 @@ import hashlib
 import json
 
 from harness.config import parse_config
-from harness.models import EMBEDDED_GENERATORS, _embedded_gguf
+from harness.models import EMBEDDED_GENERATORS, embedded_gguf
 from harness.runner import run_experiment
 
 
@@ -24,7 +24,7 @@ def test_smollm2_and_minilm_run_a_small_experiment(tmp_path):
     }
     out = run_experiment(parse_config(raw), results_root=tmp_path)
     m = json.loads((out / "metrics.json").read_text())
-    gguf = _embedded_gguf("smollm2")
+    gguf = embedded_gguf("smollm2")
     assert gguf.name == EMBEDDED_GENERATORS["smollm2"].gguf_file
     assert m["model"]["fingerprint"] == hashlib.sha256(gguf.read_bytes()).hexdigest()  # the packaged weights
     assert m["costs"]["training"]["steps"] == 2 and m["costs"]["training"]["trainable_params"] > 0

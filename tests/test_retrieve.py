@@ -138,9 +138,9 @@ class _WordPieceEmbedder:
     def __init__(self, max_seq_length: int):
         from transformers import AutoTokenizer
 
-        from harness.retrieve import _minilm_dir
+        from harness.retrieve import minilm_dir
 
-        self.tokenizer = AutoTokenizer.from_pretrained(_minilm_dir())
+        self.tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
         self.max_seq_length = max_seq_length
 
 
