@@ -201,24 +201,9 @@ def _scenario_blocks(m: dict) -> list[tuple]:
     b.append(("table", DECISION_TABLE_HEADER, decision_rows([m])))
     for metric, v in sc["also"].items():
         b.append(("p", f"{defs[metric]['label']}: {_verdict_cell(v)}."))
-    corpus = sc.get("corpus") or {}
-    if sc["name"] == "style":
-        clf = corpus["classifier"]
-        b.append(("p", f"Style classifier (character n-gram logistic regression, trained on {clf['train_pairs']} "
-                       f"pairs' two sides): held-out accuracy {_pct(clf['held_out_accuracy'])}% on "
-                       f"{clf['held_out_pairs']} pairs. Corpus-level scores (sacrebleu):"))
-        b.append(("table", ["pipeline", "corpus BLEU", "corpus chrF"],
-                  [[p, f"{c['bleu']:.1f}", f"{c['chrf']:.1f}"] for p, c in corpus.items() if p != "classifier"]))
-    if sc["name"] == "format":
-        b.append(("p", "Classification, corpus-level macro-F1 (scikit-learn) with a bootstrap 95% interval:"))
-        b.append(("table", ["pipeline", "macro-F1"],
-                  [[p, f"{_pct(c['macro_f1'])} [{_pct(c['macro_f1_ci95'][0])}, {_pct(c['macro_f1_ci95'][1])}]"]
-                   for p, c in corpus.items()]))
-    if sc["name"] == "updated" and corpus.get("update_cost"):
-        u = corpus["update_cost"]
-        reindex = "–" if u["reindex_seconds"] is None else f"{u['reindex_seconds']:.2f} s"
-        retrain = "–" if u["retrain_seconds"] is None else f"{u['retrain_seconds']:.1f} s"
-        b.append(("p", f"Cost of taking in the update: re-index {reindex}; retrain {retrain} ({u['note']})."))
+    from harness.scenarios import report_blocks  # the scenario's own corpus-level blocks
+
+    b.extend(report_blocks(sc, pct=_pct))
     return b
 
 
