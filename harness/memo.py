@@ -21,13 +21,13 @@ readers skip: what was being computed then is computed again, nothing else.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import platform
 from pathlib import Path
 
+from harness import cache
 from harness.cache import cache_dir
 from harness.results import atomic_write_text, jsonl_rows
 
@@ -37,8 +37,8 @@ FORMAT = 1  # bump when the stored values change meaning
 
 
 def content_key(obj) -> str:
-    """sha256 of the canonical JSON of `obj`."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    """sha256 of the canonical JSON of `obj`: the cache's key under the memo's scheme 2."""
+    return cache.content_key(obj, scheme=2)
 
 
 class Memo:
