@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 
@@ -37,7 +36,7 @@ from harness.prompts import ABSTAIN
 from harness.results import atomic_write_json, run_lock
 from harness.retrieve import chunk_documents
 from harness.train import TrainError, build_examples, build_raft_examples
-from harness.trainer import TrainResult, train_model
+from harness.trainer import TrainResult, launch_from_env, train_model
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +164,7 @@ def obtain_adapter(lm: LoadedModel, data: Dataset, cfg: ExperimentConfig, *, see
     partial = target.with_name(f"{target.name}.partial")
     settings = _train_settings(t, seed=seed, name=name, partial=partial, dev_examples=dev_examples)
     stamp = {"adapter_dir": str(target), "cache_key": key, "seed": seed, "method": t.method}
-    if int(os.environ.get("RANK", "0")) > 0:  # a data-parallel helper: the first process owns the files
+    if launch_from_env().process_rank > 0:  # a data-parallel helper: the first process owns the files
         result = train_model(lm, examples, out_dir=partial / "adapter", **settings)
         return {**result.to_json(), **stamp}, False
     with run_lock(partial, wait=True):

@@ -72,17 +72,17 @@ def _run(args) -> int:
 
 
 def _train(args) -> int:
-    import os
 
     from harness.config import load_config
     from harness.runner import train_adapters
+    from harness.trainer import launch_from_env
 
     from harness.preflight import check_experiment
 
     cfg = load_config(args.config)
     check_experiment(cfg, source=args.config)
     records = train_adapters(cfg)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if launch_from_env().process_rank == 0:
         for r in records:
             how = "cached" if r["from_cache"] else f"trained by {r.get('world_size', 1)} process(es)"
             print(f"adapter {r['adapter_dir']} ({how}{', cell ' + r['cell'] if r['cell'] else ''})")

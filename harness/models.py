@@ -197,6 +197,11 @@ def keep_4bit_trainable(model) -> int:
 GGUF_MAGIC = b"GGUF"
 
 
+def hub_offline() -> bool:
+    """Whether the user switched the hub off (HF_HUB_OFFLINE): the one place harness reads it."""
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
 def hub_config(name: str) -> Path | None:
     """config.json of a hub id in the local hub cache, or None."""
     try:
@@ -256,7 +261,7 @@ def check_generator(name: str, *, target_modules=None, trust_remote_code: bool =
             raise ModelError(f"model.name: unknown model {name!r}; did you mean {guess!r}? (embedded: "
                              f"{', '.join(EMBEDDED_GENERATORS)}; or a hub id, local directory or .gguf file)")
         hub = hub_config(name)
-        if hub is None and os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        if hub is None and hub_offline():
             raise ModelError(f"model.name: {name!r} is not an embedded name ({', '.join(EMBEDDED_GENERATORS)}), "
                              "a local directory or a .gguf file, and the hub is offline (HF_HUB_OFFLINE) with no "
                              "copy of it in the local hub cache")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
 from pathlib import Path
 
 from harness.cache import check_cache_dir, writable_problem
@@ -46,9 +45,9 @@ def check_embedder(name: str) -> None:
             raise EmbedderError(f"embedder.name: {name!r} is not one of {', '.join(EMBEDDERS)} and no such "
                                 "directory exists")
         return
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        from harness.models import hub_config
+    from harness.models import hub_config, hub_offline
 
+    if hub_offline():
         if hub_config(name) is None:
             raise EmbedderError(f"embedder.name: {name!r} is not one of {', '.join(EMBEDDERS)} or a local "
                                 "directory, and the hub is offline (HF_HUB_OFFLINE) with no copy of it cached")
