@@ -7,12 +7,15 @@ computed.
 The record carries the config hash and adapter group (what grid.py matches finished
 cells by), the model and data as used, every aggregate with its interval, the
 comparisons and verdicts, the costs, the pinned protocol, timings and provenance. The
-words that describe metrics and tests come from metrics.py and stats.py.
+words that describe metrics and tests come from metrics.py and stats.py. Its shape is
+defined once, in schema.py: the record carries `schema_version` and is validated against
+it before it is written, so a run cannot write a file the report would refuse.
 """
 
 from __future__ import annotations
 
 from harness import metrics, scenarios, stats
+from harness.schema import SCHEMA_VERSION, validate_metrics
 from harness.adapters import adapter_group
 from harness.config import ExperimentConfig, config_hash
 from harness.data import Dataset
@@ -90,6 +93,7 @@ def metrics_record(cfg: ExperimentConfig, *, data: Dataset, lm: LoadedModel, ana
     splits, comparisons, verdicts, recovery ratios and knowledge breakdown (in that
     order); `judged` is secondary, outside the verdicts, and absent when None."""
     result = {
+        "schema_version": SCHEMA_VERSION,
         "experiment": cfg.name,
         "status": "complete",
         "config_hash": config_hash(cfg),
@@ -110,4 +114,5 @@ def metrics_record(cfg: ExperimentConfig, *, data: Dataset, lm: LoadedModel, ana
     }
     if judged is not None:
         result["judged"] = judged
+    validate_metrics(result, source="metrics.json as built")  # schema.py is its one definition
     return result
