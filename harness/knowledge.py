@@ -26,6 +26,8 @@ generation memo like any other generation. With `samples=0` nothing is tagged.
 
 from __future__ import annotations
 
+from tqdm.auto import tqdm
+
 from harness import metrics
 from harness.memo import compute_in_batches, content_key
 from harness.models import LoadedModel, generate
@@ -43,7 +45,7 @@ def categorize(*, sample_hits: int, samples: int) -> str:
 
 
 def _closed_book(lm: LoadedModel, questions, *, max_new_tokens: int, batch_size: int, temperature: float | None,
-                 seed: int, memo=None) -> list[str]:
+                 seed: int, memo=None, progress=None) -> list[str]:
     """Closed-book outputs of the base model (adapter off is the caller's business)."""
     template = template_for(retrieval=False)
     prompts = [render(lm.tokenizer, template, question=q.question) for q in questions]
@@ -56,7 +58,8 @@ def _closed_book(lm: LoadedModel, questions, *, max_new_tokens: int, batch_size:
         return [g.text for g in generate(lm, [prompts[i] for i in unit], max_new_tokens=max_new_tokens,
                                          batch_size=batch_size, temperature=temperature, seed=seed)]
 
-    return compute_in_batches([len(p) for p in prompts], batch_size=batch_size, key=key, compute=compute, memo=memo)
+    return compute_in_batches([len(p) for p in prompts], batch_size=batch_size, key=key, compute=compute, memo=memo,
+                              progress=progress)
 
 
 def tag_questions(lm: LoadedModel, questions, *, samples: int, temperature: float, max_new_tokens: int,
@@ -67,9 +70,11 @@ def tag_questions(lm: LoadedModel, questions, *, samples: int, temperature: floa
     if samples == 0:
         return {}
     hits = {q.id: 0 for q in questions}
-    for j in range(samples):
-        outputs = _closed_book(lm, questions, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                               temperature=temperature, seed=seed + 7919 * (j + 1), memo=memo)
-        for q, o in zip(questions, outputs):
-            hits[q.id] += int(metrics.contains(o, q.answers))
+    with tqdm(total=samples * len(questions), desc=f"tag known/unknown ({samples} samples)", unit="q") as bar:
+        for j in range(samples):
+            outputs = _closed_book(lm, questions, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                   temperature=temperature, seed=seed + 7919 * (j + 1), memo=memo,
+                                   progress=bar.update)
+            for q, o in zip(questions, outputs):
+                hits[q.id] += int(metrics.contains(o, q.answers))
     return {q.id: categorize(sample_hits=hits[q.id], samples=samples) for q in questions}
