@@ -251,7 +251,6 @@ def list_models(ep: Endpoint) -> list[dict]:
 def local_tokenizer(name: str):
     """The tokenizer of the local model `name` (embedded name, .gguf, directory or hub
     id), which renders prompts for the completions API exactly as in-process."""
-
     from transformers import AutoTokenizer
 
     from harness.models import EMBEDDED_GENERATORS, _converted_from_gguf, _embedded_gguf
