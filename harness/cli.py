@@ -14,6 +14,7 @@
     harness init DOCS [--out harness.yaml]   a starter config for a folder of documents, with a time estimate
     harness questions DOCS --out DIR         build questions from documents (cloze, or --generator model)
     harness questions --apply-review SHEET --out DIR   write the reviewed question set
+    harness export-lora ADAPTER_DIR --base MODEL.gguf [--out FILE.gguf]   a PEFT LoRA as a llama.cpp GGUF adapter
 
 Exit codes: 0 success, 2 a problem with the user's input (config, data, model name), a
 results folder that another live run is writing, a path in the way of the results that
@@ -220,6 +221,18 @@ def _init(args) -> int:
     return 0
 
 
+def _export_lora(args) -> int:
+    from harness.endpoint import lora_gguf_path
+    from harness.gguf_lora import ExportError, export_lora
+
+    try:
+        print(export_lora(args.adapter_dir, base_gguf=args.base, out=args.out or lora_gguf_path(args.adapter_dir)))
+    except ExportError as err:
+        print(f"harness: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="harness", description="Fine-tune, retrieve, or both? Measure it.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -280,6 +293,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-unreadable", action="store_true", help="leave out files that cannot be read")
     p.add_argument("--apply-review", default=None, metavar="SHEET", help="write the reviewed set into --out")
     p.set_defaults(func=_questions)
+    p = sub.add_parser("export-lora", help="write a PEFT LoRA adapter as a GGUF adapter for llama.cpp's server")
+    p.add_argument("adapter_dir")
+    p.add_argument("--base", required=True, help="the base model's GGUF file (its architecture and shapes)")
+    p.add_argument("--out", default=None, help="the GGUF file to write (default: ADAPTER_DIR.gguf)")
+    p.set_defaults(func=_export_lora)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -38,6 +38,7 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from harness.models import Generation, LoadedModel, ModelError
 
@@ -250,8 +251,6 @@ def list_models(ep: Endpoint) -> list[dict]:
 def local_tokenizer(name: str):
     """The tokenizer of the local model `name` (embedded name, .gguf, directory or hub
     id), which renders prompts for the completions API exactly as in-process."""
-    from pathlib import Path
-
     from transformers import AutoTokenizer
 
     from harness.models import EMBEDDED_GENERATORS, converted_from_gguf, embedded_gguf
@@ -303,14 +302,66 @@ def check_adapter(ep: Endpoint, *, served_adapter: str, cache_key: str) -> str:
             raise EndpointError(f"model.served_adapter: {served_adapter!r} is served from {root}, whose cache key "
                                 f"is not this run's adapter ({cache_key[:32]})")
         return "matches"
-    return f"unverified: the server reports root {root or 'none'!r}, not a harness cache folder"
+    if not root:  # llama-cpp-python lists aliases only: id, object, owned_by
+        return ("unverified: the server's /v1/models entry names no adapter path (llama-cpp-python lists only "
+                f"aliases); its config's lora_path should be {cache_key[:32]}.gguf")
+    return f"unverified: the server reports root {root!r}, not a harness cache folder"
 
 
-def serve_command(*, base_model: str, served_model: str, served_adapter: str, adapter_dir: str) -> str:
+def serve_command(*, base_model: str, served_model: str, served_adapter: str, adapter_dir: str,
+                  base_gguf: str | None = None) -> str:
     """The vLLM command that serves the base and the trained adapter under the names the
-    config expects, bound to loopback (put a proxy in front to expose it)."""
-    return (f"vllm serve {base_model} --served-model-name {served_model} --host 127.0.0.1 --port 8000 "
+    config expects, bound to loopback (put a proxy in front to expose it); with the base
+    model's GGUF (`base_gguf`), also the llama.cpp route, which runs on a CPU."""
+    vllm = (f"vllm serve {base_model} --served-model-name {served_model} --host 127.0.0.1 --port 8000 "
             f"--enable-lora --max-lora-rank 64 --lora-modules {served_adapter}={adapter_dir}")
+    if base_gguf is None:
+        return vllm
+    return vllm + "\n  or with llama.cpp (CPU): " + llama_cpp_serve_command(
+        base_gguf=base_gguf, served_model=served_model, served_adapter=served_adapter, adapter_dir=adapter_dir)
+
+
+def lora_gguf_path(adapter_dir: str | Path) -> Path:
+    """Where `harness export-lora` writes an adapter's GGUF by default: beside its folder,
+    named after it (in the cache, after the adapter's cache key)."""
+    return Path(str(adapter_dir).rstrip("/") + ".gguf")
+
+
+def llama_cpp_server_config(*, base_gguf: str, served_model: str, served_adapter: str, lora_gguf: str,
+                            port: int = 8080, n_ctx: int = 2048, n_threads: int | None = None) -> dict:
+    """A `python -m llama_cpp.server --config_file` configuration that serves the base
+    GGUF as `served_model` and the same GGUF with the LoRA as `served_adapter`, on
+    loopback. `logits_all` lets completions echo log-probabilities (multiple choice).
+    The server holds one model at a time and reloads on a switch of alias (about a
+    second for a small model), which harness does once per pipeline."""
+    common = {"model": str(base_gguf), "n_ctx": n_ctx, "logits_all": True, "verbose": False}
+    if n_threads is not None:
+        common["n_threads"] = n_threads
+    return {"host": "127.0.0.1", "port": port,
+            "models": [{**common, "model_alias": served_model},
+                       {**common, "model_alias": served_adapter, "lora_path": str(lora_gguf)}]}
+
+
+def llama_cpp_serve_command(*, base_gguf: str, served_model: str, served_adapter: str, adapter_dir: str,
+                            port: int = 8080) -> str:
+    """One shell line: export the adapter to GGUF, write the two-alias server config
+    beside it, and start llama-cpp-python's server on loopback."""
+    lora = lora_gguf_path(adapter_dir)
+    config_file = lora.with_suffix(".server.json")
+    config = llama_cpp_server_config(base_gguf=base_gguf, served_model=served_model, served_adapter=served_adapter,
+                                     lora_gguf=str(lora), port=port)
+    return (f"harness export-lora {adapter_dir} --base {base_gguf} --out {lora} && "
+            f"echo '{json.dumps(config)}' > {config_file} && python -m llama_cpp.server --config_file {config_file}")
+
+
+def base_gguf(name: str) -> str | None:
+    """The GGUF file llama.cpp serves for the local model `name`: the embedded model's,
+    or `name` itself when it is a .gguf path; None for a Hugging Face model."""
+    from harness.models import EMBEDDED_GENERATORS, embedded_gguf
+
+    if name in EMBEDDED_GENERATORS:
+        return str(embedded_gguf(name))
+    return name if name.endswith(".gguf") else None
 
 
 def letter_question(question: str, choices) -> str:

@@ -111,7 +111,7 @@ def connect_endpoint(cfg: ExperimentConfig, data: Dataset) -> tuple[LoadedModel,
             record = {**record, "selection": selection}
         log.warning("serve the adapter with: %s", endpoint.serve_command(
             base_model=local.source, served_model=m.served_model, served_adapter=m.served_adapter,
-            adapter_dir=record["adapter_dir"]))
+            adapter_dir=record["adapter_dir"], base_gguf=endpoint.base_gguf(m.name)))
         del local
     lm = endpoint.connect(base_url=m.base_url, served_model=m.served_model, tokenizer=None, name=m.name, api=m.api,
                           mc_protocol=m.mc_protocol, api_key_env=m.api_key_env, concurrency=m.concurrency,

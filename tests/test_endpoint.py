@@ -140,3 +140,42 @@ def test_served_adapter_is_checked_against_its_cache_key():
             check_adapter(ep, served_adapter="missing", cache_key=key)
     finally:
         server.shutdown()
+
+
+def test_llama_cpp_route_for_the_served_adapter(tmp_path):
+    """The llama.cpp variant of the serve command: export, a two-alias server config on
+    loopback, the server; and what check_adapter says of llama-cpp-python's model list."""
+    from harness.endpoint import base_gguf, check_adapter, llama_cpp_server_config, serve_command
+    from harness.models import embedded_gguf
+
+    key = "0123456789abcdef" * 4
+    adapter = f"/cache/adapters/{key[:32]}"
+    assert base_gguf("smollm2") == str(embedded_gguf("smollm2"))
+    assert base_gguf("/m/x.gguf") == "/m/x.gguf" and base_gguf("HuggingFaceTB/SmolLM2-135M") is None
+    vllm_only = serve_command(base_model="/m/hf", served_model="sm", served_adapter="sm-ft", adapter_dir=adapter)
+    assert "llama" not in vllm_only and f"--lora-modules sm-ft={adapter}" in vllm_only
+    both = serve_command(base_model="/m/hf", served_model="sm", served_adapter="sm-ft", adapter_dir=adapter,
+                         base_gguf="/m/x.gguf")
+    assert both.startswith(vllm_only)
+    llama = both.split("or with llama.cpp (CPU): ")[1]
+    assert llama.startswith(f"harness export-lora {adapter} --base /m/x.gguf --out {adapter}.gguf && echo '")
+    assert llama.endswith(f"python -m llama_cpp.server --config_file {adapter}.server.json")
+    config = json.loads(llama.split("echo '")[1].split("' > ")[0])
+    assert config == llama_cpp_server_config(base_gguf="/m/x.gguf", served_model="sm", served_adapter="sm-ft",
+                                             lora_gguf=f"{adapter}.gguf")
+    assert config["host"] == "127.0.0.1"
+    assert [(m["model_alias"], m["model"], m.get("lora_path"), m["logits_all"]) for m in config["models"]] == \
+        [("sm", "/m/x.gguf", None, True), ("sm-ft", "/m/x.gguf", f"{adapter}.gguf", True)]
+
+    # what llama-cpp-python lists: aliases only, no path to check the cache key against
+    listing = {"object": "list", "data": [{"id": m, "object": "model", "owned_by": "me", "permissions": []}
+                                          for m in ("sm", "sm-ft")]}
+    server = _models_server(listing)
+    try:
+        ep = Endpoint(base_url=f"http://127.0.0.1:{server.server_port}/v1", served_model="sm", api="completions",
+                      api_key_env=None, timeout=5, retries=0, concurrency=1)
+        assert check_adapter(ep, served_adapter="sm-ft", cache_key=key) == (
+            "unverified: the server's /v1/models entry names no adapter path (llama-cpp-python lists only "
+            f"aliases); its config's lora_path should be {key[:32]}.gguf")
+    finally:
+        server.shutdown()

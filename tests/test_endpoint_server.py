@@ -36,10 +36,14 @@ from tests.test_endpoint import free_port  # noqa: E402
 LOGLIK_TOLERANCE_PER_TOKEN = 0.25
 
 
-def start_server(port: int, *, api_key: str | None = None) -> subprocess.Popen:
+def start_server(port: int, *, api_key: str | None = None, config_file: Path | None = None) -> subprocess.Popen:
+    """llama-cpp-python's server on 127.0.0.1:`port`: the embedded SmolLM2 as `smollm2`,
+    or the models of `config_file` (whose host and port must be these)."""
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_gguf("smollm2")),
            "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
            "--n_threads", "2", "--logits_all", "true", "--verbose", "false"]
+    if config_file is not None:
+        cmd = [sys.executable, "-m", "llama_cpp.server", "--config_file", str(config_file)]
     if api_key:
         cmd += ["--api_key", api_key]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
