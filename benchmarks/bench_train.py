@@ -103,7 +103,6 @@ def _one(variant: str, a) -> dict:
     import torch
 
     from harness.models import load_generator
-
     from harness.trainer import PeakMemory
 
     lm = load_generator(a.model, dtype=a.dtype, device=a.device)

@@ -75,10 +75,9 @@ def _run(args) -> int:
 def _train(args) -> int:
 
     from harness.config import load_config
+    from harness.preflight import check_experiment
     from harness.runner import train_adapters
     from harness.trainer import launch_from_env
-
-    from harness.preflight import check_experiment
 
     cfg = load_config(args.config)
     check_experiment(cfg, source=args.config)
@@ -93,9 +92,8 @@ def _train(args) -> int:
 def _plan(args) -> int:
     from harness.config import load_config
     from harness.grid import plan_grid
-    from harness.tables import markdown_table
-
     from harness.preflight import check_experiment
+    from harness.tables import markdown_table
 
     cfg = load_config(args.config)
     check_experiment(cfg, source=args.config, results_root=args.results_dir)

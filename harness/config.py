@@ -12,11 +12,11 @@ nothing, creates no directory). `load_config(path)` is the one entry point;
 from __future__ import annotations
 
 import hashlib
-import json
-from pathlib import Path
 import itertools
+import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import yaml

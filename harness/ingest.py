@@ -33,8 +33,16 @@ import re
 import zipfile
 from pathlib import Path
 
-from harness.data import (MAX_FILE_BYTES, Dataset, DataError, Document, check_id, load_questions, manifest_path,
-                          read_jsonl)
+from harness.data import (
+    MAX_FILE_BYTES,
+    DataError,
+    Dataset,
+    Document,
+    check_id,
+    load_questions,
+    manifest_path,
+    read_jsonl,
+)
 
 log = logging.getLogger(__name__)
 

@@ -15,13 +15,13 @@ it before it is written, so a run cannot write a file the report would refuse.
 from __future__ import annotations
 
 from harness import metrics, scenarios, stats
-from harness.schema import SCHEMA_VERSION, validate_metrics
 from harness.adapters import adapter_group
 from harness.config import ExperimentConfig, config_hash
 from harness.data import Dataset
 from harness.models import LoadedModel
 from harness.prompts import TEMPLATES
 from harness.results import provenance
+from harness.schema import SCHEMA_VERSION, validate_metrics
 
 
 def model_record(cfg: ExperimentConfig, lm: LoadedModel) -> dict:

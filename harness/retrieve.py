@@ -36,7 +36,9 @@ from typing import Callable
 import faiss
 import numpy as np
 
-from harness.cache import content_key, read_bytes as cache_read_bytes, write_bytes as cache_write_bytes
+from harness.cache import content_key
+from harness.cache import read_bytes as cache_read_bytes
+from harness.cache import write_bytes as cache_write_bytes
 from harness.data import Document
 
 

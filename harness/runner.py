@@ -32,8 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from harness import benchmarks, knowledge, metrics, report, scenarios, stats
-from harness.adapters import (adapter_group, generation_memo, obtain_adapter, obtain_raft_adapter,
-                              select_training_facts)
+from harness.adapters import adapter_group, generation_memo, obtain_adapter, obtain_raft_adapter, select_training_facts
 from harness.cache import cache_dir
 from harness.config import PIPELINE_NAMES, ExperimentConfig, config_to_dict, expand_grid
 from harness.data import EXTERNAL_FORMATS, Dataset
@@ -42,8 +41,15 @@ from harness.memo import Memo
 from harness.models import LoadedModel, load_generator
 from harness.pipelines import PIPELINES, adapter_switch, answer
 from harness.record import costs_record, metrics_record
-from harness.results import (atomic_write_json, atomic_write_jsonl, atomic_write_yaml, check_destination,
-                             checked_destination, run_lock, staged_run_dir)
+from harness.results import (
+    atomic_write_json,
+    atomic_write_jsonl,
+    atomic_write_yaml,
+    check_destination,
+    checked_destination,
+    run_lock,
+    staged_run_dir,
+)
 from harness.retrieve import build_retriever, embedder_fingerprint, load_embedder
 from harness.world import generate_world
 

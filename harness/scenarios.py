@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from harness import metrics, stats
-from harness.data import Dataset, DataError, Document, Question
+from harness.data import DataError, Dataset, Document, Question
 from harness.style import StyleClassifier, StylePair, builtin_pairs, load_pairs
 from harness.world import ATTRIBUTES, Names, generate_world
 

@@ -3,8 +3,7 @@ to plain text, one-line errors for bad files, and a zip bomb refused before pars
 
 import pytest
 
-from docfiles import (write_docx, write_encrypted_pdf, write_html, write_image_only_pdf, write_pdf,
-                      write_zip_bomb_docx)
+from docfiles import write_docx, write_encrypted_pdf, write_html, write_image_only_pdf, write_pdf, write_zip_bomb_docx
 from harness import ingest
 from harness.data import DataError
 from harness.ingest import load_documents, read_documents

@@ -4,8 +4,8 @@ general-knowledge probes of the world."""
 import json
 
 import pytest
-from conftest import tiny_config
 
+from conftest import tiny_config
 from harness import knowledge, metrics
 from harness.config import parse_config
 from harness.data import Question
@@ -126,9 +126,9 @@ def test_a_run_reports_hallucination_by_source(tiny_model_dir, tmp_path):
 
 
 def test_training_only_on_unknown_facts_relabelled_as_abstention(tiny_model_dir, tmp_path):
+    from harness.adapters import select_training_facts
     from harness.models import load_generator
     from harness.prompts import ABSTAIN
-    from harness.adapters import select_training_facts
     from harness.runner import load_dataset
 
     raw = tiny_config(tiny_model_dir, name="gekhman", eval={"pipelines": ["base", "finetuned"], "max_new_tokens": 3,

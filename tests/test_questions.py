@@ -9,8 +9,7 @@ import pytest
 from harness.data import DataError, Document, load_questions
 from harness.ingest import load_user_dataset
 from harness.metrics import contains, normalize
-from harness.questions import (build_question_set, closed_book_leakage, find_spans, make_questions,
-                               retrieval_round_trip)
+from harness.questions import build_question_set, closed_book_leakage, find_spans, make_questions, retrieval_round_trip
 from harness.retrieve import HashingEmbedder
 from harness.review import apply_review
 

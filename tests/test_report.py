@@ -12,8 +12,8 @@ import pytest
 from conftest import tiny_config
 from harness.config import parse_config
 from harness.report import ReportError, compare_runs, write_report
-from harness.schema import load_metrics
 from harness.runner import run_experiment
+from harness.schema import load_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 

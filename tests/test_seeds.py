@@ -2,12 +2,12 @@
 outputs under their own adapter's key."""
 
 import torch
-from conftest import tiny_config
 
+from conftest import tiny_config
 from harness import metrics
+from harness.adapters import generation_memo
 from harness.config import parse_config
 from harness.pipelines import GENERATION_FORMAT, answer
-from harness.adapters import generation_memo
 from harness.runner import spread_across_seeds
 from harness.world import generate_world
 
