@@ -272,3 +272,13 @@ def test_the_checks_catch_each_kind_of_violation(tmp_path, monkeypatch):
     assert long_functions(files["harness.d"]) == ["harness/d.py:1: long is 81 lines"]
     assert scenario_name_comparisons(files["harness.c"]) == [
         "harness/c.py:3: cfg.scenario.name != 'style'", "harness/c.py:3: 'facts' == scenario.name"]
+
+
+def test_readme_layout_names_every_module_once():
+    """README's Layout table has one line per module of harness/, and no line for a
+    module that is gone (so the map a newcomer reads is the package as it is)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    layout = readme[readme.index("## Layout") :]
+    listed = [line.split("`")[1] for line in layout.splitlines() if line.startswith("| `") and ".py`" in line]
+    modules = sorted(p.name for p in (ROOT / "harness").glob("*.py") if p.name != "__init__.py")
+    assert sorted(listed) == modules
