@@ -231,7 +231,8 @@ def _export_lora(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: one subcommand per job, each calling one `_command` function."""
     parser = argparse.ArgumentParser(prog="harness", description="Fine-tune, retrieve, or both? Measure it.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -296,7 +297,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base", required=True, help="the base model's GGUF file (its architecture and shapes)")
     p.add_argument("--out", default=None, help="the GGUF file to write (default: ADAPTER_DIR.gguf)")
     p.set_defaults(func=_export_lora)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "urllib3", "sentence_transformers", "transformers", "filelock", "faiss.loader"):
