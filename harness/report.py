@@ -27,7 +27,7 @@ import re
 from pathlib import Path
 
 from harness.results import atomic_write_text, read_jsonl
-from harness.schema import MetricsError, load_metrics
+from harness.schema import MetricsError, load_metrics, read_json
 from harness.tables import html_table, markdown_table
 
 MAIN_METRICS = ("contains", "mc_accuracy", "token_f1", "exact_match", "hallucination_answerable",
@@ -812,15 +812,6 @@ def to_html(blocks: list[tuple], *, title: str) -> str:
             f"<style>{_CSS}</style></head><body>{''.join(body)}<script>{_JS}</script></body></html>\n")
 
 
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ReportError(f"{path}: missing (not a finished results folder)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ReportError(f"{path}: not readable as JSON, truncated or damaged ({err})") from None
-
-
 def _load(results_dir: Path) -> tuple[dict, list[dict], list[dict] | None]:
     """metrics.json through the schema (schema.load_metrics: validated, its version
     checked) as a plain dict, the predictions and the loss curve, if any."""
@@ -838,7 +829,10 @@ def _load(results_dir: Path) -> tuple[dict, list[dict], list[dict] | None]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ReportError(f"{results_dir / 'predictions.jsonl'}: truncated or damaged ({err})") from None
     curve_path = results_dir / "loss_curve.json"
-    curve = _read_json(curve_path) if curve_path.is_file() else None
+    try:
+        curve = read_json(curve_path) if curve_path.is_file() else None
+    except MetricsError as err:
+        raise ReportError(str(err)) from None
     return m, predictions, curve
 
 

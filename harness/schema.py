@@ -264,7 +264,8 @@ class Metrics(_Part):
 REQUIRED_KEYS = tuple(name for name, f in Metrics.model_fields.items() if f.is_required())
 
 
-def _read(path: Path) -> Any:
+def read_json(path: Path) -> Any:
+    """A results file's JSON, or MetricsError naming it (missing, unreadable, damaged)."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -304,7 +305,7 @@ def validate_metrics(obj: Any, *, source: str | Path) -> Metrics:
 def load_metrics(path: str | Path) -> Metrics:
     """Read and validate one run's metrics.json (see validate_metrics for the errors)."""
     path = Path(path)
-    return validate_metrics(_read(path), source=path)
+    return validate_metrics(read_json(path), source=path)
 
 
 def json_schema_text() -> str:

@@ -72,6 +72,14 @@ def test_the_report_reads_through_the_schema_and_names_a_foreign_version(run_dir
         compare_runs(run_dir, copy)
 
 
+def test_a_damaged_loss_curve_is_named_not_a_traceback(run_dir, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    (copy / "loss_curve.json").write_text('{"epochs": [')
+    with pytest.raises(ReportError, match=r"loss_curve\.json: not readable as JSON, truncated or damaged"):
+        write_report(copy)
+
+
 def test_compare_two_runs(run_dir):
     text = compare_runs(run_dir, run_dir)
     assert "| metric | pipeline | A | B | B − A |" in text and "+0.0" in text
