@@ -1,7 +1,8 @@
 """Table: full fine-tuning, LoRA and QLoRA side by side, from a finished
 `experiments/methods.yaml` grid (README, "Training").
 
-Per cell: trainable parameters, peak training memory and its ratio to the weights' size,
+Per cell: trainable parameters, training memory (report.training_memory: the weights plus
+the rise while training on a CPU, torch's peak on a GPU) and its ratio to the weights' size,
 training time, the fact gain of the fine-tuned arm over base (multiple-choice accuracy,
 points) and the change from base on MMLU (all subjects, acc) and HellaSwag (acc_norm),
 with the paired 95% intervals the runs computed (forgetting: below zero).
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from harness.report import training_memory
 from harness.schema import load_metrics
 
 
@@ -24,15 +26,15 @@ def _change(bench: dict, label: str, metric: str) -> str:
 
 def rows(folder: Path) -> list[str]:
     """The table's Markdown lines, one row per cell in the grid's order."""
-    lines = ["| cell | trainable params | peak memory MB | peak / weights | train s | fact gain, MC (pts) | "
+    lines = ["| cell | trainable params | training memory MB | memory / weights | train s | fact gain, MC (pts) | "
              "MMLU change (pts) | HellaSwag acc_norm change (pts) |", "|---|---|---|---|---|---|---|---|"]
     for cell in sorted(p.parent for p in folder.glob("*/metrics.json")):
         m = load_metrics(cell / "metrics.json").raw()
         t, pipes, bench = m["costs"]["training"], m["pipelines"], m["benchmarks"]
         gain = 100 * (pipes["finetuned"]["mc_accuracy"]["mean"] - pipes["base"]["mc_accuracy"]["mean"])
-        peak = t.get("peak_gpu_mb") or t["peak_rss_mb"]
-        lines.append(f"| {cell.name} | {t['trainable_params']:,} | {peak:,.0f} | "
-                     f"{peak * 2**20 / t['weights_bytes']:.1f}x | {t['wall_seconds']:.0f} | {gain:+.1f} | "
+        mb, _ = training_memory(t)
+        lines.append(f"| {cell.name} | {t['trainable_params']:,} | {mb:,.0f} | "
+                     f"{mb * 2**20 / t['weights_bytes']:.1f}x | {t['wall_seconds']:.0f} | {gain:+.1f} | "
                      f"{_change(bench, 'mmlu (all subjects)', 'acc')} | {_change(bench, 'hellaswag', 'acc_norm')} |")
     return lines
 

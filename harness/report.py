@@ -293,10 +293,9 @@ def _fine_tuning_blocks(m: dict) -> list[tuple]:
                        f"{mat['examples_dropped']} dropped. Dev loss from: {mat['dev_source']} "
                        f"({mat['dev_items']} items)."))
     if tr.get("weights_bytes"):
-        peak = tr.get("peak_gpu_mb") or tr.get("peak_rss_mb")
-        where = "GPU" if tr.get("peak_gpu_mb") else "process"
-        b.append(("p", f"Method {tr.get('method', 'lora')}: {tr['trainable_params']:,} trainable parameters; peak "
-                       f"{where} memory while training {peak:,.0f} MB, {peak * 2**20 / tr['weights_bytes']:.1f}x the "
+        mb, how = training_memory(tr)
+        b.append(("p", f"Method {tr.get('method', 'lora')}: {tr['trainable_params']:,} trainable parameters; "
+                       f"training memory {mb:,.0f} MB ({how}), {mb * 2**20 / tr['weights_bytes']:.1f}x the "
                        f"weights' {tr['weights_bytes'] / 2**20:,.0f} MB; {tr['steps']} optimizer steps "
                        f"({tr.get('steps_run', tr['steps'])} run by this process), {tr['wall_seconds']:.1f} s."))
     defs = m["metric_definitions"]
@@ -901,23 +900,48 @@ def tuning_budget_lines(grid: dict) -> list[str]:
             + (" (unequal: read the verdicts with that in mind)." if ft != rag else "."), ""]
 
 
+def training_memory(tr: dict) -> tuple[float, str]:
+    """A training record's memory in MB and how it was measured: torch's peak on a GPU;
+    on a CPU the weights plus the rise while training (older records hold only the
+    process's peak, which counts everything else the process held too)."""
+    if tr.get("training_memory_mb") is not None:
+        return tr["training_memory_mb"], "GPU peak" if tr.get("peak_gpu_mb") else "weights + rise while training"
+    if tr.get("peak_gpu_mb"):
+        return tr["peak_gpu_mb"], "GPU peak"
+    return tr["peak_rss_mb"], "process peak, not isolated"
+
+
+def _forgetting_cell(m: dict, label: str, metric: str) -> str:
+    """The fine-tuned model's change from base on one benchmark, points with the paired
+    95% interval, or a dash where the cell has none."""
+    c = (((m.get("benchmarks") or {}).get("change_from_base") or {}).get(label) or {}).get("finetuned", {})
+    if metric not in c:
+        return "-"
+    d = c[metric]
+    return f"{100 * d['diff']:+.0f} [{100 * d['ci95'][0]:+.0f}, {100 * d['ci95'][1]:+.0f}]"
+
+
 def training_table_lines(ids: list[str], cells: dict[str, dict]) -> list[str]:
-    """Per cell, what its training cost: method, trainable parameters, peak memory while
-    training and its ratio to the weights' size, time (methods.yaml's comparison)."""
+    """Per cell, what its training cost and what it forgot: method, trainable parameters,
+    training memory and its ratio to the weights' size, time, and the fine-tuned model's
+    MMLU and HellaSwag change from base (methods.yaml's comparison)."""
     rows = []
     for cid in ids:
         tr = (cells[cid].get("costs") or {}).get("training") or {}
         if not tr.get("weights_bytes"):
             continue
-        peak = tr.get("peak_gpu_mb") or tr["peak_rss_mb"]
-        rows.append([cid, tr.get("method", "lora"), f"{tr['trainable_params']:,}",
-                     f"{peak:,.0f} ({'GPU' if tr.get('peak_gpu_mb') else 'process'})",
-                     f"{peak * 2**20 / tr['weights_bytes']:.1f}x", f"{tr['wall_seconds']:.0f}"])
+        mb, how = training_memory(tr)
+        rows.append([cid, tr.get("method", "lora"), f"{tr['trainable_params']:,}", f"{mb:,.0f} ({how})",
+                     f"{mb * 2**20 / tr['weights_bytes']:.1f}x", f"{tr['wall_seconds']:.0f}",
+                     _forgetting_cell(cells[cid], "mmlu (all subjects)", "acc"),
+                     _forgetting_cell(cells[cid], "hellaswag", "acc_norm")])
     if not rows:
         return []
-    return ["## Training cost per cell", "",
-            *markdown_table(["cell", "method", "trainable parameters", "peak memory MB", "peak / weights",
-                             "train s"], rows), ""]
+    return ["## Training cost and forgetting per cell", "",
+            *markdown_table(["cell", "method", "trainable parameters", "training memory MB", "memory / weights",
+                             "train s", "MMLU change (pts)", "HellaSwag acc_norm change (pts)"], rows),
+            "", "Forgetting: the fine-tuned model against base on the same benchmark items, points with paired "
+                "95% intervals; below zero is forgotten.", ""]
 
 
 def render_grid(grid: dict, cells: dict[str, dict]) -> str:

@@ -48,11 +48,13 @@ log = logging.getLogger(__name__)
 class PeakMemory:
     """The most resident memory this process held while the block ran, sampled from
     /proc every 50 ms on a thread (the process-lifetime maximum, ru_maxrss, would carry
-    an earlier, bigger run's peak into a later one). Elsewhere it falls back to
-    ru_maxrss."""
+    an earlier, bigger run's peak into a later one), and what it held when the block
+    began: `rise_mb`, their difference, is what the block itself added (training's
+    gradients, optimizer states and activations, not the process's libraries, other
+    models or caches). Elsewhere it falls back to ru_maxrss, and `rise_mb` is None."""
 
     def __init__(self, interval: float = 0.05):
-        self.interval, self.peak_mb = interval, 0.0
+        self.interval, self.peak_mb, self.start_mb = interval, 0.0, None
         self._stop = threading.Event()
 
     @staticmethod
@@ -72,7 +74,7 @@ class PeakMemory:
         if first is None:
             self._thread = None
         else:
-            self.peak_mb = first
+            self.peak_mb = self.start_mb = first
             self._thread = threading.Thread(target=self._watch, daemon=True)
             self._thread.start()
         return self
@@ -84,6 +86,10 @@ class PeakMemory:
         self._stop.set()
         self._thread.join()
         self.peak_mb = max(self.peak_mb, self.rss_mb() or 0.0)
+
+    @property
+    def rise_mb(self) -> float | None:
+        return None if self.start_mb is None else self.peak_mb - self.start_mb
 
 
 @dataclass
@@ -108,6 +114,10 @@ class TrainResult:
     steps_run: int = 0  # optimizer steps this call ran: fewer than `steps` when it resumed a checkpoint
     resumed_from_step: int = 0
     weights_bytes: int = 0  # the base model's weights in memory: the yardstick of training memory
+    start_rss_mb: float | None = None  # resident memory when training began (the model loaded)
+    # What training needs: on a GPU the most torch held (weights included); on a CPU the
+    # weights plus what the process's memory rose by while training (peak - start).
+    training_memory_mb: float | None = None
     material: dict | None = None  # train.prepare_material's stats: corpus tokens, tokens trained, ...
     settings: dict | None = None  # the trainer settings actually used (batch, accumulation, schedule, ...)
 
@@ -553,7 +563,15 @@ def train_model(lm: LoadedModel, examples: list[Example], *, method: str = "lora
         peak_gpu_mb=torch.cuda.max_memory_allocated() / 2**20 if lm.device == "cuda" else None,
         world_size=launch.world_size, method=method, steps_run=steps - start_step, resumed_from_step=start_step,
         weights_bytes=weights_bytes, material=material.stats, settings=asdict(settings),
+        start_rss_mb=memory.start_mb, training_memory_mb=_training_memory(lm, memory, weights_bytes),
     )
+
+
+def _training_memory(lm: LoadedModel, memory: PeakMemory, weights_bytes: int) -> float | None:
+    """What training held (see TrainResult.training_memory_mb), in MB."""
+    if lm.device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return None if memory.rise_mb is None else weights_bytes / 2**20 + memory.rise_mb
 
 
 def _save_trained(lm: LoadedModel, out_dir: Path, *, full: bool, adapter_name: str) -> None:

@@ -200,6 +200,22 @@ def test_peak_memory_is_this_block_s_not_the_process_lifetime_s():
     assert large.peak_mb - small.peak_mb > 100
 
 
+def test_peak_memory_rise_leaves_out_what_the_process_held_before():
+    from harness.trainer import PeakMemory
+
+    held = bytearray(300 * 2**20)  # another model, libraries: held through the block, not added by it
+    held[::4096] = b"x" * len(held[::4096])
+    with PeakMemory(interval=0.01) as block:
+        x = bytearray(100 * 2**20)
+        x[::4096] = b"y" * len(x[::4096])
+        import time
+
+        time.sleep(0.05)
+    del x, held
+    assert block.peak_mb - block.rise_mb == block.start_mb > 300
+    assert 90 < block.rise_mb < 150
+
+
 def test_resume_unpickles_nothing(tiny_model_dir, tmp_path, monkeypatch):
     """What a resume reads from the checkpoint folder: harness's own files as safetensors
     and JSON, Trainer's optimizer, schedule and random states through
@@ -238,6 +254,8 @@ def test_full_fine_tuning_trains_every_weight(tiny_model_dir, tmp_path):
     r = _train(lm, tmp_path, method="full", lr=1e-3, epochs=1)
     assert r.method == "full" and r.trainable_params == r.total_params == sum(v.numel() for v in lm.model.parameters())
     assert r.weights_bytes == 4 * r.total_params  # float32
+    # weights plus what training added on top of the loaded model (gradients, AdamW's two states at least)
+    assert r.training_memory_mb == pytest.approx(r.weights_bytes / 2**20 + r.peak_rss_mb - r.start_rss_mb)
     saved = load_file(tmp_path / "adapter" / "model.safetensors")
     changed = [k for k, v in saved.items() if not torch.equal(v, before[k])]
     assert "model.layers.0.mlp.down_proj.weight" in changed and not hasattr(lm.model, "peft_config")
