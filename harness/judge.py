@@ -180,7 +180,7 @@ def run_judge(cfg, rows_by_pipeline: dict[str, list[dict]], by_id: dict, per_ite
         unparsed += sum(v is None for v in verdicts)
         got = {r["question_id"]: v for r, v in zip(rows, verdicts) if v is not None}
         out["correctness"][name] = {**stats.summarize(list(got.values()), kind="proportion"),
-                                    "unparsed": sum(v is None for v in verdicts)}
+                                    "unparsed": sum(v is None for v in verdicts), "per_item": got}
         exact = per_item.get(name, {}).get("contains", {})
         judge_labels.update({f"{name}/{q}": v for q, v in got.items()})
         exact_labels.update({f"{name}/{q}": int(exact[q]) for q in got if q in exact})
@@ -198,6 +198,18 @@ def run_judge(cfg, rows_by_pipeline: dict[str, list[dict]], by_id: dict, per_ite
         out["pairwise"].append({"a": a, "b": b, **_pairwise(lm, memo, rows_by_pipeline[a], rows_by_pipeline[b],
                                                             by_id, kw)})
     return out
+
+
+def add_judged_scores(predictions: list[dict], judged: dict | None) -> None:
+    """Put the judge's correct/incorrect verdict into each judged prediction's scores as
+    `judge_correct`, so that human labels of the run (labels.py) measure the judge as
+    they measure every other automatic metric."""
+    if not judged:
+        return
+    for p in predictions:
+        verdict = judged["correctness"].get(p["pipeline"], {}).get("per_item", {}).get(p["question_id"])
+        if verdict is not None:
+            p["scores"] = {**p["scores"], "judge_correct": verdict}
 
 
 def _correctness_text(q, output: str) -> str:

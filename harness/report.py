@@ -398,7 +398,7 @@ def build_blocks(m: dict, predictions: list[dict], curve: list[dict] | None,
             *_results_blocks(m, headline), *_seed_spread_blocks(m), *_comparison_blocks(m, headline),
             *_human_blocks(human, m), *_knowledge_blocks(m), *_forgetting_blocks(m), *_fine_tuning_blocks(m),
             *_cost_blocks(m), *_retrieval_blocks(m, predictions), *_loss_blocks(curve),
-            *_example_blocks(m, predictions), *served_blocks(m), *_protocol_blocks(m)]
+            *_example_blocks(m, predictions), *served_blocks(m, human), *_protocol_blocks(m)]
 
 
 def _headline_metrics(m: dict) -> tuple[str, ...]:
@@ -634,9 +634,22 @@ def _interval(x: dict | None) -> str:
     return f"{x['value']:.2f} [{lo:.2f}, {hi:.2f}]"
 
 
-def served_blocks(m: dict) -> list[tuple]:
+def _judge_human_check(human: dict | None) -> str:
+    """How far the judge agrees with the people who labelled this run (labels.py measures
+    `judge_correct` like any automatic metric), or that nobody has checked it yet."""
+    h = ((human or {}).get("metric_agreement") or {}).get("judge_correct")
+    if not h:
+        return ("They have not been checked against human labels of this run (harness annotate, then "
+                "harness labels).")
+    return (f"Checked against human labels of this run: on {h['n']} answers the judge's correct/incorrect "
+            f"matches the people's right/wrong on {_pct(h['accuracy'])} {_ci(h['accuracy_ci95'])} %, Cohen's "
+            f"kappa {h['kappa']:.2f} (Human evaluation).")
+
+
+def served_blocks(m: dict, human: dict | None = None) -> list[tuple]:
     """The serving endpoint, if the model answered from one, and the judged numbers, if a
-    judge ran: always beside the judge's measured agreement, never as a verdict."""
+    judge ran: always beside the judge's measured agreement with the exact labels and,
+    once people have labelled the run, with them; never as a verdict."""
     b: list[tuple] = []
     ep = m["model"].get("endpoint")
     if ep:
@@ -654,8 +667,7 @@ def served_blocks(m: dict) -> list[tuple]:
                    f"{', '.join(j['prompts'].values())}. Its agreement with the exact labels ({a.get('exact_label')}) "
                    f"on {a['n']} short-answer items: accuracy {_interval(a.get('accuracy'))}, Cohen's kappa "
                    f"{_interval(a.get('kappa'))} (95% bootstrap); {a.get('unparsed', 0)} replies unreadable. "
-                   "Trust the judged numbers below only as far as this agreement; they have not been checked "
-                   "against human labels."))
+                   "Trust the judged numbers below only as far as this agreement. " + _judge_human_check(human)))
     rows = [[p, "correct (judge)", str(c["n"]), _cell(c)] for p, c in j["correctness"].items()]
     rows += [[p, "faithfulness (claims supported)", str(f["n"]), _cell(f)] for p, f in j["faithfulness"].items()]
     b.append(("table", ["pipeline", "judged", "n", "value [95% CI]"], rows))

@@ -506,16 +506,19 @@ def scenario_summary(cfg: ExperimentConfig, analysis: dict, rows_by_pipeline: di
                              index=retriever.stats() if retriever is not None else None)
 
 
-def judge_answers(cfg: ExperimentConfig, rows_by_pipeline: dict, by_id: dict, per_item: dict, *,
-                  timings: dict) -> dict | None:
-    """The LLM judge's scores (secondary, outside the verdicts), or None without eval.judge."""
+def judge_answers(cfg: ExperimentConfig, rows_by_pipeline: dict, by_id: dict, per_item: dict,
+                  predictions: list[dict], *, timings: dict) -> dict | None:
+    """The LLM judge's scores (secondary, outside the verdicts), or None without
+    eval.judge; each judged prediction gets the verdict as its `judge_correct` score."""
     if cfg.eval.judge is None:
         return None
     from harness import judge
 
     with timed(timings, "judge_seconds"):
-        return judge.run_judge(cfg.eval.judge, rows_by_pipeline, by_id, per_item, samples=cfg.eval.bootstrap_samples,
-                               seed=cfg.seed)
+        judged = judge.run_judge(cfg.eval.judge, rows_by_pipeline, by_id, per_item,
+                                 samples=cfg.eval.bootstrap_samples, seed=cfg.seed)
+    judge.add_judged_scores(predictions, judged)
+    return judged
 
 
 def write_results(stage: Path, cfg: ExperimentConfig, predictions: list, result: dict) -> None:
@@ -553,7 +556,7 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
         analysis = analyse(cfg, per_item, known, questions)
         scenario_result = scenario_summary(cfg, analysis, rows_by_pipeline, by_id, arms=arms, retriever=retriever,
                                            style_scorer=style_scorer)
-        judged = judge_answers(cfg, rows_by_pipeline, by_id, per_item, timings=timings)
+        judged = judge_answers(cfg, rows_by_pipeline, by_id, per_item, predictions, timings=timings)
         timings["total_seconds"] = time.perf_counter() - t_run
         index = retriever.stats() if retriever is not None else None
         embedder = cfg.embedder.name if retriever is not None and retriever.embedder is not None else None

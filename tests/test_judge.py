@@ -60,7 +60,8 @@ def test_parsing_judge_replies():
     assert parse_choice("Answer 2 is better") == 2 and parse_choice("neither") is None
 
 
-def test_a_judged_run_reports_beside_its_agreement(tmp_path, tiny_model_dir):
+def test_a_judged_run_reports_beside_its_agreement(tmp_path, tiny_model_dir, monkeypatch):
+    from harness import judge
     from harness.config import parse_config
     from harness.runner import run_experiment
     from tests.conftest import tiny_config
@@ -69,6 +70,9 @@ def test_a_judged_run_reports_beside_its_agreement(tmp_path, tiny_model_dir):
     raw = tiny_config(tiny_model_dir, output_dir=str(tmp_path / "results"),
                       eval={"pipelines": ["base", "rag", "rag_finetuned"], "max_new_tokens": 4, "batch_size": 8, "bootstrap_samples": 200,
                             "judge": {"model": model, "max_new_tokens": 4, "pairwise": [["base", "rag"]]}})
+    # the tiny model's replies are not words: read its verdict from the reply's length,
+    # so that the plumbing below has verdicts to carry (parsing is tested above)
+    monkeypatch.setattr(judge, "parse_verdict", lambda text: len(text) % 2)
     out = run_experiment(parse_config(raw))
     m = json.loads((out / "metrics.json").read_text())
     j = m["judged"]
@@ -82,3 +86,33 @@ def test_a_judged_run_reports_beside_its_agreement(tmp_path, tiny_model_dir):
     assert all("judge" not in q for q in m["verdicts"])  # judged numbers stay out of the verdicts
     report = (out / "report.md").read_text()
     assert "Judged (secondary, not in the verdicts)" in report and "Cohen's kappa" in report
+    assert "have not been checked against human labels" in report
+    # each judged answer carries the verdict as a score, so human labels measure the judge
+    preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    judged = {(p["pipeline"], p["question_id"]): p["scores"]["judge_correct"]
+              for p in preds if "judge_correct" in p["scores"]}
+    assert judged == {(p, q): v for p in arms for q, v in j["correctness"][p]["per_item"].items()}
+    _labels_check_the_judge(out, tmp_path, judged)
+
+
+def _labels_check_the_judge(out, tmp_path, judged):
+    """One annotator who calls every rag answer right and every base answer wrong: the
+    report gives the judge's agreement with them, computed here by hand."""
+    from harness.annotate import write_page
+    from harness.cli import main
+
+    key = json.loads(write_page(out, pipelines=["rag", "base"], items=12, seed=0).with_suffix(".json").read_text())
+    labels, truth = {}, {}
+    for it in key["items"]:
+        sides = {side: "correct" if it[side] == "rag" else "wrong" for side in ("left", "right")}
+        labels[it["id"]] = {"item_hash": it["hash"], "preference": "left" if it["left"] == "rag" else "right", **sides}
+        for side in ("left", "right"):
+            if (it[side], it["id"]) in judged:
+                truth[(it[side], it["id"])] = int(sides[side] == "correct")
+    (tmp_path / "ann.json").write_text(json.dumps({"format": key["format"], "page_id": key["page_id"],
+                                                   "run_hash": key["run_hash"], "annotator": "ann", "labels": labels}))
+    assert main(["labels", str(out), str(tmp_path / "ann.json")]) == 0
+    accuracy = sum(judged[k] == v for k, v in truth.items()) / len(truth)
+    report = (out / "report.md").read_text()
+    assert f"Checked against human labels of this run: on {len(truth)} answers" in report
+    assert f"right/wrong on {100 * accuracy:.1f} [" in report
