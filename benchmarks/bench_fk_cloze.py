@@ -2,10 +2,12 @@
 dataset's shipped probes on the same passages (issue: within 5 points).
 
 Writes the passages that `experiments/fictional_knowledge.yaml` draws as a documents
-JSONL, builds a cloze set from them with `harness questions` (as many answerable items
-as there are probes), runs both experiments (the adapter is trained once: both train on
+JSONL, builds two cloze sets from them with `harness questions` (at most as many answerable
+items as there are probes): `--cloze-style blank` (the default) and `--cloze-style
+complete` (sentences that stop before their last span, asked as the probes ask), runs the
+three experiments (the adapter is trained once: all three train on
 the same passages with the same settings) and prints each pipeline's fact recall
-(`contains`) on both sets with the difference. Needs the embedded SmolLM2 and MiniLM:
+(`contains`) on the three sets with the differences from the probes. Needs the embedded SmolLM2 and MiniLM:
 minutes on a CPU.
 
     .venv/bin/python benchmarks/bench_fk_cloze.py [--entities 10] [--out results/fk_cloze]
@@ -21,7 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def compare(*, entities: int | None = None, out: Path | None = None, results: Path | None = None) -> dict:
-    """Run both sets; returns {pipeline: {"probes", "cloze", "difference"}} of `contains`."""
+    """Run the probes and both cloze styles; returns {pipeline: {"probes", "cloze",
+    "cloze_complete"}} of `contains`."""
     from harness.config import load_config, parse_config
     from harness.data import load_fictional_knowledge
     from harness.questions import make_questions
@@ -42,24 +45,26 @@ def compare(*, entities: int | None = None, out: Path | None = None, results: Pa
     data = load_fictional_knowledge(ext.path, max_entities=ext.max_entities, seed=ext.seed)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_jsonl(out / "passages.jsonl", [{"id": d.id, "text": d.text} for d in data.documents])
-    make_questions(out / "passages.jsonl", out=out / "q", seed=0, max_questions=len(data.questions), embedder=None)
-    raw_cloze = cloze_cfg.model_dump(mode="json")
-    raw_cloze["data"].update(documents=str(out / "passages.jsonl"), questions=str(out / "q" / "questions.jsonl"))
+    styles = {"cloze": ("blank", out / "q"), "cloze_complete": ("complete", out / "q_complete")}
+    raws = {"probes": probes_cfg.model_dump(mode="json")}
+    for name, (style, folder) in styles.items():
+        make_questions(out / "passages.jsonl", out=folder, seed=0, max_questions=len(data.questions), embedder=None,
+                       cloze_style=style)
+        raws[name] = cloze_cfg.model_dump(mode="json")
+        raws[name]["data"].update(documents=str(out / "passages.jsonl"), questions=str(folder / "questions.jsonl"))
     results = results or REPO / "results"
-    raw_probes = probes_cfg.model_dump(mode="json")
-    for raw in (raw_probes, raw_cloze):
+    for raw in raws.values():
         # fact recall is compared; the known/unknown breakdown is not, and its sampling
         # (4 closed-book answers per item) is most of a CPU run's time
         raw["eval"]["known_samples"] = 0
-    runs = {name: json.loads((run_experiment(parse_config(raw), results_root=results) / "metrics.json").read_text())
-            for name, raw in (("probes", raw_probes), ("cloze", raw_cloze))}
+    folders = {"probes": None, "cloze": None, "cloze_complete": "fictional_knowledge_cloze_complete"}
+    runs = {name: json.loads((run_experiment(parse_config(raw), results_root=results, folder=folders[name])
+                              / "metrics.json").read_text()) for name, raw in raws.items()}
     table = {}
     for pipeline in runs["probes"]["pipelines"]:
-        # fact recall over answerable items (the cloze set's unanswerable ones are left out)
-        p = runs["probes"]["pipelines"][pipeline]["contains"]["mean"]
-        c = runs["cloze"]["pipelines"][pipeline]["contains"]["mean"]
-        table[pipeline] = {"probes": p, "cloze": c, "difference": c - p}
-    table["_n"] = {"probes": runs["probes"]["data"]["answerable"], "cloze": runs["cloze"]["data"]["answerable"]}
+        # fact recall over answerable items (the cloze sets' unanswerable ones are left out)
+        table[pipeline] = {name: r["pipelines"][pipeline]["contains"]["mean"] for name, r in runs.items()}
+    table["_n"] = {name: r["data"]["answerable"] for name, r in runs.items()}
     return table
 
 
@@ -70,10 +75,13 @@ def main() -> None:
     args = parser.parse_args()
     table = compare(entities=args.entities, out=args.out)
     n = table.pop("_n")
-    print(f"| pipeline | probes (n={n['probes']}) | cloze (n={n['cloze']}) | difference |")
-    print("|---|---|---|---|")
+    print(f"| pipeline | probes (n={n['probes']}) | cloze, blank (n={n['cloze']}) | difference | "
+          f"cloze, complete (n={n['cloze_complete']}) | difference |")
+    print("|---|---|---|---|---|---|")
     for name, row in table.items():
-        print(f"| {name} | {row['probes']:.3f} | {row['cloze']:.3f} | {row['difference']:+.3f} |")
+        p = row["probes"]
+        print(f"| {name} | {p:.3f} | {row['cloze']:.3f} | {row['cloze'] - p:+.3f} | {row['cloze_complete']:.3f} | "
+              f"{row['cloze_complete'] - p:+.3f} |")
 
 
 if __name__ == "__main__":

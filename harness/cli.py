@@ -186,7 +186,8 @@ def _questions(args) -> int:
 
     m = make_questions(args.documents, out=args.out, generator=args.generator, seed=args.seed, model=args.model,
                        max_questions=args.max_questions, embedder=args.embedder or None,
-                       leakage_model=args.leakage_model, skip_unreadable=args.skip_unreadable)
+                       leakage_model=args.leakage_model, skip_unreadable=args.skip_unreadable,
+                       cloze_style=args.cloze_style)
     items, rejected = m["items"], {k: v for k, v in m["filters"]["rejected"].items() if v}
     print(f"{items['answerable']} questions + {items['unanswerable']} unanswerable, {items['train']} training "
           f"questions from {m['n_documents']} documents ({m['filters']['candidates']} candidates"
@@ -284,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("documents", nargs="?", help="a folder of documents (or a JSONL file with id and text)")
     p.add_argument("--out", required=True, help="folder for questions.jsonl, train_questions.jsonl, review.csv")
     p.add_argument("--generator", default="cloze", help="cloze (no model, the default) or model")
+    p.add_argument("--cloze-style", default="blank", choices=["blank", "complete"],
+                   help="cloze items: fill in a blank (default), or complete a sentence that stops before its "
+                        "last span, as Fictional Knowledge's probes ask")
     p.add_argument("--model", default=None, help="--generator model: the model that writes questions")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-questions", type=int, default=None, help="keep at most this many (a seeded sample)")

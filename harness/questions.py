@@ -14,6 +14,9 @@ normalisation). Two generators (`GENERATORS`):
   (numbers and years get nearby values when the corpus has too few). The evaluation item
   asks "Fill in the blank: ... ____ ..."; its training twin asks the same fact as "Which
   <kind> is missing ...?" with the span bracketed, so the two strings always differ.
+  `cloze_style="complete"` asks as Fictional Knowledge's probes do instead: only spans
+  that end their sentence, and the item is the sentence up to the span ("Complete the
+  sentence: ... ..."), with nothing after the blank to find or copy the answer by.
 - `model`: a generator model (any name `models.load_generator` takes) writes a question
   and answer for each passage and then rewords the question for training; an answer
   that is not in a sentence of the passage, a question that gives its answer away or
@@ -165,8 +168,24 @@ def _span_kind(text: str) -> str | None:
     return spans[0].kind if len(spans) == 1 and spans[0].text == text.strip() else None
 
 
-def cloze_items(docs: list[Document], *, seed: int, counts: dict) -> list[tuple[dict, dict]]:
+CLOZE_STYLES = ("blank", "complete")
+_SENTENCE_END = re.compile(r"""\W{0,3}""")  # what may follow a span that ends its sentence: . or ." or ).
+
+
+def _cloze_texts(style: str, kind: str, before: str, after: str) -> tuple[str, str]:
+    """The evaluation question and its training twin for a span between `before` and
+    `after`, in `style` (see the module docstring); the two never coincide."""
+    if style == "complete":
+        return (f"Complete the sentence: {before.rstrip()} ...",
+                f"Which {KIND_WORDS[kind]} ends this sentence? {before}[...]{after}")
+    return (f"Fill in the blank: {before}{BLANK}{after}",
+            f"Which {KIND_WORDS[kind]} is missing from this sentence? {before}[...]{after}")
+
+
+def cloze_items(docs: list[Document], *, seed: int, counts: dict, style: str = "blank") -> list[tuple[dict, dict]]:
     """(evaluation row, training row) pairs, one per fact-bearing sentence."""
+    if style not in CLOZE_STYLES:
+        raise DataError(f"--cloze-style: {style!r} is not one of {', '.join(CLOZE_STYLES)}")
     rng = random.Random(seed)
     sentences = _sentences(docs)
     pools = _pools(sentences)
@@ -174,6 +193,8 @@ def cloze_items(docs: list[Document], *, seed: int, counts: dict) -> list[tuple[
     for doc_id, sentence in sentences:
         words = len(sentence.split())
         spans = [s for s in find_spans(sentence) if s.end - s.start < len(sentence) - 8]
+        if style == "complete":
+            spans = [s for s in spans if _SENTENCE_END.fullmatch(sentence[s.end:])]
         if words < 5 or words > 60 or not spans:
             continue
         counts["candidates"] += 1
@@ -185,12 +206,10 @@ def cloze_items(docs: list[Document], *, seed: int, counts: dict) -> list[tuple[
         else:
             counts["rejected"]["no_distractors"] += 1
             continue
-        before, after = sentence[:span.start], sentence[span.end:]
-        row = {"question": f"Fill in the blank: {before}{BLANK}{after}", "answers": [span.text],
-               "choices": choices, "answer_index": index, "doc_id": doc_id, "evidence": sentence,
-               "kind": span.kind}
-        train = {"question": f"Which {KIND_WORDS[span.kind]} is missing from this sentence? {before}[...]{after}",
-                 "answers": [span.text], "doc_id": doc_id, "evidence": sentence, "kind": span.kind}
+        question, twin = _cloze_texts(style, span.kind, sentence[:span.start], sentence[span.end:])
+        row = {"question": question, "answers": [span.text], "choices": choices, "answer_index": index,
+               "doc_id": doc_id, "evidence": sentence, "kind": span.kind}
+        train = {"question": twin, "answers": [span.text], "doc_id": doc_id, "evidence": sentence, "kind": span.kind}
         pairs.append((row, train))
     return pairs
 
@@ -314,7 +333,8 @@ def unanswerable_items(rows: list[dict], docs: list[Document], *, n: int, seed: 
 
 
 def build_question_set(docs: list[Document], *, generator: str = "cloze", seed: int = 0, lm=None,
-                       max_questions: int | None = None, unanswerable_share: float = 0.1) -> QuestionSet:
+                       max_questions: int | None = None, unanswerable_share: float = 0.1,
+                       cloze_style: str = "blank") -> QuestionSet:
     """Evaluation and training questions for `docs` (see the module docstring)."""
     if generator not in GENERATORS:
         raise DataError(f"--generator: {generator!r} is not one of {', '.join(GENERATORS)}")
@@ -326,7 +346,7 @@ def build_question_set(docs: list[Document], *, generator: str = "cloze", seed: 
             raise DataError("--generator model needs a generator model (--model NAME)")
         pairs = model_items(docs, lm=lm, seed=seed, counts=counts)
     else:
-        pairs = cloze_items(docs, seed=seed, counts=counts)
+        pairs = cloze_items(docs, seed=seed, counts=counts, style=cloze_style)
     checked = []
     for row, train in pairs:  # the evidence check every item passes, whatever wrote it
         if not contains(row["evidence"], row["answers"]):
@@ -423,7 +443,7 @@ def write_question_set(qset: QuestionSet, out: str | Path, *, manifest: dict) ->
 def make_questions(documents: str | Path, *, out: str | Path, generator: str = "cloze", seed: int = 0,
                    model: str | None = None, max_questions: int | None = None, embedder: str | None = "hashing",
                    top_k: int = 3, chunk_size: int = 64, leakage_model: str | None = None,
-                   skip_unreadable: bool = False) -> dict:
+                   skip_unreadable: bool = False, cloze_style: str = "blank") -> dict:
     """Read `documents`, build the set, run the optional filters, write it into `out`;
     returns the manifest (what `harness questions` prints)."""
     from harness.ingest import read_documents
@@ -436,7 +456,8 @@ def make_questions(documents: str | Path, *, out: str | Path, generator: str = "
         if not model:
             raise DataError("--generator model needs --model NAME (a model harness can load)")
         lm = load_generator(model)
-    qset = build_question_set(docs, generator=generator, seed=seed, lm=lm, max_questions=max_questions)
+    qset = build_question_set(docs, generator=generator, seed=seed, lm=lm, max_questions=max_questions,
+                              cloze_style=cloze_style)
     if not any(r["answers"] for r in qset.eval):
         raise DataError(f"{documents}: no question could be built ({qset.counts['candidates']} candidate(s), "
                         f"rejected: {json.dumps({k: v for k, v in qset.counts['rejected'].items() if v})})")
@@ -452,7 +473,8 @@ def make_questions(documents: str | Path, *, out: str | Path, generator: str = "
 
         base = lm if lm is not None and lm.name == leakage_model else load_generator(leakage_model)
         leakage = closed_book_leakage(qset, base)
-    manifest = {"generator": generator, "model": model, "seed": seed, "documents": str(documents),
+    manifest = {"generator": generator, "cloze_style": cloze_style if generator == "cloze" else None,
+                "model": model, "seed": seed, "documents": str(documents),
                 "n_documents": len(docs), "skipped_documents": skipped,
                 "retrieval_round_trip": round_trip, "closed_book_leakage": leakage}
     paths = write_question_set(qset, out, manifest=manifest)

@@ -50,6 +50,22 @@ def test_cloze_items_carry_checked_evidence_and_four_choices():
     assert year["question"] == "Fill in the blank: The line was founded in ____ by the harbourmaster Ilse Varga."
 
 
+def test_complete_style_asks_like_the_probes_up_to_a_span_that_ends_its_sentence():
+    qset = build_question_set(DOCS, generator="cloze", seed=0, cloze_style="complete")
+    answerable = [r for r in qset.eval if r["answers"]]
+    by_answer = {r["answers"][0]: r for r in answerable}
+    assert by_answer["Mira Tolland"]["question"] == "Complete the sentence: The chief engineer is ..."
+    for r in answerable:  # the span ends its sentence: nothing after the blank to copy the answer by
+        prefix = r["question"].removeprefix("Complete the sentence: ").removesuffix(" ...")
+        assert r["evidence"].startswith(prefix) and r["evidence"][len(prefix):].strip().rstrip(".") == r["answers"][0]
+    # "The line was founded in 1887 by the harbourmaster Ilse Varga." asks for Ilse Varga, never 1887
+    assert "1887" not in by_answer and "Ilse Varga" in by_answer
+    twins = {t["id"].removesuffix("-train"): t["question"] for t in qset.train}
+    assert all(twins[r["id"]] != r["question"] for r in answerable)
+    with pytest.raises(DataError, match="--cloze-style"):
+        build_question_set(DOCS, generator="cloze", cloze_style="middle")
+
+
 def test_train_and_eval_ask_the_same_facts_in_different_words():
     qset = build_question_set(DOCS, generator="cloze", seed=0)
     answerable = {r["id"]: r for r in qset.eval if r["answers"]}
