@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import random
+import shlex
 import threading
 import time
 import urllib.error
@@ -313,8 +314,9 @@ def serve_command(*, base_model: str, served_model: str, served_adapter: str, ad
     """The vLLM command that serves the base and the trained adapter under the names the
     config expects, bound to loopback (put a proxy in front to expose it); with the base
     model's GGUF (`base_gguf`), also the llama.cpp route, which runs on a CPU."""
-    vllm = (f"vllm serve {base_model} --served-model-name {served_model} --host 127.0.0.1 --port 8000 "
-            f"--enable-lora --max-lora-rank 64 --lora-modules {served_adapter}={adapter_dir}")
+    q = shlex.quote
+    vllm = (f"vllm serve {q(base_model)} --served-model-name {q(served_model)} --host 127.0.0.1 --port 8000 "
+            f"--enable-lora --max-lora-rank 64 --lora-modules {q(f'{served_adapter}={adapter_dir}')}")
     if base_gguf is None:
         return vllm
     return vllm + "\n  or with llama.cpp (CPU): " + llama_cpp_serve_command(
@@ -345,13 +347,16 @@ def llama_cpp_server_config(*, base_gguf: str, served_model: str, served_adapter
 def llama_cpp_serve_command(*, base_gguf: str, served_model: str, served_adapter: str, adapter_dir: str,
                             port: int = 8080) -> str:
     """One shell line: export the adapter to GGUF, write the two-alias server config
-    beside it, and start llama-cpp-python's server on loopback."""
+    beside it, and start llama-cpp-python's server on loopback. Every path and the JSON
+    are shell-quoted, so a path with a space or a quote survives."""
     lora = lora_gguf_path(adapter_dir)
     config_file = lora.with_suffix(".server.json")
     config = llama_cpp_server_config(base_gguf=base_gguf, served_model=served_model, served_adapter=served_adapter,
                                      lora_gguf=str(lora), port=port)
-    return (f"harness export-lora {adapter_dir} --base {base_gguf} --out {lora} && "
-            f"echo '{json.dumps(config)}' > {config_file} && python -m llama_cpp.server --config_file {config_file}")
+    q = shlex.quote
+    return (f"harness export-lora {q(str(adapter_dir))} --base {q(str(base_gguf))} --out {q(str(lora))} && "
+            f"echo {q(json.dumps(config))} > {q(str(config_file))} && "
+            f"python -m llama_cpp.server --config_file {q(str(config_file))}")
 
 
 def base_gguf(name: str) -> str | None:

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import http.server
 import json
+import shlex
 import socket
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 import yaml
@@ -142,6 +145,32 @@ def test_served_adapter_is_checked_against_its_cache_key():
         server.shutdown()
 
 
+def test_the_logged_llama_cpp_line_survives_paths_with_quotes_and_spaces(tmp_path):
+    """Run the logged line through a shell with stand-ins for `harness` and `python`: each
+    gets its paths whole, and the server config written holds the quoted path."""
+    import subprocess
+
+    from harness.endpoint import llama_cpp_serve_command
+
+    bin_dir, log = tmp_path / "bin", tmp_path / "argv.jsonl"
+    bin_dir.mkdir()
+    for name in ("harness", "python"):
+        stub = bin_dir / name
+        stub.write_text(f"#!{sys.executable}\nimport json, sys\n"
+                        f"open({str(log)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n")
+        stub.chmod(0o755)
+    adapter = str(tmp_path / "it's a cache" / ("0123456789abcdef" * 2))
+    (tmp_path / "it's a cache").mkdir()
+    line = llama_cpp_serve_command(base_gguf="/m/o'brien model.gguf", served_model="sm", served_adapter="sm-ft",
+                                   adapter_dir=adapter)
+    subprocess.run(["sh", "-c", line], check=True, env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+    export, server = [json.loads(x) for x in log.read_text().splitlines()]
+    assert export == ["export-lora", adapter, "--base", "/m/o'brien model.gguf", "--out", f"{adapter}.gguf"]
+    assert server == ["-m", "llama_cpp.server", "--config_file", f"{adapter}.server.json"]
+    config = json.loads(Path(f"{adapter}.server.json").read_text())
+    assert config["models"][1]["lora_path"] == f"{adapter}.gguf"
+
+
 def test_llama_cpp_route_for_the_served_adapter(tmp_path):
     """The llama.cpp variant of the serve command: export, a two-alias server config on
     loopback, the server; and what check_adapter says of llama-cpp-python's model list."""
@@ -160,7 +189,7 @@ def test_llama_cpp_route_for_the_served_adapter(tmp_path):
     llama = both.split("or with llama.cpp (CPU): ")[1]
     assert llama.startswith(f"harness export-lora {adapter} --base /m/x.gguf --out {adapter}.gguf && echo '")
     assert llama.endswith(f"python -m llama_cpp.server --config_file {adapter}.server.json")
-    config = json.loads(llama.split("echo '")[1].split("' > ")[0])
+    config = json.loads(shlex.split(llama.split(" && ")[1])[1])
     assert config == llama_cpp_server_config(base_gguf="/m/x.gguf", served_model="sm", served_adapter="sm-ft",
                                              lora_gguf=f"{adapter}.gguf")
     assert config["host"] == "127.0.0.1"
