@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 
 from harness.models import LoadedModel, compute_context
-from harness.results import atomic_write_bytes
+from harness.results import atomic_write_file
 from harness.train import Example, Material, TrainError, prepare_material
 
 log = logging.getLogger(__name__)
@@ -187,9 +187,11 @@ def _set_weights(model, state: dict, *, full: bool, adapter_name: str) -> None:
 
 
 def _save_safetensors(state: dict, path: Path) -> None:
-    from safetensors.torch import save
+    """Stream `state` into `path` atomically: no in-memory copy of the file (for full
+    fine-tuning that would be the size of the model again, at every checkpoint)."""
+    from safetensors.torch import save_file
 
-    atomic_write_bytes(path, save(state))
+    atomic_write_file(path, lambda tmp: save_file(state, tmp))
 
 
 @dataclass

@@ -121,3 +121,21 @@ def test_sigkill_mid_training_and_mid_generation_then_resume_matches_an_uninterr
     assert whole["steps_run"] == whole["steps"] and record["steps"] == whole["steps"]
     assert 0 < record["resumed_from_step"] and record["steps_run"] == whole["steps"] - record["resumed_from_step"]
     assert not list(results.glob(".killed*")) and not list((cache / "adapters").glob("*.partial"))
+
+
+def test_a_streamed_write_that_fails_leaves_the_old_file_and_no_temp(tmp_path):
+    """atomic_write_file (the trainer's safetensors checkpoints): a save that dies half way
+    leaves the previous file whole and nothing beside it."""
+    from harness.results import atomic_write_file
+
+    target = tmp_path / "weights.safetensors"
+    atomic_write_file(target, lambda tmp: open(tmp, "wb").write(b"old"))
+
+    def dies_half_way(tmp):
+        with open(tmp, "wb") as f:
+            f.write(b"half of the new")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_file(target, dies_half_way)
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["weights.safetensors"]
