@@ -35,7 +35,7 @@ from harness.pipelines import adapter_switch
 from harness.prompts import ABSTAIN
 from harness.results import atomic_write_json, run_lock
 from harness.retrieve import chunk_documents
-from harness.train import TrainError, build_examples, build_raft_examples
+from harness.train import TrainError, build_examples, build_raft_examples, split_by_fact
 from harness.trainer import TrainResult, launch_from_env, train_model
 
 log = logging.getLogger(__name__)
@@ -52,15 +52,19 @@ def adapter_group(cfg: ExperimentConfig) -> str:
                         "scenario": cfg.scenario.model_dump(mode="json") if cfg.scenario else None})
 
 
-def adapter_key(lm: LoadedModel, examples, cfg: ExperimentConfig, seed: int, dev_examples=()) -> str:
+def adapter_key(lm: LoadedModel, examples, cfg: ExperimentConfig, seed: int, dev_examples=(),
+                dev_split: str | None = None) -> str:
     """What determines an adapter: the model, the exact training pairs (and separate dev
     pairs), the training settings and seed, the compute dtype. Never retrieval or
-    evaluation settings, nor how many seeds the run repeats."""
+    evaluation settings, nor how many seeds the run repeats. `dev_split` names a dev
+    split rule that changed after adapters were cached under the key without it."""
     train = cfg.train.model_dump(mode="json")
     train.pop("repeats")
     train.pop("checkpoint_every")
     train.pop("raft")  # the RAFT settings reach an adapter through its examples only
     train["seed"] = seed
+    if dev_split is not None:
+        train["dev_split"] = dev_split
     return content_key({
         "format": ADAPTER_FORMAT, "model": lm.fingerprint, "dtype": lm.dtype, "device": lm.device,
         "examples": content_key([[e.prompt, e.completion] for e in examples]),
@@ -76,9 +80,15 @@ def generation_memo(lm: LoadedModel, *, adapter_key: str | None) -> Memo:
                                           "adapter": adapter_key})
 
 
-def training_examples(lm: LoadedModel, data: Dataset, t: TrainConfig) -> tuple[list, list]:
+def training_examples(lm: LoadedModel, data: Dataset, t: TrainConfig, *, seed: int) -> tuple[list, list]:
     """The training pairs of the config's objective on the data, and the separate dev
-    pairs (empty unless the objective is cpt with a dev fraction)."""
+    pairs: for cpt the training questions' answers; for sft second wordings of facts
+    whose other wordings train (train.split_by_fact); empty for mixed, whose held-out
+    pairs' facts still train through the documents (trainer's own split)."""
+    if t.objective == "sft" and t.dev_fraction > 0:
+        train_qs, dev_qs = split_by_fact(list(data.train_questions), dev_fraction=t.dev_fraction, seed=seed)
+        return (build_examples(lm.tokenizer, objective="sft", questions=train_qs),
+                build_examples(lm.tokenizer, objective="sft", questions=dev_qs))
     examples = build_examples(lm.tokenizer, objective=t.objective, texts=data.train_texts,
                               questions=data.train_questions)
     dev_examples = []
@@ -149,10 +159,13 @@ def obtain_adapter(lm: LoadedModel, data: Dataset, cfg: ExperimentConfig, *, see
     The training pairs are the config's objective on the data unless `examples` are given
     (the RAFT adapter's)."""
     t = cfg.train
-    dev_examples = []
+    dev_examples, dev_split = [], None
     if examples is None:
-        examples, dev_examples = training_examples(lm, data, t)
-    key = adapter_key(lm, examples, cfg, seed, dev_examples)
+        examples, dev_examples = training_examples(lm, data, t, seed=seed)
+        # sft's dev pairs come from split_by_fact, which holds no fact out of training;
+        # named in the key so that adapters cached under the whole-pair split are not reused
+        dev_split = "by-fact" if t.objective == "sft" and t.dev_fraction > 0 else None
+    key = adapter_key(lm, examples, cfg, seed, dev_examples, dev_split)
     target = cache_dir() / "adapters" / key[:32]
     if target.is_dir() and not verify_dir(target):  # damaged or unfinished: trained again
         discard(target)
@@ -163,6 +176,8 @@ def obtain_adapter(lm: LoadedModel, data: Dataset, cfg: ExperimentConfig, *, see
     # from its last checkpoint; the lock keeps two live processes from training it at once.
     partial = target.with_name(f"{target.name}.partial")
     settings = _train_settings(t, seed=seed, name=name, partial=partial, dev_examples=dev_examples)
+    if dev_split is not None and not dev_examples:  # no fact asked two ways: no dev split at all
+        settings["dev_fraction"] = 0.0
     stamp = {"adapter_dir": str(target), "cache_key": key, "seed": seed, "method": t.method}
     if launch_from_env().process_rank > 0:  # a data-parallel helper: the first process owns the files
         result = train_model(lm, examples, out_dir=partial / "adapter", **settings)

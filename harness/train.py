@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 from dataclasses import dataclass, field
 
 from harness.prompts import answer_suffix, render, template_for
@@ -95,6 +96,32 @@ class Material:
     train: list[Tokens]
     dev: list[Tokens]
     stats: dict = field(default_factory=dict)
+
+
+_TWIN_ID = re.compile(r"^(?P<fact>.+)-t\d+$")  # the world's training questions: <fact id>-t0, -t1, ...
+
+
+def fact_of(question) -> str:
+    """The fact a training question asks about: its id without a `-tN` wording suffix
+    (the demo world's wordings of one fact); otherwise its own id."""
+    m = _TWIN_ID.match(question.id)
+    return m.group("fact") if m else question.id
+
+
+def split_by_fact(questions: list, *, dev_fraction: float, seed: int) -> tuple[list, list]:
+    """(train, dev) training questions for an `sft` dev loss that takes no fact out of
+    training: a dev question is a second wording of a fact whose other wordings train,
+    at most one per fact and `dev_fraction` of all at most. A fact asked only one way is
+    never held out, so with one question per fact there is no dev split at all (it
+    would remove those facts from training)."""
+    groups: dict[str, list] = {}
+    for q in questions:
+        if q.answers:
+            groups.setdefault(fact_of(q), []).append(q)
+    spare = [g[-1] for g in groups.values() if len(g) >= 2]
+    n_dev = min(split_sizes(len(questions), dev_fraction)[1], len(spare))
+    dev_ids = {q.id for q in random.Random(seed).sample(spare, n_dev)}
+    return [q for q in questions if q.id not in dev_ids], [q for q in questions if q.id in dev_ids]
 
 
 def split_sizes(n_examples: int, dev_fraction: float) -> tuple[int, int]:

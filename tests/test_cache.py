@@ -154,6 +154,8 @@ def test_keys_are_the_ones_the_cache_was_built_with():
     examples, dev = [Example(prompt="Où est Paris?", completion=" En France")], [Example(prompt="q", completion=" a")]
     assert adapter_group(cfg) == "fc433c0b10a2b490ea74d4704f88bfecba790b76d523567a8d7712d801a87a62"
     assert adapter_key(lm, examples, cfg, 3, dev) == "335cbcafccff0b80bde9b2126a61bf145b473c7c816c76bd2649139240f10b15"
+    # a changed dev split rule (sft's split_by_fact) gives new keys: old adapters are not reused
+    assert adapter_key(lm, examples, cfg, 3, dev, "by-fact") != adapter_key(lm, examples, cfg, 3, dev)
     index = ["emb", "flat", 8, ["Zoë's café", "b"]]  # retrieve.build_retriever's index key
     assert cache.content_key(index) == "2ac6829a14e4eb026fc21c91ae1ae0cfb3d90b547bdb309d32181b591b887b48"
     # the memo's generation keys (before: sha256 of json.dumps(obj, sort_keys=True, ensure_ascii=False))

@@ -1,6 +1,8 @@
 """Training material: every document token in some window, dev losses that never take
 facts away from training, long pairs cut visibly, `mixed` and `all-linear`."""
 
+import dataclasses
+
 from harness.data import Question
 from harness.train import Example, build_examples, prepare_material, windows
 
@@ -110,3 +112,47 @@ def test_all_linear_targets_every_linear_layer(tiny_lm, tmp_path):
     wrapped = {n.split(".lora_A")[0].rsplit(".", 1)[-1] for n, _ in tiny_lm.model.named_parameters() if "lora_A" in n}
     assert wrapped == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
     assert r.steps == r.steps_run == 1
+
+
+def test_sft_dev_questions_are_second_wordings_of_facts_that_still_train():
+    """The sft dev loss never takes a fact out of training: a dev question is one wording
+    of a fact whose other wording trains; a fact asked one way always trains."""
+    from harness.train import fact_of, split_by_fact
+
+    twice = [Question(id=f"f{i:04d}-t{k}", question=f"Wording {k} about fact {i}?", answers=(f"A{i}",))
+             for i in range(20) for k in range(2)]
+    once = [Question(id=f"g{i:04d}-train", question=f"Only wording of fact {i}?", answers=(f"B{i}",))
+            for i in range(20)]
+    train, dev = split_by_fact(twice + once, dev_fraction=0.1, seed=0)
+    assert len(dev) == 6 and len({fact_of(q) for q in dev}) == 6  # 10% of 60, at most one per fact
+    assert {fact_of(q) for q in dev} <= {fact_of(q) for q in train}  # each still trains through its twin
+    assert all(q.id.startswith("f") for q in dev) and len(train) + len(dev) == 60
+    assert split_by_fact(once, dev_fraction=0.1, seed=0) == (once, [])  # one wording each: no dev split
+
+
+def test_an_sft_adapter_trains_every_fact_and_has_a_dev_split_only_from_second_wordings(tiny_model_dir):
+    """Through obtain_adapter: with two wordings per fact the dev pairs are second
+    wordings (every fact trains); with one wording per fact there is no dev split."""
+    from conftest import tiny_config
+    from harness.adapters import obtain_adapter, training_examples
+    from harness.config import parse_config
+    from harness.models import load_generator
+    from harness.runner import load_dataset
+
+    lm = load_generator(str(tiny_model_dir), dtype="float32", device="cpu")
+    world = {"seed": 0, "n_people": 3, "n_organisations": 2, "n_places": 2, "n_unanswerable": 4}
+    two = parse_config(tiny_config(tiny_model_dir, data={"world": {**world, "paraphrases": 2}}))
+    data = load_dataset(two)
+    examples, dev = training_examples(lm, data, two.train, seed=0)
+    assert dev and len(examples) + len(dev) == len(data.train_questions)
+    answers = {e.completion for e in examples}
+    assert all(d.completion in answers for d in dev)  # each dev fact's answer still trains
+    one = parse_config(tiny_config(tiny_model_dir, data={"world": {**world, "paraphrases": 1}},
+                                   train={"objective": "sft", "rank": 4, "alpha": 8, "max_steps": 2,
+                                          "batch_size": 8, "lr": 0.005, "max_length": 96, "dev_fraction": 0.2}))
+    data = load_dataset(one)  # the world asks each fact two ways (-t0, -t1): keep one
+    data = dataclasses.replace(data, train_questions=tuple(q for q in data.train_questions if q.id.endswith("-t0")))
+    assert training_examples(lm, data, one.train, seed=0)[1] == []
+    record, cached = obtain_adapter(lm, data, one, seed=0)
+    assert not cached and record["material"]["dev_items"] == 0
+    assert record["material"]["pairs"] == len(data.train_questions)  # no fact held out of training
