@@ -200,6 +200,28 @@ def test_peak_memory_is_this_block_s_not_the_process_lifetime_s():
     assert large.peak_mb - small.peak_mb > 100
 
 
+def test_peak_memory_rise_counts_a_block_that_reuses_freed_heap():
+    """Freed but still resident heap (an earlier cell's training) is handed back before the
+    block starts, so a block that allocates into it still shows its rise."""
+    from harness.trainer import PeakMemory
+
+    keep, junk = [], [bytearray(4000) for _ in range(100_000)]  # 400 MB of small blocks in the heap
+    for i, b in enumerate(junk):
+        b[::1000] = b"x" * 4
+        if i % 50 == 0:
+            keep.append(b)  # survivors fragment it, so the heap cannot simply shrink
+    del junk
+    with PeakMemory(interval=0.01) as block:
+        new = [bytearray(4000) for _ in range(50_000)]  # 200 MB
+        for b in new:
+            b[::1000] = b"y" * 4
+        import time
+
+        time.sleep(0.05)
+    del new, keep
+    assert block.rise_mb > 150
+
+
 def test_peak_memory_rise_leaves_out_what_the_process_held_before():
     from harness.trainer import PeakMemory
 
