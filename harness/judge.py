@@ -151,13 +151,17 @@ def _ask(lm, memo: Memo, template: Template, fields: list[dict], *, max_new_toke
         out[i] = memo.get(content_key({"template": template.id, "prompt": p, "max_new_tokens": max_new_tokens}))
         if out[i] is None:
             todo.append(i)
-    for s in range(0, len(todo), batch_size):
-        chunk = todo[s:s + batch_size]
-        for i, g in zip(chunk, generate(lm, [prompts[i] for i in chunk], max_new_tokens=max_new_tokens,
-                                        batch_size=batch_size)):
-            out[i] = g.text
-            memo.put(content_key({"template": template.id, "prompt": prompts[i], "max_new_tokens": max_new_tokens}),
-                     g.text)
+    from tqdm import tqdm
+
+    with tqdm(total=len(todo), desc=f"judge ({template.name})", unit="prompt", disable=not todo) as bar:
+        for s in range(0, len(todo), batch_size):
+            chunk = todo[s:s + batch_size]
+            for i, g in zip(chunk, generate(lm, [prompts[i] for i in chunk], max_new_tokens=max_new_tokens,
+                                            batch_size=batch_size)):
+                out[i] = g.text
+                memo.put(content_key({"template": template.id, "prompt": prompts[i],
+                                      "max_new_tokens": max_new_tokens}), g.text)
+            bar.update(len(chunk))
     return out  # type: ignore[return-value]
 
 
