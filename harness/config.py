@@ -246,6 +246,10 @@ class JudgeConfig(_Section):
     model: ModelConfig
     faithfulness: bool = True
     pairwise: tuple[tuple[str, str], ...] = ()  # pipeline pairs to compare, e.g. [[rag, rag_finetuned]]
+    # How a verdict is read (judge.py): the likelier of the two reply words by
+    # log-likelihood, or the judge's generated reply parsed; auto: log-likelihood wherever
+    # the judge can score one (in-process, or completions with mc_protocol loglikelihood).
+    verdicts: Literal["auto", "loglikelihood", "generate"] = "auto"
     max_new_tokens: int = Field(96, ge=1)
     batch_size: int = Field(8, ge=1)
 

@@ -18,6 +18,14 @@ model `eval.judge.model` (any backend: in-process or an endpoint):
   verdict that changes with the order is a disagreement, and the disagreement rate is
   reported; the win rate counts only order-consistent verdicts.
 
+How a verdict is read (`eval.judge.verdicts`): `loglikelihood` scores the prompt's two
+reply words (correct/incorrect, yes/no, 1/2) as lm-evaluation-harness scores choices and
+takes the likelier, so every item gets a verdict even from a judge that does not follow
+the reply format (small local models mostly do not); `generate` lets the judge write a
+reply and parses its first words, counting unreadable replies. `auto` (the default)
+scores by log-likelihood wherever the judge can give one (in-process, or an endpoint
+with completions and `mc_protocol: loglikelihood`).
+
 Judged numbers never enter the verdicts: a judge is trusted only as far as its measured
 agreement, and until it has been checked against human labels of the same run.
 """
@@ -31,7 +39,7 @@ import numpy as np
 
 from harness import stats
 from harness.memo import Memo, content_key
-from harness.models import generate
+from harness.models import generate, loglikelihood
 from harness.prompts import Template, render
 
 log = logging.getLogger(__name__)
@@ -165,22 +173,66 @@ def _ask(lm, memo: Memo, template: Template, fields: list[dict], *, max_new_toke
     return out  # type: ignore[return-value]
 
 
+# The reply words each verdict prompt asks for, in verdict order (index 0 = verdict 0).
+REPLY_WORDS = {"correctness": ("incorrect", "correct"), "supported": ("no", "yes"), "pairwise": ("1", "2")}
+PARSERS = {"correctness": lambda text: parse_verdict(text), "supported": lambda text: parse_verdict(text),
+           "pairwise": lambda text: None if (c := parse_choice(text)) is None else c - 1}
+
+
+def verdict_protocol(cfg) -> str:
+    """`loglikelihood` or `generate`: what `eval.judge.verdicts` comes to for this judge."""
+    if cfg.verdicts != "auto":
+        return cfg.verdicts
+    m = cfg.model
+    scorable = m.backend != "endpoint" or (m.api == "completions" and m.mc_protocol == "loglikelihood")
+    return "loglikelihood" if scorable else "generate"
+
+
+def _pick(lm, memo: Memo, template: Template, fields: list[dict], words: tuple[str, ...], *,
+          batch_size: int) -> list[int]:
+    """For each rendered prompt, the index of the likelier reply word (summed
+    log-likelihood of the word after the prompt), from the memo where scored before."""
+    prompts = [render(lm.tokenizer, template, question=f["question"], passages=f.get("passages"))
+               for f in fields]
+    keys = [content_key({"template": template.id, "prompt": p, "reply_words": list(words)}) for p in prompts]
+    out: list[int | None] = [memo.get(k) for k in keys]
+    todo = [i for i, v in enumerate(out) if v is None]
+    if todo:
+        log.info("judge (%s): scoring %d replies by log-likelihood", template.name, len(todo))
+        scores = loglikelihood(lm, [(prompts[i], w) for i in todo for w in words], batch_size=batch_size)
+        for j, i in enumerate(todo):
+            out[i] = int(np.argmax(scores[j * len(words):(j + 1) * len(words)]))
+            memo.put(keys[i], out[i])
+    return out  # type: ignore[return-value]
+
+
+def _verdicts(lm, memo: Memo, kind: str, fields: list[dict], *, protocol: str, kw: dict) -> list[int | None]:
+    """The judge's verdict on each item for prompt `kind` (see REPLY_WORDS): by
+    log-likelihood, or parsed from a generated reply (None where unreadable). `kw`:
+    the generation settings (max_new_tokens, batch_size)."""
+    template = JUDGE_PROMPTS[kind]
+    if protocol == "loglikelihood":
+        return _pick(lm, memo, template, fields, REPLY_WORDS[kind], batch_size=kw["batch_size"])
+    return [PARSERS[kind](t) for t in _ask(lm, memo, template, fields, **kw)]
+
+
 def run_judge(cfg, rows_by_pipeline: dict[str, list[dict]], by_id: dict, per_item: dict, *, samples: int,
               seed: int) -> dict:
     """Correctness, faithfulness and pairwise judgements of a run's answers, with the
     judge's agreement with the exact labels (see the module docstring)."""
     lm = load_judge(cfg.model)
     memo = Memo("judgements", namespace={"judge": lm.fingerprint, "dtype": lm.dtype, "device": lm.device})
+    protocol = verdict_protocol(cfg)
     kw = dict(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
     out = {"judge": {"model": cfg.model.name, "backend": cfg.model.backend, "fingerprint": lm.fingerprint},
-           "prompts": {k: t.id for k, t in JUDGE_PROMPTS.items()}, "correctness": {}, "faithfulness": {},
-           "pairwise": [], "note": "secondary: judged numbers are not in the verdicts"}
+           "prompts": {k: t.id for k, t in JUDGE_PROMPTS.items()}, "verdicts": protocol, "correctness": {},
+           "faithfulness": {}, "pairwise": [], "note": "secondary: judged numbers are not in the verdicts"}
 
     judge_labels, exact_labels, unparsed = {}, {}, 0
     for name, rows in rows_by_pipeline.items():
         rows = [r for r in rows if by_id[r["question_id"]].answerable and by_id[r["question_id"]].task == "qa"]
         fields = [{"question": _correctness_text(by_id[r["question_id"]], r["output"])} for r in rows]
-        verdicts = [parse_verdict(t) for t in _ask(lm, memo, JUDGE_PROMPTS["correctness"], fields, **kw)]
+        verdicts = _verdicts(lm, memo, "correctness", fields, protocol=protocol, kw=kw)
         unparsed += sum(v is None for v in verdicts)
         got = {r["question_id"]: v for r, v in zip(rows, verdicts) if v is not None}
         out["correctness"][name] = {**stats.summarize(list(got.values()), kind="proportion"),
@@ -196,11 +248,11 @@ def run_judge(cfg, rows_by_pipeline: dict[str, list[dict]], by_id: dict, per_ite
         for name, rows in rows_by_pipeline.items():
             if name not in RETRIEVAL_PIPELINES:
                 continue
-            out["faithfulness"][name] = _faithfulness(lm, memo, rows, by_id, kw)
+            out["faithfulness"][name] = _faithfulness(lm, memo, rows, by_id, kw, protocol)
 
     for a, b in cfg.pairwise:
         out["pairwise"].append({"a": a, "b": b, **_pairwise(lm, memo, rows_by_pipeline[a], rows_by_pipeline[b],
-                                                            by_id, kw)})
+                                                            by_id, kw, protocol)})
     return out
 
 
@@ -220,7 +272,7 @@ def _correctness_text(q, output: str) -> str:
     return f"Question: {q.question}\nGold answer: {' / '.join(q.answers)}\nAnswer to grade: {output}"
 
 
-def _faithfulness(lm, memo, rows, by_id, kw) -> dict:
+def _faithfulness(lm, memo, rows, by_id, kw, protocol: str) -> dict:
     from harness.metrics import abstained
 
     rows = [r for r in rows if r["retrieved"] and not abstained(r["output"])]
@@ -231,9 +283,9 @@ def _faithfulness(lm, memo, rows, by_id, kw) -> dict:
     for r, text in zip(rows, claims_text):
         for c in parse_claims(text):
             checks.append((r, c))
-    verdicts = [parse_verdict(t) for t in _ask(
-        lm, memo, JUDGE_PROMPTS["supported"],
-        [{"question": f"Claim: {c}", "passages": [h["text"] for h in r["retrieved"]]} for r, c in checks], **kw)]
+    verdicts = _verdicts(lm, memo, "supported", [{"question": f"Claim: {c}",
+                                                  "passages": [h["text"] for h in r["retrieved"]]} for r, c in checks],
+                         protocol=protocol, kw=kw)
     tally: dict[str, list[int]] = {}
     for (r, _), v in zip(checks, verdicts):
         tally.setdefault(r["question_id"], []).append(0 if v is None else v)  # an unreadable verdict: unsupported
@@ -243,7 +295,7 @@ def _faithfulness(lm, memo, rows, by_id, kw) -> dict:
             "unparsed_verdicts": sum(v is None for v in verdicts), "per_item": per_item}
 
 
-def _pairwise(lm, memo, rows_a, rows_b, by_id, kw) -> dict:
+def _pairwise(lm, memo, rows_a, rows_b, by_id, kw, protocol: str) -> dict:
     b_by_id = {r["question_id"]: r for r in rows_b}
     pairs = [(r, b_by_id[r["question_id"]]) for r in rows_a
              if r["question_id"] in b_by_id and by_id[r["question_id"]].answerable]
@@ -251,12 +303,13 @@ def _pairwise(lm, memo, rows_a, rows_b, by_id, kw) -> dict:
     def text(q, one, two):
         return f"Question: {q.question}\nGold answer: {' / '.join(q.answers)}\nAnswer 1: {one}\nAnswer 2: {two}"
 
-    first = _ask(lm, memo, JUDGE_PROMPTS["pairwise"], [{"question": text(by_id[a["question_id"]], a["output"],
-                                                                         b["output"])} for a, b in pairs], **kw)
-    swapped = _ask(lm, memo, JUDGE_PROMPTS["pairwise"], [{"question": text(by_id[a["question_id"]], b["output"],
-                                                                           a["output"])} for a, b in pairs], **kw)
-    f = {a["question_id"]: parse_choice(t) for (a, _), t in zip(pairs, first)}
-    s = {a["question_id"]: parse_choice(t) for (a, _), t in zip(pairs, swapped)}
+    def ask(order):  # the answer each item's verdict prefers, 1 or 2 (None: unreadable)
+        fields = [{"question": text(by_id[a["question_id"]], *order(a["output"], b["output"]))} for a, b in pairs]
+        return [None if v is None else v + 1 for v in _verdicts(lm, memo, "pairwise", fields, protocol=protocol,
+                                                                kw=kw)]
+
+    f = {a["question_id"]: v for (a, _), v in zip(pairs, ask(lambda x, y: (x, y)))}
+    s = {a["question_id"]: v for (a, _), v in zip(pairs, ask(lambda x, y: (y, x)))}
     unparsed = [q for q in f if f[q] is None or s[q] is None]
     summary = pairwise_summary({q: v for q, v in f.items() if q not in unparsed},
                                {q: v for q, v in s.items() if q not in unparsed})

@@ -663,13 +663,16 @@ def served_blocks(m: dict, human: dict | None = None) -> list[tuple]:
         return b
     a = j["agreement"]
     b.append(("h2", "Judged (secondary, not in the verdicts)"))
+    how = ("each verdict the likelier of the prompt's two reply words by log-likelihood"
+           if j.get("verdicts") == "loglikelihood" else "verdicts parsed from the judge's generated replies")
     b.append(("p", f"Judge `{j['judge']['model']}` ({j['judge']['backend']}), prompts "
-                   f"{', '.join(j['prompts'].values())}. Its agreement with the exact labels ({a.get('exact_label')}) "
+                   f"{', '.join(j['prompts'].values())}; {how}. Its agreement with the exact labels ({a.get('exact_label')}) "
                    f"on {a['n']} short-answer items: accuracy {_interval(a.get('accuracy'))}, Cohen's kappa "
                    f"{_interval(a.get('kappa'))} (95% bootstrap); {a.get('unparsed', 0)} replies unreadable. "
                    "Trust the judged numbers below only as far as this agreement. " + _judge_human_check(human)))
     rows = [[p, "correct (judge)", str(c["n"]), _cell(c)] for p, c in j["correctness"].items()]
-    rows += [[p, "faithfulness (claims supported)", str(f["n"]), _cell(f)] for p, f in j["faithfulness"].items()]
+    rows += [[p, f"faithfulness (claims supported; {f['claims']} claims, {f['unparsed_verdicts']} verdicts "
+                 "unreadable, counted unsupported)", str(f["n"]), _cell(f)] for p, f in j["faithfulness"].items()]
     b.append(("table", ["pipeline", "judged", "n", "value [95% CI]"], rows))
     for pw in j["pairwise"]:
         b.append(("p", f"Pairwise {pw['a']} vs {pw['b']} on {pw['n']} items, both orders: the verdict changed with "

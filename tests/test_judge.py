@@ -60,7 +60,45 @@ def test_parsing_judge_replies():
     assert parse_choice("Answer 2 is better") == 2 and parse_choice("neither") is None
 
 
-def test_a_judged_run_reports_beside_its_agreement(tmp_path, tiny_model_dir, monkeypatch):
+def test_loglikelihood_verdicts_take_the_likelier_reply_word_and_are_memoised(tiny_lm, monkeypatch):
+    """Every item gets a verdict: the reply word with the higher log-likelihood after the
+    prompt (here a stand-in scorer that prefers "correct" when the answer says RIGHT)."""
+    from harness import judge
+    from harness.memo import Memo
+
+    calls = []
+
+    def scorer(lm, pairs, *, batch_size):
+        calls.append(len(pairs))
+        return [float((word in ("correct", "yes", "1")) == ("RIGHT" in prompt)) for prompt, word in pairs]
+
+    monkeypatch.setattr(judge, "loglikelihood", scorer)
+    memo = Memo("judgements-test", namespace={"t": 1})
+    fields = [{"question": f"Answer to grade: {w} {i}"} for i, w in enumerate(["RIGHT", "WRONG", "RIGHT", "WRONG"])]
+    kw = {"max_new_tokens": 4, "batch_size": 2}
+    assert judge._verdicts(tiny_lm, memo, "correctness", fields, protocol="loglikelihood", kw=kw) == [1, 0, 1, 0]
+    assert judge._verdicts(tiny_lm, memo, "pairwise", fields, protocol="loglikelihood", kw=kw) == [0, 1, 0, 1]
+    assert calls == [8, 8]  # two words per item
+    assert judge._verdicts(tiny_lm, memo, "correctness", fields, protocol="loglikelihood", kw=kw) == [1, 0, 1, 0]
+    assert calls == [8, 8]  # the second time from the memo
+
+
+def test_verdict_protocol_is_loglikelihood_wherever_the_judge_can_score():
+    from types import SimpleNamespace
+
+    from harness.judge import verdict_protocol
+
+    def cfg(verdicts="auto", **model):
+        return SimpleNamespace(verdicts=verdicts, model=SimpleNamespace(**{"backend": "hf", **model}))
+
+    assert verdict_protocol(cfg()) == "loglikelihood"
+    assert verdict_protocol(cfg(backend="endpoint", api="completions", mc_protocol="loglikelihood")) == "loglikelihood"
+    assert verdict_protocol(cfg(backend="endpoint", api="chat", mc_protocol="letter")) == "generate"
+    assert verdict_protocol(cfg("generate")) == "generate"
+
+
+@pytest.mark.parametrize("verdicts", ["loglikelihood", "generate"])
+def test_a_judged_run_reports_beside_its_agreement(tmp_path, tiny_model_dir, monkeypatch, verdicts):
     from harness import judge
     from harness.config import parse_config
     from harness.runner import run_experiment
@@ -69,7 +107,8 @@ def test_a_judged_run_reports_beside_its_agreement(tmp_path, tiny_model_dir, mon
     model = {"name": str(tiny_model_dir), "dtype": "float32", "device": "cpu"}
     raw = tiny_config(tiny_model_dir, output_dir=str(tmp_path / "results"),
                       eval={"pipelines": ["base", "rag", "rag_finetuned"], "max_new_tokens": 4, "batch_size": 8, "bootstrap_samples": 200,
-                            "judge": {"model": model, "max_new_tokens": 4, "pairwise": [["base", "rag"]]}})
+                            "judge": {"model": model, "max_new_tokens": 4, "pairwise": [["base", "rag"]],
+                                      "verdicts": verdicts}})
     # the tiny model's replies are not words: read its verdict from the reply's length,
     # so that the plumbing below has verdicts to carry (parsing is tested above)
     monkeypatch.setattr(judge, "parse_verdict", lambda text: len(text) % 2)
@@ -82,7 +121,7 @@ def test_a_judged_run_reports_beside_its_agreement(tmp_path, tiny_model_dir, mon
         assert j["correctness"][p]["n"] + j["correctness"][p]["unparsed"] == n_qa
     assert j["agreement"]["n"] == sum(j["correctness"][p]["n"] for p in arms)
     assert set(j["faithfulness"]) == {"rag", "rag_finetuned"} and j["pairwise"][0]["a"] == "base"
-    assert j["prompts"]["correctness"] == "judge_correctness@v1"
+    assert j["prompts"]["correctness"] == "judge_correctness@v1" and j["verdicts"] == verdicts
     assert all("judge" not in q for q in m["verdicts"])  # judged numbers stay out of the verdicts
     report = (out / "report.md").read_text()
     assert "Judged (secondary, not in the verdicts)" in report and "Cohen's kappa" in report
