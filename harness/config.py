@@ -253,6 +253,15 @@ class JudgeConfig(_Section):
     max_new_tokens: int = Field(96, ge=1)
     batch_size: int = Field(8, ge=1)
 
+    @model_validator(mode="after")
+    def _scorable(self) -> "JudgeConfig":
+        m = self.model
+        if self.verdicts == "loglikelihood" and m.backend == "endpoint" and (
+                m.api != "completions" or m.mc_protocol != "loglikelihood"):
+            raise ValueError("eval.judge.verdicts: loglikelihood needs a judge that scores text: in-process, or an "
+                             "endpoint with api: completions and mc_protocol: loglikelihood (else verdicts: generate)")
+        return self
+
 
 class EvalConfig(_Section):
     """Which pipelines run and how answers are generated and scored."""

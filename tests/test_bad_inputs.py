@@ -192,6 +192,12 @@ CASES = [
          r"train\.epochs: "),
     Case("empty-pipelines", "config", "`eval.pipelines: []`", lambda b: ["validate", b.config(eval={"pipelines": []})],
          r"eval: .*at least one"),
+    Case("judge-loglikelihood-over-chat", "config", "`eval.judge.verdicts: loglikelihood` for a chat endpoint judge",
+         lambda b: ["validate", b.config(eval={"judge": {
+             "model": {"name": "smollm2", "backend": "endpoint", "base_url": "http://127.0.0.1:9/v1",
+                       "served_model": "x", "api": "chat", "mc_protocol": "letter"},
+             "verdicts": "loglikelihood"}})],
+         r"eval\.judge\.verdicts: loglikelihood needs a judge that scores text"),
     Case("empty-target-modules", "config", "`train.target_modules: []`",
          lambda b: ["validate", b.config(train={"target_modules": []})], r"train\.target_modules: "),
     Case("empty-grid-axis", "config", "a grid axis with no values",
