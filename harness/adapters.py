@@ -34,7 +34,6 @@ from harness.models import LoadedModel
 from harness.pipelines import adapter_switch
 from harness.prompts import ABSTAIN
 from harness.results import atomic_write_json, run_lock
-from harness.retrieve import chunk_documents
 from harness.train import TrainError, build_examples, build_raft_examples, split_by_fact
 from harness.trainer import TrainResult, launch_from_env, train_model
 
@@ -221,15 +220,14 @@ def select_training_facts(lm: LoadedModel, data: Dataset, cfg: ExperimentConfig)
     return dataclasses.replace(data, train_questions=tuple(kept)), summary
 
 
-def obtain_raft_adapter(lm: LoadedModel, data: Dataset, cfg: ExperimentConfig) -> dict:
-    """The RAFT adapter (see train.build_raft_examples), attached as "raft" beside the
-    default one, which stays active."""
+def obtain_raft_adapter(lm: LoadedModel, data: Dataset, cfg: ExperimentConfig, *, chunks: list) -> dict:
+    """The RAFT adapter (see train.build_raft_examples) trained on `chunks` (the
+    retriever's, so that training shows the passages retrieval will), attached as "raft"
+    beside the default one, which stays active."""
     if cfg.train.method == "full":  # it would train every weight of the base the other pipelines use
         raise TrainError("eval.pipelines: 'raft' trains a LoRA adapter beside the default one; it cannot run with "
                          "train.method: full")
     r = cfg.train.raft
-    chunks = chunk_documents(list(data.documents), chunk_size=cfg.retrieval.chunk_size,
-                             chunk_overlap=cfg.retrieval.chunk_overlap)
     examples = build_raft_examples(lm.tokenizer, questions=data.train_questions, chunks=chunks,
                                    passages=r.passages, gold_share=r.gold_share, seed=r.seed)
     if not examples:

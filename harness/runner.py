@@ -193,9 +193,12 @@ def load_models(cfg: ExperimentConfig, data: Dataset, *, stage: Path, timings: d
     return Arms(lm=lm, tuned=lm, train_record=record, adapter_cached=cached)
 
 
-def attach_adapters(cfg: ExperimentConfig, data: Dataset, arms: Arms, *, stage: Path, timings: dict) -> None:
+def attach_adapters(cfg: ExperimentConfig, data: Dataset, arms: Arms, *, stage: Path, timings: dict,
+                    retriever=None) -> None:
     """The default adapter (one per seed of train.repeats) and the RAFT adapter, when a
-    configured pipeline needs them, each from the cache or trained (adapters.py)."""
+    configured pipeline needs them, each from the cache or trained (adapters.py). RAFT
+    trains on the retriever's own chunks (cut in the embedder's tokens), the passages its
+    pipeline will be shown."""
     lm = arms.lm
     if lm.endpoint is None and any(PIPELINES[p].adapter and PIPELINES[p].adapter_name == "default"
                                    for p in cfg.eval.pipelines):
@@ -220,7 +223,7 @@ def attach_adapters(cfg: ExperimentConfig, data: Dataset, arms: Arms, *, stage: 
         atomic_write_json(stage / "loss_curve.json", arms.train_record["loss_curve"])
     if "raft" in cfg.eval.pipelines:
         with timed(timings, "raft_adapter_seconds"):
-            arms.raft_record = obtain_raft_adapter(lm, data, cfg)
+            arms.raft_record = obtain_raft_adapter(lm, data, cfg, chunks=retriever.chunks)
 
 
 def build_index(cfg: ExperimentConfig, data: Dataset, *, timings: dict):
@@ -546,8 +549,8 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
     with (checked_destination(final, experiment=cfg.name, kind="run"), run_lock(final),
           staged_run_dir(final, experiment=cfg.name) as stage):
         arms = load_models(cfg, data, stage=stage, timings=timings)
-        attach_adapters(cfg, data, arms, stage=stage, timings=timings)
         retriever = build_index(cfg, data, timings=timings)
+        attach_adapters(cfg, data, arms, stage=stage, timings=timings, retriever=retriever)
         rows_by_pipeline, pipeline_costs = answer_pipelines(cfg, arms, questions, retriever)
         known = tag_known(cfg, arms.lm, questions, timings=timings)
         style_scorer = build_scorer(cfg, retriever, timings=timings)

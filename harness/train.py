@@ -84,8 +84,6 @@ def build_raft_examples(tokenizer, *, questions, chunks, passages: int, gold_sha
     return out
 
 
-
-
 Tokens = tuple[list[int], list[int]]  # (input ids, labels with -100 where no loss)
 
 

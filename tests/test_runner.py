@@ -201,3 +201,25 @@ def test_raft_runs_as_its_own_pipeline_with_its_own_adapter(tiny_model_dir, tmp_
                                                               "bootstrap_samples": 200})
     m2 = json.loads((run_experiment(parse_config(only), results_root=tmp_path) / "metrics.json").read_text())
     assert m2["costs"]["training"] is None and m2["costs"]["raft_training"]["from_cache"] is False
+
+
+def test_raft_trains_on_the_retrievers_own_chunks(tiny_model_dir, tmp_path, monkeypatch):
+    """RAFT's training passages are the chunks retrieval serves, cut in the embedder's
+    tokens: with an embedder that counts two tokens a word, they are not word chunks."""
+    from harness import adapters
+    from harness.retrieve import HashingEmbedder
+
+    monkeypatch.setattr(HashingEmbedder, "count_tokens", staticmethod(lambda text: 2 * len(text.split())))
+    seen = []
+    real = adapters.build_raft_examples
+
+    def recording(tokenizer, *, chunks, **kw):
+        seen.extend(c.text for c in chunks)
+        return real(tokenizer, chunks=chunks, **kw)
+
+    monkeypatch.setattr(adapters, "build_raft_examples", recording)
+    raw = tiny_config(tiny_model_dir, name="raftchunks", eval={"pipelines": ["rag", "raft"], "max_new_tokens": 2,
+                                                               "bootstrap_samples": 200})
+    out = run_experiment(parse_config(raw), results_root=tmp_path)
+    retrieved = {h["text"] for r in read_jsonl(out / "predictions.jsonl") for h in r["retrieved"]}
+    assert seen and retrieved <= set(seen)
