@@ -28,8 +28,8 @@ def _outcome(folder: Path) -> dict:
     m = json.loads((folder / "metrics.json").read_text())
     preds = [{k: v for k, v in r.items() if k != "latency_s"} for r in read_jsonl(folder / "predictions.jsonl")]
     training = {k: v for k, v in (m["costs"]["training"] or {}).items()
-                if k not in ("wall_seconds", "tokens_per_second", "peak_rss_mb", "from_cache", "adapter_dir",
-                             "steps_run", "resumed_from_step")}
+                if k not in ("wall_seconds", "tokens_per_second", "peak_rss_mb", "start_rss_mb", "training_memory_mb",
+                             "from_cache", "adapter_dir", "steps_run", "resumed_from_step")}
     return {**{k: m[k] for k in SAME}, "training": training, "predictions": preds,
             "loss_curve": json.loads((folder / "loss_curve.json").read_text())}
 
