@@ -19,7 +19,7 @@ model `eval.judge.model` (any backend: in-process or an endpoint):
   reported; the win rate counts only order-consistent verdicts.
 
 How a verdict is read (`eval.judge.verdicts`): `loglikelihood` scores the prompt's two
-reply words (correct/incorrect, yes/no, 1/2) as lm-evaluation-harness scores choices and
+reply words (yes/no, 1/2) as lm-evaluation-harness scores choices and
 takes the likelier, so every item gets a verdict even from a judge that does not follow
 the reply format (small local models mostly do not); `generate` lets the judge write a
 reply and parses its first words, counting unreadable replies. `auto` (the default)
@@ -174,7 +174,7 @@ def _ask(lm, memo: Memo, template: Template, fields: list[dict], *, max_new_toke
 
 
 # The reply words each verdict prompt asks for, in verdict order (index 0 = verdict 0).
-REPLY_WORDS = {"correctness": ("incorrect", "correct"), "supported": ("no", "yes"), "pairwise": ("1", "2")}
+REPLY_WORDS = {"correctness": ("no", "yes"), "supported": ("no", "yes"), "pairwise": ("1", "2")}
 PARSERS = {"correctness": lambda text: parse_verdict(text), "supported": lambda text: parse_verdict(text),
            "pairwise": lambda text: None if (c := parse_choice(text)) is None else c - 1}
 
@@ -199,6 +199,10 @@ def _pick(lm, memo: Memo, template: Template, fields: list[dict], words: tuple[s
     todo = [i for i, v in enumerate(out) if v is None]
     if todo:
         log.info("judge (%s): scoring %d replies by log-likelihood", template.name, len(todo))
+        lengths = {len(lm.tokenizer(w, add_special_tokens=False)["input_ids"]) for w in words}
+        if len(lengths) > 1:  # a longer word sums more log-probabilities: the verdict leans to the shorter
+            log.warning("judge (%s): the reply words %s are not the same number of tokens for this judge",
+                        template.name, "/".join(words))
         scores = loglikelihood(lm, [(prompts[i], w) for i in todo for w in words], batch_size=batch_size)
         for j, i in enumerate(todo):
             out[i] = int(np.argmax(scores[j * len(words):(j + 1) * len(words)]))
@@ -317,10 +321,12 @@ def _pairwise(lm, memo, rows_a, rows_b, by_id, kw, protocol: str) -> dict:
 
 
 JUDGE_PROMPTS = {
+    # v2: "yes"/"no" instead of "correct"/"incorrect", which many tokenizers split unevenly
+    # ("incorrect" is two SmolLM2 tokens to one), biasing a log-likelihood verdict
     "correctness": Template(
-        name="judge_correctness", version="v1",
-        system="You grade answers. Given a question, its gold answer and an answer to grade, reply \"correct\" if "
-               "the answer states the gold answer (other words or more detail are fine) and \"incorrect\" otherwise. "
+        name="judge_correctness", version="v2",
+        system="You grade answers. Given a question, its gold answer and an answer to grade, reply \"yes\" if "
+               "the answer states the gold answer (other words or more detail are fine) and \"no\" otherwise. "
                "Reply with one word.",
         user="{question}",
     ),

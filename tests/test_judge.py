@@ -70,7 +70,7 @@ def test_loglikelihood_verdicts_take_the_likelier_reply_word_and_are_memoised(ti
 
     def scorer(lm, pairs, *, batch_size):
         calls.append(len(pairs))
-        return [float((word in ("correct", "yes", "1")) == ("RIGHT" in prompt)) for prompt, word in pairs]
+        return [float((word in ("yes", "1")) == ("RIGHT" in prompt)) for prompt, word in pairs]
 
     monkeypatch.setattr(judge, "loglikelihood", scorer)
     memo = Memo("judgements-test", namespace={"t": 1})
@@ -121,7 +121,7 @@ def test_a_judged_run_reports_beside_its_agreement(tmp_path, tiny_model_dir, mon
         assert j["correctness"][p]["n"] + j["correctness"][p]["unparsed"] == n_qa
     assert j["agreement"]["n"] == sum(j["correctness"][p]["n"] for p in arms)
     assert set(j["faithfulness"]) == {"rag", "rag_finetuned"} and j["pairwise"][0]["a"] == "base"
-    assert j["prompts"]["correctness"] == "judge_correctness@v1" and j["verdicts"] == verdicts
+    assert j["prompts"]["correctness"] == "judge_correctness@v2" and j["verdicts"] == verdicts
     assert all("judge" not in q for q in m["verdicts"])  # judged numbers stay out of the verdicts
     report = (out / "report.md").read_text()
     assert "Judged (secondary, not in the verdicts)" in report and "Cohen's kappa" in report
