@@ -2,7 +2,8 @@
 `experiments/methods.yaml` grid (README, "Training").
 
 Per cell: trainable parameters, training memory (report.training_memory: the weights plus
-the rise while training on a CPU, torch's peak on a GPU) and its ratio to the weights' size,
+the rise while training, of the process's memory on a CPU or torch's allocations on a GPU)
+and its ratio to the weights' size,
 training time, the fact gain of the fine-tuned arm over base (multiple-choice accuracy,
 points) and the change from base on MMLU (all subjects, acc) and HellaSwag (acc_norm),
 with the paired 95% intervals the runs computed (forgetting: below zero).

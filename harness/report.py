@@ -916,11 +916,12 @@ def tuning_budget_lines(grid: dict) -> list[str]:
 
 
 def training_memory(tr: dict) -> tuple[float, str]:
-    """A training record's memory in MB and how it was measured: torch's peak on a GPU;
-    on a CPU the weights plus the rise while training (older records hold only the
-    process's peak, which counts everything else the process held too)."""
+    """A training record's memory in MB and how it was measured: the weights plus the rise
+    while training (of torch's GPU allocations, or of the process's resident memory on a
+    CPU); older records hold only a peak, which counts everything else held too."""
     if tr.get("training_memory_mb") is not None:
-        return tr["training_memory_mb"], "GPU peak" if tr.get("peak_gpu_mb") else "weights + rise while training"
+        where = "GPU" if tr.get("peak_gpu_mb") else "process"
+        return tr["training_memory_mb"], f"weights + {where} rise while training"
     if tr.get("peak_gpu_mb"):
         return tr["peak_gpu_mb"], "GPU peak"
     return tr["peak_rss_mb"], "process peak, not isolated"

@@ -56,6 +56,7 @@ class PeakMemory:
 
     def __init__(self, interval: float = 0.05):
         self.interval, self.peak_mb, self.start_mb = interval, 0.0, None
+        self.gpu_start_mb: float | None = None  # set by the trainer on CUDA
         self._stop = threading.Event()
 
     @staticmethod
@@ -127,8 +128,9 @@ class TrainResult:
     resumed_from_step: int = 0
     weights_bytes: int = 0  # the base model's weights in memory: the yardstick of training memory
     start_rss_mb: float | None = None  # resident memory when training began (the model loaded)
-    # What training needs: on a GPU the most torch held (weights included); on a CPU the
-    # weights plus what the process's memory rose by while training (peak - start).
+    # What training needs: the weights plus what memory rose by while training (on a CPU
+    # the process's resident memory, peak - start; on a GPU torch's allocations); None
+    # when this process ran no step.
     training_memory_mb: float | None = None
     material: dict | None = None  # train.prepare_material's stats: corpus tokens, tokens trained, ...
     settings: dict | None = None  # the trainer settings actually used (batch, accumulation, schedule, ...)
@@ -518,6 +520,9 @@ def _train(lm: LoadedModel, trainer, callback: _Progress, *, resumed: Path | Non
         torch.cuda.reset_peak_memory_stats()
     callback.t0 = time.perf_counter()
     with PeakMemory() as memory:
+        # what torch held on the GPU before training: the weights, and for full
+        # fine-tuning the untouched base the other pipelines answer from
+        memory.gpu_start_mb = torch.cuda.memory_allocated() / 2**20 if lm.device == "cuda" else None
         if start_step < total_steps and not callback.status.stopped_early:
             trainer.train(resume_from_checkpoint=str(resumed) if resumed is not None else None)
     return memory
@@ -577,14 +582,20 @@ def train_model(lm: LoadedModel, examples: list[Example], *, method: str = "lora
         peak_gpu_mb=torch.cuda.max_memory_allocated() / 2**20 if lm.device == "cuda" else None,
         world_size=launch.world_size, method=method, steps_run=steps - start_step, resumed_from_step=start_step,
         weights_bytes=weights_bytes, material=material.stats, settings=asdict(settings),
-        start_rss_mb=memory.start_mb, training_memory_mb=_training_memory(lm, memory, weights_bytes),
+        start_rss_mb=memory.start_mb,
+        training_memory_mb=_training_memory(lm, memory, weights_bytes, steps_run=steps - start_step),
     )
 
 
-def _training_memory(lm: LoadedModel, memory: PeakMemory, weights_bytes: int) -> float | None:
-    """What training held (see TrainResult.training_memory_mb), in MB."""
+def _training_memory(lm: LoadedModel, memory: PeakMemory, weights_bytes: int, *, steps_run: int) -> float | None:
+    """What training held (see TrainResult.training_memory_mb), in MB: the weights plus
+    what memory rose by while training, on a GPU as on a CPU (so a second copy of the
+    base held for the other pipelines is not counted); None when this process ran no
+    step (a checkpoint that had already finished)."""
+    if steps_run == 0:
+        return None
     if lm.device == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
+        return weights_bytes / 2**20 + torch.cuda.max_memory_allocated() / 2**20 - memory.gpu_start_mb
     return None if memory.rise_mb is None else weights_bytes / 2**20 + memory.rise_mb
 
 

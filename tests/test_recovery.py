@@ -40,6 +40,6 @@ def test_training_table_gives_memory_over_weights_and_forgetting_per_cell():
              "gpu": {"costs": {"training": {"method": "lora", "trainable_params": 10, "peak_rss_mb": 16.0,
                                             "peak_gpu_mb": 24.0, "weights_bytes": 8 * 2**20, "wall_seconds": 5}}}}
     lines = training_table_lines(["full", "old", "gpu"], cells)
-    assert "| full | full | 100 | 48 (weights + rise while training) | 6.0x | 12 | -3 [-7, +1] | -12 [-22, -2] |" in lines
+    assert "| full | full | 100 | 48 (weights + process rise while training) | 6.0x | 12 | -3 [-7, +1] | -12 [-22, -2] |" in lines
     assert "| old | lora | 10 | 64 (process peak, not isolated) | 8.0x | 5 | - | - |" in lines
     assert "| gpu | lora | 10 | 24 (GPU peak) | 3.0x | 5 | - | - |" in lines

@@ -281,3 +281,14 @@ def test_full_fine_tuning_trains_every_weight(tiny_model_dir, tmp_path):
     saved = load_file(tmp_path / "adapter" / "model.safetensors")
     changed = [k for k, v in saved.items() if not torch.equal(v, before[k])]
     assert "model.layers.0.mlp.down_proj.weight" in changed and not hasattr(lm.model, "peft_config")
+
+
+def test_no_training_memory_is_claimed_for_a_process_that_ran_no_step(tiny_lm):
+    """A resume of a checkpoint that had already finished trains nothing: its memory
+    would read as the weights alone (1.0x), so none is recorded."""
+    from harness.trainer import PeakMemory, _training_memory
+
+    with PeakMemory(interval=0.01) as memory:
+        pass
+    assert _training_memory(tiny_lm, memory, 4 * 2**20, steps_run=0) is None
+    assert _training_memory(tiny_lm, memory, 4 * 2**20, steps_run=3) == pytest.approx(4 + memory.rise_mb)
