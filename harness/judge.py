@@ -188,6 +188,13 @@ def verdict_protocol(cfg) -> str:
     return "loglikelihood" if scorable else "generate"
 
 
+def reply_continuation(prompt: str, word: str) -> str:
+    """The reply word as it follows `prompt`: straight after a chat template's assistant
+    turn (which ends in a newline), after a space otherwise ("Answer: yes"), as
+    lm-evaluation-harness puts its target delimiter before a choice."""
+    return word if not prompt or prompt[-1].isspace() else " " + word
+
+
 def _pick(lm, memo: Memo, template: Template, fields: list[dict], words: tuple[str, ...], *,
           batch_size: int) -> list[int]:
     """For each rendered prompt, the index of the likelier reply word (summed
@@ -199,11 +206,12 @@ def _pick(lm, memo: Memo, template: Template, fields: list[dict], words: tuple[s
     todo = [i for i, v in enumerate(out) if v is None]
     if todo:
         log.info("judge (%s): scoring %d replies by log-likelihood", template.name, len(todo))
-        lengths = {len(lm.tokenizer(w, add_special_tokens=False)["input_ids"]) for w in words}
+        pairs = [(prompts[i], reply_continuation(prompts[i], w)) for i in todo for w in words]
+        lengths = {len(lm.tokenizer(c, add_special_tokens=False)["input_ids"]) for _, c in pairs[:len(words)]}
         if len(lengths) > 1:  # a longer word sums more log-probabilities: the verdict leans to the shorter
             log.warning("judge (%s): the reply words %s are not the same number of tokens for this judge",
                         template.name, "/".join(words))
-        scores = loglikelihood(lm, [(prompts[i], w) for i in todo for w in words], batch_size=batch_size)
+        scores = loglikelihood(lm, pairs, batch_size=batch_size)
         for j, i in enumerate(todo):
             out[i] = int(np.argmax(scores[j * len(words):(j + 1) * len(words)]))
             memo.put(keys[i], out[i])

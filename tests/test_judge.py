@@ -62,7 +62,7 @@ def test_parsing_judge_replies():
 
 def test_loglikelihood_verdicts_take_the_likelier_reply_word_and_are_memoised(tiny_lm, monkeypatch):
     """Every item gets a verdict: the reply word with the higher log-likelihood after the
-    prompt (here a stand-in scorer that prefers "correct" when the answer says RIGHT)."""
+    prompt (here a stand-in scorer that prefers "yes" and "1" when the answer says RIGHT)."""
     from harness import judge
     from harness.memo import Memo
 
@@ -70,7 +70,7 @@ def test_loglikelihood_verdicts_take_the_likelier_reply_word_and_are_memoised(ti
 
     def scorer(lm, pairs, *, batch_size):
         calls.append(len(pairs))
-        return [float((word in ("yes", "1")) == ("RIGHT" in prompt)) for prompt, word in pairs]
+        return [float((word.strip() in ("yes", "1")) == ("RIGHT" in prompt)) for prompt, word in pairs]
 
     monkeypatch.setattr(judge, "loglikelihood", scorer)
     memo = Memo("judgements-test", namespace={"t": 1})
@@ -81,6 +81,13 @@ def test_loglikelihood_verdicts_take_the_likelier_reply_word_and_are_memoised(ti
     assert calls == [8, 8]  # two words per item
     assert judge._verdicts(tiny_lm, memo, "correctness", fields, protocol="loglikelihood", kw=kw) == [1, 0, 1, 0]
     assert calls == [8, 8]  # the second time from the memo
+
+
+def test_reply_words_follow_the_prompt_as_lm_eval_places_a_choice():
+    from harness.judge import reply_continuation
+
+    assert reply_continuation("<|im_start|>assistant\n", "yes") == "yes"  # a chat turn ends in a newline
+    assert reply_continuation("Question: ...\nAnswer:", "yes") == " yes"  # a plain prompt: after a space
 
 
 def test_verdict_protocol_is_loglikelihood_wherever_the_judge_can_score():
