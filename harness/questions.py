@@ -169,7 +169,7 @@ def _span_kind(text: str) -> str | None:
 
 
 CLOZE_STYLES = ("blank", "complete")
-_SENTENCE_END = re.compile(r"""\W{0,3}""")  # what may follow a span that ends its sentence: . or ." or ).
+_SENTENCE_END = re.compile(r"""[.!?]?["']?""")  # what may follow a span that ends its sentence: . ! ? ." or nothing
 
 
 def _cloze_texts(style: str, kind: str, before: str, after: str) -> tuple[str, str]:
