@@ -355,7 +355,7 @@ def llama_cpp_serve_command(*, base_gguf: str, served_model: str, served_adapter
                                      lora_gguf=str(lora), port=port)
     q = shlex.quote
     return (f"harness export-lora {q(str(adapter_dir))} --base {q(str(base_gguf))} --out {q(str(lora))} && "
-            f"echo {q(json.dumps(config))} > {q(str(config_file))} && "
+            f"printf '%s\\n' {q(json.dumps(config))} > {q(str(config_file))} && "
             f"python -m llama_cpp.server --config_file {q(str(config_file))}")
 
 

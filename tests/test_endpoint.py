@@ -147,7 +147,7 @@ def test_served_adapter_is_checked_against_its_cache_key():
 
 def test_the_logged_llama_cpp_line_survives_paths_with_quotes_and_spaces(tmp_path):
     """Run the logged line through a shell with stand-ins for `harness` and `python`: each
-    gets its paths whole, and the server config written holds the quoted path."""
+    gets its paths whole, and the server config written holds the path, backslash and all."""
     import subprocess
 
     from harness.endpoint import llama_cpp_serve_command
@@ -159,8 +159,8 @@ def test_the_logged_llama_cpp_line_survives_paths_with_quotes_and_spaces(tmp_pat
         stub.write_text(f"#!{sys.executable}\nimport json, sys\n"
                         f"open({str(log)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n")
         stub.chmod(0o755)
-    adapter = str(tmp_path / "it's a cache" / ("0123456789abcdef" * 2))
-    (tmp_path / "it's a cache").mkdir()
+    adapter = str(tmp_path / "it's a \\cache" / ("0123456789abcdef" * 2))  # dash's echo would eat "\c"
+    (tmp_path / "it's a \\cache").mkdir()
     line = llama_cpp_serve_command(base_gguf="/m/o'brien model.gguf", served_model="sm", served_adapter="sm-ft",
                                    adapter_dir=adapter)
     subprocess.run(["sh", "-c", line], check=True, env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
@@ -187,9 +187,9 @@ def test_llama_cpp_route_for_the_served_adapter(tmp_path):
                          base_gguf="/m/x.gguf")
     assert both.startswith(vllm_only)
     llama = both.split("or with llama.cpp (CPU): ")[1]
-    assert llama.startswith(f"harness export-lora {adapter} --base /m/x.gguf --out {adapter}.gguf && echo '")
+    assert llama.startswith(f"harness export-lora {adapter} --base /m/x.gguf --out {adapter}.gguf && printf ")
     assert llama.endswith(f"python -m llama_cpp.server --config_file {adapter}.server.json")
-    config = json.loads(shlex.split(llama.split(" && ")[1])[1])
+    config = json.loads(shlex.split(llama.split(" && ")[1])[2])
     assert config == llama_cpp_server_config(base_gguf="/m/x.gguf", served_model="sm", served_adapter="sm-ft",
                                              lora_gguf=f"{adapter}.gguf")
     assert config["host"] == "127.0.0.1"
