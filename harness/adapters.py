@@ -8,7 +8,7 @@ adapter trains it once:
 
     record, from_cache = obtain_adapter(lm, data, cfg, seed=0)        # attached as "default"
     train_data, selection = select_training_facts(lm, data, cfg)      # train.train_categories
-    raft = obtain_raft_adapter(lm, data, cfg)                          # attached as "raft"
+    raft = obtain_raft_adapter(lm, data, cfg, chunks=retriever.chunks)  # attached as "raft"
     memo = generation_memo(lm, adapter_key=record["cache_key"])       # its generations
 
 `adapter_group(cfg)` is the coarser, config-level identity a grid groups its cells by
@@ -152,18 +152,20 @@ def _train_into_cache(lm: LoadedModel, examples: list, *, settings: dict, stamp:
 
 
 def obtain_adapter(lm: LoadedModel, data: Dataset, cfg: ExperimentConfig, *, seed: int,
-                   name: str = "default", examples: list | None = None) -> tuple[dict, bool]:
+                   name: str = "default", examples: list | None = None,
+                   dev_examples: list | None = None) -> tuple[dict, bool]:
     """Attach the adapter for this config and seed to `lm` under `name` (and make it the
     active one), training it only if not cached. Returns (training record, from cache).
     The training pairs are the config's objective on the data unless `examples` are given
-    (the RAFT adapter's)."""
+    (the RAFT adapter's, with `dev_examples` split from them by fact)."""
     t = cfg.train
-    dev_examples, dev_split = [], None
+    # sft's and RAFT's dev pairs come from split_by_fact, which holds no fact out of
+    # training; named in the key so that adapters cached under the whole-pair split are
+    # not reused
+    dev_split = "by-fact" if t.dev_fraction > 0 and (examples is not None or t.objective == "sft") else None
     if examples is None:
         examples, dev_examples = training_examples(lm, data, t, seed=seed)
-        # sft's dev pairs come from split_by_fact, which holds no fact out of training;
-        # named in the key so that adapters cached under the whole-pair split are not reused
-        dev_split = "by-fact" if t.objective == "sft" and t.dev_fraction > 0 else None
+    dev_examples = list(dev_examples or [])
     key = adapter_key(lm, examples, cfg, seed, dev_examples, dev_split)
     target = cache_dir() / "adapters" / key[:32]
     if target.is_dir() and not verify_dir(target):  # damaged or unfinished: trained again
@@ -228,13 +230,18 @@ def obtain_raft_adapter(lm: LoadedModel, data: Dataset, cfg: ExperimentConfig, *
         raise TrainError("eval.pipelines: 'raft' trains a LoRA adapter beside the default one; it cannot run with "
                          "train.method: full")
     r = cfg.train.raft
-    examples = build_raft_examples(lm.tokenizer, questions=data.train_questions, chunks=chunks,
-                                   passages=r.passages, gold_share=r.gold_share, seed=r.seed)
+    train_qs, dev_qs = split_by_fact(list(data.train_questions), dev_fraction=cfg.train.dev_fraction,
+                                     seed=cfg.train.seed)
+    examples, dev = (build_raft_examples(lm.tokenizer, questions=qs, chunks=chunks, passages=r.passages,
+                                         gold_share=r.gold_share, seed=r.seed) if qs else []
+                     for qs in (train_qs, dev_qs))
     if not examples:
         raise TrainError("eval.pipelines has 'raft', but no training question has a gold chunk in the documents "
                          "(RAFT needs training questions whose evidence or answer is in a document)")
     before = getattr(lm.model, "active_adapter", None) if hasattr(lm.model, "peft_config") else None
-    record, cached = obtain_adapter(lm, data, cfg, seed=cfg.train.seed, name="raft", examples=examples)
+    record, cached = obtain_adapter(lm, data, cfg, seed=cfg.train.seed, name="raft", examples=examples,
+                                    dev_examples=dev)
     if before is not None:
         lm.model.set_adapter(before)
-    return {**record, "from_cache": cached, "raft": r.model_dump(mode="json"), "examples": len(examples)}
+    return {**record, "from_cache": cached, "raft": r.model_dump(mode="json"), "examples": len(examples),
+            "dev_examples": len(dev)}

@@ -167,6 +167,9 @@ class TrainConfig(_Section):
     batch_size: int = Field(8, ge=1)
     max_length: int = Field(128, ge=8)
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    # Share held out for the dev loss, never whole facts: cpt holds out each document's
+    # end (or uses the training questions), sft and RAFT second wordings of facts that
+    # still train (train.split_by_fact), mixed a share of its pairs (documents all train).
     dev_fraction: float = Field(0.1, ge=0, lt=1)
     early_stopping_patience: int | None = Field(None, ge=1)
     seed: int = 0

@@ -222,6 +222,8 @@ def attach_adapters(cfg: ExperimentConfig, data: Dataset, arms: Arms, *, stage: 
                 lm.model.set_adapter("default")
         atomic_write_json(stage / "loss_curve.json", arms.train_record["loss_curve"])
     if "raft" in cfg.eval.pipelines:
+        if retriever is None:  # raft retrieves, so build_index made one: a caller that skipped it
+            raise ValueError("attach_adapters: the raft pipeline needs the retriever (build_index) for its chunks")
         with timed(timings, "raft_adapter_seconds"):
             arms.raft_record = obtain_raft_adapter(lm, data, cfg, chunks=retriever.chunks)
 

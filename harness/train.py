@@ -8,9 +8,10 @@ and puts the loss on the answer only; `mixed` is both in one list.
 `prepare_material(tokenizer, examples, *, max_length, ...)` tokenizes them for training:
 every document is split into windows of `max_length` tokens that together cover all of
 it (no token is cut off), a question/answer pair longer than `max_length` loses the start
-of its prompt, and an over-long answer its end (counted and logged, never silently), and the dev split comes from separate material,
-from held-out training pairs, or from the held-out end of every document (counted as not
-trained). Its `stats` are what the adapter's record and the report show: corpus tokens,
+of its prompt, and an over-long answer its end (counted and logged, never silently), and
+the dev split comes from separate material, from held-out training pairs, or from the
+held-out end of every document (counted as not trained). `split_by_fact` makes the
+separate material of `sft` and RAFT: second wordings of facts whose other wordings train. Its `stats` are what the adapter's record and the report show: corpus tokens,
 tokens trained per epoch, examples truncated and dropped.
 
 The training loop itself is in trainer.py.

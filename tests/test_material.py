@@ -145,8 +145,12 @@ def test_an_sft_adapter_trains_every_fact_and_has_a_dev_split_only_from_second_w
     data = load_dataset(two)
     examples, dev = training_examples(lm, data, two.train, seed=0)
     assert dev and len(examples) + len(dev) == len(data.train_questions)
-    answers = {e.completion for e in examples}
-    assert all(d.completion in answers for d in dev)  # each dev fact's answer still trains
+    from harness.train import fact_of
+
+    def facts(exs):  # the facts a list of pairs asks about, by the question each prompt renders
+        return {fact_of(q) for e in exs for q in data.train_questions if f"Question: {q.question}" in e.prompt}
+
+    assert facts(dev) and facts(dev) <= facts(examples)  # each dev fact still trains, through another wording
     one = parse_config(tiny_config(tiny_model_dir, data={"world": {**world, "paraphrases": 1}},
                                    train={"objective": "sft", "rank": 4, "alpha": 8, "max_steps": 2,
                                           "batch_size": 8, "lr": 0.005, "max_length": 96, "dev_fraction": 0.2}))

@@ -189,7 +189,10 @@ def test_raft_runs_as_its_own_pipeline_with_its_own_adapter(tiny_model_dir, tmp_
     m = json.loads((out / "metrics.json").read_text())
     assert list(m["pipelines"]) == ["base", "finetuned", "rag", "rag_finetuned", "raft"]
     raft, default = m["costs"]["raft_training"], m["costs"]["training"]
-    assert raft["cache_key"] != default["cache_key"] and raft["examples"] == m["data"]["train_questions"]
+    assert raft["cache_key"] != default["cache_key"]
+    # RAFT's dev pairs are second wordings of facts that still train (split_by_fact)
+    assert raft["examples"] + raft["dev_examples"] == m["data"]["train_questions"] and raft["dev_examples"] > 0
+    assert raft["material"]["dev_source"] == "separate" and raft["material"]["dev_items"] == raft["dev_examples"]
     preds = read_jsonl(out / "predictions.jsonl")
     by = {(r["pipeline"], r["question_id"]): r for r in preds}
     assert all(by[("raft", q)]["prompt"] == by[("rag", q)]["prompt"] for p, q in by if p == "rag")
