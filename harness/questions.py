@@ -448,6 +448,8 @@ def make_questions(documents: str | Path, *, out: str | Path, generator: str = "
     returns the manifest (what `harness questions` prints)."""
     from harness.ingest import read_documents
 
+    if generator != "cloze" and cloze_style != "blank":
+        raise DataError(f"--cloze-style {cloze_style}: applies to --generator cloze only (not {generator})")
     docs, skipped = read_documents(documents, skip_unreadable=skip_unreadable)
     lm = None
     if generator == "model":

@@ -263,3 +263,6 @@ def test_questions_command_input_errors_exit_2(tmp_path, capsys):
     (docs / "a.txt").write_text(DOCS[0].text)
     assert main(["questions", str(docs), "--out", str(tmp_path / "q"), "--generator", "model"]) == 2
     assert "needs --model" in capsys.readouterr().err
+    assert main(["questions", str(docs), "--out", str(tmp_path / "q"), "--generator", "model", "--model", "x",
+                 "--cloze-style", "complete"]) == 2
+    assert "--cloze-style complete: applies to --generator cloze only" in capsys.readouterr().err
