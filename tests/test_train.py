@@ -1,6 +1,8 @@
 """Training material and the training loop (harness/train.py, harness/trainer.py) on the tiny
 Llama: loss falls, early stopping keeps the best epoch, and a killed run resumes bit for bit."""
 
+import time
+
 import pytest
 import torch
 
@@ -181,20 +183,21 @@ def test_raft_examples_hold_the_gold_chunk_in_the_configured_share(tiny_lm):
     assert not any(q.evidence in e.prompt for e, q in zip(none, qs))
 
 
+def _resident(mb: int) -> bytearray:
+    """`mb` MB that really are resident: every page written once."""
+    block = bytearray(mb * 2**20)
+    block[::4096] = b"x" * len(block[::4096])
+    return block
+
+
 def test_peak_memory_is_this_block_s_not_the_process_lifetime_s():
     from harness.trainer import PeakMemory
 
-    big = bytearray(300 * 2**20)  # an earlier peak, given back before the block
-    big[::4096] = b"x" * len(big[::4096])
-    del big
+    _resident(300)  # an earlier peak, given back (freed) before the block
     with PeakMemory(interval=0.01) as small:
-        x = bytearray(20 * 2**20)
-        x[::4096] = b"y" * len(x[::4096])
+        x = _resident(20)
     with PeakMemory(interval=0.01) as large:
-        y = bytearray(200 * 2**20)
-        y[::4096] = b"z" * len(y[::4096])
-        import time
-
+        y = _resident(200)
         time.sleep(0.05)
     del x, y
     assert large.peak_mb - small.peak_mb > 100
@@ -215,8 +218,6 @@ def test_peak_memory_rise_counts_a_block_that_reuses_freed_heap():
         new = [bytearray(4000) for _ in range(50_000)]  # 200 MB
         for b in new:
             b[::1000] = b"y" * 4
-        import time
-
         time.sleep(0.05)
     del new, keep
     assert block.rise_mb > 150
@@ -225,13 +226,9 @@ def test_peak_memory_rise_counts_a_block_that_reuses_freed_heap():
 def test_peak_memory_rise_leaves_out_what_the_process_held_before():
     from harness.trainer import PeakMemory
 
-    held = bytearray(300 * 2**20)  # another model, libraries: held through the block, not added by it
-    held[::4096] = b"x" * len(held[::4096])
+    held = _resident(300)  # another model, libraries: held through the block, not added by it
     with PeakMemory(interval=0.01) as block:
-        x = bytearray(100 * 2**20)
-        x[::4096] = b"y" * len(x[::4096])
-        import time
-
+        x = _resident(100)
         time.sleep(0.05)
     del x, held
     assert block.peak_mb - block.rise_mb == block.start_mb > 300
