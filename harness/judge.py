@@ -40,7 +40,7 @@ import numpy as np
 from harness import stats
 from harness.memo import Memo, content_key
 from harness.models import generate, loglikelihood
-from harness.prompts import Template, render
+from harness.prompts import Template, continuation, render
 
 log = logging.getLogger(__name__)
 
@@ -189,10 +189,9 @@ def verdict_protocol(cfg) -> str:
 
 
 def reply_continuation(prompt: str, word: str) -> str:
-    """The reply word as it follows `prompt`: straight after a chat template's assistant
-    turn (which ends in a newline), after a space otherwise ("Answer: yes"), as
-    lm-evaluation-harness puts its target delimiter before a choice."""
-    return word if not prompt or prompt[-1].isspace() else " " + word
+    """The reply word as it follows `prompt` (prompts.continuation: after a space unless
+    the prompt ends in whitespace, as lm-evaluation-harness places a choice)."""
+    return continuation(prompt, word)
 
 
 def _pick(lm, memo: Memo, template: Template, fields: list[dict], words: tuple[str, ...], *,

@@ -14,8 +14,10 @@ aggregation (mean with a confidence interval) lives in harness/stats.py.
 | chance | item | 1 / the item's number of choices: the expected score of a blind guess | (context) |
 | retrieval_hit | item | the gold evidence sentence (else a gold answer) is in a top-k chunk | higher is better |
 
-The abstention rule: an output abstains when it is empty or when its normalised text
-contains one of `ABSTENTION_PHRASES` (e.g. "i dont know", "not mentioned"). The prompts
+The abstention rule: an output abstains when it is empty or when its normalised words
+contain one of `ABSTENTION_PHRASES` (e.g. "i dont know", "not mentioned") as whole words,
+unless every word of the phrase is capitalised in the middle of a sentence (a name: "The
+Unknown Guild"). The prompts
 ask for "I don't know"; the other phrases catch the ways small models say the same. An
 abstention followed by an answer ("I don't know, but probably Paris") is an answer:
 after the phrase comes a hedge word (`HEDGES`) and more text.
@@ -108,15 +110,39 @@ def contains(output: str, answers) -> float:
     return float(hit and not several_candidates(output, answers))
 
 
+_WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*")
+
+
+def _words(output: str) -> list[tuple[str, bool]]:
+    """The output's words as normalize() keeps them (articles dropped), each with whether
+    it is capitalised in the middle of a sentence, as a name's words are."""
+    out = []
+    for m in _WORD.finditer(output):
+        word = m.group().lower().replace("'", "").replace("\u2019", "")
+        if word in ("a", "an", "the"):
+            continue
+        before = output[:m.start()].rstrip(" \t\"'\u201c\u2018(")
+        initial = not before or before[-1] in ".!?:;\n"
+        out.append((word, m.group()[0].isupper() and not initial))
+    return out
+
+
 def abstained(output: str) -> float:
-    """1 if the output is empty or says it does not know, and does not go on to answer."""
-    out = normalize(output)
-    if not out:
+    """1 if the output is empty or says it does not know, and does not go on to answer.
+    A phrase whose words are all capitalised mid-sentence is part of a name, not an
+    abstention: "The Unknown Guild was founded in 1820" answers."""
+    if not normalize(output):
         return 1.0
+    words = _words(output)
+    tokens = [w for w, _ in words]
     for phrase in ABSTENTION_PHRASES:
-        at = out.find(phrase)
-        if at >= 0:
-            rest = f" {out[at + len(phrase):]} "
+        target = phrase.split()
+        for at in range(len(tokens) - len(target) + 1):
+            if tokens[at:at + len(target)] != target:
+                continue
+            if target[0] != "i" and all(named for _, named in words[at:at + len(target)]):
+                continue  # a name such as "The Unknown Guild" or "No Record Records"
+            rest = f" {' '.join(tokens[at + len(target):])} "
             if not any(f" {h} " in rest for h in HEDGES) or len(rest.split()) < 2:
                 return 1.0
     return 0.0

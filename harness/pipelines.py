@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from harness.memo import compute_in_batches, content_key
 from harness.models import LoadedModel, generate, loglikelihood
-from harness.prompts import render, template_for
+from harness.prompts import continuation, render, template_for
 
 # Part of every generation's cache key; bump it when stored generations may be wrong.
 # 2: before it, `train.repeats` re-runs answered with the first seed's adapter and stored
@@ -90,7 +90,7 @@ def _compute_unit(lm: LoadedModel, prompts: list[str], questions, *, max_new_tok
     if multiple_choice:
         for i, q in enumerate(questions):
             if q.choices and q.answerable:
-                pairs += [(prompts[i], c) for c in q.choices]
+                pairs += [(prompts[i], continuation(prompts[i], c)) for c in q.choices]
                 owners += [i] * len(q.choices)
     logliks = loglikelihood(lm, pairs, batch_size=batch_size) if pairs else []
     choice_scores: dict[int, list[float]] = {}

@@ -170,3 +170,30 @@ def axis_effect(points: dict[str, list[tuple[object, dict]]], *, axis: str, labe
     ax.set_title(label, fontsize=9)
     ax.legend(fontsize=8, loc="best")
     return _png(fig)
+
+
+def verdict_forest(v: dict, question: str) -> bytes | None:
+    """A verdict's comparisons as a forest plot: each interval (at the level its step
+    used) and estimate in points, against 0 and the +-min_effect band, in the order of
+    the sequence; the comparisons the rule read are dark, with what each showed."""
+    rows = sorted(v.get("family") or [], key=lambda c: (c.get("step") is None, str(c.get("step"))))
+    if not rows:
+        return None
+    m = 100 * v["min_effect"]
+    fig, ax = plt.subplots(figsize=(7.2, 0.5 * len(rows) + 1.2))
+    ax.axvspan(-m, m, color="#f0e6c8", zorder=0)
+    ax.axvline(0, color="k", lw=0.8, zorder=1)
+    for i, c in enumerate(rows):
+        y = len(rows) - 1 - i
+        lo, hi, d = (100 * c["ci"][0], 100 * c["ci"][1], 100 * c["diff"])
+        read = c.get("step") is not None
+        color = "#1f3b73" if read else "#a0a0a0"
+        ax.plot([lo, hi], [y, y], color=color, lw=2.2 if read else 1.4, zorder=2)
+        ax.plot([d], [y], "o", color=color, zorder=3)
+        label = f"{c['step']}: {c['showed']}" if read else "not reached"
+        ax.annotate(label, xy=(1.01, y), xycoords=("axes fraction", "data"), va="center", fontsize=8, color=color)
+    ax.set_yticks(range(len(rows)), [f"{c['x']} − {c['y']} ({100 * c.get('confidence', v['confidence']):.0f}%)"
+                                     for c in reversed(rows)], fontsize=8)
+    ax.set_xlabel(f"difference in points (interval at the level of its step; shaded: ±{m:.0f}, the margin)")
+    ax.set_title(f"{question}: {v['verdict']}", fontsize=10)
+    return _png(fig)

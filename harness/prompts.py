@@ -43,6 +43,15 @@ def render(tokenizer, template: Template, *, question: str, passages: list[str] 
     return f"{template.system}\n\n{user}\nAnswer:"
 
 
+def continuation(prompt: str, text: str) -> str:
+    """A scored continuation (a choice, a judge's reply word) as it follows `prompt`:
+    straight after a chat template's assistant turn (which ends in a newline), after a
+    space otherwise ("Answer: Paris"), as lm-evaluation-harness puts its target
+    delimiter before a choice. Scoring "Answer:Paris" would ask a base model for a token
+    it rarely sees."""
+    return text if not prompt or prompt[-1].isspace() else " " + text
+
+
 def answer_suffix(tokenizer) -> str:
     """What closes an answer in training targets: the chat turn's end token, else EOS."""
     return tokenizer.eos_token or ""

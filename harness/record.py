@@ -7,14 +7,14 @@ computed.
 The record carries the config hash and adapter group (what grid.py matches finished
 cells by), the model and data as used, every aggregate with its interval, the
 comparisons and verdicts, the costs, the pinned protocol, timings and provenance. The
-words that describe metrics and tests come from metrics.py and stats.py. Its shape is
+words that describe metrics and tests come from metrics.py and verdicts.py. Its shape is
 defined once, in schema.py: the record carries `schema_version` and is validated against
 it before it is written, so a run cannot write a file the report would refuse.
 """
 
 from __future__ import annotations
 
-from harness import metrics, scenarios, stats
+from harness import metrics, scenarios, verdicts
 from harness.adapters import adapter_group
 from harness.config import ExperimentConfig, config_hash
 from harness.data import Dataset
@@ -75,8 +75,8 @@ def protocol_record(cfg: ExperimentConfig, lm: LoadedModel) -> dict:
                             metrics.MC_SCORING.format(mc_metric=cfg.eval.mc_metric)),
         "abstention_phrases": list(metrics.ABSTENTION_PHRASES),
         "normalisation": metrics.NORMALISATION,
-        "intervals": stats.INTERVALS.format(family=100 * stats.family_level(alpha),
-                                            bound=100 * (1 - alpha / len(stats.FAMILY))),
+        "intervals": verdicts.INTERVALS.format(alpha=alpha, bound=100 * (1 - alpha)),
+        "verdict_rule": verdicts.RULE,
         "permutation_samples": cfg.eval.permutation_samples,
         "bootstrap_samples": cfg.eval.bootstrap_samples,
         "top_k": cfg.retrieval.top_k,

@@ -105,17 +105,57 @@ def _provenance_blocks(d: dict) -> list[tuple]:
 
 
 def _verdict_numbers(v: dict) -> str:
-    """The deciding comparison: effect, interval at the family level, adjusted p."""
+    """The comparison the verdict stands on: effect, interval, p."""
     lo, hi = v["ci"]
+    p = (f"Holm-adjusted p = {v['p_adj']:.3g}" if "p_adj" in v and v.get("rule") is None
+         else f"exact p = {v['p']:.3g}")
     return (f"{v['comparison']} {_pts(v['effect'])} points [{_pts(lo)}, {_pts(hi)}] "
-            f"({100 * v['confidence']:.0f}% interval), Holm-adjusted p = {v['p_adj']:.3g}, n = {v['n']}")
+            f"({100 * v['confidence']:.0f}% interval), {p}, n = {v['n']}")
 
 
-def _verdict_tail(v: dict, defs: dict | None = None) -> str:
-    """What follows the numbers: items needed, or the metric that would inform, and the note."""
+def settle_seconds(m: dict, items: int) -> float | None:
+    """What a run of `items` paired items would take on the machine that made `m`: this
+    run's answering time per item (all pipelines; batches reused from the memo are
+    costed at the rate of those computed) and its training time, both scaled to `items`
+    (more items need more facts, and the training material grows with them)."""
+    costs, n = m.get("costs") or {}, m["data"]["answerable"] + m["data"]["unanswerable"]
+    if not n or not costs.get("pipelines"):
+        return None
+    answer = 0.0
+    for c in costs["pipelines"].values():
+        done = c["batches"].get("computed", 0)
+        total = done + c["batches"].get("reused", 0)
+        answer += c["wall_seconds"] * (total / done) if done else 0.0
+    train = (costs.get("training") or {}).get("wall_seconds") or 0.0
+    return (answer + train) * items / n
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def _settle(v: dict, m: dict | None) -> str:
+    """How many items would settle an inconclusive verdict, and what that would take."""
+    plan = v.get("plan") or {}
+    if v.get("items_needed") and not plan:  # written by the Holm-family rule
+        return f"about {v['items_needed']} paired items would resolve it at ±{100 * v['min_effect']:.0f} points"
+    parts = []
+    for key, what in (("items_if_observed", f"if the true difference is the observed {_pts(plan.get('observed_effect', 0))}"),
+                      ("items_if_none", "if there is none (to show the arms within the margin)")):
+        n = plan.get(key)
+        if n:
+            t = settle_seconds(m, n) if m else None
+            parts.append(f"about {n:,} paired items {what}" + (f", ≈ {_duration(t)} on this machine" if t else ""))
+    return ("to settle it: " + "; ".join(parts)) if parts else ""
+
+
+def _verdict_tail(v: dict, defs: dict | None = None, m: dict | None = None) -> str:
+    """What follows the numbers: what would settle it, or the metric that would inform, and the note."""
     out = []
-    if v["verdict"] == "inconclusive" and v.get("items_needed"):
-        out.append(f"about {v['items_needed']} paired items would resolve it at ±{100 * v['min_effect']:.0f} points")
+    if v["verdict"] == "inconclusive":
+        settle = _settle(v, m)
+        if settle:
+            out.append(settle)
     if v["verdict"] == "uninformative":
         alt = v.get("informative")
         name = (defs[alt]["label"] if defs and alt in defs else alt) if alt else None
@@ -136,13 +176,13 @@ def _legacy_verdict(question: str, v: dict, label: str) -> str:
             "Benjamini-Hochberg over every comparison).")
 
 
-def _verdict_line(question: str, v: dict, defs: dict) -> str:
+def _verdict_line(question: str, v: dict, defs: dict, m: dict | None = None) -> str:
     label = defs[v["metric"]]["label"]
     if "family" not in v:
         return _legacy_verdict(question, v, label)
     if v["verdict"] == "undecidable with this model":
         return f"**{question}: undecidable with this model** ({label}): {v['note']}."
-    tail = _verdict_tail(v, defs)
+    tail = _verdict_tail(v, defs, m)
     return (f"**{question}: {v['verdict']}** ({label}) — {_verdict_numbers(v)}" + (f"; {tail}" if tail else "")
             + ".")
 
@@ -161,18 +201,65 @@ def _verdict_cell(v: dict | None) -> str:
             + (f" ({tail})" if tail else ""))
 
 
+WHAT_TO_DO = {
+    "RAG": "use retrieval (RAG)",
+    "fine-tuning": "fine-tune",
+    "both": "use both: retrieval on the fine-tuned model",
+    "no practical difference": "either arm: they are within the margin, and combining them does not beat both",
+    "inconclusive": "not settled yet",
+    "uninformative": "this metric cannot decide",
+    "undecidable with this model": "this model cannot decide it",
+}
+
+
+def _summary_blocks(m: dict) -> list[tuple]:
+    """The report's first lines: per question, what to do and what it would take to settle."""
+    verdicts = m.get("verdicts") or {}
+    lines = []
+    for question, v in verdicts.items():
+        if "family" not in v:
+            continue
+        what = WHAT_TO_DO.get(v["verdict"], v["verdict"])
+        extra = _settle(v, m) if v["verdict"] == "inconclusive" else ""
+        if v["verdict"] == "uninformative" and v.get("informative"):
+            extra = f"{m['metric_definitions'][v['informative']]['label']} would inform"
+        lines.append(f"**{question}: {v['verdict']}** — {what}" + (f"; {extra}" if extra else "") + ".")
+    return [("h2", "What to do"), ("p", "<br>".join(lines))] if lines else []
+
+
 VERDICT_RULE = (
-    "How a verdict is decided: each question declares its deciding metric and five comparisons (rag vs finetuned, "
-    "rag_finetuned vs each arm, each arm vs base); only these are tested for the verdict, with the test that fits "
-    "the metric (exact McNemar for 0/1 scores, a paired sign-flip permutation test for continuous ones), "
-    "Holm-adjusted p-values and intervals at {level:.0f}% (Bonferroni over the five, so they hold together at "
-    "95%). X is better than Y when the interval's lower bound clears the smallest effect worth acting on, "
-    "{effect:.0f} points (the bound, not the estimate: a win is never declared on an interval that reaches below "
-    "that effect, or includes 0). “RAG” or “fine-tuning”: that arm is better than the other and than base; "
-    "“both”: rag_finetuned is better than each arm and an arm is better than base; “no practical difference”: "
-    "the arms' interval lies inside ±{effect:.0f} points; otherwise “inconclusive”, with the paired items that "
-    "would resolve it (80% probability, from the observed discordance or SD); “uninformative”: the metric is "
-    "within {effect:.0f} points (at least 3) of 0 or 100 for every pipeline, so no difference could clear that.")
+    "How a verdict is decided: a fixed sequence of paired comparisons on the deciding metric (exact McNemar "
+    "with Newcombe's interval for 0/1 scores, a paired sign-flip test with its interval, checked against a "
+    "bootstrap-t bound, for continuous ones), each step reached only when the one before made its claim. "
+    "1: rag vs finetuned: a winner when the exact two-sided p is below {a_win:g} and the bound clears "
+    "{effect:.0f} points; 2: the winner vs base (one-sided, {a_win:g}); 3: rag_finetuned vs the winner: "
+    "better gives “both”. If the arms are not separated, a tie branch at {a_tie:g} asks whether their "
+    "interval lies inside ±{effect:.0f} points, then whether rag_finetuned beats both arms (“both”, with an "
+    "arm above base at {a_half:g}) or not (“no practical difference”). The two branches split alpha = "
+    "{alpha:g}, so the chance that a verdict claims something false is at most {alpha:g}. Every claim is "
+    "“better by at least {effect:.0f} points” (the bound, not the estimate); otherwise “inconclusive”, with "
+    "the paired items that would settle it at 80% power; “uninformative”: the metric is within "
+    "{effect:.0f} points (at least 3) of 0 or 100 for every pipeline.")
+
+
+def _family_rows(v: dict) -> list[list[str]]:
+    """The comparisons of one verdict, in the order of the sequence."""
+    def order(c):
+        return (c.get("step") is None, str(c.get("step")))
+
+    rows = []
+    for c in sorted(v["family"], key=order) if "step" in v["family"][0] else v["family"]:
+        step = c.get("step")
+        read = f"{step}: {c['showed']}" if step else "not reached"
+        p = f"{c['p']:.3g}" + (f" (Holm {c['p_adj']:.3g})" if "p_adj" in c else "")
+        rows.append([f"{c['x']} − {c['y']}", _pts(c["diff"]), f"[{_pts(c['ci'][0])}, {_pts(c['ci'][1])}]",
+                     f"{100 * c.get('confidence', v['confidence']):.0f}%", c["test"], p,
+                     read if "step" in c else c["outcome"]])
+    return rows
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
 DECISION_TABLE_HEADER = ["scenario", "claimed: RAG", "claimed: fine-tuning", "measured (deciding metric)",
@@ -249,8 +336,8 @@ def _knowledge_blocks(m: dict) -> list[tuple]:
     defs, pipes = m["metric_definitions"], list(m["pipelines"])
     b: list[tuple] = [("h2", "Hallucination by source, and what the base model knew")]
     counts = ", ".join(f"{n} {c.replace('_', ' ')}" for c, n in bk["counts"].items())
-    how = (f"its greedy answer and {bk['samples']} samples at temperature {bk['temperature']}" if bk["samples"]
-           else "its greedy answer")
+    how = (f"{bk['samples']} sampled answers at temperature {bk['temperature']}, never the greedy answer "
+           "it is scored on" if bk["samples"] else "its greedy answer")
     b.append(("p", f"Each answerable question is tagged by the base model's own closed-book answers ({how}): "
                    f"{counts}. Hallucination on facts it knew is the regression Gekhman et al. warn of after "
                    "fine-tuning on new facts."))
@@ -394,7 +481,8 @@ def build_blocks(m: dict, predictions: list[dict], curve: list[dict] | None,
     `m` is metrics.json as a plain dict (schema.Metrics.raw()); `human` is
     human_labels.json, if any."""
     headline = _headline_metrics(m)
-    return [*_header_blocks(m), *_provenance_blocks(m["data"]), *_scenario_blocks(m), *_verdict_blocks(m),
+    return [*_header_blocks(m), *_summary_blocks(m), *_provenance_blocks(m["data"]), *_scenario_blocks(m),
+            *_verdict_blocks(m),
             *_results_blocks(m, headline), *_seed_spread_blocks(m), *_comparison_blocks(m, headline),
             *_human_blocks(human, m), *_knowledge_blocks(m), *_forgetting_blocks(m), *_fine_tuning_blocks(m),
             *_cost_blocks(m), *_retrieval_blocks(m, predictions), *_loss_blocks(curve),
@@ -423,25 +511,31 @@ def _header_blocks(m: dict) -> list[tuple]:
 
 
 def _verdict_blocks(m: dict) -> list[tuple]:
-    """One line per verdict, the rule that decides them, and each verdict's declared
-    family of comparisons as a table; or why there are none."""
+    """One line per verdict, the rule that decides them, and for each verdict a forest
+    plot of its comparisons and their table; or why there are none."""
+    from harness import plots
+
     defs, verdicts = m["metric_definitions"], m.get("verdicts") or {}
     b: list[tuple] = [("h2", "Verdicts")]
     if not verdicts:
         b.append(("p", "The fact-question verdicts do not apply to this scenario; its verdicts are above."
                   if m.get("scenario") else "No verdicts: they need all four pipelines in the run."))
         return b
-    b += [("p", _verdict_line(question, v, defs)) for question, v in verdicts.items()]
+    b += [("p", _verdict_line(question, v, defs, m)) for question, v in verdicts.items()]
     any_v = next(iter(verdicts.values()))
-    if "family" in any_v:
-        b.append(("p", VERDICT_RULE.format(level=100 * any_v["confidence"], effect=100 * any_v["min_effect"])))
+    if any_v.get("rule"):
+        lv = any_v["levels"]
+        b.append(("p", VERDICT_RULE.format(a_win=lv["winner"], a_tie=lv["tie"], a_half=lv["tie"] / 2,
+                                           alpha=any_v["alpha"], effect=100 * any_v["min_effect"])))
     for question, v in verdicts.items():
         if "family" in v:
-            b.append(("p", f"*{question}*: the declared comparisons ({defs[v['metric']]['label']})"))
-            b.append(("table", ["comparison", "diff", f"{100 * v['confidence']:.0f}% interval", "test", "p",
-                                "p (Holm)", "outcome"],
-                      [[f"{c['x']} − {c['y']}", _pts(c["diff"]), f"[{_pts(c['ci'][0])}, {_pts(c['ci'][1])}]",
-                        c["test"], f"{c['p']:.3g}", f"{c['p_adj']:.3g}", c["outcome"]] for c in v["family"]]))
+            b.append(("p", f"**{question}**: the comparisons of the rule ({defs[v['metric']]['label']})"))
+            if v.get("rule"):
+                b.append(("figure", f"verdict-{_slug(question)}", plots.verdict_forest(v, question),
+                          f"{question}: each comparison's interval against 0 and the ±"
+                          f"{100 * v['min_effect']:.0f}-point band; what the rule read at each step."))
+            b.append(("table", ["comparison", "diff", "interval", "level", "test", "p", "step: showed"],
+                      _family_rows(v)))
     return b
 
 
@@ -718,6 +812,7 @@ def _md_inline(text: str) -> str:
 
     t = html.escape(text).replace("&lt;br&gt;", "<br>")
     t = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", t)
+    t = re.sub(r"(?<![\w*\\])\*(?=\S)(.+?)(?<=\S)\*(?![\w*])", r"<em>\1</em>", t)
     return re.sub(r"`(.+?)`", r"<code>\1</code>", t)
 
 

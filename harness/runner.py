@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from harness import benchmarks, knowledge, metrics, report, scenarios, stats
+from harness import benchmarks, knowledge, metrics, report, scenarios, stats, verdicts
 from harness.adapters import adapter_group, generation_memo, obtain_adapter, obtain_raft_adapter, select_training_facts
 from harness.cache import cache_dir
 from harness.config import PIPELINE_NAMES, ExperimentConfig, config_to_dict, expand_grid
@@ -386,7 +386,7 @@ def run_benchmarks(lm: LoadedModel, cfg: ExperimentConfig, *, adapter_id: str | 
 
 def decide_verdicts(per_item: dict[str, dict[str, dict[str, float]]], cfg: ExperimentConfig, questions) -> dict:
     """One verdict per question of metrics.DECISIONS whose metric all four pipelines
-    scored, each from its own declared family of comparisons (stats.decide), so adding
+    scored, each by the fixed sequence of its own comparisons (verdicts.decide), so adding
     or dropping any other metric changes no verdict. A verdict at floor or ceiling names
     a metric that would inform; a hallucination question on which no pipeline ever
     abstains is undecidable with this model."""
@@ -397,7 +397,7 @@ def decide_verdicts(per_item: dict[str, dict[str, dict[str, float]]], cfg: Exper
         if not all(p in per_item and metric in per_item[p] for p in PIPELINE_NAMES):
             continue
         _, direction, kind = metrics.METRICS[metric]
-        v = stats.decide({p: per_item[p][metric] for p in PIPELINE_NAMES}, metric=metric, kind=kind,
+        v = verdicts.decide({p: per_item[p][metric] for p in PIPELINE_NAMES}, metric=metric, kind=kind,
                          direction=direction, min_effect=e.min_effect, alpha=e.alpha, samples=e.permutation_samples,
                          seed=cfg.seed)
         if v["verdict"] == "uninformative":
@@ -408,7 +408,7 @@ def decide_verdicts(per_item: dict[str, dict[str, dict[str, float]]], cfg: Exper
             else:
                 v["informative"] = metrics.informative_metric({p: per_item[p] for p in PIPELINE_NAMES},
                                                               exclude=metric,
-                                                              floor_ceiling=max(stats.FLOOR_CEILING, e.min_effect))
+                                                              floor_ceiling=max(verdicts.FLOOR_CEILING, e.min_effect))
         out[question] = v
     return out
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from harness import metrics, stats
+from harness import metrics, stats, verdicts
 from harness.data import DataError, Dataset, Document, Question
 from harness.style import StyleClassifier, StylePair, builtin_pairs, load_pairs
 from harness.world import ATTRIBUTES, Names, generate_world
@@ -363,11 +363,11 @@ def summary(s, e, *, seed: int, comparisons: list[dict], rows_by_pipeline: dict,
                 for p, rows in rows_by_pipeline.items()}
 
     def verdict(metric: str) -> dict | None:
-        """The metric's verdict from its own declared family (stats.decide)."""
+        """The metric's verdict by the fixed sequence of its own comparisons (verdicts.decide)."""
         if not all(metric in per_item.get(p, {}) for p in arms):
             return None
         _, direction, kind = metrics.METRICS[metric]
-        return stats.decide({p: per_item[p][metric] for p in arms}, metric=metric, kind=kind, direction=direction,
+        return verdicts.decide({p: per_item[p][metric] for p in arms}, metric=metric, kind=kind, direction=direction,
                             min_effect=e.min_effect, alpha=e.alpha, samples=e.permutation_samples, seed=seed)
 
     corpus = sc.corpus(rows_by_pipeline, by_id, scorer=scorer, train_record=train_record, index=index,

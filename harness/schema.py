@@ -147,6 +147,7 @@ class BenchmarkChange(_Part):
     only_a: int
     only_b: int
     p: float
+    ci_method: Literal["newcombe"] | None = None  # absent before the interval matched the test: bootstrap
 
 
 class Benchmarks(_Part):
@@ -206,6 +207,7 @@ class Protocol(_Part):
     normalisation: str
     intervals: str
     permutation_samples: int | None = None  # absent in files written before permutation tests
+    verdict_rule: str | None = None  # absent in files written by the Holm-family rule
     bootstrap_samples: int
     top_k: int
     retrieval_method: str

@@ -93,3 +93,22 @@ def test_a_memo_serves_unchanged_batches_and_a_changed_setting_computes_again(ti
     longer_memo = memo()
     answer(tiny_lm, QUESTIONS, adapter=False, retriever=None, memo=longer_memo, **{**RUN, "max_new_tokens": 4})
     assert longer_memo.counts() == {"reused": 0, "computed": 2}
+
+
+def test_a_choice_follows_a_plain_prompt_after_a_space_as_lm_eval_scores_it(tiny_lm, monkeypatch):
+    """D10: without a chat template the prompt ends in "Answer:", and each choice was
+    scored glued to it ("Answer:Paris") where lm-eval scores " Paris". With a chat
+    template the assistant turn ends in a newline and the choice follows it directly."""
+    from harness import pipelines
+
+    seen = []
+    real = pipelines.loglikelihood
+    monkeypatch.setattr(pipelines, "loglikelihood", lambda lm, pairs, **kw: seen.extend(pairs) or real(lm, pairs, **kw))
+    answer(tiny_lm, QUESTIONS[:1], adapter=False, retriever=None, **RUN)
+    chat = list(seen)
+    assert chat and all(prompt.endswith("\n") and c in QUESTIONS[0].choices for prompt, c in chat)
+    seen.clear()
+    monkeypatch.setattr(tiny_lm.tokenizer, "chat_template", None)
+    answer(tiny_lm, QUESTIONS[:1], adapter=False, retriever=None, **RUN)
+    assert seen and all(prompt.endswith("Answer:") and c.startswith(" ") and c[1:] in QUESTIONS[0].choices
+                        for prompt, c in seen)

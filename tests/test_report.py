@@ -33,7 +33,7 @@ def test_markdown_and_html_come_from_the_same_numbers(run_dir):
     assert text in md and text in page
     assert md.index("## Verdicts") < md.index("## Results by pipeline")
     for v in m["verdicts"].values():
-        from harness.stats import VERDICTS
+        from harness.verdicts import VERDICTS
 
         assert v["verdict"] in VERDICTS
         assert v["verdict"] in md

@@ -3,7 +3,7 @@ fits the answers (finding 9), and questions a model cannot decide (finding 10)."
 
 import numpy as np
 
-from harness import metrics, stats
+from harness import metrics, verdicts
 from harness.config import parse_config
 from harness.data import Question
 from harness.runner import decide_verdicts
@@ -75,7 +75,7 @@ def test_hallucination_question_with_no_abstention_is_undecidable_with_this_mode
     some = _per_item({p: {"hallucination_unanswerable": np.r_[np.zeros(k), np.ones(20 - k)]}
                       for p, k in zip(PIPES, (0, 0, 6, 6))})
     v = decide_verdicts(some, parse_config({"name": "x"}), _questions(20))["hallucination on questions with no answer"]
-    assert v["verdict"] in stats.VERDICTS and v["verdict"] != "undecidable with this model"
+    assert v["verdict"] in verdicts.VERDICTS and v["verdict"] != "undecidable with this model"
 
 
 def test_multiple_choice_verdict_metric_is_a_config_field():
@@ -85,7 +85,7 @@ def test_multiple_choice_verdict_metric_is_a_config_field():
     assert v["facts (multiple choice)"]["metric"] == "mc_accuracy_norm"
 
 
-def test_the_report_line_gives_the_outcome_its_numbers_and_the_items_needed():
+def test_the_report_line_gives_the_outcome_its_numbers_and_what_would_settle_it():
     from harness import report
 
     cfg = parse_config({"name": "x"})
@@ -97,10 +97,10 @@ def test_the_report_line_gives_the_outcome_its_numbers_and_the_items_needed():
     v = decide_verdicts(_per_item(arrays), cfg, _questions(40))["facts (multiple choice)"]
     defs = {m: {"label": spec[0]} for m, spec in metrics.METRICS.items()}
     line = report._verdict_line("facts (multiple choice)", v, defs)
-    assert v["verdict"] == "inconclusive" and v["items_needed"] > 40
-    assert line.startswith("**facts (multiple choice): inconclusive**") and "98% interval" in line
-    assert f"about {v['items_needed']} paired items would resolve it at ±5 points" in line
-    assert "Holm-adjusted p" in line and "n = 40" in line
+    assert v["verdict"] == "inconclusive" and v["plan"]["items_if_none"] > 40
+    assert line.startswith("**facts (multiple choice): inconclusive**") and "92% interval" in line
+    assert f"about {v['plan']['items_if_none']:,} paired items if there is none" in line
+    assert "exact p = " in line and "n = 40" in line
 
 
 def test_the_demos_hallucination_numbers_read_undecidable():
