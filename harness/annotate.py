@@ -198,8 +198,22 @@ document.addEventListener('keydown',function(e){if(e.target.tagName==='INPUT'||e
 draw();document.body.dataset.ready='1';})();"""
 
 
+# Characters of the embedded data that an HTML parser could read as markup (`</script>`
+# ends the block; `<!--<script>` inside it makes the parser swallow the page's own script)
+# or that old JavaScript engines end a line on: written as JSON escapes, which JSON.parse
+# reads back to the same text.
+_SCRIPT_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
+                              "\u2029": "\\u2029"})
+
+
+def script_safe_json(data) -> str:
+    """`data` as JSON text that no item text can end or break inside a
+    `<script type="application/json">` block: no `<`, `>` or `&` anywhere in it."""
+    return json.dumps(data, ensure_ascii=False).translate(_SCRIPT_SAFE)
+
+
 def _html(data: dict, *, title: str) -> str:
-    payload = json.dumps(data, ensure_ascii=False).replace("</", "<\\/")  # no early </script>
+    payload = script_safe_json(data)
     prefs = "".join(f"<button data-value='{v}'>{t}</button>" for v, t in
                     zip(PREFERENCES, ("left is better [1]", "right is better [2]", "tie [3]", "both bad [4]")))
     answer = ("<div class='answer'><h3>{0}</h3><div class='out' id='{1}-out'></div><div id='{1}-labels'></div>"
