@@ -214,15 +214,23 @@ def _legacy_kind(folder: Path, experiment: str) -> str | None:
         return None
 
 
+def _check_in_the_way(final: Path, *, where: str) -> None:
+    """Refuse a file at `final` or above it, and a symbolic link at `final` (renaming the
+    folder into its place would replace the link, not fill what it points to)."""
+    for parent in [final, *final.parents]:
+        if parent.exists() and not parent.is_dir():
+            raise ResultsFolderError(f"{parent}: is a file, not a folder; choose another {where}")
+    if final.is_symlink():
+        raise ResultsFolderError(f"{final}: is a symbolic link; give the folder it points to ("
+                                 f"{os.path.realpath(final)}) or another {where}")
+
+
 def check_destination(final: str | Path, *, experiment: str, kind: str) -> None:
     """Refuse, before any work, a results folder whose replacement (kind "run") or
     filling (kind "grid") could destroy something harness did not write. Raises
     ResultsFolderError with one line naming the path and what is in the way."""
     final = Path(final)
-    for parent in [final, *final.parents]:
-        if parent.exists() and not parent.is_dir():
-            raise ResultsFolderError(f"{parent}: is a file, not a folder; choose another output_dir, "
-                                     "--results-dir or name")
+    _check_in_the_way(final, where="output_dir, --results-dir or name")
     if not final.exists() or not any(final.iterdir()):
         return
     marker = _read_marker(final)
@@ -251,6 +259,15 @@ def checked_destination(final: str | Path, *, experiment: str, kind: str):
     failed run leaves nothing behind outside what existed before."""
     final = Path(final)
     check_destination(final, experiment=experiment, kind=kind)
+    with made_parents(final):
+        yield final
+
+
+@contextlib.contextmanager
+def made_parents(final: str | Path):
+    """Create the missing parent folders of `final` and yield; if the block fails, remove
+    the ones this created (when left empty), deepest first."""
+    final = Path(final)
     missing = [p for p in [final.parent, *final.parent.parents] if not p.exists()]
     final.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -270,6 +287,48 @@ def mark_folder(folder: str | Path, *, experiment: str, kind: str) -> None:
     atomic_write_json(folder / MARKER, {"experiment": experiment, "kind": kind, "files": files})
 
 
+def recover_folder(final: str | Path) -> None:
+    """Undo what a killed writer of `final` left beside it: its staging folders go, and a
+    folder it had moved aside (`.<name>.old-<pid>`, killed between the two renames of
+    `swap_folder`) is put back when `final` is missing, else removed (the new folder was
+    in place). Call while holding `run_lock(final)`, so no writer is live."""
+    final = Path(final)
+    for left in final.parent.glob(f".{final.name}.partial-*"):
+        shutil.rmtree(left, ignore_errors=True)
+    for old in final.parent.glob(f".{final.name}.old-*"):
+        if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.rename(final)
+            log.warning("%s: put back the folder a killed run had moved aside", final)
+
+
+def backup_path(final: str | Path) -> Path:
+    """A new name beside `final` for the folder or file `--force` replaces:
+    `<name>.backup-<date>-<time>` (and `-2`, `-3`, ... when taken)."""
+    final = Path(final)
+    stem = f"{final.name}.backup-{time.strftime('%Y%m%d-%H%M%S')}"
+    target, n = final.with_name(stem), 1
+    while target.exists() or target.is_symlink():
+        n += 1
+        target = final.with_name(f"{stem}-{n}")
+    return target
+
+
+def swap_folder(staging: Path, final: Path, *, backup: Path | None = None) -> None:
+    """Put the complete `staging` folder in `final`'s place with renames: the old `final`
+    is moved aside and removed afterwards, or, with `backup`, moved to that name and kept
+    (a kill between the renames then leaves the backup, never a loss)."""
+    old = backup or final.parent / f".{final.name}.old-{os.getpid()}"
+    if final.exists():
+        final.rename(old)
+        if backup is not None:
+            log.warning("%s: replaced (--force); what was there is kept in %s", final, backup)
+    staging.rename(final)
+    if backup is None and old.exists():
+        shutil.rmtree(old)
+
+
 @contextlib.contextmanager
 def staged_run_dir(final: str | Path, *, experiment: str):
     """Yield a staging folder; on success it is marked as `experiment`'s and replaces
@@ -277,29 +336,17 @@ def staged_run_dir(final: str | Path, *, experiment: str):
     holding `run_lock(final)`."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    # Folders a killed run left behind; the caller holds the run lock, so none is live.
-    for left in final.parent.glob(f".{final.name}.partial-*"):
-        shutil.rmtree(left, ignore_errors=True)
-    for old in final.parent.glob(f".{final.name}.old-*"):  # killed between the two renames below
-        if final.exists():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.rename(final)
+    recover_folder(final)  # the caller holds the run lock, so what is left is a killed run's
     staging = final.parent / f".{final.name}.partial-{os.getpid()}"
     staging.mkdir()
     try:
         yield staging
+        mark_folder(staging, experiment=experiment, kind="run")
+        check_destination(final, experiment=experiment, kind="run")  # nothing new in the way since the start
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    mark_folder(staging, experiment=experiment, kind="run")
-    check_destination(final, experiment=experiment, kind="run")  # nothing new in the way since the start
-    old = final.parent / f".{final.name}.old-{os.getpid()}"
-    if final.exists():
-        final.rename(old)
-    staging.rename(final)
-    if old.exists():
-        shutil.rmtree(old)
+    swap_folder(staging, final)
 
 
 class RunLockedError(RuntimeError):
