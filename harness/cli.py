@@ -174,7 +174,7 @@ def _questions(args) -> int:
     if args.apply_review:
         from harness.review import apply_review
 
-        m = apply_review(args.apply_review, args.out)
+        m = apply_review(args.apply_review, args.out, force=args.force)
         r = m["review"]
         print(f"reviewed set: {args.out}/questions.jsonl ({r['kept']} kept, {r['edited']} edited, "
               f"{r['dropped']} dropped of {r['rows']})")
@@ -187,7 +187,7 @@ def _questions(args) -> int:
     m = make_questions(args.documents, out=args.out, generator=args.generator, seed=args.seed, model=args.model,
                        max_questions=args.max_questions, embedder=args.embedder or None,
                        leakage_model=args.leakage_model, skip_unreadable=args.skip_unreadable,
-                       cloze_style=args.cloze_style)
+                       cloze_style=args.cloze_style, force=args.force)
     items, rejected = m["items"], {k: v for k, v in m["filters"]["rejected"].items() if v}
     print(f"{items['answerable']} questions + {items['unanswerable']} unanswerable, {items['train']} training "
           f"questions from {m['n_documents']} documents ({m['filters']['candidates']} candidates"
@@ -295,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--leakage-model", default=None, help="set aside the questions this model answers closed-book")
     p.add_argument("--skip-unreadable", action="store_true", help="leave out files that cannot be read")
     p.add_argument("--apply-review", default=None, metavar="SHEET", help="write the reviewed set into --out")
+    p.add_argument("--force", action="store_true", help="replace a question set in --out that was edited since "
+                                                        "harness wrote it, keeping it as OUT.backup-<date>-<time>")
     p.set_defaults(func=_questions)
     p = sub.add_parser("export-lora", help="write a PEFT LoRA adapter as a GGUF adapter for llama.cpp's server")
     p.add_argument("adapter_dir")

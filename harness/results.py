@@ -28,6 +28,8 @@ is refused before any work starts, and a run that fails removes the folders it c
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import importlib.metadata
 import json
 import logging
@@ -289,18 +291,21 @@ def mark_folder(folder: str | Path, *, experiment: str, kind: str) -> None:
 
 def recover_folder(final: str | Path) -> None:
     """Undo what a killed writer of `final` left beside it: its staging folders go, and a
-    folder it had moved aside (`.<name>.old-<pid>`, killed between the two renames of
-    `swap_folder`) is put back when `final` is missing, else removed (the new folder was
-    in place). Call while holding `run_lock(final)`, so no writer is live."""
+    folder it had moved aside (killed between the renames of `swap_folder`) is put back
+    when `final` is missing; else an `.old-<pid>` one is removed (the new folder was in
+    place) and a `.keep-<pid>` one (replaced with --force) gets its backup name. Call
+    while holding `run_lock(final)`, so no writer is live."""
     final = Path(final)
     for left in final.parent.glob(f".{final.name}.partial-*"):
         shutil.rmtree(left, ignore_errors=True)
-    for old in final.parent.glob(f".{final.name}.old-*"):
-        if final.exists():
-            shutil.rmtree(old, ignore_errors=True)
+    for aside in sorted([*final.parent.glob(f".{final.name}.old-*"), *final.parent.glob(f".{final.name}.keep-*")]):
+        if not final.exists():
+            aside.rename(final)
+            log.warning("%s: put back the folder a killed writer had moved aside", final)
+        elif ".keep-" in aside.name:
+            aside.rename(backup_path(final))
         else:
-            old.rename(final)
-            log.warning("%s: put back the folder a killed run had moved aside", final)
+            shutil.rmtree(aside, ignore_errors=True)
 
 
 def backup_path(final: str | Path) -> Path:
@@ -315,18 +320,24 @@ def backup_path(final: str | Path) -> Path:
     return target
 
 
-def swap_folder(staging: Path, final: Path, *, backup: Path | None = None) -> None:
+def swap_folder(staging: Path, final: Path, *, keep: bool = False) -> Path | None:
     """Put the complete `staging` folder in `final`'s place with renames: the old `final`
-    is moved aside and removed afterwards, or, with `backup`, moved to that name and kept
-    (a kill between the renames then leaves the backup, never a loss)."""
-    old = backup or final.parent / f".{final.name}.old-{os.getpid()}"
-    if final.exists():
-        final.rename(old)
-        if backup is not None:
-            log.warning("%s: replaced (--force); what was there is kept in %s", final, backup)
+    is moved aside and then removed or, with `keep`, given a backup name (returned). A
+    kill between the renames is undone by `recover_folder`, never a loss."""
+    aside = final.parent / f".{final.name}.{'keep' if keep else 'old'}-{os.getpid()}"
+    had = final.exists()
+    if had:
+        final.rename(aside)
     staging.rename(final)
-    if backup is None and old.exists():
-        shutil.rmtree(old)
+    if not had:
+        return None
+    if not keep:
+        shutil.rmtree(aside)
+        return None
+    backup = backup_path(final)
+    aside.rename(backup)
+    log.warning("%s: replaced (--force); what was there is kept in %s", final, backup)
+    return backup
 
 
 @contextlib.contextmanager
@@ -347,6 +358,101 @@ def staged_run_dir(final: str | Path, *, experiment: str):
         shutil.rmtree(staging, ignore_errors=True)
         raise
     swap_folder(staging, final)
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderRule:
+    """A kind of folder a command writes whole (a question set): its marker's `kind`, what
+    to call it in a message, and the files of such a folder written by a harness that
+    left no marker (recognised, never replaced without --force)."""
+
+    kind: str
+    what: str
+    legacy: tuple[str, ...] = ()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def mark_own_folder(folder: str | Path, rule: FolderRule) -> None:
+    """Write the marker of a `rule.kind` folder: the kind and every file's SHA-256, so a
+    later writer can tell what a person changed since."""
+    folder = Path(folder)
+    files = {f: _sha256(folder / f) for f in _files(folder) if f != MARKER}
+    atomic_write_json(folder / MARKER, {"kind": rule.kind, "files": files})
+
+
+def _own_folder_problem(final: Path, rule: FolderRule) -> str | None:
+    """What in `final` a person wrote or changed (None: nothing, harness may replace it);
+    raises when the folder is not a `rule.kind` folder at all."""
+    marker = _read_marker(final)
+    files = [f for f in _files(final) if f != MARKER]
+    written = marker.get("files") if marker and marker.get("kind") == rule.kind else None
+    if isinstance(written, dict):
+        for f in files:
+            if f not in written:
+                return f"{final / f}: added since harness wrote {final}"
+            if _sha256(final / f) != written[f]:
+                return f"{final / f}: edited since harness wrote it"
+        return None
+    if marker is None and rule.legacy and set(files) <= set(rule.legacy):
+        return f"{final}: written by an older harness, which kept no record of what it wrote (it may hold your edits)"
+    raise ResultsFolderError(f"{final}: exists and is not {rule.what} harness wrote; harness will not replace it, "
+                             "even with --force (move it, or choose another --out)")
+
+
+def check_own_folder(final: str | Path, rule: FolderRule, *, force: bool = False) -> bool:
+    """Refuse, in one line, a `final` whose replacement would lose something a person
+    wrote: a folder harness did not write as `rule.kind` (always), or one it wrote in
+    which a file was since edited or added (unless `force`). Returns whether replacing it
+    needs --force's backup."""
+    final = Path(final)
+    _check_in_the_way(final, where="--out")
+    if not final.exists() or not any(final.iterdir()):
+        return False
+    problem = _own_folder_problem(final, rule)
+    if problem is None:
+        return False
+    if force:
+        return True
+    raise ResultsFolderError(f"{problem}; harness will not replace it (choose another --out, or pass --force to "
+                             f"replace it and keep the old folder as {final.name}.backup-<date>-<time>)")
+
+
+@contextlib.contextmanager
+def own_folder(final: str | Path, rule: FolderRule, *, force: bool = False):
+    """Hold `final`'s lock, put back what a killed writer moved aside, check `final`
+    (check_own_folder) and yield, all before the command does any work; if the block
+    fails, the parent folders this created go."""
+    final = Path(final)
+    _check_in_the_way(final, where="--out")
+    with made_parents(final), run_lock(final):
+        recover_folder(final)
+        check_own_folder(final, rule, force=force)
+        yield final
+
+
+@contextlib.contextmanager
+def staged_folder(final: str | Path, rule: FolderRule, *, force: bool = False):
+    """Yield a staging folder; on success it is marked (`mark_own_folder`), `final` is
+    checked again and the staging folder replaces it whole (the old one kept as a backup
+    where `force` was needed), on error it goes. Call it inside `own_folder(final)`."""
+    final = Path(final)
+    staging = final.parent / f".{final.name}.partial-{os.getpid()}"
+    staging.mkdir()
+    try:
+        yield staging
+        mark_own_folder(staging, rule)
+        keep = check_own_folder(final, rule, force=force)  # nothing new in the way since the start
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    swap_folder(staging, final, keep=keep)
 
 
 class RunLockedError(RuntimeError):
