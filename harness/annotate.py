@@ -15,6 +15,11 @@ style or not), by mouse or keyboard; labels stay in the browser's storage while 
 and are exported as `labels-<annotator>.json`, which `harness labels` (labels.py) checks
 against the key and turns into statistics. With more than two pipelines, the items cycle
 through every pair.
+
+Pages are written only into a run's results folder that harness wrote
+(results.check_results_folder); a key file already there for the same page is never
+replaced by a different one. The page's data is embedded as JSON with `<`, `>`, `&` and
+U+2028/2029 escaped (`script_safe_json`), so no item text can end or break its script.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import random
 from pathlib import Path
 
 from harness.report import item_outcome
-from harness.results import atomic_write_json, atomic_write_text, read_jsonl
+from harness.results import atomic_write_json, atomic_write_text, check_results_folder, read_jsonl
 
 LABELS_FORMAT = "harness-labels/1"
 ANSWER_LABELS = {"qa": ("correct", "partly", "wrong", "invented"), "style": ("fits", "does_not_fit")}
@@ -141,12 +146,26 @@ def write_page(results_dir: str | Path, *, pipelines: list[str] | None = None, i
     """Write the page and its key under `<results_dir>/annotation/`; returns the page."""
     results_dir = Path(results_dir)
     page, key = build_page(results_dir, pipelines=pipelines, items=items, seed=seed)
+    check_results_folder(results_dir)
     folder = results_dir / "annotation"
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise AnnotateError(f"{folder}: is not a folder; harness writes the annotation pages there (move it)")
+    key_file = folder / f"page-{key['page_id']}.json"
+    if key_file.exists() and _read_key(key_file) != key:
+        raise AnnotateError(f"{key_file}: differs from the key harness writes for this page (edited?); harness will "
+                            "not replace it, since exported labels are read through it (move it to write the page again)")
     folder.mkdir(exist_ok=True)
-    atomic_write_json(folder / f"page-{key['page_id']}.json", key)
+    atomic_write_json(key_file, key)
     target = folder / f"page-{key['page_id']}.html"
-    atomic_write_text(target, page)
+    atomic_write_text(target, page)  # derived from the key and the run: replaced freely
     return target
+
+
+def _read_key(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
 
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:1.5em auto;padding:0 1em;color:#222}

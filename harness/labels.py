@@ -34,7 +34,7 @@ import numpy as np
 
 from harness import stats
 from harness.annotate import ANSWER_LABELS, LABELS_FORMAT, PREFERENCES, run_hash
-from harness.results import atomic_write_json, read_jsonl
+from harness.results import atomic_write_json, check_results_folder, read_jsonl
 
 POSITIVE = ("correct", "fits")  # the labels that count as a right answer
 HUMAN_FILE = "human_labels.json"
@@ -297,10 +297,17 @@ def merge_labels(results_dir: str | Path, files: list[str | Path]) -> Path:
     results_dir = Path(results_dir)
     if not (results_dir / "metrics.json").is_file():
         raise LabelsError(f"{results_dir}: no metrics.json (not a finished results folder)")
+    check_results_folder(results_dir)
+    if (results_dir / HUMAN_FILE).is_symlink() or (results_dir / HUMAN_FILE).is_dir():
+        raise LabelsError(f"{results_dir / HUMAN_FILE}: is not a file harness wrote; harness will not replace it")
     keys = {}
     for path in sorted((results_dir / "annotation").glob("page-*.json")):
-        key = json.loads(path.read_text(encoding="utf-8"))
-        keys[key["page_id"]] = key
+        try:
+            key = json.loads(path.read_text(encoding="utf-8"))
+            keys[key["page_id"]] = key
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
+            raise LabelsError(f"{path}: not a page key harness wrote ({err.__class__.__name__}); run harness "
+                              "annotate again") from None
     if not keys:
         raise LabelsError(f"{results_dir}: no annotation page (run harness annotate {results_dir} first)")
     if not files:

@@ -254,6 +254,24 @@ def check_destination(final: str | Path, *, experiment: str, kind: str) -> None:
                                      "harness will not replace the folder (move that file out first)")
 
 
+def check_results_folder(folder: str | Path) -> None:
+    """Refuse, in one line, a folder that is not a run's results folder harness wrote (its
+    marker, or exactly the files of an older harness's run), before a command adds files
+    derived from the run to it (`annotate`, `labels`; REGENERATED)."""
+    folder = Path(folder)
+    marker = _read_marker(folder)
+    if marker is not None and marker.get("kind") == "run":
+        return
+    try:
+        experiment = json.loads((folder / "metrics.json").read_text(encoding="utf-8")).get("experiment")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        experiment = None
+    if marker is None and isinstance(experiment, str) and _legacy_kind(folder, experiment) == "run":
+        return
+    raise ResultsFolderError(f"{folder}: not a run's results folder written by harness (no {MARKER} of a run); "
+                             "harness adds annotation pages and labels to its own results only")
+
+
 @contextlib.contextmanager
 def checked_destination(final: str | Path, *, experiment: str, kind: str):
     """Check `final` (see check_destination), create its missing parent folders, and yield;

@@ -390,3 +390,30 @@ def test_a_page_of_hostile_item_text_shows_every_item_and_can_be_labelled(tmp_pa
         assert a["retrieved"][0]["text"] in evidence
     h = json.loads(merge_labels(run, [target]).read_text())
     assert h["pairs"]["finetuned vs rag"]["wins_b"] == len(HOSTILE)
+
+
+def test_pages_and_labels_go_only_into_a_results_folder_harness_wrote(tmp_path, capsys):
+    run = _hand_run(tmp_path / "mine")
+    (run / "thesis.txt").write_text("years of work")  # not a run's folder any more: someone's
+    before = sorted(p.name for p in run.iterdir())
+    assert main(["annotate", str(run), "--items", "3"]) == 2
+    assert "not a run's results folder written by harness" in capsys.readouterr().err
+    (run / "thesis.txt").unlink()
+    page = write_page(run, pipelines=["rag", "finetuned"], items=5, seed=0)
+    key_file = page.with_suffix(".json")
+    key = json.loads(key_file.read_text())
+    labels = _labels_file(tmp_path / "labels-ann.json", key, annotator="ann", choose=_prefer_rag)
+    (run / "thesis.txt").write_text("years of work")
+    assert main(["labels", str(run), str(labels)]) == 2
+    assert "not a run's results folder written by harness" in capsys.readouterr().err
+    assert sorted(p.name for p in run.iterdir()) == sorted([*before, "annotation"])
+    assert not (run / "human_labels.json").exists()
+    (run / "thesis.txt").unlink()
+    edited = {**key, "items": [{**it, "left": it["right"], "right": it["left"]} for it in key["items"]]}
+    key_file.write_text(json.dumps(edited))  # someone swapped the sides in the key
+    assert main(["annotate", str(run), "--pipelines", "rag", "finetuned", "--items", "5"]) == 2
+    assert f"{key_file}: differs from the key harness writes" in capsys.readouterr().err
+    assert json.loads(key_file.read_text()) == edited
+    key_file.write_text("{not json")
+    assert main(["labels", str(run), str(labels)]) == 2
+    assert f"{key_file}: not a page key harness wrote" in capsys.readouterr().err
