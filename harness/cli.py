@@ -225,7 +225,8 @@ def _export_lora(args) -> int:
     from harness.gguf_lora import ExportError, export_lora
 
     try:
-        print(export_lora(args.adapter_dir, base_gguf=args.base, out=args.out or lora_gguf_path(args.adapter_dir)))
+        print(export_lora(args.adapter_dir, base_gguf=args.base, out=args.out or lora_gguf_path(args.adapter_dir),
+                          force=args.force))
     except ExportError as err:
         print(f"harness: error: {err}", file=sys.stderr)
         return 2
@@ -279,7 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("documents")
     p.add_argument("--out", default="harness.yaml", help="config file to write (default: harness.yaml)")
     p.add_argument("--questions", default="q", help="folder the config expects the question set in (default: q)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing config")
+    p.add_argument("--force", action="store_true", help="replace an existing config, keeping it as "
+                                                        "OUT.backup-<date>-<time>")
     p.set_defaults(func=_init)
     p = sub.add_parser("questions", help="build a question set from a folder of documents, or apply its review")
     p.add_argument("documents", nargs="?", help="a folder of documents (or a JSONL file with id and text)")
@@ -302,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("adapter_dir")
     p.add_argument("--base", required=True, help="the base model's GGUF file (its architecture and shapes)")
     p.add_argument("--out", default=None, help="the GGUF file to write (default: ADAPTER_DIR.gguf)")
+    p.add_argument("--force", action="store_true", help="replace a file at --out that harness did not export, "
+                                                        "keeping it as OUT.backup-<date>-<time>")
     p.set_defaults(func=_export_lora)
     return parser
 
