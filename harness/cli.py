@@ -11,10 +11,16 @@
     harness annotate RESULTS_DIR [--pipelines A B ...] [--items N] [--seed S]
                                              a blind side-by-side page for human annotators
     harness labels RESULTS_DIR LABELS.json ...   check and merge annotators' labels into the report
-    harness init DOCS [--out harness.yaml]   a starter config for a folder of documents, with a time estimate
-    harness questions DOCS --out DIR         build questions from documents (cloze, or --generator model)
-    harness questions --apply-review SHEET --out DIR   write the reviewed question set
-    harness export-lora ADAPTER_DIR --base MODEL.gguf [--out FILE.gguf]   a PEFT LoRA as a llama.cpp GGUF adapter
+    harness init DOCS [--out harness.yaml] [--force]   a starter config for a folder of documents, with a
+                                             time estimate
+    harness questions DOCS --out DIR [--force]   build questions from documents (cloze, or --generator model)
+    harness questions --apply-review SHEET --out DIR [--force]   write the reviewed question set
+    harness export-lora ADAPTER_DIR --base MODEL.gguf [--out FILE.gguf] [--force]   a PEFT LoRA as a llama.cpp
+                                             GGUF adapter
+
+Commands that write never replace what a person wrote (harness/results.py): `--force`
+replaces an edited question set, an existing config or a file export-lora did not write,
+and keeps it as `<name>.backup-<date>-<time>`.
 
 Exit codes: 0 success, 2 a problem with the user's input (config, data, model name), a
 results folder that another live run is writing, a path in the way of the results that

@@ -391,6 +391,148 @@ def _set_status(folder: Path, status: str) -> None:
     (folder / "metrics.json").write_text(json.dumps({**m, "status": status}))
 
 
+# ---- writing commands: nothing a user wrote is replaced, hostile text stays text (#22) ----
+
+FACTS = ("The Vessin ferry line was founded in 1887 by the harbourmaster Ilse Varga. Each crossing takes 45 minutes. "
+         "Halvard Station was opened in 2091 by the Ostrel Consortium. The chief engineer is Mira Tolland. "
+         "The archive at Lund Harbour was built in 1923 by Petra Hollis. It holds 300 charts of the coast.")
+
+
+def _question_set(b: Box, *, name: str = "q", text: str = FACTS) -> Path:
+    """A set written by `harness questions` into results/<name>, and its documents."""
+    from harness.questions import make_questions
+
+    b.file("docs/facts.txt", text)
+    make_questions(b.root / "docs", out=b.results / name, seed=0, embedder=None)
+    return b.results / name
+
+
+def _edited_set(b: Box) -> list[str]:
+    sheet = _question_set(b) / "review.csv"
+    sheet.write_bytes(sheet.read_bytes().replace(b"Fill in the blank", b"Reviewed: fill in the blank"))
+    return ["questions", str(b.root / "docs"), "--out", str(b.results / "q"), "--seed", "1", "--embedder", ""]
+
+
+def _users_folder(b: Box) -> Path:
+    b.file("results/mine/thesis.txt", "years of work")
+    return b.results / "mine"
+
+
+def _hand_run(b: Box, name: str = "run", n: int = 5, text: str = "") -> Path:
+    """A finished run's folder as an older harness left it: n items answered by rag,
+    finetuned and base."""
+    folder = b.finished_run(name)  # the smallest metrics.json the schema accepts: `labels` writes the report
+    rows = [{"question_id": f"q{i}", "pipeline": pipe, "question": f"{text}question {i}?", "answers": [f"gold {i}"],
+             "answerable": True, "task": "qa", "output": f"{pipe} {text}answer {i}",
+             "retrieved": [{"id": "d", "text": f"{text}evidence"}], "scores": {"contains": float(pipe == "rag")}}
+            for i in range(n) for pipe in ("rag", "finetuned", "base")]
+    (folder / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def _labels(b: Box, run: Path, seed: int, annotator: str) -> str:
+    """A label file for a page of `run` drawn with `seed`, preferring rag on every item."""
+    from harness.annotate import write_page
+
+    key = json.loads(write_page(run, pipelines=["rag", "finetuned"], items=5, seed=seed).with_suffix(".json")
+                     .read_text())
+    labels = {it["id"]: {"item_hash": it["hash"], "preference": "left" if it["left"] == "rag" else "right",
+                         "left": "correct" if it["left"] == "rag" else "wrong",
+                         "right": "wrong" if it["left"] == "rag" else "correct"} for it in key["items"]}
+    path = b.root / f"labels-{annotator}.json"
+    path.write_text(json.dumps({"format": key["format"], "page_id": key["page_id"], "run_hash": key["run_hash"],
+                                "annotator": annotator, "labels": labels}))
+    return str(path)
+
+
+def _predictions_changed(b: Box) -> list[str]:
+    run = _hand_run(b)
+    labels = _labels(b, run, 0, "ann")
+    rows = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
+    rows = [{**r, "output": "changed"} if r["pipeline"] == "base" else r for r in rows]  # not on the page
+    (run / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return ["labels", str(run), labels]
+
+
+def _two_seeds(b: Box) -> list[str]:
+    run = _hand_run(b)
+    return ["labels", str(run), _labels(b, run, 0, "ann"), _labels(b, run, 3, "bo")]
+
+
+def _five_rag_wins(box: Box, out: str) -> None:
+    h = json.loads((box.results / "run" / "human_labels.json").read_text())
+    assert h["pairs"]["finetuned vs rag"]["wins_b"] == 5 and h["agreement"]["preference"]["value"] == 1.0
+
+
+def _no_formula_cells(box: Box, out: str) -> None:
+    import csv
+
+    with open(box.results / "q" / "review.csv", encoding="utf-8-sig", newline="") as f:
+        cells = [c for row in csv.reader(f) for c in row]
+    assert not [c for c in cells if c.startswith(("=", "+", "-", "@", "\t", "\r"))]
+    assert any(c.startswith("'=") for c in cells) and any(c.startswith("'@") for c in cells)
+
+
+def _page_script_intact(box: Box, out: str) -> None:
+    page = next((box.results / "run" / "annotation").glob("page-*.html")).read_text()
+    data = page.split("<script type='application/json' id='data'>", 1)[1].split("</script>", 1)[0]
+    assert "<" not in data and page.count("<script") == 2 and "question 0?" in data
+
+
+def _symlinked_out(b: Box) -> list[str]:
+    b.file("docs/facts.txt", FACTS)
+    (b.root / "elsewhere").mkdir()
+    b.results.mkdir(parents=True)
+    (b.results / "q").symlink_to(b.root / "elsewhere")
+    return ["questions", str(b.root / "docs"), "--out", str(b.results / "q"), "--embedder", ""]
+
+
+HOSTILE_TEXT = "<!--<script> </script><script>window.pwned=1</script> <!-- "
+FORMULAS = ("=HYPERLINK(\"http://127.0.0.1:9/x\") was the note Ilse Varga left in 1887 at Dorran. "
+            "@Mira Tolland signed the log in 2091 at Halvard Station. ")
+
+CASES += [
+    Case("questions-over-edited-set", "writing", "`questions` again into a set whose review.csv was edited "
+         "(README's loop, another `--seed`)", _edited_set,
+         r"q/review\.csv: edited since harness wrote it; harness will not replace it .*--force"),
+    Case("questions-over-users-folder", "writing", "`questions --out` a folder harness did not write, even with "
+         "`--force`", lambda b: (_users_folder(b), b.file("docs/facts.txt", FACTS),
+                                 ["questions", str(b.root / "docs"), "--out", str(b.results / "mine"), "--force"])[-1],
+         r"mine: exists and is not a question set harness wrote; .*even with --force"),
+    Case("questions-out-symlink", "writing", "`questions --out` a symbolic link", _symlinked_out,
+         r"q: is a symbolic link"),
+    Case("apply-review-over-users-folder", "writing", "`--apply-review` into a folder holding someone's files",
+         lambda b: (_question_set(b), _users_folder(b),
+                    ["questions", "--apply-review", str(b.results / "q" / "review.csv"), "--out",
+                     str(b.results / "mine")])[-1], r"mine: exists and is not a question set harness wrote"),
+    Case("review-formulas", "writing", "document sentences starting with `=` or `@` (spreadsheet formulas)",
+         lambda b: (b.file("docs/facts.txt", FORMULAS + FACTS),
+                    ["questions", str(b.root / "docs"), "--out", str(b.results / "q"), "--embedder", ""])[-1],
+         expect="accepted: such review.csv cells start with `'`, and `--apply-review` reads them back as written",
+         check=_no_formula_cells),
+    Case("annotate-users-folder", "writing", "`annotate` on a folder with someone's file beside metrics.json",
+         lambda b: (_hand_run(b), b.file("results/run/thesis.txt", "mine"), ["annotate", str(b.results / "run")])[-1],
+         r"run: not a run's results folder written by harness"),
+    Case("annotate-hostile-text", "writing", "`<!--<script>`, `</script>`, `<!--` in item text (annotation page)",
+         lambda b: (_hand_run(b, text=HOSTILE_TEXT), ["annotate", str(b.results / "run"), "--items", "5"])[-1],
+         expect="accepted: the page's data has `<` `>` `&` escaped; its script runs", check=_page_script_intact),
+    Case("labels-predictions-changed", "writing", "`labels` after predictions.jsonl changed (off the page too)",
+         _predictions_changed, r"labels-ann\.json: labels for another run"),
+    Case("labels-two-seeds", "writing", "label files from pages drawn with different `--seed`s",
+         _two_seeds, expect="accepted: merged by pipeline (5 of 5 rag wins, agreement 1.0), not by screen side",
+         check=_five_rag_wins),
+    Case("export-lora-over-users-file", "writing", "`export-lora --out` a file harness did not export",
+         lambda b: (b.file("results/mine.gguf", "GGUF mine"),
+                    ["export-lora", str(b.root / "adapter"), "--base", "x.gguf", "--out",
+                     str(b.results / "mine.gguf")])[-1],
+         r"--out: .*mine\.gguf exists and was not written by harness export-lora"),
+    Case("init-over-config", "writing", "`init` over an existing config",
+         lambda b: (b.file("docs/facts.txt", FACTS), b.file("results/harness.yaml", "name: mine\n"),
+                    ["init", str(b.root / "docs"), "--out", str(b.results / "harness.yaml")])[-1],
+         r"harness\.yaml: already exists; pass --force to replace it \(it is kept as"),
+]
+
+
 def _snapshot(folder: Path) -> dict[str, str]:
     if not folder.exists():
         return {}
