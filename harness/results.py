@@ -23,6 +23,16 @@ existing folder only when that folder carries the marker of a run of the same ex
 else than what that run wrote; an empty folder is used as it is. Anything else in the way
 (a file, someone's folder, another experiment's results, a grid's folder for a single run)
 is refused before any work starts, and a run that fails removes the folders it created.
+
+The other commands that write follow the same rule. A folder a command writes whole (a
+question set: `FolderRule`) is staged and swapped in the same way (`own_folder`,
+`staged_folder`); its marker records every file's SHA-256, and it is replaced only when
+nothing in it changed since (`check_own_folder`): an edited file needs `--force`, which
+keeps the old folder as `<name>.backup-<date>-<time>` (`backup_path`), and a folder
+harness did not write as that kind is never replaced. `annotate` and `labels` add derived
+files only to a run's folder that harness wrote (`check_results_folder`). A kill between
+the renames of a swap is undone by the next writer (`recover_folder`): the folder moved
+aside is put back, or kept as the backup it was to become.
 """
 
 from __future__ import annotations
