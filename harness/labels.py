@@ -7,10 +7,6 @@ whose items changed, and writes `human_labels.json` beside the run's results:
 - agreement between annotators, on the preferred pipeline and on each answer's label:
   Cohen's kappa for two annotators (scikit-learn), Krippendorff's alpha (nominal, the
   `krippendorff` package) for more, each with a bootstrap 95% interval over items;
-
-Votes are merged by pipeline, never by screen side: each annotator's "left" and "right"
-are read through the key of the page they labelled (`pipeline_votes`), so pages of one
-run drawn with different `--seed`s (a pipeline left on one, right on the other) merge.
 - human win rates per pipeline pair (per item, the annotators' majority preference):
   wins, ties, both bad, the net preference (wins minus losses over items) with a
   bootstrap interval, an exact two-sided sign test on wins against losses, and a verdict
@@ -22,6 +18,13 @@ run drawn with different `--seed`s (a pipeline left on one, right on the other) 
 - position bias: how often the left answer wins among decided items, against 1/2.
 
 `harness report` then adds a "Human evaluation" section from that file.
+
+Votes are merged by pipeline, never by screen side: each annotator's "left" and "right"
+are read through the key of the page they labelled (`pipeline_votes`), so pages of one
+run drawn with different `--seed`s (a pipeline left on one, right on the other) merge.
+
+The labels' run hash (annotate.run_hash) covers the config hash and every byte of
+`predictions.jsonl`, so labels of a run whose predictions changed since are refused.
 """
 
 from __future__ import annotations

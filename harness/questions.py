@@ -32,6 +32,10 @@ evidence in the top k chunks for the question? reported per item, never a reason
 drop one: retrieval is an arm under test) and closed-book leakage (does the base model
 already answer it without context? those items are tagged `known` and written to
 `known_questions.jsonl` instead of the new-facts set).
+
+The set is written whole into `--out` and never over what a person wrote there: see
+review.py (`write_set`) and results.check_own_folder; `make_questions` checks `--out`
+before reading a document.
 """
 
 from __future__ import annotations
