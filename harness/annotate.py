@@ -15,6 +15,11 @@ style or not), by mouse or keyboard; labels stay in the browser's storage while 
 and are exported as `labels-<annotator>.json`, which `harness labels` (labels.py) checks
 against the key and turns into statistics. With more than two pipelines, the items cycle
 through every pair.
+
+Pages are written only into a run's results folder that harness wrote
+(results.check_results_folder); a key file already there for the same page is never
+replaced by a different one. The page's data is embedded as JSON with `<`, `>`, `&` and
+U+2028/2029 escaped (`script_safe_json`), so no item text can end or break its script.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import random
 from pathlib import Path
 
 from harness.report import item_outcome
-from harness.results import atomic_write_json, atomic_write_text, read_jsonl
+from harness.results import atomic_write_json, atomic_write_text, check_results_folder, read_jsonl
 
 LABELS_FORMAT = "harness-labels/1"
 ANSWER_LABELS = {"qa": ("correct", "partly", "wrong", "invented"), "style": ("fits", "does_not_fit")}
@@ -141,12 +146,26 @@ def write_page(results_dir: str | Path, *, pipelines: list[str] | None = None, i
     """Write the page and its key under `<results_dir>/annotation/`; returns the page."""
     results_dir = Path(results_dir)
     page, key = build_page(results_dir, pipelines=pipelines, items=items, seed=seed)
+    check_results_folder(results_dir)
     folder = results_dir / "annotation"
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise AnnotateError(f"{folder}: is not a folder; harness writes the annotation pages there (move it)")
+    key_file = folder / f"page-{key['page_id']}.json"
+    if key_file.exists() and _read_key(key_file) != key:
+        raise AnnotateError(f"{key_file}: differs from the key harness writes for this page (edited?); harness will "
+                            "not replace it, since exported labels are read through it (move it to write the page again)")
     folder.mkdir(exist_ok=True)
-    atomic_write_json(folder / f"page-{key['page_id']}.json", key)
+    atomic_write_json(key_file, key)
     target = folder / f"page-{key['page_id']}.html"
-    atomic_write_text(target, page)
+    atomic_write_text(target, page)  # derived from the key and the run: replaced freely
     return target
+
+
+def _read_key(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
 
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:1.5em auto;padding:0 1em;color:#222}
@@ -198,8 +217,22 @@ document.addEventListener('keydown',function(e){if(e.target.tagName==='INPUT'||e
 draw();document.body.dataset.ready='1';})();"""
 
 
+# Characters of the embedded data that an HTML parser could read as markup (`</script>`
+# ends the block; `<!--<script>` inside it makes the parser swallow the page's own script)
+# or that old JavaScript engines end a line on: written as JSON escapes, which JSON.parse
+# reads back to the same text.
+_SCRIPT_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
+                              "\u2029": "\\u2029"})
+
+
+def script_safe_json(data) -> str:
+    """`data` as JSON text that no item text can end or break inside a
+    `<script type="application/json">` block: no `<`, `>` or `&` anywhere in it."""
+    return json.dumps(data, ensure_ascii=False).translate(_SCRIPT_SAFE)
+
+
 def _html(data: dict, *, title: str) -> str:
-    payload = json.dumps(data, ensure_ascii=False).replace("</", "<\\/")  # no early </script>
+    payload = script_safe_json(data)
     prefs = "".join(f"<button data-value='{v}'>{t}</button>" for v, t in
                     zip(PREFERENCES, ("left is better [1]", "right is better [2]", "tie [3]", "both bad [4]")))
     answer = ("<div class='answer'><h3>{0}</h3><div class='out' id='{1}-out'></div><div id='{1}-labels'></div>"

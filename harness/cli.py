@@ -11,10 +11,16 @@
     harness annotate RESULTS_DIR [--pipelines A B ...] [--items N] [--seed S]
                                              a blind side-by-side page for human annotators
     harness labels RESULTS_DIR LABELS.json ...   check and merge annotators' labels into the report
-    harness init DOCS [--out harness.yaml]   a starter config for a folder of documents, with a time estimate
-    harness questions DOCS --out DIR         build questions from documents (cloze, or --generator model)
-    harness questions --apply-review SHEET --out DIR   write the reviewed question set
-    harness export-lora ADAPTER_DIR --base MODEL.gguf [--out FILE.gguf]   a PEFT LoRA as a llama.cpp GGUF adapter
+    harness init DOCS [--out harness.yaml] [--force]   a starter config for a folder of documents, with a
+                                             time estimate
+    harness questions DOCS --out DIR [--force]   build questions from documents (cloze, or --generator model)
+    harness questions --apply-review SHEET --out DIR [--force]   write the reviewed question set
+    harness export-lora ADAPTER_DIR --base MODEL.gguf [--out FILE.gguf] [--force]   a PEFT LoRA as a llama.cpp
+                                             GGUF adapter
+
+Commands that write never replace what a person wrote (harness/results.py): `--force`
+replaces an edited question set, an existing config or a file export-lora did not write,
+and keeps it as `<name>.backup-<date>-<time>`.
 
 Exit codes: 0 success, 2 a problem with the user's input (config, data, model name), a
 results folder that another live run is writing, a path in the way of the results that
@@ -174,7 +180,7 @@ def _questions(args) -> int:
     if args.apply_review:
         from harness.review import apply_review
 
-        m = apply_review(args.apply_review, args.out)
+        m = apply_review(args.apply_review, args.out, force=args.force)
         r = m["review"]
         print(f"reviewed set: {args.out}/questions.jsonl ({r['kept']} kept, {r['edited']} edited, "
               f"{r['dropped']} dropped of {r['rows']})")
@@ -187,7 +193,7 @@ def _questions(args) -> int:
     m = make_questions(args.documents, out=args.out, generator=args.generator, seed=args.seed, model=args.model,
                        max_questions=args.max_questions, embedder=args.embedder or None,
                        leakage_model=args.leakage_model, skip_unreadable=args.skip_unreadable,
-                       cloze_style=args.cloze_style)
+                       cloze_style=args.cloze_style, force=args.force)
     items, rejected = m["items"], {k: v for k, v in m["filters"]["rejected"].items() if v}
     print(f"{items['answerable']} questions + {items['unanswerable']} unanswerable, {items['train']} training "
           f"questions from {m['n_documents']} documents ({m['filters']['candidates']} candidates"
@@ -225,7 +231,8 @@ def _export_lora(args) -> int:
     from harness.gguf_lora import ExportError, export_lora
 
     try:
-        print(export_lora(args.adapter_dir, base_gguf=args.base, out=args.out or lora_gguf_path(args.adapter_dir)))
+        print(export_lora(args.adapter_dir, base_gguf=args.base, out=args.out or lora_gguf_path(args.adapter_dir),
+                          force=args.force))
     except ExportError as err:
         print(f"harness: error: {err}", file=sys.stderr)
         return 2
@@ -279,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("documents")
     p.add_argument("--out", default="harness.yaml", help="config file to write (default: harness.yaml)")
     p.add_argument("--questions", default="q", help="folder the config expects the question set in (default: q)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing config")
+    p.add_argument("--force", action="store_true", help="replace an existing config, keeping it as "
+                                                        "OUT.backup-<date>-<time>")
     p.set_defaults(func=_init)
     p = sub.add_parser("questions", help="build a question set from a folder of documents, or apply its review")
     p.add_argument("documents", nargs="?", help="a folder of documents (or a JSONL file with id and text)")
@@ -295,11 +303,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--leakage-model", default=None, help="set aside the questions this model answers closed-book")
     p.add_argument("--skip-unreadable", action="store_true", help="leave out files that cannot be read")
     p.add_argument("--apply-review", default=None, metavar="SHEET", help="write the reviewed set into --out")
+    p.add_argument("--force", action="store_true", help="replace a question set in --out that was edited since "
+                                                        "harness wrote it, keeping it as OUT.backup-<date>-<time>")
     p.set_defaults(func=_questions)
     p = sub.add_parser("export-lora", help="write a PEFT LoRA adapter as a GGUF adapter for llama.cpp's server")
     p.add_argument("adapter_dir")
     p.add_argument("--base", required=True, help="the base model's GGUF file (its architecture and shapes)")
     p.add_argument("--out", default=None, help="the GGUF file to write (default: ADAPTER_DIR.gguf)")
+    p.add_argument("--force", action="store_true", help="replace a file at --out that harness did not export, "
+                                                        "keeping it as OUT.backup-<date>-<time>")
     p.set_defaults(func=_export_lora)
     return parser
 

@@ -15,6 +15,7 @@ import hashlib
 import itertools
 import json
 import re
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +30,29 @@ PIPELINE_NAMES = ("base", "finetuned", "rag", "rag_finetuned")  # the default fo
 
 class ConfigError(ValueError):
     """A config file that cannot be used; the message names the file and key."""
+
+
+def base_url_problem(url: str) -> str | None:
+    """Why `url` cannot be an endpoint's address, or None: an http:// or https:// address
+    with a host; no user name or password in it (results record the address; the key goes
+    in the variable model.api_key_env names), no query or fragment, no space or control
+    character."""
+    if not url or any(c.isspace() or not c.isprintable() for c in url):
+        return "a server address without spaces or control characters, e.g. http://127.0.0.1:8000/v1"
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https"):
+        return f"{url!r} is not an http:// or https:// address, e.g. http://127.0.0.1:8000/v1"
+    if parts.username is not None or parts.password is not None:  # not repeated: it may hold a password
+        return "the address holds a user name or password; give the key through model.api_key_env instead"
+    try:
+        parts.port
+    except ValueError:
+        return f"{url!r} has an invalid port"
+    if not parts.hostname:
+        return f"{url!r} names no host"
+    if parts.query or parts.fragment:
+        return f"{url!r} has a query or fragment; give the server's API root, e.g. http://127.0.0.1:8000/v1"
+    return None
 
 
 class _Section(BaseModel):
@@ -56,9 +80,19 @@ class ModelConfig(_Section):
     # multiple choice through an endpoint: summed log-likelihood of each choice (completions
     # with echo and logprobs: vLLM, llama.cpp), or the letter the model generates
     mc_protocol: Literal["loglikelihood", "letter"] = "loglikelihood"
-    concurrency: int = Field(4, ge=1)
-    timeout: float = Field(120.0, gt=0)  # seconds per request
-    retries: int = Field(3, ge=0)  # per request, with exponential backoff
+    concurrency: int = Field(4, ge=1, le=256)
+    # seconds per request in all (connect, headers and body), not per read; at most an hour
+    timeout: float = Field(120.0, gt=0, le=3600)
+    # per request, with exponential backoff of at most 8 s a wait: 20 retries wait under 3.5 minutes
+    retries: int = Field(3, ge=0, le=20)
+
+    @field_validator("base_url")
+    @classmethod
+    def _server_address(cls, url: str | None) -> str | None:
+        problem = None if url is None else base_url_problem(url)
+        if problem:
+            raise ValueError(problem)
+        return url
 
     @model_validator(mode="after")
     def _endpoint_fields(self) -> "ModelConfig":

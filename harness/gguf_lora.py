@@ -23,15 +23,27 @@ What the file holds, as convert_lora_to_gguf.py does it:
 Only plain LoRA on linear layers is exported; DoRA, rsLoRA, per-module alphas,
 `modules_to_save`, trained biases and embedding LoRA are refused with one line (llama.cpp
 would apply them wrongly or not at all).
+
+The file is written beside `out` and renamed into place. It carries `EXPORT_KEY` (a
+namespaced key llama.cpp does not read), so a later export may replace a file this wrote;
+any other file at `out` is refused before any work, unless `force`, which keeps it as
+`<out>.backup-<date>-<time>` (check_out).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
+
+EXPORT_KEY = "harness.export_lora"  # marks a GGUF this module wrote, which a later export may replace
 
 
 class ExportError(ValueError):
@@ -142,13 +154,61 @@ def lora_tensors(state: dict, base: BaseGGUF) -> dict[str, np.ndarray]:
     return out
 
 
-def export_lora(adapter_dir: str | Path, *, base_gguf: str | Path, out: str | Path) -> Path:
-    """Write the PEFT LoRA adapter in `adapter_dir` as a llama.cpp GGUF LoRA adapter for
-    the model in `base_gguf`, to `out` (written beside, then renamed). Returns `out`."""
+def _written_here(path: Path) -> bool:
+    """Whether `path` is a GGUF file that export_lora wrote (it carries EXPORT_KEY)."""
     import gguf
+
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"GGUF":
+                return False
+        return EXPORT_KEY in gguf.GGUFReader(path).fields
+    except (OSError, ValueError, IndexError, KeyError):  # not a GGUF file gguf-py can read: not ours
+        return False
+
+
+def check_out(out: Path, *, force: bool = False) -> bool:
+    """Refuse, in one line, an `out` that export_lora did not write: a folder or a link
+    always, another file unless `force`. Returns whether the file there is to be kept as
+    a backup."""
+    if out.is_symlink() or out.is_dir():
+        raise ExportError(f"--out: {out} is a {'link' if out.is_symlink() else 'folder'}; give the GGUF file to write")
+    if not out.exists() or _written_here(out):
+        return False
+    if force:
+        return True
+    raise ExportError(f"--out: {out} exists and was not written by harness export-lora; harness will not replace it "
+                      f"(--out another file, or --force to replace it and keep it as {out.name}.backup-<date>-<time>)")
+
+
+def _write_gguf(path: str, *, base: BaseGGUF, alpha: float, name: str, tensors: dict[str, np.ndarray]) -> None:
+    import gguf
+
+    writer = gguf.GGUFWriter(path, base.arch)
+    writer.add_type(gguf.GGUFType.ADAPTER)
+    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
+    writer.add_name(name)
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    writer.add_string(EXPORT_KEY, "harness export-lora")
+    for tensor_name, array in tensors.items():
+        writer.add_tensor(tensor_name, array)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def export_lora(adapter_dir: str | Path, *, base_gguf: str | Path, out: str | Path, force: bool = False) -> Path:
+    """Write the PEFT LoRA adapter in `adapter_dir` as a llama.cpp GGUF LoRA adapter for
+    the model in `base_gguf`, to `out` (written beside, then renamed; see check_out for
+    what may stand at `out`). Returns `out`."""
     from safetensors.numpy import load_file
 
+    from harness.results import backup_path
+
     adapter_dir, out = Path(adapter_dir), Path(out)
+    check_out(out, force=force)  # before any work
     config_path, weights_path = adapter_dir / "adapter_config.json", adapter_dir / "adapter_model.safetensors"
     if not config_path.is_file() or not weights_path.is_file():
         raise ExportError(f"adapter: {adapter_dir} is not a PEFT adapter folder (adapter_config.json and "
@@ -158,20 +218,18 @@ def export_lora(adapter_dir: str | Path, *, base_gguf: str | Path, out: str | Pa
     base = read_base(base_gguf)
     tensors = lora_tensors(load_file(str(weights_path)), base)
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.partial")
-    writer = gguf.GGUFWriter(str(partial), base.arch)
-    writer.add_type(gguf.GGUFType.ADAPTER)
-    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
-    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(config["lora_alpha"]))
-    writer.add_name(adapter_dir.name)
-    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    for name, array in tensors.items():
-        writer.add_tensor(name, array)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    partial.replace(out)
+    fd, partial = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
+    os.close(fd)
+    try:
+        _write_gguf(partial, base=base, alpha=float(config["lora_alpha"]), name=adapter_dir.name, tensors=tensors)
+        if check_out(out, force=force):  # again: nothing new in the way since the start
+            backup = backup_path(out)
+            os.replace(out, backup)
+            log.warning("%s: replaced (--force); the file that was there is kept as %s", out, backup)
+        os.replace(partial, out)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
     return out
 
 

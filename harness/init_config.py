@@ -8,17 +8,23 @@ embedded SmolLM2. The estimate uses the rates measured on this project's 2-core 
 (README, Performance): LoRA training 70-170 tokens/s, generation about 100 tokens/s. The
 number of questions is what the cloze generator would build from these documents (it
 needs no model, so counting them is cheap); token counts are words x `TOKENS_PER_WORD`.
+An existing config is never replaced without `force`, and then it is kept as
+`<out>.backup-<date>-<time>`.
 """
 
 from __future__ import annotations
 
 import datetime
+import logging
 import math
+import shutil
 from pathlib import Path
 
 import yaml
 
 from harness.config import ConfigError, parse_config
+
+log = logging.getLogger(__name__)
 
 TOKENS_PER_WORD = 1.3  # SmolLM2's BPE on English prose, roughly
 TRAIN_TOKENS_PER_SECOND = (70, 170)  # LoRA on SmolLM2-135M, 2 CPU cores, float32 (README)
@@ -63,8 +69,11 @@ def write_starter_config(documents: str | Path, *, out: str | Path = "harness.ya
     from harness.questions import build_question_set
 
     out, questions = Path(out), Path(questions)
+    if out.is_dir():
+        raise ConfigError(f"{out}: is a folder; --out names the config file to write")
     if out.exists() and not force:
-        raise ConfigError(f"{out}: already exists; pass --force to overwrite it or --out another name")
+        raise ConfigError(f"{out}: already exists; pass --force to replace it (it is kept as "
+                          f"{out.name}.backup-<date>-<time>) or --out another name")
     docs, skipped = read_documents(documents, skip_unreadable=True)
     words = sum(len(d.text.split()) for d in docs)
     qset = build_question_set(docs, generator="cloze", seed=0, max_questions=MAX_QUESTIONS)
@@ -94,8 +103,12 @@ def write_starter_config(documents: str | Path, *, out: str | Path = "harness.ya
         "# train.objective: sft learns from the training questions; cpt would train on the documents themselves.",
         "# retrieval.chunk_size and chunk_overlap count the embedder's tokens (MiniLM reads at most 254).",
     ]
-    from harness.results import atomic_write_text
+    from harness.results import atomic_write_text, backup_path
 
     out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():  # --force: the config it replaces is kept, copied first so a failed write loses nothing
+        backup = backup_path(out)
+        shutil.copy2(out, backup)
+        log.warning("%s: replaced (--force); the config that was there is kept as %s", out, backup)
     atomic_write_text(out, "\n".join(header) + "\n" + yaml.safe_dump(raw, sort_keys=False))
     return out, estimate

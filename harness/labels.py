@@ -4,8 +4,8 @@
 the annotation page (annotate.py), refuses any that belong to another run or page or
 whose items changed, and writes `human_labels.json` beside the run's results:
 
-- agreement between annotators, on the preference and on each answer's label: Cohen's
-  kappa for two annotators (scikit-learn), Krippendorff's alpha (nominal, the
+- agreement between annotators, on the preferred pipeline and on each answer's label:
+  Cohen's kappa for two annotators (scikit-learn), Krippendorff's alpha (nominal, the
   `krippendorff` package) for more, each with a bootstrap 95% interval over items;
 - human win rates per pipeline pair (per item, the annotators' majority preference):
   wins, ties, both bad, the net preference (wins minus losses over items) with a
@@ -18,6 +18,13 @@ whose items changed, and writes `human_labels.json` beside the run's results:
 - position bias: how often the left answer wins among decided items, against 1/2.
 
 `harness report` then adds a "Human evaluation" section from that file.
+
+Votes are merged by pipeline, never by screen side: each annotator's "left" and "right"
+are read through the key of the page they labelled (`pipeline_votes`), so pages of one
+run drawn with different `--seed`s (a pipeline left on one, right on the other) merge.
+
+The labels' run hash (annotate.run_hash) covers the config hash and every byte of
+`predictions.jsonl`, so labels of a run whose predictions changed since are refused.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import numpy as np
 
 from harness import stats
 from harness.annotate import ANSWER_LABELS, LABELS_FORMAT, PREFERENCES, run_hash
-from harness.results import atomic_write_json, read_jsonl
+from harness.results import atomic_write_json, check_results_folder, read_jsonl
 
 POSITIVE = ("correct", "fits")  # the labels that count as a right answer
 HUMAN_FILE = "human_labels.json"
@@ -148,9 +155,10 @@ def pair_statistics(prefs: list[str], *, min_effect: float, alpha: float, names:
 
 
 def _metric_agreement(human: dict[tuple[str, str], int], scores: dict[tuple[str, str], dict],
-                      pair_prefs: list[tuple[str, str, str, str]], seed: int) -> dict:
+                      decided: list[tuple[str, str, str]], seed: int) -> dict:
     """Per automatic metric: answer-level agreement with the human right/wrong label and
-    pair-level agreement with the human preference."""
+    pair-level agreement with the human preference (`decided`: question id, the pipeline
+    people preferred, the other one)."""
     from sklearn.metrics import cohen_kappa_score
 
     metrics = sorted({k for s in scores.values() for k, v in s.items()
@@ -166,77 +174,123 @@ def _metric_agreement(human: dict[tuple[str, str], int], scores: dict[tuple[str,
         kappa = 1.0 if (h == a).all() else float(cohen_kappa_score(h, a, labels=[0, 1]))
         idx = rng.integers(0, len(h), (500, len(h)))
         acc_boot = (h[idx] == a[idx]).mean(axis=1)
-        agree, decided = 0, 0
-        for qid, left, right, pref in pair_prefs:
-            sl, sr = scores.get((qid, left), {}).get(metric), scores.get((qid, right), {}).get(metric)
-            if pref in ("left", "right") and sl is not None and sr is not None and sl != sr:
-                decided += 1
-                agree += (sl > sr) == (pref == "left")
+        agree, n_decided = 0, 0
+        for qid, winner, loser in decided:
+            sw, sl = scores.get((qid, winner), {}).get(metric), scores.get((qid, loser), {}).get(metric)
+            if sw is not None and sl is not None and sw != sl:
+                n_decided += 1
+                agree += sw > sl
         out[metric] = {"n": len(pairs), "accuracy": float((h == a).mean()),
                        "accuracy_ci95": [float(x) for x in np.percentile(acc_boot, [2.5, 97.5])],
-                       "kappa": kappa, "pairs_decided": decided,
-                       "pair_agreement": agree / decided if decided else None}
+                       "kappa": kappa, "pairs_decided": n_decided,
+                       "pair_agreement": agree / n_decided if n_decided else None}
     return out
+
+
+def pipeline_votes(annotators: list[dict], keys: dict[str, dict]) -> list[dict]:
+    """Every label of every annotator in pipeline terms, read through the key of the page
+    that annotator labelled (pages of one run drawn with different seeds put a pipeline
+    on different sides): the pair, the preferred pipeline (or "tie", "both_bad", None),
+    each pipeline's answer label, and the screen side preferred (for position bias)."""
+    votes = []
+    for i, a in enumerate(annotators):
+        items = {it["id"]: it for it in keys[a["page_id"]]["items"]}
+        for qid, lab in a["labels"].items():
+            it = items[qid]
+            side = lab.get("preference")
+            votes.append({"annotator": i, "question": qid, "pair": tuple(sorted((it["left"], it["right"]))),
+                          "winner": it[side] if side in ("left", "right") else side,
+                          "answers": {it["left"]: lab.get("left"), it["right"]: lab.get("right")}, "side": side})
+    return votes
+
+
+def _by_unit(votes: list[dict], unit) -> dict:
+    """unit(vote) -> {annotator: vote}, units in sorted order."""
+    out: dict = {}
+    for v in sorted(votes, key=unit):
+        out.setdefault(unit(v), {})[v["annotator"]] = v
+    return out
+
+
+def _agreement(votes: list[dict], n_annotators: int, seed: int) -> dict:
+    """Agreement between annotators on the preferred pipeline of each (question, pair) and
+    on the label of each (question, pipeline) answer; None with one annotator."""
+    if n_annotators < 2:
+        return {"preference": None, "answer": None}
+    prefs = _by_unit(votes, lambda v: (v["question"], v["pair"]))
+    answers: dict = {}
+    for v in votes:
+        for pipe, label in v["answers"].items():
+            answers.setdefault((v["question"], pipe), {})[v["annotator"]] = label
+    return {"preference": _kappa_or_alpha([[u.get(i, {}).get("winner") for i in range(n_annotators)]
+                                           for u in prefs.values()], seed),
+            "answer": _kappa_or_alpha([[u.get(i) for i in range(n_annotators)]
+                                       for _, u in sorted(answers.items())], seed)}
+
+
+def _pipeline_answers(votes: list[dict]) -> tuple[dict[str, list[str]], dict[tuple[str, str], int]]:
+    """Per pipeline, the majority label of each of its answers; and per (question,
+    pipeline) whether people call the answer right (1) or not (0)."""
+    labels: dict = {}
+    for v in votes:
+        for pipe, label in v["answers"].items():
+            labels.setdefault((v["question"], pipe), []).append(label)
+    correctness: dict[str, list[str]] = {}
+    human_binary: dict[tuple[str, str], int] = {}
+    for (qid, pipe), values in sorted(labels.items()):
+        label = _majority(values)
+        if label is not None:
+            correctness.setdefault(pipe, []).append(label)
+            human_binary[(qid, pipe)] = int(label in POSITIVE)
+    return correctness, human_binary
 
 
 def summarise(annotators: list[dict], keys: dict[str, dict], predictions: list[dict], *, min_effect: float,
               alpha: float = 0.05, seed: int = 0) -> dict:
-    """Everything the report's human section shows, from checked label files."""
+    """Everything the report's human section shows, from checked label files; votes are
+    merged by pipeline (pipeline_votes), never by screen side."""
+    from scipy.stats import binomtest
+
     names = [a["annotator"] for a in annotators]
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
-        raise LabelsError(f"annotator {dup!r} appears in two label files ({', '.join(a['file'] for a in annotators if a['annotator'] == dup)}); merge or rename them")
-    items = {it["id"]: it for k in keys.values() for it in k["items"] if k["page_id"] in {a["page_id"] for a in annotators}}
-    labelled = sorted({q for a in annotators for q in a["labels"]})
-    by_key = {(r["question_id"], r["pipeline"]): r for r in predictions}
-    agreement = {}
-    for field in ("preference", "left", "right"):
-        table = [[a["labels"].get(q, {}).get(field) for a in annotators] for q in labelled]
-        agreement[field] = _kappa_or_alpha(table, seed) if len(annotators) >= 2 else None
-    pair_prefs, correctness, pair_items = [], {}, {}
-    human_binary: dict[tuple[str, str], int] = {}
-    left_wins = decided = 0
-    for q in labelled:
-        it = items[q]
-        votes = [a["labels"][q] for a in annotators if q in a["labels"]]
-        pref = _majority([v.get("preference") for v in votes])
-        for side in ("left", "right"):
-            label = _majority([v.get(side) for v in votes])
-            if label is not None:
-                correctness.setdefault(it[side], []).append(label)
-                human_binary[(q, it[side])] = int(label in POSITIVE)
-        for v in votes:
-            if v.get("preference") in ("left", "right"):
-                decided += 1
-                left_wins += v["preference"] == "left"
+        raise LabelsError(f"annotator {dup!r} appears in two label files "
+                          f"({', '.join(a['file'] for a in annotators if a['annotator'] == dup)}); merge or rename them")
+    votes = pipeline_votes(annotators, keys)
+    units = _by_unit(votes, lambda v: (v["question"], v["pair"]))
+    pair_items: dict[tuple[str, str], list[str]] = {}
+    decided_items = []
+    for (qid, pair), by_annotator in units.items():
+        pref = _majority([v["winner"] for v in by_annotator.values()])
         if pref is None:
             continue
-        pair_prefs.append((q, it["left"], it["right"], pref))
-        pair = tuple(sorted((it["left"], it["right"])))
-        side_of = {"left": it["left"], "right": it["right"]}
-        winner = side_of.get(pref)
-        pair_items.setdefault(pair, []).append("a" if winner == pair[0] else "b" if winner == pair[1] else pref)
+        pair_items.setdefault(pair, []).append("a" if pref == pair[0] else "b" if pref == pair[1] else pref)
+        if pref in pair:
+            decided_items.append((qid, pref, pair[1] if pref == pair[0] else pair[0]))
     pairs = {f"{a} vs {b}": pair_statistics(prefs, min_effect=min_effect, alpha=alpha, names=(a, b), seed=seed)
-             for (a, b), prefs in pair_items.items()}
+             for (a, b), prefs in sorted(pair_items.items())}
+    correctness, human_binary = _pipeline_answers(votes)
     per_pipeline = {p: {"n": len(v), "right": sum(x in POSITIVE for x in v),
-                        "rate": sum(x in POSITIVE for x in v) / len(v), "ci95": _wilson(sum(x in POSITIVE for x in v), len(v)),
-                        "labels": dict(Counter(v))} for p, v in correctness.items()}
-    from scipy.stats import binomtest
-
+                        "rate": sum(x in POSITIVE for x in v) / len(v),
+                        "ci95": _wilson(sum(x in POSITIVE for x in v), len(v)), "labels": dict(Counter(v))}
+                    for p, v in correctness.items()}
+    sides = [v["side"] for v in votes if v["side"] in ("left", "right")]
+    left_wins = sides.count("left")
+    scores = {(r["question_id"], r["pipeline"]): r["scores"] for r in predictions}
     return {
         "annotators": [{"name": a["annotator"], "file": a["file"], "page_id": a["page_id"], "items": len(a["labels"])}
                        for a in annotators],
-        "items_labelled": len(labelled),
-        "agreement": agreement,
+        "items_labelled": len(units),
+        "agreement": _agreement(votes, len(annotators), seed),
         "pairs": pairs,
         "answers": per_pipeline,
-        "metric_agreement": _metric_agreement(human_binary, {k: r["scores"] for k, r in by_key.items()},
-                                              pair_prefs, seed),
-        "position_bias": {"decided": decided, "left_wins": left_wins,
-                          "left_rate": left_wins / decided if decided else None,
-                          "ci95": _wilson(left_wins, decided),
-                          "p": float(binomtest(left_wins, decided).pvalue) if decided else None},
-        "merge": "per item, the annotators' majority; a tie between annotators counts as no preference",
+        "metric_agreement": _metric_agreement(human_binary, scores, decided_items, seed),
+        "position_bias": {"decided": len(sides), "left_wins": left_wins,
+                          "left_rate": left_wins / len(sides) if sides else None,
+                          "ci95": _wilson(left_wins, len(sides)),
+                          "p": float(binomtest(left_wins, len(sides)).pvalue) if sides else None},
+        "merge": "per item and pipeline pair, the annotators' majority, each annotator's sides read through the "
+                 "key of the page they labelled; a tie between annotators counts as no preference",
     }
 
 
@@ -246,10 +300,17 @@ def merge_labels(results_dir: str | Path, files: list[str | Path]) -> Path:
     results_dir = Path(results_dir)
     if not (results_dir / "metrics.json").is_file():
         raise LabelsError(f"{results_dir}: no metrics.json (not a finished results folder)")
+    check_results_folder(results_dir)
+    if (results_dir / HUMAN_FILE).is_symlink() or (results_dir / HUMAN_FILE).is_dir():
+        raise LabelsError(f"{results_dir / HUMAN_FILE}: is not a file harness wrote; harness will not replace it")
     keys = {}
     for path in sorted((results_dir / "annotation").glob("page-*.json")):
-        key = json.loads(path.read_text(encoding="utf-8"))
-        keys[key["page_id"]] = key
+        try:
+            key = json.loads(path.read_text(encoding="utf-8"))
+            keys[key["page_id"]] = key
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
+            raise LabelsError(f"{path}: not a page key harness wrote ({err.__class__.__name__}); run harness "
+                              "annotate again") from None
     if not keys:
         raise LabelsError(f"{results_dir}: no annotation page (run harness annotate {results_dir} first)")
     if not files:

@@ -3,8 +3,9 @@
 `harness validate`, `run`, `train` and `plan` call `check_experiment(cfg, ...)` first, so
 a mistake that `run` would only meet after minutes of model conversion or training (an
 embedder typo, a missing data file, a LoRA target that matches no layer, a results or
-cache folder that cannot be written) is one line, exit 2, before anything is loaded or
-written. It reads the data files and the model's config.json, never model weights.
+cache folder that cannot be written, an endpoint's API key that is not set or holds a
+line end) is one line, exit 2, before anything is loaded or written. It reads the data
+files and the model's config.json, never model weights, and sends no request.
 
     cells = check_experiment(cfg, source="experiments/demo.yaml", results_root=None)
 """
@@ -53,6 +54,15 @@ def check_embedder(name: str) -> None:
                                 "directory, and the hub is offline (HF_HUB_OFFLINE) with no copy of it cached")
 
 
+def check_endpoint_key(model_cfg, *, key: str) -> None:
+    """An endpoint's API key is set and is one a request can carry (api_key's rules);
+    `run` would otherwise meet it only after training the adapter the server serves."""
+    from harness.endpoint import api_key
+
+    if model_cfg.backend == "endpoint" and model_cfg.api_key_env:
+        api_key(model_cfg.api_key_env, key=f"{key}.api_key_env")
+
+
 def check_results_root(root: Path, *, key: str) -> None:
     """The folder results go under can be created and written."""
     problem = writable_problem(root)
@@ -83,6 +93,9 @@ def check_experiment(cfg: ExperimentConfig, *, source: str, results_root: str | 
             check_data(c)
         needs_adapter = any(PIPELINES[p].adapter for p in c.eval.pipelines)
         targets = c.train.target_modules if needs_adapter else None
+        check_endpoint_key(c.model, key="model")
+        if c.eval.judge is not None:
+            check_endpoint_key(c.eval.judge.model, key="eval.judge.model")
         if once("model", [c.model.name, targets, c.model.trust_remote_code]):
             check_generator(c.model.name, target_modules=targets, trust_remote_code=c.model.trust_remote_code)
         if any(PIPELINES[p].retrieval for p in c.eval.pipelines) and c.retrieval.method != "bm25":

@@ -2,7 +2,7 @@
 
     qset = build_question_set(docs, generator="cloze", seed=0)
     retrieval_round_trip(qset, docs, embedder=HashingEmbedder(), chunk_size=64, top_k=3)
-    write_question_set(qset, "q/")   # questions.jsonl, train_questions.jsonl, review.csv, manifest
+    write_question_set(qset, "q/", manifest={})   # questions.jsonl, train_questions.jsonl, review.csv, manifest
 
 Every answerable item carries its evidence, the document id and the sentence it came
 from, and its gold answer is checked to occur in that sentence (whole words, SQuAD
@@ -32,6 +32,10 @@ evidence in the top k chunks for the question? reported per item, never a reason
 drop one: retrieval is an arm under test) and closed-book leakage (does the base model
 already answer it without context? those items are tagged `known` and written to
 `known_questions.jsonl` instead of the new-facts set).
+
+The set is written whole into `--out` and never over what a person wrote there: see
+review.py (`write_set`) and results.check_own_folder; `make_questions` checks `--out`
+before reading a document.
 """
 
 from __future__ import annotations
@@ -414,42 +418,57 @@ def closed_book_leakage(qset: QuestionSet, lm, *, max_new_tokens: int = 16, batc
     return {"model": lm.name, "known": len(known), "of": len(answerable)}
 
 
-def write_question_set(qset: QuestionSet, out: str | Path, *, manifest: dict) -> dict[str, Path]:
+def write_question_set(qset: QuestionSet, out: str | Path, *, manifest: dict, force: bool = False) -> dict[str, Path]:
     """questions.jsonl, train_questions.jsonl, known_questions.jsonl (when any), the review
-    sheet and the manifest, each written atomically into `out`."""
-    from harness.results import atomic_write_json, atomic_write_jsonl
-    from harness.review import write_review_sheet
+    sheet and the manifest, written into `out` as one set (review.write_set): `out` must
+    be new, empty, or a question set harness wrote and nobody changed since; with `force`
+    an edited one is replaced and kept as a backup (results.check_own_folder)."""
+    from harness.results import own_folder
+    from harness.review import QUESTION_SET
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    with own_folder(out, QUESTION_SET, force=force):
+        return _stage_question_set(qset, Path(out), manifest=manifest, force=force)
+
+
+def _stage_question_set(qset: QuestionSet, out: Path, *, manifest: dict, force: bool) -> dict[str, Path]:
+    """Write the set staged and rename it into `out` (inside `own_folder(out)`)."""
+    from harness.results import staged_folder
+    from harness.review import QUESTION_SET, write_set
+
+    with staged_folder(out, QUESTION_SET, force=force) as stage:
+        write_set(stage, rows=qset.eval, train=qset.train, known=qset.known,
+                  manifest={**manifest, "filters": qset.counts, "reviewed": False, "review": None})
     paths = {"questions": out / "questions.jsonl", "train_questions": out / "train_questions.jsonl",
-             "review": out / "review.csv"}
-    atomic_write_jsonl(paths["questions"], qset.eval)
-    atomic_write_jsonl(paths["train_questions"], qset.train)
+             "review": out / "review.csv", "manifest": manifest_path(out / "questions.jsonl")}
     if qset.known:
         paths["known_questions"] = out / "known_questions.jsonl"
-        atomic_write_jsonl(paths["known_questions"], qset.known)
-    write_review_sheet(qset.eval, qset.train, paths["review"])
-    n_unanswerable = sum(not r["answers"] for r in qset.eval)
-    manifest = {**manifest, "items": {"eval": len(qset.eval), "answerable": len(qset.eval) - n_unanswerable,
-                                      "unanswerable": n_unanswerable, "train": len(qset.train),
-                                      "known": len(qset.known)},
-                "filters": qset.counts, "reviewed": False, "review": None}
-    atomic_write_json(manifest_path(paths["questions"]), manifest)
-    paths["manifest"] = manifest_path(paths["questions"])
     return paths
 
 
 def make_questions(documents: str | Path, *, out: str | Path, generator: str = "cloze", seed: int = 0,
                    model: str | None = None, max_questions: int | None = None, embedder: str | None = "hashing",
                    top_k: int = 3, chunk_size: int = 64, leakage_model: str | None = None,
-                   skip_unreadable: bool = False, cloze_style: str = "blank") -> dict:
-    """Read `documents`, build the set, run the optional filters, write it into `out`;
-    returns the manifest (what `harness questions` prints)."""
-    from harness.ingest import read_documents
+                   skip_unreadable: bool = False, cloze_style: str = "blank", force: bool = False) -> dict:
+    """Read `documents`, build the set, run the optional filters, write it into `out`
+    (checked before any work: see write_question_set); returns the manifest (what
+    `harness questions` prints)."""
+    from harness.results import own_folder
+    from harness.review import QUESTION_SET
 
     if generator != "cloze" and cloze_style != "blank":
         raise DataError(f"--cloze-style {cloze_style}: applies to --generator cloze only (not {generator})")
+    with own_folder(out, QUESTION_SET, force=force):
+        return _make_questions(documents, out=Path(out), generator=generator, seed=seed, model=model,
+                               max_questions=max_questions, embedder=embedder, top_k=top_k, chunk_size=chunk_size,
+                               leakage_model=leakage_model, skip_unreadable=skip_unreadable,
+                               cloze_style=cloze_style, force=force)
+
+
+def _make_questions(documents: str | Path, *, out: Path, generator: str, seed: int, model: str | None,
+                    max_questions: int | None, embedder: str | None, top_k: int, chunk_size: int,
+                    leakage_model: str | None, skip_unreadable: bool, cloze_style: str, force: bool) -> dict:
+    from harness.ingest import read_documents
+
     docs, skipped = read_documents(documents, skip_unreadable=skip_unreadable)
     lm = None
     if generator == "model":
@@ -479,7 +498,7 @@ def make_questions(documents: str | Path, *, out: str | Path, generator: str = "
                 "model": model, "seed": seed, "documents": str(documents),
                 "n_documents": len(docs), "skipped_documents": skipped,
                 "retrieval_round_trip": round_trip, "closed_book_leakage": leakage}
-    paths = write_question_set(qset, out, manifest=manifest)
+    paths = _stage_question_set(qset, out, manifest=manifest, force=force)
     return json.loads(paths["manifest"].read_text(encoding="utf-8"))
 
 

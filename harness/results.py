@@ -23,11 +23,23 @@ existing folder only when that folder carries the marker of a run of the same ex
 else than what that run wrote; an empty folder is used as it is. Anything else in the way
 (a file, someone's folder, another experiment's results, a grid's folder for a single run)
 is refused before any work starts, and a run that fails removes the folders it created.
+
+The other commands that write follow the same rule. A folder a command writes whole (a
+question set: `FolderRule`) is staged and swapped in the same way (`own_folder`,
+`staged_folder`); its marker records every file's SHA-256, and it is replaced only when
+nothing in it changed since (`check_own_folder`): an edited file needs `--force`, which
+keeps the old folder as `<name>.backup-<date>-<time>` (`backup_path`), and a folder
+harness did not write as that kind is never replaced. `annotate` and `labels` add derived
+files only to a run's folder that harness wrote (`check_results_folder`). A kill between
+the renames of a swap is undone by the next writer (`recover_folder`): the folder moved
+aside is put back, or kept as the backup it was to become.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import importlib.metadata
 import json
 import logging
@@ -214,15 +226,23 @@ def _legacy_kind(folder: Path, experiment: str) -> str | None:
         return None
 
 
+def _check_in_the_way(final: Path, *, where: str) -> None:
+    """Refuse a file at `final` or above it, and a symbolic link at `final` (renaming the
+    folder into its place would replace the link, not fill what it points to)."""
+    for parent in [final, *final.parents]:
+        if parent.exists() and not parent.is_dir():
+            raise ResultsFolderError(f"{parent}: is a file, not a folder; choose another {where}")
+    if final.is_symlink():
+        raise ResultsFolderError(f"{final}: is a symbolic link; give the folder it points to ("
+                                 f"{os.path.realpath(final)}) or another {where}")
+
+
 def check_destination(final: str | Path, *, experiment: str, kind: str) -> None:
     """Refuse, before any work, a results folder whose replacement (kind "run") or
     filling (kind "grid") could destroy something harness did not write. Raises
     ResultsFolderError with one line naming the path and what is in the way."""
     final = Path(final)
-    for parent in [final, *final.parents]:
-        if parent.exists() and not parent.is_dir():
-            raise ResultsFolderError(f"{parent}: is a file, not a folder; choose another output_dir, "
-                                     "--results-dir or name")
+    _check_in_the_way(final, where="output_dir, --results-dir or name")
     if not final.exists() or not any(final.iterdir()):
         return
     marker = _read_marker(final)
@@ -244,6 +264,24 @@ def check_destination(final: str | Path, *, experiment: str, kind: str) -> None:
                                      "harness will not replace the folder (move that file out first)")
 
 
+def check_results_folder(folder: str | Path) -> None:
+    """Refuse, in one line, a folder that is not a run's results folder harness wrote (its
+    marker, or exactly the files of an older harness's run), before a command adds files
+    derived from the run to it (`annotate`, `labels`; REGENERATED)."""
+    folder = Path(folder)
+    marker = _read_marker(folder)
+    if marker is not None and marker.get("kind") == "run":
+        return
+    try:
+        experiment = json.loads((folder / "metrics.json").read_text(encoding="utf-8")).get("experiment")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        experiment = None
+    if marker is None and isinstance(experiment, str) and _legacy_kind(folder, experiment) == "run":
+        return
+    raise ResultsFolderError(f"{folder}: not a run's results folder written by harness (no {MARKER} of a run); "
+                             "harness adds annotation pages and labels to its own results only")
+
+
 @contextlib.contextmanager
 def checked_destination(final: str | Path, *, experiment: str, kind: str):
     """Check `final` (see check_destination), create its missing parent folders, and yield;
@@ -251,6 +289,15 @@ def checked_destination(final: str | Path, *, experiment: str, kind: str):
     failed run leaves nothing behind outside what existed before."""
     final = Path(final)
     check_destination(final, experiment=experiment, kind=kind)
+    with made_parents(final):
+        yield final
+
+
+@contextlib.contextmanager
+def made_parents(final: str | Path):
+    """Create the missing parent folders of `final` and yield; if the block fails, remove
+    the ones this created (when left empty), deepest first."""
+    final = Path(final)
     missing = [p for p in [final.parent, *final.parent.parents] if not p.exists()]
     final.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -270,6 +317,57 @@ def mark_folder(folder: str | Path, *, experiment: str, kind: str) -> None:
     atomic_write_json(folder / MARKER, {"experiment": experiment, "kind": kind, "files": files})
 
 
+def recover_folder(final: str | Path) -> None:
+    """Undo what a killed writer of `final` left beside it: its staging folders go, and a
+    folder it had moved aside (killed between the renames of `swap_folder`) is put back
+    when `final` is missing; else an `.old-<pid>` one is removed (the new folder was in
+    place) and a `.keep-<pid>` one (replaced with --force) gets its backup name. Call
+    while holding `run_lock(final)`, so no writer is live."""
+    final = Path(final)
+    for left in final.parent.glob(f".{final.name}.partial-*"):
+        shutil.rmtree(left, ignore_errors=True)
+    for aside in sorted([*final.parent.glob(f".{final.name}.old-*"), *final.parent.glob(f".{final.name}.keep-*")]):
+        if not final.exists():
+            aside.rename(final)
+            log.warning("%s: put back the folder a killed writer had moved aside", final)
+        elif ".keep-" in aside.name:
+            aside.rename(backup_path(final))
+        else:
+            shutil.rmtree(aside, ignore_errors=True)
+
+
+def backup_path(final: str | Path) -> Path:
+    """A new name beside `final` for the folder or file `--force` replaces:
+    `<name>.backup-<date>-<time>` (and `-2`, `-3`, ... when taken)."""
+    final = Path(final)
+    stem = f"{final.name}.backup-{time.strftime('%Y%m%d-%H%M%S')}"
+    target, n = final.with_name(stem), 1
+    while target.exists() or target.is_symlink():
+        n += 1
+        target = final.with_name(f"{stem}-{n}")
+    return target
+
+
+def swap_folder(staging: Path, final: Path, *, keep: bool = False) -> Path | None:
+    """Put the complete `staging` folder in `final`'s place with renames: the old `final`
+    is moved aside and then removed or, with `keep`, given a backup name (returned). A
+    kill between the renames is undone by `recover_folder`, never a loss."""
+    aside = final.parent / f".{final.name}.{'keep' if keep else 'old'}-{os.getpid()}"
+    had = final.exists()
+    if had:
+        final.rename(aside)
+    staging.rename(final)
+    if not had:
+        return None
+    if not keep:
+        shutil.rmtree(aside)
+        return None
+    backup = backup_path(final)
+    aside.rename(backup)
+    log.warning("%s: replaced (--force); what was there is kept in %s", final, backup)
+    return backup
+
+
 @contextlib.contextmanager
 def staged_run_dir(final: str | Path, *, experiment: str):
     """Yield a staging folder; on success it is marked as `experiment`'s and replaces
@@ -277,29 +375,112 @@ def staged_run_dir(final: str | Path, *, experiment: str):
     holding `run_lock(final)`."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    # Folders a killed run left behind; the caller holds the run lock, so none is live.
-    for left in final.parent.glob(f".{final.name}.partial-*"):
-        shutil.rmtree(left, ignore_errors=True)
-    for old in final.parent.glob(f".{final.name}.old-*"):  # killed between the two renames below
-        if final.exists():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.rename(final)
+    recover_folder(final)  # the caller holds the run lock, so what is left is a killed run's
     staging = final.parent / f".{final.name}.partial-{os.getpid()}"
     staging.mkdir()
     try:
         yield staging
+        mark_folder(staging, experiment=experiment, kind="run")
+        check_destination(final, experiment=experiment, kind="run")  # nothing new in the way since the start
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    mark_folder(staging, experiment=experiment, kind="run")
-    check_destination(final, experiment=experiment, kind="run")  # nothing new in the way since the start
-    old = final.parent / f".{final.name}.old-{os.getpid()}"
-    if final.exists():
-        final.rename(old)
-    staging.rename(final)
-    if old.exists():
-        shutil.rmtree(old)
+    swap_folder(staging, final)
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderRule:
+    """A kind of folder a command writes whole (a question set): its marker's `kind`, what
+    to call it in a message, and the files of such a folder written by a harness that
+    left no marker (recognised, never replaced without --force)."""
+
+    kind: str
+    what: str
+    legacy: tuple[str, ...] = ()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def mark_own_folder(folder: str | Path, rule: FolderRule) -> None:
+    """Write the marker of a `rule.kind` folder: the kind and every file's SHA-256, so a
+    later writer can tell what a person changed since."""
+    folder = Path(folder)
+    files = {f: _sha256(folder / f) for f in _files(folder) if f != MARKER}
+    atomic_write_json(folder / MARKER, {"kind": rule.kind, "files": files})
+
+
+def _own_folder_problem(final: Path, rule: FolderRule) -> str | None:
+    """What in `final` a person wrote or changed (None: nothing, harness may replace it);
+    raises when the folder is not a `rule.kind` folder at all."""
+    marker = _read_marker(final)
+    files = [f for f in _files(final) if f != MARKER]
+    written = marker.get("files") if marker and marker.get("kind") == rule.kind else None
+    if isinstance(written, dict):
+        for f in files:
+            if f not in written:
+                return f"{final / f}: added since harness wrote {final}"
+            if _sha256(final / f) != written[f]:
+                return f"{final / f}: edited since harness wrote it"
+        return None
+    if marker is None and rule.legacy and set(files) <= set(rule.legacy):
+        return f"{final}: written by an older harness, which kept no record of what it wrote (it may hold your edits)"
+    raise ResultsFolderError(f"{final}: exists and is not {rule.what} harness wrote; harness will not replace it, "
+                             "even with --force (move it, or choose another --out)")
+
+
+def check_own_folder(final: str | Path, rule: FolderRule, *, force: bool = False) -> bool:
+    """Refuse, in one line, a `final` whose replacement would lose something a person
+    wrote: a folder harness did not write as `rule.kind` (always), or one it wrote in
+    which a file was since edited or added (unless `force`). Returns whether replacing it
+    needs --force's backup."""
+    final = Path(final)
+    _check_in_the_way(final, where="--out")
+    if not final.exists() or not any(final.iterdir()):
+        return False
+    problem = _own_folder_problem(final, rule)
+    if problem is None:
+        return False
+    if force:
+        return True
+    raise ResultsFolderError(f"{problem}; harness will not replace it (choose another --out, or pass --force to "
+                             f"replace it and keep the old folder as {final.name}.backup-<date>-<time>)")
+
+
+@contextlib.contextmanager
+def own_folder(final: str | Path, rule: FolderRule, *, force: bool = False):
+    """Hold `final`'s lock, put back what a killed writer moved aside, check `final`
+    (check_own_folder) and yield, all before the command does any work; if the block
+    fails, the parent folders this created go."""
+    final = Path(final)
+    _check_in_the_way(final, where="--out")
+    with made_parents(final), run_lock(final):
+        recover_folder(final)
+        check_own_folder(final, rule, force=force)
+        yield final
+
+
+@contextlib.contextmanager
+def staged_folder(final: str | Path, rule: FolderRule, *, force: bool = False):
+    """Yield a staging folder; on success it is marked (`mark_own_folder`), `final` is
+    checked again and the staging folder replaces it whole (the old one kept as a backup
+    where `force` was needed), on error it goes. Call it inside `own_folder(final)`."""
+    final = Path(final)
+    staging = final.parent / f".{final.name}.partial-{os.getpid()}"
+    staging.mkdir()
+    try:
+        yield staging
+        mark_own_folder(staging, rule)
+        keep = check_own_folder(final, rule, force=force)  # nothing new in the way since the start
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    swap_folder(staging, final, keep=keep)
 
 
 class RunLockedError(RuntimeError):

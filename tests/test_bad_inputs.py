@@ -37,6 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 GOOD_Q = {"id": "q1", "question": "Who runs engineering at Halvard Station?", "answers": ["Mira Tolland"],
           "choices": ["Ilse Varga", "Mira Tolland", "Kestrel Ostrel", "Brannock Quell"], "answer_index": 1}
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (DEBUG|INFO|WARNING) ")
+# A progress bar (tqdm: "answer [base]:   0%|          | 0/28 [00:00<?, ?q/s]") is not a
+# message; in process it is on (the console-script cases run with TQDM_DISABLE=1).
+PROGRESS_LINE = re.compile(r"^[^|]*: +\d+%\|.*\| \d+/\d+ \[")
 
 
 class Box:
@@ -159,6 +162,49 @@ def _damaged_grid(box: Box) -> list[str]:
     cell.mkdir(parents=True)
     (cell / "metrics.json").write_text('{"experiment": "case", "status": "comp')
     return ["plan", cfg]
+
+
+# ---- endpoint: a fake OpenAI-compatible server for the endpoint cases below ----
+_FAKE: dict = {}
+
+
+def _fake_server():
+    """One fake OpenAI-compatible server for the endpoint cases (its fault is in the
+    address), and a second origin that a redirect points at."""
+    if not _FAKE:
+        from test_endpoint import FakeServer
+
+        _FAKE["thief"] = FakeServer()
+        _FAKE["server"] = FakeServer(redirect_to=_FAKE["thief"].url("stolen"))
+    return _FAKE["server"]
+
+
+def _served_model(b: Box, url: str | None = None, fault: str = "ok", **extra) -> dict:
+    return {"name": str(b.model_dir), "backend": "endpoint", "served_model": "smollm2", "retries": 0, "timeout": 10,
+            "base_url": url if url is not None else _fake_server().url(fault), **extra}
+
+
+def _served(b: Box, *, url: str | None = None, fault: str = "ok", **extra) -> str:
+    """A config of the base arm served by the fake server with `fault`, or at `url`."""
+    return b.config(model=_served_model(b, url, fault, **extra), eval__pipelines=["base"])
+
+
+def _no_secret(box: Box, out: str) -> None:
+    assert "SECRET" not in out
+    for path in box.root.rglob("*"):
+        if path.is_file():
+            assert b"SECRET" not in path.read_bytes(), path
+
+
+def _nothing_stolen(box: Box, out: str) -> None:
+    assert _FAKE["thief"].seen == []
+
+
+def _served_run_recorded(box: Box, out: str) -> None:
+    m = json.loads((box.results / "case" / "metrics.json").read_text())
+    assert m["model"]["endpoint"]["mc_protocol"] == "loglikelihood"
+    tokens = m["costs"]["pipelines"]["base"]["served_tokens"]
+    assert tokens["prompt_tokens"] > 0 and tokens["completion_tokens"] > 0
 
 
 Q = GOOD_Q
@@ -358,6 +404,79 @@ CASES = [
          r"b/metrics\.json: not readable as JSON"),
     Case("plan-damaged-cell", "results", "`plan` with a cell's metrics.json truncated", _damaged_grid,
          expect="accepted: the cell is listed `to run` and recomputed", check=_plan_reruns_damaged_cell),
+    # ---- endpoint (a fake OpenAI-compatible server on 127.0.0.1, tests/test_endpoint.py) ------
+    Case("endpoint-file-url", "endpoint", "`model.base_url: file:///etc/passwd`",
+         lambda b: ["validate", _served(b, url="file:///etc/passwd")],
+         r"model\.base_url: Value error, 'file:///etc/passwd' is not an http:// or https:// address"),
+    Case("endpoint-ftp-url", "endpoint", "`model.base_url: ftp://127.0.0.1/v1`",
+         lambda b: ["validate", _served(b, url="ftp://127.0.0.1/v1")],
+         r"model\.base_url: Value error, 'ftp://127\.0\.0\.1/v1' is not an http:// or https:// address"),
+    Case("endpoint-no-scheme", "endpoint", "`model.base_url: 127.0.0.1:8000/v1` (no scheme)",
+         lambda b: ["validate", _served(b, url="127.0.0.1:8000/v1")],
+         r"model\.base_url: Value error, '127\.0\.0\.1:8000/v1' is not an http:// or https:// address"),
+    Case("endpoint-password-url", "endpoint", "a password in `model.base_url` (`http://me:pw@host/v1`)",
+         lambda b: ["validate", _served(b, url="http://me:hunter2@127.0.0.1:8000/v1")],
+         r"^(?!.*hunter2).*model\.base_url: Value error, the address holds a user name or password",
+         expect="`model.base_url: … holds a user name or password; give the key through model.api_key_env` "
+                "(the password not repeated)"),
+    Case("endpoint-judge-file-url", "endpoint", "`eval.judge.model.base_url: file:///etc/passwd`",
+         lambda b: ["validate", b.config(eval__judge={"model": {**_served_model(b, "file:///etc/passwd")}})],
+         r"eval\.judge\.model\.base_url: Value error, 'file:///etc/passwd' is not an http"),
+    Case("endpoint-retries-huge", "endpoint", "`model.retries: 1000000`",
+         lambda b: ["validate", _served(b, retries=1_000_000)], r"model\.retries: .*less than or equal to 20"),
+    Case("endpoint-timeout-huge", "endpoint", "`model.timeout: 1e9`",
+         lambda b: ["validate", _served(b, timeout=1e9)], r"model\.timeout: .*less than or equal to 3600"),
+    Case("endpoint-key-crlf", "endpoint", "API key `sk-SECRET\\r\\nX: y` (a line end in the variable)",
+         lambda b: (b.env.update(HARNESS_CASE_KEY="sk-SECRET\r\nX: y"),
+                    ["run", _served(b, api_key_env="HARNESS_CASE_KEY")])[-1],
+         r"^(?!.*SECRET).*model\.api_key_env: the key in \$HARNESS_CASE_KEY has a carriage return \(CR\) at "
+         r"character 10; .*it was not sent", check=_no_secret,
+         expect="`model.api_key_env: the key in $HARNESS_CASE_KEY has a carriage return (CR) at character 10; … it "
+                "was not sent` (the key nowhere in the output or results)"),
+    Case("endpoint-key-unset", "endpoint", "`model.api_key_env` naming a variable that is not set",
+         lambda b: ["validate", _served(b, api_key_env="HARNESS_CASE_UNSET_KEY")],
+         r"model\.api_key_env: environment variable HARNESS_CASE_UNSET_KEY is not set"),
+    Case("endpoint-redirect", "endpoint", "server answers `302` to another origin (the key would go along)",
+         lambda b: (b.env.update(HARNESS_CASE_KEY="sk-redirected"),
+                    ["run", _served(b, fault="redirect", api_key_env="HARNESS_CASE_KEY")])[-1],
+         r"/redirect/v1/models failed after 1 attempt\(s\): HTTP 302 redirecting to "
+         r"http://127\.0\.0\.1:\d+/stolen/v1/models; harness follows no redirect", check=_nothing_stolen,
+         expect="`URL failed after 1 attempt(s): HTTP 302 redirecting to http://127.0.0.1:PORT/stolen/v1/models; "
+                "harness follows no redirect, since the request carries the API key…` (nothing reaches the other "
+                "origin)"),
+    Case("endpoint-trickle", "endpoint", "server sends one byte a second (`timeout: 2`)",
+         lambda b: ["run", _served(b, fault="trickle-head", timeout=2)],
+         r"failed after 1 attempt\(s\): no complete reply within the timeout of 2 s", quick=15),
+    Case("endpoint-html", "endpoint", "server answers an HTML page (`retries: 1`)",
+         lambda b: ["run", _served(b, fault="html", retries=1)], r"failed after 2 attempt\(s\): not JSON: b'<html>"),
+    Case("endpoint-array", "endpoint", "server answers a JSON array", lambda b: ["run", _served(b, fault="array")],
+         r"answered without choices\.0\.text \(not an OpenAI-compatible reply"),
+    Case("endpoint-no-choices", "endpoint", "server answers without `choices`",
+         lambda b: ["run", _served(b, fault="no-choices")], r"answered without choices\.0\.text"),
+    Case("endpoint-text-number", "endpoint", "server answers `text: 42`",
+         lambda b: ["run", _served(b, fault="text-number")], r"answered choices\.0\.text = 42, not text"),
+    Case("endpoint-deep", "endpoint", "server answers JSON nested 200,000 deep",
+         lambda b: ["run", _served(b, fault="deep")], r"the reply is nested too deep to be an API answer"),
+    Case("endpoint-huge", "endpoint", "server announces a 1 GiB reply",
+         lambda b: ["run", _served(b, fault="huge")], r"a reply of 1,024 MiB is over the limit of 64 MiB"),
+    Case("endpoint-models-garbage", "endpoint", "`/v1/models` lists numbers, not models",
+         lambda b: ["run", _served(b, fault="models-not-objects")], r"/models is not an OpenAI model list"),
+    Case("endpoint-negative-tokens", "endpoint", "server reports `prompt_tokens: -7`",
+         lambda b: ["run", _served(b, fault="usage-negative")],
+         r"reported usage\.prompt_tokens = -7, not a count of tokens"),
+    Case("endpoint-fraction-tokens", "endpoint", "server reports `completion_tokens: 2.5`",
+         lambda b: ["run", _served(b, fault="usage-fraction")],
+         r"reported usage\.completion_tokens = 2\.5, not a count of tokens"),
+    Case("endpoint-nan-logprob", "endpoint", "server answers a log-probability `NaN`",
+         lambda b: ["run", _served(b, fault="nan-logprob")], r"the reply holds NaN, which is not a number in JSON"),
+    Case("endpoint-inf-logprob", "endpoint", "server answers a log-probability `-1e999` (-inf)",
+         lambda b: ["run", _served(b, fault="overflow-logprob")],
+         r"answered a log-probability of -Infinity, not a finite number"),
+    Case("endpoint-short-logprobs", "endpoint", "server answers fewer log-probabilities than tokens",
+         lambda b: ["run", _served(b, fault="short-logprobs")],
+         r"logprobs\.token_logprobs that are not a list as long as logprobs\.tokens"),
+    Case("endpoint-working", "endpoint", "the same fake server, working", lambda b: ["run", _served(b, fault="ok")],
+         expect="accepted (the cases above differ from it in one thing each)", check=_served_run_recorded),
 ]
 
 
@@ -389,6 +508,148 @@ def _tofu(b: Box) -> Path:
 def _set_status(folder: Path, status: str) -> None:
     m = json.loads((folder / "metrics.json").read_text())
     (folder / "metrics.json").write_text(json.dumps({**m, "status": status}))
+
+
+# ---- writing commands: nothing a user wrote is replaced, hostile text stays text (#22) ----
+
+FACTS = ("The Vessin ferry line was founded in 1887 by the harbourmaster Ilse Varga. Each crossing takes 45 minutes. "
+         "Halvard Station was opened in 2091 by the Ostrel Consortium. The chief engineer is Mira Tolland. "
+         "The archive at Lund Harbour was built in 1923 by Petra Hollis. It holds 300 charts of the coast.")
+
+
+def _question_set(b: Box, *, name: str = "q", text: str = FACTS) -> Path:
+    """A set written by `harness questions` into results/<name>, and its documents."""
+    from harness.questions import make_questions
+
+    b.file("docs/facts.txt", text)
+    make_questions(b.root / "docs", out=b.results / name, seed=0, embedder=None)
+    return b.results / name
+
+
+def _edited_set(b: Box) -> list[str]:
+    sheet = _question_set(b) / "review.csv"
+    sheet.write_bytes(sheet.read_bytes().replace(b"Fill in the blank", b"Reviewed: fill in the blank"))
+    return ["questions", str(b.root / "docs"), "--out", str(b.results / "q"), "--seed", "1", "--embedder", ""]
+
+
+def _users_folder(b: Box) -> Path:
+    b.file("results/mine/thesis.txt", "years of work")
+    return b.results / "mine"
+
+
+def _hand_run(b: Box, name: str = "run", n: int = 5, text: str = "") -> Path:
+    """A finished run's folder as an older harness left it: n items answered by rag,
+    finetuned and base."""
+    folder = b.finished_run(name)  # the smallest metrics.json the schema accepts: `labels` writes the report
+    rows = [{"question_id": f"q{i}", "pipeline": pipe, "question": f"{text}question {i}?", "answers": [f"gold {i}"],
+             "answerable": True, "task": "qa", "output": f"{pipe} {text}answer {i}",
+             "retrieved": [{"id": "d", "text": f"{text}evidence"}], "scores": {"contains": float(pipe == "rag")}}
+            for i in range(n) for pipe in ("rag", "finetuned", "base")]
+    (folder / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def _labels(b: Box, run: Path, seed: int, annotator: str) -> str:
+    """A label file for a page of `run` drawn with `seed`, preferring rag on every item."""
+    from harness.annotate import write_page
+
+    key = json.loads(write_page(run, pipelines=["rag", "finetuned"], items=5, seed=seed).with_suffix(".json")
+                     .read_text())
+    labels = {it["id"]: {"item_hash": it["hash"], "preference": "left" if it["left"] == "rag" else "right",
+                         "left": "correct" if it["left"] == "rag" else "wrong",
+                         "right": "wrong" if it["left"] == "rag" else "correct"} for it in key["items"]}
+    path = b.root / f"labels-{annotator}.json"
+    path.write_text(json.dumps({"format": key["format"], "page_id": key["page_id"], "run_hash": key["run_hash"],
+                                "annotator": annotator, "labels": labels}))
+    return str(path)
+
+
+def _predictions_changed(b: Box) -> list[str]:
+    run = _hand_run(b)
+    labels = _labels(b, run, 0, "ann")
+    rows = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
+    rows = [{**r, "output": "changed"} if r["pipeline"] == "base" else r for r in rows]  # not on the page
+    (run / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return ["labels", str(run), labels]
+
+
+def _two_seeds(b: Box) -> list[str]:
+    run = _hand_run(b)
+    return ["labels", str(run), _labels(b, run, 0, "ann"), _labels(b, run, 3, "bo")]
+
+
+def _five_rag_wins(box: Box, out: str) -> None:
+    h = json.loads((box.results / "run" / "human_labels.json").read_text())
+    assert h["pairs"]["finetuned vs rag"]["wins_b"] == 5 and h["agreement"]["preference"]["value"] == 1.0
+
+
+def _no_formula_cells(box: Box, out: str) -> None:
+    import csv
+
+    with open(box.results / "q" / "review.csv", encoding="utf-8-sig", newline="") as f:
+        cells = [c for row in csv.reader(f) for c in row]
+    assert not [c for c in cells if c.startswith(("=", "+", "-", "@", "\t", "\r"))]
+    assert any(c.startswith("'=") for c in cells) and any(c.startswith("'@") for c in cells)
+
+
+def _page_script_intact(box: Box, out: str) -> None:
+    page = next((box.results / "run" / "annotation").glob("page-*.html")).read_text()
+    data = page.split("<script type='application/json' id='data'>", 1)[1].split("</script>", 1)[0]
+    assert "<" not in data and page.count("<script") == 2 and "question 0?" in data
+
+
+def _symlinked_out(b: Box) -> list[str]:
+    b.file("docs/facts.txt", FACTS)
+    (b.root / "elsewhere").mkdir()
+    b.results.mkdir(parents=True)
+    (b.results / "q").symlink_to(b.root / "elsewhere")
+    return ["questions", str(b.root / "docs"), "--out", str(b.results / "q"), "--embedder", ""]
+
+
+HOSTILE_TEXT = "<!--<script> </script><script>window.pwned=1</script> <!-- "
+FORMULAS = ("=HYPERLINK(\"http://127.0.0.1:9/x\") was the note Ilse Varga left in 1887 at Dorran. "
+            "@Mira Tolland signed the log in 2091 at Halvard Station. ")
+
+CASES += [
+    Case("questions-over-edited-set", "writing", "`questions` again into a set whose review.csv was edited "
+         "(README's loop, another `--seed`)", _edited_set,
+         r"q/review\.csv: edited since harness wrote it; harness will not replace it .*--force"),
+    Case("questions-over-users-folder", "writing", "`questions --out` a folder harness did not write, even with "
+         "`--force`", lambda b: (_users_folder(b), b.file("docs/facts.txt", FACTS),
+                                 ["questions", str(b.root / "docs"), "--out", str(b.results / "mine"), "--force"])[-1],
+         r"mine: exists and is not a question set harness wrote; .*even with --force"),
+    Case("questions-out-symlink", "writing", "`questions --out` a symbolic link", _symlinked_out,
+         r"q: is a symbolic link"),
+    Case("apply-review-over-users-folder", "writing", "`--apply-review` into a folder holding someone's files",
+         lambda b: (_question_set(b), _users_folder(b),
+                    ["questions", "--apply-review", str(b.results / "q" / "review.csv"), "--out",
+                     str(b.results / "mine")])[-1], r"mine: exists and is not a question set harness wrote"),
+    Case("review-formulas", "writing", "document sentences starting with `=` or `@` (spreadsheet formulas)",
+         lambda b: (b.file("docs/facts.txt", FORMULAS + FACTS),
+                    ["questions", str(b.root / "docs"), "--out", str(b.results / "q"), "--embedder", ""])[-1],
+         expect="accepted: such review.csv cells start with `'`, and `--apply-review` reads them back as written",
+         check=_no_formula_cells),
+    Case("annotate-users-folder", "writing", "`annotate` on a folder with someone's file beside metrics.json",
+         lambda b: (_hand_run(b), b.file("results/run/thesis.txt", "mine"), ["annotate", str(b.results / "run")])[-1],
+         r"run: not a run's results folder written by harness"),
+    Case("annotate-hostile-text", "writing", "`<!--<script>`, `</script>`, `<!--` in item text (annotation page)",
+         lambda b: (_hand_run(b, text=HOSTILE_TEXT), ["annotate", str(b.results / "run"), "--items", "5"])[-1],
+         expect="accepted: the page's data has `<` `>` `&` escaped; its script runs", check=_page_script_intact),
+    Case("labels-predictions-changed", "writing", "`labels` after predictions.jsonl changed (off the page too)",
+         _predictions_changed, r"labels-ann\.json: labels for another run"),
+    Case("labels-two-seeds", "writing", "label files from pages drawn with different `--seed`s",
+         _two_seeds, expect="accepted: merged by pipeline (5 of 5 rag wins, agreement 1.0), not by screen side",
+         check=_five_rag_wins),
+    Case("export-lora-over-users-file", "writing", "`export-lora --out` a file harness did not export",
+         lambda b: (b.file("results/mine.gguf", "GGUF mine"),
+                    ["export-lora", str(b.root / "adapter"), "--base", "x.gguf", "--out",
+                     str(b.results / "mine.gguf")])[-1],
+         r"--out: .*mine\.gguf exists and was not written by harness export-lora"),
+    Case("init-over-config", "writing", "`init` over an existing config",
+         lambda b: (b.file("docs/facts.txt", FACTS), b.file("results/harness.yaml", "name: mine\n"),
+                    ["init", str(b.root / "docs"), "--out", str(b.results / "harness.yaml")])[-1],
+         r"harness\.yaml: already exists; pass --force to replace it \(it is kept as"),
+]
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
@@ -463,7 +724,8 @@ def test_bad_input(case: Case, tiny_model_dir, tmp_path, monkeypatch, capsys):
     box.cache.chmod(0o755) if box.cache.is_dir() else None
     box.results.chmod(0o755) if box.results.is_dir() else None
     assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.strip() and not LOG_LINE.match(line)]
+    lines = [line for line in err.splitlines()
+             if line.strip() and not LOG_LINE.match(line) and not PROGRESS_LINE.match(line)]
     if case.match is None:
         assert rc == 0, err
         assert not [line for line in lines if "error" in line.lower()], err

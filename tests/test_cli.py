@@ -40,3 +40,47 @@ def test_report_on_a_folder_without_results(tmp_path, capsys):
 def test_report_module_never_imports_torch():
     code = "import sys, harness.report, harness.cli; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _tiny_adapter(folder: Path) -> Path:
+    """A PEFT LoRA of one layer's q_proj, shaped for the embedded SmolLM2 GGUF."""
+    import json
+
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from harness.gguf_lora import read_base
+    from harness.models import embedded_gguf
+
+    base = read_base(embedded_gguf("smollm2"))
+    hidden, out = base.shapes["blk.0.attn_q.weight"][:2]
+    rng = np.random.default_rng(0)
+    prefix = "base_model.model.model.layers.0.self_attn.q_proj"
+    folder.mkdir(parents=True)
+    save_file({f"{prefix}.lora_A.weight": rng.standard_normal((2, hidden)).astype(np.float32),
+               f"{prefix}.lora_B.weight": rng.standard_normal((out, 2)).astype(np.float32)},
+              str(folder / "adapter_model.safetensors"))
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2, "lora_alpha": 4,
+                                                            "target_modules": ["q_proj"]}))
+    return folder
+
+
+def test_export_lora_replaces_its_own_file_but_not_someone_elses(tmp_path, capsys):
+    from harness.models import embedded_gguf
+
+    adapter, out = _tiny_adapter(tmp_path / "ad"), tmp_path / "ad.gguf"
+    argv = ["export-lora", str(adapter), "--base", str(embedded_gguf("smollm2")), "--out", str(out)]
+    out.write_bytes(b"GGUF my own adapter, converted by hand")
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "ad.gguf exists and was not written by harness export-lora" in err and "\n" not in err
+    assert out.read_bytes() == b"GGUF my own adapter, converted by hand"
+    assert main([*argv, "--force"]) == 0
+    capsys.readouterr()
+    assert [b.read_bytes() for b in tmp_path.glob("ad.gguf.backup-*")] == [b"GGUF my own adapter, converted by hand"]
+    exported = out.read_bytes()
+    assert exported.startswith(b"GGUF") and len(exported) > 1000
+    assert main(argv) == 0  # its own export: replaced without --force, no new backup
+    capsys.readouterr()
+    assert out.read_bytes() == exported and len(list(tmp_path.glob("ad.gguf.backup-*"))) == 1
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("ad.gguf.backup-")) == ["ad", "ad.gguf"]

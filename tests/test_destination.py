@@ -11,7 +11,7 @@ import yaml
 from conftest import tiny_config
 from harness.cli import main
 from harness.config import parse_config
-from harness.results import MARKER, ResultsFolderError, check_destination
+from harness.results import MARKER, ResultsFolderError, check_destination, mark_folder, staged_run_dir
 from harness.runner import run_experiment
 
 
@@ -118,3 +118,47 @@ def test_a_grid_on_a_users_folder_is_refused(tiny_model_dir, tmp_path, capsys):
         assert main([*command, _config(tmp_path, raw)]) == 2
         assert "not written by a harness run" in _one_line_error(capsys)
     assert _contents(tmp_path / "victim" / "sweep") == before
+
+
+# --- each guard of the results destination has a test that fails when it breaks (#22) --------
+
+def test_a_folder_marked_by_another_experiment_is_refused(tmp_path):
+    folder = tmp_path / "a"
+    folder.mkdir()
+    (folder / "metrics.json").write_text(json.dumps({"experiment": "other"}))
+    mark_folder(folder, experiment="other", kind="run")  # a finished run of experiment "other", in "a"
+    with pytest.raises(ResultsFolderError, match="not written by a harness run of experiment 'a'"):
+        check_destination(folder, experiment="a", kind="run")
+    with pytest.raises(ResultsFolderError, match="not written by a harness run of experiment 'a'"):
+        with staged_run_dir(folder, experiment="a") as stage:
+            (stage / "metrics.json").write_text("{}")
+    assert _contents(folder) == {"metrics.json": json.dumps({"experiment": "other"}),
+                                 MARKER: (folder / MARKER).read_text()}
+    check_destination(folder, experiment="other", kind="run")  # its own experiment may replace it
+
+
+def test_what_appears_in_the_destination_during_a_run_is_never_replaced(tmp_path):
+    final = tmp_path / "r"
+    with pytest.raises(ResultsFolderError, match="r: exists and was not written by a harness run"):
+        with staged_run_dir(final, experiment="x") as stage:
+            (stage / "metrics.json").write_text("the new run")
+            final.mkdir()  # while the run worked, someone put their notes where its results go
+            (final / "notes.txt").write_text("mine")
+    assert _contents(final) == {"notes.txt": "mine"}
+    assert sorted(os.listdir(tmp_path)) == ["r"]  # no staging folder left either
+
+
+def test_results_moved_aside_by_a_killed_run_are_restored_not_deleted(tmp_path):
+    final = tmp_path / "r"
+    old = tmp_path / ".r.old-4242"  # a run killed between moving the previous results aside and renaming its own in
+    old.mkdir()
+    (old / "metrics.json").write_text("the previous run")
+    mark_folder(old, experiment="x", kind="run")
+    with pytest.raises(RuntimeError, match="the next run fails"):
+        with staged_run_dir(final, experiment="x"):
+            raise RuntimeError("the next run fails")
+    assert (final / "metrics.json").read_text() == "the previous run"
+    assert sorted(os.listdir(tmp_path)) == ["r"]
+    with staged_run_dir(final, experiment="x") as stage:  # and a run that succeeds replaces them as usual
+        (stage / "metrics.json").write_text("the new run")
+    assert (final / "metrics.json").read_text() == "the new run" and sorted(os.listdir(tmp_path)) == ["r"]

@@ -1,9 +1,11 @@
 """The PEFT -> GGUF LoRA export (harness/gguf_lora.py), and the fine-tuned arm served by a
 real llama.cpp server.
 
-Fast: the file's metadata, names, shapes and the q/k row permutation, read back with
-gguf-py against the embedded SmolLM2 GGUF; the refusals (DoRA, rsLoRA, modules_to_save,
-a tensor the base lacks).
+Fast: the file's metadata, names, shapes and tensors, read back with gguf-py against the
+embedded SmolLM2 GGUF and compared with the adapter's safetensors through the q/k row
+order written out here (never the exporter's own helper, so a wrong permutation, scale or
+transpose in the exporter fails); the refusals (DoRA, rsLoRA, modules_to_save, a tensor
+the base lacks).
 
 Slow (llama-cpp-python's server on 127.0.0.1, as tests/test_endpoint_server.py): an
 adapter trained here on SmolLM2 by harness's own trainer, exported, served as a second
@@ -60,38 +62,67 @@ def _write_adapter(folder, state, **config):
     return folder
 
 
+def interleaved_rows(n_heads: int, head_dim: int) -> list[int]:
+    """Written out, the row order llama.cpp's GGUF keeps q and k in (convert_hf_to_gguf.py
+    permutes the Hugging Face weights so): within each head, Hugging Face holds the rotary
+    halves one after the other (rows 0..d/2-1, then d/2..d-1), the GGUF interleaves them
+    (0, d/2, 1, d/2+1, ...). GGUF row r holds Hugging Face row order[r]."""
+    order = []
+    for h in range(n_heads):
+        for i in range(head_dim // 2):
+            order += [h * head_dim + i, h * head_dim + head_dim // 2 + i]
+    return order
+
+
 def test_export_writes_llama_cpp_layout(tmp_path, base):
+    """The written GGUF read back with gguf-py's reader, against the PEFT adapter's own
+    safetensors: names as llama.cpp looks them up, float32, shapes in ggml order, lora_a
+    = PEFT's lora_A as is, lora_b = PEFT's lora_B (unscaled: llama.cpp applies alpha /
+    rank) with q and k rows in the order above; and that order is the one transformers
+    undoes when it loads the base GGUF (so the served product B.A lands on the same rows
+    of q/k as the in-process PEFT one)."""
     import gguf
+    from safetensors.numpy import load_file
+    from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
 
     assert (base.arch, base.n_head, base.n_head_kv, base.n_blocks) == ("llama", 9, 3, 30)
-    state = _state(base, layers=(0, 29))
-    out = export_lora(_write_adapter(tmp_path / "ad", state), base_gguf=embedded_gguf("smollm2"),
-                      out=tmp_path / "ad.gguf")
+    folder = _write_adapter(tmp_path / "ad", _state(base, layers=(0, 29)))
+    out = export_lora(folder, base_gguf=embedded_gguf("smollm2"), out=tmp_path / "ad.gguf")
+    peft = load_file(str(folder / "adapter_model.safetensors"))
     reader = gguf.GGUFReader(out)
     kv = {k: f.contents() for k, f in reader.fields.items() if not k.startswith("GGUF.")}
     assert kv["general.architecture"] == "llama" and kv["general.type"] == "adapter"
     assert kv["adapter.type"] == "lora" and kv["adapter.lora.alpha"] == 8.0
     tensors = {t.name: t for t in reader.tensors}
-    assert len(tensors) == 12  # 2 layers x 3 modules x (a, b)
+    assert sorted(tensors) == sorted(f"blk.{layer}.attn_{m}.weight.lora_{p}" for layer in (0, 29)
+                                     for m in ("q", "k", "v") for p in ("a", "b"))
+    head_dim = 576 // 9  # SmolLM2-135M: hidden 576, 9 query heads, 3 key/value heads of 64
+    undo = LlamaTensorProcessor(config={"num_attention_heads": 9, "num_key_value_heads": 3})
     for layer in (0, 29):
-        for hf, name, n_kv in (("q_proj", "attn_q", 9), ("k_proj", "attn_k", 3), ("v_proj", "attn_v", None)):
+        for hf, name, heads in (("q_proj", "attn_q", 9), ("k_proj", "attn_k", 3), ("v_proj", "attn_v", None)):
             a, b = tensors[f"blk.{layer}.{name}.weight.lora_a"], tensors[f"blk.{layer}.{name}.weight.lora_b"]
             assert a.tensor_type == b.tensor_type == gguf.GGMLQuantizationType.F32
             ne_in, ne_out = base.shapes[f"blk.{layer}.{name}.weight"]
-            assert tuple(a.shape) == (ne_in, 4) and tuple(b.shape) == (4, ne_out)  # ggml order, as llama.cpp checks
-            prefix = f"base_model.model.model.layers.{layer}.self_attn.{hf}"
-            np.testing.assert_array_equal(np.asarray(a.data), state[f"{prefix}.lora_A.weight"])
-            want_b = state[f"{prefix}.lora_B.weight"]
-            if n_kv is not None:  # q and k rows interleaved as convert_hf_to_gguf permutes the base weights
-                want_b = permute_rows(want_b, 9, n_kv)
-                assert not np.array_equal(want_b, state[f"{prefix}.lora_B.weight"])
+            assert (ne_in, ne_out) == (576, 64 * (heads or 3))
+            assert tuple(a.shape) == (576, 4) and tuple(b.shape) == (4, ne_out)  # ggml order: ne0 first
+            peft_a = peft[f"base_model.model.model.layers.{layer}.self_attn.{hf}.lora_A.weight"]
+            peft_b = peft[f"base_model.model.model.layers.{layer}.self_attn.{hf}.lora_B.weight"]
+            np.testing.assert_array_equal(np.asarray(a.data), peft_a)
+            want_b = peft_b if heads is None else peft_b[interleaved_rows(heads, head_dim)]
             np.testing.assert_array_equal(np.asarray(b.data), want_b)
+            if heads is not None:
+                assert not np.array_equal(want_b, peft_b)
+                back = undo.process(np.asarray(b.data), f"blk.{layer}.{name}.weight").weights
+                np.testing.assert_array_equal(back, peft_b)  # transformers' GGUF loader undoes it
 
 
 def test_permute_rows_interleaves_rotary_halves():
     # one head of dimension 4: rows [r0 r1 | r2 r3] (halves split) -> [r0 r2 r1 r3]
     w = np.arange(8, dtype=np.float32).reshape(4, 2)
     np.testing.assert_array_equal(permute_rows(w, 1, 1)[:, 0], [0, 4, 2, 6])
+    # one head of 8, where interleaving and its inverse differ: [0 1 2 3 | 4 5 6 7] -> [0 4 1 5 2 6 3 7]
+    np.testing.assert_array_equal(permute_rows(np.arange(8).reshape(8, 1), 1, 1)[:, 0], [0, 4, 1, 5, 2, 6, 3, 7])
+    assert interleaved_rows(1, 8) == [0, 4, 1, 5, 2, 6, 3, 7]
     # two heads of 2 for q, one kv head for k (n_head_kv replaces n_head)
     w = np.arange(4, dtype=np.float32).reshape(4, 1)
     np.testing.assert_array_equal(permute_rows(w, 2, 2)[:, 0], [0, 1, 2, 3])

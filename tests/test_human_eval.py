@@ -275,3 +275,145 @@ def test_style_rewrites_are_labelled_for_style_and_settle_the_pair(tmp_path):
     wrong = _labels_file(tmp_path / "b.json", key, annotator="b", choose=lambda it: ("left", "correct", "wrong"))
     with pytest.raises(LabelsError, match="'correct' is not one of fits, does_not_fit"):
         merge_labels(out, [wrong])
+
+
+# --- labels map to pipelines through each page's own key (#22) ---------------------------
+
+def _hand_run(folder, *, n=5, text=lambda i, pipe: f"{pipe} answer {i}", question=lambda i: f"question {i}?"):
+    """A finished results folder written by hand (as an older harness would leave it): n
+    qa items answered by rag, finetuned and base."""
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({"experiment": folder.name, "config_hash": "c" * 64, "seed": 0,
+                                                     "verdicts": {}}))
+    rows = [{"question_id": f"q{i}", "pipeline": pipe, "question": question(i), "answers": [f"gold {i}"],
+             "answerable": True, "task": "qa", "output": text(i, pipe),
+             "retrieved": [{"id": f"d{i}", "text": text(i, "evidence")}],
+             "scores": {"contains": float(pipe == "rag")}}
+            for i in range(n) for pipe in ("rag", "finetuned", "base")]
+    (folder / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def _prefer_rag(it):
+    rag_left = it["left"] == "rag"
+    return ("left" if rag_left else "right", "correct" if rag_left else "wrong", "wrong" if rag_left else "correct")
+
+
+def test_labels_from_differently_seeded_pages_merge_by_pipeline_not_by_side(tmp_path):
+    run = _hand_run(tmp_path / "seeded")
+    keys = [json.loads(write_page(run, pipelines=["rag", "finetuned"], items=5, seed=s).with_suffix(".json")
+                       .read_text()) for s in (0, 3)]
+    sides = [{it["id"]: it["left"] for it in k["items"]} for k in keys]
+    assert set(sides[0]) == set(sides[1]) == {f"q{i}" for i in range(5)}
+    assert sides[0] != sides[1]  # the two pages put rag on different sides for some items
+    files = [_labels_file(tmp_path / f"labels-{who}.json", key, annotator=who, choose=_prefer_rag)
+             for who, key in zip(("ann", "bo"), keys)]
+    h = json.loads(merge_labels(run, files).read_text())
+    pair = h["pairs"]["finetuned vs rag"]
+    assert (pair["wins_b"], pair["wins_a"], pair["n"]) == (5, 0, 5)
+    assert h["agreement"]["preference"]["value"] == 1.0 and h["agreement"]["preference"]["raw_agreement"] == 1.0
+    assert h["answers"]["rag"]["rate"] == 1.0 and h["answers"]["finetuned"]["rate"] == 0.0
+    assert h["answers"]["rag"]["n"] == 5 and h["answers"]["finetuned"]["n"] == 5
+    assert h["metric_agreement"]["contains"]["accuracy"] == 1.0
+    assert h["metric_agreement"]["contains"]["pair_agreement"] == 1.0
+    # position bias still counts screen sides, per annotator's own page
+    left_rag = sum(v == "rag" for s in sides for v in s.values())
+    assert h["position_bias"]["left_wins"] == left_rag and h["position_bias"]["decided"] == 10
+
+
+def test_labels_are_refused_once_predictions_change_even_off_the_page(tmp_path, capsys):
+    run = _hand_run(tmp_path / "changed")
+    key = json.loads(write_page(run, pipelines=["rag", "finetuned"], items=5, seed=0).with_suffix(".json").read_text())
+    labels = _labels_file(tmp_path / "labels-ann.json", key, annotator="ann", choose=_prefer_rag)
+    rows = read_jsonl(run / "predictions.jsonl")
+    for r in rows:  # only the base pipeline, which is not on the page: every item hash still matches
+        if r["pipeline"] == "base":
+            r["output"] = "another answer"
+    (run / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["labels", str(run), str(labels)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "labels for another run" in err and "\n" not in err
+    assert not (run / "human_labels.json").exists()
+
+
+HOSTILE = ("<!--<script>", "</script><script>window.pwned=1</script>", "<!-- x", "a & b > c \u2028 d \u2029 e",
+           "</SCRIPT >", "<script>window.pwned=2</script>")
+
+
+def test_no_item_text_can_end_or_break_the_pages_script(tmp_path):
+    run = _hand_run(tmp_path / "hostile", n=len(HOSTILE), question=lambda i: f"{HOSTILE[i]} question {i}?",
+                    text=lambda i, pipe: f"{pipe} {HOSTILE[(i + 1) % len(HOSTILE)]} says {HOSTILE[i]}")
+    page, key = build_page(run, pipelines=["rag", "finetuned"], items=len(HOSTILE), seed=0)
+    script = page.split("<script type='application/json' id='data'>", 1)[1].split("</script>", 1)[0]
+    assert "<" not in script and ">" not in script and "&" not in script and "\u2028" not in script
+    data = _page_data(page)
+    assert {it["question"] for it in data["items"]} == {f"{h} question {i}?" for i, h in enumerate(HOSTILE)}
+    assert page.count("<script") == 2 and page.count("</script>") == 2  # the data block and the page's own
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (apt-get install chromium); .ci/run installs it")
+def test_a_page_of_hostile_item_text_shows_every_item_and_can_be_labelled(tmp_path):
+    playwright = pytest.importorskip("playwright.sync_api")
+    run = _hand_run(tmp_path / "hostile", n=len(HOSTILE), question=lambda i: f"{HOSTILE[i]} question {i}?",
+                    text=lambda i, pipe: f"{pipe} {HOSTILE[(i + 1) % len(HOSTILE)]} says {HOSTILE[i]}")
+    page_path = write_page(run, pipelines=["rag", "finetuned"], items=len(HOSTILE), seed=0)
+    key = json.loads(page_path.with_suffix(".json").read_text())
+    outputs = {(r["question_id"], r["pipeline"]): r for r in read_jsonl(run / "predictions.jsonl")}
+    errors, shown = [], []
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_context(accept_downloads=True).new_page()
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(page_path.as_uri())
+        page.wait_for_selector("body[data-ready='1']", timeout=10_000)
+        page.fill("#annotator", "ann")
+        page.click("#question")
+        for it in key["items"]:
+            shown.append((page.inner_text("#question"), page.inner_text("#left-out"), page.inner_text("#right-out"),
+                          page.text_content("#evidence")))
+            page.keyboard.press("1" if it["left"] == "rag" else "2")
+            page.keyboard.press("q" if it["left"] == "rag" else "w")
+            page.keyboard.press("s" if it["left"] == "rag" else "a")
+            page.keyboard.press("j")
+        assert page.inner_text("#progress") == f"{len(HOSTILE)} of {len(HOSTILE)} complete"
+        pwned = page.evaluate("window.pwned === undefined")
+        with page.expect_download() as dl:
+            page.click("#export")
+        target = tmp_path / dl.value.suggested_filename
+        dl.value.save_as(target)
+        browser.close()
+    assert not errors, errors
+    assert pwned, "item text ran as a script"
+    for (question, left, right, evidence), it in zip(shown, key["items"]):
+        a, b = outputs[(it["id"], it["left"])], outputs[(it["id"], it["right"])]
+        assert question == a["question"] and left == a["output"].strip() and right == b["output"].strip()
+        assert a["retrieved"][0]["text"] in evidence
+    h = json.loads(merge_labels(run, [target]).read_text())
+    assert h["pairs"]["finetuned vs rag"]["wins_b"] == len(HOSTILE)
+
+
+def test_pages_and_labels_go_only_into_a_results_folder_harness_wrote(tmp_path, capsys):
+    run = _hand_run(tmp_path / "mine")
+    (run / "thesis.txt").write_text("years of work")  # not a run's folder any more: someone's
+    before = sorted(p.name for p in run.iterdir())
+    assert main(["annotate", str(run), "--items", "3"]) == 2
+    assert "not a run's results folder written by harness" in capsys.readouterr().err
+    (run / "thesis.txt").unlink()
+    page = write_page(run, pipelines=["rag", "finetuned"], items=5, seed=0)
+    key_file = page.with_suffix(".json")
+    key = json.loads(key_file.read_text())
+    labels = _labels_file(tmp_path / "labels-ann.json", key, annotator="ann", choose=_prefer_rag)
+    (run / "thesis.txt").write_text("years of work")
+    assert main(["labels", str(run), str(labels)]) == 2
+    assert "not a run's results folder written by harness" in capsys.readouterr().err
+    assert sorted(p.name for p in run.iterdir()) == sorted([*before, "annotation"])
+    assert not (run / "human_labels.json").exists()
+    (run / "thesis.txt").unlink()
+    edited = {**key, "items": [{**it, "left": it["right"], "right": it["left"]} for it in key["items"]]}
+    key_file.write_text(json.dumps(edited))  # someone swapped the sides in the key
+    assert main(["annotate", str(run), "--pipelines", "rag", "finetuned", "--items", "5"]) == 2
+    assert f"{key_file}: differs from the key harness writes" in capsys.readouterr().err
+    assert json.loads(key_file.read_text()) == edited
+    key_file.write_text("{not json")
+    assert main(["labels", str(run), str(labels)]) == 2
+    assert f"{key_file}: not a page key harness wrote" in capsys.readouterr().err

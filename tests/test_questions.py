@@ -266,3 +266,201 @@ def test_questions_command_input_errors_exit_2(tmp_path, capsys):
     assert main(["questions", str(docs), "--out", str(tmp_path / "q"), "--generator", "model", "--model", "x",
                  "--cloze-style", "complete"]) == 2
     assert "--cloze-style complete: applies to --generator cloze only" in capsys.readouterr().err
+
+
+# --- nothing a user wrote is replaced; a set is written whole (#22) ----------------------
+
+def _snapshot(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _one_line(capsys) -> str:
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("harness: error: ")]
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_a_second_questions_run_never_erases_the_reviewers_edits(tmp_path, capsys):
+    """README's loop: generate, edit review.csv, generate again with another --seed."""
+    from harness.cli import main
+
+    docs, q = _docs_folder(tmp_path), tmp_path / "q"
+    assert main(["questions", str(docs), "--out", str(q), "--embedder", ""]) == 0
+    _edit_sheet(q / "review.csv", lambda rows: rows[0].update(question="My reworded question?"))
+    edited = _snapshot(q)
+    assert main(["questions", str(docs), "--out", str(q), "--embedder", "", "--seed", "1"]) == 2
+    err = _one_line(capsys)
+    assert f"{q / 'review.csv'}: edited since harness wrote it" in err and "--force" in err
+    assert _snapshot(q) == edited and sorted(p.name for p in tmp_path.iterdir()) == ["docs", "q"]
+    assert main(["questions", str(docs), "--out", str(q), "--embedder", "", "--seed", "1", "--force"]) == 0
+    backups = [p for p in tmp_path.iterdir() if p.name.startswith("q.backup-")]
+    assert len(backups) == 1 and _snapshot(backups[0]) == edited  # the reviewer's work, kept byte for byte
+    assert json.loads((q / "questions.manifest.json").read_text())["seed"] == 1
+    assert "My reworded question?" not in (q / "review.csv").read_text(encoding="utf-8-sig")
+
+
+def test_an_unedited_set_is_replaced_whole_and_nothing_of_the_old_one_stays(tmp_path):
+    from harness.questions import write_question_set
+
+    first = build_question_set(DOCS, seed=0)
+    first.known = [first.eval.pop(0)]
+    write_question_set(first, tmp_path / "q", manifest={"seed": 0})
+    assert (tmp_path / "q" / "known_questions.jsonl").is_file()
+    second = build_question_set(DOCS, seed=1)
+    paths = write_question_set(second, tmp_path / "q", manifest={"seed": 1})  # nothing edited: no --force needed
+    assert not (tmp_path / "q" / "known_questions.jsonl").exists()  # no file of the first set beside the second
+    manifest = json.loads(paths["manifest"].read_text())
+    import hashlib
+
+    for name, digest in manifest["set"]["files"].items():
+        assert hashlib.sha256((tmp_path / "q" / name).read_bytes()).hexdigest() == digest
+    assert sorted(manifest["set"]["files"]) == ["questions.jsonl", "train_questions.jsonl"]
+    assert manifest["set"]["id"] != json.loads(write_question_set(first, tmp_path / "q2", manifest={"seed": 0})[
+        "manifest"].read_text())["set"]["id"]
+
+
+def test_questions_never_replaces_a_folder_it_did_not_write(tmp_path, capsys):
+    from harness.cli import main
+
+    docs = _docs_folder(tmp_path)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("years of work")
+    (mine / "questions.jsonl").write_text('{"question": "mine?", "answers": ["x"]}\n')
+    before = _snapshot(mine)
+    for extra in ([], ["--force"]):
+        assert main(["questions", str(docs), "--out", str(mine), "--embedder", "", *extra]) == 2
+        assert "not a question set harness wrote" in _one_line(capsys)
+        assert _snapshot(mine) == before
+    sheet_folder = tmp_path / "q"
+    assert main(["questions", str(docs), "--out", str(sheet_folder), "--embedder", ""]) == 0
+    for extra in ([], ["--force"]):
+        assert main(["questions", "--apply-review", str(sheet_folder / "review.csv"), "--out", str(mine),
+                     *extra]) == 2
+        assert "not a question set harness wrote" in _one_line(capsys)
+        assert _snapshot(mine) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["docs", "mine", "q"]
+
+
+def test_applying_a_review_again_replaces_its_own_unedited_set_but_not_edits(tmp_path, capsys):
+    from harness.cli import main
+
+    make_questions(_docs_folder(tmp_path), out=tmp_path / "q", seed=0, embedder=None)
+    sheet, reviewed = tmp_path / "q" / "review.csv", tmp_path / "reviewed"
+    assert main(["questions", "--apply-review", str(sheet), "--out", str(reviewed)]) == 0
+    _edit_sheet(sheet, lambda rows: rows[1].update(keep="no"))
+    assert main(["questions", "--apply-review", str(sheet), "--out", str(reviewed)]) == 0  # its own, unedited
+    assert json.loads((reviewed / "questions.manifest.json").read_text())["review"]["dropped"] == 1
+    _edit_sheet(reviewed / "review.csv", lambda rows: rows[0].update(question="A second round of review?"))
+    edited = _snapshot(reviewed)
+    assert main(["questions", "--apply-review", str(sheet), "--out", str(reviewed)]) == 2
+    assert "review.csv: edited since harness wrote it" in _one_line(capsys)
+    assert _snapshot(reviewed) == edited
+    assert main(["questions", "--apply-review", str(sheet), "--out", str(reviewed), "--force"]) == 0
+    assert [_snapshot(p) for p in tmp_path.iterdir() if p.name.startswith("reviewed.backup-")] == [edited]
+
+
+KILL = r"""
+import os, pathlib, signal, sys
+from harness import review
+from harness.cli import main
+
+point, final = sys.argv[1], sys.argv[2]
+real_rename, real_sheet = pathlib.Path.rename, review.write_review_sheet
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def rename(self, target):
+    target = pathlib.Path(target)
+    if point == "between-renames" and target.name == pathlib.Path(final).name:
+        die()  # the old set moved aside, the new one not yet in its place
+    if point == "before-backup" and target.name.startswith(pathlib.Path(final).name + ".backup-"):
+        die()  # the new set in place, the old one not yet under its backup name
+    return real_rename(self, target)
+
+def sheet(*args, **kwargs):
+    if point == "mid-write":
+        die()  # questions.jsonl and train_questions.jsonl written, review.csv and the manifest not
+    return real_sheet(*args, **kwargs)
+
+pathlib.Path.rename, review.write_review_sheet = rename, sheet
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.parametrize("point", ["mid-write", "between-renames", "before-backup"])
+def test_a_killed_questions_run_leaves_the_old_set_or_the_new_one_never_a_mix(point, tmp_path, capsys):
+    """SIGKILL while a second `questions` replaces a set (an unedited one; with --force an
+    edited one, which must then survive as the backup), then what the next command sees."""
+    import subprocess
+    import sys
+
+    from harness.cli import main
+    from harness.results import recover_folder
+
+    docs, q = _docs_folder(tmp_path), tmp_path / "q"
+    assert main(["questions", str(docs), "--out", str(q), "--embedder", ""]) == 0
+    force = ["--force"] if point == "before-backup" else []
+    if force:
+        _edit_sheet(q / "review.csv", lambda rows: rows[0].update(question="My reworded question?"))
+    old = _snapshot(q)
+    argv = ["questions", str(docs), "--out", str(q), "--embedder", "", "--seed", "1", *force]
+    p = subprocess.run([sys.executable, "-c", KILL, point, str(q), *argv], capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == -9, p.stderr  # killed where it was meant to be
+    recover_folder(q)  # what the next writer of q does first, under its lock
+    backups = [_snapshot(p) for p in tmp_path.iterdir() if p.name.startswith("q.backup-")]
+    if point == "before-backup":  # the new set had replaced the old one, which is kept as the backup
+        assert backups == [old]
+        assert json.loads((q / "questions.manifest.json").read_text())["seed"] == 1
+    else:
+        assert _snapshot(q) == old and backups == []
+    left = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("q.backup-"))
+    assert left == [".q.lock", "docs", "q"]  # the killed writer's lock, stale: the next one takes it over
+    assert main(["questions", str(docs), "--out", str(q), "--embedder", "", "--seed", "2"]) == 0
+    capsys.readouterr()
+    assert json.loads((q / "questions.manifest.json").read_text())["seed"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("q.backup-")) == ["docs", "q"]
+
+
+def test_review_sheet_cells_never_run_as_formulas_and_read_back_as_written(tmp_path):
+    """OWASP's CSV-injection starts (=, +, -, @, tab, CR) from document sentences and file
+    names: quoted in review.csv, and --apply-review of the untouched sheet changes nothing."""
+    docs = _docs_folder(tmp_path)
+    (docs / "@team.txt").write_text(
+        "=HYPERLINK(\"http://127.0.0.1:9/x\") was the note Ilse Varga left in 1887 at Dorran. "
+        "+1 was the count Petra Hollis wrote in 1923 at Lund Harbour. "
+        "-2 was the score Tomas Brink gave in 1951 to the charts. "
+        "@Mira Tolland signed the log in 2091 at Halvard Station. "
+        "'Quoted text was what Ilse Varga wrote in 1888 for the ferry.")
+    make_questions(docs, out=tmp_path / "q", seed=0, embedder=None)
+    sheet = tmp_path / "q" / "review.csv"
+    with open(sheet, encoding="utf-8-sig", newline="") as f:
+        cells = [c for row in csv.reader(f) for c in row]
+    assert not [c for c in cells if c.startswith(("=", "+", "-", "@", "\t", "\r"))]
+    quoted = {c[:2] for c in cells if c.startswith("'")}
+    assert {"'=", "'+", "'-", "'@", "''"} <= quoted, quoted
+    manifest = apply_review(sheet, tmp_path / "reviewed")
+    assert (manifest["review"]["edited"], manifest["review"]["dropped"]) == (0, 0)
+    original = [json.loads(line) for line in (tmp_path / "q" / "questions.jsonl").read_text().splitlines()]
+    reviewed = [json.loads(line) for line in (tmp_path / "reviewed" / "questions.jsonl").read_text().splitlines()]
+    assert reviewed == original
+    assert {r["doc_id"] for r in reviewed if r.get("doc_id")} >= {"@team"}
+    assert any(r["evidence"].startswith("=HYPERLINK") for r in reviewed if r.get("evidence"))
+    # a reviewer's edit of a quoted cell keeps its text, quote removed
+    _edit_sheet(sheet, lambda rows: next(r for r in rows if r["evidence"].startswith("'-2")).update(
+        evidence="'-2 was the score Tomas Brink gave in 1951 to all charts."))
+    edited = apply_review(sheet, tmp_path / "reviewed2")
+    rows = [json.loads(line) for line in (tmp_path / "reviewed2" / "questions.jsonl").read_text().splitlines()]
+    assert edited["review"]["edited"] == 1
+    assert any(r.get("evidence") == "-2 was the score Tomas Brink gave in 1951 to all charts." for r in rows)
+
+
+def test_every_formula_start_is_quoted_and_every_cell_reads_back():
+    from harness.review import read_cell, sheet_cell
+
+    for text in ("=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx", "'x", "''x", "'=x", "plain", "", "a=b"):
+        cell = sheet_cell(text)
+        assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")) and read_cell(cell) == text
+    assert sheet_cell("plain") == "plain" and sheet_cell("=1") == "'=1"

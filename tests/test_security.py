@@ -101,3 +101,39 @@ def test_report_html_escapes_payloads_and_forbids_network(hostile_run):
     assert csp and "default-src 'none'" in csp.group(1) and "script-src 'sha256-" in csp.group(1)
     assert "img-src data:" in csp.group(1) and "http" not in csp.group(1)
     assert page.index("Content-Security-Policy") < page.index("<body>")
+
+
+@pytest.mark.parametrize("verbose", [[], ["-v"]], ids=["quiet", "verbose"])
+def test_an_api_key_with_a_line_end_is_never_printed(tmp_path, tiny_model_dir, verbose):
+    """`harness run` (the console script, in its own process) with the key
+    "sk-SECRET\\r\\nX: y" in the variable the config names, against a fake server on
+    127.0.0.1: one line naming the variable, exit 2, and the key nowhere: not on stdout
+    or stderr (no traceback), not in any file written, not sent."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from test_endpoint import FakeServer
+
+    server = FakeServer()
+    raw = tiny_config(tiny_model_dir, name="keyed", eval={"pipelines": ["base"], "max_new_tokens": 4})
+    raw["output_dir"] = str(tmp_path / "results")
+    raw["model"] = {"name": str(tiny_model_dir), "backend": "endpoint", "base_url": server.url(),
+                    "served_model": "smollm2", "api_key_env": "HARNESS_CASE_KEY", "retries": 0, "timeout": 10}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HARNESS_CACHE": str(tmp_path / "cache"),
+           "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", "HARNESS_CASE_KEY": "sk-SECRET\r\nX: y"}
+    try:
+        p = subprocess.run([str(Path(sys.executable).parent / "harness"), *verbose, "run", str(tmp_path / "c.yaml")],
+                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    finally:
+        server.close()
+    assert p.returncode == 2, p.stderr
+    errors = [line for line in p.stderr.splitlines() if "error" in line.lower()]
+    assert errors == ["harness: error: model.api_key_env: the key in $HARNESS_CASE_KEY has a carriage return (CR) "
+                      "at character 10; an API key is visible ASCII (a line end copied from a file?); it was not sent"]
+    assert "Traceback" not in p.stderr
+    assert "SECRET" not in p.stdout + p.stderr
+    written = [f for f in tmp_path.rglob("*") if f.is_file()]
+    assert not [f for f in written if b"SECRET" in f.read_bytes()]
+    assert server.seen == []  # refused before any request
