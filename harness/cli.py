@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import math
 import sys
 
 # OSErrors that mean a place cannot be written, which the user fixes, not a bug
@@ -111,7 +112,48 @@ def _plan(args) -> int:
     known = [r["estimate_seconds"] for r in todo if r["estimate_seconds"] is not None]
     print(f"{len(todo)} of {len(rows)} cells to run" + (f", about {sum(known):.0f} s from earlier measurements"
                                                       if known and len(known) == len(todo) else "") + ".")
+    print()
+    print("\n".join(_items_plan_lines(cfg, pilot=args.pilot, power=args.power)))
     return 0
+
+
+def _plan_rows_assumed() -> list[dict]:
+    """power.plan_table for multiple choice at the default eval settings, no pilot."""
+    from harness import power as planning
+    from harness import verdicts
+    from harness.config import EvalConfig
+
+    e = EvalConfig()
+    return planning.plan_table(kind="proportion", min_effect=e.min_effect, alpha_win=e.alpha * (1 - verdicts.TIE_SHARE),
+                               alpha_tie=e.alpha * verdicts.TIE_SHARE)
+
+
+def _items_plan_lines(cfg, *, pilot: str | None, power: float) -> list[str]:
+    """The paired items the verdict rule needs per question (power.questions_plan), from
+    a pilot run's metrics.json when one is given, with what they would take in time on
+    the machine that ran the pilot."""
+    from harness import power as planning
+    from harness import verdicts
+    from harness.report import settle_seconds
+    from harness.schema import load_metrics
+    from harness.tables import markdown_table
+
+    m = load_metrics(f"{pilot}/metrics.json").raw() if pilot else None
+    e = cfg.eval
+    a_win, a_tie = e.alpha * (1 - verdicts.TIE_SHARE), e.alpha * verdicts.TIE_SHARE
+    rows = planning.questions_plan(verdicts=(m or {}).get("verdicts"), min_effect=e.min_effect, alpha_win=a_win,
+                                   alpha_tie=a_tie, power=power)
+    table = []
+    for r in rows:
+        seconds = settle_seconds(m, r["items"]) if m and r["items"] else None
+        table.append([r["question"], "none" if r["effect"] == 0 else f"{100 * r['effect']:.0f} points", r["claim"],
+                      "not possible" if r["items"] is None else f"{r['items']:,}",
+                      "–" if seconds is None else f"~{seconds / 60:.0f} min"])
+    source = (f"from the pilot {pilot}" if m else
+              f"assuming {100 * planning.ASSUMED['proportion']['discordance']:.0f}% of items discordant (no --pilot)")
+    return [f"Paired items the verdict rule needs ({100 * power:.0f}% power, {source}; a difference of exactly "
+            f"min_effect cannot be shown to clear it):",
+            *markdown_table(["question", "true difference", "to show", "items", "time on the pilot's machine"], table)]
 
 
 def _validate(args) -> int:
@@ -191,7 +233,7 @@ def _questions(args) -> int:
     from harness.questions import make_questions
 
     m = make_questions(args.documents, out=args.out, generator=args.generator, seed=args.seed, model=args.model,
-                       max_questions=args.max_questions, embedder=args.embedder or None,
+                       max_questions=args.items or args.max_questions, embedder=args.embedder or None,
                        leakage_model=args.leakage_model, skip_unreadable=args.skip_unreadable,
                        cloze_style=args.cloze_style, force=args.force)
     items, rejected = m["items"], {k: v for k, v in m["filters"]["rejected"].items() if v}
@@ -200,6 +242,11 @@ def _questions(args) -> int:
           + (f"; rejected: {', '.join(f'{k} {v}' for k, v in rejected.items())}" if rejected else "") + ")")
     if m["skipped_documents"]:
         print(f"skipped {len(m['skipped_documents'])} unreadable file(s)")
+    if args.items and items["answerable"] < args.items:
+        per_doc = items["answerable"] / max(m["n_documents"], 1)
+        more = "" if not per_doc else f"; about {math.ceil((args.items - items['answerable']) / per_doc)} more " \
+                                      "documents like these would give them"
+        print(f"asked for {args.items} items, these documents give {items['answerable']}{more}")
     if m["retrieval_round_trip"]:
         rt = m["retrieval_round_trip"]
         print(f"retrieval round trip ({rt['embedder']}): evidence in the top {rt['top_k']} for {rt['retrieved']} "
@@ -220,6 +267,9 @@ def _init(args) -> int:
     print(f"wrote {path}: {est['documents']} documents, {est['words']:,} words, about {est['questions']} questions; "
           f"estimated run {max(lo, 1)}-{max(hi, 1)} min on 2 CPU cores"
           + (f" ({est['skipped']} unreadable file(s) skipped)" if est["skipped"] else ""))
+    plan = {r["effect"]: r["items"] for r in _plan_rows_assumed()}
+    print(f"the verdict rule needs about {plan[0.2]:,} items to show a 20-point winner and {plan[0.1]:,} for 10 "
+          f"points (80% power, multiple choice; `harness plan {path}`); these documents give about {est['questions']}")
     print("next:")
     print(f"  harness questions {args.documents} --out {args.questions}")
     print(f"  harness run {path}")
@@ -256,9 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(torchrun / accelerate launch: data parallel)")
     p.add_argument("config")
     p.set_defaults(func=_train)
-    p = sub.add_parser("plan", help="list a grid's cells, what is done or cached, and an estimate")
+    p = sub.add_parser("plan", help="list a grid's cells, what is done or cached, and an estimate; and the "
+                                    "paired items the verdict rule needs")
     p.add_argument("config")
     p.add_argument("--results-dir", default=None)
+    p.add_argument("--pilot", default=None, help="a finished run's results folder: plan the items from its "
+                                                 "discordance and price them in its time")
+    p.add_argument("--power", type=float, default=0.8, help="chance of settling the question (default 0.8)")
     p.set_defaults(func=_plan)
     p = sub.add_parser("validate", help="check a config file without loading models")
     p.add_argument("config")
@@ -299,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="--generator model: the model that writes questions")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-questions", type=int, default=None, help="keep at most this many (a seeded sample)")
+    p.add_argument("--items", type=int, default=None, help="the evaluation items wanted (from `harness plan`): "
+                                                           "a seeded sample if the documents give more, and a "
+                                                           "note of how many more documents if they give fewer")
     p.add_argument("--embedder", default="hashing", help="embedder of the retrieval round trip ('' for none)")
     p.add_argument("--leakage-model", default=None, help="set aside the questions this model answers closed-book")
     p.add_argument("--skip-unreadable", action="store_true", help="leave out files that cannot be read")

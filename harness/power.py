@@ -108,3 +108,26 @@ def plan_table(*, kind: str, min_effect: float, alpha_win: float, alpha_tie: flo
                                         alpha=alpha_tie if e == 0 else alpha_win, power=power),
                      "source": source})
     return rows
+
+
+def questions_plan(*, verdicts: dict | None, min_effect: float, alpha_win: float, alpha_tie: float,
+                   power: float = 0.8, effects=DEFAULT_EFFECTS) -> list[dict]:
+    """`plan_table` for each question a run decides: from a pilot run's verdicts (each
+    question's deciding comparison, rag vs finetuned: its discordance or SD), or, with no
+    pilot, for multiple choice (0/1) under the stated assumption."""
+    out = []
+    if not verdicts:
+        for row in plan_table(kind="proportion", min_effect=min_effect, alpha_win=alpha_win, alpha_tie=alpha_tie,
+                              power=power, effects=effects):
+            out.append({"question": "facts (multiple choice)", **row})
+        return out
+    for question, v in verdicts.items():
+        first = next((c for c in v.get("family") or () if (c["x"], c["y"]) == ("rag", "finetuned")), None)
+        if first is None or v["verdict"] in ("uninformative", "undecidable with this model"):
+            continue
+        kind = "proportion" if first["test"] == "mcnemar_exact" else "mean"
+        for row in plan_table(kind=kind, min_effect=min_effect, alpha_win=alpha_win, alpha_tie=alpha_tie,
+                              power=power, effects=effects, sd=first["sd"] if kind == "mean" else None,
+                              discordance=first.get("discordance") if kind == "proportion" else None):
+            out.append({"question": question, **row})
+    return out

@@ -305,3 +305,23 @@ def test_an_effect_at_the_margin_cannot_be_planned():
     rows = power.plan_table(kind="proportion", min_effect=0.05, alpha_win=0.04, alpha_tie=0.01)
     assert [r["effect"] for r in rows] == [0.0, 0.05, 0.10, 0.20] and rows[1]["items"] is None
     assert rows[0]["items"] > rows[2]["items"] > rows[3]["items"] and rows[0]["source"] == "assumed"
+
+
+def test_a_pilots_discordance_sets_the_plan_of_each_question():
+    """`harness plan --pilot`: the plan comes from the pilot's own deciding comparison;
+    a pilot whose arms disagree on fewer items needs fewer items."""
+    few = decide(table([((0, 0, 1, 1), 12), ((0, 1, 1, 1), 30), ((0, 0, 0, 0), 34)]))
+    many = decide(table([((0, 0, 1, 1), 30), ((0, 1, 0, 0), 18), ((0, 1, 1, 1), 10), ((0, 0, 0, 0), 18)]))
+    plans = [{r["effect"]: r["items"] for r in power.questions_plan(verdicts={"facts (multiple choice)": v},
+             min_effect=0.05, alpha_win=0.04, alpha_tie=0.01)} for v in (few, many)]
+    assert plans[0][0.2] < plans[1][0.2] and plans[0][0.0] < plans[1][0.0]
+    assert all(p[0.05] is None for p in plans)
+
+
+def test_harness_plan_prints_the_items_table_without_a_pilot(tmp_path, capsys):
+    from harness.cli import _items_plan_lines
+    from harness.config import parse_config
+
+    lines = _items_plan_lines(parse_config({"name": "x"}), pilot=None, power=0.8)
+    assert "assuming 50% of items discordant" in lines[0]
+    assert any("| facts (multiple choice) | 20 points | a winner | 145 |" in line for line in lines), lines
