@@ -2,6 +2,7 @@
 of an uninterrupted run; what was finished before the kill is not computed again."""
 
 import json
+import logging
 import os
 import random
 import signal
@@ -139,3 +140,125 @@ def test_a_streamed_write_that_fails_leaves_the_old_file_and_no_temp(tmp_path):
     with pytest.raises(OSError, match="disk full"):
         atomic_write_file(target, dies_half_way)
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["weights.safetensors"]
+
+
+# -- checkpoints that fail weights-only loading ---------------------------------------------
+
+class _Killed(Exception):
+    pass
+
+
+class _Plant:
+    """Unpickled by anything but a weights-only loader, it creates `marker` (open(marker, "w"))."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def _train_tiny(model_dir: Path, out: Path, **kw):
+    from harness.data import Question
+    from harness.models import load_generator
+    from harness.train import build_examples
+    from harness.trainer import train_model
+
+    lm = load_generator(str(model_dir), dtype="float32", device="cpu")
+    qs = [Question(id=f"q{i}", question=f"Where was person {i} born?", answers=(f"Town{i}",)) for i in range(12)]
+    return train_model(lm, build_examples(lm.tokenizer, objective="sft", questions=qs), rank=4, alpha=8,
+                       dropout=0.1, target_modules=["q_proj", "v_proj"], lr=0.01, epochs=3, batch_size=4,
+                       max_length=96, dev_fraction=0.25, seed=0, out_dir=out / "adapter", **kw)
+
+
+def _killed_at(model_dir: Path, out: Path, step: int, *, keep_first: Path | None = None) -> Path:
+    """Train with checkpoints and die as step `step` is logged (the checkpoints of the steps
+    before it are on disk); with `keep_first`, checkpoint-1 is copied there before Trainer
+    rotates it away. Returns the trainer folder."""
+    import shutil
+
+    run_dir, steps = out / "ckpt" / "trainer", []
+
+    def die(n):
+        steps.append(n)
+        if keep_first is not None and len(steps) == 2:
+            shutil.copytree(run_dir / "checkpoint-1", keep_first)
+        if len(steps) == step:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        _train_tiny(model_dir, out, checkpoint_dir=out / "ckpt", progress=die)
+    return run_dir
+
+
+def _adapter(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(folder / "adapter" / "adapter_model.safetensors")
+
+
+def _plant(path: Path, marker: Path) -> None:
+    import torch
+
+    torch.save({"state": {}, "param_groups": [], "hook": _Plant(marker)}, path)
+
+
+def test_the_planted_pickle_is_live(tmp_path):
+    """The test's plant does what it says when unpickled unsafely, so its absence below means something."""
+    import torch
+
+    _plant(tmp_path / "x.pt", tmp_path / "ran")
+    torch.load(tmp_path / "x.pt", weights_only=False)
+    assert (tmp_path / "ran").exists()
+
+
+@pytest.fixture(scope="module")
+def clean_training(tiny_model_dir, tmp_path_factory):
+    """An uninterrupted training: what every resumed one must end with, bit for bit."""
+    out = tmp_path_factory.mktemp("clean")
+    return _train_tiny(tiny_model_dir, out), _adapter(out)
+
+
+@pytest.mark.parametrize("poisoned, how", [("optimizer.pt", "pickle"), ("rng_state.pth", "pickle"),
+                                           ("scheduler.pt", "pickle"), ("optimizer.pt", "truncated")])
+def test_a_checkpoint_failing_weights_only_loading_is_discarded_and_training_starts_over(
+        tiny_model_dir, tmp_path, caplog, clean_training, poisoned, how):
+    import torch
+
+    clean, weights = clean_training
+    run_dir = _killed_at(tiny_model_dir, tmp_path / "cut", 3)
+    (checkpoint,) = run_dir.glob("checkpoint-*")
+    assert checkpoint.name == "checkpoint-2" and (checkpoint / poisoned).is_file()
+    if how == "pickle":
+        _plant(checkpoint / poisoned, tmp_path / "pwned")
+    else:
+        (checkpoint / poisoned).write_bytes((checkpoint / poisoned).read_bytes()[:200])
+    with caplog.at_level(logging.WARNING):
+        resumed = _train_tiny(tiny_model_dir, tmp_path / "cut", checkpoint_dir=tmp_path / "cut" / "ckpt")
+    assert not (tmp_path / "pwned").exists()  # nothing in it ran
+    assert f"{poisoned} does not load with torch.load(weights_only=True)" in caplog.text
+    assert "weights_only=False" not in caplog.text  # never the advice to unpickle it anyway
+    assert resumed.resumed_from_step == 0 and resumed.steps_run == clean.steps  # from the start
+    assert resumed.loss_curve == clean.loss_curve
+    b = _adapter(tmp_path / "cut")
+    assert weights.keys() == b.keys() and all(torch.equal(weights[k], b[k]) for k in weights)
+
+
+def test_a_poisoned_newest_checkpoint_falls_back_to_the_last_good_one(tiny_model_dir, tmp_path, caplog,
+                                                                     clean_training):
+    import shutil
+
+    import torch
+
+    clean, weights = clean_training
+    run_dir = _killed_at(tiny_model_dir, tmp_path / "cut", 4, keep_first=tmp_path / "first")
+    shutil.copytree(tmp_path / "first", run_dir / "checkpoint-1")
+    assert sorted(p.name for p in run_dir.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-3"]
+    _plant(run_dir / "checkpoint-3" / "optimizer.pt", tmp_path / "pwned")
+    with caplog.at_level(logging.WARNING):
+        resumed = _train_tiny(tiny_model_dir, tmp_path / "cut", checkpoint_dir=tmp_path / "cut" / "ckpt")
+    assert not (tmp_path / "pwned").exists() and "checkpoint-3 is discarded" in caplog.text
+    assert resumed.resumed_from_step == 1 and resumed.steps_run == clean.steps - 1
+    assert resumed.loss_curve == clean.loss_curve
+    b = _adapter(tmp_path / "cut")
+    assert weights.keys() == b.keys() and all(torch.equal(weights[k], b[k]) for k in weights)
