@@ -4,11 +4,9 @@ of an uninterrupted run; what was finished before the kill is not computed again
 import json
 import logging
 import os
-import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -74,13 +72,54 @@ def test_a_run_that_dies_mid_generation_resumes_without_redoing_finished_batches
     assert batches["base"]["computed"] == 0 and batches["rag_finetuned"]["computed"] > 0
 
 
-def _wait_for(pattern: str, root: Path, proc, seconds: float = 120) -> bool:
-    end = time.time() + seconds
-    while time.time() < end and proc.poll() is None:
-        if list(root.glob(pattern)):
-            return True
-        time.sleep(0.05)
-    return False
+# `harness run` in a process that stops at a known point and says so: after Trainer has
+# written checkpoint N (PAUSE_AT=checkpoint:N), or as the N-th generation batch begins, the
+# ones before it stored (PAUSE_AT=batch:N). It prints PAUSED and waits there to be killed.
+PAUSING = """
+import os, sys, time
+import transformers
+from harness import pipelines
+from harness.cli import main
+
+where, n = os.environ["PAUSE_AT"].split(":")
+
+def pause():
+    print("PAUSED", flush=True)
+    time.sleep(3600)
+
+if where == "checkpoint":
+    real_save = transformers.Trainer._save_checkpoint
+    def save(self, *a, **kw):
+        real_save(self, *a, **kw)
+        if self.state.global_step == int(n):
+            pause()
+    transformers.Trainer._save_checkpoint = save
+else:
+    real_unit, calls = pipelines._compute_unit, []
+    def unit(*a, **kw):
+        calls.append(1)
+        if len(calls) == int(n):
+            pause()
+        return real_unit(*a, **kw)
+    pipelines._compute_unit = unit
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _killed_when_paused(argv: list[str], env: dict, pause_at: str) -> None:
+    """Run `harness argv` until it pauses at `pause_at`, then SIGKILL it there."""
+    proc = subprocess.Popen([sys.executable, "-c", PAUSING, *argv], env={**env, "PAUSE_AT": pause_at},
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        # blocks until the pause, or until the process ends without one
+        paused = any(line == "PAUSED\n" for line in iter(proc.stdout.readline, ""))
+        assert paused, f"the run never reached {pause_at} (exit {proc.wait()})"
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_sigkill_mid_training_and_mid_generation_then_resume_matches_an_uninterrupted_run(tiny_model_dir,
@@ -92,35 +131,38 @@ def test_sigkill_mid_training_and_mid_generation_then_resume_matches_an_uninterr
     config = tmp_path / "killed.yaml"
     config.write_text(yaml.safe_dump(raw))
 
-    def harness(cache: Path, results: Path) -> subprocess.Popen:
-        env = {**os.environ, "HARNESS_CACHE": str(cache)}
-        return subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(config), "--results-dir",
-                                 str(results)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def env(cache: Path) -> dict:
+        return {**os.environ, "HARNESS_CACHE": str(cache), "TQDM_DISABLE": "1"}
 
-    assert harness(tmp_path / "cache-whole", tmp_path / "whole").wait() == 0
+    def argv(results: Path) -> list[str]:
+        return ["-m", "harness.cli", "run", str(config), "--results-dir", str(results)]
+
+    whole_run = subprocess.run([sys.executable, *argv(tmp_path / "whole")], env=env(tmp_path / "cache-whole"),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert whole_run.returncode == 0
     cache, results = tmp_path / "cache", tmp_path / "results"
-    rng = random.Random(7)
-    kills = 0
-    # Kill as soon as a training checkpoint exists, then as soon as generations are being
-    # stored, each after a random extra delay; then let the third attempt finish.
-    # Each kill must land: the process is still running when it is killed, and dies of it.
-    for pattern in ("adapters/*.partial/trainer/checkpoint-*/trainer_state.json", "generations/*/*/*.jsonl"):
-        proc = harness(cache, results)
-        assert _wait_for(pattern, cache, proc), f"{pattern} never appeared"
-        time.sleep(rng.uniform(0.0, 0.3))
-        assert proc.poll() is None, f"the run ended before the kill at {pattern}"
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait() == -signal.SIGKILL
-        kills += 1
-    assert kills == 2
-    assert harness(cache, results).wait() == 0
+    # killed right after checkpoint 3 is written, then as the third generation batch begins
+    _killed_when_paused(argv(results)[2:], env(cache), "checkpoint:3")
+    assert [p.parent.name for p in cache.glob("adapters/*.partial/trainer/checkpoint-*/trainer_state.json")] == [
+        "checkpoint-3"]
+    _killed_when_paused(argv(results)[2:], env(cache), "batch:3")
+    assert not list((cache / "adapters").glob("*.partial")) and not (results / "killed").exists()
+    assert subprocess.run([sys.executable, *argv(results)], env=env(cache), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL).returncode == 0
     assert _outcome(results / "killed") == _outcome(tmp_path / "whole" / "killed")
-    # The training resumed from a checkpoint: the run that finished the adapter ran fewer
-    # optimizer steps than the uninterrupted one (its own record says so).
+    # Training resumed from exactly the checkpoint the kill followed, and the run that
+    # finished the adapter ran only the steps after it (its own record says so).
     whole = json.loads((tmp_path / "whole" / "killed" / "metrics.json").read_text())["costs"]["training"]
     (record,) = [json.loads(p.read_text()) for p in cache.glob("adapters/*/harness-train.json")]
-    assert whole["steps_run"] == whole["steps"] and record["steps"] == whole["steps"]
-    assert 0 < record["resumed_from_step"] and record["steps_run"] == whole["steps"] - record["resumed_from_step"]
+    assert whole["steps_run"] == whole["steps"] > 3 and record["steps"] == whole["steps"]
+    assert record["resumed_from_step"] == 3 and record["steps_run"] == whole["steps"] - 3
+    # Generation: the two batches stored before the kill were reused, every other one computed.
+    m = json.loads((results / "killed" / "metrics.json").read_text())
+    batches = [c["batches"] for c in m["costs"]["pipelines"].values()]
+    assert sum(b["reused"] for b in batches) == 2
+    total = sum(c["batches"]["computed"] + c["batches"]["reused"]
+                for c in json.loads((tmp_path / "whole" / "killed" / "metrics.json").read_text())["costs"]["pipelines"].values())
+    assert sum(b["computed"] for b in batches) == total - 2
     assert not list(results.glob(".killed*")) and not list((cache / "adapters").glob("*.partial"))
 
 
