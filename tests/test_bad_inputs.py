@@ -15,6 +15,7 @@ file-size limit) and checks the contract:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -479,6 +480,173 @@ CASES = [
          expect="accepted (the cases above differ from it in one thing each)", check=_served_run_recorded),
 ]
 
+
+# ---- caches (#22): damaged, edited or planted entries in a cache a run has filled -------
+# Each case fills its own cache (HARNESS_CACHE below the case's folder) with a first run,
+# damages one entry, and runs again: the entry is rebuilt, and the case's check says how.
+# The seeded cache of every other case is not touched, so its "unchanged" check stands.
+
+class _Plant:
+    """Unpickled by anything but a weights-only loader, it creates the file `marker`."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+@contextlib.contextmanager
+def _environ(**values: str):
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
+def _own_cache(b: Box) -> Path:
+    b.env["HARNESS_CACHE"] = str(b.root / "run-cache")
+    return b.root / "run-cache"
+
+
+SMALL_EVAL = {"max_new_tokens": 4, "batch_size": 4, "bootstrap_samples": 100}
+SMALL_TRAIN = {"objective": "sft", "rank": 4, "alpha": 8, "max_steps": 3, "batch_size": 4, "max_length": 96}
+
+
+def _first_run(b: Box, cfg: str) -> None:
+    """The run that fills the case's cache (its results go elsewhere)."""
+    from harness.config import load_config
+    from harness.runner import run_experiment
+
+    with _environ(HARNESS_CACHE=b.env["HARNESS_CACHE"], TQDM_DISABLE="1"):
+        run_experiment(load_config(cfg), results_root=b.root / "first")
+
+
+def _memo_rows(cache: Path, edit) -> int:
+    """Rewrite every generation memo line with `edit(row)`; returns how many there were."""
+    n = 0
+    for path in cache.glob("generations/*/*/*.jsonl"):
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        path.write_text("".join(json.dumps(edit(r), ensure_ascii=False) + "\n" for r in rows))
+        n += len(rows)
+    return n
+
+
+def _memo_edited(b: Box) -> list[str]:
+    _own_cache(b)
+    cfg = b.config(eval={"pipelines": ["base"], **SMALL_EVAL}, data={"max_questions": 4, **b.raw()["data"]})
+    _first_run(b, cfg)
+    def edited(row: dict) -> dict:  # answers (and the closed-book answers of the knowledge tags) rewritten
+        return {**row, "value": [{**v, "output": "EDITED BY HAND"} if isinstance(v, dict) else "EDITED BY HAND"
+                                 for v in row["value"]]}
+
+    assert _memo_rows(Path(b.env["HARNESS_CACHE"]), edited) > 0
+    return ["run", cfg]
+
+
+def _checksum(key: str, value) -> str:
+    """A memo line's checksum, as harness/memo.py defines it: sha256 of {key, value} as canonical JSON."""
+    return hashlib.sha256(json.dumps({"key": key, "value": value}, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def _memo_wrong_type(b: Box) -> list[str]:
+    _own_cache(b)
+    cfg = b.config(eval={"pipelines": ["base"], **SMALL_EVAL}, data={"max_questions": 4, **b.raw()["data"]})
+    _first_run(b, cfg)
+    assert _memo_rows(Path(b.env["HARNESS_CACHE"]), lambda r: {**r, "value": 7, "sha256": _checksum(r["key"], 7)})
+    return ["run", cfg]
+
+
+def _model_answers(b: Box, out: str) -> None:
+    """The second run answered with the model: no edited text, every batch computed again,
+    and the same answers as the first run before the edit."""
+    from harness.results import read_jsonl
+
+    def answers(folder: Path) -> list:
+        return [(r["question_id"], r["output"]) for r in read_jsonl(folder / "predictions.jsonl")]
+
+    m = json.loads((b.results / "case" / "metrics.json").read_text())
+    assert m["costs"]["pipelines"]["base"]["batches"]["reused"] == 0, m["costs"]["pipelines"]
+    assert answers(b.results / "case") == answers(b.root / "first" / "case")
+    assert "EDITED" not in (b.results / "case" / "predictions.jsonl").read_text()
+    _assert_cache_sound(Path(b.env["HARNESS_CACHE"]))
+
+
+def _adapter_zeroed(b: Box) -> list[str]:
+    cache = _own_cache(b)
+    cfg = b.config(eval={"pipelines": ["base", "finetuned"], **SMALL_EVAL}, train=SMALL_TRAIN,
+                   data={"max_questions": 4, **b.raw()["data"]})
+    _first_run(b, cfg)
+    (weights,) = cache.glob("adapters/*/adapter_model.safetensors")
+    size = weights.stat().st_size
+    with open(weights, "r+b") as f:  # zeros over the middle, the size unchanged
+        f.seek(size // 2)
+        f.write(bytes(min(4096, size // 4)))
+    return ["run", cfg]
+
+
+def _adapter_trained_again(b: Box, out: str) -> None:
+    m = json.loads((b.results / "case" / "metrics.json").read_text())
+    first = json.loads((b.root / "first" / "case" / "metrics.json").read_text())
+    assert m["costs"]["training"]["from_cache"] is False
+    assert m["pipelines"]["finetuned"] == first["pipelines"]["finetuned"]  # the same adapter, trained again
+    _assert_cache_sound(Path(b.env["HARNESS_CACHE"]))
+
+
+class _Stop(Exception):
+    pass
+
+
+def _checkpoint_planted(b: Box) -> list[str]:
+    """A run killed after its first training checkpoint, then a pickle planted in it."""
+    import torch
+    import transformers
+
+    cache = _own_cache(b)
+    cfg = b.config(eval={"pipelines": ["base", "finetuned"], **SMALL_EVAL}, train=SMALL_TRAIN,
+                   data={"max_questions": 4, **b.raw()["data"]})
+    real = transformers.Trainer._save_checkpoint
+
+    def save_then_stop(self, *a, **kw):
+        real(self, *a, **kw)
+        raise _Stop
+
+    transformers.Trainer._save_checkpoint = save_then_stop
+    try:
+        _first_run(b, cfg)
+    except _Stop:
+        pass
+    finally:
+        transformers.Trainer._save_checkpoint = real
+    (optimizer,) = cache.glob("adapters/*.partial/trainer/checkpoint-1/optimizer.pt")
+    torch.save({"state": {}, "param_groups": [], "hook": _Plant(b.root / "pwned")}, optimizer)
+    return ["run", cfg]
+
+
+def _checkpoint_discarded(b: Box, out: str) -> None:
+    assert not (b.root / "pwned").exists()  # the planted pickle never ran
+    training = json.loads((b.results / "case" / "metrics.json").read_text())["costs"]["training"]
+    assert training["resumed_from_step"] == 0 and training["steps_run"] == training["steps"] == 3
+    _assert_cache_sound(Path(b.env["HARNESS_CACHE"]))
+
+
+CASES += [
+    Case("cache-memo-edited", "caches", "an answer in the generation memo edited by hand",
+         _memo_edited, check=_model_answers,
+         expect="accepted: the line fails its checksum; logged, skipped and answered by the model again"),
+    Case("cache-memo-wrong-type", "caches", "a generation memo value of the wrong type (a number, checksum intact)",
+         _memo_wrong_type, check=_model_answers, expect="accepted: logged, dropped and answered by the model again"),
+    Case("cache-adapter-zeroed", "caches", "a cached adapter's weights zeroed in the middle, same size",
+         _adapter_zeroed, check=_adapter_trained_again,
+         expect="accepted: every cached file is hashed; the adapter is discarded and trained again"),
+    Case("cache-checkpoint-pickle", "caches", "a pickle planted in a resumable training checkpoint",
+         _checkpoint_planted, check=_checkpoint_discarded,
+         expect="accepted: it fails `torch.load(weights_only=True)`, never runs; the checkpoint is discarded and "
+                "training starts over"),
+]
 
 def _two_files(b: Box, *names: str) -> Path:
     for name in names:
