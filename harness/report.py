@@ -13,7 +13,9 @@ grid report, goes through harness/tables.py.
 Item text, ids and model outputs are user data: `report.html` escapes all of it and
 carries a Content-Security-Policy that allows no network access and only its own script;
 `report.md` neutralises anything a Markdown viewer would render as HTML (`<tag`, `&entity;`)
-and table-breaking `|`. Unreadable result files raise `ReportError` naming the file.
+and table-breaking `|`, and text marked with `item_text` (questions, answers, outputs,
+file names) renders as exactly that text: no image, link, autolink or emphasis from it
+(`md_literal`). Unreadable result files raise `ReportError` naming the file.
 """
 
 from __future__ import annotations
