@@ -9,6 +9,7 @@ discarded and computed again; it never fails a run.
 
     write_manifest(folder)             # after every file of a folder entry is in place
     if not verify_dir(folder): ...     # False (and logged) when missing or damaged
+    files = verified_files(folder)     # {name: sha256} of a sound entry, else None (logged)
     write_bytes(path, data)            # a single-file entry and its manifest beside it
     data = read_bytes(path)            # None when missing or damaged (then discarded)
 
@@ -16,6 +17,16 @@ Every key is built by `content_key` (sha256 of an object's canonical JSON, then 
 file bytes that also decide the entry), and every file is hashed by `file_sha256`.
 
     key = content_key({"model": fp, "train": settings})   # hex; entries use a prefix
+
+Every file of an entry is hashed, whatever its size (a same-size change to model weights
+is a change). So that a converted model's gigabytes are not read twice on every load, a
+folder entry keeps a second file beside its manifest, VERIFIED: for each file whose hash
+last matched, its size, mtime, inode and ctime then. A file whose four are unchanged is
+not hashed again; any write, replacement, `touch` or `chmod` changes its ctime, which no
+user call can set back, so it is hashed again. A file changed within the filesystem's
+timestamp granularity of the check could keep all four, so files changed less than
+RACY_SECONDS before a check are not recorded (git's "racy" rule) and are hashed again next
+time.
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from harness.results import atomic_write_bytes
@@ -34,7 +46,8 @@ log = logging.getLogger(__name__)
 
 CACHE_ENV = "HARNESS_CACHE"
 MANIFEST = "harness-manifest.json"
-HASH_LIMIT = 64 << 20  # files up to this size are hashed; larger ones (model weights) are checked by size
+VERIFIED = "harness-verified.json"  # the stat of each file whose hash last matched (see the docstring)
+RACY_SECONDS = 2.0  # a file changed this recently is hashed again at the next check
 
 
 # How an object becomes the JSON a key hashes. A key is built with one scheme for good:
@@ -72,48 +85,91 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def _describe(path: Path) -> dict:
-    size = path.stat().st_size
-    if size > HASH_LIMIT:
-        return {"bytes": size}
-    return {"bytes": size, "sha256": file_sha256(path)}
-
-
 def write_manifest(folder: str | Path) -> None:
-    """Record every file under `folder` (size, and sha256 up to HASH_LIMIT); call it
-    after the last file is written."""
+    """Record every file under `folder` (size and sha256); call it after the last file is
+    written."""
     folder = Path(folder)
-    files = {p.relative_to(folder).as_posix(): _describe(p) for p in sorted(folder.rglob("*"))
-             if p.is_file() and p.name != MANIFEST}
+    files = {p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
+             for p in sorted(folder.rglob("*")) if p.is_file() and p.name not in (MANIFEST, VERIFIED)}
     atomic_write_bytes(folder / MANIFEST, json.dumps({"files": files}, indent=1, sort_keys=True).encode())
 
 
-def _mismatch(folder: Path) -> str | None:
+def _stamp(st: os.stat_result) -> list[int]:
+    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+
+
+def _seen(folder: Path) -> dict:
+    """VERIFIED's records; {} when it is missing or unreadable (then every file is hashed)."""
+    try:
+        seen = json.loads((folder / VERIFIED).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return seen if isinstance(seen, dict) else {}
+
+
+def _check_files(folder: Path, listed: dict) -> tuple[str | None, dict]:
+    """(why `folder` does not match its manifest's `listed` files or None, the VERIFIED
+    records to keep). A file is hashed unless VERIFIED holds its unchanged stat."""
+    seen, now, keep = _seen(folder), time.time_ns(), {}
+    for name, want in listed.items():
+        if not (isinstance(want, dict) and isinstance(want.get("sha256"), str)):
+            return f"{name} has no sha256 in its manifest (written by a version that checked large files by size)", {}
+        path = folder / name
+        if not path.is_file():
+            return f"{name} missing", {}
+        st = path.stat()
+        record = {"stat": _stamp(st), "sha256": want["sha256"]}
+        if seen.get(name) != record and (st.st_size != want.get("bytes") or file_sha256(path) != want["sha256"]):
+            return f"{name} differs from its manifest (truncated or changed)", {}
+        if now - st.st_ctime_ns > RACY_SECONDS * 1e9:
+            keep[name] = record
+    return None, keep
+
+
+def _remember(folder: Path, keep: dict) -> None:
+    """Write VERIFIED when it changed; a folder that cannot take it (read-only) only means
+    its files are hashed again next time."""
+    if keep == _seen(folder):
+        return
+    try:
+        atomic_write_bytes(folder / VERIFIED, json.dumps(keep, sort_keys=True).encode())
+    except OSError as err:
+        log.info("cache entry %s: hashes not remembered (%s); they are computed again next time", folder, err)
+
+
+def _listed(folder: Path) -> tuple[dict | None, str | None]:
+    """The manifest's {name: {"bytes", "sha256"}}, or None and why it cannot be had."""
     try:
         listed = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["files"]
     except FileNotFoundError:
-        return "no manifest (written last, so the entry was never finished)"
+        return None, "no manifest (written last, so the entry was never finished)"
     except (OSError, ValueError, KeyError, TypeError) as err:
-        return f"unreadable manifest ({err})"
-    for name, want in listed.items():
-        path = folder / name
-        if not path.is_file():
-            return f"{name} missing"
-        if _describe(path) != want:
-            return f"{name} differs from its manifest (truncated or changed)"
-    return None
+        return None, f"unreadable manifest ({err})"
+    return (listed, None) if isinstance(listed, dict) else (None, "unreadable manifest (no file list)")
+
+
+def verified_files(folder: str | Path) -> dict[str, str] | None:
+    """{relative name: sha256} of every file in `folder`'s manifest when each one is there
+    and its bytes hash to it; None when the folder does not exist, or (logged) when its
+    manifest is missing or unreadable or a file does not match."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    listed, reason = _listed(folder)
+    keep = {}
+    if listed is not None:
+        reason, keep = _check_files(folder, listed)
+    if reason:
+        log.warning("cache entry %s is damaged: %s; discarding it, it will be computed again", folder, reason)
+        return None
+    _remember(folder, keep)
+    return {name: want["sha256"] for name, want in listed.items()}
 
 
 def verify_dir(folder: str | Path) -> bool:
     """True when `folder` exists and every file its manifest lists matches; otherwise
     False, with the reason logged (a folder that does not exist is simply False)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return False
-    reason = _mismatch(folder)
-    if reason:
-        log.warning("cache entry %s is damaged: %s; discarding it, it will be computed again", folder, reason)
-    return reason is None
+    return verified_files(folder) is not None
 
 
 def discard(path: str | Path) -> None:

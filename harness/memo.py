@@ -8,6 +8,7 @@ re-run, reads them back instead of computing them again.
 
     memo = Memo("generations", namespace={"model": fp, "adapter": key, ...})
     value = memo.get(key)          # None when never computed
+    value = memo.get(key, valid=lambda v: None if isinstance(v, str) else "not a string")
     memo.put(key, value)           # appended and fsynced before returning
 
     # the loop the pipelines and the knowledge tags share: one value per item, batch by batch
@@ -17,6 +18,13 @@ Each namespace is a folder; each writing process appends JSON lines to its own f
 it (`<host>-<pid>.jsonl`), so parallel workers and nodes sharing the cache never write
 the same file. A process killed mid-write leaves at most one torn last line, which
 readers skip: what was being computed then is computed again, nothing else.
+
+Nothing read back is trusted as found. Each line carries the sha256 of its key and value
+(`checksum`); a line whose checksum does not match (an answer edited by hand, a damaged
+disk) or is missing is logged and skipped, so its value is computed again. A value whose
+checksum matches but whose type is not what the reader expects (`get(key, valid=...)`;
+`compute_in_batches` asks for a list of one value per item) is logged, dropped and
+computed again; the new line then serves later runs.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from harness.results import atomic_write_text, jsonl_rows
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1  # bump when the stored values change meaning
+FORMAT = 2  # bump when the stored values change meaning (2: every line carries its checksum)
 
 
 def content_key(obj) -> str:
@@ -41,14 +49,33 @@ def content_key(obj) -> str:
     return cache.content_key(obj, scheme=2)
 
 
+def checksum(key: str, value) -> str:
+    """What a line stores beside its key and value: the sha256 of both, as JSON."""
+    return content_key({"key": key, "value": value})
+
+
+def _line_problem(row: dict) -> str | None:
+    """Why a memo line cannot be used, or None."""
+    if "key" not in row or "value" not in row:
+        return "no 'key' and 'value'"
+    if not isinstance(row["key"], str):
+        return "'key' is not a string"
+    if "sha256" not in row:
+        return "no checksum"
+    if row["sha256"] != checksum(row["key"], row["value"]):
+        return "checksum does not match its key and value (edited or damaged)"
+    return None
+
+
 class Memo:
-    """Values under one namespace: read all at open, appended one line per `put`."""
+    """Values under one namespace: read all at open, appended one line per `put`.
+    `values` holds each key's readable values in the order read (normally one)."""
 
     def __init__(self, kind: str, *, namespace: dict, root: str | Path | None = None):
         self.namespace = {"format": FORMAT, **namespace}
         ns = content_key(self.namespace)
         self.folder = Path(root or cache_dir()) / kind / ns[:2] / ns
-        self.values: dict[str, object] = {}
+        self.values: dict[str, list] = {}
         self.hits = self.computed = 0
         if self.folder.is_dir():
             for path in sorted(self.folder.glob("*.jsonl")):
@@ -59,25 +86,41 @@ class Memo:
         # value is simply computed again
         with open(path, "rb") as f:
             for lineno, row in jsonl_rows(f, str(path), skip_damaged=True):
-                if "key" in row and "value" in row:
-                    self.values.setdefault(row["key"], row["value"])
+                problem = _line_problem(row)
+                if problem is None:
+                    self.values.setdefault(row["key"], []).append(row["value"])
                 else:
-                    log.warning("skipped %s:%d: no 'key' and 'value'", path, lineno)
+                    log.warning("skipped %s:%d: %s; its value is computed again", path, lineno, problem)
 
-    def get(self, key: str):
-        value = self.values.get(key)
-        if value is not None:
+    def get(self, key: str, *, valid=None):
+        """The value stored under `key`, or None when there is none, or none that
+        `valid(value)` (why it is not usable, or None) accepts: those are dropped, and
+        logged as a warning when the value must be computed again."""
+        found, dropped = None, []
+        for value in self.values.get(key, ()):
+            problem = "null" if value is None else valid(value) if valid is not None else None
+            if problem is None:
+                found = value
+                break
+            dropped.append(problem)
+        if dropped:
+            self.values[key] = [] if found is None else [found]
+            level = logging.WARNING if found is None else logging.INFO
+            log.log(level, "memo %s: dropped a stored value under key %s: %s%s", self.folder, key[:16],
+                    "; ".join(dropped), "; computing it again" if found is None else "")
+        if found is not None:
             self.hits += 1
-        return value
+        return found
 
     def put(self, key: str, value) -> None:
         self.computed += 1
-        self.values[key] = value
+        self.values[key] = [value]
         if not self.folder.is_dir():
             self.folder.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.folder / "namespace.json", json.dumps(self.namespace, indent=1, sort_keys=True))
         path = self.folder / f"{platform.node()}-{os.getpid()}.jsonl"
-        line = (json.dumps({"key": key, "value": value}, ensure_ascii=False) + "\n").encode("utf-8")
+        row = {"key": key, "value": value, "sha256": checksum(key, value)}
+        line = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
         with open(path, "ab+") as f:  # bytes: a torn last line may end inside a UTF-8 character
             end = f.seek(0, os.SEEK_END)
             if end > 0:  # after a torn line (a reused pid), start a fresh line
@@ -90,6 +133,17 @@ class Memo:
 
     def counts(self) -> dict:
         return {"reused": self.hits, "computed": self.computed}
+
+
+def _batch_problem(value, n: int) -> str | None:
+    """Why `value` is not a batch's values (a list of `n` non-null values), or None."""
+    if not isinstance(value, list):
+        return f"a {type(value).__name__}, not a list of {n} values"
+    if len(value) != n:
+        return f"{len(value)} values for a batch of {n}"
+    if any(v is None for v in value):
+        return "a null among the batch's values"
+    return None
 
 
 def batches(lengths: list[int], batch_size: int) -> list[list[int]]:
@@ -106,11 +160,12 @@ def compute_in_batches(lengths: list[int], *, batch_size: int, key, compute, mem
     `compute(batch)` takes a batch's item indices and returns their values in that order.
     With a `memo`, each batch is looked up first under `key(batch)` (a content key of
     everything that determines its values) and stored as soon as it is computed, so a
-    killed run loses at most the batch in flight. `progress(n)` is told of every batch."""
+    killed run loses at most the batch in flight. A stored value that is not a list of one
+    value per item is dropped and computed again. `progress(n)` is told of every batch."""
     out: list = [None] * len(lengths)
     for batch in batches(lengths, batch_size):
         k = key(batch) if memo is not None else None
-        values = memo.get(k) if memo is not None else None
+        values = memo.get(k, valid=lambda v, n=len(batch): _batch_problem(v, n)) if memo is not None else None
         if values is None:
             values = compute(batch)
             if memo is not None:

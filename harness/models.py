@@ -4,7 +4,8 @@
 `EMBEDDED_GENERATORS`), a local directory, a .gguf file, or a hub id. GGUF weights are
 dequantised once and saved as safetensors in the cache (`$HARNESS_CACHE/models/`), so
 later loads take seconds. The result carries a content fingerprint that keys adapter
-caches.
+caches: the hash of the weight, config and tokenizer files it was loaded from (for a
+converted model, the files of its cache entry, each one hashed as it is verified).
 
 `generate(lm, prompts, ...)` is batched greedy decoding; `loglikelihood(lm, pairs, ...)`
 scores continuations the way lm-evaluation-harness does (sum of token log-probabilities
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from harness.cache import cache_dir, discard, file_sha256, verify_dir, write_manifest
+from harness.cache import cache_dir, discard, file_sha256, verified_files, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -98,13 +99,24 @@ def compute_context(lm: LoadedModel):
     return contextlib.nullcontext()
 
 
-def _dir_fingerprint(folder: Path) -> str:
+MODEL_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".jinja")  # what a fingerprint covers
+SOURCE = "harness-source.json"  # a converted entry's note of its GGUF file (a path: not in the fingerprint)
+
+
+def files_fingerprint(hashes: dict[str, str]) -> str:
+    """sha256 over the names and sha256s of a model's top-level files ({name: sha256}):
+    weights, config, tokenizer and template; not harness's own notes in a cache entry."""
     h = hashlib.sha256()
-    for p in sorted(folder.iterdir()):
-        if p.is_file() and (p.suffix in (".safetensors", ".bin", ".json", ".model", ".jinja")):
-            h.update(p.name.encode())
-            h.update(file_sha256(p).encode())
+    for name in sorted(hashes):
+        if "/" not in name and name.endswith(MODEL_SUFFIXES) and not name.startswith("harness-"):
+            h.update(name.encode())
+            h.update(hashes[name].encode())
     return h.hexdigest()
+
+
+def _dir_fingerprint(folder: Path) -> str:
+    return files_fingerprint({p.name: file_sha256(p) for p in folder.iterdir()
+                              if p.is_file() and p.name.endswith(MODEL_SUFFIXES) and not p.name.startswith("harness-")})
 
 
 def embedded_gguf(name: str) -> Path:
@@ -125,14 +137,27 @@ def embedded_gguf(name: str) -> Path:
 
 
 def converted_from_gguf(gguf: Path) -> tuple[Path, str]:
-    """Dequantise a GGUF file once into safetensors under the cache; returns (dir, hash)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    """Dequantise a GGUF file once into safetensors under the cache; returns (dir,
+    fingerprint), the fingerprint that of the entry's files as just verified (every one
+    hashed), so it names what is loaded, not what was meant to be."""
     digest = file_sha256(gguf)
     target = cache_dir() / "models" / f"{gguf.stem}-{digest[:16]}"
-    if verify_dir(target):
-        return target, digest
-    discard(target)  # damaged or unfinished (a no-op when absent)
+    hashes = verified_files(target)
+    if hashes is None:
+        discard(target)  # damaged or unfinished (a no-op when absent)
+        _convert(gguf, digest, target)
+        hashes = verified_files(target)
+    if hashes is None:  # converted just now and already not what was written: the disk, not the input
+        raise ModelError(f"model.name: the converted copy of {gguf} in {target} does not match what was written "
+                         "(see the log); check the cache folder's disk")
+    return target, files_fingerprint(hashes)
+
+
+def _convert(gguf: Path, digest: str, target: Path) -> None:
+    """The dequantised safetensors copy of `gguf` (sha256 `digest`), written beside
+    `target` and renamed to it whole."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     log.info("converting %s to safetensors in %s (once)", gguf.name, target)
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     try:
@@ -145,14 +170,13 @@ def converted_from_gguf(gguf: Path) -> tuple[Path, str]:
     del model.config.quantization_config
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    (tmp / "harness-source.json").write_text(json.dumps({"gguf": str(gguf), "sha256": digest}))
+    (tmp / SOURCE).write_text(json.dumps({"gguf": str(gguf), "sha256": digest}))
     write_manifest(tmp)
     if target.exists():  # another process finished first; theirs is identical
         import shutil
         shutil.rmtree(tmp)
     else:
         tmp.rename(target)
-    return target, digest
 
 
 def _nf4_config(dtype: str):

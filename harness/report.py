@@ -13,7 +13,9 @@ grid report, goes through harness/tables.py.
 Item text, ids and model outputs are user data: `report.html` escapes all of it and
 carries a Content-Security-Policy that allows no network access and only its own script;
 `report.md` neutralises anything a Markdown viewer would render as HTML (`<tag`, `&entity;`)
-and table-breaking `|`. Unreadable result files raise `ReportError` naming the file.
+and table-breaking `|`, and text marked with `item_text` (questions, answers, outputs,
+file names) renders as exactly that text: no image, link, autolink or emphasis from it
+(`md_literal`). Unreadable result files raise `ReportError` naming the file.
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ def _provenance_blocks(d: dict) -> list[tuple]:
                             if rejected else "") + "."))
     if d.get("skipped_documents"):
         out.append(("p", f"{len(d['skipped_documents'])} unreadable file(s) skipped: "
-                         + "; ".join(s["reason"] for s in d["skipped_documents"])))
+                         + "; ".join(item_text(s["reason"]) for s in d["skipped_documents"])))
     return out
 
 
@@ -697,9 +699,9 @@ def _example_blocks(m: dict, predictions: list[dict]) -> list[tuple]:
                 flag, shown = item_outcome(r)
                 mark = {"1": f"✔ {shown}", "0": f"✘ {shown}"}.get(flag, shown).replace("✔ right", "✔").replace(
                     "✘ wrong", "✘")
-                lines.append(f"`{p}`: “{r['output']}” {mark}")
-        gold = ", ".join(first["answers"]) or "(none: unanswerable)"
-        b.append(("p", f"**{first['question']}** — gold: {gold}<br>" + "<br>".join(lines)))
+                lines.append(f"`{p}`: “{item_text(r['output'])}” {mark}")
+        gold = item_text(", ".join(first["answers"])) if first["answers"] else "(none: unanswerable)"
+        b.append(("p", f"**{item_text(first['question'])}** — gold: {gold}<br>" + "<br>".join(lines)))
     b.append(("items", predictions))
     return b
 
@@ -776,14 +778,62 @@ def served_blocks(m: dict, human: dict | None = None) -> list[tuple]:
 
 
 def md_escape(text: str) -> str:
-    """Text a Markdown viewer shows as text: no raw HTML tag, comment or entity survives
-    (`<img onerror=...>` becomes `&lt;img ...`); a lone `<` as in "p < 0.05" stays."""
+    """The report's own text as Markdown: no raw HTML tag, comment or entity survives
+    (`<img onerror=...>` becomes `&lt;img ...`); a lone `<` as in "p < 0.05" stays, and so
+    does the report's markup (`**bold**`, `` `code` ``)."""
     text = re.sub(r"&(?=#?[A-Za-z0-9]+;)", "&amp;", text)
     return re.sub(r"<(?=[A-Za-z/!?])", "&lt;", text)
 
 
+_ITEM = re.compile("\x02([^\x02\x03]*)\x03")  # item_text's marks
+# What a viewer links without any markup: URLs with a scheme, www. names, e-mail addresses
+# (GFM's extended autolinks, and linkify's), without trailing punctuation, up to a character
+# that a code span could not hold as is.
+_LINKABLE = re.compile(r"(?i)(?:\b[a-z][a-z0-9+.-]*://|\bwww\.)[^\s`|<>\\]*(?<![.,;:!?)\]'\"])"
+                       r"|[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_MD_ACTIVE = re.compile(r"([\\`*_\[\]()!|~$])")  # inline markup, escaped with a backslash (CommonMark)
+
+
+def item_text(text: str) -> str:
+    """Text from an item (a question, an answer, a model output, a file name) marked for
+    the renderers: `to_markdown` shows every character of it as text (`md_literal`) and
+    `to_html` only HTML-escapes it; neither reads it as the report's own markup."""
+    return "\x02" + re.sub("[\x02\x03]", "", text) + "\x03"
+
+
+def _md_inert(text: str) -> str:
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MD_ACTIVE.sub(r"\\\1", text)
+
+
+def md_literal(text: str) -> str:
+    """Item text as Markdown that renders as exactly that text: every character that
+    could start inline markup (emphasis, code, links and images, raw HTML and entities,
+    strikethrough, math, a table cell's end) is escaped, line breaks become spaces (so no
+    heading, list or link definition can start), and URLs and e-mail addresses become
+    code spans, which no viewer turns into links."""
+    text, out, pos = re.sub(r"[\r\n]+", " ", text), [], 0
+    for m in _LINKABLE.finditer(text):
+        out += [_md_inert(text[pos:m.start()]), f"`{m.group()}`"]
+        pos = m.end()
+    return "".join(out) + _md_inert(text[pos:])
+
+
+def _md_text(text: str, *, breaks: bool = False) -> str:
+    """A block's text as Markdown: the report's own parts through `md_escape` (with
+    `breaks`, its `<br>` as Markdown line breaks), the parts marked by `item_text` through
+    `md_literal`."""
+    def own(part: str) -> str:
+        return "  \n".join(map(md_escape, part.split("<br>"))) if breaks else md_escape(part)
+
+    parts = _ITEM.split(text)  # own text, item text, own text, ...
+    return "".join(md_literal(part) if i % 2 else own(part) for i, part in enumerate(parts))
+
+
 def _md_cell(text: str) -> str:
-    return md_escape(text).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+    parts = _ITEM.split(text.replace("\r", " ").replace("\n", " "))
+    return "".join(md_literal(part) if i % 2 else md_escape(part).replace("|", "\\|")
+                   for i, part in enumerate(parts))
 
 
 def to_markdown(blocks: list[tuple], *, figure_dir: str | None = None) -> str:
@@ -791,11 +841,11 @@ def to_markdown(blocks: list[tuple], *, figure_dir: str | None = None) -> str:
     for block in blocks:
         kind = block[0]
         if kind == "h1":
-            out += [f"# {md_escape(block[1])}", ""]
+            out += [f"# {_md_text(block[1])}", ""]
         elif kind == "h2":
-            out += [f"## {md_escape(block[1])}", ""]
+            out += [f"## {_md_text(block[1])}", ""]
         elif kind == "p":
-            out += ["  \n".join(md_escape(part) for part in block[1].split("<br>")), ""]
+            out += [_md_text(block[1], breaks=True), ""]
         elif kind == "table":
             out += [*markdown_table(block[1], block[2], cell=_md_cell), ""]
         elif kind == "figure" and block[2] is not None and figure_dir:
@@ -807,13 +857,19 @@ def to_markdown(blocks: list[tuple], *, figure_dir: str | None = None) -> str:
 
 
 def _md_inline(text: str) -> str:
-    """The little Markdown the blocks use (**bold**, `code`, <br>) as HTML."""
-    import re
+    """The little Markdown the blocks use (**bold**, *emphasis*, `code`, <br>) as HTML; text marked
+    by `item_text` is only escaped, never read as markup."""
+    items: list[str] = []
 
-    t = html.escape(text).replace("&lt;br&gt;", "<br>")
+    def hold(m: re.Match) -> str:
+        items.append(html.escape(m.group(1)))
+        return f"\x02{len(items) - 1}\x03"
+
+    t = html.escape(_ITEM.sub(hold, text)).replace("&lt;br&gt;", "<br>")
     t = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", t)
     t = re.sub(r"(?<![\w*\\])\*(?=\S)(.+?)(?<=\S)\*(?![\w*])", r"<em>\1</em>", t)
-    return re.sub(r"`(.+?)`", r"<code>\1</code>", t)
+    t = re.sub(r"`(.+?)`", r"<code>\1</code>", t)
+    return re.sub("\x02(\\d+)\x03", lambda m: items[int(m.group(1))], t)
 
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}

@@ -15,7 +15,9 @@ bf16 autocast where that is the compute dtype, data parallel under torchrun or
   ends with the weights an uninterrupted run gives, bit for bit on a CPU. Harness's own
   checkpoint files are safetensors and JSON; what `Trainer` writes (optimizer, schedule,
   random states) it reads back with `torch.load(weights_only=True)` only, so nothing in a
-  shared cache folder is unpickled;
+  shared cache folder is unpickled. A checkpoint that fails that loading (a planted
+  pickle, a damaged file) is discarded with a warning before Trainer sees it, and training
+  resumes from the newest sound one, or from the start;
 - the costs: tokens, wall time, peak memory (PeakMemory), steps run by this process.
 
 It saves the adapter (or, for `full`, the whole model) to `out_dir` and returns a
@@ -30,16 +32,20 @@ import json
 import logging
 import math
 import os
+import pickle
+import re
 import resource
 import shutil
 import tempfile
 import threading
 import time
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
+from harness.cache import discard
 from harness.models import LoadedModel, compute_context
 from harness.results import atomic_write_file
 from harness.train import Example, Material, TrainError, prepare_material
@@ -142,6 +148,9 @@ class TrainResult:
 
 
 WEIGHTS_FILE = "harness-weights.safetensors"  # what a checkpoint folder holds of the model
+# What Trainer's resume reads with torch.load(weights_only=True); the random states inside
+# transformers' safe_globals (numpy's), as Trainer reads them.
+TORCH_STATE_FILES = ("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state*.pth")
 SCHEDULES = ("linear", "cosine", "constant_with_warmup")
 
 
@@ -296,9 +305,45 @@ def _callback_class():
     return Callback
 
 
+def _load_error(err: Exception) -> str:
+    """What torch.load refused, in a few words: its message goes on to suggest allowlisting
+    the global, or weights_only=False, which harness never does."""
+    text = str(err)
+    found = re.search(r"Unsupported (?:global: GLOBAL \S+|operand \d+)", text)
+    if found:
+        return found.group(0)
+    if isinstance(err, pickle.UnpicklingError):
+        return "refused by the weights-only unpickler"
+    return (text.splitlines() or [type(err).__name__])[0][:200]
+
+
+def _checkpoint_problem(folder: Path) -> str | None:
+    """Why resuming from `folder` would fail, or None: each file Trainer reads with
+    torch.load must load with weights_only=True as Trainer loads it (memory-mapped here,
+    so an optimizer state the size of the model is not read twice), and the weights must
+    be readable safetensors."""
+    from safetensors import SafetensorError, safe_open
+    from transformers.trainer_pt_utils import safe_globals
+
+    for path in sorted(p for pattern in TORCH_STATE_FILES for p in folder.glob(pattern)):
+        allowed = safe_globals() if path.name.startswith("rng_state") else contextlib.nullcontext()
+        try:
+            with allowed:
+                torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, KeyError) as err:
+            return f"{path.name} does not load with torch.load(weights_only=True) ({_load_error(err)})"
+    try:
+        with safe_open(str(folder / WEIGHTS_FILE), framework="pt") as f:
+            f.keys()
+    except (SafetensorError, OSError) as err:
+        return f"{WEIGHTS_FILE} is not readable safetensors ({str(err)[:200]})"
+    return None
+
+
 def _latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint: trainer_state.json is the last file Trainer
-    writes into one, and older ones are removed only after it."""
+    """The newest complete checkpoint that loads safely. trainer_state.json is the last
+    file Trainer writes into one, and older ones are removed only after it. A checkpoint
+    that fails `_checkpoint_problem` is discarded (logged), and the one before it tried."""
     found = []
     for folder in run_dir.glob("checkpoint-*"):
         try:
@@ -307,7 +352,14 @@ def _latest_checkpoint(run_dir: Path) -> Path | None:
             continue
         if (folder / WEIGHTS_FILE).is_file():
             found.append((int(folder.name.split("-")[-1]), folder))
-    return max(found)[1] if found else None
+    for _, folder in sorted(found, reverse=True):
+        problem = _checkpoint_problem(folder)
+        if problem is None:
+            return folder
+        log.warning("checkpoint %s is discarded: %s; training resumes from an earlier checkpoint, or from the "
+                    "start", folder, problem)
+        discard(folder)
+    return None
 
 
 def _make_trainable(lm: LoadedModel, *, method: str, rank: int, alpha: float, dropout: float, target_modules,

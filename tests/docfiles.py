@@ -1,5 +1,7 @@
 """Real document files for the tests, produced with the libraries that write them
-(fpdf2 for PDF, python-docx for Word): no binary is committed."""
+(fpdf2 for PDF, python-docx for Word), and hostile ones built from them or by hand (a PDF
+nested 200,000 deep, a .docx with broken XML or a member that does not inflate): no
+binary is committed."""
 
 from __future__ import annotations
 
@@ -8,15 +10,42 @@ from pathlib import Path
 
 
 def write_pdf(path: Path, paragraphs: list[str]) -> Path:
+    return write_pdf_pages(path, [paragraphs])
+
+
+def write_pdf_pages(path: Path, pages: list[list[str]]) -> Path:
+    """A PDF with one page per list of paragraphs."""
     from fpdf import FPDF
 
     pdf = FPDF()
-    pdf.add_page()
     pdf.set_font("Helvetica", size=11)
-    for text in paragraphs:
-        pdf.multi_cell(0, 6, text)
-        pdf.ln(3)
+    for paragraphs in pages:
+        pdf.add_page()
+        for text in paragraphs:
+            pdf.multi_cell(0, 6, text)
+            pdf.ln(3)
     pdf.output(str(path))
+    return path
+
+
+def write_deep_pdf(path: Path, *, depth: int) -> Path:
+    """A one-page PDF, by hand, whose content stream shows "Hello" and then an array
+    nested `depth` deep (pypdf parses arrays recursively)."""
+    content = b"BT /F1 12 Tf 72 712 Td (Hello) Tj " + b"[" * depth + b"]" * depth + b" TJ ET"
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+               b"/Resources << /Font << /F1 5 0 R >> >> >>",
+               b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream",
+               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    out, offsets = bytearray(b"%PDF-1.4\n"), []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    path.write_bytes(bytes(out))
     return path
 
 
@@ -42,7 +71,13 @@ def write_encrypted_pdf(path: Path, paragraphs: list[str]) -> Path:
     return path
 
 
-def write_docx(path: Path, paragraphs: list[str], table: list[list[str]] | None = None) -> Path:
+def write_docx(path: Path, paragraphs: list[str], table: list[list[str]] | None = None, *,
+               merge: list[tuple[tuple[int, int], tuple[int, int]]] = (),
+               merge_down: list[tuple[int, int, int]] = ()) -> Path:
+    """Paragraphs, then a table. `merge` lists (top-left, bottom-right) cells merged by
+    python-docx (the merged cell keeps the text of the cells it covers); `merge_down`
+    lists (column, first row, last row) merged as Word writes it, one `vMerge` mark per
+    cell (python-docx's own merge recurses once per row, so it cannot make a long one)."""
     import docx
 
     document = docx.Document()
@@ -50,10 +85,41 @@ def write_docx(path: Path, paragraphs: list[str], table: list[list[str]] | None 
         document.add_paragraph(text)
     if table:
         grid = document.add_table(rows=len(table), cols=len(table[0]))
-        for r, row in enumerate(table):
-            for c, value in enumerate(row):
-                grid.cell(r, c).text = value
+        rows = list(grid.rows)
+        for row, values in zip(rows, table):
+            for cell, value in zip(row.cells, values):
+                cell.text = value
+        for (r0, c0), (r1, c1) in merge:
+            grid.cell(r0, c0).merge(grid.cell(r1, c1))
+        for c, r0, r1 in merge_down:
+            for r in range(r0, r1 + 1):
+                rows[r]._tr.tc_lst[c].vMerge = "restart" if r == r0 else "continue"
     document.save(str(path))
+    return path
+
+
+def replace_docx_member(path: Path, member: str, data: bytes) -> Path:
+    """A real .docx with one member's bytes replaced (broken XML, a missing body)."""
+    good = path.with_name(f"good-{path.name}")
+    write_docx(good, ["A harmless looking paragraph."])
+    with zipfile.ZipFile(good) as source, zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as out:
+        for info in source.infolist():
+            out.writestr(info, data if info.filename == member else source.read(info))
+    good.unlink()
+    return path
+
+
+def corrupt_docx_member(path: Path, member: str = "word/document.xml") -> Path:
+    """A real .docx whose member's compressed bytes are flipped: the zip's directory
+    reads, the member does not inflate."""
+    write_docx(path, ["A harmless looking paragraph that is long enough to compress. " * 4])
+    raw = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(member)
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    for i in range(start + 10, start + 40):
+        raw[i] ^= 0xFF
+    path.write_bytes(bytes(raw))
     return path
 
 

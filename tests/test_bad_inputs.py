@@ -15,6 +15,7 @@ file-size limit) and checks the contract:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -33,6 +34,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from docfiles import corrupt_docx_member, replace_docx_member, write_deep_pdf  # noqa: E402  (the path above)
 
 GOOD_Q = {"id": "q1", "question": "Who runs engineering at Halvard Station?", "answers": ["Mira Tolland"],
           "choices": ["Ilse Varga", "Mira Tolland", "Kestrel Ostrel", "Brannock Quell"], "answer_index": 1}
@@ -206,6 +208,37 @@ def _served_run_recorded(box: Box, out: str) -> None:
     tokens = m["costs"]["pipelines"]["base"]["served_tokens"]
     assert tokens["prompt_tokens"] > 0 and tokens["completion_tokens"] > 0
 
+def _passwd_nowhere(box: Box, out: str) -> None:
+    """The link was skipped and listed, and nothing of /etc/passwd reached a result file
+    (predictions hold the prompts' retrieved passages)."""
+    run = box.results / "case"
+    m = json.loads((run / "metrics.json").read_text())
+    assert [s["file"] for s in m["data"]["skipped_documents"]] == ["passwd.txt"] and m["data"]["documents"] == 1
+    lines = [line for line in Path("/etc/passwd").read_text().splitlines() if len(line) > 8]
+    assert lines
+    for f in [p for p in run.rglob("*") if p.is_file() and p.suffix in (".json", ".jsonl", ".md", ".html")]:
+        text = f.read_text(encoding="utf-8")
+        assert not [line for line in lines if line in text], f
+
+
+MARKDOWN_ITEM = "Who? ![x](http://127.0.0.1:9/x.png) <http://127.0.0.1:9/a> http://127.0.0.1:9/b www.example.com a | b"
+
+
+def _markdown_items(b: Box) -> list[str]:
+    run = b.finished_run()
+    row = {"question_id": "q1", "pipeline": "base", "question": MARKDOWN_ITEM, "answers": ["[c](javascript:alert(1))"],
+           "output": "x", "answerable": True, "scores": {"contains": 0.0}, "retrieved": []}
+    (run / "predictions.jsonl").write_text(json.dumps(row) + "\n")
+    return ["report", str(run)]
+
+
+def _markdown_inert(box: Box, out: str) -> None:
+    from test_security import render_markdown
+
+    page = render_markdown((box.results / "run" / "report.md").read_text())
+    assert f"{MARKDOWN_ITEM} — gold: [c](javascript:alert(1))" in page.text()
+    assert not [t for t, _ in page.tags if t in ("a", "img", "script")]
+
 
 Q = GOOD_Q
 CASES = [
@@ -373,7 +406,7 @@ CASES = [
          lambda b: ["run", b.config(output_dir=str(b.file("afile", "x") / "sub"))], r"output_dir: .*afile is a file"),
     Case("results-not-writable", "places", "results folder not writable",
          lambda b: (b.results.mkdir(), b.results.chmod(0o555), ["run", b.config()])[-1],
-         r"--results-dir|output_dir: .*not writable \(Permission denied\)", process=True, unprivileged=True),
+         r"(--results-dir|output_dir): .*not writable \(Permission denied\)", process=True, unprivileged=True),
     Case("cache-is-file", "places", "`HARNESS_CACHE` naming a file (caught before model conversion)",
          lambda b: (b.env.update(HARNESS_CACHE=str(b.file("cachefile", "x"))), ["run", b.config()])[-1],
          r"\$HARNESS_CACHE: .*cachefile is a file"),
@@ -477,8 +510,211 @@ CASES = [
          r"logprobs\.token_logprobs that are not a list as long as logprobs\.tokens"),
     Case("endpoint-working", "endpoint", "the same fake server, working", lambda b: ["run", _served(b, fault="ok")],
          expect="accepted (the cases above differ from it in one thing each)", check=_served_run_recorded),
+    # ---- documents and report (#22) -------------------------------------------------------
+    Case("docs-link-out", "documents", "`docs/passwd.txt -> /etc/passwd` (a link out of the documents folder)",
+         lambda b: ["validate", b.own_data(docs=_docs(b, link=("passwd.txt", "/etc/passwd")))],
+         r"docs/passwd\.txt: a link to /etc/passwd, outside the documents folder; refused"),
+    Case("docs-link-out-skipped", "documents", "the same link with `data.skip_unreadable: true`, then a run",
+         lambda b: ["run", b.own_data(docs=_docs(b, link=("passwd.txt", "/etc/passwd")), data__skip_unreadable=True,
+                                      eval={"pipelines": ["base", "rag"], "max_new_tokens": 4,
+                                            "bootstrap_samples": 100})],
+         expect="accepted: listed in `data.skipped_documents`; no line of /etc/passwd in any result file",
+         check=_passwd_nowhere),
+    Case("docs-folder-link-out", "documents", "`docs/etc -> /etc` (a folder link out of the documents folder)",
+         lambda b: ["validate", b.own_data(docs=_docs(b, link=("etc", "/etc")))],
+         r"docs/etc: a link to /etc, outside the documents folder; refused"),
+    Case("docs-fifo", "documents", "a FIFO in the documents folder",
+         lambda b: ["validate", b.own_data(docs=_docs(b, fifo="pipe.txt"))],
+         r"docs/pipe\.txt: a FIFO, not a document; refused", quick=30),
+    Case("docs-unreadable", "documents", "a document without read permission (mode 000)",
+         lambda b: ["validate", b.own_data(docs=_docs(b, locked="locked.md"))],
+         r"docs/locked\.md: cannot read \(Permission denied\)", process=True, unprivileged=True),
+    Case("docs-nested-html", "documents", "1.1 MB of nested `<div>` (took over 180 s before)",
+         lambda b: ["validate", b.own_data(docs=_docs(b, files={"page.html": _nested_divs(100_000)}))],
+         r"docs/page\.html: HTML nested deeper than 512 elements", quick=30),
+    Case("docs-nested-pdf", "documents", "a PDF nested 200,000 deep (a 3,001-line RecursionError before)",
+         lambda b: ["validate", b.own_data(docs=_docs(b, make=lambda d: write_deep_pdf(d / "deep.pdf", depth=200_000)))],
+         r"docs/deep\.pdf: not a readable PDF \(objects nested deeper than Python's recursion limit", quick=30),
+    Case("docs-docx-xml", "documents", "a .docx with broken XML (an lxml traceback before)",
+         lambda b: ["validate", b.own_data(docs=_docs(b, make=lambda d: replace_docx_member(
+             d / "broken.docx", "word/document.xml", b"<w:document><unclosed")))],
+         r"docs/broken\.docx: not a valid \.docx \(Namespace prefix w on document is not defined"),
+    Case("docs-docx-inflate", "documents", "a .docx whose document member does not inflate",
+         lambda b: ["validate", b.own_data(docs=_docs(b, make=lambda d: corrupt_docx_member(d / "bad.docx")))],
+         r"docs/bad\.docx: not a valid \.docx \(Error -3 while decompressing data"),
+    Case("report-markdown", "documents", "`report` on items holding `![x](http://…)`, `[c](javascript:…)`, "
+         "`<http://…>`, a bare URL and a pipe", _markdown_items,
+         expect="accepted: report.md renders them as text (no image, link or cell from an item)",
+         check=_markdown_inert),
 ]
 
+
+# ---- caches (#22): damaged, edited or planted entries in a cache a run has filled -------
+# Each case fills its own cache (HARNESS_CACHE below the case's folder) with a first run,
+# damages one entry, and runs again: the entry is rebuilt, and the case's check says how.
+# The seeded cache of every other case is not touched, so its "unchanged" check stands.
+
+class _Plant:
+    """Unpickled by anything but a weights-only loader, it creates the file `marker`."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+@contextlib.contextmanager
+def _environ(**values: str):
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
+def _own_cache(b: Box) -> Path:
+    b.env["HARNESS_CACHE"] = str(b.root / "run-cache")
+    return b.root / "run-cache"
+
+
+SMALL_EVAL = {"max_new_tokens": 4, "batch_size": 4, "bootstrap_samples": 100}
+SMALL_TRAIN = {"objective": "sft", "rank": 4, "alpha": 8, "max_steps": 3, "batch_size": 4, "max_length": 96}
+
+
+def _first_run(b: Box, cfg: str) -> None:
+    """The run that fills the case's cache (its results go elsewhere)."""
+    from harness.config import load_config
+    from harness.runner import run_experiment
+
+    with _environ(HARNESS_CACHE=b.env["HARNESS_CACHE"], TQDM_DISABLE="1"):
+        run_experiment(load_config(cfg), results_root=b.root / "first")
+
+
+def _memo_rows(cache: Path, edit) -> int:
+    """Rewrite every generation memo line with `edit(row)`; returns how many there were."""
+    n = 0
+    for path in cache.glob("generations/*/*/*.jsonl"):
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        path.write_text("".join(json.dumps(edit(r), ensure_ascii=False) + "\n" for r in rows))
+        n += len(rows)
+    return n
+
+
+def _memo_edited(b: Box) -> list[str]:
+    _own_cache(b)
+    cfg = b.config(eval={"pipelines": ["base"], **SMALL_EVAL}, data={"max_questions": 4, **b.raw()["data"]})
+    _first_run(b, cfg)
+    def edited(row: dict) -> dict:  # answers (and the closed-book answers of the knowledge tags) rewritten
+        return {**row, "value": [{**v, "output": "EDITED BY HAND"} if isinstance(v, dict) else "EDITED BY HAND"
+                                 for v in row["value"]]}
+
+    assert _memo_rows(Path(b.env["HARNESS_CACHE"]), edited) > 0
+    return ["run", cfg]
+
+
+def _checksum(key: str, value) -> str:
+    """A memo line's checksum, as harness/memo.py defines it: sha256 of {key, value} as canonical JSON."""
+    return hashlib.sha256(json.dumps({"key": key, "value": value}, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def _memo_wrong_type(b: Box) -> list[str]:
+    _own_cache(b)
+    cfg = b.config(eval={"pipelines": ["base"], **SMALL_EVAL}, data={"max_questions": 4, **b.raw()["data"]})
+    _first_run(b, cfg)
+    assert _memo_rows(Path(b.env["HARNESS_CACHE"]), lambda r: {**r, "value": 7, "sha256": _checksum(r["key"], 7)})
+    return ["run", cfg]
+
+
+def _model_answers(b: Box, out: str) -> None:
+    """The second run answered with the model: no edited text, every batch computed again,
+    and the same answers as the first run before the edit."""
+    from harness.results import read_jsonl
+
+    def answers(folder: Path) -> list:
+        return [(r["question_id"], r["output"]) for r in read_jsonl(folder / "predictions.jsonl")]
+
+    m = json.loads((b.results / "case" / "metrics.json").read_text())
+    assert m["costs"]["pipelines"]["base"]["batches"]["reused"] == 0, m["costs"]["pipelines"]
+    assert answers(b.results / "case") == answers(b.root / "first" / "case")
+    assert "EDITED" not in (b.results / "case" / "predictions.jsonl").read_text()
+    _assert_cache_sound(Path(b.env["HARNESS_CACHE"]))
+
+
+def _adapter_zeroed(b: Box) -> list[str]:
+    cache = _own_cache(b)
+    cfg = b.config(eval={"pipelines": ["base", "finetuned"], **SMALL_EVAL}, train=SMALL_TRAIN,
+                   data={"max_questions": 4, **b.raw()["data"]})
+    _first_run(b, cfg)
+    (weights,) = cache.glob("adapters/*/adapter_model.safetensors")
+    size = weights.stat().st_size
+    with open(weights, "r+b") as f:  # zeros over the middle, the size unchanged
+        f.seek(size // 2)
+        f.write(bytes(min(4096, size // 4)))
+    return ["run", cfg]
+
+
+def _adapter_trained_again(b: Box, out: str) -> None:
+    m = json.loads((b.results / "case" / "metrics.json").read_text())
+    first = json.loads((b.root / "first" / "case" / "metrics.json").read_text())
+    assert m["costs"]["training"]["from_cache"] is False
+    assert m["pipelines"]["finetuned"] == first["pipelines"]["finetuned"]  # the same adapter, trained again
+    _assert_cache_sound(Path(b.env["HARNESS_CACHE"]))
+
+
+class _Stop(Exception):
+    pass
+
+
+def _checkpoint_planted(b: Box) -> list[str]:
+    """A run killed after its first training checkpoint, then a pickle planted in it."""
+    import torch
+    import transformers
+
+    cache = _own_cache(b)
+    cfg = b.config(eval={"pipelines": ["base", "finetuned"], **SMALL_EVAL}, train=SMALL_TRAIN,
+                   data={"max_questions": 4, **b.raw()["data"]})
+    real = transformers.Trainer._save_checkpoint
+
+    def save_then_stop(self, *a, **kw):
+        real(self, *a, **kw)
+        raise _Stop
+
+    transformers.Trainer._save_checkpoint = save_then_stop
+    try:
+        _first_run(b, cfg)
+    except _Stop:
+        pass
+    finally:
+        transformers.Trainer._save_checkpoint = real
+    (optimizer,) = cache.glob("adapters/*.partial/trainer/checkpoint-1/optimizer.pt")
+    torch.save({"state": {}, "param_groups": [], "hook": _Plant(b.root / "pwned")}, optimizer)
+    return ["run", cfg]
+
+
+def _checkpoint_discarded(b: Box, out: str) -> None:
+    assert not (b.root / "pwned").exists()  # the planted pickle never ran
+    training = json.loads((b.results / "case" / "metrics.json").read_text())["costs"]["training"]
+    assert training["resumed_from_step"] == 0 and training["steps_run"] == training["steps"] == 3
+    _assert_cache_sound(Path(b.env["HARNESS_CACHE"]))
+
+
+CASES += [
+    Case("cache-memo-edited", "caches", "an answer in the generation memo edited by hand",
+         _memo_edited, check=_model_answers,
+         expect="accepted: the line fails its checksum; logged, skipped and answered by the model again"),
+    Case("cache-memo-wrong-type", "caches", "a generation memo value of the wrong type (a number, checksum intact)",
+         _memo_wrong_type, check=_model_answers, expect="accepted: logged, dropped and answered by the model again"),
+    Case("cache-adapter-zeroed", "caches", "a cached adapter's weights zeroed in the middle, same size",
+         _adapter_zeroed, check=_adapter_trained_again,
+         expect="accepted: every cached file is hashed; the adapter is discarded and trained again"),
+    Case("cache-checkpoint-pickle", "caches", "a pickle planted in a resumable training checkpoint",
+         _checkpoint_planted, check=_checkpoint_discarded,
+         expect="accepted: it fails `torch.load(weights_only=True)`, never runs; the checkpoint is discarded and "
+                "training starts over"),
+]
 
 def _two_files(b: Box, *names: str) -> Path:
     for name in names:
@@ -651,6 +887,27 @@ CASES += [
          r"harness\.yaml: already exists; pass --force to replace it \(it is kept as"),
 ]
 
+def _docs(b: Box, *, link: tuple[str, str] | None = None, fifo: str | None = None, locked: str | None = None,
+          files: dict[str, str] | None = None, make: Callable[[Path], Path] | None = None) -> Path:
+    """A documents folder: one good document and the case's own entry."""
+    docs = b.root / "docs"
+    b.file("docs/station.md", "Mira Tolland runs engineering at Halvard Station.")
+    if link:
+        (docs / link[0]).symlink_to(link[1])
+    if fifo:
+        os.mkfifo(docs / fifo)
+    if locked:
+        b.file(f"docs/{locked}", "The vault code is 7731.").chmod(0)
+    for name, text in (files or {}).items():
+        b.file(f"docs/{name}", text)
+    if make:
+        make(docs)
+    return docs
+
+
+def _nested_divs(depth: int) -> str:
+    return "<html><body>" + "<div>" * depth + "deep" + "</div>" * depth + "</body></html>"
+
 
 def _snapshot(folder: Path) -> dict[str, str]:
     if not folder.exists():
@@ -687,9 +944,33 @@ def _harness_script() -> list[str]:
     return [str(script)]
 
 
+def _cannot_run(reason: str) -> None:
+    """A case that cannot test what it says here: a failure under HARNESS_STRICT=1 (CI
+    must run it), a skip that says why otherwise; never a plain run that passes."""
+    if os.environ.get("HARNESS_STRICT") == "1":
+        pytest.fail(f"HARNESS_STRICT=1: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def _unprivileged_prefix() -> list[str]:
+    """How an unprivileged case's process starts: as root, under setpriv with every
+    capability dropped (the case's files stay root's own, so only their mode bits decide);
+    as any other user, as is. Either way the premise is checked in that process: no
+    capability that overrides file permissions (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH)."""
+    prefix = []
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            _cannot_run("running as root without setpriv (util-linux): root's permission override cannot be dropped")
+        prefix = ["setpriv", "--inh-caps=-all", "--bounding-set=-all", "--"]
+    status = subprocess.run(prefix + ["cat", "/proc/self/status"], capture_output=True, text=True, check=True).stdout
+    effective = int(re.search(r"^CapEff:\s*([0-9a-f]+)$", status, re.M).group(1), 16)
+    assert effective & 0b110 == 0, f"the case's process keeps a permission override (CapEff {effective:x})"
+    return prefix
+
+
 def _run_process(case: Case, box: Box, argv: list[str]) -> tuple[int, str, str]:
     env = {**os.environ, **box.env, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1"}
-    prefix = ["setpriv", "--inh-caps=-all", "--bounding-set=-all", "--"] if case.unprivileged else []
+    prefix = _unprivileged_prefix() if case.unprivileged else []
 
     def limit():
         if case.fsize:
@@ -704,9 +985,7 @@ def _run_process(case: Case, box: Box, argv: list[str]) -> tuple[int, str, str]:
 def test_bad_input(case: Case, tiny_model_dir, tmp_path, monkeypatch, capsys):
     from harness.cli import main
 
-    if case.unprivileged and (os.geteuid() != 0 or not shutil.which("setpriv")):
-        # Without root, chmod alone makes the folder unwritable; the case is the same.
-        case = Case(**{**case.__dict__, "unprivileged": False})
+    assert not case.unprivileged or case.process, f"{case.id}: unprivileged needs a process of its own"
     box = Box(tmp_path, tiny_model_dir)
     _seed_cache(box.cache)
     monkeypatch.chdir(tmp_path)

@@ -1,8 +1,12 @@
 """Cached artifacts are verified when read: each one truncated is logged, discarded and
 computed again, never used and never fatal (harness/cache.py)."""
 
+import hashlib
 import json
 import logging
+import os
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -53,15 +57,146 @@ def test_folder_entry_verifies_and_a_truncated_file_fails_it(tmp_path, caplog):
     assert not folder.exists() and not list((tmp_path / "models").iterdir())
 
 
-def test_large_files_are_checked_by_size(tmp_path, monkeypatch):
-    monkeypatch.setattr(cache, "HASH_LIMIT", 10)
+def _sparse(path, size: int):
+    """A file of `size` zero bytes that takes no disk (and hashes at memory speed)."""
+    with open(path, "wb") as f:
+        f.truncate(size)
+    return path
+
+
+def _poke(path, offset: int, data: bytes) -> None:
+    """Overwrite bytes in place: the file keeps its size."""
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+
+
+def test_a_same_size_change_to_a_large_file_fails_its_entry(tmp_path, caplog):
+    """Model weights are hundreds of MiB: one changed byte in the middle, at the same size,
+    is a damaged entry (it was checked by size only above 64 MiB)."""
+    folder = tmp_path / "m"
+    folder.mkdir()
+    weights = _sparse(folder / "model.safetensors", 80 << 20)
+    cache.write_manifest(folder)
+    listed = json.loads((folder / cache.MANIFEST).read_text())["files"]["model.safetensors"]
+    assert listed == {"bytes": 80 << 20, "sha256": hashlib.sha256(bytes(80 << 20)).hexdigest()}
+    assert cache.verify_dir(folder)
+    _poke(weights, 40 << 20, b"\x01")
+    assert weights.stat().st_size == 80 << 20
+    with caplog.at_level(logging.WARNING):
+        assert not cache.verify_dir(folder)
+    assert "model.safetensors differs from its manifest" in caplog.text
+
+
+def test_an_entry_whose_manifest_has_sizes_only_is_not_trusted(tmp_path, caplog):
+    """Manifests written while large files were checked by size carry no sha256 for them:
+    such an entry cannot be verified, so it is rebuilt."""
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "w.bin").write_bytes(b"x" * 100)
+    (folder / cache.MANIFEST).write_text(json.dumps({"files": {"w.bin": {"bytes": 100}}}))
+    with caplog.at_level(logging.WARNING):
+        assert not cache.verify_dir(folder)
+    assert "w.bin has no sha256" in caplog.text
+
+
+def _counting_hashes(monkeypatch) -> list:
+    real, hashed = cache.file_sha256, []
+    monkeypatch.setattr(cache, "file_sha256", lambda p: (hashed.append(Path(p).name), real(p))[1])
+    return hashed
+
+
+def test_a_verified_hash_is_reused_while_the_file_is_untouched_and_any_write_rehashes(tmp_path, monkeypatch):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    weights = folder / "model.safetensors"
+    weights.write_bytes(b"w" * 4096)
+    cache.write_manifest(folder)
+    monkeypatch.setattr(cache, "RACY_SECONDS", 0.0)  # else a file this new is hashed every time
+    hashed = _counting_hashes(monkeypatch)
+    assert cache.verify_dir(folder) and hashed == ["model.safetensors"]
+    assert cache.verify_dir(folder) and hashed == ["model.safetensors"]  # remembered: not read again
+    before = weights.stat()
+    time.sleep(0.05)  # past the filesystem's timestamp tick, so the write below moves the ctime
+    _poke(weights, 100, b"W")  # same size, and the mtime set back as it was
+    os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert weights.stat().st_mtime_ns == before.st_mtime_ns and weights.stat().st_size == before.st_size
+    assert not cache.verify_dir(folder) and hashed == ["model.safetensors"] * 2
+
+
+def test_a_file_changed_just_before_a_check_is_hashed_again_at_the_next(tmp_path, monkeypatch):
+    """Within the filesystem's timestamp tick a write can leave size, mtime and ctime as
+    they were: what changed less than RACY_SECONDS before a check is not remembered."""
     folder = tmp_path / "m"
     folder.mkdir()
     (folder / "w.bin").write_bytes(b"x" * 100)
     cache.write_manifest(folder)
-    assert json.loads((folder / cache.MANIFEST).read_text())["files"]["w.bin"] == {"bytes": 100}
-    (folder / "w.bin").write_bytes(b"x" * 99)
+    hashed = _counting_hashes(monkeypatch)
+    assert cache.verify_dir(folder) and cache.verify_dir(folder) and hashed == ["w.bin", "w.bin"]
+    assert not (folder / cache.VERIFIED).exists()
+    _poke(folder / "w.bin", 0, b"y")  # possibly in the same tick as the write above
     assert not cache.verify_dir(folder)
+
+
+def test_a_tampered_verified_record_does_not_vouch_for_a_changed_file(tmp_path, monkeypatch):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "w.bin").write_bytes(b"x" * 100)
+    cache.write_manifest(folder)
+    monkeypatch.setattr(cache, "RACY_SECONDS", 0.0)
+    assert cache.verify_dir(folder)
+    (folder / "w.bin").write_bytes(b"y" * 100)  # a new inode or ctime: the record no longer matches
+    (folder / cache.VERIFIED).write_text("not json")
+    assert not cache.verify_dir(folder)
+
+
+def _fake_gguf_conversion(monkeypatch, model_dir):
+    """`converted_from_gguf` on a stand-in .gguf file: transformers' GGUF reader replaced
+    by loading the tiny Llama, so the cache entry's handling runs for real in seconds."""
+    import transformers
+
+    real_model, real_tok = transformers.AutoModelForCausalLM.from_pretrained, transformers.AutoTokenizer.from_pretrained
+    conversions = []
+
+    def model(_, *, gguf_file, **kw):
+        conversions.append(gguf_file)
+        m = real_model(model_dir, **kw)
+        m.config.quantization_config = {}  # what a GGUF load carries, and the converter drops
+        return m
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", model)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda _, *, gguf_file: real_tok(model_dir))
+    return conversions
+
+
+def _files_digest(folder) -> str:
+    """The fingerprint computed here, not with harness's helper: sha256 over each top-level
+    model file's name and the sha256 of its bytes, harness's own notes left out."""
+    h = hashlib.sha256()
+    for p in sorted(folder.iterdir(), key=lambda p: p.name):
+        if p.suffix in (".safetensors", ".json", ".jinja", ".model", ".bin") and not p.name.startswith("harness-"):
+            h.update(p.name.encode() + hashlib.sha256(p.read_bytes()).hexdigest().encode())
+    return h.hexdigest()
+
+
+def test_a_converted_model_damaged_at_its_size_is_converted_again_and_fingerprinted_as_loaded(
+        tiny_model_dir, tmp_path, monkeypatch, caplog):
+    from harness.models import converted_from_gguf
+
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    conversions = _fake_gguf_conversion(monkeypatch, tiny_model_dir)
+    gguf = tmp_path / "tiny.gguf"
+    gguf.write_bytes(b"GGUF stand-in")
+    target, fingerprint = converted_from_gguf(gguf)
+    clean = (target / "model.safetensors").read_bytes()
+    assert fingerprint == _files_digest(target) and len(conversions) == 1
+    assert converted_from_gguf(gguf) == (target, fingerprint) and len(conversions) == 1  # from the cache
+    _poke(target / "model.safetensors", len(clean) // 2, bytes(4096))  # zeros in the weights, same size
+    with caplog.at_level(logging.WARNING):
+        again, fingerprint2 = converted_from_gguf(gguf)
+    assert "model.safetensors differs from its manifest" in caplog.text and len(conversions) == 2
+    assert again == target and (target / "model.safetensors").read_bytes() == clean
+    assert fingerprint2 == fingerprint == _files_digest(target)
 
 
 def test_a_truncated_faiss_index_is_rebuilt_not_read(tmp_path, caplog):

@@ -1,12 +1,20 @@
 """The memo of computed values (harness/memo.py): a hit reads back what was stored, a
-miss is None, any change to a key or namespace is a miss, damaged lines are skipped and
-their values computed again, and `compute_in_batches` computes each batch once."""
+miss is None, any change to a key or namespace is a miss, damaged, edited and wrong-typed
+entries are logged, dropped and computed again, and `compute_in_batches` computes each
+batch once."""
 
+import hashlib
 import json
+import logging
 
 import pytest
 
 from harness.memo import Memo, batches, compute_in_batches, content_key
+
+
+def checksum(key, value) -> str:
+    """What a memo line must carry, computed here: sha256 of {key, value} as canonical JSON."""
+    return hashlib.sha256(json.dumps({"key": key, "value": value}, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
 def _memo(root, **namespace):
@@ -22,7 +30,7 @@ def test_a_stored_value_is_a_hit_in_a_later_process_and_counted(tmp_path):
     assert again.get("k1") == {"output": "Ostrow", "scores": [0.5, -1.0]} and again.get("k2") == ["a", "b"]
     assert again.counts() == {"reused": 2, "computed": 0}
     ns = json.loads((again.folder / "namespace.json").read_text())
-    assert ns == {"format": 1, "model": "m"}
+    assert ns == {"format": 2, "model": "m"}
 
 
 def test_a_miss_is_none_and_not_counted_as_reused(tmp_path):
@@ -52,15 +60,87 @@ def test_damaged_lines_are_skipped_and_the_rest_kept(tmp_path, caplog):
         f.write(b'{"key": "b"}\n')  # no value
         f.write(b'["key", "c"]\n')  # not an object
         f.write(b'{"key": "d", "value": "caf\xe9"}\n')  # not UTF-8
-        f.write(json.dumps({"key": "e", "value": 5}).encode() + b"\n")
+        f.write(json.dumps({"key": "e", "value": 5, "sha256": checksum("e", 5)}).encode() + b"\n")
         f.write(b'{"key": "f", "val')  # torn by a killed writer
     again = _memo(tmp_path)
     assert {k: again.get(k) for k in "abcdef"} == {"a": 1, "b": None, "c": None, "d": None, "e": 5, "f": None}
     skipped = [r.getMessage().split(".jsonl")[-1] for r in caplog.records if r.getMessage().startswith("skipped")]
-    assert skipped == [":2: no 'key' and 'value'", ":3: expected a JSON object, got list",
+    assert skipped == [":2: no 'key' and 'value'; its value is computed again", ":3: expected a JSON object, got list",
                        ":4: not UTF-8 text (byte 26: 0xe9)", ":6: invalid JSON (Unterminated string starting at)"]
     again.put("f", 6)  # appended on a fresh line after the torn one
     assert _memo(tmp_path).get("f") == 6 and _memo(tmp_path).get("e") == 5
+
+
+def _lines(memo) -> list[dict]:
+    return [json.loads(line) for p in sorted(memo.folder.glob("*.jsonl")) for line in p.read_text().splitlines()]
+
+
+def _rewrite(memo, edit) -> None:
+    """Apply `edit(row)` to every stored line, as a person with an editor would."""
+    for path in memo.folder.glob("*.jsonl"):
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        path.write_text("".join(json.dumps(edit(r)) + "\n" for r in rows))
+
+
+def test_each_line_carries_the_sha256_of_its_key_and_value(tmp_path):
+    memo = _memo(tmp_path)
+    memo.put("k", ["Ostrow", {"p": 0.5}])
+    (row,) = _lines(memo)
+    assert row == {"key": "k", "value": ["Ostrow", {"p": 0.5}], "sha256": checksum("k", ["Ostrow", {"p": 0.5}])}
+
+
+def test_an_edited_answer_is_logged_dropped_and_computed_again(tmp_path, caplog):
+    values = ["zero", "one"]
+    compute, calls = _counting(values)
+    compute_in_batches([1, 1], batch_size=2, key=lambda b: "k", compute=compute, memo=_memo(tmp_path))
+    _rewrite(_memo(tmp_path), lambda r: {**r, "value": ["zero", "Paris"]})  # the answer changed, its checksum not
+    compute, calls = _counting(values)
+    with caplog.at_level(logging.WARNING):
+        out = compute_in_batches([1, 1], batch_size=2, key=lambda b: "k", compute=compute, memo=_memo(tmp_path))
+    assert out == ["zero", "one"] and calls == [[0, 1]]
+    assert "checksum does not match its key and value (edited or damaged)" in caplog.text
+    compute, calls = _counting(values)  # the recomputed line serves later runs
+    again = _memo(tmp_path)
+    assert compute_in_batches([1, 1], batch_size=2, key=lambda b: "k", compute=compute, memo=again) == out
+    assert calls == [] and again.counts() == {"reused": 1, "computed": 0}
+
+
+def test_lines_without_a_checksum_are_not_trusted(tmp_path, caplog):
+    memo = _memo(tmp_path)
+    memo.put("k", "v")
+    _rewrite(memo, lambda r: {"key": r["key"], "value": r["value"]})  # as format 1 wrote them
+    with caplog.at_level(logging.WARNING):
+        assert _memo(tmp_path).get("k") is None
+    assert "no checksum; its value is computed again" in caplog.text
+
+
+@pytest.mark.parametrize("stored, why", [("oops", "a str, not a list of 2 values"),
+                                         (["only one"], "1 values for a batch of 2"),
+                                         ({"output": "x"}, "a dict, not a list of 2 values"),
+                                         (["zero", None], "a null among the batch's values")])
+def test_a_wrong_typed_entry_is_logged_dropped_and_computed_again(tmp_path, caplog, stored, why):
+    """A line whose checksum matches (written by harness) but whose value is not a
+    batch's values: before, zip() over it failed the run, or served characters of a string."""
+    _memo(tmp_path).put("k", stored)
+    compute, calls = _counting(["zero", "one"])
+    with caplog.at_level(logging.WARNING):
+        out = compute_in_batches([1, 1], batch_size=2, key=lambda b: "k", compute=compute, memo=_memo(tmp_path))
+    assert out == ["zero", "one"] and calls == [[0, 1]]
+    assert f"dropped a stored value under key k: {why}; computing it again" in caplog.text
+    compute, calls = _counting(["zero", "one"])
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # the good line after the bad one serves, without a warning
+        assert compute_in_batches([1, 1], batch_size=2, key=lambda b: "k", compute=compute,
+                                  memo=_memo(tmp_path)) == out
+    assert calls == [] and "dropped" not in caplog.text
+
+
+def test_get_drops_what_its_reader_rejects(tmp_path):
+    _memo(tmp_path).put("k", 3)
+    memo = _memo(tmp_path)
+    assert memo.get("k", valid=lambda v: None if isinstance(v, str) else "not a string") is None
+    assert memo.get("k") is None and memo.counts() == {"reused": 0, "computed": 0}  # dropped for this process
+    assert _memo(tmp_path).get("k", valid=lambda v: None if isinstance(v, int) else "not an int") == 3
 
 
 def test_batches_are_of_similar_length_longest_first():

@@ -9,6 +9,9 @@ import pytest
 from harness import metrics
 
 GOLDEN = json.loads((Path(__file__).parent / "data" / "metrics_golden.json").read_text())
+# published values from sacrebleu's and rouge-score's own tests, and hand computations:
+# never numbers produced by the library calls under test
+REFERENCE = json.loads((Path(__file__).parent / "data" / "text_similarity_reference.json").read_text())
 
 
 @pytest.mark.parametrize("case", GOLDEN, ids=[c["output"] or "<empty>" for c in GOLDEN])
@@ -88,3 +91,10 @@ def test_sentence_answers_get_rouge_l_and_chrf():
     q = Question(id="a", question="?", answers=("He was born in the town of Ostrow.",))
     values = metrics.item_values([(s, q)])
     assert values["answer_rouge_l"] == {"a": s["answer_rouge_l"]} and "rouge_l" not in values  # not the rewrite metric
+
+
+@pytest.mark.parametrize("metric, case", [(m, c) for m in ("bleu", "chrf", "rouge_l") for c in REFERENCE[m]],
+                         ids=lambda v: v if isinstance(v, str) else (v["output"] or "<empty>")[:24])
+def test_text_similarity_matches_published_and_hand_computed_values(metric, case):
+    value = getattr(metrics, metric)(case["output"], case["reference"])
+    assert value == pytest.approx(case["value"], abs=case["tolerance"]), case["source"]

@@ -6,6 +6,7 @@ checks of what they measure are in test_slow_e2e.py (marked slow)."""
 import hashlib
 import json
 
+from harness.cache import cache_dir
 from harness.config import parse_config
 from harness.models import EMBEDDED_GENERATORS, embedded_gguf
 from harness.runner import run_experiment
@@ -26,7 +27,13 @@ def test_smollm2_and_minilm_run_a_small_experiment(tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     gguf = embedded_gguf("smollm2")
     assert gguf.name == EMBEDDED_GENERATORS["smollm2"].gguf_file
-    assert m["model"]["fingerprint"] == hashlib.sha256(gguf.read_bytes()).hexdigest()  # the packaged weights
+    # the fingerprint is of the converted files that were loaded (each one's name and sha256)
+    (entry,) = (cache_dir() / "models").glob(f"{gguf.stem}-{hashlib.sha256(gguf.read_bytes()).hexdigest()[:16]}")
+    h = hashlib.sha256()
+    for p in sorted(p for p in entry.iterdir() if p.suffix in (".safetensors", ".json", ".jinja")
+                    and not p.name.startswith("harness-")):
+        h.update(p.name.encode() + hashlib.sha256(p.read_bytes()).hexdigest().encode())
+    assert m["model"]["fingerprint"] == h.hexdigest()
     assert m["costs"]["training"]["steps"] == 2 and m["costs"]["training"]["trainable_params"] > 0
     assert m["embedder"] == "minilm" and m["costs"]["index"]["dim"] == 384  # MiniLM's width, not the hashing 512
     assert m["pipelines"]["rag"]["retrieval_recall"]["mean"] >= 0.5  # real embeddings find the gold passage

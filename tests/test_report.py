@@ -80,9 +80,39 @@ def test_a_damaged_loss_curve_is_named_not_a_traceback(run_dir, tmp_path):
         write_report(copy)
 
 
-def test_compare_two_runs(run_dir):
-    text = compare_runs(run_dir, run_dir)
-    assert "| metric | pipeline | A | B | B − A |" in text and "+0.0" in text
+def _shifted(agg: dict, by: float) -> dict:
+    return {**agg, "mean": agg["mean"] + by, "ci95": [agg["ci95"][0] + by, agg["ci95"][1] + by]}
+
+
+def test_compare_two_runs_shows_each_runs_values_and_their_difference(run_dir, tmp_path):
+    """B is the fixture's run with known changes: rag's multiple-choice accuracy 20
+    points away, base's fact recall 10 points away, rag_finetuned's recall missing."""
+    other = tmp_path / "other"
+    shutil.copytree(run_dir, other)
+    m = json.loads((other / "metrics.json").read_text())
+    a = json.loads((run_dir / "metrics.json").read_text())
+    mc, contains = a["pipelines"]["rag"]["mc_accuracy"], a["pipelines"]["base"]["contains"]
+    mc_by, contains_by = (0.2 if mc["mean"] <= 0.5 else -0.2), (0.1 if contains["mean"] <= 0.5 else -0.1)
+    m["pipelines"]["rag"]["mc_accuracy"] = _shifted(mc, mc_by)
+    m["pipelines"]["base"]["contains"] = _shifted(contains, contains_by)
+    del m["pipelines"]["rag_finetuned"]["contains"]
+    m.update(experiment="other-run", config_hash="f" * 64)
+    (other / "metrics.json").write_text(json.dumps(m))
+    text = compare_runs(run_dir, other)
+    assert text.startswith(f"# report-fixture vs other-run\n\nA = `{run_dir}` (config `{a['config_hash'][:12]}`), "
+                           f"B = `{other}` (config `ffffffffffff`)")
+    rows = {tuple(r.split(" | ")[:2]): r.split(" | ")[2:] for r in (line.strip("| ") for line in text.splitlines())
+            if r.count(" | ") == 4}
+    defs = a["metric_definitions"]
+
+    def cell(agg):
+        return f"{100 * agg['mean']:.1f} [{100 * agg['ci95'][0]:.1f}, {100 * agg['ci95'][1]:.1f}]"
+
+    assert rows[(defs["mc_accuracy"]["label"], "rag")] == [cell(mc), cell(_shifted(mc, mc_by)), f"{100 * mc_by:+.1f}"]
+    assert rows[(defs["contains"]["label"], "base")] == [cell(contains), cell(_shifted(contains, contains_by)),
+                                                         f"{100 * contains_by:+.1f}"]
+    assert rows[(defs["contains"]["label"], "rag")][2] == "+0.0"  # unchanged
+    assert (defs["contains"]["label"], "rag_finetuned") not in rows  # measured in A only
 
 
 def test_notebook_runs_top_to_bottom(run_dir, monkeypatch):
@@ -120,3 +150,43 @@ def test_html_report_renders_in_headless_chromium(run_dir, tmp_path):
     shot.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(flags + [f"--screenshot={shot}", "--window-size=1200,2400", url], capture_output=True, timeout=120)
     assert shot.is_file() and shot.stat().st_size > 10_000
+
+
+NASTY = ["a | b", "![x](http://127.0.0.1:9/x.png)", "[c](javascript:alert(1))", "<http://127.0.0.1:9/auto>",
+         "see http://127.0.0.1:9/bare.", "www.example.com, then", "ops@example.com", "**b** _i_ `c` ~~s~~ $m$",
+         "``` fence", "back\\slash \\* \\", "&amp; &#60; &lt;b&gt;", "<!-- c --> <b>bold</b>", "# not a heading",
+         "- not a list", "1. not a list", "> not a quote", "[ref]: http://127.0.0.1:9/r", "two\nlines\r\nhere",
+         "<br> is text here", "x\x02y\x03z", "|", "trailing backslash \\", "x\n# heading", "x\n- item\n- item",
+         "x\n\n| a | b |\n|---|---|", "x\n[r]: http://127.0.0.1:9/r\n[r]", "x\n\n    indented code", "x\n***\ny"]
+
+
+@pytest.mark.parametrize("text", NASTY)
+def test_item_text_renders_as_itself_in_paragraphs_and_table_cells(text):
+    """report.md through a CommonMark renderer: item text (report.item_text) comes out
+    character for character, with no link, image or cell split of its own, while the
+    report's own markup around it (bold, code, line breaks, a `|` in its own cell)
+    still renders, and item text never combines with the text after it (`[r]` + `(own)`
+    is no link)."""
+    from harness.report import item_text, to_markdown
+    from test_security import render_markdown
+
+    md = to_markdown([("p", f"**{item_text(text)}** own `code`<br>next line"),
+                      ("table", ["item", "own"], [[item_text(text), "own | cell"], [item_text(text) + "(own)", "c"]])])
+    page = render_markdown(md)
+    shown = " ".join(text.replace("\x02", "").replace("\x03", "").split())
+    assert page.text().startswith(f"{shown} own code next line")
+    tags = [tag for tag, _ in page.tags]
+    assert (tags.count("strong"), tags.count("br")) == (1, 1) and "code" in tags  # the report's markup renders
+    assert set(tags) <= {"p", "strong", "code", "br", "table", "thead", "tbody", "tr", "th", "td"}, tags  # no a, img
+    assert [[" ".join(c.split()) for c in row] for row in page.rows] == [["item", "own"], [shown, "own | cell"],
+                                                                         [f"{shown}(own)", "c"]]
+
+
+def test_emphasis_renders_in_html_and_item_text_stays_text():
+    """#23: the HTML showed literal asterisks around the question names (`*facts*`);
+    report markup's emphasis is <em> now, while an item's asterisks stay asterisks."""
+    from harness.report import _md_inline, item_text
+
+    assert _md_inline("*facts (multiple choice)*: the comparisons") == "<em>facts (multiple choice)</em>: the comparisons"
+    assert _md_inline("**RAG** and 2 * 3 * 4") == "<strong>RAG</strong> and 2 * 3 * 4"
+    assert "<em>" not in _md_inline(f"asked: {item_text('*not markup*')}")

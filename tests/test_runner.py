@@ -68,14 +68,35 @@ def test_metrics_carry_provenance_and_costs(tiny_run):
         assert heading in report
 
 
-def test_rerun_reuses_the_adapter_and_reproduces_every_score(tiny_run, tiny_model_dir, tmp_path):
+def _metrics(folder):
+    return json.loads((folder / "metrics.json").read_text())
+
+
+def _predictions(folder) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "latency_s"} for r in read_jsonl(folder / "predictions.jsonl")]
+
+
+def _batches(m) -> dict:
+    return {p: c["batches"] for p, c in m["costs"]["pipelines"].items()}
+
+
+def test_a_rerun_from_an_empty_cache_recomputes_and_reproduces_every_score(tiny_run, tmp_path, monkeypatch):
+    """Reproduced, not replayed: the second run trains, indexes and generates everything
+    again in an empty cache and lands on the same scores and answers; then a third run on
+    that cache computes nothing and still agrees."""
     out, cfg = tiny_run
-    again = run_experiment(cfg, results_root=tmp_path)
-    first, second = (json.loads((d / "metrics.json").read_text()) for d in (out, again))
-    assert second["costs"]["training"]["from_cache"] is True
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "empty-cache"))
+    fresh = run_experiment(cfg, results_root=tmp_path / "fresh")
+    first, second = _metrics(out), _metrics(fresh)
+    assert second["costs"]["training"]["from_cache"] is False
+    assert all(b["reused"] == 0 and b["computed"] > 0 for b in _batches(second).values()), _batches(second)
     assert first["pipelines"] == second["pipelines"] and first["comparisons"] == second["comparisons"]
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "latency_s"} for r in rows]  # noqa: E731
-    assert strip(read_jsonl(out / "predictions.jsonl")) == strip(read_jsonl(again / "predictions.jsonl"))
+    assert first["verdicts"] == second["verdicts"] and _predictions(out) == _predictions(fresh)
+    warm = run_experiment(cfg, results_root=tmp_path / "warm")
+    third = _metrics(warm)
+    assert third["costs"]["training"]["from_cache"] is True
+    assert all(b["computed"] == 0 and b["reused"] > 0 for b in _batches(third).values()), _batches(third)
+    assert third["pipelines"] == first["pipelines"] and _predictions(warm) == _predictions(out)
 
 
 def test_retrieval_settings_do_not_retrain(tiny_run, tiny_model_dir, tmp_path):
@@ -92,16 +113,53 @@ def test_rag_only_run_loads_no_adapter(tiny_model_dir, tmp_path):
     assert not (out / "loss_curve.json").exists()
 
 
-def test_failed_run_leaves_nothing_behind(tiny_model_dir, tmp_path):
+def _tree(folder) -> dict:
+    """Every path under `folder` with its bytes' hash (folders as "dir")."""
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(folder.rglob("*"))}
+
+
+def test_a_run_failing_on_its_input_creates_nothing(tiny_model_dir, tmp_path):
     docs = tmp_path / "docs.jsonl"
     docs.write_text('{"id": "a", "text": "fine"}\n{broken\n')
     qs = tmp_path / "q.jsonl"
     qs.write_text('{"question": "q?", "answers": ["a"]}\n')
     raw = tiny_config(tiny_model_dir, data={"documents": str(docs), "questions": str(qs)},
                       train={"objective": "cpt"})
-    with pytest.raises(DataError, match=r"docs\.jsonl:2"):
+    with pytest.raises(DataError, match=r"docs\.jsonl:2: invalid JSON"):
         run_experiment(parse_config(raw), results_root=tmp_path / "results")
-    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_run_failing_mid_generation_leaves_the_previous_results_and_nothing_else(tiny_model_dir, tmp_path,
+                                                                                   monkeypatch):
+    from harness import pipelines
+
+    cfg = parse_config(tiny_config(tiny_model_dir, name="fails", eval={"pipelines": ["base", "rag"],
+                                                                      "max_new_tokens": 2, "bootstrap_samples": 100}))
+    results = tmp_path / "results"
+    done = run_experiment(cfg, results_root=results)
+    before = _tree(results)
+    assert sorted(before) == sorted(str(p.relative_to(results)) for p in results.rglob("*")) and "fails/metrics.json" in before
+    real, calls = pipelines._compute_unit, []
+
+    def fails_on_the_second_batch(*a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            # the run is well under way: its staging folder exists and it holds the lock
+            assert list(results.glob(".fails.partial-*")) and (results / ".fails.lock").is_file()
+            raise RuntimeError("generation failed")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(pipelines, "_compute_unit", fails_on_the_second_batch)
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))  # so the generations are computed, not replayed
+    with pytest.raises(RuntimeError, match="generation failed"):
+        run_experiment(cfg, results_root=results)
+    assert len(calls) == 2
+    assert _tree(results) == before  # the finished run as it was; no staging folder, no lock, no old copy
+    assert _metrics(done)["status"] == "complete"
 
 
 def test_user_data_run_with_cpt(tiny_model_dir, tmp_path):

@@ -1,9 +1,12 @@
 """What a results folder or a config can do to whoever opens or runs it: no code from
 YAML, no remote code unless asked, no secret from the environment in results, and a
-report that renders item text as text."""
+report that renders item text as text (report.md through a real CommonMark renderer: no
+image, link or script from a question or a model output)."""
 
+import html
 import json
 import re
+from html.parser import HTMLParser
 
 import pytest
 import yaml
@@ -16,6 +19,13 @@ from harness.runner import run_experiment
 SCRIPT = "</td></tr><script>alert('q')</script>"
 IMG = "<img src=x onerror=alert('a')>"
 SECRET = "sk-test-0123456789abcdefSECRET"
+# Markdown a viewer would render as a fetching image, a script link, links and bold
+MD_IMAGE = "![x](http://127.0.0.1:9/pixel.png)"
+MD_LINK = "[c](javascript:alert(1))"
+MD_FILE = "![f](pixel.png) [g](page.html)"  # a file name (no slash)
+AUTOLINKS = "<http://127.0.0.1:9/auto> http://127.0.0.1:9/bare www.example.com ops@example.com"
+QUESTION = f"Who runs engineering? {SCRIPT} {MD_IMAGE} {AUTOLINKS} a | b"
+OUTPUT = f"{SCRIPT} {IMG} {MD_LINK} **loud** `tick` {AUTOLINKS}"
 
 
 def test_config_yaml_runs_no_python_tags(tmp_path):
@@ -50,15 +60,18 @@ def test_remote_code_is_off_unless_the_config_asks(tiny_model_dir, monkeypatch):
 
 @pytest.fixture(scope="module")
 def hostile_run(tiny_model_dir, tmp_path_factory):
-    """A run on user data with HTML payloads in a question, its answer and a document id,
-    and a secret in the environment; then a model output with a payload, re-reported."""
+    """A run on user data with HTML and Markdown payloads in a question, its answer, a
+    document id and an unreadable file's name, and a secret in the environment; then a
+    model output with payloads, re-reported."""
     root = tmp_path_factory.mktemp("hostile")
     docs = root / "docs"
     docs.mkdir()
     (docs / f"doc{IMG}.md").write_text(f"Mira Tolland runs engineering at Halvard Station. {IMG}")
-    q = {"id": f"q{SCRIPT}", "question": f"Who runs engineering? {SCRIPT}", "answers": [f"Mira {IMG}"]}
+    (docs / f"{MD_FILE}.pdf").write_bytes(b"")  # unreadable: its name is in the report's list of skipped files
+    q = {"id": f"q{SCRIPT}", "question": QUESTION, "answers": [f"Mira {IMG}"]}
     (root / "q.jsonl").write_text(json.dumps(q) + "\n")
-    raw = tiny_config(tiny_model_dir, name="hostile", data={"documents": str(docs), "questions": str(root / "q.jsonl")},
+    raw = tiny_config(tiny_model_dir, name="hostile", data={"documents": str(docs), "questions": str(root / "q.jsonl"),
+                                                            "skip_unreadable": True},
                       train={"objective": "cpt", "max_steps": 1, "batch_size": 4, "max_length": 64},
                       eval={"pipelines": ["base", "rag"], "max_new_tokens": 4, "bootstrap_samples": 100,
                             "multiple_choice": False})
@@ -71,7 +84,7 @@ def hostile_run(tiny_model_dir, tmp_path_factory):
         mp.undo()
     preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     for p in preds:
-        p["output"] = f"{SCRIPT} {IMG}"
+        p["output"] = OUTPUT
     (out / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in preds))
     write_report(out)
     return out
@@ -84,11 +97,61 @@ def test_no_environment_secret_reaches_any_result_file(hostile_run):
         assert SECRET.encode() not in p.read_bytes(), p
 
 
+class _Text(HTMLParser):
+    """The text a browser shows for rendered HTML, the tags it builds, and its tables'
+    rows as lists of cell texts."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.parts, self.tags, self.rows, self.in_cell = [], [], [], False
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self.rows[-1].append("")
+            self.in_cell = True
+
+    def handle_endtag(self, tag):
+        self.in_cell = self.in_cell and tag not in ("td", "th")
+
+    def handle_data(self, data):
+        self.parts.append(data)
+        if self.in_cell:
+            self.rows[-1][-1] += data
+
+    def text(self) -> str:
+        return " ".join("".join(self.parts).split())
+
+
+def render_markdown(md: str) -> _Text:
+    """report.md through a CommonMark renderer with GFM tables and strikethrough, and
+    linkify (bare URLs and www. names become links, as GitHub's viewer makes them). It
+    accepts every link target, `javascript:` too, as the viewer in issue #22 did
+    (markdown-it itself drops those, which would hide an unescaped one)."""
+    from markdown_it import MarkdownIt
+
+    renderer = MarkdownIt("commonmark", {"linkify": True}).enable(["table", "strikethrough", "linkify"])
+    renderer.validateLink = lambda url: True
+    page = _Text()
+    page.feed(renderer.render(md))
+    return page
+
+
 def test_report_md_shows_payloads_as_text(hostile_run):
     md = (hostile_run / "report.md").read_text()
-    assert "Who runs engineering?" in md  # the item is in the worked examples
     assert not re.search(r"<\s*(script|img|/td)", md, re.I), [line for line in md.splitlines() if "<" in line]
-    assert "&lt;script>alert('q')&lt;/script>" in md and "&lt;img src=x onerror=alert('a')>" in md
+    page = render_markdown(md)
+    text = page.text()
+    assert f"{QUESTION} — gold: Mira {IMG}" in text  # the worked example, every character as written
+    assert f"“{OUTPUT}”" in text
+    assert f"1 unreadable file(s) skipped: {hostile_run.parent.parent}/docs/{MD_FILE}.pdf: not a readable PDF" in text
+    images = [a["src"] for tag, a in page.tags if tag == "img"]
+    assert images and all(src.startswith("figures/") for src in images), images  # the report's own figures only
+    assert [a for tag, a in page.tags if tag in ("a", "script")] == []  # no link, autolink or script from item text
+    assert "strong" in [tag for tag, _ in page.tags]  # the report's own bold still renders
+    assert "<strong>loud</strong>" not in md and "**loud**" not in md
 
 
 def test_report_html_escapes_payloads_and_forbids_network(hostile_run):
@@ -96,6 +159,8 @@ def test_report_html_escapes_payloads_and_forbids_network(hostile_run):
     assert page.count("<script>") == 1  # the page's own filter script, nothing injected
     assert "<img src=x" not in page
     assert "&lt;img src=x onerror=alert(&#x27;a&#x27;)&gt;" in page  # the document id, question, answer, output
+    assert html.escape(QUESTION) in page and html.escape(OUTPUT) in page
+    assert "<strong>loud</strong>" not in page and "<code>tick</code>" not in page  # item text is not markup
     assert "&lt;/td&gt;&lt;/tr&gt;&lt;script&gt;" in page
     csp = re.search(r"<meta http-equiv='Content-Security-Policy' content=\"([^\"]+)\">", page)
     assert csp and "default-src 'none'" in csp.group(1) and "script-src 'sha256-" in csp.group(1)
