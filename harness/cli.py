@@ -289,6 +289,30 @@ def _export_lora(args) -> int:
     return 0
 
 
+def _add_questions_parser(sub) -> None:
+    """`harness questions`: its arguments (build_parser would pass 80 lines with them)."""
+    p = sub.add_parser("questions", help="build a question set from a folder of documents, or apply its review")
+    p.add_argument("documents", nargs="?", help="a folder of documents (or a JSONL file with id and text)")
+    p.add_argument("--out", required=True, help="folder for questions.jsonl, train_questions.jsonl, review.csv")
+    p.add_argument("--generator", default="cloze", help="cloze (no model, the default) or model")
+    p.add_argument("--cloze-style", default="blank", choices=["blank", "complete"],
+                   help="cloze items: fill in a blank (default), or complete a sentence that stops before its "
+                        "last span, as Fictional Knowledge's probes ask")
+    p.add_argument("--model", default=None, help="--generator model: the model that writes questions")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-questions", type=int, default=None, help="keep at most this many (a seeded sample)")
+    p.add_argument("--items", type=int, default=None, help="the evaluation items wanted (from `harness plan`): "
+                                                           "a seeded sample if the documents give more, and a "
+                                                           "note of how many more documents if they give fewer")
+    p.add_argument("--embedder", default="hashing", help="embedder of the retrieval round trip ('' for none)")
+    p.add_argument("--leakage-model", default=None, help="set aside the questions this model answers closed-book")
+    p.add_argument("--skip-unreadable", action="store_true", help="leave out files that cannot be read")
+    p.add_argument("--apply-review", default=None, metavar="SHEET", help="write the reviewed set into --out")
+    p.add_argument("--force", action="store_true", help="replace a question set in --out that was edited since "
+                                                        "harness wrote it, keeping it as OUT.backup-<date>-<time>")
+    p.set_defaults(func=_questions)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line: one subcommand per job, each calling one `_command` function."""
     parser = argparse.ArgumentParser(prog="harness", description="Fine-tune, retrieve, or both? Measure it.")
@@ -343,26 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing config, keeping it as "
                                                         "OUT.backup-<date>-<time>")
     p.set_defaults(func=_init)
-    p = sub.add_parser("questions", help="build a question set from a folder of documents, or apply its review")
-    p.add_argument("documents", nargs="?", help="a folder of documents (or a JSONL file with id and text)")
-    p.add_argument("--out", required=True, help="folder for questions.jsonl, train_questions.jsonl, review.csv")
-    p.add_argument("--generator", default="cloze", help="cloze (no model, the default) or model")
-    p.add_argument("--cloze-style", default="blank", choices=["blank", "complete"],
-                   help="cloze items: fill in a blank (default), or complete a sentence that stops before its "
-                        "last span, as Fictional Knowledge's probes ask")
-    p.add_argument("--model", default=None, help="--generator model: the model that writes questions")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-questions", type=int, default=None, help="keep at most this many (a seeded sample)")
-    p.add_argument("--items", type=int, default=None, help="the evaluation items wanted (from `harness plan`): "
-                                                           "a seeded sample if the documents give more, and a "
-                                                           "note of how many more documents if they give fewer")
-    p.add_argument("--embedder", default="hashing", help="embedder of the retrieval round trip ('' for none)")
-    p.add_argument("--leakage-model", default=None, help="set aside the questions this model answers closed-book")
-    p.add_argument("--skip-unreadable", action="store_true", help="leave out files that cannot be read")
-    p.add_argument("--apply-review", default=None, metavar="SHEET", help="write the reviewed set into --out")
-    p.add_argument("--force", action="store_true", help="replace a question set in --out that was edited since "
-                                                        "harness wrote it, keeping it as OUT.backup-<date>-<time>")
-    p.set_defaults(func=_questions)
+    _add_questions_parser(sub)
     p = sub.add_parser("export-lora", help="write a PEFT LoRA adapter as a GGUF adapter for llama.cpp's server")
     p.add_argument("adapter_dir")
     p.add_argument("--base", required=True, help="the base model's GGUF file (its architecture and shapes)")
