@@ -26,10 +26,10 @@ def compare(*, entities: int | None = None, out: Path | None = None, results: Pa
     """Run the probes and both cloze styles; returns {pipeline: {"probes", "cloze",
     "cloze_complete"}} of `contains`."""
     from harness.config import load_config, parse_config
-    from harness.data import load_fictional_knowledge
-    from harness.questions import make_questions
-    from harness.results import atomic_write_jsonl
-    from harness.runner import run_experiment
+    from harness.data.items import load_fictional_knowledge
+    from harness.questions.build import make_questions
+    from harness.run.runner import run_experiment
+    from harness.store.results import atomic_write_jsonl
 
     probes_cfg = load_config(REPO / "experiments" / "fictional_knowledge.yaml")
     cloze_cfg = load_config(REPO / "experiments" / "fictional_knowledge_cloze.yaml")

@@ -1,7 +1,7 @@
 """Benchmark: scoring a base model and N adapters on the same MMLU subset, two ways.
 
 - harness: the base is loaded once; each adapter is loaded onto it, made active, scored
-  through lm-eval's API on the in-memory model (harness.benchmarks.score_tasks), and the
+  through lm-eval's API on the in-memory model (harness.evaluate.benchmarks.score_tasks), and the
   next one takes its place.
 - plain lm_eval: `simple_evaluate(model="hf", model_args={pretrained, peft})` per
   adapter, as users of lm-eval compare adapters today: the base is loaded again each time.
@@ -57,9 +57,9 @@ def main() -> int:
     from lm_eval.tasks import TaskManager
     from peft import PeftModel
 
-    from harness import benchmarks
-    from harness.models import cache_dir, load_generator
-    from harness.pipelines import adapter_switch
+    from harness.answer.pipelines import adapter_switch
+    from harness.evaluate import benchmarks
+    from harness.models.local import cache_dir, load_generator
 
     work = Path(tempfile.mkdtemp(prefix="bench-forgetting-"))
     # A cold score cache, so every item is scored, sharing the converted models of the real one.

@@ -26,8 +26,8 @@ def main() -> int:
 
     import torch
 
-    from harness.models import compute_context, load_generator, native_bf16_cpu
-    from harness.prompts import TEMPLATES, render
+    from harness.answer.prompts import TEMPLATES, render
+    from harness.models.local import compute_context, load_generator, native_bf16_cpu
 
     print(f"CPU bf16 in hardware: {native_bf16_cpu()}; torch threads: {torch.get_num_threads()}")
     print("| compute dtype | tokens/s (best of repeats) |")

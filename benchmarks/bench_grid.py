@@ -65,7 +65,7 @@ def main() -> int:
     for key in ("data_dir",):  # relative paths in the config are relative to the repo
         if raw.get("benchmarks", {}).get(key):
             raw["benchmarks"][key] = str((REPO / raw["benchmarks"][key]).resolve())
-    from harness.models import cache_dir
+    from harness.models.local import cache_dir
 
     with tempfile.TemporaryDirectory(prefix="bench-grid-") as tmp:
         tmp = Path(tmp)

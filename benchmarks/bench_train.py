@@ -38,8 +38,8 @@ def _small_llama(folder: Path, hidden: int) -> str:
 
 
 def _material(lm, max_length: int):
-    from harness.train import build_examples, prepare_material
-    from harness.world import generate_world
+    from harness.data.world import generate_world
+    from harness.train.material import build_examples, prepare_material
 
     w = generate_world(seed=0, n_people=10, n_organisations=6, n_places=6, paraphrases=2, n_unanswerable=0)
     examples = build_examples(lm.tokenizer, objective="mixed", texts=w.train_texts, questions=w.train_questions)
@@ -54,7 +54,7 @@ def _plain(lm, material, a) -> dict:
     from peft import LoraConfig, get_peft_model
     from transformers import Trainer, TrainingArguments
 
-    from harness.trainer import PeakMemory
+    from harness.train.trainer import PeakMemory
 
     torch.manual_seed(0)
     model = get_peft_model(lm.model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, task_type="CAUSAL_LM",
@@ -87,7 +87,7 @@ def _plain(lm, material, a) -> dict:
 
 
 def _harness(lm, examples, a, *, checkpointing: bool) -> dict:
-    from harness.trainer import train_model
+    from harness.train.trainer import train_model
 
     with tempfile.TemporaryDirectory() as tmp:
         r = train_model(lm, examples, method="lora", rank=16, alpha=32, dropout=0.0,
@@ -102,8 +102,8 @@ def _harness(lm, examples, a, *, checkpointing: bool) -> dict:
 def _one(variant: str, a) -> dict:
     import torch
 
-    from harness.models import load_generator
-    from harness.trainer import PeakMemory
+    from harness.models.local import load_generator
+    from harness.train.trainer import PeakMemory
 
     lm = load_generator(a.model, dtype=a.dtype, device=a.device)
     examples, material = _material(lm, a.max_length)

@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.report import training_memory
-from harness.schema import load_metrics
+from harness.report.run import training_memory
+from harness.store.schema import load_metrics
 
 
 def _change(bench: dict, label: str, metric: str) -> str:

@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from harness import verdicts
+from harness.evaluate import verdicts
 
 PIPES = verdicts.PIPES
 WINNERS = ("RAG", "fine-tuning", "both")

@@ -18,7 +18,7 @@
     harness export-lora ADAPTER_DIR --base MODEL.gguf [--out FILE.gguf] [--force]   a PEFT LoRA as a llama.cpp
                                              GGUF adapter
 
-Commands that write never replace what a person wrote (harness/results.py): `--force`
+Commands that write never replace what a person wrote (harness/store/results.py): `--force`
 replaces an edited question set, an existing config or a file export-lora did not write,
 and keeps it as `<name>.backup-<date>-<time>`.
 
@@ -27,7 +27,7 @@ results folder that another live run is writing, a path in the way of the result
 harness did not write (it is never replaced), or a place that cannot be written (results
 or cache folder, disk full), 1 anything else. Input problems print one line naming the
 file, line or key. `run`, `train`, `plan` and `validate` check everything a run would
-reject before any work (harness/preflight.py).
+reject before any work (harness/run/preflight.py).
 """
 
 from __future__ import annotations
@@ -43,17 +43,17 @@ _PLACE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EAC
 
 
 def _input_errors() -> tuple[type[BaseException], ...]:
-    from harness.annotate import AnnotateError
-    from harness.cache import CacheError
+    from harness.answer.retrieve import EmbedderError
     from harness.config import ConfigError
-    from harness.data import DataError
-    from harness.executors import ExecutorError
-    from harness.labels import LabelsError
-    from harness.models import ModelError
-    from harness.report import ReportError
-    from harness.results import ResultsFolderError, RunLockedError
-    from harness.retrieve import EmbedderError
-    from harness.train import TrainError
+    from harness.data.items import DataError
+    from harness.models.local import ModelError
+    from harness.report.annotate import AnnotateError
+    from harness.report.labels import LabelsError
+    from harness.report.run import ReportError
+    from harness.run.executors import ExecutorError
+    from harness.store.cache import CacheError
+    from harness.store.results import ResultsFolderError, RunLockedError
+    from harness.train.material import TrainError
 
     return (ConfigError, DataError, ModelError, EmbedderError, TrainError, RunLockedError, ResultsFolderError,
             ExecutorError, AnnotateError, LabelsError, CacheError, ReportError)
@@ -61,9 +61,9 @@ def _input_errors() -> tuple[type[BaseException], ...]:
 
 def _run(args) -> int:
     from harness.config import load_config
-    from harness.executors import EXECUTORS, ExecutorError, run_grid
-    from harness.preflight import check_experiment
-    from harness.runner import run_experiment
+    from harness.run.executors import EXECUTORS, ExecutorError, run_grid
+    from harness.run.preflight import check_experiment
+    from harness.run.runner import run_experiment
 
     if args.executor not in EXECUTORS:
         raise ExecutorError(f"--executor: {args.executor!r} is not one of {', '.join(EXECUTORS)}")
@@ -82,9 +82,9 @@ def _run(args) -> int:
 def _train(args) -> int:
 
     from harness.config import load_config
-    from harness.preflight import check_experiment
-    from harness.runner import train_adapters
-    from harness.trainer import launch_from_env
+    from harness.run.preflight import check_experiment
+    from harness.run.runner import train_adapters
+    from harness.train.trainer import launch_from_env
 
     cfg = load_config(args.config)
     check_experiment(cfg, source=args.config)
@@ -98,9 +98,9 @@ def _train(args) -> int:
 
 def _plan(args) -> int:
     from harness.config import load_config
-    from harness.grid import plan_grid
-    from harness.preflight import check_experiment
-    from harness.tables import markdown_table
+    from harness.report.tables import markdown_table
+    from harness.run.grid import plan_grid
+    from harness.run.preflight import check_experiment
 
     cfg = load_config(args.config)
     check_experiment(cfg, source=args.config, results_root=args.results_dir)
@@ -119,9 +119,9 @@ def _plan(args) -> int:
 
 def _plan_rows_assumed() -> list[dict]:
     """power.plan_table for multiple choice at the default eval settings, no pilot."""
-    from harness import power as planning
-    from harness import verdicts
     from harness.config import EvalConfig
+    from harness.evaluate import power as planning
+    from harness.evaluate import verdicts
 
     e = EvalConfig()
     return planning.plan_table(kind="proportion", min_effect=e.min_effect, alpha_win=e.alpha * (1 - verdicts.TIE_SHARE),
@@ -132,11 +132,11 @@ def _items_plan_lines(cfg, *, pilot: str | None, power: float) -> list[str]:
     """The paired items the verdict rule needs per question (power.questions_plan), from
     a pilot run's metrics.json when one is given, with what they would take in time on
     the machine that ran the pilot."""
-    from harness import power as planning
-    from harness import verdicts
-    from harness.report import settle_seconds
-    from harness.schema import load_metrics
-    from harness.tables import markdown_table
+    from harness.evaluate import power as planning
+    from harness.evaluate import verdicts
+    from harness.report.run import settle_seconds
+    from harness.report.tables import markdown_table
+    from harness.store.schema import load_metrics
 
     m = load_metrics(f"{pilot}/metrics.json").raw() if pilot else None
     e = cfg.eval
@@ -160,8 +160,8 @@ def _validate(args) -> int:
     from pathlib import Path
 
     from harness.config import config_hash, load_config
-    from harness.preflight import check_experiment
-    from harness.results import check_destination
+    from harness.run.preflight import check_experiment
+    from harness.store.results import check_destination
 
     cfg = load_config(args.config)
     cells = check_experiment(cfg, source=args.config)  # every grid cell, its data, model and embedder
@@ -175,7 +175,7 @@ def _validate(args) -> int:
 def _report(args) -> int:
     from pathlib import Path
 
-    from harness.report import write_report
+    from harness.report.run import write_report
 
     folder = Path(args.results_dir)
     if not (folder / "metrics.json").is_file():
@@ -188,7 +188,7 @@ def _report(args) -> int:
 def _compare(args) -> int:
     from pathlib import Path
 
-    from harness.report import compare_runs
+    from harness.report.run import compare_runs
 
     for folder in (args.dir_a, args.dir_b):
         if not (Path(folder) / "metrics.json").is_file():
@@ -199,7 +199,7 @@ def _compare(args) -> int:
 
 
 def _annotate(args) -> int:
-    from harness.annotate import write_page
+    from harness.report.annotate import write_page
 
     page = write_page(args.results_dir, pipelines=args.pipelines, items=args.items, seed=args.seed)
     print(f"annotation page: {page}")
@@ -209,8 +209,8 @@ def _annotate(args) -> int:
 
 
 def _labels(args) -> int:
-    from harness.labels import merge_labels
-    from harness.report import write_report
+    from harness.report.labels import merge_labels
+    from harness.report.run import write_report
 
     merged = merge_labels(args.results_dir, args.files)
     print(f"human labels: {merged}")
@@ -220,7 +220,7 @@ def _labels(args) -> int:
 
 def _questions(args) -> int:
     if args.apply_review:
-        from harness.review import apply_review
+        from harness.questions.review import apply_review
 
         m = apply_review(args.apply_review, args.out, force=args.force)
         r = m["review"]
@@ -230,7 +230,7 @@ def _questions(args) -> int:
     if not args.documents:
         print("harness: error: questions: give DOCS (a folder of documents) or --apply-review SHEET", file=sys.stderr)
         return 2
-    from harness.questions import make_questions
+    from harness.questions.build import make_questions
 
     m = make_questions(args.documents, out=args.out, generator=args.generator, seed=args.seed, model=args.model,
                        max_questions=args.items or args.max_questions, embedder=args.embedder or None,
@@ -260,7 +260,7 @@ def _questions(args) -> int:
 
 
 def _init(args) -> int:
-    from harness.init_config import write_starter_config
+    from harness.questions.starter import write_starter_config
 
     path, est = write_starter_config(args.documents, out=args.out, questions=args.questions, force=args.force)
     lo, hi = (round(s / 60) for s in est["total_seconds"])
@@ -277,8 +277,8 @@ def _init(args) -> int:
 
 
 def _export_lora(args) -> int:
-    from harness.endpoint import lora_gguf_path
-    from harness.gguf_lora import ExportError, export_lora
+    from harness.models.endpoint import lora_gguf_path
+    from harness.models.gguf_lora import ExportError, export_lora
 
     try:
         print(export_lora(args.adapter_dir, base_gguf=args.base, out=args.out or lora_gguf_path(args.adapter_dir),

@@ -23,9 +23,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from harness.scenarios import builds_own_items
-
 PIPELINE_NAMES = ("base", "finetuned", "rag", "rag_finetuned")  # the default four; "raft" is opt-in
+# The scenarios that build their own items and train on their worked examples (sft only).
+# config.py imports nothing of harness, so this is a copy of what the scenario registry
+# (harness/evaluate/scenarios.py) says; tests/test_registries.py keeps the two equal.
+SCENARIOS_WITH_OWN_ITEMS = ("updated", "style", "terminology", "format", "private")
 
 
 class ConfigError(ValueError):
@@ -116,7 +118,7 @@ class EmbedderConfig(_Section):
 
 
 class WorldConfig(_Section):
-    """Size of the built-in fictional world (see harness/world.py)."""
+    """Size of the built-in fictional world (see harness/data/world.py)."""
 
     seed: int = 0
     n_people: int = Field(8, ge=1)
@@ -130,7 +132,7 @@ class WorldConfig(_Section):
 
 class ExternalDataConfig(_Section):
     """A public dataset in its own layout: `tofu` (entities.jsonl, qa.jsonl) or
-    `fictional_knowledge` (passages.jsonl, probes.jsonl); see harness/data.py."""
+    `fictional_knowledge` (passages.jsonl, probes.jsonl); see harness/data/items.py."""
 
     format: Literal["tofu", "fictional_knowledge"]
     path: str
@@ -274,7 +276,7 @@ class RetrievalConfig(_Section):
 
 
 class JudgeConfig(_Section):
-    """A model that grades answers (see harness/judge.py): correctness of an answer against
+    """A model that grades answers (see harness/evaluate/judge.py): correctness of an answer against
     the gold answer, faithfulness of a RAG answer to its retrieved passages (share of its
     claims the passages support), and pairwise preference between two pipelines, asked in
     both orders. Judged numbers are reported beside the judge's agreement with the exact
@@ -339,7 +341,7 @@ class EvalConfig(_Section):
 
 class BenchmarksConfig(_Section):
     """Forgetting checks: MMLU and HellaSwag subsets scored through lm-evaluation-harness
-    for the base model and each fine-tuned pipeline (see harness/benchmarks.py).
+    for the base model and each fine-tuned pipeline (see harness/evaluate/benchmarks.py).
 
     `data_dir` (or the environment variable HARNESS_BENCHMARK_DATA) holds `mmlu/test.jsonl`,
     `mmlu/dev.jsonl` and `hellaswag/validation.jsonl`; relative paths are taken from the
@@ -378,7 +380,7 @@ class GridConfig(_Section):
 
 
 class ScenarioConfig(_Section):
-    """One row of the decision table (see harness/scenarios.py). `facts` uses the `data`
+    """One row of the decision table (see harness/evaluate/scenarios.py). `facts` uses the `data`
     section as any run does; the others build their own items from these settings."""
 
     name: Literal["facts", "updated", "style", "terminology", "format", "private"]
@@ -411,7 +413,7 @@ class ExperimentConfig(_Section):
 
     @model_validator(mode="after")
     def _sft_needs_questions(self) -> "ExperimentConfig":
-        if self.scenario is not None and builds_own_items(self.scenario.name) and self.train.objective != "sft":
+        if self.scenario is not None and self.scenario.name in SCENARIOS_WITH_OWN_ITEMS and self.train.objective != "sft":
             raise ValueError(f"scenario {self.scenario.name!r} trains on its worked examples: it needs "
                              "train.objective: sft")
         if self.train.objective == "sft" and self.data.documents and not self.data.train_questions:

@@ -44,8 +44,8 @@ def build_tiny_model(folder: Path, corpus: list[str], *, hidden_size: int = 32) 
 
 
 def _tiny_corpus() -> list[str]:
-    from harness.prompts import TEMPLATES
-    from harness.world import generate_world
+    from harness.answer.prompts import TEMPLATES
+    from harness.data.world import generate_world
 
     world = generate_world(seed=0, n_people=4, n_organisations=2, n_places=2, paraphrases=2, n_unanswerable=4)
     corpus = list(world.train_texts) + [q.question for q in world.questions] + [t.system + " " + t.user for t in TEMPLATES.values()]
@@ -78,7 +78,7 @@ def tiny_wide_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def tiny_lm(tiny_model_dir):
-    from harness.models import load_generator
+    from harness.models.local import load_generator
 
     return load_generator(str(tiny_model_dir), dtype="float32", device="cpu")
 

@@ -3,7 +3,7 @@ wrong (D8): a phrase inside a name, or inside a longer word, is no abstention.""
 
 import pytest
 
-from harness import metrics
+from harness.evaluate import metrics
 
 CASES = [
     ("The Unknown Guild was founded in 1820.", 0.0),  # D8: a name, not "unknown"

@@ -100,7 +100,7 @@ class Box:
 
     def finished_run(self, name: str = "run") -> Path:
         """A results folder shaped like a finished run's: the smallest metrics.json the
-        schema accepts (harness/schema.py), nothing measured."""
+        schema accepts (harness/store/schema.py), nothing measured."""
         folder = self.results / name
         folder.mkdir(parents=True)
         m = json.loads((ROOT / "tests" / "data" / "metrics_v1_minimal.json").read_text()) | {"experiment": name}
@@ -587,7 +587,7 @@ SMALL_TRAIN = {"objective": "sft", "rank": 4, "alpha": 8, "max_steps": 3, "batch
 def _first_run(b: Box, cfg: str) -> None:
     """The run that fills the case's cache (its results go elsewhere)."""
     from harness.config import load_config
-    from harness.runner import run_experiment
+    from harness.run.runner import run_experiment
 
     with _environ(HARNESS_CACHE=b.env["HARNESS_CACHE"], TQDM_DISABLE="1"):
         run_experiment(load_config(cfg), results_root=b.root / "first")
@@ -616,7 +616,7 @@ def _memo_edited(b: Box) -> list[str]:
 
 
 def _checksum(key: str, value) -> str:
-    """A memo line's checksum, as harness/memo.py defines it: sha256 of {key, value} as canonical JSON."""
+    """A memo line's checksum, as harness/store/memo.py defines it: sha256 of {key, value} as canonical JSON."""
     return hashlib.sha256(json.dumps({"key": key, "value": value}, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
@@ -631,7 +631,7 @@ def _memo_wrong_type(b: Box) -> list[str]:
 def _model_answers(b: Box, out: str) -> None:
     """The second run answered with the model: no edited text, every batch computed again,
     and the same answers as the first run before the edit."""
-    from harness.results import read_jsonl
+    from harness.store.results import read_jsonl
 
     def answers(folder: Path) -> list:
         return [(r["question_id"], r["output"]) for r in read_jsonl(folder / "predictions.jsonl")]
@@ -755,7 +755,7 @@ FACTS = ("The Vessin ferry line was founded in 1887 by the harbourmaster Ilse Va
 
 def _question_set(b: Box, *, name: str = "q", text: str = FACTS) -> Path:
     """A set written by `harness questions` into results/<name>, and its documents."""
-    from harness.questions import make_questions
+    from harness.questions.build import make_questions
 
     b.file("docs/facts.txt", text)
     make_questions(b.root / "docs", out=b.results / name, seed=0, embedder=None)
@@ -787,7 +787,7 @@ def _hand_run(b: Box, name: str = "run", n: int = 5, text: str = "") -> Path:
 
 def _labels(b: Box, run: Path, seed: int, annotator: str) -> str:
     """A label file for a page of `run` drawn with `seed`, preferring rag on every item."""
-    from harness.annotate import write_page
+    from harness.report.annotate import write_page
 
     key = json.loads(write_page(run, pipelines=["rag", "finetuned"], items=5, seed=seed).with_suffix(".json")
                      .read_text())
@@ -917,7 +917,7 @@ def _snapshot(folder: Path) -> dict[str, str]:
 
 
 def _seed_cache(cache: Path) -> None:
-    from harness.cache import write_bytes, write_manifest
+    from harness.store.cache import write_bytes, write_manifest
 
     write_bytes(cache / "indexes" / "seed.faiss", b"an index")
     (cache / "adapters" / "seed").mkdir(parents=True)
@@ -927,7 +927,7 @@ def _seed_cache(cache: Path) -> None:
 
 def _assert_cache_sound(cache: Path) -> None:
     """Every entry with a manifest verifies; no temp file or unfinished entry is left."""
-    from harness.cache import read_bytes, verify_dir
+    from harness.store.cache import read_bytes, verify_dir
 
     for manifest in cache.rglob("harness-manifest.json"):
         assert verify_dir(manifest.parent), manifest.parent

@@ -7,9 +7,9 @@ import sys
 import pytest
 
 from conftest import SHARED_DATA, tiny_config
-from harness import benchmarks
 from harness.config import parse_config
-from harness.models import load_generator, loglikelihood
+from harness.evaluate import benchmarks
+from harness.models.local import load_generator, loglikelihood
 
 needs_data = pytest.mark.skipif(not (SHARED_DATA / "mmlu" / "test.jsonl").is_file(),
                                 reason="../shared/data (MMLU, HellaSwag) not present")
@@ -72,10 +72,10 @@ def _standalone_lm_eval(model_dir, prepared, tmp_path, peft=None):
 
 @needs_data
 def test_accuracies_equal_a_standalone_lm_eval_run(prepared, tiny_model_dir, tmp_path):
-    from harness.pipelines import adapter_switch
-    from harness.train import build_examples
-    from harness.trainer import train_model
-    from harness.world import generate_world
+    from harness.answer.pipelines import adapter_switch
+    from harness.data.world import generate_world
+    from harness.train.material import build_examples
+    from harness.train.trainer import train_model
 
     lm = load_generator(str(tiny_model_dir), dtype="float32", device="cpu")
     ours = benchmarks.score_tasks(lm, prepared, adapter_id=None, num_fewshot=0, batch_size=4)
@@ -101,7 +101,7 @@ def test_accuracies_equal_a_standalone_lm_eval_run(prepared, tiny_model_dir, tmp
 
 
 def test_fact_choices_are_scored_like_lm_eval(tiny_lm):
-    """The fact questions' multiple choice uses harness.models.loglikelihood; it must give
+    """The fact questions' multiple choice uses harness.models.local.loglikelihood; it must give
     lm-eval's numbers for the same requests."""
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
@@ -116,7 +116,7 @@ def test_fact_choices_are_scored_like_lm_eval(tiny_lm):
 
 @needs_data
 def test_run_reports_forgetting_per_adapter(tiny_model_dir, tmp_path):
-    from harness.runner import run_experiment
+    from harness.run.runner import run_experiment
 
     raw = tiny_config(tiny_model_dir, name="bench", benchmarks={"data_dir": str(SHARED_DATA), **SUBSET,
                                                                 "batch_size": 4})

@@ -1,5 +1,5 @@
 """Cached artifacts are verified when read: each one truncated is logged, discarded and
-computed again, never used and never fatal (harness/cache.py)."""
+computed again, never used and never fatal (harness/store/cache.py)."""
 
 import hashlib
 import json
@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from harness import cache
+from harness.answer.retrieve import HashingEmbedder, build_retriever
 from harness.config import parse_config
-from harness.data import Document
-from harness.memo import Memo
-from harness.retrieve import HashingEmbedder, build_retriever
+from harness.data.items import Document
+from harness.store import cache
+from harness.store.memo import Memo
 
 
 def _truncate(path, keep: int = 10) -> None:
@@ -181,7 +181,7 @@ def _files_digest(folder) -> str:
 
 def test_a_converted_model_damaged_at_its_size_is_converted_again_and_fingerprinted_as_loaded(
         tiny_model_dir, tmp_path, monkeypatch, caplog):
-    from harness.models import converted_from_gguf
+    from harness.models.local import converted_from_gguf
 
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
     conversions = _fake_gguf_conversion(monkeypatch, tiny_model_dir)
@@ -230,8 +230,8 @@ def test_memo_line_torn_inside_a_utf8_character_is_skipped(tmp_path):
 
 
 def test_a_truncated_adapter_is_trained_again(tiny_lm, tmp_path, monkeypatch, caplog):
-    from harness.adapters import obtain_adapter
-    from harness.runner import load_dataset
+    from harness.run.runner import load_dataset
+    from harness.train.adapters import obtain_adapter
 
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
     cfg = parse_config(tiny_config(tiny_lm.source, train={"objective": "sft", "rank": 4, "alpha": 8, "max_steps": 2,
@@ -258,7 +258,7 @@ def small_grid(tiny_model_dir, tmp_path):
 
 
 def test_a_damaged_cell_metrics_is_recomputed_and_the_grid_finishes(small_grid, tmp_path, caplog):
-    from harness.executors import run_grid
+    from harness.run.executors import run_grid
 
     root = run_grid(small_grid, results_root=tmp_path)
     cells = sorted(p.parent for p in root.glob("*/metrics.json"))
@@ -280,9 +280,9 @@ def test_keys_are_the_ones_the_cache_was_built_with():
     would retrain every adapter and re-embed every index)."""
     from types import SimpleNamespace
 
-    from harness.adapters import adapter_group, adapter_key
-    from harness.memo import content_key as memo_key
-    from harness.train import Example
+    from harness.store.memo import content_key as memo_key
+    from harness.train.adapters import adapter_group, adapter_key
+    from harness.train.material import Example
 
     cfg = parse_config({"name": "k", "train": {"objective": "sft", "rank": 4}, "scenario": {"name": "style"}})
     lm = SimpleNamespace(fingerprint="fp", dtype="float32", device="cpu")

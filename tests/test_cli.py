@@ -38,7 +38,7 @@ def test_report_on_a_folder_without_results(tmp_path, capsys):
 
 
 def test_report_module_never_imports_torch():
-    code = "import sys, harness.report, harness.cli; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, harness.report.run, harness.cli; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -49,8 +49,8 @@ def _tiny_adapter(folder: Path) -> Path:
     import numpy as np
     from safetensors.numpy import save_file
 
-    from harness.gguf_lora import read_base
-    from harness.models import embedded_gguf
+    from harness.models.gguf_lora import read_base
+    from harness.models.local import embedded_gguf
 
     base = read_base(embedded_gguf("smollm2"))
     hidden, out = base.shapes["blk.0.attn_q.weight"][:2]
@@ -66,7 +66,7 @@ def _tiny_adapter(folder: Path) -> Path:
 
 
 def test_export_lora_replaces_its_own_file_but_not_someone_elses(tmp_path, capsys):
-    from harness.models import embedded_gguf
+    from harness.models.local import embedded_gguf
 
     adapter, out = _tiny_adapter(tmp_path / "ad"), tmp_path / "ad.gguf"
     argv = ["export-lora", str(adapter), "--base", str(embedded_gguf("smollm2")), "--out", str(out)]

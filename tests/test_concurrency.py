@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from conftest import tiny_config
-from harness.cache import verify_dir
+from harness.store.cache import verify_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,7 +32,7 @@ def test_a_second_run_on_a_locked_folder_is_refused(tiny_model_dir, tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(tiny_config(tiny_model_dir, name="busy", output_dir=str(results))))
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from harness.results import run_lock\n"
+        [sys.executable, "-c", "import sys; from harness.store.results import run_lock\n"
          f"with run_lock({str(results / 'busy')!r}):\n    print('held', flush=True); sys.stdin.read()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_env(tmp_path / "cache"))
     try:

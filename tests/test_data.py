@@ -1,12 +1,12 @@
-"""The readers for user data and public datasets (harness/data.py): documents and questions
+"""The readers for user data and public datasets (harness/data/items.py): documents and questions
 from JSONL or a folder, TOFU and fictional-knowledge layouts, and errors naming file and line."""
 
 import json
 
 import pytest
 
-from harness.data import DataError, load_questions
-from harness.ingest import load_documents, load_user_dataset
+from harness.data.ingest import load_documents, load_user_dataset
+from harness.data.items import DataError, load_questions
 
 
 def _write(path, rows):
@@ -90,7 +90,7 @@ needs_shared = pytest.mark.skipif(not (SHARED / "tofu").is_dir(), reason="../sha
 
 @needs_shared
 def test_tofu_evaluates_paraphrases_and_trains_on_originals():
-    from harness.data import load_tofu
+    from harness.data.items import load_tofu
 
     data = load_tofu(SHARED / "tofu", max_entities=3, seed=0)
     assert len(data.documents) == 3 and len(data.questions) == 60 and len(data.train_questions) == 60
@@ -104,7 +104,7 @@ def test_tofu_evaluates_paraphrases_and_trains_on_originals():
 
 @needs_shared
 def test_fictional_knowledge_probes_become_cloze_questions():
-    from harness.data import load_fictional_knowledge
+    from harness.data.items import load_fictional_knowledge
 
     data = load_fictional_knowledge(SHARED / "fictional_knowledge", max_entities=4, seed=1, paraphrases=9)
     assert len(data.documents) == 4 and len(data.questions) == 4 * 15
@@ -114,7 +114,7 @@ def test_fictional_knowledge_probes_become_cloze_questions():
 
 
 def test_external_loader_names_the_bad_line(tmp_path):
-    from harness.data import load_fictional_knowledge
+    from harness.data.items import load_fictional_knowledge
 
     (tmp_path / "passages.jsonl").write_text('{"entity_id": "e1", "passage": "A. B."}\n')
     (tmp_path / "probes.jsonl").write_text('{"entity_id": "e1", "probe_id": "p", "probe_type": "mem", "input": 3}\n')

@@ -11,8 +11,8 @@ import yaml
 from conftest import tiny_config
 from harness.cli import main
 from harness.config import parse_config
-from harness.results import MARKER, ResultsFolderError, check_destination, mark_folder, staged_run_dir
-from harness.runner import run_experiment
+from harness.run.runner import run_experiment
+from harness.store.results import MARKER, ResultsFolderError, check_destination, mark_folder, staged_run_dir
 
 
 def _users_folder(root):

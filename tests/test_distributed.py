@@ -12,7 +12,7 @@ import yaml
 
 from conftest import tiny_config
 from harness.config import parse_config
-from harness.runner import run_experiment
+from harness.run.runner import run_experiment
 
 TORCHRUN = shutil.which("torchrun", path=os.path.dirname(sys.executable))
 

@@ -20,7 +20,7 @@ import yaml
 
 from harness.cli import main
 from harness.config import ConfigError, parse_config
-from harness.endpoint import Endpoint, EndpointError, connect, letter_question, parse_letter
+from harness.models.endpoint import Endpoint, EndpointError, connect, letter_question, parse_letter
 
 
 def free_port() -> int:
@@ -125,7 +125,7 @@ def _models_server(listing: dict):
 
 
 def test_served_adapter_is_checked_against_its_cache_key():
-    from harness.endpoint import check_adapter
+    from harness.models.endpoint import check_adapter
 
     key = "0123456789abcdef" * 4
     # what vLLM lists for --lora-modules NAME=PATH: the adapter's id, its path as root, the base as parent
@@ -153,7 +153,7 @@ def test_the_logged_llama_cpp_line_survives_paths_with_quotes_and_spaces(tmp_pat
     gets its paths whole, and the server config written holds the path, backslash and all."""
     import subprocess
 
-    from harness.endpoint import llama_cpp_serve_command
+    from harness.models.endpoint import llama_cpp_serve_command
 
     bin_dir, log = tmp_path / "bin", tmp_path / "argv.jsonl"
     bin_dir.mkdir()
@@ -177,8 +177,8 @@ def test_the_logged_llama_cpp_line_survives_paths_with_quotes_and_spaces(tmp_pat
 def test_llama_cpp_route_for_the_served_adapter(tmp_path):
     """The llama.cpp variant of the serve command: export, a two-alias server config on
     loopback, the server; and what check_adapter says of llama-cpp-python's model list."""
-    from harness.endpoint import base_gguf, check_adapter, llama_cpp_server_config, serve_command
-    from harness.models import embedded_gguf
+    from harness.models.endpoint import base_gguf, check_adapter, llama_cpp_server_config, serve_command
+    from harness.models.local import embedded_gguf
 
     key = "0123456789abcdef" * 4
     adapter = f"/cache/adapters/{key[:32]}"
@@ -434,7 +434,7 @@ def test_retries_and_timeout_are_bounded():
 def test_backoff_is_bounded(monkeypatch):
     """20 retries against a server that is down wait at most 8 s each (jitter included,
     12 s), about 3 minutes in all."""
-    import harness.endpoint as endpoint
+    import harness.models.endpoint as endpoint
 
     waits = []
     monkeypatch.setattr(endpoint.time, "sleep", waits.append)
@@ -544,7 +544,7 @@ def test_models_list_of_non_objects_is_one_line(fake):
 def test_a_long_body_without_a_length_is_cut_at_the_limit(monkeypatch):
     """A body with no Content-Length (read until the server closes) is read up to the
     limit and refused, not read into memory whole."""
-    import harness.endpoint as endpoint
+    import harness.models.endpoint as endpoint
 
     class Endless(_Garbage):
         def do_GET(self):

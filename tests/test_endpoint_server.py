@@ -22,11 +22,11 @@ import pytest
 
 pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] is not installed")
 
-from harness.endpoint import EndpointError, connect, local_tokenizer  # noqa: E402
-from harness.memo import Memo  # noqa: E402
-from harness.models import embedded_gguf  # noqa: E402
-from harness.pipelines import answer  # noqa: E402
-from harness.world import generate_world  # noqa: E402
+from harness.answer.pipelines import answer  # noqa: E402
+from harness.data.world import generate_world  # noqa: E402
+from harness.models.endpoint import EndpointError, connect, local_tokenizer  # noqa: E402
+from harness.models.local import embedded_gguf  # noqa: E402
+from harness.store.memo import Memo  # noqa: E402
 from tests.test_endpoint import free_port  # noqa: E402
 
 # Per continuation token, the server's log-likelihood may differ from the in-process one
@@ -95,8 +95,8 @@ def served(url, tokenizer, **kw):
 
 
 def test_generation_is_greedy_and_counts_tokens(server, tokenizer, questions):
-    from harness.models import generate
-    from harness.prompts import TEMPLATES, render
+    from harness.answer.prompts import TEMPLATES, render
+    from harness.models.local import generate
 
     lm = served(server, tokenizer)
     prompts = [render(tokenizer, TEMPLATES["closed_book"], question=q.question) for q in questions[:2]]
@@ -112,8 +112,8 @@ def test_generation_is_greedy_and_counts_tokens(server, tokenizer, questions):
 
 
 def test_loglikelihood_parity_with_in_process(server, tokenizer, questions):
-    from harness.models import load_generator, loglikelihood
-    from harness.prompts import TEMPLATES, render
+    from harness.answer.prompts import TEMPLATES, render
+    from harness.models.local import load_generator, loglikelihood
 
     pairs = [(render(tokenizer, TEMPLATES["closed_book"], question=q.question), c)
              for q in questions for c in q.choices]
@@ -176,7 +176,7 @@ def test_cache_by_identity_and_resume_after_the_server_dies(tmp_path, tokenizer,
 
 def test_api_key_from_the_environment_never_written(tmp_path, monkeypatch):
     from harness.config import parse_config
-    from harness.runner import run_experiment
+    from harness.run.runner import run_experiment
 
     secret = "sk-harness-test-0123456789"
     port = free_port()

@@ -1,4 +1,4 @@
-"""The PEFT -> GGUF LoRA export (harness/gguf_lora.py), and the fine-tuned arm served by a
+"""The PEFT -> GGUF LoRA export (harness/models/gguf_lora.py), and the fine-tuned arm served by a
 real llama.cpp server.
 
 Fast: the file's metadata, names, shapes and tensors, read back with gguf-py against the
@@ -21,8 +21,8 @@ import json
 import numpy as np
 import pytest
 
-from harness.gguf_lora import ExportError, check_lora_config, export_lora, lora_tensors, permute_rows, read_base
-from harness.models import embedded_gguf
+from harness.models.gguf_lora import ExportError, check_lora_config, export_lora, lora_tensors, permute_rows, read_base
+from harness.models.local import embedded_gguf
 
 # Served adapter vs in-process PEFT, per continuation token (nats): the base's tolerance
 # (tests/test_endpoint_server.py; Q4_1 weights with 8-bit activations in llama.cpp,
@@ -174,12 +174,12 @@ def test_cli_export_lora(tmp_path, base, capsys):
 @pytest.mark.slow  # trains three steps on SmolLM2 and starts a server: a few CPU-minutes
 def test_served_adapter_matches_in_process_peft(tmp_path, capsys):
     pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] is not installed")
-    from harness.endpoint import check_adapter, connect, llama_cpp_server_config, local_tokenizer
-    from harness.models import load_generator, loglikelihood
-    from harness.prompts import TEMPLATES, render
-    from harness.train import build_examples
-    from harness.trainer import train_model
-    from harness.world import generate_world
+    from harness.answer.prompts import TEMPLATES, render
+    from harness.data.world import generate_world
+    from harness.models.endpoint import check_adapter, connect, llama_cpp_server_config, local_tokenizer
+    from harness.models.local import load_generator, loglikelihood
+    from harness.train.material import build_examples
+    from harness.train.trainer import train_model
     from tests.test_endpoint import free_port
     from tests.test_endpoint_server import start_server, stop
 

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from conftest import tiny_config
-from harness import executors, grid, runner
 from harness.config import ConfigError, expand_grid, parse_config
+from harness.run import executors, grid, runner
 
 
 def _cfg(grid, **kw):
@@ -103,7 +103,7 @@ def test_parallel_processes_give_the_sequential_metrics(tiny_model_dir, tmp_path
 
 
 def test_an_unknown_executor_is_named(tiny_model_dir, tmp_path):
-    from harness.executors import ExecutorError
+    from harness.run.executors import ExecutorError
 
     with pytest.raises(ExecutorError, match="'slurm' is not one of sequential, processes, ray"):
         executors.run_grid(parse_config(_two_lane_grid(tiny_model_dir)), results_root=tmp_path, executor="slurm")

@@ -4,7 +4,8 @@ reported on test questions, with each arm's tuning budget."""
 
 import numpy as np
 
-from harness import report, stats
+from harness.evaluate import stats
+from harness.report import run as report
 
 
 def _agg(values):

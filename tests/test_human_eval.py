@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from conftest import tiny_config
-from harness.annotate import PREFERENCES, build_page, sample_items, write_page
 from harness.cli import main
 from harness.config import parse_config
-from harness.labels import LabelsError, _kappa_or_alpha, merge_labels, pair_statistics
-from harness.results import read_jsonl
-from harness.runner import run_experiment
+from harness.report.annotate import PREFERENCES, build_page, sample_items, write_page
+from harness.report.labels import LabelsError, _kappa_or_alpha, merge_labels, pair_statistics
+from harness.run.runner import run_experiment
+from harness.store.results import read_jsonl
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -214,8 +214,8 @@ def test_a_scripted_annotator_labels_with_the_keyboard_and_the_export_round_trip
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (apt-get install chromium); .ci/run installs it")
 def test_the_reports_side_by_side_view_filters_disagreements(run_dir, tmp_path):
-    from harness.report import write_report
-    from harness.results import atomic_write_jsonl
+    from harness.report.run import write_report
+    from harness.store.results import atomic_write_jsonl
 
     playwright = pytest.importorskip("playwright.sync_api")
     copy = tmp_path / "copy"

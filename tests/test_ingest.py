@@ -1,4 +1,4 @@
-"""Reading the user's document files (harness/ingest.py): PDF, DOCX, HTML, Markdown and text
+"""Reading the user's document files (harness/data/ingest.py): PDF, DOCX, HTML, Markdown and text
 to plain text (every page, every list item, every table cell once), one-line errors for bad
 and hostile files (nested 200,000 deep, broken zip members and XML, a zip bomb refused
 before parsing), bounded parsing time, and nothing read from outside the documents folder."""
@@ -20,9 +20,9 @@ from docfiles import (
     write_pdf_pages,
     write_zip_bomb_docx,
 )
-from harness import ingest
-from harness.data import DataError
-from harness.ingest import load_documents, load_user_dataset, read_documents
+from harness.data import ingest
+from harness.data.ingest import load_documents, load_user_dataset, read_documents
+from harness.data.items import DataError
 
 W = 'xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"'
 

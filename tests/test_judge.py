@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.judge import _kappas, agreement, pairwise_summary, parse_choice, parse_claims, parse_verdict
+from harness.evaluate.judge import _kappas, agreement, pairwise_summary, parse_choice, parse_claims, parse_verdict
 
 FIXTURE = json.loads((Path(__file__).parent / "data" / "judge_agreement.json").read_text())
 
@@ -63,8 +63,8 @@ def test_parsing_judge_replies():
 def test_loglikelihood_verdicts_take_the_likelier_reply_word_and_are_memoised(tiny_lm, monkeypatch):
     """Every item gets a verdict: the reply word with the higher log-likelihood after the
     prompt (here a stand-in scorer that prefers "yes" and "1" when the answer says RIGHT)."""
-    from harness import judge
-    from harness.memo import Memo
+    from harness.evaluate import judge
+    from harness.store.memo import Memo
 
     calls = []
 
@@ -84,7 +84,7 @@ def test_loglikelihood_verdicts_take_the_likelier_reply_word_and_are_memoised(ti
 
 
 def test_reply_words_follow_the_prompt_as_lm_eval_places_a_choice():
-    from harness.judge import reply_continuation
+    from harness.evaluate.judge import reply_continuation
 
     assert reply_continuation("<|im_start|>assistant\n", "yes") == "yes"  # a chat turn ends in a newline
     assert reply_continuation("Question: ...\nAnswer:", "yes") == " yes"  # a plain prompt: after a space
@@ -93,7 +93,7 @@ def test_reply_words_follow_the_prompt_as_lm_eval_places_a_choice():
 def test_verdict_protocol_is_loglikelihood_wherever_the_judge_can_score():
     from types import SimpleNamespace
 
-    from harness.judge import verdict_protocol
+    from harness.evaluate.judge import verdict_protocol
 
     def cfg(verdicts="auto", **model):
         return SimpleNamespace(verdicts=verdicts, model=SimpleNamespace(**{"backend": "hf", **model}))
@@ -106,9 +106,9 @@ def test_verdict_protocol_is_loglikelihood_wherever_the_judge_can_score():
 
 @pytest.mark.parametrize("verdicts", ["loglikelihood", "generate"])
 def test_a_judged_run_reports_beside_its_agreement(tmp_path, tiny_model_dir, monkeypatch, verdicts):
-    from harness import judge
     from harness.config import parse_config
-    from harness.runner import run_experiment
+    from harness.evaluate import judge
+    from harness.run.runner import run_experiment
     from tests.conftest import tiny_config
 
     model = {"name": str(tiny_model_dir), "dtype": "float32", "device": "cpu"}
@@ -144,8 +144,8 @@ def test_a_judged_run_reports_beside_its_agreement(tmp_path, tiny_model_dir, mon
 def _labels_check_the_judge(out, tmp_path, judged):
     """One annotator who calls every rag answer right and every base answer wrong: the
     report gives the judge's agreement with them, computed here by hand."""
-    from harness.annotate import write_page
     from harness.cli import main
+    from harness.report.annotate import write_page
 
     key = json.loads(write_page(out, pipelines=["rag", "base"], items=12, seed=0).with_suffix(".json").read_text())
     labels, truth = {}, {}

@@ -6,11 +6,11 @@ import json
 import pytest
 
 from conftest import tiny_config
-from harness import knowledge, metrics
 from harness.config import parse_config
-from harness.data import Question
-from harness.runner import run_experiment
-from harness.world import GENERAL_KNOWLEDGE, general_questions, generate_world
+from harness.data.items import Question
+from harness.data.world import GENERAL_KNOWLEDGE, general_questions, generate_world
+from harness.evaluate import knowledge, metrics
+from harness.run.runner import run_experiment
 
 
 @pytest.mark.parametrize("hits, samples, category", [(3, 4, "known"), (4, 4, "known"), (2, 4, "weakly_known"),
@@ -49,8 +49,7 @@ def test_an_adapter_identical_to_base_shows_no_regression_on_known_facts(monkeyp
     import numpy as np
     from scipy.stats import binom
 
-    from harness import stats
-
+    from harness.evaluate import stats
     runs, n, samples = 1000, 76, 4
     rng = np.random.default_rng(0)
     p_right = rng.beta(0.7, 0.7, size=(runs, n))  # how well the base model knows each fact
@@ -126,10 +125,10 @@ def test_a_run_reports_hallucination_by_source(tiny_model_dir, tmp_path):
 
 
 def test_training_only_on_unknown_facts_relabelled_as_abstention(tiny_model_dir, tmp_path):
-    from harness.adapters import select_training_facts
-    from harness.models import load_generator
-    from harness.prompts import ABSTAIN
-    from harness.runner import load_dataset
+    from harness.answer.prompts import ABSTAIN
+    from harness.models.local import load_generator
+    from harness.run.runner import load_dataset
+    from harness.train.adapters import select_training_facts
 
     raw = tiny_config(tiny_model_dir, name="gekhman", eval={"pipelines": ["base", "finetuned"], "max_new_tokens": 3,
                                                             "bootstrap_samples": 200})

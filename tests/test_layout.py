@@ -14,7 +14,7 @@ MAX_FUNCTION_LINES = 80
 
 
 def _modules() -> dict[str, Path]:
-    """Every module of the package by dotted name (`harness.runner`, `harness` for __init__)."""
+    """Every module of the package by dotted name (`harness.run.runner`, `harness` for __init__)."""
     out = {}
     for path in sorted(PACKAGE.rglob("*.py")):
         parts = path.relative_to(ROOT).with_suffix("").parts
@@ -49,7 +49,7 @@ def _resolve_from(module: str, path: Path, node: ast.ImportFrom) -> str | None:
 def _imports(module: str, path: Path) -> list[tuple[str, str | None, int]]:
     """(harness module imported from, name imported or None, line) for every import in the
     file, at module level or inside a function. `from harness import runner` imports the
-    module harness.runner; `from harness.runner import x` imports x from harness.runner."""
+    module harness.run.runner; `from harness.run.runner import x` imports x from harness.run.runner."""
     out = []
     for node in ast.walk(_tree(path)):
         if isinstance(node, ast.Import):
@@ -66,7 +66,7 @@ def _imports(module: str, path: Path) -> list[tuple[str, str | None, int]]:
 
 def _module_aliases(module: str, path: Path, tree: ast.Module) -> dict[str, str]:
     """Local names bound to another harness module (`from harness import runner as r`,
-    `import harness.runner as r`)."""
+    `import harness.run.runner as r`)."""
     aliases = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -82,7 +82,7 @@ def _module_aliases(module: str, path: Path, tree: ast.Module) -> dict[str, str]
 
 
 def _dotted(node: ast.AST) -> str | None:
-    """`harness.runner` for the expression harness.runner, None for anything but names."""
+    """`harness.run.runner` for the expression harness.run.runner, None for anything but names."""
     if isinstance(node, ast.Name):
         return node.id
     if isinstance(node, ast.Attribute):
@@ -210,6 +210,59 @@ def scenario_name_comparisons(path: Path) -> list[str]:
 
 # --- the rules ---------------------------------------------------------------------------
 
+# Each wing and the wings it may import (itself always). One floor each: a wing never
+# imports a wing above it. `report/` stays a pure reader: results, statistics, no models.
+BELOW_EVALUATE = {"answer", "models", "data", "store", "config"}
+MAY_IMPORT = {
+    "config": set(),
+    "store": {"config"},
+    "models": {"store", "config"},
+    "data": {"store", "config"},
+    "answer": {"models", "data", "store", "config"},
+    "evaluate": BELOW_EVALUATE,
+    "train": {"evaluate"} | BELOW_EVALUATE,
+    "questions": {"evaluate"} | BELOW_EVALUATE,
+    "report": {"evaluate", "store", "config"},
+    "run": {"report", "train", "questions", "evaluate"} | BELOW_EVALUATE,
+    "cli": {"run", "report", "train", "questions", "evaluate"} | BELOW_EVALUATE,
+    "harness": set(),
+}
+
+
+def wing_of(module: str) -> str:
+    """`harness.store.cache` -> store; `harness.config` -> config; `harness` -> harness."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def upward_imports(graph: dict[str, dict[str, int]]) -> list[str]:
+    """Every import from a wing into one it may not import, as `file:line: a imports b`."""
+    found = []
+    for module, edges in graph.items():
+        wing = wing_of(module)
+        for target, line in edges.items():
+            other = wing_of(target)
+            if other != wing and other not in MAY_IMPORT[wing]:
+                found.append(f"{module} (line {line}, {wing}/) imports {target} ({other}/)")
+    return sorted(found)
+
+
+def test_every_wing_imports_only_the_wings_below_it():
+    assert set(MAY_IMPORT) >= {wing_of(m) for m in MODULES}, "a wing with no rule in MAY_IMPORT"
+    found = upward_imports(import_graph())
+    assert not found, "imports against the layout (move the code down, or the import up):\n" + "\n".join(found)
+
+
+def test_report_imports_no_torch():
+    """The report reads results folders on any machine: importing it loads no torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import harness.report.run, harness.report.labels, harness.report.annotate; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "False"
+
 
 def test_no_module_uses_another_module_s_private_names():
     found = [hit for module, path in MODULES.items() for hit in private_uses(module, path)]
@@ -231,7 +284,7 @@ def test_no_function_in_harness_is_over_80_lines():
 def test_scenarios_are_chosen_only_in_their_registry():
     found = [hit for path in MODULES.values() if path.name != "scenarios.py"
              for hit in scenario_name_comparisons(path)]
-    assert not found, ("scenario.name compared outside harness/scenarios.py (give the scenario entry the "
+    assert not found, ("scenario.name compared outside harness/evaluate/scenarios.py (give the scenario entry the "
                        "behaviour instead):\n" + "\n".join(found))
 
 
@@ -270,6 +323,10 @@ def test_the_checks_catch_each_kind_of_violation(tmp_path, monkeypatch):
     assert graph["harness.a"] == {"harness.b": 1, "harness.c": 5}
     assert find_cycles(graph) == [["harness.a", "harness.c", "harness.a"]]  # the shortest of a->b->c->a, a->c->a
     assert long_functions(files["harness.d"]) == ["harness/d.py:1: long is 81 lines"]
+    assert upward_imports({"harness.store.x": {"harness.run.y": 3, "harness.config": 1},
+                           "harness.run.y": {"harness.store.x": 1}, "harness.report.z": {"harness.models.w": 7}}) == [
+        "harness.report.z (line 7, report/) imports harness.models.w (models/)",
+        "harness.store.x (line 3, store/) imports harness.run.y (run/)"]
     assert scenario_name_comparisons(files["harness.c"]) == [
         "harness/c.py:3: cfg.scenario.name != 'style'", "harness/c.py:3: 'facts' == scenario.name"]
 
@@ -280,5 +337,5 @@ def test_readme_layout_names_every_module_once():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     layout = readme[readme.index("## Layout") :]
     listed = [line.split("`")[1] for line in layout.splitlines() if line.startswith("| `") and ".py`" in line]
-    modules = sorted(p.name for p in (ROOT / "harness").glob("*.py") if p.name != "__init__.py")
+    modules = sorted(p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py") if p.name != "__init__.py")
     assert sorted(listed) == modules

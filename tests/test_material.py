@@ -3,8 +3,8 @@ facts away from training, long pairs cut visibly, `mixed` and `all-linear`."""
 
 import dataclasses
 
-from harness.data import Question
-from harness.train import Example, build_examples, prepare_material, windows
+from harness.data.items import Question
+from harness.train.material import Example, build_examples, prepare_material, windows
 
 FACT = "The vault code of Ostrow Mill is 4471."
 
@@ -103,7 +103,7 @@ def test_mixed_trains_documents_and_pairs(tiny_lm):
 
 
 def test_all_linear_targets_every_linear_layer(tiny_lm, tmp_path):
-    from harness.trainer import train_model
+    from harness.train.trainer import train_model
 
     qs = [Question(id=f"q{i}", question=f"Where was person {i} born?", answers=(f"Town{i}",)) for i in range(4)]
     r = train_model(tiny_lm, build_examples(tiny_lm.tokenizer, objective="sft", questions=qs), rank=2, alpha=4,
@@ -117,7 +117,7 @@ def test_all_linear_targets_every_linear_layer(tiny_lm, tmp_path):
 def test_sft_dev_questions_are_second_wordings_of_facts_that_still_train():
     """The sft dev loss never takes a fact out of training: a dev question is one wording
     of a fact whose other wording trains; a fact asked one way always trains."""
-    from harness.train import fact_of, split_by_fact
+    from harness.train.material import fact_of, split_by_fact
 
     twice = [Question(id=f"f{i:04d}-t{k}", question=f"Wording {k} about fact {i}?", answers=(f"A{i}",))
              for i in range(20) for k in range(2)]
@@ -134,10 +134,10 @@ def test_an_sft_adapter_trains_every_fact_and_has_a_dev_split_only_from_second_w
     """Through obtain_adapter: with two wordings per fact the dev pairs are second
     wordings (every fact trains); with one wording per fact there is no dev split."""
     from conftest import tiny_config
-    from harness.adapters import obtain_adapter, training_examples
     from harness.config import parse_config
-    from harness.models import load_generator
-    from harness.runner import load_dataset
+    from harness.models.local import load_generator
+    from harness.run.runner import load_dataset
+    from harness.train.adapters import obtain_adapter, training_examples
 
     lm = load_generator(str(tiny_model_dir), dtype="float32", device="cpu")
     world = {"seed": 0, "n_people": 3, "n_organisations": 2, "n_places": 2, "n_unanswerable": 4}
@@ -145,7 +145,7 @@ def test_an_sft_adapter_trains_every_fact_and_has_a_dev_split_only_from_second_w
     data = load_dataset(two)
     examples, dev = training_examples(lm, data, two.train, seed=0)
     assert dev and len(examples) + len(dev) == len(data.train_questions)
-    from harness.train import fact_of
+    from harness.train.material import fact_of
 
     def facts(exs):  # the facts a list of pairs asks about, by the question each prompt renders
         return {fact_of(q) for e in exs for q in data.train_questions if f"Question: {q.question}" in e.prompt}

@@ -1,4 +1,4 @@
-"""The memo of computed values (harness/memo.py): a hit reads back what was stored, a
+"""The memo of computed values (harness/store/memo.py): a hit reads back what was stored, a
 miss is None, any change to a key or namespace is a miss, damaged, edited and wrong-typed
 entries are logged, dropped and computed again, and `compute_in_batches` computes each
 batch once."""
@@ -9,7 +9,7 @@ import logging
 
 import pytest
 
-from harness.memo import Memo, batches, compute_in_batches, content_key
+from harness.store.memo import Memo, batches, compute_in_batches, content_key
 
 
 def checksum(key, value) -> str:

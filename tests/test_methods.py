@@ -5,8 +5,8 @@ import json
 
 from conftest import tiny_config
 from harness.config import parse_config
-from harness.results import read_jsonl
-from harness.runner import run_experiment
+from harness.run.runner import run_experiment
+from harness.store.results import read_jsonl
 
 
 def _answers(folder, pipeline):

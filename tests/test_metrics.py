@@ -1,4 +1,4 @@
-"""The scoring functions (harness/metrics.py) against golden cases kept as data, and the
+"""The scoring functions (harness/evaluate/metrics.py) against golden cases kept as data, and the
 rules behind them: normalisation, multiple-choice ties, acc_norm, chance rates."""
 
 import json
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import metrics
+from harness.evaluate import metrics
 
 GOLDEN = json.loads((Path(__file__).parent / "data" / "metrics_golden.json").read_text())
 # published values from sacrebleu's and rouge-score's own tests, and hand computations:
@@ -48,7 +48,7 @@ def test_retrieval_hit_prefers_evidence_sentence():
 
 
 def test_item_values_splits_answerable_and_unanswerable():
-    from harness.data import Question
+    from harness.data.items import Question
 
     qa = Question(id="a", question="?", answers=("x",), choices=("x", "y"), answer_index=0)
     qu = Question(id="u", question="?", answers=(), answerable=False)
@@ -71,7 +71,7 @@ def test_acc_norm_divides_by_choice_length_in_characters_as_lm_eval_does():
 
 
 def test_chance_comes_from_each_items_number_of_choices():
-    from harness.data import Question
+    from harness.data.items import Question
 
     three = Question(id="a", question="?", answers=("x",), choices=("x", "yy", "zzzzz"), answer_index=0)
     five = Question(id="b", question="?", answers=("x",), choices=("x", "y", "z", "v", "w"), answer_index=0)
@@ -86,7 +86,7 @@ def test_chance_comes_from_each_items_number_of_choices():
 def test_sentence_answers_get_rouge_l_and_chrf():
     s = metrics.score_generation("He was born in Ostrow.", answers=["He was born in the town of Ostrow."], answerable=True)
     assert 0.5 < s["answer_rouge_l"] < 1 and 0.3 < s["answer_chrf"] < 1 and s["contains"] == 0.0
-    from harness.data import Question
+    from harness.data.items import Question
 
     q = Question(id="a", question="?", answers=("He was born in the town of Ostrow.",))
     values = metrics.item_values([(s, q)])

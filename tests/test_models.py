@@ -1,4 +1,4 @@
-"""Loading and running a model (harness/models.py) on the tiny test Llama: batched generation
+"""Loading and running a model (harness/models/local.py) on the tiny test Llama: batched generation
 and log-likelihoods equal one-at-a-time computation, and a missing model is a one-line error."""
 
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from harness.models import ModelError, generate, load_generator, loglikelihood, resolve_dtype
+from harness.models.local import ModelError, generate, load_generator, loglikelihood, resolve_dtype
 
 
 def test_batched_generation_equals_one_at_a_time(tiny_lm):

@@ -9,7 +9,7 @@ from conftest import tiny_config
 from docfiles import write_docx, write_html, write_image_only_pdf, write_pdf
 from harness.cli import main
 from harness.config import load_config
-from harness.init_config import GENERATE_TOKENS_PER_SECOND, TRAIN_TOKENS_PER_SECOND, estimate_run
+from harness.questions.starter import GENERATE_TOKENS_PER_SECOND, TRAIN_TOKENS_PER_SECOND, estimate_run
 
 
 def _mixed_folder(root):

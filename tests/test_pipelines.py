@@ -1,4 +1,4 @@
-"""The pipelines (harness/pipelines.py) on the tiny Llama: the two switches, adapter on/off
+"""The pipelines (harness/answer/pipelines.py) on the tiny Llama: the two switches, adapter on/off
 and retrieval on/off, change exactly what they say (the adapter's weights, the passages
 in the prompt), an adapter named by a pipeline is the one that answers, and a memo
 serves an unchanged batch instead of computing it again."""
@@ -6,10 +6,10 @@ serves an unchanged batch instead of computing it again."""
 import pytest
 import torch
 
-from harness.memo import Memo
-from harness.pipelines import PIPELINES, Pipeline, answer
-from harness.retrieve import HashingEmbedder, build_retriever
-from harness.world import generate_world
+from harness.answer.pipelines import PIPELINES, Pipeline, answer
+from harness.answer.retrieve import HashingEmbedder, build_retriever
+from harness.data.world import generate_world
+from harness.store.memo import Memo
 
 WORLD = generate_world(seed=0, n_people=2, n_organisations=1, n_places=1, paraphrases=0, n_unanswerable=2)
 QUESTIONS = [q for q in WORLD.questions if q.choices][:4]
@@ -99,8 +99,7 @@ def test_a_choice_follows_a_plain_prompt_after_a_space_as_lm_eval_scores_it(tiny
     """D10: without a chat template the prompt ends in "Answer:", and each choice was
     scored glued to it ("Answer:Paris") where lm-eval scores " Paris". With a chat
     template the assistant turn ends in a newline and the choice follows it directly."""
-    from harness import pipelines
-
+    from harness.answer import pipelines
     seen = []
     real = pipelines.loglikelihood
     monkeypatch.setattr(pipelines, "loglikelihood", lambda lm, pairs, **kw: seen.extend(pairs) or real(lm, pairs, **kw))

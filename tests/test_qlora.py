@@ -13,8 +13,8 @@ import torch
 
 from conftest import tiny_config
 from harness.config import parse_config
-from harness.models import generate, keep_4bit_trainable, load_generator
-from harness.runner import run_experiment
+from harness.models.local import generate, keep_4bit_trainable, load_generator
+from harness.run.runner import run_experiment
 
 bnb = pytest.importorskip("bitsandbytes")
 
@@ -60,7 +60,7 @@ def test_the_trap_is_real_plain_bitsandbytes_breaks_layer0_gradients_after_eval(
     """Without the harness's guard: the same model, loaded by transformers directly."""
     from transformers import AutoModelForCausalLM
 
-    from harness.models import _nf4_config
+    from harness.models.local import _nf4_config
 
     lm = load_generator(str(tiny_wide_model_dir), dtype="float32", device="cpu")  # for the tokenizer
     lm.model = _with_lora(AutoModelForCausalLM.from_pretrained(tiny_wide_model_dir, device_map="cpu",

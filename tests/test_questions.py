@@ -1,17 +1,23 @@
-"""Generating a question set from the user's documents (harness/questions.py), and the review
-round trip (harness/review.py): evidence-checked cloze items, unanswerable ghosts, leakage."""
+"""Generating a question set from the user's documents (harness/questions/build.py), and the review
+round trip (harness/questions/review.py): evidence-checked cloze items, unanswerable ghosts, leakage."""
 
 import csv
 import json
 
 import pytest
 
-from harness.data import DataError, Document, load_questions
-from harness.ingest import load_user_dataset
-from harness.metrics import contains, normalize
-from harness.questions import build_question_set, closed_book_leakage, find_spans, make_questions, retrieval_round_trip
-from harness.retrieve import HashingEmbedder
-from harness.review import apply_review
+from harness.answer.retrieve import HashingEmbedder
+from harness.data.ingest import load_user_dataset
+from harness.data.items import DataError, Document, load_questions
+from harness.evaluate.metrics import contains, normalize
+from harness.questions.build import (
+    build_question_set,
+    closed_book_leakage,
+    find_spans,
+    make_questions,
+    retrieval_round_trip,
+)
+from harness.questions.review import apply_review
 
 DOCS = [
     Document(id="ferry", text="The Vessin ferry line links the islands of Dorran and Quell. The line was founded in "
@@ -119,7 +125,7 @@ def test_retrieval_round_trip_is_reported_per_item():
 
 
 def test_closed_book_leakage_sets_known_items_aside(monkeypatch):
-    import harness.pipelines as pipelines
+    import harness.answer.pipelines as pipelines
 
     qset = build_question_set(DOCS, generator="cloze", seed=0)
     known_ids = {"f0001", "f0005"}
@@ -143,7 +149,7 @@ class _Scripted:
         self.replies = list(replies)
 
     def __call__(self, lm, prompts, **kwargs):
-        from harness.models import Generation
+        from harness.models.local import Generation
 
         texts = self.replies.pop(0)
         assert len(texts) == len(prompts)
@@ -151,7 +157,7 @@ class _Scripted:
 
 
 def test_model_generator_keeps_only_answers_found_in_the_evidence(monkeypatch):
-    import harness.models as models
+    import harness.models.local as models
 
     docs = [Document(id="a", text="The archive at Lund Harbour was built in 1923 by Petra Hollis."),
             Document(id="b", text="Halvard Station draws its power from a reactor called Kestrel."),
@@ -300,7 +306,7 @@ def test_a_second_questions_run_never_erases_the_reviewers_edits(tmp_path, capsy
 
 
 def test_an_unedited_set_is_replaced_whole_and_nothing_of_the_old_one_stays(tmp_path):
-    from harness.questions import write_question_set
+    from harness.questions.build import write_question_set
 
     first = build_question_set(DOCS, seed=0)
     first.known = [first.eval.pop(0)]
@@ -362,7 +368,7 @@ def test_applying_a_review_again_replaces_its_own_unedited_set_but_not_edits(tmp
 
 KILL = r"""
 import os, pathlib, signal, sys
-from harness import review
+from harness.questions import review
 from harness.cli import main
 
 point, final = sys.argv[1], sys.argv[2]
@@ -397,7 +403,7 @@ def test_a_killed_questions_run_leaves_the_old_set_or_the_new_one_never_a_mix(po
     import sys
 
     from harness.cli import main
-    from harness.results import recover_folder
+    from harness.store.results import recover_folder
 
     docs, q = _docs_folder(tmp_path), tmp_path / "q"
     assert main(["questions", str(docs), "--out", str(q), "--embedder", ""]) == 0
@@ -458,7 +464,7 @@ def test_review_sheet_cells_never_run_as_formulas_and_read_back_as_written(tmp_p
 
 
 def test_every_formula_start_is_quoted_and_every_cell_reads_back():
-    from harness.review import read_cell, sheet_cell
+    from harness.questions.review import read_cell, sheet_cell
 
     for text in ("=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx", "'x", "''x", "'=x", "plain", "", "a=b"):
         cell = sheet_cell(text)

@@ -6,10 +6,10 @@ checks of what they measure are in test_slow_e2e.py (marked slow)."""
 import hashlib
 import json
 
-from harness.cache import cache_dir
 from harness.config import parse_config
-from harness.models import EMBEDDED_GENERATORS, embedded_gguf
-from harness.runner import run_experiment
+from harness.models.local import EMBEDDED_GENERATORS, embedded_gguf
+from harness.run.runner import run_experiment
+from harness.store.cache import cache_dir
 
 
 def test_smollm2_and_minilm_run_a_small_experiment(tmp_path):

@@ -1,8 +1,8 @@
 """The share of RAG's gain that fine-tuning recovers, with its paired interval; the
 grid report's tuning budget per arm and training cost per cell."""
 
-from harness.report import training_table_lines, tuning_budget_lines
-from harness.stats import recovery_ratio
+from harness.evaluate.stats import recovery_ratio
+from harness.report.run import training_table_lines, tuning_budget_lines
 
 
 def test_recovery_ratio_is_the_share_of_rag_s_gain_with_a_paired_interval():

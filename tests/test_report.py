@@ -11,9 +11,9 @@ import pytest
 
 from conftest import tiny_config
 from harness.config import parse_config
-from harness.report import ReportError, compare_runs, write_report
-from harness.runner import run_experiment
-from harness.schema import load_metrics
+from harness.report.run import ReportError, compare_runs, write_report
+from harness.run.runner import run_experiment
+from harness.store.schema import load_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,7 +33,7 @@ def test_markdown_and_html_come_from_the_same_numbers(run_dir):
     assert text in md and text in page
     assert md.index("## Verdicts") < md.index("## Results by pipeline")
     for v in m["verdicts"].values():
-        from harness.verdicts import VERDICTS
+        from harness.evaluate.verdicts import VERDICTS
 
         assert v["verdict"] in VERDICTS
         assert v["verdict"] in md
@@ -167,7 +167,7 @@ def test_item_text_renders_as_itself_in_paragraphs_and_table_cells(text):
     report's own markup around it (bold, code, line breaks, a `|` in its own cell)
     still renders, and item text never combines with the text after it (`[r]` + `(own)`
     is no link)."""
-    from harness.report import item_text, to_markdown
+    from harness.report.run import item_text, to_markdown
     from test_security import render_markdown
 
     md = to_markdown([("p", f"**{item_text(text)}** own `code`<br>next line"),
@@ -185,7 +185,7 @@ def test_item_text_renders_as_itself_in_paragraphs_and_table_cells(text):
 def test_emphasis_renders_in_html_and_item_text_stays_text():
     """#23: the HTML showed literal asterisks around the question names (`*facts*`);
     report markup's emphasis is <em> now, while an item's asterisks stay asterisks."""
-    from harness.report import _md_inline, item_text
+    from harness.report.run import _md_inline, item_text
 
     assert _md_inline("*facts (multiple choice)*: the comparisons") == "<em>facts (multiple choice)</em>: the comparisons"
     assert _md_inline("**RAG** and 2 * 3 * 4") == "<strong>RAG</strong> and 2 * 3 * 4"

@@ -13,11 +13,11 @@ import pytest
 import yaml
 
 from conftest import tiny_config
-from harness import pipelines
+from harness.answer import pipelines
 from harness.config import parse_config
-from harness.memo import Memo
-from harness.results import read_jsonl
-from harness.runner import run_experiment
+from harness.run.runner import run_experiment
+from harness.store.memo import Memo
+from harness.store.results import read_jsonl
 
 SAME = ("pipelines", "comparisons", "verdicts", "data")
 
@@ -78,7 +78,7 @@ def test_a_run_that_dies_mid_generation_resumes_without_redoing_finished_batches
 PAUSING = """
 import os, sys, time
 import transformers
-from harness import pipelines
+from harness.answer import pipelines
 from harness.cli import main
 
 where, n = os.environ["PAUSE_AT"].split(":")
@@ -169,7 +169,7 @@ def test_sigkill_mid_training_and_mid_generation_then_resume_matches_an_uninterr
 def test_a_streamed_write_that_fails_leaves_the_old_file_and_no_temp(tmp_path):
     """atomic_write_file (the trainer's safetensors checkpoints): a save that dies half way
     leaves the previous file whole and nothing beside it."""
-    from harness.results import atomic_write_file
+    from harness.store.results import atomic_write_file
 
     target = tmp_path / "weights.safetensors"
     atomic_write_file(target, lambda tmp: open(tmp, "wb").write(b"old"))
@@ -201,10 +201,10 @@ class _Plant:
 
 
 def _train_tiny(model_dir: Path, out: Path, **kw):
-    from harness.data import Question
-    from harness.models import load_generator
-    from harness.train import build_examples
-    from harness.trainer import train_model
+    from harness.data.items import Question
+    from harness.models.local import load_generator
+    from harness.train.material import build_examples
+    from harness.train.trainer import train_model
 
     lm = load_generator(str(model_dir), dtype="float32", device="cpu")
     qs = [Question(id=f"q{i}", question=f"Where was person {i} born?", answers=(f"Town{i}",)) for i in range(12)]

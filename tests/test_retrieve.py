@@ -1,11 +1,11 @@
-"""Chunking, embedding and search (harness/retrieve.py): sentence-packed chunks within the
+"""Chunking, embedding and search (harness/answer/retrieve.py): sentence-packed chunks within the
 embedder's limit, FAISS and BM25 ranking, hybrid fusion, and the index cache."""
 
 import numpy as np
 import pytest
 
-from harness.data import Document
-from harness.retrieve import HashingEmbedder, build_retriever, chunk_documents, split_sentences
+from harness.answer.retrieve import HashingEmbedder, build_retriever, chunk_documents, split_sentences
+from harness.data.items import Document
 
 DOC = Document(id="d", text="One two three four. Five six seven. Eight nine ten eleven twelve. Thirteen.")
 
@@ -55,14 +55,14 @@ def test_k_larger_than_corpus_is_capped():
 
 
 def test_unknown_embedder_is_a_clear_error(tmp_path):
-    from harness.retrieve import EmbedderError, load_embedder
+    from harness.answer.retrieve import EmbedderError, load_embedder
 
     with pytest.raises(EmbedderError, match="embedder.name"):
         load_embedder(str(tmp_path / "no-such-model"))
 
 
 def test_a_near_miss_of_a_built_in_embedder_is_a_typo():
-    from harness.retrieve import EmbedderError, load_embedder
+    from harness.answer.retrieve import EmbedderError, load_embedder
 
     with pytest.raises(EmbedderError, match="did you mean 'minilm'"):
         load_embedder("minlm")
@@ -81,7 +81,7 @@ def test_bm25_ranks_the_lexical_match_first():
 
 
 def test_reciprocal_rank_fusion_by_hand():
-    from harness.retrieve import reciprocal_rank_fusion
+    from harness.answer.retrieve import reciprocal_rank_fusion
 
     fused = reciprocal_rank_fusion([[1, 2, 3], [2, 3, 1]], k=60)
     # 2: 1/62 + 1/61; 1: 1/61 + 1/63; 3: 1/63 + 1/62
@@ -114,8 +114,8 @@ def test_approximate_indexes_agree_with_flat_on_a_larger_corpus(kind):
 
 @pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
 def test_a_faiss_index_is_cached_by_embedder_settings_and_chunks(tmp_path, kind):
-    from harness.data import Document
-    from harness.retrieve import HashingEmbedder, build_retriever, embedder_fingerprint
+    from harness.answer.retrieve import HashingEmbedder, build_retriever, embedder_fingerprint
+    from harness.data.items import Document
 
     docs = [Document(id=f"d{i}", text=f"Entity {i} was born in Town{i}. It makes product {i}.") for i in range(40)]
     emb = HashingEmbedder()
@@ -138,14 +138,14 @@ class _WordPieceEmbedder:
     def __init__(self, max_seq_length: int):
         from transformers import AutoTokenizer
 
-        from harness.retrieve import minilm_dir
+        from harness.answer.retrieve import minilm_dir
 
         self.tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
         self.max_seq_length = max_seq_length
 
 
 def test_chunk_size_counts_the_embedders_tokens():
-    from harness.retrieve import token_counter
+    from harness.answer.retrieve import token_counter
 
     emb = _WordPieceEmbedder(max_seq_length=256)
     count, limit, unit = token_counter(emb)
@@ -159,7 +159,7 @@ def test_chunk_size_counts_the_embedders_tokens():
 
 
 def test_no_chunk_exceeds_the_embedders_limit_and_no_word_is_lost():
-    from harness.retrieve import token_counter
+    from harness.answer.retrieve import token_counter
 
     emb = _WordPieceEmbedder(max_seq_length=34)  # 32 tokens of text
     count, limit, _ = token_counter(emb)

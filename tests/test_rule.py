@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.stats import binom, norm
 
-from harness import power, verdicts
+from harness.evaluate import power, verdicts
 
 PIPES = verdicts.PIPES
 RUNS = 1000

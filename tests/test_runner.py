@@ -6,9 +6,9 @@ import pytest
 
 from conftest import tiny_config
 from harness.config import parse_config
-from harness.data import DataError
-from harness.results import read_jsonl
-from harness.runner import run_experiment
+from harness.data.items import DataError
+from harness.run.runner import run_experiment
+from harness.store.results import read_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -135,8 +135,7 @@ def test_a_run_failing_on_its_input_creates_nothing(tiny_model_dir, tmp_path):
 
 def test_a_run_failing_mid_generation_leaves_the_previous_results_and_nothing_else(tiny_model_dir, tmp_path,
                                                                                    monkeypatch):
-    from harness import pipelines
-
+    from harness.answer import pipelines
     cfg = parse_config(tiny_config(tiny_model_dir, name="fails", eval={"pipelines": ["base", "rag"],
                                                                       "max_new_tokens": 2, "bootstrap_samples": 100}))
     results = tmp_path / "results"
@@ -202,7 +201,7 @@ def test_a_second_run_on_the_same_folder_is_refused_and_a_stale_lock_is_taken(ti
     import subprocess
     import sys
 
-    from harness.results import RunLockedError
+    from harness.store.results import RunLockedError
 
     cfg = parse_config(tiny_config(tiny_model_dir, name="locked", eval={"pipelines": ["base"], "max_new_tokens": 2}))
     lock = tmp_path / ".locked.lock"
@@ -267,8 +266,8 @@ def test_raft_runs_as_its_own_pipeline_with_its_own_adapter(tiny_model_dir, tmp_
 def test_raft_trains_on_the_retrievers_own_chunks(tiny_model_dir, tmp_path, monkeypatch):
     """RAFT's training passages are the chunks retrieval serves, cut in the embedder's
     tokens: with an embedder that counts two tokens a word, they are not word chunks."""
-    from harness import adapters
-    from harness.retrieve import HashingEmbedder
+    from harness.answer.retrieve import HashingEmbedder
+    from harness.train import adapters
 
     monkeypatch.setattr(HashingEmbedder, "count_tokens", staticmethod(lambda text: 2 * len(text.split())))
     seen = []

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from conftest import SHARED_DATA, tiny_config
-from harness import metrics, scenarios
 from harness.config import ConfigError, parse_config
-from harness.data import DataError, Question
+from harness.data.items import DataError, Question
+from harness.evaluate import metrics, scenarios
 
 GOLDEN = json.loads((Path(__file__).parent / "data" / "scenario_metrics_golden.json").read_text())
 
@@ -111,7 +111,7 @@ def test_terminology_terms_are_defined_in_documents_and_asked_in_new_words():
 
 
 def test_builtin_style_pairs_and_a_trustworthy_classifier():
-    from harness.style import StyleClassifier, builtin_pairs
+    from harness.data.style import StyleClassifier, builtin_pairs
 
     pairs = builtin_pairs(50, seed=0)
     assert pairs == builtin_pairs(50, seed=0) and len({p.plain for p in pairs}) == 50
@@ -169,8 +169,7 @@ def test_scenarios_other_than_facts_need_sft():
 # -- end to end ------------------------------------------------------------------------
 
 def test_a_grid_over_the_six_scenarios_prints_the_measured_decision_table(tiny_model_dir, tmp_path):
-    from harness import executors
-
+    from harness.run import executors
     raw = tiny_config(tiny_model_dir, name="table", eval={"max_new_tokens": 4, "bootstrap_samples": 200})
     raw["train"]["epochs"] = 1
     raw["scenario"] = {"name": "facts", "n_terms": 4, "style_train": 12, "style_eval": 6, "canary_candidates": 5}
@@ -195,7 +194,7 @@ def test_a_grid_over_the_six_scenarios_prints_the_measured_decision_table(tiny_m
 
 
 def test_style_scorer_gives_the_classifier_probability_and_cosine_with_the_source():
-    from harness.retrieve import HashingEmbedder
+    from harness.answer.retrieve import HashingEmbedder
 
     cfg = _cfg("style", style_train=20, style_eval=6)
     scorer = scenarios.StyleScorer.build(cfg.scenario, seed=cfg.seed, embedder_name=cfg.embedder.name,
@@ -225,7 +224,7 @@ def test_only_the_registry_compares_scenario_names():
 def test_facts_takes_the_data_section_items_as_any_run_does(tiny_model_dir):
     """One place builds the facts world: the scenario defers to the data section, so a
     facts run evaluates the same items (unanswerable ones included) as a run without it."""
-    from harness.runner import load_dataset
+    from harness.run.runner import load_dataset
 
     raw = tiny_config(tiny_model_dir)
     plain = load_dataset(parse_config(raw))
@@ -244,8 +243,7 @@ def test_facts_takes_the_data_section_items_as_any_run_does(tiny_model_dir):
 def test_report_shows_each_scenario_s_corpus_lines(name, corpus):
     """The report's scenario section ends in the registry entry's corpus-level lines (the
     report asks the registry instead of comparing names), with the values formatted."""
-    from harness import report
-
+    from harness.report import run as report
     row = {"name": name, "label": "L", "claim": {"rag": "yes", "finetuning": "no"}, "decision_metric": "chrf",
            "verdict": None, "also": {}, "corpus": corpus}
     m = {"scenario": row, "metric_definitions": metrics.metric_definitions()}

@@ -1,4 +1,4 @@
-"""metrics.json's typed schema (harness/schema.py): the committed JSON Schema is the
+"""metrics.json's typed schema (harness/store/schema.py): the committed JSON Schema is the
 export, a file written before schema versions reads as version 1, another version or a
 file that does not validate fails with one line naming the versions, and a record
 survives the round trip through the models unchanged."""
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.schema import SCHEMA_VERSION, Aggregate, MetricsError, json_schema_text, load_metrics
+from harness.store.schema import SCHEMA_VERSION, Aggregate, MetricsError, json_schema_text, load_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "tests" / "data" / "metrics_v1_demo.json"  # make demo's metrics.json (8e0efa6), lists cut short
@@ -23,7 +23,7 @@ def _write(tmp_path: Path, m: dict) -> Path:
 
 def test_the_committed_json_schema_is_the_export():
     committed = (ROOT / "results" / "metrics.schema.json").read_text(encoding="utf-8")
-    assert committed == json_schema_text(), "run: python -m harness.schema > results/metrics.schema.json"
+    assert committed == json_schema_text(), "run: python -m harness.store.schema > results/metrics.schema.json"
     schema = json.loads(committed)
     assert schema["required"][:4] == ["experiment", "status", "config_hash", "seed"]
     assert schema["properties"]["schema_version"]["default"] == SCHEMA_VERSION == 1

@@ -13,8 +13,8 @@ import yaml
 
 from conftest import tiny_config
 from harness.config import ConfigError, load_config, parse_config
-from harness.report import write_report
-from harness.runner import run_experiment
+from harness.report.run import write_report
+from harness.run.runner import run_experiment
 
 SCRIPT = "</td></tr><script>alert('q')</script>"
 IMG = "<img src=x onerror=alert('a')>"
@@ -42,7 +42,7 @@ def test_config_yaml_runs_no_python_tags(tmp_path):
 def test_remote_code_is_off_unless_the_config_asks(tiny_model_dir, monkeypatch):
     import transformers
 
-    from harness.models import load_generator
+    from harness.models.local import load_generator
 
     assert parse_config({"name": "x"}).model.trust_remote_code is False
     seen = []

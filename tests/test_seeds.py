@@ -4,12 +4,12 @@ outputs under their own adapter's key."""
 import torch
 
 from conftest import tiny_config
-from harness import metrics
-from harness.adapters import generation_memo
+from harness.answer.pipelines import GENERATION_FORMAT, answer
 from harness.config import parse_config
-from harness.pipelines import GENERATION_FORMAT, answer
-from harness.runner import spread_across_seeds
-from harness.world import generate_world
+from harness.data.world import generate_world
+from harness.evaluate import metrics
+from harness.run.runner import spread_across_seeds
+from harness.train.adapters import generation_memo
 
 
 def _two_adapters(lm):

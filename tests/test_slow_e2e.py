@@ -5,7 +5,7 @@ import json
 import pytest
 
 from harness.config import parse_config
-from harness.runner import run_experiment
+from harness.run.runner import run_experiment
 
 pytestmark = pytest.mark.slow
 

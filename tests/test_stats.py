@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from harness import stats
+from harness.evaluate import stats
 
 PIPES = ("base", "finetuned", "rag", "rag_finetuned")
 RUNS = 1000

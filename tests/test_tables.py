@@ -1,7 +1,7 @@
-"""The one table layout (harness/tables.py) that the run report, the grid report,
+"""The one table layout (harness/report/tables.py) that the run report, the grid report,
 `harness compare` and `harness plan` share: Markdown lines and one HTML element."""
 
-from harness.tables import html_table, markdown_table
+from harness.report.tables import html_table, markdown_table
 
 
 def test_markdown_table_lines_with_cells_as_given_or_through_the_callers_escaping():

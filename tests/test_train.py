@@ -1,4 +1,4 @@
-"""Training material and the training loop (harness/train.py, harness/trainer.py) on the tiny
+"""Training material and the training loop (harness/train/material.py, harness/train/trainer.py) on the tiny
 Llama: loss falls, early stopping keeps the best epoch, and a killed run resumes bit for bit."""
 
 import time
@@ -6,9 +6,9 @@ import time
 import pytest
 import torch
 
-from harness.data import Question
-from harness.train import Example, TrainError, _pair_tokens, build_examples
-from harness.trainer import train_model
+from harness.data.items import Question
+from harness.train.material import Example, TrainError, _pair_tokens, build_examples
+from harness.train.trainer import train_model
 
 QS = [Question(id=f"q{i}", question=f"Where was person {i} born?", answers=(f"Town{i}",)) for i in range(12)]
 
@@ -25,7 +25,7 @@ def test_sft_examples_render_the_closed_book_prompt_and_mask_it(tiny_lm):
 
 
 def test_cpt_examples_train_on_every_token(tiny_lm):
-    from harness.train import prepare_material
+    from harness.train.material import prepare_material
 
     ex = build_examples(tiny_lm.tokenizer, objective="cpt", texts=["Ana was born in Ostrow.", "  "])
     assert ex == [Example("", "Ana was born in Ostrow.<|im_end|>")]
@@ -70,8 +70,8 @@ def test_early_stopping_keeps_the_best_epoch(tiny_model_dir, tmp_path, monkeypat
     from peft import get_peft_model_state_dict
     from safetensors.torch import load_file
 
-    import harness.trainer as train_mod
-    from harness.models import load_generator
+    import harness.train.trainer as train_mod
+    from harness.models.local import load_generator
 
     script, snapshots = iter([3.0, 2.0, 2.5, 2.6, 1.0, 0.5]), []
 
@@ -91,7 +91,7 @@ def test_early_stopping_keeps_the_best_epoch(tiny_model_dir, tmp_path, monkeypat
 
 
 def test_bad_target_module_names_the_key(tiny_model_dir, tmp_path):
-    from harness.models import load_generator
+    from harness.models.local import load_generator
 
     lm = load_generator(str(tiny_model_dir), dtype="float32", device="cpu")
     with pytest.raises(TrainError, match="train.target_modules"):
@@ -101,7 +101,7 @@ def test_bad_target_module_names_the_key(tiny_model_dir, tmp_path):
 def test_same_seed_trains_the_same_adapter_bit_for_bit(tiny_model_dir, tmp_path):
     from safetensors.torch import load_file
 
-    from harness.models import load_generator
+    from harness.models.local import load_generator
 
     saved = []
     for run in ("a", "b"):
@@ -113,7 +113,7 @@ def test_same_seed_trains_the_same_adapter_bit_for_bit(tiny_model_dir, tmp_path)
 
 
 def test_a_second_adapter_trains_beside_the_first(tiny_model_dir, tmp_path):
-    from harness.models import load_generator
+    from harness.models.local import load_generator
 
     lm = load_generator(str(tiny_model_dir), dtype="float32", device="cpu")
     _train(lm, tmp_path / "one", epochs=1)
@@ -135,7 +135,7 @@ def test_training_killed_at_any_step_resumes_to_the_same_adapter(tiny_model_dir,
     for bit; dropout on, so the random state has to come back too."""
     from safetensors.torch import load_file
 
-    from harness.models import load_generator
+    from harness.models.local import load_generator
 
     def fresh():
         return load_generator(str(tiny_model_dir), dtype="float32", device="cpu")
@@ -162,9 +162,9 @@ def test_training_killed_at_any_step_resumes_to_the_same_adapter(tiny_model_dir,
 
 
 def test_raft_examples_hold_the_gold_chunk_in_the_configured_share(tiny_lm):
-    from harness.retrieve import chunk_documents
-    from harness.train import build_raft_examples
-    from harness.world import generate_world
+    from harness.answer.retrieve import chunk_documents
+    from harness.data.world import generate_world
+    from harness.train.material import build_raft_examples
 
     w = generate_world(seed=0, n_people=6, n_organisations=2, n_places=2, paraphrases=0)
     chunks = chunk_documents(list(w.documents), chunk_size=12, chunk_overlap=0)
@@ -191,7 +191,7 @@ def _resident(mb: int) -> bytearray:
 
 
 def test_peak_memory_is_this_block_s_not_the_process_lifetime_s():
-    from harness.trainer import PeakMemory
+    from harness.train.trainer import PeakMemory
 
     _resident(300)  # an earlier peak, given back (freed) before the block
     with PeakMemory(interval=0.01) as small:
@@ -206,7 +206,7 @@ def test_peak_memory_is_this_block_s_not_the_process_lifetime_s():
 def test_peak_memory_rise_counts_a_block_that_reuses_freed_heap():
     """Freed but still resident heap (an earlier cell's training) is handed back before the
     block starts, so a block that allocates into it still shows its rise."""
-    from harness.trainer import PeakMemory
+    from harness.train.trainer import PeakMemory
 
     keep, junk = [], [bytearray(4000) for _ in range(100_000)]  # 400 MB of small blocks in the heap
     for i, b in enumerate(junk):
@@ -224,7 +224,7 @@ def test_peak_memory_rise_counts_a_block_that_reuses_freed_heap():
 
 
 def test_peak_memory_rise_leaves_out_what_the_process_held_before():
-    from harness.trainer import PeakMemory
+    from harness.train.trainer import PeakMemory
 
     held = _resident(300)  # another model, libraries: held through the block, not added by it
     with PeakMemory(interval=0.01) as block:
@@ -239,7 +239,7 @@ def test_resume_unpickles_nothing(tiny_model_dir, tmp_path, monkeypatch):
     """What a resume reads from the checkpoint folder: harness's own files as safetensors
     and JSON, Trainer's optimizer, schedule and random states through
     torch.load(weights_only=True) only (no arbitrary unpickling from a shared cache)."""
-    from harness.models import load_generator
+    from harness.models.local import load_generator
 
     steps = []
 
@@ -266,7 +266,7 @@ def test_resume_unpickles_nothing(tiny_model_dir, tmp_path, monkeypatch):
 def test_full_fine_tuning_trains_every_weight(tiny_model_dir, tmp_path):
     from safetensors.torch import load_file
 
-    from harness.models import load_generator
+    from harness.models.local import load_generator
 
     lm = load_generator(str(tiny_model_dir), dtype="float32", device="cpu")
     before = {k: v.clone() for k, v in lm.model.state_dict().items()}
@@ -283,7 +283,7 @@ def test_full_fine_tuning_trains_every_weight(tiny_model_dir, tmp_path):
 def test_no_training_memory_is_claimed_for_a_process_that_ran_no_step(tiny_lm):
     """A resume of a checkpoint that had already finished trains nothing: its memory
     would read as the weights alone (1.0x), so none is recorded."""
-    from harness.trainer import PeakMemory, _training_memory
+    from harness.train.trainer import PeakMemory, _training_memory
 
     with PeakMemory(interval=0.01) as memory:
         pass

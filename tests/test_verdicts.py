@@ -3,10 +3,10 @@ fits the answers (finding 9), and questions a model cannot decide (finding 10)."
 
 import numpy as np
 
-from harness import metrics, verdicts
 from harness.config import parse_config
-from harness.data import Question
-from harness.runner import decide_verdicts
+from harness.data.items import Question
+from harness.evaluate import metrics, verdicts
+from harness.run.runner import decide_verdicts
 
 PIPES = ("base", "finetuned", "rag", "rag_finetuned")
 
@@ -86,8 +86,7 @@ def test_multiple_choice_verdict_metric_is_a_config_field():
 
 
 def test_the_report_line_gives_the_outcome_its_numbers_and_what_would_settle_it():
-    from harness import report
-
+    from harness.report import run as report
     cfg = parse_config({"name": "x"})
     arrays = _run(n=40)
     arrays["rag"] = arrays["finetuned"].copy()

@@ -1,9 +1,9 @@
-"""The built-in fictional world (harness/world.py): seeded and reproducible, evaluation questions
+"""The built-in fictional world (harness/data/world.py): seeded and reproducible, evaluation questions
 worded unlike the training text, valid distractors, and unanswerable questions about no one."""
 
 import pytest
 
-from harness.world import ATTRIBUTES, generate_world, max_paraphrases
+from harness.data.world import ATTRIBUTES, generate_world, max_paraphrases
 
 KW = dict(n_people=5, n_organisations=3, n_places=3, paraphrases=3, n_unanswerable=6)
 

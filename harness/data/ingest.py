@@ -1,0 +1,457 @@
+"""Turning the user's files into documents and a dataset, one reader per file type.
+
+    text = read_file(Path("docs/handbook.pdf"))            # DataError names the file
+    docs, skipped = read_folder(Path("docs"), skip_unreadable=True)
+    docs, skipped = read_documents("docs")                 # a folder, or a JSONL of {id, text}
+    data = load_user_dataset(documents="docs", questions="q/questions.jsonl", train_questions=None)
+
+Readers (`READERS`, by suffix), all offline, each given the file's bytes (read once,
+within `data.MAX_FILE_BYTES`):
+
+- `.pdf`: pypdf's text layer, page by page. A PDF without one (a scan), an encrypted
+  one or a damaged one is an error: harness does no OCR and guesses no passwords.
+  Objects nested deeper than Python's recursion limit are a damaged file, not a crash.
+- `.docx`: python-docx, paragraphs and table rows in document order; a row is its
+  cells joined by ` | `, a cell merged across columns once, a cell merged down rows in
+  each row it spans. The archive's uncompressed size is checked before anything is
+  parsed (`MAX_UNPACKED_BYTES`), so a zip bomb costs a directory listing, not the memory
+  of the machine; broken zip members and broken XML are one-line errors (lxml refuses
+  XML nested deeper than 256 levels).
+- `.html`/`.htm`: the standard library's HTML parser, streamed (no tree is built, so
+  nesting costs nothing), the bytes decoded by BeautifulSoup's encoding detection;
+  `script`, `style`, `noscript`, `template`, `svg`, `iframe` and the head (except the
+  title) are left out, block elements become line breaks and table cells are joined by
+  ` | `. More than `MAX_HTML_DEPTH` elements open at once is refused: a browser's parser
+  stops nesting there too (Chromium's at 512). A plain extractor keeps every sentence of
+  an exported company page; boilerplate removers such as trafilatura are tuned for news
+  sites and drop short blocks and tables, which is where facts live in such pages.
+- `.md`/`.txt`: UTF-8 text (a byte-order mark is dropped); anything else is an error
+  naming the first bad byte.
+
+Parsing one file may take `MAX_PARSE_SECONDS` (checked between PDF pages, DOCX blocks
+and HTML tags); past it the file is refused.
+
+A document's id is its path relative to the folder without the suffix
+(`policies/leave.pdf` -> `policies/leave`), so two files differing only in their suffix
+are an error. Hidden files (a name starting with a dot) are ignored. Documents are
+regular files inside the folder: a link that resolves outside it, a FIFO, a device or a
+socket is an error naming it (or, with `skip_unreadable`, left out and listed), so a
+`docs/passwd.txt -> /etc/passwd` is never read. A link to a folder inside is not
+followed (its files are read where they are).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+import stat
+import time
+import zipfile
+import zlib
+from collections import Counter
+from html.parser import HTMLParser
+from pathlib import Path
+
+from harness.data.items import (
+    MAX_FILE_BYTES,
+    DataError,
+    Dataset,
+    Document,
+    check_id,
+    load_questions,
+    manifest_path,
+    read_bytes_limited,
+    read_jsonl,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_UNPACKED_BYTES = 200 * 2**20  # a .docx whose members unpack to more is refused unread
+MAX_HTML_DEPTH = 512  # HTML elements open at once
+MAX_PARSE_SECONDS = 120.0  # one file's parsing
+
+
+class _Clock:
+    """The time one file's parsing may take: `check(where)` raises DataError once it is
+    spent, naming the file and how far the reader got."""
+
+    def __init__(self, path: Path):
+        self.path, self.end = path, time.monotonic() + MAX_PARSE_SECONDS
+
+    def check(self, where: str) -> None:
+        if time.monotonic() >= self.end:
+            raise DataError(f"{self.path}: parsing took over {MAX_PARSE_SECONDS:g} s (stopped at {where}); refused "
+                            "(a damaged or hostile file?)")
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def _read_text(path: Path, raw: bytes, clock: _Clock) -> str:
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text (invalid byte at offset {err.start}); save it as UTF-8") from None
+
+
+def _pdf_pages(reader, clock: _Clock) -> list[str]:
+    pages = []
+    for number, page in enumerate(reader.pages, 1):
+        clock.check(f"page {number}")
+        pages.append(page.extract_text() or "")
+    return pages
+
+
+def _read_pdf(path: Path, raw: bytes, clock: _Clock) -> str:
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(io.BytesIO(raw))
+        encrypted = reader.is_encrypted
+        pages = [] if encrypted else _pdf_pages(reader, clock)
+    except DataError:
+        raise
+    except RecursionError:  # pypdf reads nested arrays and dictionaries recursively
+        raise DataError(f"{path}: not a readable PDF (objects nested deeper than Python's recursion limit; a "
+                        "damaged or hostile file)") from None
+    except (PdfReadError, ValueError, KeyError, OSError) as err:
+        raise DataError(f"{path}: not a readable PDF ({_first_line(err)})") from None
+    if encrypted:
+        raise DataError(f"{path}: encrypted PDF (password-protected); save an unprotected copy")
+    text = "\n".join(pages)
+    if not text.strip():
+        raise DataError(f"{path}: PDF has no text layer ({len(pages)} page(s), a scan or images only); "
+                        "run OCR on it first")
+    return _tidy(text)
+
+
+def _check_unpacked_size(path: Path, raw: bytes) -> None:
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError):
+        raise DataError(f"{path}: not a valid .docx (not a zip archive)") from None
+    if unpacked > MAX_UNPACKED_BYTES:
+        raise DataError(f"{path}: .docx unpacks to {unpacked / 2**20:.0f} MiB, over the "
+                        f"{MAX_UNPACKED_BYTES / 2**20:.0f} MiB limit (a zip bomb?); refused unread")
+
+
+def _docx_rows(table) -> list[str]:
+    """A table's rows as `a | b | c`, one entry per <w:tc>: a cell merged across columns
+    once, two cells with the same text both. A cell continuing a vertical merge shows the
+    text of the cell it continues, remembered per grid column (python-docx's `row.cells`
+    finds it by recursing up the rows, which fails on a long merge)."""
+    from docx.table import _Cell
+
+    rows, above = [], {}
+    for tr in table._tbl.tr_lst:
+        column, cells = tr.grid_before, []
+        for tc in tr.tc_lst:
+            if tc.vMerge == "continue":
+                text = above.get(column, "")
+            else:
+                text = above[column] = _Cell(tc, table).text.strip()
+            if text:
+                cells.append(text)
+            column += tc.grid_span
+        if cells:
+            rows.append(" | ".join(cells))
+    return rows
+
+
+def _docx_lines(path: Path, document, clock: _Clock) -> list[str]:
+    from docx.table import Table
+
+    if document.element.body is None:
+        raise DataError(f"{path}: not a valid .docx (word/document.xml has no body)")
+    lines = []
+    for number, block in enumerate(document.iter_inner_content(), 1):
+        clock.check(f"block {number}")
+        if isinstance(block, Table):
+            lines += _docx_rows(block)
+        elif block.text.strip():
+            lines.append(block.text.strip())
+    return lines
+
+
+def _read_docx(path: Path, raw: bytes, clock: _Clock) -> str:
+    import docx
+    from docx.exceptions import PythonDocxError
+    from docx.opc.exceptions import OpcError
+    from lxml.etree import LxmlError
+
+    _check_unpacked_size(path, raw)
+    try:
+        lines = _docx_lines(path, docx.Document(io.BytesIO(raw)), clock)
+    except DataError:
+        raise
+    except (OpcError, PythonDocxError, LxmlError, KeyError, ValueError, zipfile.BadZipFile, zlib.error, EOFError) as err:
+        # a member that does not inflate, broken or too deep XML, a missing part
+        reason = _first_line(err).replace(", use XML_PARSE_HUGE option", "")
+        raise DataError(f"{path}: not a valid .docx ({reason})") from None
+    return _tidy("\n\n".join(lines))  # paragraphs and rows end sentences (see retrieve.split_sentences)
+
+
+_BLOCKS = frozenset({"p", "div", "li", "tr", "br", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article",
+                     "table", "blockquote", "pre", "dd", "dt", "title", "ul", "ol", "dl", "header", "footer",
+                     "main", "nav", "aside", "figure", "figcaption", "caption", "hr", "address", "details",
+                     "summary"})
+_HIDDEN = frozenset({"script", "style", "noscript", "template", "svg", "iframe"})
+_VOID = frozenset({"area", "base", "basefont", "bgsound", "br", "col", "embed", "frame", "hr", "img", "input",
+                   "keygen", "link", "menuitem", "meta", "param", "source", "track", "wbr"})
+# What a start tag closes when it is open on top, as HTML does for tags people leave
+# unclosed (`<p>a<p>b`, `<li>`, `<td>`); every other block start closes an open `p`.
+_CLOSES = {"li": ("li", "p"), "dt": ("dt", "dd", "p"), "dd": ("dt", "dd", "p"), "tr": ("td", "th", "tr"),
+           "td": ("td", "th"), "th": ("td", "th"), "option": ("option",), "a": ("a",)}
+_CELL = "\x1f"  # marks a table cell's start in the text; each line's cells are joined by " | "
+
+
+class _HtmlText(HTMLParser):
+    """The text of an HTML page, streamed: each open element's (tag, hidden, in head,
+    in title, in a table cell) on a stack that only counts depth and matches end tags."""
+
+    def __init__(self, path: Path, clock: _Clock):
+        super().__init__(convert_charrefs=True)
+        self.path, self.clock = path, clock
+        self.stack: list[tuple[str, bool, bool, bool, bool]] = []
+        self.open: Counter = Counter()  # tags on the stack, so an end tag matches in O(1)
+        self.parts: list[str] = []
+
+    def _state(self) -> tuple[bool, bool, bool, bool]:
+        return self.stack[-1][1:] if self.stack else (False, False, False, False)
+
+    def _pop_through(self, tag: str) -> None:
+        while self.stack:
+            top = self.stack.pop()[0]
+            self.open[top] -= 1
+            if top == tag:
+                return
+
+    def _break(self) -> None:
+        self.parts.append(" " if self._state()[3] else "\n")  # blocks inside a cell stay on the row's line
+
+    def handle_starttag(self, tag, attrs):
+        self.clock.check(f"line {self.getpos()[0]}")
+        if self.open["head"] and (tag == "body" or (tag in _BLOCKS and tag != "title")):
+            self._pop_through("head")  # the head ends where the body's content starts
+        for closed in _CLOSES.get(tag, ("p",) if tag in _BLOCKS else ()):
+            while self.stack and self.stack[-1][0] == closed:
+                self._pop_through(closed)
+        if tag in _BLOCKS:
+            self._break()
+        elif tag in ("td", "th"):
+            self.parts.append(_CELL)
+        if tag in _VOID:
+            return
+        hidden, head, title, cell = self._state()
+        self.stack.append((tag, hidden or tag in _HIDDEN, head or tag == "head", title or tag == "title",
+                           tag in ("td", "th") or (cell and tag != "table")))
+        self.open[tag] += 1
+        if len(self.stack) > MAX_HTML_DEPTH:
+            raise DataError(f"{self.path}: HTML nested deeper than {MAX_HTML_DEPTH} elements (line "
+                            f"{self.getpos()[0]}; unclosed tags?); refused")
+
+    def handle_endtag(self, tag):
+        if self.open[tag]:
+            self._pop_through(tag)
+        if tag in _BLOCKS:
+            self._break()
+
+    def handle_data(self, data):
+        hidden, head, title, _ = self._state()
+        if not hidden and (title or not head):
+            self.parts.append(data.replace(_CELL, " "))
+
+    def text(self) -> str:
+        lines = []
+        for line in "".join(self.parts).splitlines():
+            cells = (" ".join(c.split()) for c in line.split(_CELL))
+            lines.append(" | ".join(c for c in cells if c))
+        return "\n\n".join(line for line in lines if line)  # blocks end sentences
+
+
+def _read_html(path: Path, raw: bytes, clock: _Clock) -> str:
+    from bs4.dammit import UnicodeDammit
+
+    markup = UnicodeDammit(raw, is_html=True).unicode_markup
+    if markup is None:
+        raise DataError(f"{path}: not readable HTML (no text encoding fits its bytes)")
+    parser = _HtmlText(path, clock)
+    try:
+        parser.feed(markup)
+        parser.close()
+    except AssertionError as err:  # html.parser's way of refusing a malformed `<![...[` section
+        raise DataError(f"{path}: not readable HTML ({_first_line(err)})") from None
+    return _tidy(parser.text())
+
+
+def read_file(path: str | Path) -> str:
+    """The text of one file, by its suffix (see `READERS`); DataError names the file."""
+    path = Path(path)
+    reader = READERS.get(path.suffix.lower())
+    if reader is None:
+        raise DataError(f"{path}: unknown document type {path.suffix or '(no suffix)'!r}; harness reads "
+                        f"{', '.join(READERS)} (or give data.documents a JSONL file)")
+    return reader(path, read_bytes_limited(path), _Clock(path))
+
+
+def _tidy(text: str) -> str:
+    """Collapse runs of spaces within lines and of blank lines; keep line breaks."""
+    text = re.sub(r"[ \t\f\v\u00a0]+", " ", text)
+    return re.sub(r"\n\s*\n+", "\n\n", text).strip()
+
+
+def _entries(folder: Path) -> list[tuple[Path, DataError | None]]:
+    """Every entry under `folder` that could be a document, in path order: files, links
+    and anything else that is not a folder, links to folders (which are not followed),
+    and the folders that could not be listed (with their error)."""
+    found: list[tuple[Path, DataError | None]] = []
+
+    def unlisted(err: OSError) -> None:
+        found.append((Path(err.filename), DataError(f"{err.filename}: cannot list folder ({err.strerror})")))
+
+    for top, dirs, files in os.walk(folder, onerror=unlisted):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [(Path(top, d), None) for d in dirs if Path(top, d).is_symlink()]
+        found += [(Path(top, f), None) for f in files if not f.startswith(".")]
+    return sorted(found, key=lambda entry: entry[0])
+
+
+def _kind(path: Path) -> str:
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "a link to nothing"
+    return ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+
+
+def _document_path(entry: Path, root: Path) -> Path | None:
+    """Where the folder entry `entry` is read from: its real path, inside `root` (the
+    folder's real path), or None for a link to a folder inside (its files are read where
+    they are). A link out of the folder, a FIFO, a device or a socket is a DataError."""
+    try:
+        real = entry.resolve()
+    except (OSError, RuntimeError) as err:  # RuntimeError: a link loop (Python < 3.13)
+        raise DataError(f"{entry}: cannot resolve the link ({_first_line(err)})") from None
+    if not real.is_relative_to(root):
+        raise DataError(f"{entry}: a link to {real}, outside the documents folder; refused (copy the file in "
+                        "instead)")
+    if real.is_dir():
+        return None
+    if not real.is_file():
+        raise DataError(f"{entry}: {_kind(real)}, not a document; refused")
+    return real
+
+
+def read_folder(folder: str | Path, *, skip_unreadable: bool = False) -> tuple[list[Document], list[dict]]:
+    """Every document file under `folder` as a Document (id: relative path without
+    suffix), in path order. An unreadable file, a link out of the folder or anything that
+    is not a regular file is an error, or with `skip_unreadable` left out and listed in
+    the second return value as {"file", "reason"}. Empty files are left out silently."""
+    folder = Path(folder)
+    root = folder.resolve()
+    docs, skipped, seen, total = [], [], {}, 0
+
+    def unreadable(entry: Path, err: DataError) -> None:
+        if not skip_unreadable:
+            raise err
+        log.warning("skipped: %s", err)
+        skipped.append({"file": entry.relative_to(folder).as_posix(), "reason": str(err)})
+
+    for entry, error in _entries(folder):
+        try:
+            if error is not None:
+                raise error
+            real = _document_path(entry, root)
+        except DataError as err:
+            unreadable(entry, err)
+            continue
+        if real is None:
+            log.info("%s: a link to a folder inside the documents folder, not followed", entry)
+            continue
+        total += real.stat().st_size
+        if total > MAX_FILE_BYTES:  # a runaway folder is an error, not hours of parsing
+            raise DataError(f"{folder}: documents together are over the limit of {MAX_FILE_BYTES >> 20} MiB "
+                            f"(at {entry})")
+        doc_id = entry.relative_to(folder).with_suffix("").as_posix()
+        if doc_id in seen:
+            raise DataError(f"{entry}: same document id {doc_id!r} as {seen[doc_id]}; rename one of them")
+        seen[doc_id] = entry
+        try:
+            text = read_file(entry).strip()
+        except DataError as err:
+            unreadable(entry, err)
+            continue
+        if text:
+            docs.append(Document(id=doc_id, text=text))
+    return docs, skipped
+
+
+def read_documents(path: str | Path, *, skip_unreadable: bool = False) -> tuple[list[Document], list[dict]]:
+    """Documents from a folder of files (see harness/data/ingest.py for the types read) or from
+    a JSONL file (`id`, `text`), and the files left out as unreadable (`skip_unreadable`;
+    otherwise an unreadable file is an error)."""
+    path = Path(path)
+    if path.is_dir():
+        docs, skipped = read_folder(path, skip_unreadable=skip_unreadable)
+        if not docs:
+            raise DataError(f"{path}: no non-empty documents found ({', '.join(READERS)})"
+                            + (f"; {len(skipped)} unreadable file(s) skipped" if skipped else ""))
+        return docs, skipped
+    if not path.exists():
+        raise DataError(f"{path}: documents not found (expected a folder of documents or a JSONL file)")
+    docs, seen = [], set()
+    for lineno, row in read_jsonl(path):
+        doc_id, text = check_id(row.get("id"), f"{path}:{lineno}"), row.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"{path}:{lineno}: 'text' must be a non-empty string")
+        if str(doc_id) in seen:
+            raise DataError(f"{path}:{lineno}: duplicate id {doc_id!r}")
+        seen.add(str(doc_id))
+        docs.append(Document(id=str(doc_id), text=text.strip()))
+    if not docs:
+        raise DataError(f"{path}: no documents (the file is empty)")
+    return docs, []
+
+
+def load_documents(path: str | Path, *, skip_unreadable: bool = False) -> list[Document]:
+    """Documents from a folder or a JSONL file (see `read_documents`)."""
+    return read_documents(path, skip_unreadable=skip_unreadable)[0]
+
+
+def load_user_dataset(*, documents: str, questions: str, train_questions: str | None,
+                      skip_unreadable: bool = False) -> Dataset:
+    """A Dataset from the user's files; training text is the documents themselves. Its
+    provenance lists the documents skipped as unreadable and the question set's manifest,
+    when `harness questions` wrote one."""
+    docs, skipped = read_documents(documents, skip_unreadable=skip_unreadable)
+    manifest = None
+    if manifest_path(questions).is_file():
+        try:
+            manifest = json.loads(manifest_path(questions).read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise DataError(f"{manifest_path(questions)}: not a valid JSON manifest (delete it or rerun "
+                            "harness questions)") from None
+    return Dataset(
+        documents=tuple(docs),
+        questions=tuple(load_questions(questions)),
+        train_texts=tuple(d.text for d in docs),
+        train_questions=tuple(load_questions(train_questions)) if train_questions else (),
+        provenance={"skipped_documents": skipped, "question_set": manifest},
+    )
+
+
+READERS = {
+    ".pdf": _read_pdf,
+    ".docx": _read_docx,
+    ".html": _read_html,
+    ".htm": _read_html,
+    ".md": _read_text,
+    ".txt": _read_text,
+}
