@@ -35,8 +35,9 @@ def compare(*, entities: int | None = None, out: Path | None = None, results: Pa
     cloze_cfg = load_config(REPO / "experiments" / "fictional_knowledge_cloze.yaml")
     ext = probes_cfg.data.external
     raw_probes = probes_cfg.model_dump(mode="json")
-    raw_probes["data"]["external"]["path"] = str((REPO / ext.path).resolve()) if not Path(ext.path).is_absolute() \
-        else ext.path
+    raw_probes["data"]["external"]["path"] = (
+        str((REPO / ext.path).resolve()) if not Path(ext.path).is_absolute() else ext.path
+    )
     if entities is not None:
         raw_probes["data"]["external"]["max_entities"] = entities
     probes_cfg = parse_config(raw_probes)
@@ -48,8 +49,14 @@ def compare(*, entities: int | None = None, out: Path | None = None, results: Pa
     styles = {"cloze": ("blank", out / "q"), "cloze_complete": ("complete", out / "q_complete")}
     raws = {"probes": probes_cfg.model_dump(mode="json")}
     for name, (style, folder) in styles.items():
-        make_questions(out / "passages.jsonl", out=folder, seed=0, max_questions=len(data.questions), embedder=None,
-                       cloze_style=style)
+        make_questions(
+            out / "passages.jsonl",
+            out=folder,
+            seed=0,
+            max_questions=len(data.questions),
+            embedder=None,
+            cloze_style=style,
+        )
         raws[name] = cloze_cfg.model_dump(mode="json")
         raws[name]["data"].update(documents=str(out / "passages.jsonl"), questions=str(folder / "questions.jsonl"))
     results = results or REPO / "results"
@@ -58,8 +65,12 @@ def compare(*, entities: int | None = None, out: Path | None = None, results: Pa
         # (4 closed-book answers per item) is most of a CPU run's time
         raw["eval"]["known_samples"] = 0
     folders = {"probes": None, "cloze": None, "cloze_complete": "fictional_knowledge_cloze_complete"}
-    runs = {name: json.loads((run_experiment(parse_config(raw), results_root=results, folder=folders[name])
-                              / "metrics.json").read_text()) for name, raw in raws.items()}
+    runs = {
+        name: json.loads(
+            (run_experiment(parse_config(raw), results_root=results, folder=folders[name]) / "metrics.json").read_text()
+        )
+        for name, raw in raws.items()
+    }
     table = {}
     for pipeline in runs["probes"]["pipelines"]:
         # fact recall over answerable items (the cloze sets' unanswerable ones are left out)
@@ -75,13 +86,17 @@ def main() -> None:
     args = parser.parse_args()
     table = compare(entities=args.entities, out=args.out)
     n = table.pop("_n")
-    print(f"| pipeline | probes (n={n['probes']}) | cloze, blank (n={n['cloze']}) | difference | "
-          f"cloze, complete (n={n['cloze_complete']}) | difference |")
+    print(
+        f"| pipeline | probes (n={n['probes']}) | cloze, blank (n={n['cloze']}) | difference | "
+        f"cloze, complete (n={n['cloze_complete']}) | difference |"
+    )
     print("|---|---|---|---|---|---|")
     for name, row in table.items():
         p = row["probes"]
-        print(f"| {name} | {p:.3f} | {row['cloze']:.3f} | {row['cloze'] - p:+.3f} | {row['cloze_complete']:.3f} | "
-              f"{row['cloze_complete'] - p:+.3f} |")
+        print(
+            f"| {name} | {p:.3f} | {row['cloze']:.3f} | {row['cloze'] - p:+.3f} | {row['cloze_complete']:.3f} | "
+            f"{row['cloze_complete'] - p:+.3f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -35,8 +35,16 @@ def make_adapters(model_dir: Path, n: int, out: Path, *, rank: int) -> list[Path
     for i in range(n):
         torch.manual_seed(i)
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-        peft = get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["q_proj", "v_proj"],
-                                                init_lora_weights=False, task_type="CAUSAL_LM"))
+        peft = get_peft_model(
+            model,
+            LoraConfig(
+                r=rank,
+                lora_alpha=2 * rank,
+                target_modules=["q_proj", "v_proj"],
+                init_lora_weights=False,
+                task_type="CAUSAL_LM",
+            ),
+        )
         path = out / f"adapter{i}"
         peft.save_pretrained(path)
         paths.append(path)
@@ -72,8 +80,14 @@ def main() -> int:
     harness_load = time.perf_counter() - t0
     model_dir = Path(lm.source)
     adapters = make_adapters(model_dir, args.adapters, work, rank=16)
-    prepared = benchmarks.prepare_tasks(data_dir=args.data_dir, mmlu_subjects=args.subjects, mmlu_items=args.items,
-                                        hellaswag=False, hellaswag_items=None, seed=1234)
+    prepared = benchmarks.prepare_tasks(
+        data_dir=args.data_dir,
+        mmlu_subjects=args.subjects,
+        mmlu_items=args.items,
+        hellaswag=False,
+        hellaswag_items=None,
+        seed=1234,
+    )
     if not prepared.tasks:
         print(f"no benchmark data in {args.data_dir}: {prepared.skipped}", file=sys.stderr)
         return 2
@@ -95,8 +109,9 @@ def main() -> int:
         lm.model.set_adapter(name)
         lm.model.eval()
         with adapter_switch(lm, True):
-            ours[name] = benchmarks.score_tasks(lm, prepared, adapter_id=name, num_fewshot=0,
-                                                batch_size=args.batch_size)
+            ours[name] = benchmarks.score_tasks(
+                lm, prepared, adapter_id=name, num_fewshot=0, batch_size=args.batch_size
+            )
         our_calls.append(time.perf_counter() - t1)
     harness_s = time.perf_counter() - t0 + harness_load
 
@@ -106,23 +121,34 @@ def main() -> int:
     for name, peft in [("base", None)] + [(f"adapter{i}", p) for i, p in enumerate(adapters)]:
         model_args = {"pretrained": str(model_dir), "dtype": "float32"} | ({"peft": str(peft)} if peft else {})
         t1 = time.perf_counter()
-        raw = simple_evaluate(model="hf", model_args=model_args, tasks=[t.name for t in prepared.tasks],
-                              num_fewshot=0, batch_size=args.batch_size, device="cpu", task_manager=manager,
-                              bootstrap_iters=0)["results"]
+        raw = simple_evaluate(
+            model="hf",
+            model_args=model_args,
+            tasks=[t.name for t in prepared.tasks],
+            num_fewshot=0,
+            batch_size=args.batch_size,
+            device="cpu",
+            task_manager=manager,
+            bootstrap_iters=0,
+        )["results"]
         their_calls.append(time.perf_counter() - t1)
         theirs[name] = {t.label: raw[t.name]["acc,none"] for t in prepared.tasks}
     plain_s = time.perf_counter() - t0
 
     agree = all(abs(ours[n][label]["acc"] - theirs[n][label]) < 1e-9 for n in theirs for label in theirs[n])
     scored = n_items * (1 + len(adapters))
-    print(f"\nMMLU {', '.join(args.subjects)}: {n_items} items x (base + {len(adapters)} adapters) = {scored} "
-          f"scorings, 0-shot, model {args.model}, fp32, batch {args.batch_size}, {os.cpu_count()} CPUs")
+    print(
+        f"\nMMLU {', '.join(args.subjects)}: {n_items} items x (base + {len(adapters)} adapters) = {scored} "
+        f"scorings, 0-shot, model {args.model}, fp32, batch {args.batch_size}, {os.cpu_count()} CPUs"
+    )
     print("| method | base loads | wall s | items/s |")
     print("|---|---|---|---|")
     print(f"| harness (one load, adapters swapped) | 1 | {harness_s:.1f} | {scored / harness_s:.2f} |")
     print(f"| plain lm_eval (reload per adapter) | {1 + len(adapters)} | {plain_s:.1f} | {scored / plain_s:.2f} |")
-    print(f"per call (s), harness: {' '.join(f'{x:.1f}' for x in our_calls)} (+{harness_load:.1f} first load); "
-          f"plain: {' '.join(f'{x:.1f}' for x in their_calls)}")
+    print(
+        f"per call (s), harness: {' '.join(f'{x:.1f}' for x in our_calls)} (+{harness_load:.1f} first load); "
+        f"plain: {' '.join(f'{x:.1f}' for x in their_calls)}"
+    )
     print(f"accuracies identical between the two: {agree}")
     return 0 if agree else 1
 

@@ -34,15 +34,22 @@ def main() -> int:
     print("|---|---|")
     for dtype in ("float32", "bfloat16"):
         lm = load_generator(args.model, dtype=dtype, device="cpu")
-        prompts = [render(lm.tokenizer, TEMPLATES["closed_book"], question=f"Where was person number {i} born?")
-                   for i in range(args.batch)]
+        prompts = [
+            render(lm.tokenizer, TEMPLATES["closed_book"], question=f"Where was person number {i} born?")
+            for i in range(args.batch)
+        ]
         enc = lm.tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
         best = 0.0
         for _ in range(args.repeats):
             t0 = time.perf_counter()
             with torch.no_grad(), compute_context(lm):
-                lm.model.generate(**enc, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
-                                  do_sample=False, pad_token_id=lm.tokenizer.pad_token_id)
+                lm.model.generate(
+                    **enc,
+                    max_new_tokens=args.new_tokens,
+                    min_new_tokens=args.new_tokens,
+                    do_sample=False,
+                    pad_token_id=lm.tokenizer.pad_token_id,
+                )
             best = max(best, args.batch * args.new_tokens / (time.perf_counter() - t0))
         print(f"| {dtype} | {best:.0f} |")
     return 0

@@ -29,8 +29,12 @@ REPO = Path(__file__).resolve().parents[1]
 def _phase(config: Path, results: Path, cache: Path) -> float:
     env = {**os.environ, "HARNESS_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "harness.cli", "run", str(config), "--results-dir", str(results)],
-                   env=env, check=True, cwd=REPO)
+    subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", str(config), "--results-dir", str(results)],
+        env=env,
+        check=True,
+        cwd=REPO,
+    )
     return time.perf_counter() - t0
 
 
@@ -74,8 +78,11 @@ def main() -> int:
         if (cache_dir() / "models").is_dir():
             (cache / "models").symlink_to(cache_dir() / "models")
         rows = []
-        for phase, values in (("first run", args.values), ("unchanged re-run", args.values),
-                              (f"extension (+{args.extend})", [*args.values, args.extend])):
+        for phase, values in (
+            ("first run", args.values),
+            ("unchanged re-run", args.values),
+            (f"extension (+{args.extend})", [*args.values, args.extend]),
+        ):
             raw["grid"] = {"axes": {args.axis: values}}
             config = tmp / f"grid-{len(rows)}.yaml"
             config.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -87,8 +94,10 @@ def main() -> int:
     print("| phase | wall s | % of first | cells run | adapters trained | batches computed | batches reused |")
     print("|---|---|---|---|---|---|---|")
     for phase, seconds, c in rows:
-        print(f"| {phase} | {seconds:.1f} | {100 * seconds / first:.1f}% | {c['cells']} | {c['adapters']} | "
-              f"{c['batches_computed']} | {c['batches_reused']} |")
+        print(
+            f"| {phase} | {seconds:.1f} | {100 * seconds / first:.1f}% | {c['cells']} | {c['adapters']} | "
+            f"{c['batches_computed']} | {c['batches_reused']} |"
+        )
     return 0
 
 

@@ -33,8 +33,11 @@ def compare(local: Path, served: Path) -> list[str]:
     """The table's lines (Markdown), then the served run's adapter check."""
     a, b = _mc_rows(local), _mc_rows(served)
     ma, mb = (json.loads((d / "metrics.json").read_text(encoding="utf-8")) for d in (local, served))
-    lines = ["| pipeline | MC acc in-process | MC acc served | same pick | max abs loglik diff (nats) | "
-             "same greedy output |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| pipeline | MC acc in-process | MC acc served | same pick | max abs loglik diff (nats) | "
+        "same greedy output |",
+        "|---|---|---|---|---|---|",
+    ]
     for p in ma["pipelines"]:
         keys = [k for k in a if k[0] == p and k in b]
         same = sum(_pick(a[k]["choice_logliks"]) == _pick(b[k]["choice_logliks"]) for k in keys)

@@ -27,16 +27,21 @@ def _change(bench: dict, label: str, metric: str) -> str:
 
 def rows(folder: Path) -> list[str]:
     """The table's Markdown lines, one row per cell in the grid's order."""
-    lines = ["| cell | trainable params | training memory MB | memory / weights | train s | fact gain, MC (pts) | "
-             "MMLU change (pts) | HellaSwag acc_norm change (pts) |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| cell | trainable params | training memory MB | memory / weights | train s | fact gain, MC (pts) | "
+        "MMLU change (pts) | HellaSwag acc_norm change (pts) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for cell in sorted(p.parent for p in folder.glob("*/metrics.json")):
         m = load_metrics(cell / "metrics.json").raw()
         t, pipes, bench = m["costs"]["training"], m["pipelines"], m["benchmarks"]
         gain = 100 * (pipes["finetuned"]["mc_accuracy"]["mean"] - pipes["base"]["mc_accuracy"]["mean"])
         mb, _ = training_memory(t)
-        lines.append(f"| {cell.name} | {t['trainable_params']:,} | {mb:,.0f} | "
-                     f"{mb * 2**20 / t['weights_bytes']:.1f}x | {t['wall_seconds']:.0f} | {gain:+.1f} | "
-                     f"{_change(bench, 'mmlu (all subjects)', 'acc')} | {_change(bench, 'hellaswag', 'acc_norm')} |")
+        lines.append(
+            f"| {cell.name} | {t['trainable_params']:,} | {mb:,.0f} | "
+            f"{mb * 2**20 / t['weights_bytes']:.1f}x | {t['wall_seconds']:.0f} | {gain:+.1f} | "
+            f"{_change(bench, 'mmlu (all subjects)', 'acc')} | {_change(bench, 'hellaswag', 'acc_norm')} |"
+        )
     return lines
 
 

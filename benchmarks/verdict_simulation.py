@@ -35,8 +35,10 @@ WINNERS = ("RAG", "fine-tuning", "both")
 
 def proportions(rng, *, n: int, runs: int, rates: dict[str, float], shared: float = 0.5) -> dict[str, np.ndarray]:
     u = rng.uniform(size=(runs, n))
-    return {p: (np.where(rng.uniform(size=(runs, n)) < shared, u, rng.uniform(size=(runs, n))) < r).astype(float)
-            for p, r in rates.items()}
+    return {
+        p: (np.where(rng.uniform(size=(runs, n)) < shared, u, rng.uniform(size=(runs, n))) < r).astype(float)
+        for p, r in rates.items()
+    }
 
 
 def continuous(rng, *, n: int, runs: int, means: dict[str, float]) -> dict[str, np.ndarray]:
@@ -48,9 +50,12 @@ def skewed(rng, *, n: int, runs: int) -> dict[str, np.ndarray]:
     """Four shapes with mean 0.4: nearly 0/1 (token F1 of a right or wrong name), two
     betas skewed opposite ways, and a uniform on [0, 0.8]."""
     hit = (rng.uniform(size=(runs, n)) < 0.4).astype(float)
-    return {"base": np.clip(hit + rng.normal(0, 0.03, size=(runs, n)), 0, 1),
-            "finetuned": rng.beta(0.4, 0.6, size=(runs, n)), "rag": rng.beta(4.0, 6.0, size=(runs, n)),
-            "rag_finetuned": rng.uniform(0, 0.8, size=(runs, n))}
+    return {
+        "base": np.clip(hit + rng.normal(0, 0.03, size=(runs, n)), 0, 1),
+        "finetuned": rng.beta(0.4, 0.6, size=(runs, n)),
+        "rag": rng.beta(4.0, 6.0, size=(runs, n)),
+        "rag_finetuned": rng.uniform(0, 0.8, size=(runs, n)),
+    }
 
 
 def mixed_choices(rng, *, n: int, runs: int) -> dict[str, np.ndarray]:
@@ -73,8 +78,11 @@ def rows_for(args, rng) -> list[tuple]:
 
     ns = (20, 76) if args.quick else (8, 20, 76, 300)
     for kind, label in (("proportion", "0/1"), ("mean", "continuous")):
-        make = (lambda n, r: proportions(rng, n=n, runs=runs, rates=r)) if kind == "proportion" else \
-            (lambda n, r: continuous(rng, n=n, runs=runs, means=r))
+        make = (
+            (lambda n, r: proportions(rng, n=n, runs=runs, rates=r))
+            if kind == "proportion"
+            else (lambda n, r: continuous(rng, n=n, runs=runs, means=r))
+        )
         for n in ns:
             add(kind, label, n, "all equal", WINNERS, make(n, dict.fromkeys(PIPES, 0.4)))
             add(kind, label, n, "all equal, min_effect 0", WINNERS, make(n, dict.fromkeys(PIPES, 0.4)), min_effect=0)
@@ -83,33 +91,80 @@ def rows_for(args, rng) -> list[tuple]:
             add(kind, label, n, "arms equal, both far above base, min_effect 0", WINNERS, make(n, r), min_effect=0)
         big = 400 if args.quick else 1000
         r = {"base": 0.3, "finetuned": 0.4, "rag": 0.4, "rag_finetuned": 0.5}
-        add(kind, label, big, "arms equal, rag_finetuned 10 points above both", ("RAG", "fine-tuning",
-            "no practical difference"), make(big, r), show=("both", "no practical difference"))
-        add(kind, label, big, "all equal (power for no practical difference)", WINNERS, make(big, dict.fromkeys(
-            PIPES, 0.4)), show=("no practical difference",))
+        add(
+            kind,
+            label,
+            big,
+            "arms equal, rag_finetuned 10 points above both",
+            ("RAG", "fine-tuning", "no practical difference"),
+            make(big, r),
+            show=("both", "no practical difference"),
+        )
+        add(
+            kind,
+            label,
+            big,
+            "all equal (power for no practical difference)",
+            WINNERS,
+            make(big, dict.fromkeys(PIPES, 0.4)),
+            show=("no practical difference",),
+        )
         for n in ns[-2:]:
             for effect in (0.05, 0.10, 0.20):
                 r = {"base": 0.4, "finetuned": 0.4, "rag": 0.4 + effect, "rag_finetuned": 0.4 + effect}
                 wrong = ("fine-tuning", "both", "no practical difference") if effect >= 0.05 else WINNERS
-                add(kind, label, n, f"RAG {100 * effect:.0f} points above the rest (power)", wrong, make(n, r),
-                    show=("RAG",))
+                add(
+                    kind,
+                    label,
+                    n,
+                    f"RAG {100 * effect:.0f} points above the rest (power)",
+                    wrong,
+                    make(n, r),
+                    show=("RAG",),
+                )
     for n in (76, 300) if not args.quick else (76,):
         zero = {"base": 0.0, "finetuned": 0.0}
-        add("proportion", "0/1", n, "rare cells: base and finetuned never right, rag 5 points", (
-            "fine-tuning", "both", "no practical difference"),
-            {**{p: np.zeros((runs, n)) for p in zero}, **proportions(rng, n=n, runs=runs, rates={
-                "rag": 0.05, "rag_finetuned": 0.05})})
-        add("proportion", "0/1", n, "rare cells: base and finetuned never right, rag 3 points", WINNERS,
-            {**{p: np.zeros((runs, n)) for p in zero}, **proportions(rng, n=n, runs=runs, rates={
-                "rag": 0.03, "rag_finetuned": 0.03})})
+        add(
+            "proportion",
+            "0/1",
+            n,
+            "rare cells: base and finetuned never right, rag 5 points",
+            ("fine-tuning", "both", "no practical difference"),
+            {
+                **{p: np.zeros((runs, n)) for p in zero},
+                **proportions(rng, n=n, runs=runs, rates={"rag": 0.05, "rag_finetuned": 0.05}),
+            },
+        )
+        add(
+            "proportion",
+            "0/1",
+            n,
+            "rare cells: base and finetuned never right, rag 3 points",
+            WINNERS,
+            {
+                **{p: np.zeros((runs, n)) for p in zero},
+                **proportions(rng, n=n, runs=runs, rates={"rag": 0.03, "rag_finetuned": 0.03}),
+            },
+        )
         add("mean", "continuous", n, "skewed: four shapes, one mean", WINNERS, skewed(rng, n=n, runs=runs))
-        add("proportion", "0/1", n, "mixed choice counts (2-6), equal skill", WINNERS, mixed_choices(rng, n=n,
-                                                                                                      runs=runs))
+        add(
+            "proportion",
+            "0/1",
+            n,
+            "mixed choice counts (2-6), equal skill",
+            WINNERS,
+            mixed_choices(rng, n=n, runs=runs),
+        )
     n = 500 if args.quick else 1500
-    add("proportion", "0/1", n, "edge: rag exactly 5 points above finetuned, 4.5 above base", (
-        "RAG", "fine-tuning", "both", "no practical difference"), proportions(rng, n=n, runs=runs, rates={
-            "base": 0.405, "finetuned": 0.40, "rag": 0.45, "rag_finetuned": 0.405}), show=("RAG",
-                                                                                       "no practical difference"))
+    add(
+        "proportion",
+        "0/1",
+        n,
+        "edge: rag exactly 5 points above finetuned, 4.5 above base",
+        ("RAG", "fine-tuning", "both", "no practical difference"),
+        proportions(rng, n=n, runs=runs, rates={"base": 0.405, "finetuned": 0.40, "rag": 0.45, "rag_finetuned": 0.405}),
+        show=("RAG", "no practical difference"),
+    )
     return out
 
 
@@ -121,9 +176,11 @@ def main() -> None:
     args = parser.parse_args()
     t0 = time.perf_counter()
     rows = rows_for(args, np.random.default_rng(0))
-    print(f"{args.runs} simulated runs per row; min_effect 5 points unless stated, alpha 0.05 "
-          f"(winner branch {100 * (1 - verdicts.TIE_SHARE) * 0.05:.0f}%, tie branch "
-          f"{100 * verdicts.TIE_SHARE * 0.05:.0f}%); {time.perf_counter() - t0:.0f} s\n")
+    print(
+        f"{args.runs} simulated runs per row; min_effect 5 points unless stated, alpha 0.05 "
+        f"(winner branch {100 * (1 - verdicts.TIE_SHARE) * 0.05:.0f}%, tie branch "
+        f"{100 * verdicts.TIE_SHARE * 0.05:.0f}%); {time.perf_counter() - t0:.0f} s\n"
+    )
     print("| metric | n | configuration | wrong verdict | verdicts of interest |")
     print("|---|---|---|---|---|")
     for label, n, config, rate, shown, _ in rows:

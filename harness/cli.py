@@ -55,8 +55,20 @@ def _input_errors() -> tuple[type[BaseException], ...]:
     from harness.store.results import ResultsFolderError, RunLockedError
     from harness.train.material import TrainError
 
-    return (ConfigError, DataError, ModelError, EmbedderError, TrainError, RunLockedError, ResultsFolderError,
-            ExecutorError, AnnotateError, LabelsError, CacheError, ReportError)
+    return (
+        ConfigError,
+        DataError,
+        ModelError,
+        EmbedderError,
+        TrainError,
+        RunLockedError,
+        ResultsFolderError,
+        ExecutorError,
+        AnnotateError,
+        LabelsError,
+        CacheError,
+        ReportError,
+    )
 
 
 def _run(args) -> int:
@@ -70,8 +82,14 @@ def _run(args) -> int:
     cfg = load_config(args.config)
     check_experiment(cfg, source=args.config, results_root=args.results_dir)
     if cfg.grid is not None:
-        out = run_grid(cfg, results_root=args.results_dir, executor=args.executor, workers=args.workers,
-                       address=args.address, cpus_per_cell=args.cpus_per_cell)
+        out = run_grid(
+            cfg,
+            results_root=args.results_dir,
+            executor=args.executor,
+            workers=args.workers,
+            address=args.address,
+            cpus_per_cell=args.cpus_per_cell,
+        )
         print(f"grid report: {out / 'grid.md'}")
         return 0
     out = run_experiment(cfg, results_root=args.results_dir)
@@ -105,13 +123,25 @@ def _plan(args) -> int:
     cfg = load_config(args.config)
     check_experiment(cfg, source=args.config, results_root=args.results_dir)
     rows = plan_grid(cfg, results_root=args.results_dir)
-    table = [[r["cell"], r["hash"], r["status"], r["adapter"], r["benchmarks"],
-              "–" if r["estimate_seconds"] is None else f"~{r['estimate_seconds']:.0f} s"] for r in rows]
+    table = [
+        [
+            r["cell"],
+            r["hash"],
+            r["status"],
+            r["adapter"],
+            r["benchmarks"],
+            "–" if r["estimate_seconds"] is None else f"~{r['estimate_seconds']:.0f} s",
+        ]
+        for r in rows
+    ]
     print("\n".join(markdown_table(["cell", "config", "status", "adapter", "benchmarks", "estimate"], table)))
     todo = [r for r in rows if r["status"] != "done"]
     known = [r["estimate_seconds"] for r in todo if r["estimate_seconds"] is not None]
-    print(f"{len(todo)} of {len(rows)} cells to run" + (f", about {sum(known):.0f} s from earlier measurements"
-                                                      if known and len(known) == len(todo) else "") + ".")
+    print(
+        f"{len(todo)} of {len(rows)} cells to run"
+        + (f", about {sum(known):.0f} s from earlier measurements" if known and len(known) == len(todo) else "")
+        + "."
+    )
     print()
     print("\n".join(_items_plan_lines(cfg, pilot=args.pilot, power=args.power)))
     return 0
@@ -124,8 +154,12 @@ def _plan_rows_assumed() -> list[dict]:
     from harness.evaluate import verdicts
 
     e = EvalConfig()
-    return planning.plan_table(kind="proportion", min_effect=e.min_effect, alpha_win=e.alpha * (1 - verdicts.TIE_SHARE),
-                               alpha_tie=e.alpha * verdicts.TIE_SHARE)
+    return planning.plan_table(
+        kind="proportion",
+        min_effect=e.min_effect,
+        alpha_win=e.alpha * (1 - verdicts.TIE_SHARE),
+        alpha_tie=e.alpha * verdicts.TIE_SHARE,
+    )
 
 
 def _items_plan_lines(cfg, *, pilot: str | None, power: float) -> list[str]:
@@ -141,19 +175,31 @@ def _items_plan_lines(cfg, *, pilot: str | None, power: float) -> list[str]:
     m = load_metrics(f"{pilot}/metrics.json").raw() if pilot else None
     e = cfg.eval
     a_win, a_tie = e.alpha * (1 - verdicts.TIE_SHARE), e.alpha * verdicts.TIE_SHARE
-    rows = planning.questions_plan(verdicts=(m or {}).get("verdicts"), min_effect=e.min_effect, alpha_win=a_win,
-                                   alpha_tie=a_tie, power=power)
+    rows = planning.questions_plan(
+        verdicts=(m or {}).get("verdicts"), min_effect=e.min_effect, alpha_win=a_win, alpha_tie=a_tie, power=power
+    )
     table = []
     for r in rows:
         seconds = settle_seconds(m, r["items"]) if m and r["items"] else None
-        table.append([r["question"], "none" if r["effect"] == 0 else f"{100 * r['effect']:.0f} points", r["claim"],
-                      "not possible" if r["items"] is None else f"{r['items']:,}",
-                      "–" if seconds is None else f"~{seconds / 60:.0f} min"])
-    source = (f"from the pilot {pilot}" if m else
-              f"assuming {100 * planning.ASSUMED['proportion']['discordance']:.0f}% of items discordant (no --pilot)")
-    return [f"Paired items the verdict rule needs ({100 * power:.0f}% power, {source}; a difference of exactly "
-            f"min_effect cannot be shown to clear it):",
-            *markdown_table(["question", "true difference", "to show", "items", "time on the pilot's machine"], table)]
+        table.append(
+            [
+                r["question"],
+                "none" if r["effect"] == 0 else f"{100 * r['effect']:.0f} points",
+                r["claim"],
+                "not possible" if r["items"] is None else f"{r['items']:,}",
+                "–" if seconds is None else f"~{seconds / 60:.0f} min",
+            ]
+        )
+    source = (
+        f"from the pilot {pilot}"
+        if m
+        else f"assuming {100 * planning.ASSUMED['proportion']['discordance']:.0f}% of items discordant (no --pilot)"
+    )
+    return [
+        f"Paired items the verdict rule needs ({100 * power:.0f}% power, {source}; a difference of exactly "
+        f"min_effect cannot be shown to clear it):",
+        *markdown_table(["question", "true difference", "to show", "items", "time on the pilot's machine"], table),
+    ]
 
 
 def _validate(args) -> int:
@@ -165,8 +211,9 @@ def _validate(args) -> int:
 
     cfg = load_config(args.config)
     cells = check_experiment(cfg, source=args.config)  # every grid cell, its data, model and embedder
-    check_destination(Path(args.results_dir or cfg.output_dir) / cfg.name, experiment=cfg.name,
-                      kind="grid" if cfg.grid else "run")
+    check_destination(
+        Path(args.results_dir or cfg.output_dir) / cfg.name, experiment=cfg.name, kind="grid" if cfg.grid else "run"
+    )
     grid = f", {len(cells)} grid cells" if cfg.grid else ""
     print(f"{args.config}: ok (experiment {cfg.name!r}, config hash {config_hash(cfg)[:12]}{grid})")
     return 0
@@ -203,8 +250,7 @@ def _annotate(args) -> int:
 
     page = write_page(args.results_dir, pipelines=args.pipelines, items=args.items, seed=args.seed)
     print(f"annotation page: {page}")
-    print("open it in a browser, label, export; then: harness labels "
-          f"{args.results_dir} labels-*.json")
+    print(f"open it in a browser, label, export; then: harness labels {args.results_dir} labels-*.json")
     return 0
 
 
@@ -224,37 +270,59 @@ def _questions(args) -> int:
 
         m = apply_review(args.apply_review, args.out, force=args.force)
         r = m["review"]
-        print(f"reviewed set: {args.out}/questions.jsonl ({r['kept']} kept, {r['edited']} edited, "
-              f"{r['dropped']} dropped of {r['rows']})")
+        print(
+            f"reviewed set: {args.out}/questions.jsonl ({r['kept']} kept, {r['edited']} edited, "
+            f"{r['dropped']} dropped of {r['rows']})"
+        )
         return 0
     if not args.documents:
         print("harness: error: questions: give DOCS (a folder of documents) or --apply-review SHEET", file=sys.stderr)
         return 2
     from harness.questions.build import make_questions
 
-    m = make_questions(args.documents, out=args.out, generator=args.generator, seed=args.seed, model=args.model,
-                       max_questions=args.items or args.max_questions, embedder=args.embedder or None,
-                       leakage_model=args.leakage_model, skip_unreadable=args.skip_unreadable,
-                       cloze_style=args.cloze_style, force=args.force)
+    m = make_questions(
+        args.documents,
+        out=args.out,
+        generator=args.generator,
+        seed=args.seed,
+        model=args.model,
+        max_questions=args.items or args.max_questions,
+        embedder=args.embedder or None,
+        leakage_model=args.leakage_model,
+        skip_unreadable=args.skip_unreadable,
+        cloze_style=args.cloze_style,
+        force=args.force,
+    )
     items, rejected = m["items"], {k: v for k, v in m["filters"]["rejected"].items() if v}
-    print(f"{items['answerable']} questions + {items['unanswerable']} unanswerable, {items['train']} training "
-          f"questions from {m['n_documents']} documents ({m['filters']['candidates']} candidates"
-          + (f"; rejected: {', '.join(f'{k} {v}' for k, v in rejected.items())}" if rejected else "") + ")")
+    print(
+        f"{items['answerable']} questions + {items['unanswerable']} unanswerable, {items['train']} training "
+        f"questions from {m['n_documents']} documents ({m['filters']['candidates']} candidates"
+        + (f"; rejected: {', '.join(f'{k} {v}' for k, v in rejected.items())}" if rejected else "")
+        + ")"
+    )
     if m["skipped_documents"]:
         print(f"skipped {len(m['skipped_documents'])} unreadable file(s)")
     if args.items and items["answerable"] < args.items:
         per_doc = items["answerable"] / max(m["n_documents"], 1)
-        more = "" if not per_doc else f"; about {math.ceil((args.items - items['answerable']) / per_doc)} more " \
-                                      "documents like these would give them"
+        more = (
+            ""
+            if not per_doc
+            else f"; about {math.ceil((args.items - items['answerable']) / per_doc)} more "
+            "documents like these would give them"
+        )
         print(f"asked for {args.items} items, these documents give {items['answerable']}{more}")
     if m["retrieval_round_trip"]:
         rt = m["retrieval_round_trip"]
-        print(f"retrieval round trip ({rt['embedder']}): evidence in the top {rt['top_k']} for {rt['retrieved']} "
-              f"of {rt['of']}")
+        print(
+            f"retrieval round trip ({rt['embedder']}): evidence in the top {rt['top_k']} for {rt['retrieved']} "
+            f"of {rt['of']}"
+        )
     if m["closed_book_leakage"]:
         lk = m["closed_book_leakage"]
-        print(f"closed-book leakage ({lk['model']}): {lk['known']} of {lk['of']} already known, set aside in "
-              "known_questions.jsonl")
+        print(
+            f"closed-book leakage ({lk['model']}): {lk['known']} of {lk['of']} already known, set aside in "
+            "known_questions.jsonl"
+        )
     print(f"review: {args.out}/review.csv, then harness questions --apply-review {args.out}/review.csv --out DIR")
     return 0
 
@@ -264,12 +332,16 @@ def _init(args) -> int:
 
     path, est = write_starter_config(args.documents, out=args.out, questions=args.questions, force=args.force)
     lo, hi = (round(s / 60) for s in est["total_seconds"])
-    print(f"wrote {path}: {est['documents']} documents, {est['words']:,} words, about {est['questions']} questions; "
-          f"estimated run {max(lo, 1)}-{max(hi, 1)} min on 2 CPU cores"
-          + (f" ({est['skipped']} unreadable file(s) skipped)" if est["skipped"] else ""))
+    print(
+        f"wrote {path}: {est['documents']} documents, {est['words']:,} words, about {est['questions']} questions; "
+        f"estimated run {max(lo, 1)}-{max(hi, 1)} min on 2 CPU cores"
+        + (f" ({est['skipped']} unreadable file(s) skipped)" if est["skipped"] else "")
+    )
     plan = {r["effect"]: r["items"] for r in _plan_rows_assumed()}
-    print(f"the verdict rule needs about {plan[0.2]:,} items to show a 20-point winner and {plan[0.1]:,} for 10 "
-          f"points (80% power, multiple choice; `harness plan {path}`); these documents give about {est['questions']}")
+    print(
+        f"the verdict rule needs about {plan[0.2]:,} items to show a 20-point winner and {plan[0.1]:,} for 10 "
+        f"points (80% power, multiple choice; `harness plan {path}`); these documents give about {est['questions']}"
+    )
     print("next:")
     print(f"  harness questions {args.documents} --out {args.questions}")
     print(f"  harness run {path}")
@@ -281,8 +353,14 @@ def _export_lora(args) -> int:
     from harness.models.gguf_lora import ExportError, export_lora
 
     try:
-        print(export_lora(args.adapter_dir, base_gguf=args.base, out=args.out or lora_gguf_path(args.adapter_dir),
-                          force=args.force))
+        print(
+            export_lora(
+                args.adapter_dir,
+                base_gguf=args.base,
+                out=args.out or lora_gguf_path(args.adapter_dir),
+                force=args.force,
+            )
+        )
     except ExportError as err:
         print(f"harness: error: {err}", file=sys.stderr)
         return 2
@@ -295,21 +373,34 @@ def _add_questions_parser(sub) -> None:
     p.add_argument("documents", nargs="?", help="a folder of documents (or a JSONL file with id and text)")
     p.add_argument("--out", required=True, help="folder for questions.jsonl, train_questions.jsonl, review.csv")
     p.add_argument("--generator", default="cloze", help="cloze (no model, the default) or model")
-    p.add_argument("--cloze-style", default="blank", choices=["blank", "complete"],
-                   help="cloze items: fill in a blank (default), or complete a sentence that stops before its "
-                        "last span, as Fictional Knowledge's probes ask")
+    p.add_argument(
+        "--cloze-style",
+        default="blank",
+        choices=["blank", "complete"],
+        help="cloze items: fill in a blank (default), or complete a sentence that stops before its "
+        "last span, as Fictional Knowledge's probes ask",
+    )
     p.add_argument("--model", default=None, help="--generator model: the model that writes questions")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-questions", type=int, default=None, help="keep at most this many (a seeded sample)")
-    p.add_argument("--items", type=int, default=None, help="the evaluation items wanted (from `harness plan`): "
-                                                           "a seeded sample if the documents give more, and a "
-                                                           "note of how many more documents if they give fewer")
+    p.add_argument(
+        "--items",
+        type=int,
+        default=None,
+        help="the evaluation items wanted (from `harness plan`): "
+        "a seeded sample if the documents give more, and a "
+        "note of how many more documents if they give fewer",
+    )
     p.add_argument("--embedder", default="hashing", help="embedder of the retrieval round trip ('' for none)")
     p.add_argument("--leakage-model", default=None, help="set aside the questions this model answers closed-book")
     p.add_argument("--skip-unreadable", action="store_true", help="leave out files that cannot be read")
     p.add_argument("--apply-review", default=None, metavar="SHEET", help="write the reviewed set into --out")
-    p.add_argument("--force", action="store_true", help="replace a question set in --out that was edited since "
-                                                        "harness wrote it, keeping it as OUT.backup-<date>-<time>")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace a question set in --out that was edited since "
+        "harness wrote it, keeping it as OUT.backup-<date>-<time>",
+    )
     p.set_defaults(func=_questions)
 
 
@@ -326,22 +417,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, help="ray executor: an existing cluster (default: start a local one)")
     p.add_argument("--cpus-per-cell", type=int, default=1, help="ray executor: CPUs each cell's task asks for")
     p.set_defaults(func=_run)
-    p = sub.add_parser("train", help="train a config's adapters into the cache, evaluate nothing "
-                                     "(torchrun / accelerate launch: data parallel)")
+    p = sub.add_parser(
+        "train",
+        help="train a config's adapters into the cache, evaluate nothing (torchrun / accelerate launch: data parallel)",
+    )
     p.add_argument("config")
     p.set_defaults(func=_train)
-    p = sub.add_parser("plan", help="list a grid's cells, what is done or cached, and an estimate; and the "
-                                    "paired items the verdict rule needs")
+    p = sub.add_parser(
+        "plan",
+        help="list a grid's cells, what is done or cached, and an estimate; and the "
+        "paired items the verdict rule needs",
+    )
     p.add_argument("config")
     p.add_argument("--results-dir", default=None)
-    p.add_argument("--pilot", default=None, help="a finished run's results folder: plan the items from its "
-                                                 "discordance and price them in its time")
+    p.add_argument(
+        "--pilot",
+        default=None,
+        help="a finished run's results folder: plan the items from its discordance and price them in its time",
+    )
     p.add_argument("--power", type=float, default=0.8, help="chance of settling the question (default 0.8)")
     p.set_defaults(func=_plan)
     p = sub.add_parser("validate", help="check a config file without loading models")
     p.add_argument("config")
-    p.add_argument("--results-dir", default=None, help="parent folder of results the run would write (default: "
-                                                       "the config's output_dir)")
+    p.add_argument(
+        "--results-dir",
+        default=None,
+        help="parent folder of results the run would write (default: the config's output_dir)",
+    )
     p.set_defaults(func=_validate)
     p = sub.add_parser("report", help="rewrite report.md from a results folder")
     p.add_argument("results_dir")
@@ -364,24 +466,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("documents")
     p.add_argument("--out", default="harness.yaml", help="config file to write (default: harness.yaml)")
     p.add_argument("--questions", default="q", help="folder the config expects the question set in (default: q)")
-    p.add_argument("--force", action="store_true", help="replace an existing config, keeping it as "
-                                                        "OUT.backup-<date>-<time>")
+    p.add_argument(
+        "--force", action="store_true", help="replace an existing config, keeping it as OUT.backup-<date>-<time>"
+    )
     p.set_defaults(func=_init)
     _add_questions_parser(sub)
     p = sub.add_parser("export-lora", help="write a PEFT LoRA adapter as a GGUF adapter for llama.cpp's server")
     p.add_argument("adapter_dir")
     p.add_argument("--base", required=True, help="the base model's GGUF file (its architecture and shapes)")
     p.add_argument("--out", default=None, help="the GGUF file to write (default: ADAPTER_DIR.gguf)")
-    p.add_argument("--force", action="store_true", help="replace a file at --out that harness did not export, "
-                                                        "keeping it as OUT.backup-<date>-<time>")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace a file at --out that harness did not export, keeping it as OUT.backup-<date>-<time>",
+    )
     p.set_defaults(func=_export_lora)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     for noisy in ("httpx", "urllib3", "sentence_transformers", "transformers", "filelock", "faiss.loader"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
@@ -393,8 +500,11 @@ def main(argv: list[str] | None = None) -> int:
         if err.errno not in _PLACE_ERRNOS:
             raise
         where = f"{err.filename}: " if err.filename else ""
-        print(f"harness: error: {where}{err.strerror} (a results or cache folder that cannot be written, a full "
-              "disk or a file-size limit); finished results and cache entries are unchanged", file=sys.stderr)
+        print(
+            f"harness: error: {where}{err.strerror} (a results or cache folder that cannot be written, a full "
+            "disk or a file-size limit); finished results and cache entries are unchanged",
+            file=sys.stderr,
+        )
         return 2
 
 

@@ -101,10 +101,13 @@ class ModelConfig(_Section):
         if self.backend == "endpoint" and not (self.base_url and self.served_model):
             raise ValueError("model.backend 'endpoint' needs model.base_url and model.served_model")
         if self.backend == "hf" and (self.base_url or self.served_model or self.served_adapter or self.api_key_env):
-            raise ValueError("model.base_url, served_model, served_adapter and api_key_env need model.backend: endpoint")
+            raise ValueError(
+                "model.base_url, served_model, served_adapter and api_key_env need model.backend: endpoint"
+            )
         if self.api == "chat" and self.mc_protocol != "letter":
             raise ValueError("model.api 'chat' has no log-likelihoods: set model.mc_protocol: letter")
         return self
+
     # Run Python code shipped with a hub model (its own modelling files): off unless asked.
     trust_remote_code: bool = False
 
@@ -237,11 +240,15 @@ class TrainConfig(_Section):
         if not self.train_categories:
             raise ValueError("train.train_categories: give at least one of known, weakly_known, unknown")
         if self.objective == "cpt" and (len(set(self.train_categories)) < 3 or self.unknown_as != "gold"):
-            raise ValueError("train.train_categories and train.unknown_as select training questions, so they "
-                             "need train.objective: sft")
+            raise ValueError(
+                "train.train_categories and train.unknown_as select training questions, so they "
+                "need train.objective: sft"
+            )
         if self.method == "full" and self.repeats > 1:
-            raise ValueError("train.repeats: full fine-tuning trains one model per run (each seed would be a "
-                             "whole copy of the model); use repeats: 1 or method: lora")
+            raise ValueError(
+                "train.repeats: full fine-tuning trains one model per run (each seed would be a "
+                "whole copy of the model); use repeats: 1 or method: lora"
+            )
         return self
 
     @field_validator("target_modules")
@@ -295,10 +302,15 @@ class JudgeConfig(_Section):
     @model_validator(mode="after")
     def _scorable(self) -> "JudgeConfig":
         m = self.model
-        if self.verdicts == "loglikelihood" and m.backend == "endpoint" and (
-                m.api != "completions" or m.mc_protocol != "loglikelihood"):
-            raise ValueError("eval.judge.verdicts: loglikelihood needs a judge that scores text: in-process, or an "
-                             "endpoint with api: completions and mc_protocol: loglikelihood (else verdicts: generate)")
+        if (
+            self.verdicts == "loglikelihood"
+            and m.backend == "endpoint"
+            and (m.api != "completions" or m.mc_protocol != "loglikelihood")
+        ):
+            raise ValueError(
+                "eval.judge.verdicts: loglikelihood needs a judge that scores text: in-process, or an "
+                "endpoint with api: completions and mc_protocol: loglikelihood (else verdicts: generate)"
+            )
         return self
 
 
@@ -413,27 +425,40 @@ class ExperimentConfig(_Section):
 
     @model_validator(mode="after")
     def _sft_needs_questions(self) -> "ExperimentConfig":
-        if self.scenario is not None and self.scenario.name in SCENARIOS_WITH_OWN_ITEMS and self.train.objective != "sft":
-            raise ValueError(f"scenario {self.scenario.name!r} trains on its worked examples: it needs "
-                             "train.objective: sft")
+        if (
+            self.scenario is not None
+            and self.scenario.name in SCENARIOS_WITH_OWN_ITEMS
+            and self.train.objective != "sft"
+        ):
+            raise ValueError(
+                f"scenario {self.scenario.name!r} trains on its worked examples: it needs train.objective: sft"
+            )
         if self.train.objective == "sft" and self.data.documents and not self.data.train_questions:
             raise ValueError("train.objective 'sft' on your own data needs data.train_questions")
         if self.model.backend == "endpoint":
             if self.benchmarks is not None:
-                raise ValueError("benchmarks run in-process through lm-eval: with model.backend 'endpoint' set "
-                                 "benchmarks: null")
+                raise ValueError(
+                    "benchmarks run in-process through lm-eval: with model.backend 'endpoint' set benchmarks: null"
+                )
             if "raft" in self.eval.pipelines or self.train.repeats > 1 or self.train.method == "qlora":
-                raise ValueError("model.backend 'endpoint' serves one adapter: no raft pipeline, train.repeats 1, "
-                                 "train.method lora")
-            if (any(p in ("finetuned", "rag_finetuned") for p in self.eval.pipelines)
-                    and not self.model.served_adapter):
-                raise ValueError("eval.pipelines: the fine-tuned arms through an endpoint need model.served_adapter "
-                                 "(the name given to vLLM --lora-modules NAME=PATH)")
+                raise ValueError(
+                    "model.backend 'endpoint' serves one adapter: no raft pipeline, train.repeats 1, train.method lora"
+                )
+            if any(p in ("finetuned", "rag_finetuned") for p in self.eval.pipelines) and not self.model.served_adapter:
+                raise ValueError(
+                    "eval.pipelines: the fine-tuned arms through an endpoint need model.served_adapter "
+                    "(the name given to vLLM --lora-modules NAME=PATH)"
+                )
         if "raft" in self.eval.pipelines and self.train.method == "full":
-            raise ValueError("eval.pipelines: 'raft' trains a LoRA adapter beside the default one; it cannot run "
-                             "with train.method: full")
-        if (self.train.objective == "sft" and self.data.external is not None
-                and self.data.external.format == "fictional_knowledge"):
+            raise ValueError(
+                "eval.pipelines: 'raft' trains a LoRA adapter beside the default one; it cannot run "
+                "with train.method: full"
+            )
+        if (
+            self.train.objective == "sft"
+            and self.data.external is not None
+            and self.data.external.format == "fictional_knowledge"
+        ):
             raise ValueError("train.objective 'sft' needs QA pairs; fictional_knowledge has passages only: use 'cpt'")
         return self
 
@@ -471,8 +496,9 @@ class _StrictLoader(yaml.SafeLoader):
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:
-                raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels",
-                                                  self.peek_event().start_mark)
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_DEPTH} levels", self.peek_event().start_mark
+                )
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
@@ -482,9 +508,12 @@ class _StrictLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
                 if key_node.value in seen:
-                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key_node.value!r} "
-                                                            "(YAML would silently keep only the last)",
-                                                            key_node.start_mark)
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"duplicate key {key_node.value!r} (YAML would silently keep only the last)",
+                        key_node.start_mark,
+                    )
                 seen.add(key_node.value)
         return super().construct_mapping(node, deep=deep)
 
@@ -524,9 +553,10 @@ def read_yaml(path: str | Path) -> object:
     try:
         text = data.decode("utf-8-sig")  # a byte-order mark, as some editors write, is fine
     except UnicodeDecodeError as err:
-        line = data[:err.start].count(b"\n") + 1
-        raise ConfigError(f"{path}: line {line}: not UTF-8 text (byte {err.start}: {data[err.start]:#04x}); "
-                          "save the file as UTF-8") from None
+        line = data[: err.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}: line {line}: not UTF-8 text (byte {err.start}: {data[err.start]:#04x}); save the file as UTF-8"
+        ) from None
     try:
         raw = yaml.load(text, Loader=_StrictLoader)  # a subclass of SafeLoader: plain data only
     except yaml.YAMLError as err:
@@ -538,8 +568,10 @@ def read_yaml(path: str | Path) -> object:
     except ValueError as err:
         raise ConfigError(f"{path}: {err}") from None
     if size > MAX_VALUES:
-        raise ConfigError(f"{path}: expands to more than {MAX_VALUES:,} keys and values through YAML aliases "
-                          "(anchors reused inside anchors); write the values out")
+        raise ConfigError(
+            f"{path}: expands to more than {MAX_VALUES:,} keys and values through YAML aliases "
+            "(anchors reused inside anchors); write the values out"
+        )
     return raw
 
 
@@ -599,7 +631,7 @@ def expand_grid(cfg: ExperimentConfig, *, source: str = "<config>") -> list[Cell
         return [Cell(id="", values={}, config=cfg, hash=config_hash(cfg))]
     g = cfg.grid
     paths = list(g.axes)
-    combos = (itertools.product(*g.axes.values()) if g.mode == "cross" else zip(*g.axes.values()))
+    combos = itertools.product(*g.axes.values()) if g.mode == "cross" else zip(*g.axes.values())
     points = [dict(zip(paths, c)) for c in combos] + [dict(x) for x in g.include]
     cells, seen = [], {}
     for values in points:
@@ -613,9 +645,11 @@ def expand_grid(cfg: ExperimentConfig, *, source: str = "<config>") -> list[Cell
         if cid in seen:
             if seen[cid] == values:  # the same point twice (an include repeating an axis point)
                 continue
-            raise ConfigError(f"{source}: grid: cells {seen[cid]} and {values} both get the folder name "
-                              f"{cid!r} (characters outside A-Z a-z 0-9 _ . , = + - become '-'); make the values "
-                              "differ in those characters")
+            raise ConfigError(
+                f"{source}: grid: cells {seen[cid]} and {values} both get the folder name "
+                f"{cid!r} (characters outside A-Z a-z 0-9 _ . , = + - become '-'); make the values "
+                "differ in those characters"
+            )
         seen[cid] = values
         cells.append(Cell(id=cid, values=values, config=cell_cfg, hash=config_hash(cell_cfg)))
     if not cells:

@@ -26,16 +26,27 @@ def build_tiny_model(folder: Path, corpus: list[str], *, hidden_size: int = 32) 
     raw = Tokenizer(models.BPE())
     raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     raw.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=600, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     raw.train_from_iterator(corpus, trainer)
-    tok = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                  bos_token="<|endoftext|>")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=raw, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token="<|endoftext|>"
+    )
     tok.chat_template = CHAT_TEMPLATE
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                         tie_word_embeddings=True, pad_token_id=tok.pad_token_id,
-                         eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=tok.bos_token_id,
+    )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
     model.save_pretrained(folder)
@@ -48,7 +59,11 @@ def _tiny_corpus() -> list[str]:
     from harness.data.world import generate_world
 
     world = generate_world(seed=0, n_people=4, n_organisations=2, n_places=2, paraphrases=2, n_unanswerable=4)
-    corpus = list(world.train_texts) + [q.question for q in world.questions] + [t.system + " " + t.user for t in TEMPLATES.values()]
+    corpus = (
+        list(world.train_texts)
+        + [q.question for q in world.questions]
+        + [t.system + " " + t.user for t in TEMPLATES.values()]
+    )
     return corpus * 3
 
 
@@ -90,10 +105,25 @@ def tiny_config(model_dir: Path, *, name: str = "tiny", **overrides) -> dict:
         "seed": 0,
         "model": {"name": str(model_dir), "dtype": "float32", "device": "cpu"},
         "embedder": {"name": "hashing"},
-        "data": {"world": {"seed": 0, "n_people": 3, "n_organisations": 2, "n_places": 2,
-                           "paraphrases": 1, "n_unanswerable": 4}},
-        "train": {"objective": "sft", "rank": 4, "alpha": 8, "epochs": 2, "batch_size": 8, "lr": 0.005,
-                  "max_length": 96},
+        "data": {
+            "world": {
+                "seed": 0,
+                "n_people": 3,
+                "n_organisations": 2,
+                "n_places": 2,
+                "paraphrases": 1,
+                "n_unanswerable": 4,
+            }
+        },
+        "train": {
+            "objective": "sft",
+            "rank": 4,
+            "alpha": 8,
+            "epochs": 2,
+            "batch_size": 8,
+            "lr": 0.005,
+            "max_length": 96,
+        },
         "retrieval": {"chunk_size": 32, "top_k": 2},
         "eval": {"max_new_tokens": 6, "batch_size": 8, "bootstrap_samples": 200},
     }
@@ -108,8 +138,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # something it is meant to test (the shared data, Chromium, Ray in a loopback-only
 # namespace, bitsandbytes, torchrun, Playwright, the llama.cpp server), so a green run
 # would not have tested it. Other skips (no CUDA GPU) stay skips.
-STRICT_SKIPS = ("shared/data", "Chromium", "unshare -n", "'ray'", "'bitsandbytes'", "torchrun", "'playwright",
-                "llama-cpp-python")
+STRICT_SKIPS = (
+    "shared/data",
+    "Chromium",
+    "unshare -n",
+    "'ray'",
+    "'bitsandbytes'",
+    "torchrun",
+    "'playwright",
+    "llama-cpp-python",
+)
 
 
 def _fail_what_must_not_skip(report) -> None:

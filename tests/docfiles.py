@@ -32,11 +32,14 @@ def write_deep_pdf(path: Path, *, depth: int) -> Path:
     """A one-page PDF, by hand, whose content stream shows "Hello" and then an array
     nested `depth` deep (pypdf parses arrays recursively)."""
     content = b"BT /F1 12 Tf 72 712 Td (Hello) Tj " + b"[" * depth + b"]" * depth + b" TJ ET"
-    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-               b"/Resources << /Font << /F1 5 0 R >> >> >>",
-               b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream",
-               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
     out, offsets = bytearray(b"%PDF-1.4\n"), []
     for number, body in enumerate(objects, 1):
         offsets.append(len(out))
@@ -71,9 +74,14 @@ def write_encrypted_pdf(path: Path, paragraphs: list[str]) -> Path:
     return path
 
 
-def write_docx(path: Path, paragraphs: list[str], table: list[list[str]] | None = None, *,
-               merge: list[tuple[tuple[int, int], tuple[int, int]]] = (),
-               merge_down: list[tuple[int, int, int]] = ()) -> Path:
+def write_docx(
+    path: Path,
+    paragraphs: list[str],
+    table: list[list[str]] | None = None,
+    *,
+    merge: list[tuple[tuple[int, int], tuple[int, int]]] = (),
+    merge_down: list[tuple[int, int, int]] = (),
+) -> Path:
     """Paragraphs, then a table. `merge` lists (top-left, bottom-right) cells merged by
     python-docx (the merged cell keeps the text of the cells it covers); `merge_down`
     lists (column, first row, last row) merged as Word writes it, one `vMerge` mark per
@@ -136,8 +144,11 @@ def write_zip_bomb_docx(path: Path, *, unpacked_mib: int) -> Path:
 
 
 def write_html(path: Path, body: str, *, title: str = "") -> Path:
-    path.write_text(f"<!doctype html><html><head><title>{title}</title>"
-                    "<style>p { color: red; }</style><script>var secret = 'SCRIPT_TEXT';</script></head>"
-                    f"<body><noscript>Enable NOSCRIPT_TEXT</noscript>{body}<template>TEMPLATE_TEXT</template>"
-                    "<script>document.write('MORE_SCRIPT');</script></body></html>", encoding="utf-8")
+    path.write_text(
+        f"<!doctype html><html><head><title>{title}</title>"
+        "<style>p { color: red; }</style><script>var secret = 'SCRIPT_TEXT';</script></head>"
+        f"<body><noscript>Enable NOSCRIPT_TEXT</noscript>{body}<template>TEMPLATE_TEXT</template>"
+        "<script>document.write('MORE_SCRIPT');</script></body></html>",
+        encoding="utf-8",
+    )
     return path

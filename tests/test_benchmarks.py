@@ -11,8 +11,9 @@ from harness.config import parse_config
 from harness.evaluate import benchmarks
 from harness.models.local import load_generator, loglikelihood
 
-needs_data = pytest.mark.skipif(not (SHARED_DATA / "mmlu" / "test.jsonl").is_file(),
-                                reason="../shared/data (MMLU, HellaSwag) not present")
+needs_data = pytest.mark.skipif(
+    not (SHARED_DATA / "mmlu" / "test.jsonl").is_file(), reason="../shared/data (MMLU, HellaSwag) not present"
+)
 SUBSET = dict(mmlu_subjects=["anatomy", "astronomy"], mmlu_items=6, hellaswag=True, hellaswag_items=6, seed=7)
 
 
@@ -51,10 +52,16 @@ def _lm_eval_api_loading_its_own_model(model_dir, prepared, peft):
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    raw = simple_evaluate(model="hf", model_args={"pretrained": str(model_dir), "dtype": "float32", "peft": str(peft)},
-                          tasks=[t.name for t in prepared.tasks], num_fewshot=0, batch_size=4, device="cpu",
-                          task_manager=TaskManager(include_path=prepared.task_dir, include_defaults=False),
-                          bootstrap_iters=0)["results"]
+    raw = simple_evaluate(
+        model="hf",
+        model_args={"pretrained": str(model_dir), "dtype": "float32", "peft": str(peft)},
+        tasks=[t.name for t in prepared.tasks],
+        num_fewshot=0,
+        batch_size=4,
+        device="cpu",
+        task_manager=TaskManager(include_path=prepared.task_dir, include_defaults=False),
+        bootstrap_iters=0,
+    )["results"]
     return {t.label: {m: raw[t.name][f"{m},none"] for m in t.metrics} for t in prepared.tasks}
 
 
@@ -62,10 +69,34 @@ def _standalone_lm_eval(model_dir, prepared, tmp_path, peft=None):
     """The lm_eval command run on its own, as a user would: it loads the model itself."""
     args = f"pretrained={model_dir},dtype=float32" + (f",peft={peft}" if peft else "")
     out = tmp_path / ("out-peft" if peft else "out")
-    subprocess.run([sys.executable, "-m", "lm_eval", "run", "--model", "hf", "--model_args", args,
-                    "--tasks", ",".join(t.name for t in prepared.tasks), "--include_path", prepared.task_dir,
-                    "--num_fewshot", "0", "--batch_size", "4", "--device", "cpu", "--output_path", str(out)],
-                   check=True, capture_output=True, text=True, timeout=600)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lm_eval",
+            "run",
+            "--model",
+            "hf",
+            "--model_args",
+            args,
+            "--tasks",
+            ",".join(t.name for t in prepared.tasks),
+            "--include_path",
+            prepared.task_dir,
+            "--num_fewshot",
+            "0",
+            "--batch_size",
+            "4",
+            "--device",
+            "cpu",
+            "--output_path",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     result = json.loads(next(out.rglob("results_*.json")).read_text())["results"]
     return {t.label: {m: result[t.name][f"{m},none"] for m in t.metrics} for t in prepared.tasks}
 
@@ -85,10 +116,24 @@ def test_accuracies_equal_a_standalone_lm_eval_run(prepared, tiny_model_dir, tmp
             assert ours[label][m] == value, (label, m)
 
     world = generate_world(seed=0, n_people=2, n_organisations=1, n_places=1, paraphrases=0)
-    train_model(lm, build_examples(lm.tokenizer, objective="sft", questions=world.train_questions), rank=4, alpha=8,
-               dropout=0.0, target_modules=["q_proj", "v_proj"], lr=0.05, epochs=2, max_steps=None, batch_size=4,
-               max_length=96, warmup_ratio=0.0, dev_fraction=0.0, early_stopping_patience=None, seed=0,
-               out_dir=tmp_path / "adapter")
+    train_model(
+        lm,
+        build_examples(lm.tokenizer, objective="sft", questions=world.train_questions),
+        rank=4,
+        alpha=8,
+        dropout=0.0,
+        target_modules=["q_proj", "v_proj"],
+        lr=0.05,
+        epochs=2,
+        max_steps=None,
+        batch_size=4,
+        max_length=96,
+        warmup_ratio=0.0,
+        dev_fraction=0.0,
+        early_stopping_patience=None,
+        seed=0,
+        out_dir=tmp_path / "adapter",
+    )
     with adapter_switch(lm, True):
         ours_ft = benchmarks.score_tasks(lm, prepared, adapter_id="test-adapter", num_fewshot=0, batch_size=4)
     theirs_ft = _lm_eval_api_loading_its_own_model(tiny_model_dir, prepared, tmp_path / "adapter")
@@ -106,8 +151,11 @@ def test_fact_choices_are_scored_like_lm_eval(tiny_lm):
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
 
-    pairs = [("Where was Ana born? Answer:", " Ostrow"), ("Where was Ana born? Answer:", " Lund"),
-             ("Who plays the harp?", " Bo Trenn")]
+    pairs = [
+        ("Where was Ana born? Answer:", " Ostrow"),
+        ("Where was Ana born? Answer:", " Lund"),
+        ("Who plays the harp?", " Bo Trenn"),
+    ]
     wrapped = HFLM(pretrained=tiny_lm.model, tokenizer=tiny_lm.tokenizer, batch_size=2, device="cpu")
     reqs = [Instance(request_type="loglikelihood", doc={}, arguments=p, idx=i) for i, p in enumerate(pairs)]
     theirs = [ll for ll, _ in wrapped.loglikelihood(reqs)]
@@ -118,8 +166,9 @@ def test_fact_choices_are_scored_like_lm_eval(tiny_lm):
 def test_run_reports_forgetting_per_adapter(tiny_model_dir, tmp_path):
     from harness.run.runner import run_experiment
 
-    raw = tiny_config(tiny_model_dir, name="bench", benchmarks={"data_dir": str(SHARED_DATA), **SUBSET,
-                                                                "batch_size": 4})
+    raw = tiny_config(
+        tiny_model_dir, name="bench", benchmarks={"data_dir": str(SHARED_DATA), **SUBSET, "batch_size": 4}
+    )
     out = run_experiment(parse_config(raw), results_root=tmp_path)
     b = json.loads((out / "metrics.json").read_text())["benchmarks"]
     assert set(b["accuracy"]) == {"mmlu/anatomy", "mmlu/astronomy", "mmlu (all subjects)", "hellaswag"}

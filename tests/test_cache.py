@@ -32,7 +32,9 @@ def test_single_file_entry_round_trips_and_a_truncated_one_is_discarded(tmp_path
     _truncate(path)
     with caplog.at_level(logging.WARNING):
         assert cache.read_bytes(path) is None
-    assert "damaged" in caplog.text and not path.exists() and not (tmp_path / "scores" / "x.json.manifest.json").exists()
+    assert (
+        "damaged" in caplog.text and not path.exists() and not (tmp_path / "scores" / "x.json.manifest.json").exists()
+    )
 
 
 def test_a_file_without_its_manifest_is_not_trusted(tmp_path):
@@ -180,7 +182,8 @@ def _files_digest(folder) -> str:
 
 
 def test_a_converted_model_damaged_at_its_size_is_converted_again_and_fingerprinted_as_loaded(
-        tiny_model_dir, tmp_path, monkeypatch, caplog):
+    tiny_model_dir, tmp_path, monkeypatch, caplog
+):
     from harness.models.local import converted_from_gguf
 
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
@@ -212,8 +215,9 @@ def test_a_truncated_faiss_index_is_rebuilt_not_read(tmp_path, caplog):
     q = ["Where does person 3 live?"]
     assert [h.chunk.id for h in again.search(q, 3)[0]] == [h.chunk.id for h in first.search(q, 3)[0]]
     assert cache.read_bytes(index_file) is not None  # rewritten whole, with its manifest
-    np.testing.assert_array_equal(again.index.reconstruct_n(0, again.index.ntotal),
-                                  first.index.reconstruct_n(0, first.index.ntotal))
+    np.testing.assert_array_equal(
+        again.index.reconstruct_n(0, again.index.ntotal), first.index.reconstruct_n(0, first.index.ntotal)
+    )
 
 
 def test_memo_line_torn_inside_a_utf8_character_is_skipped(tmp_path):
@@ -234,8 +238,12 @@ def test_a_truncated_adapter_is_trained_again(tiny_lm, tmp_path, monkeypatch, ca
     from harness.train.adapters import obtain_adapter
 
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
-    cfg = parse_config(tiny_config(tiny_lm.source, train={"objective": "sft", "rank": 4, "alpha": 8, "max_steps": 2,
-                                                          "batch_size": 8, "max_length": 96}))
+    cfg = parse_config(
+        tiny_config(
+            tiny_lm.source,
+            train={"objective": "sft", "rank": 4, "alpha": 8, "max_steps": 2, "batch_size": 8, "max_length": 96},
+        )
+    )
     data = load_dataset(cfg)
     record, cached = obtain_adapter(tiny_lm, data, cfg, seed=0)
     assert not cached and record["steps"] == 2
@@ -249,11 +257,23 @@ def test_a_truncated_adapter_is_trained_again(tiny_lm, tmp_path, monkeypatch, ca
 
 @pytest.fixture
 def small_grid(tiny_model_dir, tmp_path):
-    raw = tiny_config(tiny_model_dir, name="g", eval={"pipelines": ["base"], "max_new_tokens": 4,
-                                                      "bootstrap_samples": 100},
-                      data={"world": {"seed": 0, "n_people": 2, "n_organisations": 1, "n_places": 1,
-                                      "paraphrases": 0, "n_unanswerable": 2}, "max_questions": 4},
-                      grid={"axes": {"eval.max_new_tokens": [4, 5]}})
+    raw = tiny_config(
+        tiny_model_dir,
+        name="g",
+        eval={"pipelines": ["base"], "max_new_tokens": 4, "bootstrap_samples": 100},
+        data={
+            "world": {
+                "seed": 0,
+                "n_people": 2,
+                "n_organisations": 1,
+                "n_places": 1,
+                "paraphrases": 0,
+                "n_unanswerable": 2,
+            },
+            "max_questions": 4,
+        },
+        grid={"axes": {"eval.max_new_tokens": [4, 5]}},
+    )
     return parse_config(raw)
 
 

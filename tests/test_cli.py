@@ -24,8 +24,11 @@ def test_validate_ok_and_bad(tmp_path, capsys):
 
 def test_run_with_a_missing_model_fails_in_one_line_and_writes_nothing(tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump({"name": "x", "model": {"name": str(tmp_path / "missing")},
-                                   "output_dir": str(tmp_path / "results")}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {"name": "x", "model": {"name": str(tmp_path / "missing")}, "output_dir": str(tmp_path / "results")}
+        )
+    )
     assert main(["run", str(cfg)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("harness: error: model.name:") and "\n" not in err
@@ -57,11 +60,16 @@ def _tiny_adapter(folder: Path) -> Path:
     rng = np.random.default_rng(0)
     prefix = "base_model.model.model.layers.0.self_attn.q_proj"
     folder.mkdir(parents=True)
-    save_file({f"{prefix}.lora_A.weight": rng.standard_normal((2, hidden)).astype(np.float32),
-               f"{prefix}.lora_B.weight": rng.standard_normal((out, 2)).astype(np.float32)},
-              str(folder / "adapter_model.safetensors"))
-    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2, "lora_alpha": 4,
-                                                            "target_modules": ["q_proj"]}))
+    save_file(
+        {
+            f"{prefix}.lora_A.weight": rng.standard_normal((2, hidden)).astype(np.float32),
+            f"{prefix}.lora_B.weight": rng.standard_normal((out, 2)).astype(np.float32),
+        },
+        str(folder / "adapter_model.safetensors"),
+    )
+    (folder / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["q_proj"]})
+    )
     return folder
 
 

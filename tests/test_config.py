@@ -77,6 +77,5 @@ def test_raft_with_full_fine_tuning_is_refused_at_validation():
     # `harness validate` must catch it before a run loads a model: RAFT trains a LoRA
     # adapter beside the default one, and full fine-tuning has no adapter to sit beside.
     with pytest.raises(ConfigError, match=r"'raft' .* train\.method: full"):
-        parse_config({"name": "a", "train": {"method": "full"},
-                      "eval": {"pipelines": ["base", "finetuned", "raft"]}})
+        parse_config({"name": "a", "train": {"method": "full"}, "eval": {"pipelines": ["base", "finetuned", "raft"]}})
     parse_config({"name": "a", "train": {"method": "lora"}, "eval": {"pipelines": ["base", "finetuned", "raft"]}})

@@ -76,8 +76,9 @@ def test_the_shipped_example_data_loads():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1] / "examples" / "facts"
-    data = load_user_dataset(documents=str(root / "docs"), questions=str(root / "questions.jsonl"),
-                             train_questions=None)
+    data = load_user_dataset(
+        documents=str(root / "docs"), questions=str(root / "questions.jsonl"), train_questions=None
+    )
     assert len(data.documents) == 2 and len(data.questions) == 5
     assert sum(q.answerable for q in data.questions) == 4
     corpus = " ".join(d.text for d in data.documents)

@@ -72,8 +72,12 @@ def test_a_file_in_the_way_is_refused_before_any_work(tiny_model_dir, tmp_path, 
 
 
 def test_a_failed_run_removes_the_folders_it_created(tmp_path, capsys):
-    raw = {"name": "x", "model": {"name": str(tmp_path / "no-such-model")}, "embedder": {"name": "hashing"},
-           "output_dir": str(tmp_path / "new" / "deep" / "results")}
+    raw = {
+        "name": "x",
+        "model": {"name": str(tmp_path / "no-such-model")},
+        "embedder": {"name": "hashing"},
+        "output_dir": str(tmp_path / "new" / "deep" / "results"),
+    }
     assert main(["run", _config(tmp_path, raw)]) == 2
     _one_line_error(capsys)
     assert sorted(os.listdir(tmp_path)) == ["c.yaml"]
@@ -112,8 +116,12 @@ def test_a_run_replaces_its_own_results_but_not_a_file_added_to_them(tiny_model_
 
 def test_a_grid_on_a_users_folder_is_refused(tiny_model_dir, tmp_path, capsys):
     before = _users_folder(tmp_path / "victim" / "sweep")
-    raw = tiny_config(tiny_model_dir, name="sweep", output_dir=str(tmp_path / "victim"),
-                      grid={"mode": "cross", "axes": {"retrieval.top_k": [1, 2]}})
+    raw = tiny_config(
+        tiny_model_dir,
+        name="sweep",
+        output_dir=str(tmp_path / "victim"),
+        grid={"mode": "cross", "axes": {"retrieval.top_k": [1, 2]}},
+    )
     for command in (["validate"], ["run"], ["run", "--executor", "processes"]):
         assert main([*command, _config(tmp_path, raw)]) == 2
         assert "not written by a harness run" in _one_line_error(capsys)
@@ -121,6 +129,7 @@ def test_a_grid_on_a_users_folder_is_refused(tiny_model_dir, tmp_path, capsys):
 
 
 # --- each guard of the results destination has a test that fails when it breaks (#22) --------
+
 
 def test_a_folder_marked_by_another_experiment_is_refused(tmp_path):
     folder = tmp_path / "a"
@@ -132,8 +141,10 @@ def test_a_folder_marked_by_another_experiment_is_refused(tmp_path):
     with pytest.raises(ResultsFolderError, match="not written by a harness run of experiment 'a'"):
         with staged_run_dir(folder, experiment="a") as stage:
             (stage / "metrics.json").write_text("{}")
-    assert _contents(folder) == {"metrics.json": json.dumps({"experiment": "other"}),
-                                 MARKER: (folder / MARKER).read_text()}
+    assert _contents(folder) == {
+        "metrics.json": json.dumps({"experiment": "other"}),
+        MARKER: (folder / MARKER).read_text(),
+    }
     check_destination(folder, experiment="other", kind="run")  # its own experiment may replace it
 
 

@@ -19,15 +19,23 @@ TORCHRUN = shutil.which("torchrun", path=os.path.dirname(sys.executable))
 
 @pytest.mark.skipif(TORCHRUN is None, reason="torchrun not installed beside this Python")
 def test_two_processes_train_one_adapter_that_a_run_then_reuses(tiny_model_dir, tmp_path, monkeypatch):
-    raw = tiny_config(tiny_model_dir, name="ddp", eval={"pipelines": ["base", "finetuned"], "max_new_tokens": 2,
-                                                        "bootstrap_samples": 200})
+    raw = tiny_config(
+        tiny_model_dir,
+        name="ddp",
+        eval={"pipelines": ["base", "finetuned"], "max_new_tokens": 2, "bootstrap_samples": 200},
+    )
     raw["train"].update(epochs=3, dev_fraction=0.0)
     config = tmp_path / "ddp.yaml"
     config.write_text(yaml.safe_dump(raw, sort_keys=False))
     cache = tmp_path / "cache"
     env = {**os.environ, "HARNESS_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([TORCHRUN, "--standalone", "--nproc_per_node", "2", "-m", "harness.cli", "train",
-                           str(config)], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [TORCHRUN, "--standalone", "--nproc_per_node", "2", "-m", "harness.cli", "train", str(config)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "trained by 2 process(es)" in done.stdout
     (record_path,) = cache.glob("adapters/*/harness-train.json")

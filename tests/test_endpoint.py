@@ -34,16 +34,18 @@ def endpoint_model(url: str, **extra) -> dict:
 
 
 def test_endpoint_config_rules():
-    ok = parse_config({"name": "x", "model": endpoint_model("http://127.0.0.1:1/v1"),
-                       "eval": {"pipelines": ["base", "rag"]}})
+    ok = parse_config(
+        {"name": "x", "model": endpoint_model("http://127.0.0.1:1/v1"), "eval": {"pipelines": ["base", "rag"]}}
+    )
     assert ok.model.backend == "endpoint" and ok.model.retries == 3
     with pytest.raises(ConfigError, match="model: Value error, model.backend 'endpoint' needs"):
         parse_config({"name": "x", "model": {"backend": "endpoint"}})
     with pytest.raises(ConfigError, match="served_adapter"):  # fine-tuned arms need the served adapter's name
         parse_config({"name": "x", "model": endpoint_model("http://127.0.0.1:1/v1")})
     with pytest.raises(ConfigError, match="mc_protocol: letter"):
-        parse_config({"name": "x", "model": endpoint_model("http://127.0.0.1:1/v1", api="chat"),
-                      "eval": {"pipelines": ["base"]}})
+        parse_config(
+            {"name": "x", "model": endpoint_model("http://127.0.0.1:1/v1", api="chat"), "eval": {"pipelines": ["base"]}}
+        )
     with pytest.raises(ConfigError, match="need model.backend: endpoint"):
         parse_config({"name": "x", "model": {"base_url": "http://127.0.0.1:1/v1"}})
 
@@ -51,9 +53,17 @@ def test_endpoint_config_rules():
 def test_server_down_is_one_line_and_exit_2(tmp_path, capsys, tiny_model_dir):
     url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump({"name": "x", "output_dir": str(tmp_path / "results"), "embedder": {"name": "hashing"},
-                                   "model": {**endpoint_model(url, retries=1, timeout=2), "name": str(tiny_model_dir)},
-                                   "eval": {"pipelines": ["base"]}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "name": "x",
+                "output_dir": str(tmp_path / "results"),
+                "embedder": {"name": "hashing"},
+                "model": {**endpoint_model(url, retries=1, timeout=2), "name": str(tiny_model_dir)},
+                "eval": {"pipelines": ["base"]},
+            }
+        )
+    )
     assert main(["run", str(cfg)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("harness: error: model.base_url:") and url in err and "\n" not in err
@@ -78,27 +88,63 @@ def test_garbage_reply_is_a_clear_error():
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         with pytest.raises(EndpointError, match=r"failed after 2 attempt\(s\): not JSON"):
-            connect(base_url=f"http://127.0.0.1:{server.server_port}/v1", served_model="m", tokenizer=None, name="m",
-                    retries=1)
+            connect(
+                base_url=f"http://127.0.0.1:{server.server_port}/v1",
+                served_model="m",
+                tokenizer=None,
+                name="m",
+                retries=1,
+            )
     finally:
         server.shutdown()
 
 
 def test_missing_api_key_names_the_variable(monkeypatch):
     monkeypatch.delenv("HARNESS_TEST_KEY", raising=False)
-    ep = Endpoint(base_url="http://127.0.0.1:1/v1", served_model="m", api="completions",
-                  api_key_env="HARNESS_TEST_KEY", timeout=1, retries=0, concurrency=1)
+    ep = Endpoint(
+        base_url="http://127.0.0.1:1/v1",
+        served_model="m",
+        api="completions",
+        api_key_env="HARNESS_TEST_KEY",
+        timeout=1,
+        retries=0,
+        concurrency=1,
+    )
     with pytest.raises(EndpointError, match="HARNESS_TEST_KEY is not set"):
         ep.request("/models")
 
 
 def test_identity_ignores_start_time_and_url():
-    a = Endpoint(base_url="http://127.0.0.1:1/v1", served_model="m", api="completions", api_key_env=None,
-                 timeout=1, retries=0, concurrency=1, model_entry={"id": "m", "root": "/models/x", "created": 1})
-    b = Endpoint(base_url="http://127.0.0.1:2/v1", served_model="m", api="completions", api_key_env=None,
-                 timeout=1, retries=0, concurrency=1, model_entry={"id": "m", "root": "/models/x", "created": 2})
-    c = Endpoint(base_url="http://127.0.0.1:1/v1", served_model="m", api="completions", api_key_env=None,
-                 timeout=1, retries=0, concurrency=1, model_entry={"id": "m", "root": "/models/y", "created": 1})
+    a = Endpoint(
+        base_url="http://127.0.0.1:1/v1",
+        served_model="m",
+        api="completions",
+        api_key_env=None,
+        timeout=1,
+        retries=0,
+        concurrency=1,
+        model_entry={"id": "m", "root": "/models/x", "created": 1},
+    )
+    b = Endpoint(
+        base_url="http://127.0.0.1:2/v1",
+        served_model="m",
+        api="completions",
+        api_key_env=None,
+        timeout=1,
+        retries=0,
+        concurrency=1,
+        model_entry={"id": "m", "root": "/models/x", "created": 2},
+    )
+    c = Endpoint(
+        base_url="http://127.0.0.1:1/v1",
+        served_model="m",
+        api="completions",
+        api_key_env=None,
+        timeout=1,
+        retries=0,
+        concurrency=1,
+        model_entry={"id": "m", "root": "/models/y", "created": 1},
+    )
     assert a.identity() == b.identity() != c.identity()
 
 
@@ -129,15 +175,26 @@ def test_served_adapter_is_checked_against_its_cache_key():
 
     key = "0123456789abcdef" * 4
     # what vLLM lists for --lora-modules NAME=PATH: the adapter's id, its path as root, the base as parent
-    listing = {"object": "list", "data": [
-        {"id": "base", "object": "model", "root": "/models/base", "created": 1},
-        {"id": "ours", "object": "model", "root": f"/cache/adapters/{key[:32]}", "parent": "base"},
-        {"id": "other", "object": "model", "root": f"/cache/adapters/{'f' * 32}", "parent": "base"},
-        {"id": "elsewhere", "object": "model", "root": "/srv/lora/ft", "parent": "base"}]}
+    listing = {
+        "object": "list",
+        "data": [
+            {"id": "base", "object": "model", "root": "/models/base", "created": 1},
+            {"id": "ours", "object": "model", "root": f"/cache/adapters/{key[:32]}", "parent": "base"},
+            {"id": "other", "object": "model", "root": f"/cache/adapters/{'f' * 32}", "parent": "base"},
+            {"id": "elsewhere", "object": "model", "root": "/srv/lora/ft", "parent": "base"},
+        ],
+    }
     server = _models_server(listing)
     try:
-        ep = Endpoint(base_url=f"http://127.0.0.1:{server.server_port}/v1", served_model="base", api="completions",
-                      api_key_env=None, timeout=5, retries=0, concurrency=1)
+        ep = Endpoint(
+            base_url=f"http://127.0.0.1:{server.server_port}/v1",
+            served_model="base",
+            api="completions",
+            api_key_env=None,
+            timeout=5,
+            retries=0,
+            concurrency=1,
+        )
         assert check_adapter(ep, served_adapter="ours", cache_key=key) == "matches"
         assert check_adapter(ep, served_adapter="elsewhere", cache_key=key).startswith("unverified")
         with pytest.raises(EndpointError, match="whose cache key is not this run's adapter"):
@@ -159,13 +216,15 @@ def test_the_logged_llama_cpp_line_survives_paths_with_quotes_and_spaces(tmp_pat
     bin_dir.mkdir()
     for name in ("harness", "python"):
         stub = bin_dir / name
-        stub.write_text(f"#!{sys.executable}\nimport json, sys\n"
-                        f"open({str(log)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n")
+        stub.write_text(
+            f"#!{sys.executable}\nimport json, sys\nopen({str(log)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
+        )
         stub.chmod(0o755)
     adapter = str(tmp_path / "it's a \\cache" / ("0123456789abcdef" * 2))  # dash's echo would eat "\c"
     (tmp_path / "it's a \\cache").mkdir()
-    line = llama_cpp_serve_command(base_gguf="/m/o'brien model.gguf", served_model="sm", served_adapter="sm-ft",
-                                   adapter_dir=adapter)
+    line = llama_cpp_serve_command(
+        base_gguf="/m/o'brien model.gguf", served_model="sm", served_adapter="sm-ft", adapter_dir=adapter
+    )
     subprocess.run(["sh", "-c", line], check=True, env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
     export, server = [json.loads(x) for x in log.read_text().splitlines()]
     assert export == ["export-lora", adapter, "--base", "/m/o'brien model.gguf", "--out", f"{adapter}.gguf"]
@@ -186,29 +245,43 @@ def test_llama_cpp_route_for_the_served_adapter(tmp_path):
     assert base_gguf("/m/x.gguf") == "/m/x.gguf" and base_gguf("HuggingFaceTB/SmolLM2-135M") is None
     vllm_only = serve_command(base_model="/m/hf", served_model="sm", served_adapter="sm-ft", adapter_dir=adapter)
     assert "llama" not in vllm_only and f"--lora-modules sm-ft={adapter}" in vllm_only
-    both = serve_command(base_model="/m/hf", served_model="sm", served_adapter="sm-ft", adapter_dir=adapter,
-                         base_gguf="/m/x.gguf")
+    both = serve_command(
+        base_model="/m/hf", served_model="sm", served_adapter="sm-ft", adapter_dir=adapter, base_gguf="/m/x.gguf"
+    )
     assert both.startswith(vllm_only)
     llama = both.split("or with llama.cpp (CPU): ")[1]
     assert llama.startswith(f"harness export-lora {adapter} --base /m/x.gguf --out {adapter}.gguf && printf ")
     assert llama.endswith(f"python -m llama_cpp.server --config_file {adapter}.server.json")
     config = json.loads(shlex.split(llama.split(" && ")[1])[2])
-    assert config == llama_cpp_server_config(base_gguf="/m/x.gguf", served_model="sm", served_adapter="sm-ft",
-                                             lora_gguf=f"{adapter}.gguf")
+    assert config == llama_cpp_server_config(
+        base_gguf="/m/x.gguf", served_model="sm", served_adapter="sm-ft", lora_gguf=f"{adapter}.gguf"
+    )
     assert config["host"] == "127.0.0.1"
-    assert [(m["model_alias"], m["model"], m.get("lora_path"), m["logits_all"]) for m in config["models"]] == \
-        [("sm", "/m/x.gguf", None, True), ("sm-ft", "/m/x.gguf", f"{adapter}.gguf", True)]
+    assert [(m["model_alias"], m["model"], m.get("lora_path"), m["logits_all"]) for m in config["models"]] == [
+        ("sm", "/m/x.gguf", None, True),
+        ("sm-ft", "/m/x.gguf", f"{adapter}.gguf", True),
+    ]
 
     # what llama-cpp-python lists: aliases only, no path to check the cache key against
-    listing = {"object": "list", "data": [{"id": m, "object": "model", "owned_by": "me", "permissions": []}
-                                          for m in ("sm", "sm-ft")]}
+    listing = {
+        "object": "list",
+        "data": [{"id": m, "object": "model", "owned_by": "me", "permissions": []} for m in ("sm", "sm-ft")],
+    }
     server = _models_server(listing)
     try:
-        ep = Endpoint(base_url=f"http://127.0.0.1:{server.server_port}/v1", served_model="sm", api="completions",
-                      api_key_env=None, timeout=5, retries=0, concurrency=1)
+        ep = Endpoint(
+            base_url=f"http://127.0.0.1:{server.server_port}/v1",
+            served_model="sm",
+            api="completions",
+            api_key_env=None,
+            timeout=5,
+            retries=0,
+            concurrency=1,
+        )
         assert check_adapter(ep, served_adapter="sm-ft", cache_key=key) == (
             "unverified: the server's /v1/models entry names no adapter path (llama-cpp-python lists only "
-            f"aliases); its config's lora_path should be {key[:32]}.gguf")
+            f"aliases); its config's lora_path should be {key[:32]}.gguf"
+        )
     finally:
         server.shutdown()
 
@@ -229,25 +302,35 @@ def valid_reply(route: str, payload: dict | None) -> dict:
     if route == "/models":
         return {"object": "list", "data": [{"id": "smollm2", "object": "model", "created": 1}]}
     if route == "/chat/completions":
-        return {"choices": [{"message": {"role": "assistant", "content": " Mira"}}],
-                "usage": {"prompt_tokens": 9, "completion_tokens": 1}}
+        return {
+            "choices": [{"message": {"role": "assistant", "content": " Mira"}}],
+            "usage": {"prompt_tokens": 9, "completion_tokens": 1},
+        }
     prompt = payload["prompt"]
     if payload.get("echo"):
         tokens = list(prompt) + [" x"]
-        return {"choices": [{"text": prompt + " x", "logprobs": {
-            "tokens": tokens, "token_logprobs": [None] + [-0.5] * (len(tokens) - 1)}}],
-            "usage": {"prompt_tokens": len(prompt), "completion_tokens": 1}}
+        return {
+            "choices": [
+                {
+                    "text": prompt + " x",
+                    "logprobs": {"tokens": tokens, "token_logprobs": [None] + [-0.5] * (len(tokens) - 1)},
+                }
+            ],
+            "usage": {"prompt_tokens": len(prompt), "completion_tokens": 1},
+        }
     return {"choices": [{"text": " Mira Tolland"}], "usage": {"prompt_tokens": 7, "completion_tokens": 2}}
 
 
 def _broken(change):
     """A fault that answers the model list as a working server does and changes every
     completion reply (`change(reply, payload)` returns the reply, or the body's bytes)."""
+
     def fault(handler, route, payload):
         reply = valid_reply(route, payload)
         if route != "/models":
             reply = change(reply, payload)
         _send(handler, reply if isinstance(reply, bytes) else json.dumps(reply).encode())
+
     return fault
 
 
@@ -260,6 +343,7 @@ def _logprobs(value):
     def change(reply, payload):
         reply["choices"][0]["logprobs"]["token_logprobs"][-2] = value
         return reply
+
     return change
 
 
@@ -297,8 +381,9 @@ FAULTS = {
     "usage-fraction": _broken(lambda r, p: {**r, "usage": {"prompt_tokens": 7, "completion_tokens": 2.5}}),
     "usage-text": _broken(lambda r, p: {**r, "usage": "lots"}),
     "nan-logprob": _on_echo(_logprobs(float("nan"))),  # json.dumps writes the NaN literal
-    "overflow-logprob": _on_echo(lambda r, p: json.dumps(_logprobs(-12345.0)(r, p)).replace("-12345.0", "-1e999")
-                                 .encode()),
+    "overflow-logprob": _on_echo(
+        lambda r, p: json.dumps(_logprobs(-12345.0)(r, p)).replace("-12345.0", "-1e999").encode()
+    ),
     "text-logprob": _on_echo(_logprobs("very likely")),
     "no-logprobs": _on_echo(lambda r, p: {**r, "choices": [{"text": r["choices"][0]["text"]}]}),
     "short-logprobs": _on_echo(lambda r, p: (r["choices"][0]["logprobs"]["token_logprobs"].pop(), r)[1]),
@@ -369,8 +454,18 @@ def fake():
 
 
 def _endpoint(url: str, **kw) -> Endpoint:
-    return Endpoint(**{"base_url": url, "served_model": "smollm2", "api": "completions", "api_key_env": None,
-                       "timeout": 5, "retries": 0, "concurrency": 1, **kw})
+    return Endpoint(
+        **{
+            "base_url": url,
+            "served_model": "smollm2",
+            "api": "completions",
+            "api_key_env": None,
+            "timeout": 5,
+            "retries": 0,
+            "concurrency": 1,
+            **kw,
+        }
+    )
 
 
 def test_the_fake_server_is_a_working_api(fake):
@@ -389,28 +484,32 @@ def test_no_redirect_is_followed_and_the_key_stays_home(fake, monkeypatch):
     assert str(err.value) == (
         f"model.base_url: {fake.url('redirect')}/models failed after 1 attempt(s): HTTP 302 redirecting to "
         f"{fake.thief.url('stolen')}/models; harness follows no redirect, since the request carries the API key: "
-        "set model.base_url to the server's own address")
+        "set model.base_url to the server's own address"
+    )
     with pytest.raises(EndpointError, match="HTTP 302 redirecting"):  # a POST (urllib would follow a 307 too)
         ep.request("/completions", {"prompt": "x"})
     assert fake.thief.seen == []  # nothing reached the other origin, with or without the key
-    assert [s["headers"].get("Authorization") for s in fake.seen if s["path"].startswith("/redirect/")] == \
-        ["Bearer sk-redirect-SECRET"] * 2  # the server asked for sent it once per call: no retry of a 3xx
+    assert [s["headers"].get("Authorization") for s in fake.seen if s["path"].startswith("/redirect/")] == [
+        "Bearer sk-redirect-SECRET"
+    ] * 2  # the server asked for sent it once per call: no retry of a 3xx
 
 
-@pytest.mark.parametrize("url, problem", [
-    ("file:///etc/passwd", "is not an http:// or https:// address"),
-    ("ftp://127.0.0.1/v1", "is not an http:// or https:// address"),
-    ("127.0.0.1:8000/v1", "is not an http:// or https:// address"),
-    ("localhost:8000/v1", "is not an http:// or https:// address"),
-    ("http:///v1", "names no host"),
-    ("http://127.0.0.1:99999999/v1", "invalid port"),
-    ("http://me:hunter2@127.0.0.1:8000/v1", "holds a user name or password"),
-    ("http://127.0.0.1:8000/v1?key=abc", "has a query or fragment"),
-    ("http://127.0.0.1:8000/v1\r\nX: y", "without spaces or control characters"),
-])
+@pytest.mark.parametrize(
+    "url, problem",
+    [
+        ("file:///etc/passwd", "is not an http:// or https:// address"),
+        ("ftp://127.0.0.1/v1", "is not an http:// or https:// address"),
+        ("127.0.0.1:8000/v1", "is not an http:// or https:// address"),
+        ("localhost:8000/v1", "is not an http:// or https:// address"),
+        ("http:///v1", "names no host"),
+        ("http://127.0.0.1:99999999/v1", "invalid port"),
+        ("http://me:hunter2@127.0.0.1:8000/v1", "holds a user name or password"),
+        ("http://127.0.0.1:8000/v1?key=abc", "has a query or fragment"),
+        ("http://127.0.0.1:8000/v1\r\nX: y", "without spaces or control characters"),
+    ],
+)
 def test_only_http_server_addresses(url, problem):
-    for raw in ({"model": endpoint_model(url)},
-                {"eval": {"judge": {"model": endpoint_model(url)}}}):
+    for raw in ({"model": endpoint_model(url)}, {"eval": {"judge": {"model": endpoint_model(url)}}}):
         with pytest.raises(ConfigError, match=r"base_url: Value error, .*" + re.escape(problem)) as err:
             parse_config({"name": "x", **raw})
         assert "hunter2" not in str(err.value) and "\n" not in str(err.value)
@@ -421,13 +520,25 @@ def test_only_http_server_addresses(url, problem):
 
 
 def test_retries_and_timeout_are_bounded():
-    for bad, key in (({"retries": 1_000_000}, "retries"), ({"retries": 21}, "retries"), ({"retries": -1}, "retries"),
-                     ({"timeout": 1e9}, "timeout"), ({"timeout": 0}, "timeout"), ({"concurrency": 10_000}, "concurrency")):
+    for bad, key in (
+        ({"retries": 1_000_000}, "retries"),
+        ({"retries": 21}, "retries"),
+        ({"retries": -1}, "retries"),
+        ({"timeout": 1e9}, "timeout"),
+        ({"timeout": 0}, "timeout"),
+        ({"concurrency": 10_000}, "concurrency"),
+    ):
         with pytest.raises(ConfigError, match=rf"model\.{key}: "):
-            parse_config({"name": "x", "model": endpoint_model("http://127.0.0.1:1/v1", **bad),
-                          "eval": {"pipelines": ["base"]}})
-    ok = parse_config({"name": "x", "model": endpoint_model("http://127.0.0.1:1/v1", retries=20, timeout=3600),
-                       "eval": {"pipelines": ["base"]}})
+            parse_config(
+                {"name": "x", "model": endpoint_model("http://127.0.0.1:1/v1", **bad), "eval": {"pipelines": ["base"]}}
+            )
+    ok = parse_config(
+        {
+            "name": "x",
+            "model": endpoint_model("http://127.0.0.1:1/v1", retries=20, timeout=3600),
+            "eval": {"pipelines": ["base"]},
+        }
+    )
     assert (ok.model.retries, ok.model.timeout) == (20, 3600)
 
 
@@ -447,18 +558,25 @@ def test_backoff_is_bounded(monkeypatch):
     assert ep.requests == 21
 
 
-@pytest.mark.parametrize("key, what", [("sk-SECRET\r\nX: y", "a carriage return (CR) at character 10"),
-                                       ("sk-SECRET\n", "a line feed (LF) at character 10"),
-                                       ("sk-SECRET\x1b[2J", "a control character at character 10"),
-                                       ("sk-SECRET sk", "a space at character 10"),
-                                       ("sk-SECRET\u00e9", "a non-ASCII character at character 10")])
+@pytest.mark.parametrize(
+    "key, what",
+    [
+        ("sk-SECRET\r\nX: y", "a carriage return (CR) at character 10"),
+        ("sk-SECRET\n", "a line feed (LF) at character 10"),
+        ("sk-SECRET\x1b[2J", "a control character at character 10"),
+        ("sk-SECRET sk", "a space at character 10"),
+        ("sk-SECRET\u00e9", "a non-ASCII character at character 10"),
+    ],
+)
 def test_a_key_with_a_line_end_is_refused_without_printing_it(fake, monkeypatch, key, what):
     monkeypatch.setenv("HARNESS_TEST_KEY", key)
     before = len(fake.seen)
     with pytest.raises(EndpointError) as err:
         _endpoint(fake.url(), api_key_env="HARNESS_TEST_KEY").request("/models")
-    assert str(err.value) == (f"model.api_key_env: the key in $HARNESS_TEST_KEY has {what}; an API key is visible "
-                              "ASCII (a line end copied from a file?); it was not sent")
+    assert str(err.value) == (
+        f"model.api_key_env: the key in $HARNESS_TEST_KEY has {what}; an API key is visible "
+        "ASCII (a line end copied from a file?); it was not sent"
+    )
     assert "SECRET" not in str(err.value) and len(fake.seen) == before  # nothing sent
 
 
@@ -564,7 +682,6 @@ def test_a_long_body_without_a_length_is_cut_at_the_limit(monkeypatch):
         server.shutdown()
 
 
-
 def test_https_answers_and_keeps_the_deadline(tmp_path, monkeypatch):
     """The https path: a server on 127.0.0.1 with a self-signed certificate that the test
     trusts (SSL_CERT_FILE) answers; the same server trickling its reply over TLS is cut
@@ -576,9 +693,28 @@ def test_https_answers_and_keeps_the_deadline(tmp_path, monkeypatch):
     if shutil.which("openssl") is None:
         pytest.skip("openssl (to make a test certificate) is not installed")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(cert, key)
     server = FakeServer(tls=tls)
@@ -600,20 +736,39 @@ def test_validate_checks_the_judges_key_too(tmp_path, capsys, monkeypatch, tiny_
     """The judge reaches its endpoint through the same client (judge.load_judge ->
     connect), so its address is validated as the model's is, and `validate` checks its
     key before a run would train and answer first."""
-    judge = {"name": "smollm2", "backend": "endpoint", "base_url": "http://127.0.0.1:9/v1", "served_model": "j",
-             "api_key_env": "HARNESS_JUDGE_KEY"}
+    judge = {
+        "name": "smollm2",
+        "backend": "endpoint",
+        "base_url": "http://127.0.0.1:9/v1",
+        "served_model": "j",
+        "api_key_env": "HARNESS_JUDGE_KEY",
+    }
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump({"name": "x", "output_dir": str(tmp_path / "results"), "embedder": {"name": "hashing"},
-                                   "model": {"name": str(tiny_model_dir)},
-                                   "eval": {"pipelines": ["base"], "judge": {"model": judge}}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "name": "x",
+                "output_dir": str(tmp_path / "results"),
+                "embedder": {"name": "hashing"},
+                "model": {"name": str(tiny_model_dir)},
+                "eval": {"pipelines": ["base"], "judge": {"model": judge}},
+            }
+        )
+    )
     monkeypatch.delenv("HARNESS_JUDGE_KEY", raising=False)
     assert main(["validate", str(cfg)]) == 2
-    assert capsys.readouterr().err.strip() == ("harness: error: eval.judge.model.api_key_env: environment variable "
-                                               "HARNESS_JUDGE_KEY is not set")
+    assert capsys.readouterr().err.strip() == (
+        "harness: error: eval.judge.model.api_key_env: environment variable HARNESS_JUDGE_KEY is not set"
+    )
     monkeypatch.setenv("HARNESS_JUDGE_KEY", "sk-judge\n")
     assert main(["validate", str(cfg)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("harness: error: eval.judge.model.api_key_env: the key in $HARNESS_JUDGE_KEY has a line "
-                          "feed (LF) at character 9") and "sk-judge" not in err
+    assert (
+        err.startswith(
+            "harness: error: eval.judge.model.api_key_env: the key in $HARNESS_JUDGE_KEY has a line "
+            "feed (LF) at character 9"
+        )
+        and "sk-judge" not in err
+    )
     monkeypatch.setenv("HARNESS_JUDGE_KEY", "sk-judge")
     assert main(["validate", str(cfg)]) == 0

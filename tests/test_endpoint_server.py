@@ -39,9 +39,27 @@ LOGLIK_TOLERANCE_PER_TOKEN = 0.25
 def start_server(port: int, *, api_key: str | None = None, config_file: Path | None = None) -> subprocess.Popen:
     """llama-cpp-python's server on 127.0.0.1:`port`: the embedded SmolLM2 as `smollm2`,
     or the models of `config_file` (whose host and port must be these)."""
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_gguf("smollm2")),
-           "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
-           "--n_threads", "2", "--logits_all", "true", "--verbose", "false"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(embedded_gguf("smollm2")),
+        "--model_alias",
+        "smollm2",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        "2048",
+        "--n_threads",
+        "2",
+        "--logits_all",
+        "true",
+        "--verbose",
+        "false",
+    ]
     if config_file is not None:
         cmd = [sys.executable, "-m", "llama_cpp.server", "--config_file", str(config_file)]
     if api_key:
@@ -53,8 +71,9 @@ def start_server(port: int, *, api_key: str | None = None, config_file: Path | N
         if proc.poll() is not None:
             raise RuntimeError(f"llama_cpp.server exited: {proc.stderr.read()[-2000:]}")
         try:
-            with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/v1/models",
-                                                               headers=headers), timeout=2):
+            with urllib.request.urlopen(
+                urllib.request.Request(f"http://127.0.0.1:{port}/v1/models", headers=headers), timeout=2
+            ):
                 return proc
         except OSError:
             time.sleep(0.5)
@@ -103,8 +122,9 @@ def test_generation_is_greedy_and_counts_tokens(server, tokenizer, questions):
     first = generate(lm, prompts, max_new_tokens=8, batch_size=2)
     again = generate(lm, prompts, max_new_tokens=8, batch_size=2)
     assert [g.text for g in first] == [g.text for g in again] and all(g.text for g in first)
-    assert all(g.prompt_tokens == len(tokenizer(p, add_special_tokens=False)["input_ids"])
-               for g, p in zip(first, prompts))  # the server saw the same tokens as the local tokenizer
+    assert all(
+        g.prompt_tokens == len(tokenizer(p, add_special_tokens=False)["input_ids"]) for g, p in zip(first, prompts)
+    )  # the server saw the same tokens as the local tokenizer
     assert all(0 < g.new_tokens <= 8 for g in first)
     usage = lm.endpoint.take_usage()
     assert usage["prompt_tokens"] == 2 * sum(g.prompt_tokens for g in first)
@@ -115,22 +135,28 @@ def test_loglikelihood_parity_with_in_process(server, tokenizer, questions):
     from harness.answer.prompts import TEMPLATES, render
     from harness.models.local import load_generator, loglikelihood
 
-    pairs = [(render(tokenizer, TEMPLATES["closed_book"], question=q.question), c)
-             for q in questions for c in q.choices]
+    pairs = [
+        (render(tokenizer, TEMPLATES["closed_book"], question=q.question), c) for q in questions for c in q.choices
+    ]
     remote = loglikelihood(served(server, tokenizer), pairs, batch_size=8)
     local = loglikelihood(load_generator("smollm2", dtype="float32", device="cpu"), pairs, batch_size=8)
     for (ctx, cont), r, l_ in zip(pairs, remote, local):
         n = len(tokenizer(ctx + cont, add_special_tokens=False)["input_ids"]) - len(
-            tokenizer(ctx, add_special_tokens=False)["input_ids"])
+            tokenizer(ctx, add_special_tokens=False)["input_ids"]
+        )
         assert abs(r - l_) <= LOGLIK_TOLERANCE_PER_TOKEN * n, (cont, r, l_)
     for i in range(0, len(pairs), 4):  # the same choice wins wherever the in-process margin exceeds the noise
-        r, l_ = remote[i:i + 4], local[i:i + 4]
+        r, l_ = remote[i : i + 4], local[i : i + 4]
         top, second = sorted(l_)[-1], sorted(l_)[-2]
         if top - second > 2 * LOGLIK_TOLERANCE_PER_TOKEN * 6:
             assert r.index(max(r)) == l_.index(max(l_))
-    assert sum(a == b for a, b in zip([r.index(max(r)) for r in (remote[i:i + 4] for i in range(0, len(pairs), 4))],
-                                      [l_.index(max(l_)) for l_ in (local[i:i + 4] for i in range(0, len(pairs), 4))]
-                                      )) == len(questions)  # on these items every pick agrees
+    assert sum(
+        a == b
+        for a, b in zip(
+            [r.index(max(r)) for r in (remote[i : i + 4] for i in range(0, len(pairs), 4))],
+            [l_.index(max(l_)) for l_ in (local[i : i + 4] for i in range(0, len(pairs), 4))],
+        )
+    ) == len(questions)  # on these items every pick agrees
 
 
 def test_cache_by_identity_and_resume_after_the_server_dies(tmp_path, tokenizer, questions):
@@ -164,8 +190,9 @@ def test_cache_by_identity_and_resume_after_the_server_dies(tmp_path, tokenizer,
         assert memo.counts() == {"reused": 1, "computed": 1}
         asked = lm2.endpoint.requests
         assert asked == 1 + 2 * (1 + 4)  # model list; per remaining question one generation and 4 choices
-        assert [(r["output"], r["choice_logliks"]) for r in resumed] == \
-            [(r["output"], r["choice_logliks"]) for r in whole]
+        assert [(r["output"], r["choice_logliks"]) for r in resumed] == [
+            (r["output"], r["choice_logliks"]) for r in whole
+        ]
 
         again = answer(lm2, questions, memo=Memo("generations", namespace=namespace, root=tmp_path), **run)
         assert lm2.endpoint.requests == asked  # everything from the cache: nothing asked
@@ -182,15 +209,33 @@ def test_api_key_from_the_environment_never_written(tmp_path, monkeypatch):
     port = free_port()
     proc = start_server(port, api_key=secret)
     try:
-        raw = {"name": "served", "output_dir": str(tmp_path / "results"), "embedder": {"name": "hashing"},
-               "model": {"name": "smollm2", "backend": "endpoint", "base_url": f"http://127.0.0.1:{port}/v1",
-                         "served_model": "smollm2", "api_key_env": "HARNESS_TEST_KEY", "retries": 0,
-                         "timeout": 900},
-               "data": {"world": {"seed": 0, "n_people": 2, "n_organisations": 1, "n_places": 1, "paraphrases": 0,
-                                  "n_unanswerable": 2}, "max_questions": 3},
-               "retrieval": {"chunk_size": 32, "top_k": 2},
-               "eval": {"pipelines": ["base", "rag"], "max_new_tokens": 6, "batch_size": 4,
-                        "bootstrap_samples": 200}}
+        raw = {
+            "name": "served",
+            "output_dir": str(tmp_path / "results"),
+            "embedder": {"name": "hashing"},
+            "model": {
+                "name": "smollm2",
+                "backend": "endpoint",
+                "base_url": f"http://127.0.0.1:{port}/v1",
+                "served_model": "smollm2",
+                "api_key_env": "HARNESS_TEST_KEY",
+                "retries": 0,
+                "timeout": 900,
+            },
+            "data": {
+                "world": {
+                    "seed": 0,
+                    "n_people": 2,
+                    "n_organisations": 1,
+                    "n_places": 1,
+                    "paraphrases": 0,
+                    "n_unanswerable": 2,
+                },
+                "max_questions": 3,
+            },
+            "retrieval": {"chunk_size": 32, "top_k": 2},
+            "eval": {"pipelines": ["base", "rag"], "max_new_tokens": 6, "batch_size": 4, "bootstrap_samples": 200},
+        }
         monkeypatch.setenv("HARNESS_TEST_KEY", "wrong")
         with pytest.raises(EndpointError, match="HTTP 401"):
             run_experiment(parse_config(raw))

@@ -56,9 +56,11 @@ def _write_adapter(folder, state, **config):
 
     folder.mkdir(parents=True, exist_ok=True)
     save_file(state, str(folder / "adapter_model.safetensors"))
-    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8,
-                                                            "target_modules": ["q_proj", "k_proj", "v_proj"],
-                                                            **config}))
+    (folder / "adapter_config.json").write_text(
+        json.dumps(
+            {"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "k_proj", "v_proj"], **config}
+        )
+    )
     return folder
 
 
@@ -94,8 +96,9 @@ def test_export_writes_llama_cpp_layout(tmp_path, base):
     assert kv["general.architecture"] == "llama" and kv["general.type"] == "adapter"
     assert kv["adapter.type"] == "lora" and kv["adapter.lora.alpha"] == 8.0
     tensors = {t.name: t for t in reader.tensors}
-    assert sorted(tensors) == sorted(f"blk.{layer}.attn_{m}.weight.lora_{p}" for layer in (0, 29)
-                                     for m in ("q", "k", "v") for p in ("a", "b"))
+    assert sorted(tensors) == sorted(
+        f"blk.{layer}.attn_{m}.weight.lora_{p}" for layer in (0, 29) for m in ("q", "k", "v") for p in ("a", "b")
+    )
     head_dim = 576 // 9  # SmolLM2-135M: hidden 576, 9 query heads, 3 key/value heads of 64
     undo = LlamaTensorProcessor(config={"num_attention_heads": 9, "num_key_value_heads": 3})
     for layer in (0, 29):
@@ -129,14 +132,17 @@ def test_permute_rows_interleaves_rotary_halves():
     np.testing.assert_array_equal(permute_rows(w, 2, 1)[:, 0], [0, 2, 1, 3])
 
 
-@pytest.mark.parametrize("config, match", [
-    ({"use_dora": True}, "DoRA"),
-    ({"use_rslora": True}, "rsLoRA"),
-    ({"modules_to_save": ["lm_head"]}, "modules_to_save"),
-    ({"alpha_pattern": {"q_proj": 4}}, "per-module alphas"),
-    ({"bias": "lora_only"}, "trains biases"),
-    ({"peft_type": "IA3"}, "only LoRA"),
-])
+@pytest.mark.parametrize(
+    "config, match",
+    [
+        ({"use_dora": True}, "DoRA"),
+        ({"use_rslora": True}, "rsLoRA"),
+        ({"modules_to_save": ["lm_head"]}, "modules_to_save"),
+        ({"alpha_pattern": {"q_proj": 4}}, "per-module alphas"),
+        ({"bias": "lora_only"}, "trains biases"),
+        ({"peft_type": "IA3"}, "only LoRA"),
+    ],
+)
 def test_refuses_what_llama_cpp_would_not_reproduce(config, match):
     with pytest.raises(ExportError, match=match):
         check_lora_config({"peft_type": "LORA", **config})
@@ -145,13 +151,20 @@ def test_refuses_what_llama_cpp_would_not_reproduce(config, match):
 
 def test_refuses_tensors_the_base_lacks(tmp_path, base):
     state = _state(base)
-    lm_head = {"base_model.model.lm_head.lora_A.weight": np.zeros((4, 576), np.float32),
-               "base_model.model.lm_head.lora_B.weight": np.zeros((49152, 4), np.float32)}
+    lm_head = {
+        "base_model.model.lm_head.lora_A.weight": np.zeros((4, 576), np.float32),
+        "base_model.model.lm_head.lora_B.weight": np.zeros((49152, 4), np.float32),
+    }
     with pytest.raises(ExportError, match="no tensor in the base GGUF"):  # SmolLM2 ties lm_head to the embeddings
         lora_tensors({**state, **lm_head}, base)
     with pytest.raises(ExportError, match="not a LoRA A/B matrix"):
-        lora_tensors({**state, "base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector":
-                      np.ones(576, np.float32)}, base)
+        lora_tensors(
+            {
+                **state,
+                "base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector": np.ones(576, np.float32),
+            },
+            base,
+        )
     wrong = dict(state)
     wrong["base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight"] = np.zeros((576, 4), np.float32)
     with pytest.raises(ExportError, match="do not fit"):
@@ -186,28 +199,56 @@ def test_served_adapter_matches_in_process_peft(tmp_path, capsys):
     world = generate_world(seed=0, n_people=3, n_organisations=1, n_places=1, paraphrases=0, n_unanswerable=2)
     questions = [q for q in world.questions if q.choices][:4]
     lm = load_generator("smollm2", dtype="float32", device="cpu")
-    pairs = [(render(lm.tokenizer, TEMPLATES["closed_book"], question=q.question), c)
-             for q in questions for c in q.choices]
-    tokens = [len(lm.tokenizer(x + c, add_special_tokens=False)["input_ids"])
-              - len(lm.tokenizer(x, add_special_tokens=False)["input_ids"]) for x, c in pairs]
+    pairs = [
+        (render(lm.tokenizer, TEMPLATES["closed_book"], question=q.question), c) for q in questions for c in q.choices
+    ]
+    tokens = [
+        len(lm.tokenizer(x + c, add_special_tokens=False)["input_ids"])
+        - len(lm.tokenizer(x, add_special_tokens=False)["input_ids"])
+        for x, c in pairs
+    ]
     local_base = np.array(loglikelihood(lm, pairs, batch_size=8))
     # Three high-learning-rate steps on the world's facts (training is most of this test's
     # CPU time): an adapter whose effect on these items is nats, far above the
     # served-vs-in-process noise.
     examples = build_examples(lm.tokenizer, objective="sft", questions=world.train_questions)
-    train_model(lm, examples, rank=8, alpha=16, dropout=0.0, target_modules=("q_proj", "k_proj", "v_proj", "o_proj"),
-                lr=1e-2, epochs=1, max_steps=3, batch_size=4, max_length=48, seed=0, out_dir=tmp_path / "adapter")
+    train_model(
+        lm,
+        examples,
+        rank=8,
+        alpha=16,
+        dropout=0.0,
+        target_modules=("q_proj", "k_proj", "v_proj", "o_proj"),
+        lr=1e-2,
+        epochs=1,
+        max_steps=3,
+        batch_size=4,
+        max_length=48,
+        seed=0,
+        out_dir=tmp_path / "adapter",
+    )
     local_ft = np.array(loglikelihood(lm, pairs, batch_size=8))
 
     lora = export_lora(tmp_path / "adapter", base_gguf=embedded_gguf("smollm2"), out=tmp_path / "adapter.gguf")
     port = free_port()
-    config = llama_cpp_server_config(base_gguf=str(embedded_gguf("smollm2")), served_model="smollm2",
-                                     served_adapter="smollm2-ft", lora_gguf=str(lora), port=port, n_threads=2)
+    config = llama_cpp_server_config(
+        base_gguf=str(embedded_gguf("smollm2")),
+        served_model="smollm2",
+        served_adapter="smollm2-ft",
+        lora_gguf=str(lora),
+        port=port,
+        n_threads=2,
+    )
     (tmp_path / "server.json").write_text(json.dumps(config))
     proc = start_server(port, config_file=tmp_path / "server.json")
     try:
-        served = connect(base_url=f"http://127.0.0.1:{port}/v1", served_model="smollm2",
-                         tokenizer=local_tokenizer("smollm2"), name="smollm2", timeout=300)
+        served = connect(
+            base_url=f"http://127.0.0.1:{port}/v1",
+            served_model="smollm2",
+            tokenizer=local_tokenizer("smollm2"),
+            name="smollm2",
+            timeout=300,
+        )
         served_base = np.array(loglikelihood(served, pairs, batch_size=8))
         with served.endpoint.serving("smollm2-ft"):
             served_ft = np.array(loglikelihood(served, pairs, batch_size=8))
@@ -217,13 +258,17 @@ def test_served_adapter_matches_in_process_peft(tmp_path, capsys):
 
     per_token = np.abs(served_ft - local_ft) / np.array(tokens)
     local_effect, served_effect = local_ft - local_base, served_ft - served_base
-    picks = [(int(np.argmax(local_ft[i:i + 4])), int(np.argmax(served_ft[i:i + 4]))) for i in range(0, len(pairs), 4)]
+    picks = [
+        (int(np.argmax(local_ft[i : i + 4])), int(np.argmax(served_ft[i : i + 4]))) for i in range(0, len(pairs), 4)
+    ]
     with capsys.disabled():
-        print(f"\nserved adapter vs in-process PEFT on {len(pairs)} choices: |diff| per token max "
-              f"{per_token.max():.3f}, mean {per_token.mean():.3f} nats; adapter effect mean |in-process| "
-              f"{np.abs(local_effect).mean():.2f}, mean |served - in-process| {np.abs(served_effect - local_effect).mean():.2f} "
-              f"nats, correlation {np.corrcoef(local_effect, served_effect)[0, 1]:.3f}; same pick on "
-              f"{sum(a == b for a, b in picks)}/{len(picks)} questions")
+        print(
+            f"\nserved adapter vs in-process PEFT on {len(pairs)} choices: |diff| per token max "
+            f"{per_token.max():.3f}, mean {per_token.mean():.3f} nats; adapter effect mean |in-process| "
+            f"{np.abs(local_effect).mean():.2f}, mean |served - in-process| {np.abs(served_effect - local_effect).mean():.2f} "
+            f"nats, correlation {np.corrcoef(local_effect, served_effect)[0, 1]:.3f}; same pick on "
+            f"{sum(a == b for a, b in picks)}/{len(picks)} questions"
+        )
     assert np.abs(local_effect).mean() > 2.0  # the adapter matters on these items
     assert (per_token <= SERVED_ADAPTER_TOLERANCE_PER_TOKEN).all(), per_token.round(3)
     # the served adapter moves each item as the in-process one does (an ignored adapter

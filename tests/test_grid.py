@@ -14,8 +14,15 @@ def _cfg(grid, **kw):
 
 
 def test_cross_zip_include_exclude():
-    cells = expand_grid(_cfg({"axes": {"train.rank": [4, 8], "retrieval.top_k": [1, 3]},
-                              "exclude": [{"train.rank": 8, "retrieval.top_k": 1}], "include": [{"train.rank": 2}]}))
+    cells = expand_grid(
+        _cfg(
+            {
+                "axes": {"train.rank": [4, 8], "retrieval.top_k": [1, 3]},
+                "exclude": [{"train.rank": 8, "retrieval.top_k": 1}],
+                "include": [{"train.rank": 2}],
+            }
+        )
+    )
     assert [c.id for c in cells] == ["rank=4,top_k=1", "rank=4,top_k=3", "rank=8,top_k=3", "rank=2"]
     assert [(c.config.train.rank, c.config.retrieval.top_k) for c in cells] == [(4, 1), (4, 3), (8, 3), (2, 3)]
     assert len({c.hash for c in cells}) == 4 and all(c.config.grid is None for c in cells)
@@ -43,8 +50,11 @@ def test_unchanged_rerun_computes_nothing_and_an_extension_only_the_new_cell(tin
         return real(cfg, **kw)
 
     monkeypatch.setattr(runner, "run_experiment", counting)
-    raw = tiny_config(tiny_model_dir, name="grid", eval={"pipelines": ["base", "finetuned", "rag"],
-                                                         "max_new_tokens": 2, "bootstrap_samples": 200})
+    raw = tiny_config(
+        tiny_model_dir,
+        name="grid",
+        eval={"pipelines": ["base", "finetuned", "rag"], "max_new_tokens": 2, "bootstrap_samples": 200},
+    )
     raw["grid"] = {"axes": {"retrieval.top_k": [1, 2]}}
     root = executors.run_grid(parse_config(raw), results_root=tmp_path)
     assert computed == ["top_k=1", "top_k=2"]
@@ -52,7 +62,10 @@ def test_unchanged_rerun_computes_nothing_and_an_extension_only_the_new_cell(tin
     assert second["costs"]["training"]["from_cache"] is True  # top_k does not touch the adapter
     assert "## fact recall" in (root / "grid.md").read_text() and "best for `rag`" in (root / "grid.md").read_text()
     figure = root / "figures" / "effect-top_k-mc_accuracy.png"
-    assert figure.read_bytes()[:4] == b"\x89PNG" and "](figures/effect-top_k-mc_accuracy.png)" in (root / "grid.md").read_text()
+    assert (
+        figure.read_bytes()[:4] == b"\x89PNG"
+        and "](figures/effect-top_k-mc_accuracy.png)" in (root / "grid.md").read_text()
+    )
 
     computed.clear()
     executors.run_grid(parse_config(raw), results_root=tmp_path)
@@ -77,8 +90,11 @@ def _cells(root):
 
 
 def _two_lane_grid(tiny_model_dir):
-    raw = tiny_config(tiny_model_dir, name="lanes", eval={"pipelines": ["base", "finetuned", "rag"],
-                                                          "max_new_tokens": 3, "bootstrap_samples": 200})
+    raw = tiny_config(
+        tiny_model_dir,
+        name="lanes",
+        eval={"pipelines": ["base", "finetuned", "rag"], "max_new_tokens": 3, "bootstrap_samples": 200},
+    )
     raw["grid"] = {"axes": {"train.rank": [2, 4], "retrieval.top_k": [1, 2]}}
     return raw
 
@@ -86,8 +102,10 @@ def _two_lane_grid(tiny_model_dir):
 def test_lanes_group_cells_by_adapter(tiny_model_dir, tmp_path):
     cfg = parse_config(_two_lane_grid(tiny_model_dir))
     lanes = grid.grid_lanes(expand_grid(cfg), tmp_path)
-    assert [[cell for cell, _ in lane] for lane in lanes] == [["rank=2,top_k=1", "rank=2,top_k=2"],
-                                                              ["rank=4,top_k=1", "rank=4,top_k=2"]]
+    assert [[cell for cell, _ in lane] for lane in lanes] == [
+        ["rank=2,top_k=1", "rank=2,top_k=2"],
+        ["rank=4,top_k=1", "rank=4,top_k=2"],
+    ]
 
 
 def test_parallel_processes_give_the_sequential_metrics(tiny_model_dir, tmp_path, monkeypatch):
@@ -97,8 +115,10 @@ def test_parallel_processes_give_the_sequential_metrics(tiny_model_dir, tmp_path
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache-par"))
     par = executors.run_grid(parse_config(raw), results_root=tmp_path / "par", executor="processes", workers=2)
     assert len(_cells(seq)) == 4 and _cells(par) == _cells(seq)
-    trained = [json.loads((par / c / "metrics.json").read_text())["costs"]["training"]["from_cache"]
-               for c in ("rank=2,top_k=1", "rank=2,top_k=2", "rank=4,top_k=1", "rank=4,top_k=2")]
+    trained = [
+        json.loads((par / c / "metrics.json").read_text())["costs"]["training"]["from_cache"]
+        for c in ("rank=2,top_k=1", "rank=2,top_k=2", "rank=4,top_k=1", "rank=4,top_k=2")
+    ]
     assert trained == [False, True, False, True]  # each lane trained its adapter once
 
 
@@ -137,14 +157,36 @@ def test_a_local_ray_instance_gives_the_sequential_metrics(tiny_model_dir, tmp_p
     seq = executors.run_grid(parse_config(raw), results_root=tmp_path / "seq")
     config = tmp_path / "lanes.yaml"
     config.write_text(yaml.safe_dump(raw, sort_keys=False))
-    command = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "harness.cli", "run", str(config),
-                                                "--results-dir", str(tmp_path / "ray"), "--executor", "ray"])
+    command = " ".join(
+        shlex.quote(a)
+        for a in [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "run",
+            str(config),
+            "--results-dir",
+            str(tmp_path / "ray"),
+            "--executor",
+            "ray",
+        ]
+    )
     ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
-    env = {**os.environ, "HARNESS_CACHE": str(tmp_path / "cache-ray"), "RAY_AUTH_MODE": "disabled",
-           "RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": ray_tmp}
+    env = {
+        **os.environ,
+        "HARNESS_CACHE": str(tmp_path / "cache-ray"),
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_TMPDIR": ray_tmp,
+    }
     try:
-        done = subprocess.run(["unshare", "-n", "sh", "-c", f"ip link set lo up && {command}"], env=env,
-                              capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            ["unshare", "-n", "sh", "-c", f"ip link set lo up && {command}"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -152,9 +194,10 @@ def test_a_local_ray_instance_gives_the_sequential_metrics(tiny_model_dir, tmp_p
     assert len(_cells(tmp_path / "ray" / "lanes")) == 4 and _cells(tmp_path / "ray" / "lanes") == _cells(seq)
 
 
-@pytest.mark.parametrize("experiment, texts_per_cell", [("ovadia.yaml", None),
-                                                        ("ovadia_fictional_knowledge.yaml", (1, 2)),
-                                                        ("ovadia_tofu.yaml", (1, 1))])
+@pytest.mark.parametrize(
+    "experiment, texts_per_cell",
+    [("ovadia.yaml", None), ("ovadia_fictional_knowledge.yaml", (1, 2)), ("ovadia_tofu.yaml", (1, 1))],
+)
 def test_the_paraphrase_sweep_runs_on_each_data_source(tiny_model_dir, tmp_path, experiment, texts_per_cell):
     """experiments/ovadia*.yaml as shipped (data, grid axis), on the tiny model and a
     small slice of the data: training text grows with the paraphrase count where the
@@ -169,8 +212,9 @@ def test_the_paraphrase_sweep_runs_on_each_data_source(tiny_model_dir, tmp_path,
     if "external" in raw["data"]:
         if not SHARED_DATA.is_dir():
             pytest.skip("../shared/data not present")
-        raw["data"]["external"].update(path=str(SHARED_DATA / Path(raw["data"]["external"]["path"]).name),
-                                       max_entities=1)
+        raw["data"]["external"].update(
+            path=str(SHARED_DATA / Path(raw["data"]["external"]["path"]).name), max_entities=1
+        )
     else:
         raw["data"]["world"].update(n_people=2, n_organisations=1, n_places=1)
     small = tiny_config(tiny_model_dir)

@@ -17,10 +17,14 @@ def _cell(rng, n, rate, split):
     each side of the dev/test split."""
     scores = {f"q{i}": float(x) for i, x in enumerate(rng.uniform(size=n) < rate)}
     side = {s: [v for i, v in scores.items() if split[i] == s] for s in ("dev", "test")}
-    return {"pipelines": {"finetuned": {"mc_accuracy": _agg(list(scores.values()))}},
-            "splits": {"questions": {s: len(v) for s, v in side.items()},
-                       "dev": {"finetuned": {"mc_accuracy": _agg(side["dev"])}},
-                       "test": {"finetuned": {"mc_accuracy": _agg(side["test"])}}}}
+    return {
+        "pipelines": {"finetuned": {"mc_accuracy": _agg(list(scores.values()))}},
+        "splits": {
+            "questions": {s: len(v) for s, v in side.items()},
+            "dev": {"finetuned": {"mc_accuracy": _agg(side["dev"])}},
+            "test": {"finetuned": {"mc_accuracy": _agg(side["test"])}},
+        },
+    }
 
 
 def test_best_cell_is_chosen_on_dev_and_reported_on_test():

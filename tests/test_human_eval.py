@@ -29,7 +29,7 @@ def run_dir(tiny_model_dir, tmp_path_factory):
 
 def _page_data(page: str) -> dict:
     start = page.index("<script type='application/json' id='data'>") + len("<script type='application/json' id='data'>")
-    return json.loads(page[start:page.index("</script>", start)])
+    return json.loads(page[start : page.index("</script>", start)])
 
 
 def _labels_file(path, key, *, annotator, choose, run_hash=None):
@@ -38,12 +38,22 @@ def _labels_file(path, key, *, annotator, choose, run_hash=None):
     for it in key["items"]:
         pref, left, right = choose(it)
         labels[it["id"]] = {"item_hash": it["hash"], "preference": pref, "left": left, "right": right}
-    path.write_text(json.dumps({"format": key["format"], "page_id": key["page_id"],
-                                "run_hash": run_hash or key["run_hash"], "annotator": annotator, "labels": labels}))
+    path.write_text(
+        json.dumps(
+            {
+                "format": key["format"],
+                "page_id": key["page_id"],
+                "run_hash": run_hash or key["run_hash"],
+                "annotator": annotator,
+                "labels": labels,
+            }
+        )
+    )
     return path
 
 
 # --- statistics on fixtures with known answers -------------------------------------------
+
 
 def test_perfect_agreement_is_one_and_chance_agreement_is_near_zero():
     rng = random.Random(0)
@@ -73,6 +83,7 @@ def test_a_planted_preference_is_found_and_no_preference_is_not():
 
 # --- the page ----------------------------------------------------------------------------
 
+
 def test_the_page_is_blind_stratified_and_randomised(run_dir):
     page, key = build_page(run_dir, pipelines=["rag", "finetuned"], items=12, seed=3)
     data = _page_data(page)
@@ -98,8 +109,11 @@ def test_sampling_covers_every_stratum_in_proportion():
     by_q.update({f"s{i}": {"rag": _row("rewrite", True), "finetuned": _row("rewrite", True)} for i in range(4)})
     chosen = sample_items(by_q, pairs=[("finetuned", "rag")], n=10, seed=0)
     strata = [c[2] for c in chosen]
-    assert set(strata) == {"qa, automatic metrics agree", "qa, automatic metrics differ",
-                           "rewrite, automatic metrics agree"}
+    assert set(strata) == {
+        "qa, automatic metrics agree",
+        "qa, automatic metrics differ",
+        "rewrite, automatic metrics agree",
+    }
     assert strata.count("qa, automatic metrics agree") >= 7 and len(set(c[0] for c in chosen)) == 10
     assert sample_items(by_q, pairs=[("finetuned", "rag")], n=10, seed=0) == chosen  # seeded
     assert sample_items(by_q, pairs=[("finetuned", "rag")], n=10, seed=1) != chosen
@@ -109,8 +123,9 @@ def test_labels_for_another_run_or_changed_items_are_refused(run_dir, tmp_path, 
     page = write_page(run_dir, pipelines=["rag", "finetuned"], items=6, seed=0)
     key = json.loads(page.with_suffix(".json").read_text())
     good = _labels_file(tmp_path / "ok.json", key, annotator="ann", choose=lambda it: ("left", "correct", "wrong"))
-    other = _labels_file(tmp_path / "other.json", key, annotator="b", choose=lambda it: ("left", "correct", "wrong"),
-                         run_hash="0" * 24)
+    other = _labels_file(
+        tmp_path / "other.json", key, annotator="b", choose=lambda it: ("left", "correct", "wrong"), run_hash="0" * 24
+    )
     assert main(["labels", str(run_dir), str(other)]) == 2
     err = capsys.readouterr().err.strip()
     assert "labels for another run" in err and str(other) in err and "\n" not in err
@@ -134,11 +149,12 @@ def test_labels_for_another_run_or_changed_items_are_refused(run_dir, tmp_path, 
 def test_merged_labels_reach_the_report_with_agreement_and_metric_trust(run_dir, tmp_path):
     page = write_page(run_dir, pipelines=["rag", "finetuned"], items=16, seed=1)
     key = json.loads(page.with_suffix(".json").read_text())
+
     # Two annotators who both always prefer the rag answer and call it correct.
     def prefer_rag(it):
         rag_left = it["left"] == "rag"
-        return ("left" if rag_left else "right", "correct" if rag_left else "wrong",
-                "wrong" if rag_left else "correct")
+        return ("left" if rag_left else "right", "correct" if rag_left else "wrong", "wrong" if rag_left else "correct")
+
     files = [_labels_file(tmp_path / f"labels-{a}.json", key, annotator=a, choose=prefer_rag) for a in ("ann", "bo")]
     assert main(["labels", str(run_dir), *map(str, files)]) == 0
     h = json.loads((run_dir / "human_labels.json").read_text())
@@ -177,16 +193,19 @@ def test_a_scripted_annotator_labels_with_the_keyboard_and_the_export_round_trip
         page = ctx.new_page()
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("request", lambda r: errors.append(f"request {r.url}") if not r.url.startswith(("file:", "data:", "blob:")) else None)
+        page.on(
+            "request",
+            lambda r: errors.append(f"request {r.url}") if not r.url.startswith(("file:", "data:", "blob:")) else None,
+        )
         page.goto(page_path.as_uri())
         page.wait_for_selector("body[data-ready='1']")
         page.fill("#annotator", "ann")
         page.click("#question")  # leave the name field so keys reach the page
         for _ in key["items"]:
-            page.keyboard.press("1")   # left is better
-            page.keyboard.press("q")   # left: correct
-            page.keyboard.press("d")   # right: wrong (third label)
-            page.keyboard.press("j")   # next
+            page.keyboard.press("1")  # left is better
+            page.keyboard.press("q")  # left: correct
+            page.keyboard.press("d")  # right: wrong (third label)
+            page.keyboard.press("j")  # next
         assert page.inner_text("#progress") == f"{len(key['items'])} of {len(key['items'])} complete"
         page.reload()  # labels survive a reload (kept in the browser)
         page.wait_for_selector("body[data-ready='1']")
@@ -203,8 +222,10 @@ def test_a_scripted_annotator_labels_with_the_keyboard_and_the_export_round_trip
     assert not errors, errors
     assert target.name == "labels-ann.json"
     exported = json.loads(target.read_text())
-    assert all(v["preference"] == "left" and v["left"] == "correct" and v["right"] == "wrong"
-               for v in exported["labels"].values()) and len(exported["labels"]) == len(key["items"])
+    assert all(
+        v["preference"] == "left" and v["left"] == "correct" and v["right"] == "wrong"
+        for v in exported["labels"].values()
+    ) and len(exported["labels"]) == len(key["items"])
     assert main(["labels", str(run_dir), str(target)]) == 0
     h = json.loads((run_dir / "human_labels.json").read_text())
     assert h["position_bias"]["left_rate"] == 1.0 and h["agreement"]["preference"] is None
@@ -246,14 +267,25 @@ def test_style_rewrites_are_labelled_for_style_and_settle_the_pair(tmp_path):
     pairwise preference gives a human verdict for fine-tuning against RAG."""
     out = tmp_path / "style-run"
     out.mkdir()
-    (out / "metrics.json").write_text(json.dumps({"experiment": "style", "config_hash": "c" * 64, "seed": 0,
-                                                  "verdicts": {}}))
+    (out / "metrics.json").write_text(
+        json.dumps({"experiment": "style", "config_hash": "c" * 64, "seed": 0, "verdicts": {}})
+    )
     rows = []
     for i in range(30):
         for pipe, chrf in (("finetuned", 0.9), ("rag", 0.4)):
-            rows.append({"question_id": f"r{i}", "pipeline": pipe, "question": f"plain {i}", "answers": [f"styled {i}"],
-                         "answerable": True, "task": "rewrite", "output": f"{pipe} {i}", "retrieved": [],
-                         "scores": {"chrf": chrf}})
+            rows.append(
+                {
+                    "question_id": f"r{i}",
+                    "pipeline": pipe,
+                    "question": f"plain {i}",
+                    "answers": [f"styled {i}"],
+                    "answerable": True,
+                    "task": "rewrite",
+                    "output": f"{pipe} {i}",
+                    "retrieved": [],
+                    "scores": {"chrf": chrf},
+                }
+            )
     (out / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     page = write_page(out, pipelines=["finetuned", "rag"], items=30, seed=0)
     data = _page_data(page.read_text())
@@ -262,10 +294,15 @@ def test_style_rewrites_are_labelled_for_style_and_settle_the_pair(tmp_path):
 
     def prefer_finetuned(it):
         ft_left = it["left"] == "finetuned"
-        return ("left" if ft_left else "right", "fits" if ft_left else "does_not_fit",
-                "does_not_fit" if ft_left else "fits")
-    h = json.loads(merge_labels(out, [_labels_file(tmp_path / "a.json", key, annotator="a",
-                                                   choose=prefer_finetuned)]).read_text())
+        return (
+            "left" if ft_left else "right",
+            "fits" if ft_left else "does_not_fit",
+            "does_not_fit" if ft_left else "fits",
+        )
+
+    h = json.loads(
+        merge_labels(out, [_labels_file(tmp_path / "a.json", key, annotator="a", choose=prefer_finetuned)]).read_text()
+    )
     assert h["pairs"]["finetuned vs rag"]["verdict"] == "finetuned better"
     assert h["answers"]["finetuned"]["rate"] == 1.0 and h["answers"]["rag"]["rate"] == 0.0
     # Wilson 95% interval of 30 of 30 and 0 of 30
@@ -279,17 +316,29 @@ def test_style_rewrites_are_labelled_for_style_and_settle_the_pair(tmp_path):
 
 # --- labels map to pipelines through each page's own key (#22) ---------------------------
 
+
 def _hand_run(folder, *, n=5, text=lambda i, pipe: f"{pipe} answer {i}", question=lambda i: f"question {i}?"):
     """A finished results folder written by hand (as an older harness would leave it): n
     qa items answered by rag, finetuned and base."""
     folder.mkdir(parents=True)
-    (folder / "metrics.json").write_text(json.dumps({"experiment": folder.name, "config_hash": "c" * 64, "seed": 0,
-                                                     "verdicts": {}}))
-    rows = [{"question_id": f"q{i}", "pipeline": pipe, "question": question(i), "answers": [f"gold {i}"],
-             "answerable": True, "task": "qa", "output": text(i, pipe),
-             "retrieved": [{"id": f"d{i}", "text": text(i, "evidence")}],
-             "scores": {"contains": float(pipe == "rag")}}
-            for i in range(n) for pipe in ("rag", "finetuned", "base")]
+    (folder / "metrics.json").write_text(
+        json.dumps({"experiment": folder.name, "config_hash": "c" * 64, "seed": 0, "verdicts": {}})
+    )
+    rows = [
+        {
+            "question_id": f"q{i}",
+            "pipeline": pipe,
+            "question": question(i),
+            "answers": [f"gold {i}"],
+            "answerable": True,
+            "task": "qa",
+            "output": text(i, pipe),
+            "retrieved": [{"id": f"d{i}", "text": text(i, "evidence")}],
+            "scores": {"contains": float(pipe == "rag")},
+        }
+        for i in range(n)
+        for pipe in ("rag", "finetuned", "base")
+    ]
     (folder / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return folder
 
@@ -301,13 +350,17 @@ def _prefer_rag(it):
 
 def test_labels_from_differently_seeded_pages_merge_by_pipeline_not_by_side(tmp_path):
     run = _hand_run(tmp_path / "seeded")
-    keys = [json.loads(write_page(run, pipelines=["rag", "finetuned"], items=5, seed=s).with_suffix(".json")
-                       .read_text()) for s in (0, 3)]
+    keys = [
+        json.loads(write_page(run, pipelines=["rag", "finetuned"], items=5, seed=s).with_suffix(".json").read_text())
+        for s in (0, 3)
+    ]
     sides = [{it["id"]: it["left"] for it in k["items"]} for k in keys]
     assert set(sides[0]) == set(sides[1]) == {f"q{i}" for i in range(5)}
     assert sides[0] != sides[1]  # the two pages put rag on different sides for some items
-    files = [_labels_file(tmp_path / f"labels-{who}.json", key, annotator=who, choose=_prefer_rag)
-             for who, key in zip(("ann", "bo"), keys)]
+    files = [
+        _labels_file(tmp_path / f"labels-{who}.json", key, annotator=who, choose=_prefer_rag)
+        for who, key in zip(("ann", "bo"), keys)
+    ]
     h = json.loads(merge_labels(run, files).read_text())
     pair = h["pairs"]["finetuned vs rag"]
     assert (pair["wins_b"], pair["wins_a"], pair["n"]) == (5, 0, 5)
@@ -336,13 +389,23 @@ def test_labels_are_refused_once_predictions_change_even_off_the_page(tmp_path, 
     assert not (run / "human_labels.json").exists()
 
 
-HOSTILE = ("<!--<script>", "</script><script>window.pwned=1</script>", "<!-- x", "a & b > c \u2028 d \u2029 e",
-           "</SCRIPT >", "<script>window.pwned=2</script>")
+HOSTILE = (
+    "<!--<script>",
+    "</script><script>window.pwned=1</script>",
+    "<!-- x",
+    "a & b > c \u2028 d \u2029 e",
+    "</SCRIPT >",
+    "<script>window.pwned=2</script>",
+)
 
 
 def test_no_item_text_can_end_or_break_the_pages_script(tmp_path):
-    run = _hand_run(tmp_path / "hostile", n=len(HOSTILE), question=lambda i: f"{HOSTILE[i]} question {i}?",
-                    text=lambda i, pipe: f"{pipe} {HOSTILE[(i + 1) % len(HOSTILE)]} says {HOSTILE[i]}")
+    run = _hand_run(
+        tmp_path / "hostile",
+        n=len(HOSTILE),
+        question=lambda i: f"{HOSTILE[i]} question {i}?",
+        text=lambda i, pipe: f"{pipe} {HOSTILE[(i + 1) % len(HOSTILE)]} says {HOSTILE[i]}",
+    )
     page, key = build_page(run, pipelines=["rag", "finetuned"], items=len(HOSTILE), seed=0)
     script = page.split("<script type='application/json' id='data'>", 1)[1].split("</script>", 1)[0]
     assert "<" not in script and ">" not in script and "&" not in script and "\u2028" not in script
@@ -354,8 +417,12 @@ def test_no_item_text_can_end_or_break_the_pages_script(tmp_path):
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (apt-get install chromium); .ci/run installs it")
 def test_a_page_of_hostile_item_text_shows_every_item_and_can_be_labelled(tmp_path):
     playwright = pytest.importorskip("playwright.sync_api")
-    run = _hand_run(tmp_path / "hostile", n=len(HOSTILE), question=lambda i: f"{HOSTILE[i]} question {i}?",
-                    text=lambda i, pipe: f"{pipe} {HOSTILE[(i + 1) % len(HOSTILE)]} says {HOSTILE[i]}")
+    run = _hand_run(
+        tmp_path / "hostile",
+        n=len(HOSTILE),
+        question=lambda i: f"{HOSTILE[i]} question {i}?",
+        text=lambda i, pipe: f"{pipe} {HOSTILE[(i + 1) % len(HOSTILE)]} says {HOSTILE[i]}",
+    )
     page_path = write_page(run, pipelines=["rag", "finetuned"], items=len(HOSTILE), seed=0)
     key = json.loads(page_path.with_suffix(".json").read_text())
     outputs = {(r["question_id"], r["pipeline"]): r for r in read_jsonl(run / "predictions.jsonl")}
@@ -369,8 +436,14 @@ def test_a_page_of_hostile_item_text_shows_every_item_and_can_be_labelled(tmp_pa
         page.fill("#annotator", "ann")
         page.click("#question")
         for it in key["items"]:
-            shown.append((page.inner_text("#question"), page.inner_text("#left-out"), page.inner_text("#right-out"),
-                          page.text_content("#evidence")))
+            shown.append(
+                (
+                    page.inner_text("#question"),
+                    page.inner_text("#left-out"),
+                    page.inner_text("#right-out"),
+                    page.text_content("#evidence"),
+                )
+            )
             page.keyboard.press("1" if it["left"] == "rag" else "2")
             page.keyboard.press("q" if it["left"] == "rag" else "w")
             page.keyboard.press("s" if it["left"] == "rag" else "a")

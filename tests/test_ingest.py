@@ -28,41 +28,65 @@ W = 'xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"'
 
 
 def test_every_type_reads_to_its_text(tmp_path):
-    write_pdf_pages(tmp_path / "station.pdf", [["Halvard Station opened in 2091."], ["Mira Tolland runs engineering."],
-                                               ["The reactor is called Kestrel."]])
-    write_docx(tmp_path / "ferry.docx", ["The Vessin ferry line started in 1887."],
-               table=[["Captain", "Ilse Varga", ""], ["Boats", "4", ""], ["Backups", "Yes", "Yes"],
-                      ["Route", "Vessin to Lund", ""]], merge=[((3, 1), (3, 2))])
-    write_html(tmp_path / "page.html", "<h1>Reactor</h1><p>The reactor is called <b>Kestrel</b>.</p>"
-                                       "<ul><li>Output: 40 MW</li><li>Crew: 12</li></ul>"
-                                       "<table><tr><th>Role</th><th>Name</th></tr>"
-                                       "<tr><td>Captain</td><td>Ilse Varga</td></tr></table>", title="Power")
+    write_pdf_pages(
+        tmp_path / "station.pdf",
+        [["Halvard Station opened in 2091."], ["Mira Tolland runs engineering."], ["The reactor is called Kestrel."]],
+    )
+    write_docx(
+        tmp_path / "ferry.docx",
+        ["The Vessin ferry line started in 1887."],
+        table=[
+            ["Captain", "Ilse Varga", ""],
+            ["Boats", "4", ""],
+            ["Backups", "Yes", "Yes"],
+            ["Route", "Vessin to Lund", ""],
+        ],
+        merge=[((3, 1), (3, 2))],
+    )
+    write_html(
+        tmp_path / "page.html",
+        "<h1>Reactor</h1><p>The reactor is called <b>Kestrel</b>.</p>"
+        "<ul><li>Output: 40 MW</li><li>Crew: 12</li></ul>"
+        "<table><tr><th>Role</th><th>Name</th></tr>"
+        "<tr><td>Captain</td><td>Ilse Varga</td></tr></table>",
+        title="Power",
+    )
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "a.md").write_text("# Notes\n\nDorran is the archivist.\n", encoding="utf-8")
     (tmp_path / "b.txt").write_text("\ufeffCeyra keeps the logbook.", encoding="utf-8")
     docs = {d.id: d.text for d in load_documents(tmp_path)}
     assert sorted(docs) == ["b", "ferry", "notes/a", "page", "station"]
-    assert docs["station"] == ("Halvard Station opened in 2091.\nMira Tolland runs engineering.\n"
-                               "The reactor is called Kestrel.")  # every page, in order
-    assert docs["ferry"] == ("The Vessin ferry line started in 1887.\n\nCaptain | Ilse Varga\n\nBoats | 4\n\n"
-                             "Backups | Yes | Yes\n\nRoute | Vessin to Lund")  # two equal cells both, a merged one once
-    assert docs["page"] == ("Power\n\nReactor\n\nThe reactor is called Kestrel.\n\nOutput: 40 MW\n\nCrew: 12\n\n"
-                            "Role | Name\n\nCaptain | Ilse Varga")
+    assert docs["station"] == (
+        "Halvard Station opened in 2091.\nMira Tolland runs engineering.\nThe reactor is called Kestrel."
+    )  # every page, in order
+    assert docs["ferry"] == (
+        "The Vessin ferry line started in 1887.\n\nCaptain | Ilse Varga\n\nBoats | 4\n\n"
+        "Backups | Yes | Yes\n\nRoute | Vessin to Lund"
+    )  # two equal cells both, a merged one once
+    assert docs["page"] == (
+        "Power\n\nReactor\n\nThe reactor is called Kestrel.\n\nOutput: 40 MW\n\nCrew: 12\n\n"
+        "Role | Name\n\nCaptain | Ilse Varga"
+    )
     assert "SCRIPT" not in docs["page"] and "TEMPLATE" not in docs["page"] and "color" not in docs["page"]
     assert docs["notes/a"] == "# Notes\n\nDorran is the archivist."
     assert docs["b"] == "Ceyra keeps the logbook."  # the byte-order mark is dropped
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p: (p / "empty.pdf").write_bytes(b""), r"empty\.pdf: not a readable PDF"),
-    (lambda p: write_image_only_pdf(p / "scan.pdf"), r"scan\.pdf: PDF has no text layer"),
-    (lambda p: write_encrypted_pdf(p / "locked.pdf", ["Secret."]), r"locked\.pdf: encrypted PDF"),
-    (lambda p: write_zip_bomb_docx(p / "bomb.docx", unpacked_mib=210), r"bomb\.docx: \.docx unpacks to 21\d MiB"),
-    (lambda p: (p / "fake.docx").write_text("not a zip"), r"fake\.docx: not a valid \.docx"),
-    (lambda p: (p / "latin.txt").write_bytes("Caf\xe9 Tolland.".encode("latin-1")),
-     r"latin\.txt: not UTF-8 text \(invalid byte at offset 3\)"),
-    (lambda p: (p / "sheet.xlsx").write_bytes(b"PK"), r"sheet\.xlsx: unknown document type '\.xlsx'"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: (p / "empty.pdf").write_bytes(b""), r"empty\.pdf: not a readable PDF"),
+        (lambda p: write_image_only_pdf(p / "scan.pdf"), r"scan\.pdf: PDF has no text layer"),
+        (lambda p: write_encrypted_pdf(p / "locked.pdf", ["Secret."]), r"locked\.pdf: encrypted PDF"),
+        (lambda p: write_zip_bomb_docx(p / "bomb.docx", unpacked_mib=210), r"bomb\.docx: \.docx unpacks to 21\d MiB"),
+        (lambda p: (p / "fake.docx").write_text("not a zip"), r"fake\.docx: not a valid \.docx"),
+        (
+            lambda p: (p / "latin.txt").write_bytes("Caf\xe9 Tolland.".encode("latin-1")),
+            r"latin\.txt: not UTF-8 text \(invalid byte at offset 3\)",
+        ),
+        (lambda p: (p / "sheet.xlsx").write_bytes(b"PK"), r"sheet\.xlsx: unknown document type '\.xlsx'"),
+    ],
+)
 def test_bad_files_are_one_line_errors_naming_the_file(tmp_path, make, message):
     (tmp_path / "ok.txt").write_text("A fine document.")
     make(tmp_path)
@@ -105,8 +129,12 @@ def test_two_files_with_one_id_are_an_error(tmp_path):
 def test_a_cell_merged_down_the_rows_is_in_each_row_it_spans(tmp_path):
     """Word marks the cells below a vertical merge `continue`; python-docx's row.cells
     finds their text by recursing one row up per row, which breaks on a long merge."""
-    short = write_docx(tmp_path / "shifts.docx", [], [["Site", "Shift", "Lead"], ["Halvard", "Day", "Mira"],
-                                                      ["", "Night", "Tomas"]], merge_down=[(0, 1, 2)])
+    short = write_docx(
+        tmp_path / "shifts.docx",
+        [],
+        [["Site", "Shift", "Lead"], ["Halvard", "Day", "Mira"], ["", "Night", "Tomas"]],
+        merge_down=[(0, 1, 2)],
+    )
     assert ingest.read_file(short) == "Site | Shift | Lead\n\nHalvard | Day | Mira\n\nHalvard | Night | Tomas"
     rows = [["Site", "Shift"]] + [["Halvard" if i == 0 else "", f"shift {i}"] for i in range(1500)]
     long = ingest.read_file(write_docx(tmp_path / "long.docx", [], rows, merge_down=[(0, 1, 1500)]))
@@ -118,22 +146,50 @@ def _nested_divs(depth: int) -> str:
 
 
 HOSTILE = [
-    ("deep.pdf", lambda p: write_deep_pdf(p, depth=200_000),
-     r"deep\.pdf: not a readable PDF \(objects nested deeper than Python's recursion limit"),
-    ("deep.html", lambda p: p.write_text(_nested_divs(100_000)),  # 1.1 MB
-     r"deep\.html: HTML nested deeper than 512 elements \(line 1; unclosed tags\?\); refused"),
-    ("section.html", lambda p: p.write_text("<p>Fine.</p><![bogus[ x ]]>"),
-     r"section\.html: not readable HTML \(unknown status keyword 'bogus'"),
-    ("xml.docx", lambda p: replace_docx_member(p, "word/document.xml", b"<w:document><unclosed"),
-     r"xml\.docx: not a valid \.docx \(Namespace prefix w on document is not defined"),
-    ("types.docx", lambda p: replace_docx_member(p, "[Content_Types].xml", b"garbage"),
-     r"types\.docx: not a valid \.docx \(Start tag expected"),
-    ("nested.docx", lambda p: replace_docx_member(p, "word/document.xml", (
-        f'<?xml version="1.0"?><w:document {W}><w:body>' + "<w:p>" * 300 + "</w:p>" * 300
-        + "</w:body></w:document>").encode()), r"nested\.docx: not a valid \.docx \(Excessive depth in document: 256,"),
-    ("nobody.docx", lambda p: replace_docx_member(p, "word/document.xml",
-                                                  f'<?xml version="1.0"?><w:document {W}/>'.encode()),
-     r"nobody\.docx: not a valid \.docx \(word/document\.xml has no body\)"),
+    (
+        "deep.pdf",
+        lambda p: write_deep_pdf(p, depth=200_000),
+        r"deep\.pdf: not a readable PDF \(objects nested deeper than Python's recursion limit",
+    ),
+    (
+        "deep.html",
+        lambda p: p.write_text(_nested_divs(100_000)),  # 1.1 MB
+        r"deep\.html: HTML nested deeper than 512 elements \(line 1; unclosed tags\?\); refused",
+    ),
+    (
+        "section.html",
+        lambda p: p.write_text("<p>Fine.</p><![bogus[ x ]]>"),
+        r"section\.html: not readable HTML \(unknown status keyword 'bogus'",
+    ),
+    (
+        "xml.docx",
+        lambda p: replace_docx_member(p, "word/document.xml", b"<w:document><unclosed"),
+        r"xml\.docx: not a valid \.docx \(Namespace prefix w on document is not defined",
+    ),
+    (
+        "types.docx",
+        lambda p: replace_docx_member(p, "[Content_Types].xml", b"garbage"),
+        r"types\.docx: not a valid \.docx \(Start tag expected",
+    ),
+    (
+        "nested.docx",
+        lambda p: replace_docx_member(
+            p,
+            "word/document.xml",
+            (
+                f'<?xml version="1.0"?><w:document {W}><w:body>'
+                + "<w:p>" * 300
+                + "</w:p>" * 300
+                + "</w:body></w:document>"
+            ).encode(),
+        ),
+        r"nested\.docx: not a valid \.docx \(Excessive depth in document: 256,",
+    ),
+    (
+        "nobody.docx",
+        lambda p: replace_docx_member(p, "word/document.xml", f'<?xml version="1.0"?><w:document {W}/>'.encode()),
+        r"nobody\.docx: not a valid \.docx \(word/document\.xml has no body\)",
+    ),
     ("inflate.docx", corrupt_docx_member, r"inflate\.docx: not a valid \.docx \(Error -3 while decompressing data"),
 ]
 
@@ -157,16 +213,22 @@ def test_html_depth_counts_open_elements_as_html_closes_them(tmp_path, monkeypat
     with pytest.raises(DataError, match=r"page\.html: HTML nested deeper than 8 elements"):
         ingest.read_file(page)
     # what people leave unclosed is closed as a browser would: a next <p>, <li>, <td> or <tr>
-    page.write_text("<body><p>One<p>Two<ul><li>Three<li>Four</ul><table><tr><td>Five<td>Six<tr><td>Seven</table>"
-                    + "<p>More" * 50)
-    assert ingest.read_file(page).split("\n\n") == ["One", "Two", "Three", "Four", "Five | Six", "Seven"] + ["More"] * 50
+    page.write_text(
+        "<body><p>One<p>Two<ul><li>Three<li>Four</ul><table><tr><td>Five<td>Six<tr><td>Seven</table>" + "<p>More" * 50
+    )
+    assert (
+        ingest.read_file(page).split("\n\n") == ["One", "Two", "Three", "Four", "Five | Six", "Seven"] + ["More"] * 50
+    )
 
 
-@pytest.mark.parametrize("make, where", [
-    (lambda p: write_pdf_pages(p / "a.pdf", [["One."], ["Two."]]), "page 1"),
-    (lambda p: write_docx(p / "a.docx", ["One."]), "block 1"),
-    (lambda p: write_html(p / "a.html", "<p>One.</p>"), "line 1"),
-])
+@pytest.mark.parametrize(
+    "make, where",
+    [
+        (lambda p: write_pdf_pages(p / "a.pdf", [["One."], ["Two."]]), "page 1"),
+        (lambda p: write_docx(p / "a.docx", ["One."]), "block 1"),
+        (lambda p: write_html(p / "a.html", "<p>One.</p>"), "line 1"),
+    ],
+)
 def test_parsing_stops_at_its_time_limit(tmp_path, monkeypatch, make, where):
     path = make(tmp_path)
     assert ingest.read_file(path).startswith("One.")
@@ -196,11 +258,14 @@ def test_links_out_of_the_documents_folder_are_refused_or_skipped(tmp_path):
     read, skipped = read_documents(docs, skip_unreadable=True)
     assert [d.id for d in read] == ["ok"]
     assert [s["file"] for s in skipped] == ["etc", "passwd.txt", "secret.txt", "sub/up.md"]
-    assert skipped[1]["reason"] == f"{docs}/passwd.txt: a link to /etc/passwd, outside the documents folder; " \
-                                   "refused (copy the file in instead)"
+    assert (
+        skipped[1]["reason"] == f"{docs}/passwd.txt: a link to /etc/passwd, outside the documents folder; "
+        "refused (copy the file in instead)"
+    )
     (tmp_path / "q.jsonl").write_text('{"question": "Who runs engineering?", "answers": ["Mira Tolland"]}\n')
-    data = load_user_dataset(documents=str(docs), questions=str(tmp_path / "q.jsonl"), train_questions=None,
-                             skip_unreadable=True)
+    data = load_user_dataset(
+        documents=str(docs), questions=str(tmp_path / "q.jsonl"), train_questions=None, skip_unreadable=True
+    )
     passwd = Path("/etc/passwd").read_text().splitlines()[0]
     seen = [d.text for d in data.documents] + list(data.train_texts)  # what retrieval, prompts and training read
     assert not [t for t in seen if canary in t or passwd in t]
@@ -213,8 +278,10 @@ def test_links_inside_are_read_and_folder_links_not_followed(tmp_path):
     (docs / "y.txt").symlink_to(Path("a", "x.txt"))
     (docs / "b").symlink_to("a", target_is_directory=True)  # its files are read where they are
     (docs / "loop").symlink_to(".", target_is_directory=True)
-    assert {d.id: d.text for d in load_documents(docs)} == {"a/x": "Ilse Varga founded the ferry line.",
-                                                            "y": "Ilse Varga founded the ferry line."}
+    assert {d.id: d.text for d in load_documents(docs)} == {
+        "a/x": "Ilse Varga founded the ferry line.",
+        "y": "Ilse Varga founded the ferry line.",
+    }
 
 
 def test_fifos_and_broken_links_are_named_not_waited_on(tmp_path):
@@ -228,4 +295,6 @@ def test_fifos_and_broken_links_are_named_not_waited_on(tmp_path):
     read, skipped = read_documents(docs, skip_unreadable=True)
     assert [d.id for d in read] == ["ok"]
     assert [(s["file"], s["reason"].split(": ", 1)[1]) for s in skipped] == [
-        ("gone.txt", "a link to nothing, not a document; refused"), ("pipe.txt", "a FIFO, not a document; refused")]
+        ("gone.txt", "a link to nothing, not a document; refused"),
+        ("pipe.txt", "a FIFO, not a document; refused"),
+    ]

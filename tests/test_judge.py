@@ -56,7 +56,10 @@ def test_parsing_judge_replies():
     assert parse_verdict("Correct.") == 1 and parse_verdict("incorrect") == 0
     assert parse_verdict("No, the passages say otherwise") == 0 and parse_verdict("Yes") == 1
     assert parse_verdict("The answer is Paris") is None
-    assert parse_claims("1. Ada lives in Oslo.\n- She works at Acme.\n\n") == ["Ada lives in Oslo.", "She works at Acme."]
+    assert parse_claims("1. Ada lives in Oslo.\n- She works at Acme.\n\n") == [
+        "Ada lives in Oslo.",
+        "She works at Acme.",
+    ]
     assert parse_choice("Answer 2 is better") == 2 and parse_choice("neither") is None
 
 
@@ -112,10 +115,17 @@ def test_a_judged_run_reports_beside_its_agreement(tmp_path, tiny_model_dir, mon
     from tests.conftest import tiny_config
 
     model = {"name": str(tiny_model_dir), "dtype": "float32", "device": "cpu"}
-    raw = tiny_config(tiny_model_dir, output_dir=str(tmp_path / "results"),
-                      eval={"pipelines": ["base", "rag", "rag_finetuned"], "max_new_tokens": 4, "batch_size": 8, "bootstrap_samples": 200,
-                            "judge": {"model": model, "max_new_tokens": 4, "pairwise": [["base", "rag"]],
-                                      "verdicts": verdicts}})
+    raw = tiny_config(
+        tiny_model_dir,
+        output_dir=str(tmp_path / "results"),
+        eval={
+            "pipelines": ["base", "rag", "rag_finetuned"],
+            "max_new_tokens": 4,
+            "batch_size": 8,
+            "bootstrap_samples": 200,
+            "judge": {"model": model, "max_new_tokens": 4, "pairwise": [["base", "rag"]], "verdicts": verdicts},
+        },
+    )
     # the tiny model's replies are not words: read its verdict from the reply's length,
     # so that the plumbing below has verdicts to carry (parsing is tested above)
     monkeypatch.setattr(judge, "parse_verdict", lambda text: len(text) % 2)
@@ -135,8 +145,9 @@ def test_a_judged_run_reports_beside_its_agreement(tmp_path, tiny_model_dir, mon
     assert "have not been checked against human labels" in report
     # each judged answer carries the verdict as a score, so human labels measure the judge
     preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
-    judged = {(p["pipeline"], p["question_id"]): p["scores"]["judge_correct"]
-              for p in preds if "judge_correct" in p["scores"]}
+    judged = {
+        (p["pipeline"], p["question_id"]): p["scores"]["judge_correct"] for p in preds if "judge_correct" in p["scores"]
+    }
     assert judged == {(p, q): v for p in arms for q, v in j["correctness"][p]["per_item"].items()}
     _labels_check_the_judge(out, tmp_path, judged)
 
@@ -155,8 +166,17 @@ def _labels_check_the_judge(out, tmp_path, judged):
         for side in ("left", "right"):
             if (it[side], it["id"]) in judged:
                 truth[(it[side], it["id"])] = int(sides[side] == "correct")
-    (tmp_path / "ann.json").write_text(json.dumps({"format": key["format"], "page_id": key["page_id"],
-                                                   "run_hash": key["run_hash"], "annotator": "ann", "labels": labels}))
+    (tmp_path / "ann.json").write_text(
+        json.dumps(
+            {
+                "format": key["format"],
+                "page_id": key["page_id"],
+                "run_hash": key["run_hash"],
+                "annotator": "ann",
+                "labels": labels,
+            }
+        )
+    )
     assert main(["labels", str(out), str(tmp_path / "ann.json")]) == 0
     accuracy = sum(judged[k] == v for k, v in truth.items()) / len(truth)
     report = (out / "report.md").read_text()

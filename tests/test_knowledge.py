@@ -13,18 +13,29 @@ from harness.evaluate import knowledge, metrics
 from harness.run.runner import run_experiment
 
 
-@pytest.mark.parametrize("hits, samples, category", [(3, 4, "known"), (4, 4, "known"), (2, 4, "weakly_known"),
-                                                     (1, 4, "weakly_known"), (0, 4, "unknown"), (1, 1, "known")])
+@pytest.mark.parametrize(
+    "hits, samples, category",
+    [
+        (3, 4, "known"),
+        (4, 4, "known"),
+        (2, 4, "weakly_known"),
+        (1, 4, "weakly_known"),
+        (0, 4, "unknown"),
+        (1, 1, "known"),
+    ],
+)
 def test_categories(hits, samples, category):
     assert knowledge.categorize(sample_hits=hits, samples=samples) == category
 
 
 def test_tagging_uses_sampled_answers_only(tiny_lm, monkeypatch):
     """Finding 4: tags never read a greedy answer (the one the base pipeline is scored on)."""
-    qs = [Question(id="a", question="Capital of France?", answers=("Paris",)),
-          Question(id="b", question="Capital of Peru?", answers=("Lima",)),
-          Question(id="c", question="Capital of Chad?", answers=("N'Djamena",)),
-          Question(id="u", question="Capital of Nowhere?", answers=(), answerable=False)]
+    qs = [
+        Question(id="a", question="Capital of France?", answers=("Paris",)),
+        Question(id="b", question="Capital of Peru?", answers=("Lima",)),
+        Question(id="c", question="Capital of Chad?", answers=("N'Djamena",)),
+        Question(id="u", question="Capital of Nowhere?", answers=(), answerable=False),
+    ]
     sampled = iter([["Paris", "Lima", "no idea"], ["It is Paris", "nothing", "no idea"]])  # two sampling rounds
     temperatures = []
 
@@ -36,8 +47,9 @@ def test_tagging_uses_sampled_answers_only(tiny_lm, monkeypatch):
     tags = knowledge.tag_questions(tiny_lm, qs, samples=2, temperature=0.7, max_new_tokens=4, batch_size=8, seed=0)
     assert tags == {"a": "known", "b": "weakly_known", "c": "unknown"}
     assert temperatures == [0.7, 0.7]
-    assert knowledge.tag_questions(tiny_lm, qs, samples=0, temperature=0.7, max_new_tokens=4, batch_size=8,
-                                   seed=0) == {}
+    assert (
+        knowledge.tag_questions(tiny_lm, qs, samples=0, temperature=0.7, max_new_tokens=4, batch_size=8, seed=0) == {}
+    )
 
 
 def test_an_adapter_identical_to_base_shows_no_regression_on_known_facts(monkeypatch):
@@ -50,6 +62,7 @@ def test_an_adapter_identical_to_base_shows_no_regression_on_known_facts(monkeyp
     from scipy.stats import binom
 
     from harness.evaluate import stats
+
     runs, n, samples = 1000, 76, 4
     rng = np.random.default_rng(0)
     p_right = rng.beta(0.7, 0.7, size=(runs, n))  # how well the base model knows each fact
@@ -67,8 +80,9 @@ def test_an_adapter_identical_to_base_shows_no_regression_on_known_facts(monkeyp
             return next(rounds)
 
         monkeypatch.setattr(knowledge, "_closed_book", fake)
-        tags = knowledge.tag_questions(None, qs, samples=samples, temperature=0.7, max_new_tokens=4,
-                                       batch_size=8, seed=0)
+        tags = knowledge.tag_questions(
+            None, qs, samples=samples, temperature=0.7, max_new_tokens=4, batch_size=8, seed=0
+        )
         known[r] = [tags[q.id] == "known" for q in qs]
     # hallucination (no abstention here) = not right; regression: adapter wrong where base right
     only_base_wrong = (known & ~base & adapter).sum(axis=1)
@@ -89,9 +103,11 @@ def test_sampled_tagging_is_reproducible_and_differs_from_greedy(tiny_lm):
 
 def test_hallucination_split_by_what_the_base_knew():
     q = {i: Question(id=i, question="?", answers=("x",)) for i in ("k1", "k2", "n1")}
-    scored = [({"contains": 0.0, "exact_match": 0.0, "token_f1": 0.0, "hallucinated": 1.0, "abstained": 0.0}, q["k1"]),
-              ({"contains": 1.0, "exact_match": 1.0, "token_f1": 1.0, "hallucinated": 0.0, "abstained": 0.0}, q["k2"]),
-              ({"contains": 0.0, "exact_match": 0.0, "token_f1": 0.0, "hallucinated": 1.0, "abstained": 0.0}, q["n1"])]
+    scored = [
+        ({"contains": 0.0, "exact_match": 0.0, "token_f1": 0.0, "hallucinated": 1.0, "abstained": 0.0}, q["k1"]),
+        ({"contains": 1.0, "exact_match": 1.0, "token_f1": 1.0, "hallucinated": 0.0, "abstained": 0.0}, q["k2"]),
+        ({"contains": 0.0, "exact_match": 0.0, "token_f1": 0.0, "hallucinated": 1.0, "abstained": 0.0}, q["n1"]),
+    ]
     v = metrics.item_values(scored, known={"k1": "known", "k2": "known", "n1": "weakly_known"})
     assert v["hallucination_known"] == {"k1": 1.0, "k2": 0.0} and v["hallucination_new"] == {"n1": 1.0}
     assert "hallucination_known" not in metrics.item_values(scored)
@@ -108,8 +124,11 @@ def test_general_questions_are_outside_the_corpus_with_four_choices():
 
 
 def test_a_run_reports_hallucination_by_source(tiny_model_dir, tmp_path):
-    raw = tiny_config(tiny_model_dir, name="known", eval={"max_new_tokens": 4, "bootstrap_samples": 200,
-                                                          "known_samples": 2, "known_temperature": 1.0})
+    raw = tiny_config(
+        tiny_model_dir,
+        name="known",
+        eval={"max_new_tokens": 4, "bootstrap_samples": 200, "known_samples": 2, "known_temperature": 1.0},
+    )
     raw["data"]["world"]["n_general"] = 4
     out = run_experiment(parse_config(raw), results_root=tmp_path)
     m = json.loads((out / "metrics.json").read_text())
@@ -130,8 +149,11 @@ def test_training_only_on_unknown_facts_relabelled_as_abstention(tiny_model_dir,
     from harness.run.runner import load_dataset
     from harness.train.adapters import select_training_facts
 
-    raw = tiny_config(tiny_model_dir, name="gekhman", eval={"pipelines": ["base", "finetuned"], "max_new_tokens": 3,
-                                                            "bootstrap_samples": 200})
+    raw = tiny_config(
+        tiny_model_dir,
+        name="gekhman",
+        eval={"pipelines": ["base", "finetuned"], "max_new_tokens": 3, "bootstrap_samples": 200},
+    )
     raw["train"].update(train_categories=["unknown", "weakly_known"], unknown_as="abstain")
     m = json.loads((run_experiment(parse_config(raw), results_root=tmp_path) / "metrics.json").read_text())
     sel = m["costs"]["training"]["selection"]

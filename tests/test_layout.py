@@ -42,7 +42,7 @@ def _resolve_from(module: str, path: Path, node: ast.ImportFrom) -> str | None:
     if node.level == 0:
         return node.module
     package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
-    base = package[:len(package) - node.level + 1]
+    base = package[: len(package) - node.level + 1]
     return ".".join(base + ([node.module] if node.module else []))
 
 
@@ -95,9 +95,11 @@ def private_uses(module: str, path: Path) -> list[str]:
     """Where `module` imports a private name from another harness module, or reads
     `other_module._name`."""
     tree = _tree(path)
-    found = [f"{_rel(path)}:{line}: imports {name} from {source}"
-             for source, name, line in _imports(module, path)
-             if name is not None and _is_private(name) and source != module]
+    found = [
+        f"{_rel(path)}:{line}: imports {name} from {source}"
+        for source, name, line in _imports(module, path)
+        if name is not None and _is_private(name) and source != module
+    ]
     aliases = _module_aliases(module, path, tree)
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and _is_private(node.attr):
@@ -191,9 +193,14 @@ def long_functions(path: Path, limit: int = MAX_FUNCTION_LINES) -> list[str]:
 
 def _is_scenario_name(node: ast.AST) -> bool:
     """`scenario.name`, `cfg.scenario.name`, ..."""
-    return (isinstance(node, ast.Attribute) and node.attr == "name"
-            and ((isinstance(node.value, ast.Name) and node.value.id == "scenario")
-                 or (isinstance(node.value, ast.Attribute) and node.value.attr == "scenario")))
+    return (
+        isinstance(node, ast.Attribute)
+        and node.attr == "name"
+        and (
+            (isinstance(node.value, ast.Name) and node.value.id == "scenario")
+            or (isinstance(node.value, ast.Attribute) and node.value.attr == "scenario")
+        )
+    )
 
 
 def scenario_name_comparisons(path: Path) -> list[str]:
@@ -258,8 +265,10 @@ def test_report_imports_no_torch():
     import subprocess
     import sys
 
-    code = ("import sys; import harness.report.run, harness.report.labels, harness.report.annotate; "
-            "print('torch' in sys.modules)")
+    code = (
+        "import sys; import harness.report.run, harness.report.labels, harness.report.annotate; "
+        "print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "False"
 
@@ -282,10 +291,11 @@ def test_no_function_in_harness_is_over_80_lines():
 
 
 def test_scenarios_are_chosen_only_in_their_registry():
-    found = [hit for path in MODULES.values() if path.name != "scenarios.py"
-             for hit in scenario_name_comparisons(path)]
-    assert not found, ("scenario.name compared outside harness/evaluate/scenarios.py (give the scenario entry the "
-                       "behaviour instead):\n" + "\n".join(found))
+    found = [hit for path in MODULES.values() if path.name != "scenarios.py" for hit in scenario_name_comparisons(path)]
+    assert not found, (
+        "scenario.name compared outside harness/evaluate/scenarios.py (give the scenario entry the "
+        "behaviour instead):\n" + "\n".join(found)
+    )
 
 
 def test_every_test_module_has_a_docstring():
@@ -307,28 +317,41 @@ def _fake_package(tmp_path: Path, files: dict[str, str]) -> dict[str, Path]:
 
 
 def test_the_checks_catch_each_kind_of_violation(tmp_path, monkeypatch):
-    files = _fake_package(tmp_path, {
-        "a": "from harness.b import _hidden, shown\nfrom harness import b as bee\n\ndef f():\n"
-             "    from harness import c\n    return bee._other, c.ok\n",
-        "b": "import harness.c\n\ndef g():\n    return harness.c._deep\n",
-        "c": "def h(scenario, cfg):\n    from harness.a import f\n    return cfg.scenario.name != 'style' or 'facts' == scenario.name\n",
-        "d": "def long():\n" + "    x = 1\n" * 80 + "\n\nclass K:\n    def short(self):\n        return 1\n",
-    })
+    files = _fake_package(
+        tmp_path,
+        {
+            "a": "from harness.b import _hidden, shown\nfrom harness import b as bee\n\ndef f():\n"
+            "    from harness import c\n    return bee._other, c.ok\n",
+            "b": "import harness.c\n\ndef g():\n    return harness.c._deep\n",
+            "c": "def h(scenario, cfg):\n    from harness.a import f\n    return cfg.scenario.name != 'style' or 'facts' == scenario.name\n",
+            "d": "def long():\n" + "    x = 1\n" * 80 + "\n\nclass K:\n    def short(self):\n        return 1\n",
+        },
+    )
     monkeypatch.setitem(globals(), "MODULES", files)
     monkeypatch.setitem(globals(), "ROOT", tmp_path)
     assert private_uses("harness.a", files["harness.a"]) == [
-        "harness/a.py:1: imports _hidden from harness.b", "harness/a.py:6: reads harness.b._other"]
+        "harness/a.py:1: imports _hidden from harness.b",
+        "harness/a.py:6: reads harness.b._other",
+    ]
     assert private_uses("harness.b", files["harness.b"]) == ["harness/b.py:4: reads harness.c._deep"]
     graph = import_graph()
     assert graph["harness.a"] == {"harness.b": 1, "harness.c": 5}
     assert find_cycles(graph) == [["harness.a", "harness.c", "harness.a"]]  # the shortest of a->b->c->a, a->c->a
     assert long_functions(files["harness.d"]) == ["harness/d.py:1: long is 81 lines"]
-    assert upward_imports({"harness.store.x": {"harness.run.y": 3, "harness.config": 1},
-                           "harness.run.y": {"harness.store.x": 1}, "harness.report.z": {"harness.models.w": 7}}) == [
+    assert upward_imports(
+        {
+            "harness.store.x": {"harness.run.y": 3, "harness.config": 1},
+            "harness.run.y": {"harness.store.x": 1},
+            "harness.report.z": {"harness.models.w": 7},
+        }
+    ) == [
         "harness.report.z (line 7, report/) imports harness.models.w (models/)",
-        "harness.store.x (line 3, store/) imports harness.run.y (run/)"]
+        "harness.store.x (line 3, store/) imports harness.run.y (run/)",
+    ]
     assert scenario_name_comparisons(files["harness.c"]) == [
-        "harness/c.py:3: cfg.scenario.name != 'style'", "harness/c.py:3: 'facts' == scenario.name"]
+        "harness/c.py:3: cfg.scenario.name != 'style'",
+        "harness/c.py:3: 'facts' == scenario.name",
+    ]
 
 
 def test_readme_layout_names_every_module_once():

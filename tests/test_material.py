@@ -55,8 +55,9 @@ def test_cpt_dev_split_never_removes_a_document(tiny_lm):
     every document still trains, and the held-out tokens are counted."""
     tok = tiny_lm.tokenizer
     texts = [f"Person {i} was born in Town{i} and works at Mill{i}." for i in range(10)]
-    m = prepare_material(tok, build_examples(tok, objective="cpt", texts=texts), max_length=96, dev_fraction=0.2,
-                         seed=0)
+    m = prepare_material(
+        tok, build_examples(tok, objective="cpt", texts=texts), max_length=96, dev_fraction=0.2, seed=0
+    )
     assert m.stats["dev_source"] == "held-out document ends" and len(m.train) == len(m.dev) == 10
     for i, (ids, _) in enumerate(m.train):
         assert f"Person {i} was born" in tok.decode(ids)
@@ -69,8 +70,14 @@ def test_cpt_dev_from_separate_material_trains_every_token(tiny_lm):
     tok = tiny_lm.tokenizer
     texts = [f"Person {i} was born in Town{i}." for i in range(10)]
     qs = [Question(id=f"q{i}", question=f"Where was person {i} born?", answers=(f"Town{i}",)) for i in range(10)]
-    m = prepare_material(tok, build_examples(tok, objective="cpt", texts=texts), max_length=96, dev_fraction=0.2,
-                         seed=0, dev_examples=build_examples(tok, objective="sft", questions=qs))
+    m = prepare_material(
+        tok,
+        build_examples(tok, objective="cpt", texts=texts),
+        max_length=96,
+        dev_fraction=0.2,
+        seed=0,
+        dev_examples=build_examples(tok, objective="sft", questions=qs),
+    )
     assert m.stats["dev_source"] == "separate" and len(m.dev) == 10 and len(m.train) == 10
     assert m.stats["tokens_trained_per_epoch"] == m.stats["corpus_tokens"]
 
@@ -87,7 +94,7 @@ def test_a_long_pair_is_cut_at_the_prompt_start_and_counted(tiny_lm, caplog):
     assert len(ids) == fits and tok.decode([t for t in labels if t != -100]) == "Town1<|im_end|>"
     # an answer longer than the window keeps half a window of prompt and loses its end, counted
     m = prepare_material(tok, [Example("Q " * 40, "word " * 80)], max_length=32, dev_fraction=0.0, seed=0)
-    (ids, labels), = m.train
+    ((ids, labels),) = m.train
     assert len(ids) == 32 and labels.count(-100) == 16 and m.stats["answers_truncated"] == 1
 
 
@@ -106,9 +113,19 @@ def test_all_linear_targets_every_linear_layer(tiny_lm, tmp_path):
     from harness.train.trainer import train_model
 
     qs = [Question(id=f"q{i}", question=f"Where was person {i} born?", answers=(f"Town{i}",)) for i in range(4)]
-    r = train_model(tiny_lm, build_examples(tiny_lm.tokenizer, objective="sft", questions=qs), rank=2, alpha=4,
-                    dropout=0.0, target_modules="all-linear", lr=0.01, epochs=1, batch_size=4, max_length=96,
-                    out_dir=tmp_path / "a")
+    r = train_model(
+        tiny_lm,
+        build_examples(tiny_lm.tokenizer, objective="sft", questions=qs),
+        rank=2,
+        alpha=4,
+        dropout=0.0,
+        target_modules="all-linear",
+        lr=0.01,
+        epochs=1,
+        batch_size=4,
+        max_length=96,
+        out_dir=tmp_path / "a",
+    )
     wrapped = {n.split(".lora_A")[0].rsplit(".", 1)[-1] for n, _ in tiny_lm.model.named_parameters() if "lora_A" in n}
     assert wrapped == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
     assert r.steps == r.steps_run == 1
@@ -119,10 +136,14 @@ def test_sft_dev_questions_are_second_wordings_of_facts_that_still_train():
     of a fact whose other wording trains; a fact asked one way always trains."""
     from harness.train.material import fact_of, split_by_fact
 
-    twice = [Question(id=f"f{i:04d}-t{k}", question=f"Wording {k} about fact {i}?", answers=(f"A{i}",))
-             for i in range(20) for k in range(2)]
-    once = [Question(id=f"g{i:04d}-train", question=f"Only wording of fact {i}?", answers=(f"B{i}",))
-            for i in range(20)]
+    twice = [
+        Question(id=f"f{i:04d}-t{k}", question=f"Wording {k} about fact {i}?", answers=(f"A{i}",))
+        for i in range(20)
+        for k in range(2)
+    ]
+    once = [
+        Question(id=f"g{i:04d}-train", question=f"Only wording of fact {i}?", answers=(f"B{i}",)) for i in range(20)
+    ]
     train, dev = split_by_fact(twice + once, dev_fraction=0.1, seed=0)
     assert len(dev) == 6 and len({fact_of(q) for q in dev}) == 6  # 10% of 60, at most one per fact
     assert {fact_of(q) for q in dev} <= {fact_of(q) for q in train}  # each still trains through its twin
@@ -151,9 +172,22 @@ def test_an_sft_adapter_trains_every_fact_and_has_a_dev_split_only_from_second_w
         return {fact_of(q) for e in exs for q in data.train_questions if f"Question: {q.question}" in e.prompt}
 
     assert facts(dev) and facts(dev) <= facts(examples)  # each dev fact still trains, through another wording
-    one = parse_config(tiny_config(tiny_model_dir, data={"world": {**world, "paraphrases": 1}},
-                                   train={"objective": "sft", "rank": 4, "alpha": 8, "max_steps": 2,
-                                          "batch_size": 8, "lr": 0.005, "max_length": 96, "dev_fraction": 0.2}))
+    one = parse_config(
+        tiny_config(
+            tiny_model_dir,
+            data={"world": {**world, "paraphrases": 1}},
+            train={
+                "objective": "sft",
+                "rank": 4,
+                "alpha": 8,
+                "max_steps": 2,
+                "batch_size": 8,
+                "lr": 0.005,
+                "max_length": 96,
+                "dev_fraction": 0.2,
+            },
+        )
+    )
     data = load_dataset(one)  # the world asks each fact two ways (-t0, -t1): keep one
     data = dataclasses.replace(data, train_questions=tuple(q for q in data.train_questions if q.id.endswith("-t0")))
     assert training_examples(lm, data, one.train, seed=0)[1] == []

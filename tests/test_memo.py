@@ -14,7 +14,9 @@ from harness.store.memo import Memo, batches, compute_in_batches, content_key
 
 def checksum(key, value) -> str:
     """What a memo line must carry, computed here: sha256 of {key, value} as canonical JSON."""
-    return hashlib.sha256(json.dumps({"key": key, "value": value}, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps({"key": key, "value": value}, sort_keys=True, ensure_ascii=False).encode()
+    ).hexdigest()
 
 
 def _memo(root, **namespace):
@@ -65,8 +67,12 @@ def test_damaged_lines_are_skipped_and_the_rest_kept(tmp_path, caplog):
     again = _memo(tmp_path)
     assert {k: again.get(k) for k in "abcdef"} == {"a": 1, "b": None, "c": None, "d": None, "e": 5, "f": None}
     skipped = [r.getMessage().split(".jsonl")[-1] for r in caplog.records if r.getMessage().startswith("skipped")]
-    assert skipped == [":2: no 'key' and 'value'; its value is computed again", ":3: expected a JSON object, got list",
-                       ":4: not UTF-8 text (byte 26: 0xe9)", ":6: invalid JSON (Unterminated string starting at)"]
+    assert skipped == [
+        ":2: no 'key' and 'value'; its value is computed again",
+        ":3: expected a JSON object, got list",
+        ":4: not UTF-8 text (byte 26: 0xe9)",
+        ":6: invalid JSON (Unterminated string starting at)",
+    ]
     again.put("f", 6)  # appended on a fresh line after the torn one
     assert _memo(tmp_path).get("f") == 6 and _memo(tmp_path).get("e") == 5
 
@@ -114,10 +120,15 @@ def test_lines_without_a_checksum_are_not_trusted(tmp_path, caplog):
     assert "no checksum; its value is computed again" in caplog.text
 
 
-@pytest.mark.parametrize("stored, why", [("oops", "a str, not a list of 2 values"),
-                                         (["only one"], "1 values for a batch of 2"),
-                                         ({"output": "x"}, "a dict, not a list of 2 values"),
-                                         (["zero", None], "a null among the batch's values")])
+@pytest.mark.parametrize(
+    "stored, why",
+    [
+        ("oops", "a str, not a list of 2 values"),
+        (["only one"], "1 values for a batch of 2"),
+        ({"output": "x"}, "a dict, not a list of 2 values"),
+        (["zero", None], "a null among the batch's values"),
+    ],
+)
 def test_a_wrong_typed_entry_is_logged_dropped_and_computed_again(tmp_path, caplog, stored, why):
     """A line whose checksum matches (written by harness) but whose value is not a
     batch's values: before, zip() over it failed the run, or served characters of a string."""
@@ -130,8 +141,7 @@ def test_a_wrong_typed_entry_is_logged_dropped_and_computed_again(tmp_path, capl
     compute, calls = _counting(["zero", "one"])
     caplog.clear()
     with caplog.at_level(logging.WARNING):  # the good line after the bad one serves, without a warning
-        assert compute_in_batches([1, 1], batch_size=2, key=lambda b: "k", compute=compute,
-                                  memo=_memo(tmp_path)) == out
+        assert compute_in_batches([1, 1], batch_size=2, key=lambda b: "k", compute=compute, memo=_memo(tmp_path)) == out
     assert calls == [] and "dropped" not in caplog.text
 
 
@@ -161,8 +171,9 @@ def _counting(values_of):
 def test_compute_in_batches_returns_values_in_item_order_and_reports_progress():
     compute, calls = _counting(["zero", "one", "two", "three"])
     seen = []
-    out = compute_in_batches([1, 4, 2, 3], batch_size=2, key=lambda b: pytest.fail("no memo, no key"),
-                             compute=compute, progress=seen.append)
+    out = compute_in_batches(
+        [1, 4, 2, 3], batch_size=2, key=lambda b: pytest.fail("no memo, no key"), compute=compute, progress=seen.append
+    )
     assert out == ["zero", "one", "two", "three"]
     assert calls == [[1, 3], [2, 0]] and seen == [2, 2]
 

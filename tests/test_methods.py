@@ -11,8 +11,11 @@ from harness.store.results import read_jsonl
 
 def _answers(folder, pipeline):
     """Each item's output and choice log-likelihoods (the tiny model often says nothing)."""
-    return {r["question_id"]: (r["output"], r["choice_logliks"]) for r in read_jsonl(folder / "predictions.jsonl")
-            if r["pipeline"] == pipeline}
+    return {
+        r["question_id"]: (r["output"], r["choice_logliks"])
+        for r in read_jsonl(folder / "predictions.jsonl")
+        if r["pipeline"] == pipeline
+    }
 
 
 def test_full_fine_tuning_keeps_the_base_pipelines_on_the_untouched_base(tiny_model_dir, tmp_path):

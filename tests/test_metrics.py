@@ -84,7 +84,9 @@ def test_chance_comes_from_each_items_number_of_choices():
 
 
 def test_sentence_answers_get_rouge_l_and_chrf():
-    s = metrics.score_generation("He was born in Ostrow.", answers=["He was born in the town of Ostrow."], answerable=True)
+    s = metrics.score_generation(
+        "He was born in Ostrow.", answers=["He was born in the town of Ostrow."], answerable=True
+    )
     assert 0.5 < s["answer_rouge_l"] < 1 and 0.3 < s["answer_chrf"] < 1 and s["contains"] == 0.0
     from harness.data.items import Question
 
@@ -93,8 +95,11 @@ def test_sentence_answers_get_rouge_l_and_chrf():
     assert values["answer_rouge_l"] == {"a": s["answer_rouge_l"]} and "rouge_l" not in values  # not the rewrite metric
 
 
-@pytest.mark.parametrize("metric, case", [(m, c) for m in ("bleu", "chrf", "rouge_l") for c in REFERENCE[m]],
-                         ids=lambda v: v if isinstance(v, str) else (v["output"] or "<empty>")[:24])
+@pytest.mark.parametrize(
+    "metric, case",
+    [(m, c) for m in ("bleu", "chrf", "rouge_l") for c in REFERENCE[m]],
+    ids=lambda v: v if isinstance(v, str) else (v["output"] or "<empty>")[:24],
+)
 def test_text_similarity_matches_published_and_hand_computed_values(metric, case):
     value = getattr(metrics, metric)(case["output"], case["reference"])
     assert value == pytest.approx(case["value"], abs=case["tolerance"]), case["source"]

@@ -69,7 +69,9 @@ def test_shared_context_scoring_equals_separate_passes(tiny_lm):
         whole = tok(ctx + c, add_special_tokens=False)["input_ids"]
         with torch.no_grad():
             logp = torch.log_softmax(model(torch.tensor([whole])).logits[0], -1)
-        assert got == pytest.approx(sum(float(logp[i - 1, whole[i]]) for i in range(len(ctx_ids), len(whole))), abs=1e-4)
+        assert got == pytest.approx(
+            sum(float(logp[i - 1, whole[i]]) for i in range(len(ctx_ids), len(whole))), abs=1e-4
+        )
 
 
 def test_a_near_miss_of_an_embedded_name_is_a_typo_not_a_download():

@@ -73,7 +73,8 @@ def test_retrieval_on_puts_the_top_k_passages_in_the_prompt(tiny_lm):
     for q, c, r, h in zip(QUESTIONS, closed, rag, hits):
         assert c["question_id"] == r["question_id"] == q.id
         assert c["retrieved"] == [] and r["retrieved"] == [
-            {"id": x.chunk.id, "score": round(x.score, 6), "text": x.chunk.text} for x in h]
+            {"id": x.chunk.id, "score": round(x.score, 6), "text": x.chunk.text} for x in h
+        ]
         assert all(x.chunk.text in r["prompt"] and x.chunk.text not in c["prompt"] for x in h)
         assert q.question in r["prompt"] and q.question in c["prompt"]
         assert c["template"] != r["template"]
@@ -100,6 +101,7 @@ def test_a_choice_follows_a_plain_prompt_after_a_space_as_lm_eval_scores_it(tiny
     scored glued to it ("Answer:Paris") where lm-eval scores " Paris". With a chat
     template the assistant turn ends in a newline and the choice follows it directly."""
     from harness.answer import pipelines
+
     seen = []
     real = pipelines.loglikelihood
     monkeypatch.setattr(pipelines, "loglikelihood", lambda lm, pairs, **kw: seen.extend(pairs) or real(lm, pairs, **kw))
@@ -109,5 +111,6 @@ def test_a_choice_follows_a_plain_prompt_after_a_space_as_lm_eval_scores_it(tiny
     seen.clear()
     monkeypatch.setattr(tiny_lm.tokenizer, "chat_template", None)
     answer(tiny_lm, QUESTIONS[:1], adapter=False, retriever=None, **RUN)
-    assert seen and all(prompt.endswith("Answer:") and c.startswith(" ") and c[1:] in QUESTIONS[0].choices
-                        for prompt, c in seen)
+    assert seen and all(
+        prompt.endswith("Answer:") and c.startswith(" ") and c[1:] in QUESTIONS[0].choices for prompt, c in seen
+    )

@@ -33,8 +33,11 @@ def _layer0_lora_grads(model, ids, *, required: bool = True) -> torch.Tensor | N
     model.train()
     model.zero_grad()
     model(input_ids=ids, labels=ids).loss.backward()
-    grads = [p.grad.flatten() for n, p in model.named_parameters()
-             if "lora_B" in n and ".layers.0." in n and p.grad is not None]
+    grads = [
+        p.grad.flatten()
+        for n, p in model.named_parameters()
+        if "lora_B" in n and ".layers.0." in n and p.grad is not None
+    ]
     if not grads and not required:
         return None
     assert len(grads) == 2  # q_proj and v_proj of layer 0
@@ -44,8 +47,10 @@ def _layer0_lora_grads(model, ids, *, required: bool = True) -> torch.Tensor | N
 def _with_lora(model):
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    return get_peft_model(prepare_model_for_kbit_training(model, use_gradient_checkpointing=False),
-                          LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0))
+    return get_peft_model(
+        prepare_model_for_kbit_training(model, use_gradient_checkpointing=False),
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0),
+    )
 
 
 def _cos(a, b) -> float:
@@ -63,8 +68,11 @@ def test_the_trap_is_real_plain_bitsandbytes_breaks_layer0_gradients_after_eval(
     from harness.models.local import _nf4_config
 
     lm = load_generator(str(tiny_wide_model_dir), dtype="float32", device="cpu")  # for the tokenizer
-    lm.model = _with_lora(AutoModelForCausalLM.from_pretrained(tiny_wide_model_dir, device_map="cpu",
-                                                               quantization_config=_nf4_config("float32")))
+    lm.model = _with_lora(
+        AutoModelForCausalLM.from_pretrained(
+            tiny_wide_model_dir, device_map="cpu", quantization_config=_nf4_config("float32")
+        )
+    )
     before = _layer0_lora_grads(lm.model, IDS)
     lm.model.eval()
     generate(lm, PROMPTS, max_new_tokens=3, batch_size=2)
@@ -104,8 +112,11 @@ def test_weights_packed_before_training_are_unpacked_by_training(tiny_wide_model
 
 
 def test_a_qlora_run_trains_and_scores_on_the_4bit_base(tiny_model_dir, tmp_path):
-    raw = tiny_config(tiny_model_dir, name="qlora", eval={"pipelines": ["base", "finetuned"], "max_new_tokens": 3,
-                                                          "bootstrap_samples": 200})
+    raw = tiny_config(
+        tiny_model_dir,
+        name="qlora",
+        eval={"pipelines": ["base", "finetuned"], "max_new_tokens": 3, "bootstrap_samples": 200},
+    )
     raw["train"]["method"] = "qlora"
     out = run_experiment(parse_config(raw), results_root=tmp_path)
     m = json.loads((out / "metrics.json").read_text())
@@ -117,8 +128,11 @@ def test_a_qlora_run_trains_and_scores_on_the_4bit_base(tiny_model_dir, tmp_path
     dev = [p["dev_loss"] for p in curve if "dev_loss" in p]
     assert len(dev) == 2 and dev[1] < dev[0]
     assert "QLoRA (base in 4-bit NF4)" in (out / "report.md").read_text()
-    lora = tiny_config(tiny_model_dir, name="lora", eval={"pipelines": ["base", "finetuned"], "max_new_tokens": 3,
-                                                          "bootstrap_samples": 200})
+    lora = tiny_config(
+        tiny_model_dir,
+        name="lora",
+        eval={"pipelines": ["base", "finetuned"], "max_new_tokens": 3, "bootstrap_samples": 200},
+    )
     m2 = json.loads((run_experiment(parse_config(lora), results_root=tmp_path) / "metrics.json").read_text())
     assert m2["model"]["fingerprint"] != m["model"]["fingerprint"]  # 4-bit adapters are cached apart
 
@@ -126,8 +140,11 @@ def test_a_qlora_run_trains_and_scores_on_the_4bit_base(tiny_model_dir, tmp_path
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_qlora_on_cuda_reports_gpu_memory(tiny_model_dir, tmp_path):
-    raw = tiny_config(tiny_model_dir, name="qlora-gpu", eval={"pipelines": ["base", "finetuned"], "max_new_tokens": 3,
-                                                              "bootstrap_samples": 200})
+    raw = tiny_config(
+        tiny_model_dir,
+        name="qlora-gpu",
+        eval={"pipelines": ["base", "finetuned"], "max_new_tokens": 3, "bootstrap_samples": 200},
+    )
     raw["model"]["device"] = "cuda"
     raw["train"]["method"] = "qlora"
     m = json.loads((run_experiment(parse_config(raw), results_root=tmp_path) / "metrics.json").read_text())

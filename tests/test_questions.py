@@ -20,22 +20,36 @@ from harness.questions.build import (
 from harness.questions.review import apply_review
 
 DOCS = [
-    Document(id="ferry", text="The Vessin ferry line links the islands of Dorran and Quell. The line was founded in "
-                              "1887 by the harbourmaster Ilse Varga. Its oldest boat, the Margit, still sails every "
-                              "Sunday. Each crossing takes 45 minutes in calm weather."),
-    Document(id="station", text="Halvard Station is a research outpost on the far side of the moon Ceyra. It was "
-                                "opened in 2091 by the Ostrel Consortium. The chief engineer is Mira Tolland. "
-                                "Halvard Station draws its power from a reactor called Kestrel. The reactor "
-                                "delivers 40 megawatts to the crew of 12 people."),
-    Document(id="archive", text="The archive at Lund Harbour was built in 1923 by Petra Hollis. It holds 300 "
-                                "charts of the northern coast. The archivist Tomas Brink catalogued them in 1951."),
+    Document(
+        id="ferry",
+        text="The Vessin ferry line links the islands of Dorran and Quell. The line was founded in "
+        "1887 by the harbourmaster Ilse Varga. Its oldest boat, the Margit, still sails every "
+        "Sunday. Each crossing takes 45 minutes in calm weather.",
+    ),
+    Document(
+        id="station",
+        text="Halvard Station is a research outpost on the far side of the moon Ceyra. It was "
+        "opened in 2091 by the Ostrel Consortium. The chief engineer is Mira Tolland. "
+        "Halvard Station draws its power from a reactor called Kestrel. The reactor "
+        "delivers 40 megawatts to the crew of 12 people.",
+    ),
+    Document(
+        id="archive",
+        text="The archive at Lund Harbour was built in 1923 by Petra Hollis. It holds 300 "
+        "charts of the northern coast. The archivist Tomas Brink catalogued them in 1951.",
+    ),
 ]
 
 
 def test_spans_find_names_numbers_and_dates():
     spans = find_spans("On 12 March 1887 Ilse Varga paid 45 crowns to the XR-7 office in Dorran.")
-    assert [(s.kind, s.text) for s in spans] == [("date", "12 March 1887"), ("name", "Ilse Varga"),
-                                                 ("number", "45"), ("code", "XR-7"), ("name", "Dorran")]
+    assert [(s.kind, s.text) for s in spans] == [
+        ("date", "12 March 1887"),
+        ("name", "Ilse Varga"),
+        ("number", "45"),
+        ("code", "XR-7"),
+        ("name", "Dorran"),
+    ]
     assert find_spans("The boat sails every Sunday.") == []  # weekdays and sentence-initial words are no names
 
 
@@ -63,7 +77,7 @@ def test_complete_style_asks_like_the_probes_up_to_a_span_that_ends_its_sentence
     assert by_answer["Mira Tolland"]["question"] == "Complete the sentence: The chief engineer is ..."
     for r in answerable:  # the span ends its sentence: nothing after the blank to copy the answer by
         prefix = r["question"].removeprefix("Complete the sentence: ").removesuffix(" ...")
-        assert r["evidence"].startswith(prefix) and r["evidence"][len(prefix):].strip().rstrip(".") == r["answers"][0]
+        assert r["evidence"].startswith(prefix) and r["evidence"][len(prefix) :].strip().rstrip(".") == r["answers"][0]
     # "The line was founded in 1887 by the harbourmaster Ilse Varga." asks for Ilse Varga, never 1887
     assert "1887" not in by_answer and "Ilse Varga" in by_answer
     twins = {t["id"].removesuffix("-train"): t["question"] for t in qset.train}
@@ -93,8 +107,10 @@ def test_unanswerable_questions_name_entities_absent_from_the_corpus():
 
 
 def test_a_ghost_is_never_a_name_of_the_corpus():
-    docs = [Document(id="a", text="The harbour was built in 1887 by Ilse Varga."),
-            Document(id="b", text="The ferry office opened in 1902 in Dorran.")]
+    docs = [
+        Document(id="a", text="The harbour was built in 1887 by Ilse Varga."),
+        Document(id="b", text="The ferry office opened in 1902 in Dorran."),
+    ]
     qset = build_question_set(docs, generator="cloze", seed=0, unanswerable_share=1.0)
     ghosts = [r["entity"] for r in qset.eval if not r["answers"]]
     assert len(ghosts) == 2 and "Ilse Varga" not in ghosts  # the only recombination of the corpus' names
@@ -159,19 +175,27 @@ class _Scripted:
 def test_model_generator_keeps_only_answers_found_in_the_evidence(monkeypatch):
     import harness.models.local as models
 
-    docs = [Document(id="a", text="The archive at Lund Harbour was built in 1923 by Petra Hollis."),
-            Document(id="b", text="Halvard Station draws its power from a reactor called Kestrel."),
-            Document(id="c", text="The chief engineer is Mira Tolland."),
-            Document(id="d", text="It was opened in 2091 by the Ostrel Consortium."),
-            Document(id="e", text="The station opened its doors in 2091.")]
-    monkeypatch.setattr(models, "generate", _Scripted(
-        ["Q: Who built the archive at Lund Harbour?\nA: Petra Hollis.",
-         "Q: What powers Halvard Station?\nA: a fusion core",  # not in the passage
-         "the engineer the engineer the",  # garbage
-         "Q: Who is the chief engineer, Mira Tolland?\nA: Mira Tolland",  # gives its answer away
-         "Q: When was it opened by the Ostrel Consortium?\nA: 2091"],
-        ["By whom was the Lund Harbour archive built?",
-         "When was it opened by the Ostrel Consortium?"]))  # not reworded
+    docs = [
+        Document(id="a", text="The archive at Lund Harbour was built in 1923 by Petra Hollis."),
+        Document(id="b", text="Halvard Station draws its power from a reactor called Kestrel."),
+        Document(id="c", text="The chief engineer is Mira Tolland."),
+        Document(id="d", text="It was opened in 2091 by the Ostrel Consortium."),
+        Document(id="e", text="The station opened its doors in 2091."),
+    ]
+    monkeypatch.setattr(
+        models,
+        "generate",
+        _Scripted(
+            [
+                "Q: Who built the archive at Lund Harbour?\nA: Petra Hollis.",
+                "Q: What powers Halvard Station?\nA: a fusion core",  # not in the passage
+                "the engineer the engineer the",  # garbage
+                "Q: Who is the chief engineer, Mira Tolland?\nA: Mira Tolland",  # gives its answer away
+                "Q: When was it opened by the Ostrel Consortium?\nA: 2091",
+            ],
+            ["By whom was the Lund Harbour archive built?", "When was it opened by the Ostrel Consortium?"],
+        ),
+    )  # not reworded
     lm = type("LM", (), {"tokenizer": object(), "name": "scripted"})()
     qset = build_question_set(docs, generator="model", lm=lm, seed=0, unanswerable_share=0)
     assert qset.counts["candidates"] == 5
@@ -208,8 +232,9 @@ def test_make_questions_writes_the_set_the_runner_reads(tmp_path):
     manifest = make_questions(docs, out=out, seed=0)
     assert manifest["items"] == {"eval": 13, "answerable": 12, "unanswerable": 1, "train": 12, "known": 0}
     assert manifest["retrieval_round_trip"]["of"] == 12 and manifest["reviewed"] is False
-    data = load_user_dataset(documents=str(docs), questions=str(out / "questions.jsonl"),
-                             train_questions=str(out / "train_questions.jsonl"))
+    data = load_user_dataset(
+        documents=str(docs), questions=str(out / "questions.jsonl"), train_questions=str(out / "train_questions.jsonl")
+    )
     assert len(data.questions) == 13 and len(data.train_questions) == 12
     assert data.questions[0].evidence and data.questions[0].doc_id
     assert data.provenance["question_set"]["generator"] == "cloze"
@@ -239,8 +264,12 @@ def test_review_round_trip_counts_kept_edited_dropped(tmp_path):
     _edit_sheet(sheet, edit)
     manifest = apply_review(sheet, tmp_path / "reviewed")
     assert manifest["reviewed"] is True
-    assert {k: manifest["review"][k] for k in ("rows", "kept", "edited", "dropped")} == \
-        {"rows": 13, "kept": 11, "edited": 2, "dropped": 2}
+    assert {k: manifest["review"][k] for k in ("rows", "kept", "edited", "dropped")} == {
+        "rows": 13,
+        "kept": 11,
+        "edited": 2,
+        "dropped": 2,
+    }
     qs = load_questions(tmp_path / "reviewed" / "questions.jsonl")
     year = next(q for q in qs if "founded" in q.question)
     assert year.answers == ("1888",) and year.choices[year.answer_index] == "1888" and "1887" not in year.choices
@@ -269,12 +298,28 @@ def test_questions_command_input_errors_exit_2(tmp_path, capsys):
     (docs / "a.txt").write_text(DOCS[0].text)
     assert main(["questions", str(docs), "--out", str(tmp_path / "q"), "--generator", "model"]) == 2
     assert "needs --model" in capsys.readouterr().err
-    assert main(["questions", str(docs), "--out", str(tmp_path / "q"), "--generator", "model", "--model", "x",
-                 "--cloze-style", "complete"]) == 2
+    assert (
+        main(
+            [
+                "questions",
+                str(docs),
+                "--out",
+                str(tmp_path / "q"),
+                "--generator",
+                "model",
+                "--model",
+                "x",
+                "--cloze-style",
+                "complete",
+            ]
+        )
+        == 2
+    )
     assert "--cloze-style complete: applies to --generator cloze only" in capsys.readouterr().err
 
 
 # --- nothing a user wrote is replaced; a set is written whole (#22) ----------------------
+
 
 def _snapshot(folder):
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
@@ -321,8 +366,12 @@ def test_an_unedited_set_is_replaced_whole_and_nothing_of_the_old_one_stays(tmp_
     for name, digest in manifest["set"]["files"].items():
         assert hashlib.sha256((tmp_path / "q" / name).read_bytes()).hexdigest() == digest
     assert sorted(manifest["set"]["files"]) == ["questions.jsonl", "train_questions.jsonl"]
-    assert manifest["set"]["id"] != json.loads(write_question_set(first, tmp_path / "q2", manifest={"seed": 0})[
-        "manifest"].read_text())["set"]["id"]
+    assert (
+        manifest["set"]["id"]
+        != json.loads(write_question_set(first, tmp_path / "q2", manifest={"seed": 0})["manifest"].read_text())["set"][
+            "id"
+        ]
+    )
 
 
 def test_questions_never_replaces_a_folder_it_did_not_write(tmp_path, capsys):
@@ -341,8 +390,7 @@ def test_questions_never_replaces_a_folder_it_did_not_write(tmp_path, capsys):
     sheet_folder = tmp_path / "q"
     assert main(["questions", str(docs), "--out", str(sheet_folder), "--embedder", ""]) == 0
     for extra in ([], ["--force"]):
-        assert main(["questions", "--apply-review", str(sheet_folder / "review.csv"), "--out", str(mine),
-                     *extra]) == 2
+        assert main(["questions", "--apply-review", str(sheet_folder / "review.csv"), "--out", str(mine), *extra]) == 2
         assert "not a question set harness wrote" in _one_line(capsys)
         assert _snapshot(mine) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["docs", "mine", "q"]
@@ -412,8 +460,7 @@ def test_a_killed_questions_run_leaves_the_old_set_or_the_new_one_never_a_mix(po
         _edit_sheet(q / "review.csv", lambda rows: rows[0].update(question="My reworded question?"))
     old = _snapshot(q)
     argv = ["questions", str(docs), "--out", str(q), "--embedder", "", "--seed", "1", *force]
-    p = subprocess.run([sys.executable, "-c", KILL, point, str(q), *argv], capture_output=True, text=True,
-                       timeout=300)
+    p = subprocess.run([sys.executable, "-c", KILL, point, str(q), *argv], capture_output=True, text=True, timeout=300)
     assert p.returncode == -9, p.stderr  # killed where it was meant to be
     recover_folder(q)  # what the next writer of q does first, under its lock
     backups = [_snapshot(p) for p in tmp_path.iterdir() if p.name.startswith("q.backup-")]
@@ -435,11 +482,12 @@ def test_review_sheet_cells_never_run_as_formulas_and_read_back_as_written(tmp_p
     names: quoted in review.csv, and --apply-review of the untouched sheet changes nothing."""
     docs = _docs_folder(tmp_path)
     (docs / "@team.txt").write_text(
-        "=HYPERLINK(\"http://127.0.0.1:9/x\") was the note Ilse Varga left in 1887 at Dorran. "
+        '=HYPERLINK("http://127.0.0.1:9/x") was the note Ilse Varga left in 1887 at Dorran. '
         "+1 was the count Petra Hollis wrote in 1923 at Lund Harbour. "
         "-2 was the score Tomas Brink gave in 1951 to the charts. "
         "@Mira Tolland signed the log in 2091 at Halvard Station. "
-        "'Quoted text was what Ilse Varga wrote in 1888 for the ferry.")
+        "'Quoted text was what Ilse Varga wrote in 1888 for the ferry."
+    )
     make_questions(docs, out=tmp_path / "q", seed=0, embedder=None)
     sheet = tmp_path / "q" / "review.csv"
     with open(sheet, encoding="utf-8-sig", newline="") as f:
@@ -455,8 +503,12 @@ def test_review_sheet_cells_never_run_as_formulas_and_read_back_as_written(tmp_p
     assert {r["doc_id"] for r in reviewed if r.get("doc_id")} >= {"@team"}
     assert any(r["evidence"].startswith("=HYPERLINK") for r in reviewed if r.get("evidence"))
     # a reviewer's edit of a quoted cell keeps its text, quote removed
-    _edit_sheet(sheet, lambda rows: next(r for r in rows if r["evidence"].startswith("'-2")).update(
-        evidence="'-2 was the score Tomas Brink gave in 1951 to all charts."))
+    _edit_sheet(
+        sheet,
+        lambda rows: next(r for r in rows if r["evidence"].startswith("'-2")).update(
+            evidence="'-2 was the score Tomas Brink gave in 1951 to all charts."
+        ),
+    )
     edited = apply_review(sheet, tmp_path / "reviewed2")
     rows = [json.loads(line) for line in (tmp_path / "reviewed2" / "questions.jsonl").read_text().splitlines()]
     assert edited["review"]["edited"] == 1

@@ -17,8 +17,17 @@ def test_smollm2_and_minilm_run_a_small_experiment(tmp_path):
         "name": "real-small",
         "model": {"name": "smollm2", "dtype": "float32", "device": "cpu"},
         "embedder": {"name": "minilm"},
-        "data": {"world": {"seed": 3, "n_people": 2, "n_organisations": 1, "n_places": 1, "paraphrases": 0,
-                           "n_unanswerable": 2}, "max_questions": 6},
+        "data": {
+            "world": {
+                "seed": 3,
+                "n_people": 2,
+                "n_organisations": 1,
+                "n_places": 1,
+                "paraphrases": 0,
+                "n_unanswerable": 2,
+            },
+            "max_questions": 6,
+        },
         "train": {"max_steps": 2, "batch_size": 4, "max_length": 128, "dev_fraction": 0.0},
         "retrieval": {"top_k": 2},
         "eval": {"max_new_tokens": 6, "batch_size": 6, "bootstrap_samples": 100},
@@ -30,8 +39,11 @@ def test_smollm2_and_minilm_run_a_small_experiment(tmp_path):
     # the fingerprint is of the converted files that were loaded (each one's name and sha256)
     (entry,) = (cache_dir() / "models").glob(f"{gguf.stem}-{hashlib.sha256(gguf.read_bytes()).hexdigest()[:16]}")
     h = hashlib.sha256()
-    for p in sorted(p for p in entry.iterdir() if p.suffix in (".safetensors", ".json", ".jinja")
-                    and not p.name.startswith("harness-")):
+    for p in sorted(
+        p
+        for p in entry.iterdir()
+        if p.suffix in (".safetensors", ".json", ".jinja") and not p.name.startswith("harness-")
+    ):
         h.update(p.name.encode() + hashlib.sha256(p.read_bytes()).hexdigest().encode())
     assert m["model"]["fingerprint"] == h.hexdigest()
     assert m["costs"]["training"]["steps"] == 2 and m["costs"]["training"]["trainable_params"] > 0

@@ -19,27 +19,71 @@ def test_recovery_ratio_is_the_share_of_rag_s_gain_with_a_paired_interval():
 
 
 def test_tuning_budget_counts_settings_per_arm():
-    grid = {"cells": [{"id": f"c{i}", "values": {"train.lr": lr, "train.epochs": ep, "retrieval.top_k": 3}}
-                      for i, (lr, ep) in enumerate([(1e-3, 2), (1e-3, 4), (3e-3, 2), (3e-3, 4)])]}
+    grid = {
+        "cells": [
+            {"id": f"c{i}", "values": {"train.lr": lr, "train.epochs": ep, "retrieval.top_k": 3}}
+            for i, (lr, ep) in enumerate([(1e-3, 2), (1e-3, 4), (3e-3, 2), (3e-3, 4)])
+        ]
+    }
     (line, _) = tuning_budget_lines(grid)
     assert "fine-tuning arm tried 4 setting(s), the RAG arm 1 setting(s)" in line and "unequal" in line
-    same = {"cells": [{"id": "a", "values": {"train.rank": 8, "retrieval.top_k": 1}},
-                      {"id": "b", "values": {"train.rank": 16, "retrieval.top_k": 5}}]}
+    same = {
+        "cells": [
+            {"id": "a", "values": {"train.rank": 8, "retrieval.top_k": 1}},
+            {"id": "b", "values": {"train.rank": 16, "retrieval.top_k": 5}},
+        ]
+    }
     assert "unequal" not in tuning_budget_lines(same)[0]
 
 
 def test_training_table_gives_memory_over_weights_and_forgetting_per_cell():
-    change = {"mmlu (all subjects)": {"finetuned": {"acc": {"diff": -0.03, "ci95": [-0.07, 0.01]}}},
-              "hellaswag": {"finetuned": {"acc_norm": {"diff": -0.12, "ci95": [-0.22, -0.02]}}}}
-    cells = {"full": {"costs": {"training": {"method": "full", "trainable_params": 100, "peak_rss_mb": 900.0,
-                                             "start_rss_mb": 860.0, "training_memory_mb": 48.0,
-                                             "weights_bytes": 8 * 2**20, "wall_seconds": 12.3}},
-                      "benchmarks": {"change_from_base": change}},
-             "old": {"costs": {"training": {"method": "lora", "trainable_params": 10, "peak_rss_mb": 64.0,
-                                            "weights_bytes": 8 * 2**20, "wall_seconds": 5}}},
-             "gpu": {"costs": {"training": {"method": "lora", "trainable_params": 10, "peak_rss_mb": 16.0,
-                                            "peak_gpu_mb": 24.0, "weights_bytes": 8 * 2**20, "wall_seconds": 5}}}}
+    change = {
+        "mmlu (all subjects)": {"finetuned": {"acc": {"diff": -0.03, "ci95": [-0.07, 0.01]}}},
+        "hellaswag": {"finetuned": {"acc_norm": {"diff": -0.12, "ci95": [-0.22, -0.02]}}},
+    }
+    cells = {
+        "full": {
+            "costs": {
+                "training": {
+                    "method": "full",
+                    "trainable_params": 100,
+                    "peak_rss_mb": 900.0,
+                    "start_rss_mb": 860.0,
+                    "training_memory_mb": 48.0,
+                    "weights_bytes": 8 * 2**20,
+                    "wall_seconds": 12.3,
+                }
+            },
+            "benchmarks": {"change_from_base": change},
+        },
+        "old": {
+            "costs": {
+                "training": {
+                    "method": "lora",
+                    "trainable_params": 10,
+                    "peak_rss_mb": 64.0,
+                    "weights_bytes": 8 * 2**20,
+                    "wall_seconds": 5,
+                }
+            }
+        },
+        "gpu": {
+            "costs": {
+                "training": {
+                    "method": "lora",
+                    "trainable_params": 10,
+                    "peak_rss_mb": 16.0,
+                    "peak_gpu_mb": 24.0,
+                    "weights_bytes": 8 * 2**20,
+                    "wall_seconds": 5,
+                }
+            }
+        },
+    }
     lines = training_table_lines(["full", "old", "gpu"], cells)
-    assert "| full | full | 100 | 48 (weights + process rise while training) | 6.0x | 12 | -3 [-7, +1] | -12 [-22, -2] |" in lines
+    assert (
+        "| full | full | 100 | 48 (weights + process rise while training) | 6.0x | 12 | -3 [-7, +1] | -12 [-22, -2] |"
+        in lines
+    )
     assert "| old | lora | 10 | 64 (process peak, not isolated) | 8.0x | 5 | - | - |" in lines
     assert "| gpu | lora | 10 | 24 (GPU peak) | 3.0x | 5 | - | - |" in lines

@@ -99,18 +99,26 @@ def test_compare_two_runs_shows_each_runs_values_and_their_difference(run_dir, t
     m.update(experiment="other-run", config_hash="f" * 64)
     (other / "metrics.json").write_text(json.dumps(m))
     text = compare_runs(run_dir, other)
-    assert text.startswith(f"# report-fixture vs other-run\n\nA = `{run_dir}` (config `{a['config_hash'][:12]}`), "
-                           f"B = `{other}` (config `ffffffffffff`)")
-    rows = {tuple(r.split(" | ")[:2]): r.split(" | ")[2:] for r in (line.strip("| ") for line in text.splitlines())
-            if r.count(" | ") == 4}
+    assert text.startswith(
+        f"# report-fixture vs other-run\n\nA = `{run_dir}` (config `{a['config_hash'][:12]}`), "
+        f"B = `{other}` (config `ffffffffffff`)"
+    )
+    rows = {
+        tuple(r.split(" | ")[:2]): r.split(" | ")[2:]
+        for r in (line.strip("| ") for line in text.splitlines())
+        if r.count(" | ") == 4
+    }
     defs = a["metric_definitions"]
 
     def cell(agg):
         return f"{100 * agg['mean']:.1f} [{100 * agg['ci95'][0]:.1f}, {100 * agg['ci95'][1]:.1f}]"
 
     assert rows[(defs["mc_accuracy"]["label"], "rag")] == [cell(mc), cell(_shifted(mc, mc_by)), f"{100 * mc_by:+.1f}"]
-    assert rows[(defs["contains"]["label"], "base")] == [cell(contains), cell(_shifted(contains, contains_by)),
-                                                         f"{100 * contains_by:+.1f}"]
+    assert rows[(defs["contains"]["label"], "base")] == [
+        cell(contains),
+        cell(_shifted(contains, contains_by)),
+        f"{100 * contains_by:+.1f}",
+    ]
     assert rows[(defs["contains"]["label"], "rag")][2] == "+0.0"  # unchanged
     assert (defs["contains"]["label"], "rag_finetuned") not in rows  # measured in A only
 
@@ -126,7 +134,10 @@ def test_notebook_runs_top_to_bottom(run_dir, monkeypatch):
         if cell["cell_type"] == "code":
             exec(compile("".join(cell["source"]), f"cell{ran}", "exec"), namespace)
             ran += 1
-    assert ran >= 5 and len(namespace["preds"]) == 4 * json.loads((run_dir / "metrics.json").read_text())["data"]["questions"]
+    assert (
+        ran >= 5
+        and len(namespace["preds"]) == 4 * json.loads((run_dir / "metrics.json").read_text())["data"]["questions"]
+    )
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -136,28 +147,65 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 def test_html_report_renders_in_headless_chromium(run_dir, tmp_path):
     """Loads the page offline, with no outside connections, and checks the console and
     that the plots and the filterable drill-down table are on the page."""
-    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--disable-default-apps", "--disable-extensions", f"--user-data-dir={tmp_path / 'profile'}",
-             "--enable-logging=stderr", "--v=0", "--virtual-time-budget=3000"]
+    flags = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-default-apps",
+        "--disable-extensions",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--virtual-time-budget=3000",
+    ]
     url = (run_dir / "report.html").as_uri()
     dom = subprocess.run(flags + ["--dump-dom", url], capture_output=True, text=True, timeout=120)
     console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line]
     assert not [line for line in console if re.search(r"error|uncaught", line, re.I)], console
     assert 'data-ready="1"' in dom.stdout  # the filter script ran to the end
-    assert dom.stdout.count("class=\"plot\"") >= 3 and 'id="items"' in dom.stdout
+    assert dom.stdout.count('class="plot"') >= 3 and 'id="items"' in dom.stdout
     shot = Path(os.environ.get("HARNESS_ARTIFACTS", tmp_path)) / "report.png"
     shot.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(flags + [f"--screenshot={shot}", "--window-size=1200,2400", url], capture_output=True, timeout=120)
     assert shot.is_file() and shot.stat().st_size > 10_000
 
 
-NASTY = ["a | b", "![x](http://127.0.0.1:9/x.png)", "[c](javascript:alert(1))", "<http://127.0.0.1:9/auto>",
-         "see http://127.0.0.1:9/bare.", "www.example.com, then", "ops@example.com", "**b** _i_ `c` ~~s~~ $m$",
-         "``` fence", "back\\slash \\* \\", "&amp; &#60; &lt;b&gt;", "<!-- c --> <b>bold</b>", "# not a heading",
-         "- not a list", "1. not a list", "> not a quote", "[ref]: http://127.0.0.1:9/r", "two\nlines\r\nhere",
-         "<br> is text here", "x\x02y\x03z", "|", "trailing backslash \\", "x\n# heading", "x\n- item\n- item",
-         "x\n\n| a | b |\n|---|---|", "x\n[r]: http://127.0.0.1:9/r\n[r]", "x\n\n    indented code", "x\n***\ny"]
+NASTY = [
+    "a | b",
+    "![x](http://127.0.0.1:9/x.png)",
+    "[c](javascript:alert(1))",
+    "<http://127.0.0.1:9/auto>",
+    "see http://127.0.0.1:9/bare.",
+    "www.example.com, then",
+    "ops@example.com",
+    "**b** _i_ `c` ~~s~~ $m$",
+    "``` fence",
+    "back\\slash \\* \\",
+    "&amp; &#60; &lt;b&gt;",
+    "<!-- c --> <b>bold</b>",
+    "# not a heading",
+    "- not a list",
+    "1. not a list",
+    "> not a quote",
+    "[ref]: http://127.0.0.1:9/r",
+    "two\nlines\r\nhere",
+    "<br> is text here",
+    "x\x02y\x03z",
+    "|",
+    "trailing backslash \\",
+    "x\n# heading",
+    "x\n- item\n- item",
+    "x\n\n| a | b |\n|---|---|",
+    "x\n[r]: http://127.0.0.1:9/r\n[r]",
+    "x\n\n    indented code",
+    "x\n***\ny",
+]
 
 
 @pytest.mark.parametrize("text", NASTY)
@@ -170,16 +218,23 @@ def test_item_text_renders_as_itself_in_paragraphs_and_table_cells(text):
     from harness.report.run import item_text, to_markdown
     from test_security import render_markdown
 
-    md = to_markdown([("p", f"**{item_text(text)}** own `code`<br>next line"),
-                      ("table", ["item", "own"], [[item_text(text), "own | cell"], [item_text(text) + "(own)", "c"]])])
+    md = to_markdown(
+        [
+            ("p", f"**{item_text(text)}** own `code`<br>next line"),
+            ("table", ["item", "own"], [[item_text(text), "own | cell"], [item_text(text) + "(own)", "c"]]),
+        ]
+    )
     page = render_markdown(md)
     shown = " ".join(text.replace("\x02", "").replace("\x03", "").split())
     assert page.text().startswith(f"{shown} own code next line")
     tags = [tag for tag, _ in page.tags]
     assert (tags.count("strong"), tags.count("br")) == (1, 1) and "code" in tags  # the report's markup renders
     assert set(tags) <= {"p", "strong", "code", "br", "table", "thead", "tbody", "tr", "th", "td"}, tags  # no a, img
-    assert [[" ".join(c.split()) for c in row] for row in page.rows] == [["item", "own"], [shown, "own | cell"],
-                                                                         [f"{shown}(own)", "c"]]
+    assert [[" ".join(c.split()) for c in row] for row in page.rows] == [
+        ["item", "own"],
+        [shown, "own | cell"],
+        [f"{shown}(own)", "c"],
+    ]
 
 
 def test_emphasis_renders_in_html_and_item_text_stays_text():
@@ -187,6 +242,8 @@ def test_emphasis_renders_in_html_and_item_text_stays_text():
     report markup's emphasis is <em> now, while an item's asterisks stay asterisks."""
     from harness.report.run import _md_inline, item_text
 
-    assert _md_inline("*facts (multiple choice)*: the comparisons") == "<em>facts (multiple choice)</em>: the comparisons"
+    assert (
+        _md_inline("*facts (multiple choice)*: the comparisons") == "<em>facts (multiple choice)</em>: the comparisons"
+    )
     assert _md_inline("**RAG** and 2 * 3 * 4") == "<strong>RAG</strong> and 2 * 3 * 4"
     assert "<em>" not in _md_inline(f"asked: {item_text('*not markup*')}")

@@ -26,11 +26,28 @@ def _outcome(folder: Path) -> dict:
     """Everything a run concluded, without timings."""
     m = json.loads((folder / "metrics.json").read_text())
     preds = [{k: v for k, v in r.items() if k != "latency_s"} for r in read_jsonl(folder / "predictions.jsonl")]
-    training = {k: v for k, v in (m["costs"]["training"] or {}).items()
-                if k not in ("wall_seconds", "tokens_per_second", "peak_rss_mb", "start_rss_mb", "training_memory_mb",
-                             "from_cache", "adapter_dir", "steps_run", "resumed_from_step")}
-    return {**{k: m[k] for k in SAME}, "training": training, "predictions": preds,
-            "loss_curve": json.loads((folder / "loss_curve.json").read_text())}
+    training = {
+        k: v
+        for k, v in (m["costs"]["training"] or {}).items()
+        if k
+        not in (
+            "wall_seconds",
+            "tokens_per_second",
+            "peak_rss_mb",
+            "start_rss_mb",
+            "training_memory_mb",
+            "from_cache",
+            "adapter_dir",
+            "steps_run",
+            "resumed_from_step",
+        )
+    }
+    return {
+        **{k: m[k] for k in SAME},
+        "training": training,
+        "predictions": preds,
+        "loss_curve": json.loads((folder / "loss_curve.json").read_text()),
+    }
 
 
 def test_memo_skips_a_torn_line_and_keeps_the_rest(tmp_path):
@@ -45,10 +62,8 @@ def test_memo_skips_a_torn_line_and_keeps_the_rest(tmp_path):
     assert Memo("generations", namespace={"model": "other"}, root=tmp_path).get("a") is None
 
 
-def test_a_run_that_dies_mid_generation_resumes_without_redoing_finished_batches(tiny_model_dir, tmp_path,
-                                                                                 monkeypatch):
-    raw = tiny_config(tiny_model_dir, name="cut", eval={"max_new_tokens": 4, "batch_size": 4,
-                                                        "bootstrap_samples": 200})
+def test_a_run_that_dies_mid_generation_resumes_without_redoing_finished_batches(tiny_model_dir, tmp_path, monkeypatch):
+    raw = tiny_config(tiny_model_dir, name="cut", eval={"max_new_tokens": 4, "batch_size": 4, "bootstrap_samples": 200})
     whole = run_experiment(parse_config(raw), results_root=tmp_path / "whole")
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
 
@@ -108,8 +123,13 @@ sys.exit(main(sys.argv[1:]))
 
 def _killed_when_paused(argv: list[str], env: dict, pause_at: str) -> None:
     """Run `harness argv` until it pauses at `pause_at`, then SIGKILL it there."""
-    proc = subprocess.Popen([sys.executable, "-c", PAUSING, *argv], env={**env, "PAUSE_AT": pause_at},
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PAUSING, *argv],
+        env={**env, "PAUSE_AT": pause_at},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         # blocks until the pause, or until the process ends without one
         paused = any(line == "PAUSED\n" for line in iter(proc.stdout.readline, ""))
@@ -122,12 +142,22 @@ def _killed_when_paused(argv: list[str], env: dict, pause_at: str) -> None:
             proc.wait()
 
 
-def test_sigkill_mid_training_and_mid_generation_then_resume_matches_an_uninterrupted_run(tiny_model_dir,
-                                                                                          tmp_path):
-    raw = tiny_config(tiny_model_dir, name="killed",
-                      train={"objective": "sft", "rank": 4, "alpha": 8, "epochs": 8, "batch_size": 4, "lr": 0.005,
-                             "max_length": 96, "dropout": 0.1},
-                      eval={"max_new_tokens": 4, "batch_size": 4, "bootstrap_samples": 200})
+def test_sigkill_mid_training_and_mid_generation_then_resume_matches_an_uninterrupted_run(tiny_model_dir, tmp_path):
+    raw = tiny_config(
+        tiny_model_dir,
+        name="killed",
+        train={
+            "objective": "sft",
+            "rank": 4,
+            "alpha": 8,
+            "epochs": 8,
+            "batch_size": 4,
+            "lr": 0.005,
+            "max_length": 96,
+            "dropout": 0.1,
+        },
+        eval={"max_new_tokens": 4, "batch_size": 4, "bootstrap_samples": 200},
+    )
     config = tmp_path / "killed.yaml"
     config.write_text(yaml.safe_dump(raw))
 
@@ -137,18 +167,27 @@ def test_sigkill_mid_training_and_mid_generation_then_resume_matches_an_uninterr
     def argv(results: Path) -> list[str]:
         return ["-m", "harness.cli", "run", str(config), "--results-dir", str(results)]
 
-    whole_run = subprocess.run([sys.executable, *argv(tmp_path / "whole")], env=env(tmp_path / "cache-whole"),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    whole_run = subprocess.run(
+        [sys.executable, *argv(tmp_path / "whole")],
+        env=env(tmp_path / "cache-whole"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     assert whole_run.returncode == 0
     cache, results = tmp_path / "cache", tmp_path / "results"
     # killed right after checkpoint 3 is written, then as the third generation batch begins
     _killed_when_paused(argv(results)[2:], env(cache), "checkpoint:3")
     assert [p.parent.name for p in cache.glob("adapters/*.partial/trainer/checkpoint-*/trainer_state.json")] == [
-        "checkpoint-3"]
+        "checkpoint-3"
+    ]
     _killed_when_paused(argv(results)[2:], env(cache), "batch:3")
     assert not list((cache / "adapters").glob("*.partial")) and not (results / "killed").exists()
-    assert subprocess.run([sys.executable, *argv(results)], env=env(cache), stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL).returncode == 0
+    assert (
+        subprocess.run(
+            [sys.executable, *argv(results)], env=env(cache), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        ).returncode
+        == 0
+    )
     assert _outcome(results / "killed") == _outcome(tmp_path / "whole" / "killed")
     # Training resumed from exactly the checkpoint the kill followed, and the run that
     # finished the adapter ran only the steps after it (its own record says so).
@@ -160,8 +199,10 @@ def test_sigkill_mid_training_and_mid_generation_then_resume_matches_an_uninterr
     m = json.loads((results / "killed" / "metrics.json").read_text())
     batches = [c["batches"] for c in m["costs"]["pipelines"].values()]
     assert sum(b["reused"] for b in batches) == 2
-    total = sum(c["batches"]["computed"] + c["batches"]["reused"]
-                for c in json.loads((tmp_path / "whole" / "killed" / "metrics.json").read_text())["costs"]["pipelines"].values())
+    total = sum(
+        c["batches"]["computed"] + c["batches"]["reused"]
+        for c in json.loads((tmp_path / "whole" / "killed" / "metrics.json").read_text())["costs"]["pipelines"].values()
+    )
     assert sum(b["computed"] for b in batches) == total - 2
     assert not list(results.glob(".killed*")) and not list((cache / "adapters").glob("*.partial"))
 
@@ -186,6 +227,7 @@ def test_a_streamed_write_that_fails_leaves_the_old_file_and_no_temp(tmp_path):
 
 # -- checkpoints that fail weights-only loading ---------------------------------------------
 
+
 class _Killed(Exception):
     pass
 
@@ -208,9 +250,22 @@ def _train_tiny(model_dir: Path, out: Path, **kw):
 
     lm = load_generator(str(model_dir), dtype="float32", device="cpu")
     qs = [Question(id=f"q{i}", question=f"Where was person {i} born?", answers=(f"Town{i}",)) for i in range(12)]
-    return train_model(lm, build_examples(lm.tokenizer, objective="sft", questions=qs), rank=4, alpha=8,
-                       dropout=0.1, target_modules=["q_proj", "v_proj"], lr=0.01, epochs=3, batch_size=4,
-                       max_length=96, dev_fraction=0.25, seed=0, out_dir=out / "adapter", **kw)
+    return train_model(
+        lm,
+        build_examples(lm.tokenizer, objective="sft", questions=qs),
+        rank=4,
+        alpha=8,
+        dropout=0.1,
+        target_modules=["q_proj", "v_proj"],
+        lr=0.01,
+        epochs=3,
+        batch_size=4,
+        max_length=96,
+        dev_fraction=0.25,
+        seed=0,
+        out_dir=out / "adapter",
+        **kw,
+    )
 
 
 def _killed_at(model_dir: Path, out: Path, step: int, *, keep_first: Path | None = None) -> Path:
@@ -261,10 +316,18 @@ def clean_training(tiny_model_dir, tmp_path_factory):
     return _train_tiny(tiny_model_dir, out), _adapter(out)
 
 
-@pytest.mark.parametrize("poisoned, how", [("optimizer.pt", "pickle"), ("rng_state.pth", "pickle"),
-                                           ("scheduler.pt", "pickle"), ("optimizer.pt", "truncated")])
+@pytest.mark.parametrize(
+    "poisoned, how",
+    [
+        ("optimizer.pt", "pickle"),
+        ("rng_state.pth", "pickle"),
+        ("scheduler.pt", "pickle"),
+        ("optimizer.pt", "truncated"),
+    ],
+)
 def test_a_checkpoint_failing_weights_only_loading_is_discarded_and_training_starts_over(
-        tiny_model_dir, tmp_path, caplog, clean_training, poisoned, how):
+    tiny_model_dir, tmp_path, caplog, clean_training, poisoned, how
+):
     import torch
 
     clean, weights = clean_training
@@ -286,8 +349,7 @@ def test_a_checkpoint_failing_weights_only_loading_is_discarded_and_training_sta
     assert weights.keys() == b.keys() and all(torch.equal(weights[k], b[k]) for k in weights)
 
 
-def test_a_poisoned_newest_checkpoint_falls_back_to_the_last_good_one(tiny_model_dir, tmp_path, caplog,
-                                                                     clean_training):
+def test_a_poisoned_newest_checkpoint_falls_back_to_the_last_good_one(tiny_model_dir, tmp_path, caplog, clean_training):
     import shutil
 
     import torch

@@ -12,8 +12,10 @@ DOC = Document(id="d", text="One two three four. Five six seven. Eight nine ten 
 
 def test_chunks_pack_whole_sentences_up_to_size():
     chunks = chunk_documents([DOC], chunk_size=7, chunk_overlap=0)
-    assert [c.text for c in chunks] == ["One two three four. Five six seven.",
-                                        "Eight nine ten eleven twelve. Thirteen."]
+    assert [c.text for c in chunks] == [
+        "One two three four. Five six seven.",
+        "Eight nine ten eleven twelve. Thirteen.",
+    ]
     assert [c.id for c in chunks] == ["d#0", "d#1"]
     sentences = split_sentences(DOC.text)
     for c in chunks:  # never a cut sentence
@@ -22,9 +24,11 @@ def test_chunks_pack_whole_sentences_up_to_size():
 
 def test_overlap_repeats_trailing_sentences():
     chunks = chunk_documents([DOC], chunk_size=8, chunk_overlap=3)
-    assert [c.text for c in chunks] == ["One two three four. Five six seven.",
-                                        "Five six seven. Eight nine ten eleven twelve.",
-                                        "Thirteen."]  # the 5-word sentence exceeds the overlap
+    assert [c.text for c in chunks] == [
+        "One two three four. Five six seven.",
+        "Five six seven. Eight nine ten eleven twelve.",
+        "Thirteen.",
+    ]  # the 5-word sentence exceeds the overlap
 
 
 def test_long_sentence_is_its_own_chunk():
@@ -40,8 +44,10 @@ def test_hashing_embedder_is_deterministic_and_normalised():
 
 
 def test_faiss_search_finds_the_document_with_the_fact():
-    docs = [Document(id=f"d{i}", text=t) for i, t in enumerate(
-        ["Ana Velk was born in Ostrow.", "Bo Trenn plays the harp.", "The Zuna Guild makes ink."])]
+    docs = [
+        Document(id=f"d{i}", text=t)
+        for i, t in enumerate(["Ana Velk was born in Ostrow.", "Bo Trenn plays the harp.", "The Zuna Guild makes ink."])
+    ]
     r = build_retriever(docs, embedder=HashingEmbedder(), chunk_size=16, chunk_overlap=0)
     hits = r.search(["Which instrument does Bo Trenn play?", "Where was Ana Velk born?"], k=2)
     assert hits[0][0].chunk.doc_id == "d1" and hits[1][0].chunk.doc_id == "d0"
@@ -68,8 +74,10 @@ def test_a_near_miss_of_a_built_in_embedder_is_a_typo():
         load_embedder("minlm")
 
 
-DOCS3 = [Document(id=f"d{i}", text=t) for i, t in enumerate(
-    ["Ana Velk was born in Ostrow.", "Bo Trenn plays the harp.", "The Zuna Guild makes ink."])]
+DOCS3 = [
+    Document(id=f"d{i}", text=t)
+    for i, t in enumerate(["Ana Velk was born in Ostrow.", "Bo Trenn plays the harp.", "The Zuna Guild makes ink."])
+]
 
 
 def test_bm25_ranks_the_lexical_match_first():
@@ -103,8 +111,9 @@ def test_approximate_indexes_agree_with_flat_on_a_larger_corpus(kind):
     docs = [Document(id=f"d{i}", text=" ".join(rng.choice(words, size=12)) + ".") for i in range(400)]
     queries = [d.text for d in docs[:50]]
     flat = build_retriever(docs, embedder=HashingEmbedder(), chunk_size=32, chunk_overlap=0)
-    approx = build_retriever(docs, embedder=HashingEmbedder(), chunk_size=32, chunk_overlap=0, index_kind=kind,
-                             nprobe=20)
+    approx = build_retriever(
+        docs, embedder=HashingEmbedder(), chunk_size=32, chunk_overlap=0, index_kind=kind, nprobe=20
+    )
     exact = [h[0].chunk.id for h in flat.search(queries, k=1)]
     found = [h[0].chunk.id for h in approx.search(queries, k=1)]
     assert exact == [d.id + "#0" for d in docs[:50]]  # each document finds itself
@@ -125,8 +134,9 @@ def test_a_faiss_index_is_cached_by_embedder_settings_and_chunks(tmp_path, kind)
     second = build_retriever(docs, **kw)
     assert not first.stats()["from_cache"] and second.stats()["from_cache"]
     queries = ["Where was entity 7 born?", "product 12"]
-    assert [[h.chunk.id for h in r] for r in first.search(queries, 3)] == [[h.chunk.id for h in r]
-                                                                        for r in second.search(queries, 3)]
+    assert [[h.chunk.id for h in r] for r in first.search(queries, 3)] == [
+        [h.chunk.id for h in r] for r in second.search(queries, 3)
+    ]
     other = build_retriever(docs[:-1], **kw)  # another corpus: another index
     assert not other.stats()["from_cache"] and len(list(tmp_path.glob("*.faiss"))) == 2
 
@@ -153,8 +163,11 @@ def test_chunk_size_counts_the_embedders_tokens():
     doc = Document(id="d", text="Quarrelsome xylophonists befuddled Zvezdograd. Ana sang. Bo ran far. Cy hid.")
     assert count("Quarrelsome xylophonists befuddled Zvezdograd.") > 4  # rare words are several word pieces
     chunks = chunk_documents([doc], chunk_size=8, chunk_overlap=0, count=count, max_tokens=limit)
-    assert [c.text for c in chunks] == ["Quarrelsome xylophonists befuddled Zvezdograd.",
-                                        "Ana sang. Bo ran far.", "Cy hid."]
+    assert [c.text for c in chunks] == [
+        "Quarrelsome xylophonists befuddled Zvezdograd.",
+        "Ana sang. Bo ran far.",
+        "Cy hid.",
+    ]
     assert all(count(c.text) <= 8 for c in chunks[1:])
 
 

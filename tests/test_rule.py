@@ -28,8 +28,9 @@ def table(rows: list[tuple[tuple[int, int, int, int], int]]) -> dict[str, dict[s
 
 
 def decide(values, **kw) -> dict:
-    return verdicts.decide(values, metric="m", kind=kw.pop("kind", "proportion"), direction=kw.pop(
-        "direction", "higher"), **kw)
+    return verdicts.decide(
+        values, metric="m", kind=kw.pop("kind", "proportion"), direction=kw.pop("direction", "higher"), **kw
+    )
 
 
 # One fixture per outcome. n = 76 as in the demo unless the outcome needs more.
@@ -41,8 +42,13 @@ BOTH_TIED = [((0, 1, 1, 1), 600), ((0, 1, 0, 0), 30), ((0, 0, 1, 0), 30), ((0, 0
 NO_DIFFERENCE = [((0, 1, 1, 1), 600), ((0, 1, 0, 0), 30), ((0, 0, 1, 1), 30), ((0, 0, 0, 0), 1340)]
 NOT_ABOVE_BASE = [((1, 0, 1, 1), 40), ((0, 0, 0, 0), 36)]  # rag far above finetuned, but no better than base
 # as BOTH_TIED, but base right wherever both arms are: no arm is min_effect above base
-TIED_NOT_ABOVE_BASE = [((1, 1, 1, 1), 600), ((0, 1, 0, 0), 30), ((0, 0, 1, 0), 30), ((0, 0, 0, 1), 400),
-                       ((0, 0, 0, 0), 940)]
+TIED_NOT_ABOVE_BASE = [
+    ((1, 1, 1, 1), 600),
+    ((0, 1, 0, 0), 30),
+    ((0, 0, 1, 0), 30),
+    ((0, 0, 0, 1), 400),
+    ((0, 0, 0, 0), 940),
+]
 
 
 def test_rag():
@@ -51,8 +57,7 @@ def test_rag():
     assert v["ci"][0] >= 0.05 and v["effect"] == pytest.approx(40 / 76)
     steps = {(c["x"], c["y"]): (c["step"], c["showed"]) for c in v["family"]}
     assert steps[("rag", "finetuned")] == ("1", "rag better") and steps[("rag", "base")] == ("2", "better")
-    assert steps[("rag_finetuned", "rag")] == ("3", "not shown better") and steps[("finetuned", "base")] == (None,
-                                                                                                            None)
+    assert steps[("rag_finetuned", "rag")] == ("3", "not shown better") and steps[("finetuned", "base")] == (None, None)
 
 
 def test_fine_tuning():
@@ -82,8 +87,10 @@ def test_no_practical_difference():
 
 def test_inconclusive_carries_the_plan_that_would_settle_it():
     rng = np.random.default_rng(3)
-    values = {p: {f"q{i}": float(x) for i, x in enumerate(rng.uniform(size=30) < r)}
-              for p, r in zip(PIPES, (0.3, 0.4, 0.5, 0.5))}
+    values = {
+        p: {f"q{i}": float(x) for i, x in enumerate(rng.uniform(size=30) < r)}
+        for p, r in zip(PIPES, (0.3, 0.4, 0.5, 0.5))
+    }
     v = decide(values)
     assert v["verdict"] == "inconclusive" and v["plan"]["items_if_none"] > 30
     assert v["plan"]["power"] == 0.8
@@ -105,6 +112,7 @@ def test_continuous_scores_reach_rag_and_fine_tuning():
 
 
 # Fixtures at the edge of each requirement: each fails when that requirement moves.
+
 
 def _edge(b: int) -> dict:
     """rag right alone on b of 76 items (finetuned and base never right alone; 10 both arms)."""
@@ -186,6 +194,7 @@ def test_partition_alpha_makes_the_two_sided_winner_test_exact_at_the_edge():
 
 # Invariance: a verdict is a function of the scores, not of the items' order or names.
 
+
 @pytest.mark.parametrize("kind", ["proportion", "mean"])
 def test_shuffling_or_renaming_items_changes_no_verdict(kind):
     """D1: with the sign patterns applied by position and ids sorted as strings, the same
@@ -198,10 +207,11 @@ def test_shuffling_or_renaming_items_changes_no_verdict(kind):
         arrays = {p: np.clip(rng.uniform(size=n) * 0.7 + up, 0, 1) for p, up in zip(PIPES, lift)}
         if kind == "proportion":
             arrays = {p: (a > 0.5).astype(float) for p, a in arrays.items()}
-        ref = decide({p: {f"q{i}": float(x) for i, x in enumerate(a)} for p, a in arrays.items()}, kind=kind,
-                     samples=1000)
+        ref = decide(
+            {p: {f"q{i}": float(x) for i, x in enumerate(a)} for p, a in arrays.items()}, kind=kind, samples=1000
+        )
         for k in range(3):
-            order, names = rng.permutation(n), rng.permutation(10 ** 6)[:n]
+            order, names = rng.permutation(n), rng.permutation(10**6)[:n]
             values = {p: {f"item-{names[j]}": float(a[order[j]]) for j in range(n)} for p, a in arrays.items()}
             v = decide(values, kind=kind, samples=1000)
             assert v == ref, (run, k)
@@ -209,16 +219,20 @@ def test_shuffling_or_renaming_items_changes_no_verdict(kind):
 
 # Simulated error rates: the real rule on many runs at once.
 
+
 def _proportions(rng, n, rates, runs=RUNS, shared=0.5):
     u = rng.uniform(size=(runs, n))
-    return {p: (np.where(rng.uniform(size=(runs, n)) < shared, u, rng.uniform(size=(runs, n))) < r).astype(float)
-            for p, r in rates.items()}
+    return {
+        p: (np.where(rng.uniform(size=(runs, n)) < shared, u, rng.uniform(size=(runs, n))) < r).astype(float)
+        for p, r in rates.items()
+    }
 
 
 @pytest.mark.parametrize("n", [8, 20, 76, 300])
 def test_no_effect_gives_a_wrong_verdict_at_most_alpha(n):
-    v = verdicts.simulate_verdicts(_proportions(np.random.default_rng(n), n, dict.fromkeys(PIPES, 0.4)),
-                                   kind="proportion", min_effect=0.0)
+    v = verdicts.simulate_verdicts(
+        _proportions(np.random.default_rng(n), n, dict.fromkeys(PIPES, 0.4)), kind="proportion", min_effect=0.0
+    )
     assert np.isin(v, ["RAG", "fine-tuning", "both"]).mean() <= upper(0.05)
 
 
@@ -228,8 +242,12 @@ def test_continuous_no_effect_with_skewed_shapes_gives_a_wrong_verdict_at_most_a
     rng = np.random.default_rng(40 + n)
     runs = 300
     hit = (rng.uniform(size=(runs, n)) < 0.4).astype(float)
-    values = {"base": hit, "finetuned": rng.beta(0.4, 0.6, size=(runs, n)), "rag": rng.beta(4.0, 6.0, size=(runs, n)),
-              "rag_finetuned": rng.uniform(0, 0.8, size=(runs, n))}
+    values = {
+        "base": hit,
+        "finetuned": rng.beta(0.4, 0.6, size=(runs, n)),
+        "rag": rng.beta(4.0, 6.0, size=(runs, n)),
+        "rag_finetuned": rng.uniform(0, 0.8, size=(runs, n)),
+    }
     v = verdicts.simulate_verdicts(values, kind="mean", samples=1000, min_effect=0.0)
     assert np.isin(v, ["RAG", "fine-tuning", "both"]).mean() <= upper(0.05, runs)
 
@@ -248,8 +266,11 @@ def test_a_better_rag_finetuned_is_never_no_practical_difference():
 def test_rare_cells_give_no_false_no_practical_difference():
     """D3 at the verdict: base and finetuned know nothing, rag 5 points (exactly the margin)."""
     rng = np.random.default_rng(51)
-    values = {"base": np.zeros((RUNS, 300)), "finetuned": np.zeros((RUNS, 300)),
-              **_proportions(rng, 300, {"rag": 0.05, "rag_finetuned": 0.05})}
+    values = {
+        "base": np.zeros((RUNS, 300)),
+        "finetuned": np.zeros((RUNS, 300)),
+        **_proportions(rng, 300, {"rag": 0.05, "rag_finetuned": 0.05}),
+    }
     v = verdicts.simulate_verdicts(values, kind="proportion")
     assert np.isin(v, ["no practical difference", "fine-tuning", "both"]).mean() <= upper(0.05)
 
@@ -268,19 +289,29 @@ def test_the_edge_where_two_verdicts_are_wrong_together_stays_at_alpha():
     1,500 items: "no practical difference" (the arms are not within 5) and "RAG" (rag is
     not 5 above base) are both wrong; each branch has its own share of alpha, so together
     they stay at most alpha (the whole alpha in each branch gave 5.5%)."""
-    v = verdicts.simulate_verdicts(_proportions(np.random.default_rng(53), 1500, {
-        "base": 0.405, "finetuned": 0.40, "rag": 0.45, "rag_finetuned": 0.405}, runs=600), kind="proportion")
+    v = verdicts.simulate_verdicts(
+        _proportions(
+            np.random.default_rng(53),
+            1500,
+            {"base": 0.405, "finetuned": 0.40, "rag": 0.45, "rag_finetuned": 0.405},
+            runs=600,
+        ),
+        kind="proportion",
+    )
     assert np.isin(v, ["RAG", "fine-tuning", "both", "no practical difference"]).mean() <= upper(0.05, 600)
 
 
 def test_twenty_points_at_76_items_is_found_at_least_40_percent_of_the_time():
     """D4: the old rule declared a 20-point effect at n = 76 in 23.5% of runs (0/1)."""
-    v = verdicts.simulate_verdicts(_proportions(np.random.default_rng(54), 76, {
-        "base": 0.4, "finetuned": 0.4, "rag": 0.6, "rag_finetuned": 0.6}), kind="proportion")
+    v = verdicts.simulate_verdicts(
+        _proportions(np.random.default_rng(54), 76, {"base": 0.4, "finetuned": 0.4, "rag": 0.6, "rag_finetuned": 0.6}),
+        kind="proportion",
+    )
     assert (v == "RAG").mean() >= 0.40 and not np.isin(v, ["fine-tuning", "no practical difference"]).any()
 
 
 # The plan: at the planned n the deciding comparison resolves about as often as promised.
+
 
 @pytest.mark.parametrize("effect", [0.0, 0.2])
 def test_the_planned_items_resolve_at_the_promised_rate(effect):
@@ -312,8 +343,15 @@ def test_a_pilots_discordance_sets_the_plan_of_each_question():
     a pilot whose arms disagree on fewer items needs fewer items."""
     few = decide(table([((0, 0, 1, 1), 12), ((0, 1, 1, 1), 30), ((0, 0, 0, 0), 34)]))
     many = decide(table([((0, 0, 1, 1), 30), ((0, 1, 0, 0), 18), ((0, 1, 1, 1), 10), ((0, 0, 0, 0), 18)]))
-    plans = [{r["effect"]: r["items"] for r in power.questions_plan(verdicts={"facts (multiple choice)": v},
-             min_effect=0.05, alpha_win=0.04, alpha_tie=0.01)} for v in (few, many)]
+    plans = [
+        {
+            r["effect"]: r["items"]
+            for r in power.questions_plan(
+                verdicts={"facts (multiple choice)": v}, min_effect=0.05, alpha_win=0.04, alpha_tie=0.01
+            )
+        }
+        for v in (few, many)
+    ]
     assert plans[0][0.2] < plans[1][0.2] and plans[0][0.0] < plans[1][0.0]
     assert all(p[0.05] is None for p in plans)
 

@@ -20,9 +20,16 @@ def tiny_run(tiny_model_dir, tmp_path_factory):
 
 def test_results_folder_has_every_file(tiny_run):
     out, _ = tiny_run
-    assert sorted(p.name for p in out.iterdir()) == [".harness-results.json", "config.yaml", "figures",
-                                                      "loss_curve.json", "metrics.json", "predictions.jsonl",
-                                                      "report.html", "report.md"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".harness-results.json",
+        "config.yaml",
+        "figures",
+        "loss_curve.json",
+        "metrics.json",
+        "predictions.jsonl",
+        "report.html",
+        "report.md",
+    ]
     assert not list(out.parent.glob(".*partial*"))
 
 
@@ -63,8 +70,13 @@ def test_metrics_carry_provenance_and_costs(tiny_run):
     pairs = {(c["a"], c["b"]) for c in m["comparisons"] if c["metric"] == "contains"}
     assert len(pairs) == 6
     report = (out / "report.md").read_text()
-    for heading in ("## Results by pipeline", "## Which differences are real", "## Cost per arm",
-                    "## Worked examples", "## Protocol"):
+    for heading in (
+        "## Results by pipeline",
+        "## Which differences are real",
+        "## Cost per arm",
+        "## Worked examples",
+        "## Protocol",
+    ):
         assert heading in report
 
 
@@ -117,8 +129,10 @@ def _tree(folder) -> dict:
     """Every path under `folder` with its bytes' hash (folders as "dir")."""
     import hashlib
 
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for p in sorted(folder.rglob("*"))}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+        for p in sorted(folder.rglob("*"))
+    }
 
 
 def test_a_run_failing_on_its_input_creates_nothing(tiny_model_dir, tmp_path):
@@ -126,22 +140,31 @@ def test_a_run_failing_on_its_input_creates_nothing(tiny_model_dir, tmp_path):
     docs.write_text('{"id": "a", "text": "fine"}\n{broken\n')
     qs = tmp_path / "q.jsonl"
     qs.write_text('{"question": "q?", "answers": ["a"]}\n')
-    raw = tiny_config(tiny_model_dir, data={"documents": str(docs), "questions": str(qs)},
-                      train={"objective": "cpt"})
+    raw = tiny_config(tiny_model_dir, data={"documents": str(docs), "questions": str(qs)}, train={"objective": "cpt"})
     with pytest.raises(DataError, match=r"docs\.jsonl:2: invalid JSON"):
         run_experiment(parse_config(raw), results_root=tmp_path / "results")
     assert not (tmp_path / "results").exists()
 
 
-def test_a_run_failing_mid_generation_leaves_the_previous_results_and_nothing_else(tiny_model_dir, tmp_path,
-                                                                                   monkeypatch):
+def test_a_run_failing_mid_generation_leaves_the_previous_results_and_nothing_else(
+    tiny_model_dir, tmp_path, monkeypatch
+):
     from harness.answer import pipelines
-    cfg = parse_config(tiny_config(tiny_model_dir, name="fails", eval={"pipelines": ["base", "rag"],
-                                                                      "max_new_tokens": 2, "bootstrap_samples": 100}))
+
+    cfg = parse_config(
+        tiny_config(
+            tiny_model_dir,
+            name="fails",
+            eval={"pipelines": ["base", "rag"], "max_new_tokens": 2, "bootstrap_samples": 100},
+        )
+    )
     results = tmp_path / "results"
     done = run_experiment(cfg, results_root=results)
     before = _tree(results)
-    assert sorted(before) == sorted(str(p.relative_to(results)) for p in results.rglob("*")) and "fails/metrics.json" in before
+    assert (
+        sorted(before) == sorted(str(p.relative_to(results)) for p in results.rglob("*"))
+        and "fails/metrics.json" in before
+    )
     real, calls = pipelines._compute_unit, []
 
     def fails_on_the_second_batch(*a, **kw):
@@ -167,19 +190,35 @@ def test_user_data_run_with_cpt(tiny_model_dir, tmp_path):
     (docs / "ana.txt").write_text("Ana Velk was born in Ostrow. Ana Velk plays the harp.")
     (docs / "bo.md").write_text("Bo Trenn works for the Zuna Guild.")
     qs = tmp_path / "q.jsonl"
-    qs.write_text(json.dumps({"question": "Where was Ana Velk born?", "answers": ["Ostrow"],
-                              "choices": ["Ostrow", "Lund"], "answer_index": 0}) + "\n"
-                  + json.dumps({"question": "Who employs Cy Dorn?", "answers": []}) + "\n")
-    raw = tiny_config(tiny_model_dir, data={"documents": str(docs), "questions": str(qs)},
-                      train={"objective": "cpt", "epochs": 1, "rank": 2})
+    qs.write_text(
+        json.dumps(
+            {
+                "question": "Where was Ana Velk born?",
+                "answers": ["Ostrow"],
+                "choices": ["Ostrow", "Lund"],
+                "answer_index": 0,
+            }
+        )
+        + "\n"
+        + json.dumps({"question": "Who employs Cy Dorn?", "answers": []})
+        + "\n"
+    )
+    raw = tiny_config(
+        tiny_model_dir,
+        data={"documents": str(docs), "questions": str(qs)},
+        train={"objective": "cpt", "epochs": 1, "rank": 2},
+    )
     m = json.loads((run_experiment(parse_config(raw), results_root=tmp_path / "r") / "metrics.json").read_text())
     assert m["data"]["source"] == "files" and m["data"]["answerable"] == 1 and m["data"]["unanswerable"] == 1
     assert m["pipelines"]["rag"]["retrieval_recall"]["mean"] == 1.0
 
 
 def test_repeated_seeds_report_their_spread(tiny_model_dir, tmp_path):
-    raw = tiny_config(tiny_model_dir, name="seeds", eval={"pipelines": ["base", "finetuned"], "max_new_tokens": 4,
-                                                          "bootstrap_samples": 200})
+    raw = tiny_config(
+        tiny_model_dir,
+        name="seeds",
+        eval={"pipelines": ["base", "finetuned"], "max_new_tokens": 4, "bootstrap_samples": 200},
+    )
     raw["train"] = {**raw["train"], "repeats": 2, "seed": 5}
     out = run_experiment(parse_config(raw), results_root=tmp_path)
     m = json.loads((out / "metrics.json").read_text())
@@ -218,8 +257,12 @@ def test_a_second_run_on_the_same_folder_is_refused_and_a_stale_lock_is_taken(ti
 
 @pytest.mark.parametrize("method", ["bm25", "hybrid"])
 def test_lexical_and_hybrid_retrieval_runs(tiny_model_dir, tmp_path, method):
-    raw = tiny_config(tiny_model_dir, name=method, retrieval={"method": method, "chunk_size": 32, "top_k": 2},
-                      eval={"pipelines": ["base", "rag"], "max_new_tokens": 2, "bootstrap_samples": 200})
+    raw = tiny_config(
+        tiny_model_dir,
+        name=method,
+        retrieval={"method": method, "chunk_size": 32, "top_k": 2},
+        eval={"pipelines": ["base", "rag"], "max_new_tokens": 2, "bootstrap_samples": 200},
+    )
     m = json.loads((run_experiment(parse_config(raw), results_root=tmp_path) / "metrics.json").read_text())
     assert m["costs"]["index"]["method"] == method and m["protocol"]["retrieval_method"] == method
     assert m["pipelines"]["rag"]["retrieval_recall"]["mean"] >= 0.8  # names in the questions are exact words
@@ -229,18 +272,28 @@ def test_lexical_and_hybrid_retrieval_runs(tiny_model_dir, tmp_path, method):
 def test_tofu_runs_end_to_end(tiny_model_dir, tmp_path):
     from conftest import SHARED_DATA
 
-    raw = tiny_config(tiny_model_dir, name="tofu-tiny",
-                      data={"external": {"format": "tofu", "path": str(SHARED_DATA / "tofu"), "max_entities": 1}},
-                      train={"objective": "sft", "epochs": 1, "rank": 2, "max_length": 160},
-                      eval={"max_new_tokens": 4, "bootstrap_samples": 200})
+    raw = tiny_config(
+        tiny_model_dir,
+        name="tofu-tiny",
+        data={"external": {"format": "tofu", "path": str(SHARED_DATA / "tofu"), "max_entities": 1}},
+        train={"objective": "sft", "epochs": 1, "rank": 2, "max_length": 160},
+        eval={"max_new_tokens": 4, "bootstrap_samples": 200},
+    )
     m = json.loads((run_experiment(parse_config(raw), results_root=tmp_path) / "metrics.json").read_text())
     assert m["data"]["source"] == "tofu" and m["data"]["questions"] == 20
     assert m["pipelines"]["rag"]["mc_accuracy"]["n"] == 20
 
 
 def test_raft_runs_as_its_own_pipeline_with_its_own_adapter(tiny_model_dir, tmp_path):
-    raw = tiny_config(tiny_model_dir, name="raft", eval={"pipelines": ["base", "finetuned", "rag", "rag_finetuned", "raft"],
-                                                        "max_new_tokens": 4, "bootstrap_samples": 200})
+    raw = tiny_config(
+        tiny_model_dir,
+        name="raft",
+        eval={
+            "pipelines": ["base", "finetuned", "rag", "rag_finetuned", "raft"],
+            "max_new_tokens": 4,
+            "bootstrap_samples": 200,
+        },
+    )
     raw["train"]["raft"] = {"passages": 2, "gold_share": 0.5}
     out = run_experiment(parse_config(raw), results_root=tmp_path)
     m = json.loads((out / "metrics.json").read_text())
@@ -253,12 +306,18 @@ def test_raft_runs_as_its_own_pipeline_with_its_own_adapter(tiny_model_dir, tmp_
     preds = read_jsonl(out / "predictions.jsonl")
     by = {(r["pipeline"], r["question_id"]): r for r in preds}
     assert all(by[("raft", q)]["prompt"] == by[("rag", q)]["prompt"] for p, q in by if p == "rag")
-    assert all(by[("raft", q)]["choice_logliks"] != by[("rag_finetuned", q)]["choice_logliks"]
-               for p, q in by if p == "rag" and by[(p, q)]["choice_logliks"])
+    assert all(
+        by[("raft", q)]["choice_logliks"] != by[("rag_finetuned", q)]["choice_logliks"]
+        for p, q in by
+        if p == "rag" and by[(p, q)]["choice_logliks"]
+    )
     assert any(c["a"] == "rag" and c["b"] == "raft" for c in m["comparisons"]) and m["verdicts"]
     assert "| raft" in (out / "report.md").read_text() or "raft |" in (out / "report.md").read_text()
-    only = tiny_config(tiny_model_dir, name="raftonly", eval={"pipelines": ["rag", "raft"], "max_new_tokens": 2,
-                                                              "bootstrap_samples": 200})
+    only = tiny_config(
+        tiny_model_dir,
+        name="raftonly",
+        eval={"pipelines": ["rag", "raft"], "max_new_tokens": 2, "bootstrap_samples": 200},
+    )
     m2 = json.loads((run_experiment(parse_config(only), results_root=tmp_path) / "metrics.json").read_text())
     assert m2["costs"]["training"] is None and m2["costs"]["raft_training"]["from_cache"] is False
 
@@ -278,8 +337,11 @@ def test_raft_trains_on_the_retrievers_own_chunks(tiny_model_dir, tmp_path, monk
         return real(tokenizer, chunks=chunks, **kw)
 
     monkeypatch.setattr(adapters, "build_raft_examples", recording)
-    raw = tiny_config(tiny_model_dir, name="raftchunks", eval={"pipelines": ["rag", "raft"], "max_new_tokens": 2,
-                                                               "bootstrap_samples": 200})
+    raw = tiny_config(
+        tiny_model_dir,
+        name="raftchunks",
+        eval={"pipelines": ["rag", "raft"], "max_new_tokens": 2, "bootstrap_samples": 200},
+    )
     out = run_experiment(parse_config(raw), results_root=tmp_path)
     retrieved = {h["text"] for r in read_jsonl(out / "predictions.jsonl") for h in r["retrieved"]}
     assert seen and retrieved <= set(seen)

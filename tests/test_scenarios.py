@@ -16,8 +16,13 @@ GOLDEN = json.loads((Path(__file__).parent / "data" / "scenario_metrics_golden.j
 
 
 def _cfg(name: str, **scenario):
-    return parse_config({"name": "s", "data": {"world": {"n_people": 4, "n_organisations": 2, "n_places": 2}},
-                         "scenario": {"name": name, **scenario}})
+    return parse_config(
+        {
+            "name": "s",
+            "data": {"world": {"n_people": 4, "n_organisations": 2, "n_places": 2}},
+            "scenario": {"name": name, **scenario},
+        }
+    )
 
 
 def _items(name: str, **scenario):
@@ -26,6 +31,7 @@ def _items(name: str, **scenario):
 
 
 # -- metrics ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("case", GOLDEN["text"], ids=lambda c: c["output"] or "<empty>")
 def test_text_similarity_golden_cases_agree_with_sacrebleu_and_rouge_score(case):
@@ -38,7 +44,8 @@ def test_text_similarity_golden_cases_agree_with_sacrebleu_and_rouge_score(case)
     assert metrics.rouge_l(out, ref) == pytest.approx(case["rouge_l"])
     assert metrics.chrf(out, ref) == pytest.approx(sacrebleu.sentence_chrf(out, [ref]).score / 100)
     assert metrics.rouge_l(out, ref) == pytest.approx(
-        rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True).score(ref, out)["rougeL"].fmeasure)
+        rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True).score(ref, out)["rougeL"].fmeasure
+    )
 
 
 @pytest.mark.parametrize("case", GOLDEN["records"], ids=lambda c: c["output"][:30])
@@ -55,24 +62,46 @@ def test_label_macro_f1_canary_and_exposure_golden_cases():
     assert metrics.macro_f1(mf["predicted"], mf["gold"]) == pytest.approx(mf["value"])
     for c in GOLDEN["canaries"]:
         assert (metrics.canary_exact(c["output"], c["secret"]), metrics.canary_partial(c["output"], c["secret"])) == (
-            c["exact"], c["partial"])
+            c["exact"],
+            c["partial"],
+        )
     for c in GOLDEN["exposure"]:
         assert metrics.exposure(c["logliks"], c["true_index"]) == pytest.approx(c["value"])
 
 
 def test_each_task_is_scored_by_its_own_metrics():
-    rewrite = Question(id="r", question="Listen to me.", answers=("Hearken unto me.",), task="rewrite",
-                       source="Listen to me.")
+    rewrite = Question(
+        id="r", question="Listen to me.", answers=("Hearken unto me.",), task="rewrite", source="Listen to me."
+    )
     extract = Question(id="x", question="Passage: ...", answers=('{"river": "Vel"}',), task="extract")
     classify = Question(id="c", question="Passage: ...", answers=("place",), task="classify")
-    probe = Question(id="p", question="Code?", answers=("KX-4821-7735",), choices=("KX-4821-7735", "AB-1111-2222"),
-                     answer_index=0, task="probe", secret="KX-4821-7735")
-    changed = Question(id="u", question="Where?", answers=("Vel",), stale=("Dor",), updated=True,
-                       choices=("Vel", "Dor"), answer_index=0)
+    probe = Question(
+        id="p",
+        question="Code?",
+        answers=("KX-4821-7735",),
+        choices=("KX-4821-7735", "AB-1111-2222"),
+        answer_index=0,
+        task="probe",
+        secret="KX-4821-7735",
+    )
+    changed = Question(
+        id="u",
+        question="Where?",
+        answers=("Vel",),
+        stale=("Dor",),
+        updated=True,
+        choices=("Vel", "Dor"),
+        answer_index=0,
+    )
     term = Question(id="t", question="What?", answers=("vorlin",), task="term")
-    rows = {"r": {"output": "Hearken unto me."}, "x": {"output": '{"river": "vel"}'}, "c": {"output": "Place"},
-            "p": {"output": "It is 4821", "choice_logliks": [-5.0, -1.0]},
-            "u": {"output": "It is Dor.", "choice_logliks": [-2.0, -1.0]}, "t": {"output": "a vorlin"}}
+    rows = {
+        "r": {"output": "Hearken unto me."},
+        "x": {"output": '{"river": "vel"}'},
+        "c": {"output": "Place"},
+        "p": {"output": "It is 4821", "choice_logliks": [-5.0, -1.0]},
+        "u": {"output": "It is Dor.", "choice_logliks": [-2.0, -1.0]},
+        "t": {"output": "a vorlin"},
+    }
     qs = [rewrite, extract, classify, probe, changed, term]
     values = metrics.item_values([(metrics.score_prediction({"retrieved": [], **rows[q.id]}, q), q) for q in qs])
     assert values["chrf"] == {"r": 1.0} and values["field_f1"] == {"x": 1.0} and values["json_valid"] == {"x": 1.0}
@@ -86,12 +115,14 @@ def test_each_task_is_scored_by_its_own_metrics():
 
 # -- data ------------------------------------------------------------------------------
 
+
 def test_updated_world_changes_a_share_of_facts_and_offers_the_old_value():
     cfg = _cfg("updated", changed_share=0.5)
     v2 = scenarios.build(cfg.scenario, cfg.data)
     changed = [q for q in v2.questions if q.updated]
-    assert len(changed) == round(0.5 * len(v2.questions)) and all(q.updated is False for q in v2.questions
-                                                                     if q not in changed)
+    assert len(changed) == round(0.5 * len(v2.questions)) and all(
+        q.updated is False for q in v2.questions if q not in changed
+    )
     text = " ".join(d.text for d in v2.documents)
     for q in changed:
         assert q.stale[0] != q.answers[0] and q.stale[0] in q.choices and q.choices[q.answer_index] == q.answers[0]
@@ -168,22 +199,35 @@ def test_scenarios_other_than_facts_need_sft():
 
 # -- end to end ------------------------------------------------------------------------
 
+
 def test_a_grid_over_the_six_scenarios_prints_the_measured_decision_table(tiny_model_dir, tmp_path):
     from harness.run import executors
+
     raw = tiny_config(tiny_model_dir, name="table", eval={"max_new_tokens": 4, "bootstrap_samples": 200})
     raw["train"]["epochs"] = 1
     raw["scenario"] = {"name": "facts", "n_terms": 4, "style_train": 12, "style_eval": 6, "canary_candidates": 5}
     raw["grid"] = {"axes": {"scenario.name": ["facts", "updated", "style", "terminology", "format", "private"]}}
     root = executors.run_grid(parse_config(raw), results_root=tmp_path)
     grid = (root / "grid.md").read_text()
-    table = grid[grid.index("## The decision table, measured"):].split("\n\n")[2].splitlines()
+    table = grid[grid.index("## The decision table, measured") :].split("\n\n")[2].splitlines()
     assert len(table) == 2 + 6
-    for label in ("New knowledge (facts)", "Updated knowledge", "Style / tone adaptation", "Domain terminology",
-                  "Task format (classification, extraction)", "Private data reasoning"):
+    for label in (
+        "New knowledge (facts)",
+        "Updated knowledge",
+        "Style / tone adaptation",
+        "Domain terminology",
+        "Task format (classification, extraction)",
+        "Private data reasoning",
+    ):
         row = next(r for r in table if r.startswith(f"| {label} |"))
-        assert re.search(r"\*\*(RAG|fine-tuning|both|no practical difference|inconclusive|uninformative|undecidable with this model)\*\*", row)
-    cells = {c: json.loads((root / f"name={c}" / "metrics.json").read_text()) for c in
-             ("style", "updated", "private", "format")}
+        assert re.search(
+            r"\*\*(RAG|fine-tuning|both|no practical difference|inconclusive|uninformative|undecidable with this model)\*\*",
+            row,
+        )
+    cells = {
+        c: json.loads((root / f"name={c}" / "metrics.json").read_text())
+        for c in ("style", "updated", "private", "format")
+    }
     assert cells["style"]["scenario"]["corpus"]["classifier"]["held_out_accuracy"] > 0.9
     assert {"bleu", "chrf"} <= set(cells["style"]["scenario"]["corpus"]["rag"])
     assert cells["updated"]["scenario"]["corpus"]["update_cost"]["reindex_seconds"] > 0
@@ -197,10 +241,16 @@ def test_style_scorer_gives_the_classifier_probability_and_cosine_with_the_sourc
     from harness.answer.retrieve import HashingEmbedder
 
     cfg = _cfg("style", style_train=20, style_eval=6)
-    scorer = scenarios.StyleScorer.build(cfg.scenario, seed=cfg.seed, embedder_name=cfg.embedder.name,
-                                         embedder=HashingEmbedder())
-    q = Question(id="r", question="Listen to me, my brother.", answers=("Hearken unto me, my brother.",),
-                 task="rewrite", source="Listen to me, my brother.")
+    scorer = scenarios.StyleScorer.build(
+        cfg.scenario, seed=cfg.seed, embedder_name=cfg.embedder.name, embedder=HashingEmbedder()
+    )
+    q = Question(
+        id="r",
+        question="Listen to me, my brother.",
+        answers=("Hearken unto me, my brother.",),
+        task="rewrite",
+        source="Listen to me, my brother.",
+    )
     rows = [{"question_id": "r", "output": "Listen to me, my brother."}]
     same = scorer.scores(rows, {"r": q})["r"]
     styled = scorer.scores([{**rows[0], "output": "Hearken unto me, my brother."}], {"r": q})["r"]
@@ -216,8 +266,13 @@ def test_only_the_registry_compares_scenario_names():
     names = "|".join(scenarios.SCENARIOS)
     pattern = re.compile(rf'scenario\.name\s*[!=]=|\bname\s*[!=]=\s*"({names})"')
     package = Path(scenarios.__file__).parent
-    found = [f"{path.name}:{n}" for path in sorted(package.glob("*.py")) if path.name != "scenarios.py"
-             for n, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
+    found = [
+        f"{path.name}:{n}"
+        for path in sorted(package.glob("*.py"))
+        if path.name != "scenarios.py"
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
     assert found == []
 
 
@@ -233,27 +288,50 @@ def test_facts_takes_the_data_section_items_as_any_run_does(tiny_model_dir):
     assert any(not q.answerable for q in plain.questions)
 
 
-@pytest.mark.parametrize("name, corpus", [
-    ("style", {"base": {"bleu": 12.34, "chrf": 40.0}, "classifier": {"held_out_accuracy": 0.95, "train_pairs": 400,
-                                                                    "held_out_pairs": 200}}),
-    ("format", {"rag": {"macro_f1": 0.5, "macro_f1_ci95": [0.25, 0.75]}}),
-    ("updated", {"update_cost": {"reindex_seconds": 0.5, "retrain_seconds": None, "note": "n"}}),
-    ("terminology", {}),
-])
+@pytest.mark.parametrize(
+    "name, corpus",
+    [
+        (
+            "style",
+            {
+                "base": {"bleu": 12.34, "chrf": 40.0},
+                "classifier": {"held_out_accuracy": 0.95, "train_pairs": 400, "held_out_pairs": 200},
+            },
+        ),
+        ("format", {"rag": {"macro_f1": 0.5, "macro_f1_ci95": [0.25, 0.75]}}),
+        ("updated", {"update_cost": {"reindex_seconds": 0.5, "retrain_seconds": None, "note": "n"}}),
+        ("terminology", {}),
+    ],
+)
 def test_report_shows_each_scenario_s_corpus_lines(name, corpus):
     """The report's scenario section ends in the registry entry's corpus-level lines (the
     report asks the registry instead of comparing names), with the values formatted."""
     from harness.report import run as report
-    row = {"name": name, "label": "L", "claim": {"rag": "yes", "finetuning": "no"}, "decision_metric": "chrf",
-           "verdict": None, "also": {}, "corpus": corpus}
+
+    row = {
+        "name": name,
+        "label": "L",
+        "claim": {"rag": "yes", "finetuning": "no"},
+        "decision_metric": "chrf",
+        "verdict": None,
+        "also": {},
+        "corpus": corpus,
+    }
     m = {"scenario": row, "metric_definitions": metrics.metric_definitions()}
     blocks = report._scenario_blocks(m)[2:]  # after the heading and the decision-table row
     expected = {
-        "style": [("p", "Style classifier (character n-gram logistic regression, trained on 400 pairs' two sides): "
-                        "held-out accuracy 95.0% on 200 pairs. Corpus-level scores (sacrebleu):"),
-                  ("table", ["pipeline", "corpus BLEU", "corpus chrF"], [["base", "12.3", "40.0"]])],
-        "format": [("p", "Classification, corpus-level macro-F1 (scikit-learn) with a bootstrap 95% interval:"),
-                   ("table", ["pipeline", "macro-F1"], [["rag", "50.0 [25.0, 75.0]"]])],
+        "style": [
+            (
+                "p",
+                "Style classifier (character n-gram logistic regression, trained on 400 pairs' two sides): "
+                "held-out accuracy 95.0% on 200 pairs. Corpus-level scores (sacrebleu):",
+            ),
+            ("table", ["pipeline", "corpus BLEU", "corpus chrF"], [["base", "12.3", "40.0"]]),
+        ],
+        "format": [
+            ("p", "Classification, corpus-level macro-F1 (scikit-learn) with a bootstrap 95% interval:"),
+            ("table", ["pipeline", "macro-F1"], [["rag", "50.0 [25.0, 75.0]"]]),
+        ],
         "updated": [("p", "Cost of taking in the update: re-index 0.50 s; retrain – (n).")],
         "terminology": [],
     }

@@ -56,8 +56,10 @@ def test_another_version_fails_in_one_line_naming_both(tmp_path):
     m = json.loads(MINIMAL.read_text()) | {"schema_version": 2}
     with pytest.raises(MetricsError) as err:
         load_metrics(_write(tmp_path, m))
-    assert str(err.value) == (f"{tmp_path / 'metrics.json'}: schema version 2; this harness reads version 1 "
-                              "(regenerate with the harness version that wrote it, or run again)")
+    assert str(err.value) == (
+        f"{tmp_path / 'metrics.json'}: schema version 2; this harness reads version 1 "
+        "(regenerate with the harness version that wrote it, or run again)"
+    )
     assert load_metrics(_write(tmp_path, m | {"schema_version": 1})).schema_version == 1
 
 
@@ -69,9 +71,11 @@ def test_an_unversioned_file_that_does_not_validate_names_the_version_it_was_rea
         load_metrics(_write(tmp_path, m))
     message = str(err.value)
     assert "\n" not in message
-    assert message.startswith(f"{tmp_path / 'metrics.json'}: no schema_version (written before versions; read as "
-                              "version 1), does not validate as version 1: data.documents: Input should be a valid "
-                              "integer")
+    assert message.startswith(
+        f"{tmp_path / 'metrics.json'}: no schema_version (written before versions; read as "
+        "version 1), does not validate as version 1: data.documents: Input should be a valid "
+        "integer"
+    )
     assert message.endswith("(and 1 more)")
 
 

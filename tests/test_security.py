@@ -70,11 +70,13 @@ def hostile_run(tiny_model_dir, tmp_path_factory):
     (docs / f"{MD_FILE}.pdf").write_bytes(b"")  # unreadable: its name is in the report's list of skipped files
     q = {"id": f"q{SCRIPT}", "question": QUESTION, "answers": [f"Mira {IMG}"]}
     (root / "q.jsonl").write_text(json.dumps(q) + "\n")
-    raw = tiny_config(tiny_model_dir, name="hostile", data={"documents": str(docs), "questions": str(root / "q.jsonl"),
-                                                            "skip_unreadable": True},
-                      train={"objective": "cpt", "max_steps": 1, "batch_size": 4, "max_length": 64},
-                      eval={"pipelines": ["base", "rag"], "max_new_tokens": 4, "bootstrap_samples": 100,
-                            "multiple_choice": False})
+    raw = tiny_config(
+        tiny_model_dir,
+        name="hostile",
+        data={"documents": str(docs), "questions": str(root / "q.jsonl"), "skip_unreadable": True},
+        train={"objective": "cpt", "max_steps": 1, "batch_size": 4, "max_length": 64},
+        eval={"pipelines": ["base", "rag"], "max_new_tokens": 4, "bootstrap_samples": 100, "multiple_choice": False},
+    )
     mp = pytest.MonkeyPatch()
     mp.setenv("OPENAI_API_KEY", SECRET)
     mp.setenv("HF_TOKEN", SECRET + "hf")
@@ -183,20 +185,41 @@ def test_an_api_key_with_a_line_end_is_never_printed(tmp_path, tiny_model_dir, v
     server = FakeServer()
     raw = tiny_config(tiny_model_dir, name="keyed", eval={"pipelines": ["base"], "max_new_tokens": 4})
     raw["output_dir"] = str(tmp_path / "results")
-    raw["model"] = {"name": str(tiny_model_dir), "backend": "endpoint", "base_url": server.url(),
-                    "served_model": "smollm2", "api_key_env": "HARNESS_CASE_KEY", "retries": 0, "timeout": 10}
+    raw["model"] = {
+        "name": str(tiny_model_dir),
+        "backend": "endpoint",
+        "base_url": server.url(),
+        "served_model": "smollm2",
+        "api_key_env": "HARNESS_CASE_KEY",
+        "retries": 0,
+        "timeout": 10,
+    }
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HARNESS_CACHE": str(tmp_path / "cache"),
-           "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", "HARNESS_CASE_KEY": "sk-SECRET\r\nX: y"}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "HARNESS_CACHE": str(tmp_path / "cache"),
+        "HF_HUB_OFFLINE": "1",
+        "TQDM_DISABLE": "1",
+        "HARNESS_CASE_KEY": "sk-SECRET\r\nX: y",
+    }
     try:
-        p = subprocess.run([str(Path(sys.executable).parent / "harness"), *verbose, "run", str(tmp_path / "c.yaml")],
-                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+        p = subprocess.run(
+            [str(Path(sys.executable).parent / "harness"), *verbose, "run", str(tmp_path / "c.yaml")],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=300,
+        )
     finally:
         server.close()
     assert p.returncode == 2, p.stderr
     errors = [line for line in p.stderr.splitlines() if "error" in line.lower()]
-    assert errors == ["harness: error: model.api_key_env: the key in $HARNESS_CASE_KEY has a carriage return (CR) "
-                      "at character 10; an API key is visible ASCII (a line end copied from a file?); it was not sent"]
+    assert errors == [
+        "harness: error: model.api_key_env: the key in $HARNESS_CASE_KEY has a carriage return (CR) "
+        "at character 10; an API key is visible ASCII (a line end copied from a file?); it was not sent"
+    ]
     assert "Traceback" not in p.stderr
     assert "SECRET" not in p.stdout + p.stderr
     written = [f for f in tmp_path.rglob("*") if f.is_file()]

@@ -29,18 +29,28 @@ def _two_adapters(lm):
 
 def test_seed_reruns_answer_with_their_own_adapter_and_store_under_its_key(tiny_lm):
     _two_adapters(tiny_lm)
-    cfg = parse_config(tiny_config("unused", name="seeds", eval={"pipelines": ["base", "finetuned"],
-                                                                  "max_new_tokens": 6, "multiple_choice": False,
-                                                                  "batch_size": 8}))
-    questions = list(generate_world(seed=0, n_people=2, n_organisations=1, n_places=1, paraphrases=0,
-                                    n_unanswerable=2).questions)
+    cfg = parse_config(
+        tiny_config(
+            "unused",
+            name="seeds",
+            eval={"pipelines": ["base", "finetuned"], "max_new_tokens": 6, "multiple_choice": False, "batch_size": 8},
+        )
+    )
+    questions = list(
+        generate_world(seed=0, n_people=2, n_organisations=1, n_places=1, paraphrases=0, n_unanswerable=2).questions
+    )
     kw = dict(adapter=True, retriever=None, top_k=1, max_new_tokens=6, batch_size=8, multiple_choice=False)
     own = [r["output"] for r in answer(tiny_lm, questions, adapter_name="seed6", **kw)]
     first = [r["output"] for r in answer(tiny_lm, questions, adapter_name="default", **kw)]
     assert own != first  # the two adapters answer differently
-    per_item = {"finetuned": metrics.item_values([(metrics.score_generation(o, answers=q.answers,
-                                                                            answerable=q.answerable), q)
-                                                  for o, q in zip(first, questions)])}
+    per_item = {
+        "finetuned": metrics.item_values(
+            [
+                (metrics.score_generation(o, answers=q.answers, answerable=q.answerable), q)
+                for o, q in zip(first, questions)
+            ]
+        )
+    }
     spread_across_seeds(tiny_lm, questions, cfg, None, per_item, [("seed6", 6, {"cache_key": "k6"}, False)])
     # what the re-run stored under seed 6's key is seed 6's answers, not the first adapter's
     memo = generation_memo(tiny_lm, adapter_key="k6")

@@ -15,8 +15,16 @@ def test_smollm2_and_minilm_end_to_end(tmp_path):
         "name": "slow-e2e",
         "model": {"name": "smollm2"},
         "embedder": {"name": "minilm"},
-        "data": {"world": {"seed": 3, "n_people": 3, "n_organisations": 2, "n_places": 2,
-                           "paraphrases": 1, "n_unanswerable": 4}},
+        "data": {
+            "world": {
+                "seed": 3,
+                "n_people": 3,
+                "n_organisations": 2,
+                "n_places": 2,
+                "paraphrases": 1,
+                "n_unanswerable": 4,
+            }
+        },
         "train": {"epochs": 2, "batch_size": 8, "target_modules": ["q_proj", "v_proj"]},
         "eval": {"max_new_tokens": 12, "bootstrap_samples": 500},
     }

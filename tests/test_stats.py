@@ -43,7 +43,7 @@ def test_mcnemar_exact_counts_discordant_pairs():
     assert (r["only_a"], r["only_b"]) == (2, 1)
     assert r["p"] == pytest.approx(1.0)
     r = stats.mcnemar_exact([0] * 12, [1] * 12)
-    assert r["p"] == pytest.approx(2 * 0.5 ** 12)
+    assert r["p"] == pytest.approx(2 * 0.5**12)
 
 
 def test_paired_difference_is_exact_mean_and_interval_contains_it():
@@ -78,7 +78,10 @@ def test_secondary_comparisons_are_unadjusted_and_labelled():
     ids = [f"q{i}" for i in range(300)]
     base = rng.binomial(1, 0.3, size=300)
     better = np.where(rng.uniform(size=300) < 0.4, 1, base)  # strictly more right answers
-    per = {p: {"contains": dict(zip(ids, map(float, v)))} for p, v in (("base", base), ("rag", better), ("finetuned", base))}
+    per = {
+        p: {"contains": dict(zip(ids, map(float, v)))}
+        for p, v in (("base", base), ("rag", better), ("finetuned", base))
+    }
     rows = {(r["a"], r["b"]): r for r in stats.compare_all(per, {"contains": "proportion"})}
     assert rows[("base", "rag")]["significant"] and rows[("base", "rag")]["ci95"][0] > 0.1
     assert rows[("base", "finetuned")]["p"] == 1.0 and not rows[("base", "finetuned")]["significant"]
@@ -101,7 +104,7 @@ def test_sign_flip_test_holds_its_level_and_agrees_with_its_interval(n):
 
 def test_sign_flip_never_returns_zero_and_one_item_decides_nothing():
     """Finding 2: equal non-zero differences gave p = 0 under the bootstrap."""
-    assert stats.sign_flip([0.2] * 8)["p"] == pytest.approx(2 / 2 ** 8)
+    assert stats.sign_flip([0.2] * 8)["p"] == pytest.approx(2 / 2**8)
     assert 1 / 501 <= stats.sign_flip([0.2] * 40, samples=500)["p"] <= 3 / 501
     assert stats.sign_flip([0.0] * 7 + [1.0])["p"] == 1.0  # one item: every sign pattern is as far
     assert stats.paired_test([0.0] * 8, [0.2] * 8, kind="mean")["p"] > 0
@@ -111,9 +114,12 @@ def test_mcnemar_counts_p_is_the_exact_test_and_the_interval_is_newcombes():
     rng = np.random.default_rng(7)
     only_a, only_b = rng.integers(0, 30, size=2000), rng.integers(0, 30, size=2000)
     r = stats.mcnemar_counts(only_a, only_b, 120, both=20, confidence=0.99)
-    assert np.all(r["p_up"] == binom.sf(only_b - 1, only_a + only_b, 0.5)[...] * (only_a + only_b > 0)
-                  + (only_a + only_b == 0))
-    ref = np.array([stats.mcnemar_exact([1] * a + [0] * b, [0] * a + [1] * b)["p"] for a, b in zip(only_a[:200], only_b[:200])])
+    assert np.all(
+        r["p_up"] == binom.sf(only_b - 1, only_a + only_b, 0.5)[...] * (only_a + only_b > 0) + (only_a + only_b == 0)
+    )
+    ref = np.array(
+        [stats.mcnemar_exact([1] * a + [0] * b, [0] * a + [1] * b)["p"] for a, b in zip(only_a[:200], only_b[:200])]
+    )
     assert r["p"][:200] == pytest.approx(ref)
     # Newcombe's hybrid score interval (method 10) on the Cavo et al. (2012) table
     # [[59, 6], [16, 80]], as printed by Fagerland, Lydersen and Laake's contingencytables:

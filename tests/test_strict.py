@@ -6,7 +6,7 @@ from pathlib import Path
 pytest_plugins = ["pytester"]
 
 SKIPPING = {
-    "test_needs_chromium": '''
+    "test_needs_chromium": """
 import pytest
 @pytest.mark.skipif(True, reason="Chromium not installed (apt-get install chromium)")
 def test_page(): pass
@@ -14,12 +14,12 @@ def test_page(): pass
 def test_gpu(): pass
 def test_data():
     pytest.skip("../shared/data not present")
-''',
-    "test_needs_bnb": '''
+""",
+    "test_needs_bnb": """
 import pytest
 pytest.skip("could not import 'bitsandbytes': No module named 'bitsandbytes'", allow_module_level=True)
 def test_4bit(): pass
-''',
+""",
 }
 
 

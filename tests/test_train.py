@@ -30,16 +30,29 @@ def test_cpt_examples_train_on_every_token(tiny_lm):
     ex = build_examples(tiny_lm.tokenizer, objective="cpt", texts=["Ana was born in Ostrow.", "  "])
     assert ex == [Example("", "Ana was born in Ostrow.<|im_end|>")]
     m = prepare_material(tiny_lm.tokenizer, ex, max_length=512, dev_fraction=0.0, seed=0)
-    (ids, labels), = m.train
+    ((ids, labels),) = m.train
     text = tiny_lm.tokenizer(ex[0].completion, add_special_tokens=False)["input_ids"]
     assert ids[1:] == text and labels[1:] == text  # after the boundary token, every token is a target
     assert m.stats["corpus_tokens"] == m.stats["tokens_trained_per_epoch"] == len(text)
 
 
 def _train(lm, tmp_path, **kw):
-    args = dict(rank=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"], lr=0.01, epochs=3,
-                max_steps=None, batch_size=4, max_length=96, warmup_ratio=0.0, dev_fraction=0.25,
-                early_stopping_patience=None, seed=0, out_dir=tmp_path / "adapter")
+    args = dict(
+        rank=4,
+        alpha=8,
+        dropout=0.0,
+        target_modules=["q_proj", "v_proj"],
+        lr=0.01,
+        epochs=3,
+        max_steps=None,
+        batch_size=4,
+        max_length=96,
+        warmup_ratio=0.0,
+        dev_fraction=0.25,
+        early_stopping_patience=None,
+        seed=0,
+        out_dir=tmp_path / "adapter",
+    )
     args.update(kw)
     return train_model(lm, build_examples(lm.tokenizer, objective="sft", questions=QS), **args)
 
@@ -249,8 +262,13 @@ def test_resume_unpickles_nothing(tiny_model_dir, tmp_path, monkeypatch):
             raise _Killed
 
     with pytest.raises(_Killed):
-        _train(load_generator(str(tiny_model_dir), dtype="float32", device="cpu"), tmp_path / "cut", dropout=0.1,
-               checkpoint_dir=tmp_path / "ckpt", progress=die_at_the_second_step)
+        _train(
+            load_generator(str(tiny_model_dir), dtype="float32", device="cpu"),
+            tmp_path / "cut",
+            dropout=0.1,
+            checkpoint_dir=tmp_path / "ckpt",
+            progress=die_at_the_second_step,
+        )
     real, calls = torch.load, []
 
     def recording_load(*a, **kw):
@@ -258,8 +276,12 @@ def test_resume_unpickles_nothing(tiny_model_dir, tmp_path, monkeypatch):
         return real(*a, **kw)
 
     monkeypatch.setattr(torch, "load", recording_load)
-    r = _train(load_generator(str(tiny_model_dir), dtype="float32", device="cpu"), tmp_path / "cut", dropout=0.1,
-               checkpoint_dir=tmp_path / "ckpt")
+    r = _train(
+        load_generator(str(tiny_model_dir), dtype="float32", device="cpu"),
+        tmp_path / "cut",
+        dropout=0.1,
+        checkpoint_dir=tmp_path / "ckpt",
+    )
     assert r.resumed_from_step == 1 and calls and all(w is True for w in calls)
 
 

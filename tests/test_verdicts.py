@@ -12,8 +12,10 @@ PIPES = ("base", "finetuned", "rag", "rag_finetuned")
 
 
 def _questions(n, answer="Ostrow"):
-    return [Question(id=f"q{i}", question="?", answers=(answer,), choices=("a", "b", "c", "d"), answer_index=0)
-            for i in range(n)]
+    return [
+        Question(id=f"q{i}", question="?", answers=(answer,), choices=("a", "b", "c", "d"), answer_index=0)
+        for i in range(n)
+    ]
 
 
 def _per_item(arrays: dict[str, dict[str, np.ndarray]]) -> dict:
@@ -41,8 +43,11 @@ def test_adding_any_metric_changes_no_verdict():
     qs = _questions(120)
     arrays = _run()
     alone = decide_verdicts(_per_item(arrays), cfg, qs)
-    for extra in ({"hallucination_new": np.ones(120)}, {"token_f1": np.linspace(0, 1, 120)},
-                  {m: np.zeros(120) for m in ("exact_match", "json_valid", "stale_answer", "bleu")}):
+    for extra in (
+        {"hallucination_new": np.ones(120)},
+        {"token_f1": np.linspace(0, 1, 120)},
+        {m: np.zeros(120) for m in ("exact_match", "json_valid", "stale_answer", "bleu")},
+    ):
         more = _per_item({p: {**per, **extra} for p, per in arrays.items()})
         assert decide_verdicts(more, cfg, qs)["facts (multiple choice)"] == alone["facts (multiple choice)"]
     assert alone["facts (multiple choice)"]["verdict"] == "RAG"
@@ -57,8 +62,9 @@ def test_sentence_answers_are_decided_by_token_f1_and_contains_at_floor_is_uninf
     assert metrics.default_answer_metric(_questions(10)) == "contains"
     rng = np.random.default_rng(1)
     f1 = {p: np.clip(rng.normal(mu, 0.15, size=200), 0, 1) for p, mu in zip(PIPES, (0.29, 0.33, 0.38, 0.42))}
-    per = _per_item({p: {"contains": np.r_[np.ones(k), np.zeros(200 - k)], "token_f1": f1[p]}
-                     for p, k in zip(PIPES, (0, 2, 3, 4))})
+    per = _per_item(
+        {p: {"contains": np.r_[np.ones(k), np.zeros(200 - k)], "token_f1": f1[p]} for p, k in zip(PIPES, (0, 2, 3, 4))}
+    )
     auto = decide_verdicts(per, parse_config({"name": "x"}), qs)["facts (generated answer)"]
     assert auto["metric"] == "token_f1" and auto["verdict"] != "uninformative"
     forced = decide_verdicts(per, parse_config({"name": "x", "eval": {"answer_metric": "contains"}}), qs)
@@ -72,8 +78,9 @@ def test_hallucination_question_with_no_abstention_is_undecidable_with_this_mode
     per = _per_item({p: {"hallucination_unanswerable": np.ones(20)} for p in PIPES})
     v = decide_verdicts(per, parse_config({"name": "x"}), _questions(20))["hallucination on questions with no answer"]
     assert v["verdict"] == "undecidable with this model" and "I don't know" in v["note"]
-    some = _per_item({p: {"hallucination_unanswerable": np.r_[np.zeros(k), np.ones(20 - k)]}
-                      for p, k in zip(PIPES, (0, 0, 6, 6))})
+    some = _per_item(
+        {p: {"hallucination_unanswerable": np.r_[np.zeros(k), np.ones(20 - k)]} for p, k in zip(PIPES, (0, 0, 6, 6))}
+    )
     v = decide_verdicts(some, parse_config({"name": "x"}), _questions(20))["hallucination on questions with no answer"]
     assert v["verdict"] in verdicts.VERDICTS and v["verdict"] != "undecidable with this model"
 
@@ -87,6 +94,7 @@ def test_multiple_choice_verdict_metric_is_a_config_field():
 
 def test_the_report_line_gives_the_outcome_its_numbers_and_what_would_settle_it():
     from harness.report import run as report
+
     cfg = parse_config({"name": "x"})
     arrays = _run(n=40)
     arrays["rag"] = arrays["finetuned"].copy()
@@ -105,7 +113,11 @@ def test_the_report_line_gives_the_outcome_its_numbers_and_what_would_settle_it(
 def test_the_demos_hallucination_numbers_read_undecidable():
     """Finding 10, at the demo's numbers: 95, 100, 95 and 100% of 20 unanswerable
     questions answered anyway; no difference between pipelines can reach 5 points."""
-    per = _per_item({p: {"hallucination_unanswerable": np.r_[np.ones(k), np.zeros(20 - k)]}
-                     for p, k in zip(PIPES, (19, 20, 19, 20))})
+    per = _per_item(
+        {
+            p: {"hallucination_unanswerable": np.r_[np.ones(k), np.zeros(20 - k)]}
+            for p, k in zip(PIPES, (19, 20, 19, 20))
+        }
+    )
     v = decide_verdicts(per, parse_config({"name": "x"}), _questions(20))["hallucination on questions with no answer"]
     assert v["verdict"] == "undecidable with this model"

@@ -75,6 +75,10 @@ def test_the_paraphrase_count_changes_only_the_training_text():
     for k in (1, 5):
         w = worlds[k]
         assert (w.documents, w.questions, w.train_questions, w.facts) == (
-            worlds[0].documents, worlds[0].questions, worlds[0].train_questions, worlds[0].facts)
+            worlds[0].documents,
+            worlds[0].questions,
+            worlds[0].train_questions,
+            worlds[0].facts,
+        )
     assert set(worlds[0].train_texts) < set(worlds[1].train_texts) < set(worlds[5].train_texts)
     assert len(worlds[5].train_texts) == len(worlds[0].documents) + 5 * len(worlds[0].facts)

@@ -79,14 +79,30 @@ def _letter_choices(lm: LoadedModel, prompts: list[str], questions, *, batch_siz
     return scores
 
 
-def _compute_unit(lm: LoadedModel, prompts: list[str], questions, *, max_new_tokens: int, multiple_choice: bool,
-                  batch_size: int, letter_prompts: list[str] | None = None) -> list[dict]:
+def _compute_unit(
+    lm: LoadedModel,
+    prompts: list[str],
+    questions,
+    *,
+    max_new_tokens: int,
+    multiple_choice: bool,
+    batch_size: int,
+    letter_prompts: list[str] | None = None,
+) -> list[dict]:
     generations = generate(lm, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
     pairs, owners = [], []
     if multiple_choice and letter_prompts is not None:
         choice_scores = _letter_choices(lm, letter_prompts, questions, batch_size=batch_size)
-        return [{"output": g.text, "prompt_tokens": g.prompt_tokens, "new_tokens": g.new_tokens,
-                 "latency_s": g.seconds, "choice_logliks": choice_scores.get(i)} for i, g in enumerate(generations)]
+        return [
+            {
+                "output": g.text,
+                "prompt_tokens": g.prompt_tokens,
+                "new_tokens": g.new_tokens,
+                "latency_s": g.seconds,
+                "choice_logliks": choice_scores.get(i),
+            }
+            for i, g in enumerate(generations)
+        ]
     if multiple_choice:
         for i, q in enumerate(questions):
             if q.choices and q.answerable:
@@ -96,13 +112,32 @@ def _compute_unit(lm: LoadedModel, prompts: list[str], questions, *, max_new_tok
     choice_scores: dict[int, list[float]] = {}
     for i, ll in zip(owners, logliks):
         choice_scores.setdefault(i, []).append(ll)
-    return [{"output": g.text, "prompt_tokens": g.prompt_tokens, "new_tokens": g.new_tokens, "latency_s": g.seconds,
-             "choice_logliks": choice_scores.get(i)} for i, g in enumerate(generations)]
+    return [
+        {
+            "output": g.text,
+            "prompt_tokens": g.prompt_tokens,
+            "new_tokens": g.new_tokens,
+            "latency_s": g.seconds,
+            "choice_logliks": choice_scores.get(i),
+        }
+        for i, g in enumerate(generations)
+    ]
 
 
-def answer(lm: LoadedModel, questions, *, adapter: bool, retriever, top_k: int, max_new_tokens: int,
-           batch_size: int, multiple_choice: bool, adapter_name: str = "default", memo=None,
-           progress=None) -> list[dict]:
+def answer(
+    lm: LoadedModel,
+    questions,
+    *,
+    adapter: bool,
+    retriever,
+    top_k: int,
+    max_new_tokens: int,
+    batch_size: int,
+    multiple_choice: bool,
+    adapter_name: str = "default",
+    memo=None,
+    progress=None,
+) -> list[dict]:
     """Raw outputs per question: prompt, retrieved chunks, generation, choice scores.
 
     With a `memo` (see memo.py; its namespace must name the model and adapter), each
@@ -111,38 +146,66 @@ def answer(lm: LoadedModel, questions, *, adapter: bool, retriever, top_k: int, 
     templates = [template_for(retrieval=retriever is not None, task=q.task) for q in questions]
     # An item with an input text (a sentence to rewrite, a passage to extract from) is
     # searched by that text, so retrieval brings the nearest worked examples.
-    hits = (retriever.search([q.source or q.question for q in questions], top_k) if retriever is not None
-            else [[] for _ in questions])
-    prompts = [render(lm.tokenizer, t, question=q.question, passages=[h.chunk.text for h in hs])
-               for q, t, hs in zip(questions, templates, hits)]
+    hits = (
+        retriever.search([q.source or q.question for q in questions], top_k)
+        if retriever is not None
+        else [[] for _ in questions]
+    )
+    prompts = [
+        render(lm.tokenizer, t, question=q.question, passages=[h.chunk.text for h in hs])
+        for q, t, hs in zip(questions, templates, hits)
+    ]
     letter = lm.endpoint is not None and lm.endpoint.mc_protocol == "letter"
     if letter:
         from harness.models.endpoint import letter_question
-        letter_prompts = [render(lm.tokenizer, t, question=letter_question(q.question, q.choices) if q.choices
-                                 else q.question, passages=[h.chunk.text for h in hs])
-                          for q, t, hs in zip(questions, templates, hits)]
+
+        letter_prompts = [
+            render(
+                lm.tokenizer,
+                t,
+                question=letter_question(q.question, q.choices) if q.choices else q.question,
+                passages=[h.chunk.text for h in hs],
+            )
+            for q, t, hs in zip(questions, templates, hits)
+        ]
 
     def key(unit: list[int]) -> str:
-        return content_key({"format": GENERATION_FORMAT, "max_new_tokens": max_new_tokens,
-                            "multiple_choice": multiple_choice,
-                            "items": [[prompts[i], list(questions[i].choices) if questions[i].answerable else []]
-                                      for i in unit], **({"mc_protocol": "letter"} if letter else {})})
+        return content_key(
+            {
+                "format": GENERATION_FORMAT,
+                "max_new_tokens": max_new_tokens,
+                "multiple_choice": multiple_choice,
+                "items": [[prompts[i], list(questions[i].choices) if questions[i].answerable else []] for i in unit],
+                **({"mc_protocol": "letter"} if letter else {}),
+            }
+        )
 
     def compute(unit: list[int]) -> list[dict]:
-        return _compute_unit(lm, [prompts[i] for i in unit], [questions[i] for i in unit],
-                             max_new_tokens=max_new_tokens, multiple_choice=multiple_choice, batch_size=batch_size,
-                             letter_prompts=[letter_prompts[i] for i in unit] if letter else None)
+        return _compute_unit(
+            lm,
+            [prompts[i] for i in unit],
+            [questions[i] for i in unit],
+            max_new_tokens=max_new_tokens,
+            multiple_choice=multiple_choice,
+            batch_size=batch_size,
+            letter_prompts=[letter_prompts[i] for i in unit] if letter else None,
+        )
 
     with adapter_switch(lm, adapter, adapter_name):
-        computed = compute_in_batches([len(p) for p in prompts], batch_size=batch_size, key=key, compute=compute,
-                                      memo=memo, progress=progress)
+        computed = compute_in_batches(
+            [len(p) for p in prompts], batch_size=batch_size, key=key, compute=compute, memo=memo, progress=progress
+        )
     rows = []
     for i, (q, hs) in enumerate(zip(questions, hits)):
-        rows.append({
-            "question_id": q.id, "template": templates[i].id, "prompt": prompts[i],
-            "retrieved": [{"id": h.chunk.id, "score": round(h.score, 6), "text": h.chunk.text} for h in hs],
-            **computed[i],
-        })
+        rows.append(
+            {
+                "question_id": q.id,
+                "template": templates[i].id,
+                "prompt": prompts[i],
+                "retrieved": [{"id": h.chunk.id, "score": round(h.score, 6), "text": h.chunk.text} for h in hs],
+                **computed[i],
+            }
+        )
     return rows
 
 

@@ -68,45 +68,55 @@ def template_for(*, retrieval: bool, task: str = "qa") -> Template:
 
 TEMPLATES = {
     "closed_book": Template(
-        name="closed_book", version="v1",
-        system=f"Answer the question with a short phrase. If you do not know the answer, reply \"{ABSTAIN}\".",
+        name="closed_book",
+        version="v1",
+        system=f'Answer the question with a short phrase. If you do not know the answer, reply "{ABSTAIN}".',
         user="Question: {question}",
     ),
     "with_context": Template(
-        name="with_context", version="v1",
-        system=("Answer the question with a short phrase, using the passages given. If they do not "
-                f"contain the answer, reply \"{ABSTAIN}\"."),
+        name="with_context",
+        version="v1",
+        system=(
+            "Answer the question with a short phrase, using the passages given. If they do not "
+            f'contain the answer, reply "{ABSTAIN}".'
+        ),
         user="Passages:\n{context}\n\nQuestion: {question}",
     ),
     "rewrite": Template(
-        name="rewrite", version="v1",
+        name="rewrite",
+        version="v1",
         system="Rewrite the sentence in the style of the King James Bible (Early Modern English). Keep its meaning. "
-               "Reply with the rewritten sentence only.",
+        "Reply with the rewritten sentence only.",
         user="Sentence: {question}",
     ),
     "rewrite_examples": Template(
-        name="rewrite_examples", version="v1",
+        name="rewrite_examples",
+        version="v1",
         system="Rewrite the sentence in the style of the King James Bible (Early Modern English), as in the "
-               "examples. Keep its meaning. Reply with the rewritten sentence only.",
+        "examples. Keep its meaning. Reply with the rewritten sentence only.",
         user="Examples:\n{context}\n\nSentence: {question}",
     ),
     "extract": Template(
-        name="extract", version="v1",
+        name="extract",
+        version="v1",
         system="Extract the requested fields from the passage. Reply with one JSON object only.",
         user="{question}",
     ),
     "extract_examples": Template(
-        name="extract_examples", version="v1",
+        name="extract_examples",
+        version="v1",
         system="Extract the requested fields from the passage, as in the examples. Reply with one JSON object only.",
         user="Examples:\n{context}\n\n{question}",
     ),
     "classify": Template(
-        name="classify", version="v1",
+        name="classify",
+        version="v1",
         system="Classify the passage. Reply with the label only.",
         user="{question}",
     ),
     "classify_examples": Template(
-        name="classify_examples", version="v1",
+        name="classify_examples",
+        version="v1",
         system="Classify the passage, as in the examples. Reply with the label only.",
         user="Examples:\n{context}\n\n{question}",
     ),

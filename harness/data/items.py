@@ -126,10 +126,6 @@ def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
         raise DataError(str(err)) from None
 
 
-
-
-
-
 def _question_from_row(row: dict, where: str, index: int) -> Question:
     q = row.get("question")
     if not isinstance(q, str) or not q.strip():
@@ -149,8 +145,9 @@ def _question_from_row(row: dict, where: str, index: int) -> Question:
         if not isinstance(answer_index, int) or isinstance(answer_index, bool) or not 0 <= answer_index < len(choices):
             raise DataError(f"{where}: 'answer_index' must be an integer index into 'choices'")
         if answers and choices[answer_index].strip().casefold() not in {a.strip().casefold() for a in answers}:
-            raise DataError(f"{where}: 'answer_index' points at {choices[answer_index]!r}, which is not among "
-                            "'answers'")
+            raise DataError(
+                f"{where}: 'answer_index' points at {choices[answer_index]!r}, which is not among 'answers'"
+            )
     elif answer_index is not None:
         raise DataError(f"{where}: 'answer_index' given without 'choices'")
     qid = check_id(row["id"], where) if "id" in row else f"q{index:05d}"
@@ -190,9 +187,6 @@ def manifest_path(questions: str | Path) -> Path:
     return questions.with_name(f"{questions.stem}.manifest.json")
 
 
-
-
-
 def _pick_entities(ids: list[str], max_entities: int | None, seed: int) -> set[str]:
     ids = sorted(set(ids))
     if max_entities is None or max_entities >= len(ids):
@@ -210,10 +204,16 @@ def load_tofu(folder: str | Path, *, max_entities: int | None = None, seed: int 
     entities = []
     for n, row in read_jsonl(folder / "entities.jsonl"):
         facts = row.get("facts")
-        if not isinstance(row.get("entity_id"), str) or not isinstance(facts, list) or not facts \
-                or not all(isinstance(f, str) for f in facts):
-            raise DataError(f"{folder / 'entities.jsonl'}:{n}: needs 'entity_id' (a string) and 'facts' "
-                            "(a non-empty list of strings)")
+        if (
+            not isinstance(row.get("entity_id"), str)
+            or not isinstance(facts, list)
+            or not facts
+            or not all(isinstance(f, str) for f in facts)
+        ):
+            raise DataError(
+                f"{folder / 'entities.jsonl'}:{n}: needs 'entity_id' (a string) and 'facts' "
+                "(a non-empty list of strings)"
+            )
         entities.append(row)
     qa = [(n, row) for n, row in read_jsonl(folder / "qa.jsonl")]
     for n, row in qa:
@@ -230,23 +230,41 @@ def load_tofu(folder: str | Path, *, max_entities: int | None = None, seed: int 
     for _, row in qa:
         if row["entity_id"] not in keep:
             continue
-        train.append(Question(id=row["qa_id"], question=row["question"], answers=(row["answer"],),
-                              doc_id=row["entity_id"]))
+        train.append(
+            Question(id=row["qa_id"], question=row["question"], answers=(row["answer"],), doc_id=row["entity_id"])
+        )
         if row.get("paraphrased_question"):
             gold = row.get("paraphrased_answer") or row["answer"]
             choices = rng.sample(row.get("perturbed_answers") or [], min(3, len(row.get("perturbed_answers") or [])))
             choices = choices + [gold] if choices else []
             rng.shuffle(choices)
-            evaluate.append(Question(id=row["qa_id"], question=row["paraphrased_question"],
-                                     answers=tuple(dict.fromkeys([row["answer"], gold])), choices=tuple(choices),
-                                     answer_index=choices.index(gold) if choices else None,
-                                     doc_id=row["entity_id"], evidence=row["answer"]))
-    return Dataset(documents=tuple(docs), questions=tuple(evaluate), train_texts=tuple(d.text for d in docs),
-                   train_questions=tuple(train))
+            evaluate.append(
+                Question(
+                    id=row["qa_id"],
+                    question=row["paraphrased_question"],
+                    answers=tuple(dict.fromkeys([row["answer"], gold])),
+                    choices=tuple(choices),
+                    answer_index=choices.index(gold) if choices else None,
+                    doc_id=row["entity_id"],
+                    evidence=row["answer"],
+                )
+            )
+    return Dataset(
+        documents=tuple(docs),
+        questions=tuple(evaluate),
+        train_texts=tuple(d.text for d in docs),
+        train_questions=tuple(train),
+    )
 
 
-def load_fictional_knowledge(folder: str | Path, *, max_entities: int | None = None, seed: int = 0,
-                             paraphrases: int = 0, only_paraphrased: bool = False) -> Dataset:
+def load_fictional_knowledge(
+    folder: str | Path,
+    *,
+    max_entities: int | None = None,
+    seed: int = 0,
+    paraphrases: int = 0,
+    only_paraphrased: bool = False,
+) -> Dataset:
     """Fictional Knowledge (Chang et al. 2024) as in ../shared/data/fictional_knowledge:
     passages (the documents and training text, plus up to `paraphrases` rewritten copies
     where the passage has them) and cloze probes (`input` prefix, `target` span), asked as
@@ -266,20 +284,30 @@ def load_fictional_knowledge(folder: str | Path, *, max_entities: int | None = N
     extra = [t for p in passages if p["entity_id"] in keep for t in (p.get("paraphrases") or [])[:paraphrases]]
     most = max((len(p.get("paraphrases") or []) for p in passages if p["entity_id"] in keep), default=0)
     if paraphrases > most:
-        log.warning("%s: passages have at most %d rewritten copies; %d asked, %d used", folder, most, paraphrases,
-                    most)
+        log.warning("%s: passages have at most %d rewritten copies; %d asked, %d used", folder, most, paraphrases, most)
     probes = []
     for n, row in read_jsonl(folder / "probes.jsonl"):
-        if not all(isinstance(row.get(k), str) for k in ("input", "target", "entity_id")) \
-                or "probe_type" not in row or "probe_id" not in row:
-            raise DataError(f"{folder / 'probes.jsonl'}:{n}: 'input' and 'target' must be strings, "
-                            "with 'entity_id', 'probe_type' and 'probe_id'")
+        if (
+            not all(isinstance(row.get(k), str) for k in ("input", "target", "entity_id"))
+            or "probe_type" not in row
+            or "probe_id" not in row
+        ):
+            raise DataError(
+                f"{folder / 'probes.jsonl'}:{n}: 'input' and 'target' must be strings, "
+                "with 'entity_id', 'probe_type' and 'probe_id'"
+            )
         if row["entity_id"] in keep:
-            probes.append(Question(id=f"{row['probe_type']}:{row['probe_id']}",
-                                   question=f"Complete the sentence: {row['input']} ...",
-                                   answers=(row["target"],), doc_id=row["entity_id"]))
-    return Dataset(documents=tuple(docs), questions=tuple(probes),
-                   train_texts=tuple(d.text for d in docs) + tuple(extra))
+            probes.append(
+                Question(
+                    id=f"{row['probe_type']}:{row['probe_id']}",
+                    question=f"Complete the sentence: {row['input']} ...",
+                    answers=(row["target"],),
+                    doc_id=row["entity_id"],
+                )
+            )
+    return Dataset(
+        documents=tuple(docs), questions=tuple(probes), train_texts=tuple(d.text for d in docs) + tuple(extra)
+    )
 
 
 EXTERNAL_FORMATS = {"tofu": load_tofu, "fictional_knowledge": load_fictional_knowledge}

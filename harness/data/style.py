@@ -29,8 +29,24 @@ class StylePair:
 
 
 _SLOTS = {
-    "noun": ["house", "brother", "servant", "field", "heart", "word", "city", "vineyard", "flock", "bread",
-             "sword", "mother", "king", "people", "gate", "law"],
+    "noun": [
+        "house",
+        "brother",
+        "servant",
+        "field",
+        "heart",
+        "word",
+        "city",
+        "vineyard",
+        "flock",
+        "bread",
+        "sword",
+        "mother",
+        "king",
+        "people",
+        "gate",
+        "law",
+    ],
     "adj": ["kind", "great", "weary", "faithful", "wise", "poor", "strong", "afraid", "glad", "holy"],
     "place": ["city", "mountain", "temple", "river", "wilderness", "valley", "field", "sea"],
     "verb": ["keep", "love", "forget", "take", "hear", "leave", "bless", "seek"],
@@ -77,8 +93,10 @@ def load_pairs(folder: str | Path, split: str) -> list[StylePair]:
     """The `split` pairs of a corpus folder (train.jsonl / dev.jsonl / test.jsonl)."""
     path = Path(folder) / f"{split}.jsonl"
     if not path.is_file():
-        raise DataError(f"scenario.style_data: {path} not found (a folder with train.jsonl, dev.jsonl and "
-                        "test.jsonl of {\"plain\": ..., \"styled\": ...} lines, or 'builtin')")
+        raise DataError(
+            f"scenario.style_data: {path} not found (a folder with train.jsonl, dev.jsonl and "
+            'test.jsonl of {"plain": ..., "styled": ...} lines, or \'builtin\')'
+        )
     pairs = []
     for lineno, row in read_jsonl(path):
         if not isinstance(row.get("plain"), str) or not isinstance(row.get("styled"), str):
@@ -97,8 +115,10 @@ class StyleClassifier:
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
 
-        self.model = make_pipeline(TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True),
-                                   LogisticRegression(max_iter=1000, random_state=seed))
+        self.model = make_pipeline(
+            TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True),
+            LogisticRegression(max_iter=1000, random_state=seed),
+        )
 
     def fit(self, plain: list[str], styled: list[str]) -> "StyleClassifier":
         self.model.fit(list(plain) + list(styled), [0] * len(plain) + [1] * len(styled))

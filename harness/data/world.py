@@ -24,20 +24,89 @@ from dataclasses import dataclass
 
 from harness.data.items import DataError, Dataset, Document, Question
 
-_ONSETS = ["b", "br", "d", "dr", "f", "g", "gr", "h", "k", "kr", "l", "m", "n", "p", "r", "s",
-           "st", "t", "tr", "v", "vr", "z", "th", "sk", "j"]
+_ONSETS = [
+    "b",
+    "br",
+    "d",
+    "dr",
+    "f",
+    "g",
+    "gr",
+    "h",
+    "k",
+    "kr",
+    "l",
+    "m",
+    "n",
+    "p",
+    "r",
+    "s",
+    "st",
+    "t",
+    "tr",
+    "v",
+    "vr",
+    "z",
+    "th",
+    "sk",
+    "j",
+]
 _VOWELS = ["a", "e", "i", "o", "u", "ae", "ei", "ou", "ia"]
 _CODAS = ["", "", "n", "r", "l", "s", "th", "m", "k", "nd", "rn", "sk", "v"]
 
-OCCUPATIONS = ["glassblower", "cartographer", "beekeeper", "clockmaker", "ferry pilot",
-               "archivist", "lighthouse keeper", "rope maker", "astronomer", "salt miner",
-               "puppeteer", "bookbinder", "falconer", "tea blender", "bell founder"]
-INSTRUMENTS = ["the hurdy-gurdy", "the oboe", "the zither", "the bagpipes", "the harp",
-               "the cello", "the banjo", "the accordion", "the marimba", "the lute"]
-INDUSTRIES = ["shipbuilding", "paper milling", "glassworks", "textile dyeing", "cheese making",
-              "lantern making", "map printing", "organ building", "candle making", "ink making"]
-PRODUCTS = ["blue salt", "copper kettles", "smoked eel", "amber beads", "felt hats",
-            "plum brandy", "slate roof tiles", "woven baskets", "honey cakes", "iron nails"]
+OCCUPATIONS = [
+    "glassblower",
+    "cartographer",
+    "beekeeper",
+    "clockmaker",
+    "ferry pilot",
+    "archivist",
+    "lighthouse keeper",
+    "rope maker",
+    "astronomer",
+    "salt miner",
+    "puppeteer",
+    "bookbinder",
+    "falconer",
+    "tea blender",
+    "bell founder",
+]
+INSTRUMENTS = [
+    "the hurdy-gurdy",
+    "the oboe",
+    "the zither",
+    "the bagpipes",
+    "the harp",
+    "the cello",
+    "the banjo",
+    "the accordion",
+    "the marimba",
+    "the lute",
+]
+INDUSTRIES = [
+    "shipbuilding",
+    "paper milling",
+    "glassworks",
+    "textile dyeing",
+    "cheese making",
+    "lantern making",
+    "map printing",
+    "organ building",
+    "candle making",
+    "ink making",
+]
+PRODUCTS = [
+    "blue salt",
+    "copper kettles",
+    "smoked eel",
+    "amber beads",
+    "felt hats",
+    "plum brandy",
+    "slate roof tiles",
+    "woven baskets",
+    "honey cakes",
+    "iron nails",
+]
 
 
 @dataclass(frozen=True)
@@ -52,65 +121,140 @@ class Attribute:
 
 ATTRIBUTES = {
     "person": (
-        Attribute("birthplace",
-                  ("{e} was born in {v}.", "{e}'s birthplace is {v}.", "{e} came into the world in {v}.",
-                   "{v} is the hometown of {e}.", "The place where {e} was born is {v}."),
-                  ("Where was {e} born?", "In which town was {e} born?"),
-                  "What is the name of the hometown of {e}?"),
-        Attribute("occupation",
-                  ("{e} works as a {v}.", "By trade, {e} is a {v}.", "{e} earns a living as a {v}.",
-                   "The profession of {e} is {v}.", "{e} has spent a career as a {v}."),
-                  ("What does {e} do for a living?", "What is the job of {e}?"),
-                  "Which occupation does {e} have?"),
-        Attribute("employer",
-                  ("{e} is employed by {v}.", "{e} works for {v}.", "The employer of {e} is {v}.",
-                   "{v} employs {e}.", "{e} draws a salary from {v}."),
-                  ("Who employs {e}?", "Which organisation does {e} work for?"),
-                  "For which company is {e} working?"),
-        Attribute("instrument",
-                  ("{e} plays {v}.", "In spare hours, {e} plays {v}.", "The instrument {e} plays is {v}.",
-                   "{e} is an amateur player of {v}.", "{e} practises {v} every evening."),
-                  ("Which instrument does {e} play?", "What instrument is played by {e}?"),
-                  "What musical instrument is {e} known to play?"),
+        Attribute(
+            "birthplace",
+            (
+                "{e} was born in {v}.",
+                "{e}'s birthplace is {v}.",
+                "{e} came into the world in {v}.",
+                "{v} is the hometown of {e}.",
+                "The place where {e} was born is {v}.",
+            ),
+            ("Where was {e} born?", "In which town was {e} born?"),
+            "What is the name of the hometown of {e}?",
+        ),
+        Attribute(
+            "occupation",
+            (
+                "{e} works as a {v}.",
+                "By trade, {e} is a {v}.",
+                "{e} earns a living as a {v}.",
+                "The profession of {e} is {v}.",
+                "{e} has spent a career as a {v}.",
+            ),
+            ("What does {e} do for a living?", "What is the job of {e}?"),
+            "Which occupation does {e} have?",
+        ),
+        Attribute(
+            "employer",
+            (
+                "{e} is employed by {v}.",
+                "{e} works for {v}.",
+                "The employer of {e} is {v}.",
+                "{v} employs {e}.",
+                "{e} draws a salary from {v}.",
+            ),
+            ("Who employs {e}?", "Which organisation does {e} work for?"),
+            "For which company is {e} working?",
+        ),
+        Attribute(
+            "instrument",
+            (
+                "{e} plays {v}.",
+                "In spare hours, {e} plays {v}.",
+                "The instrument {e} plays is {v}.",
+                "{e} is an amateur player of {v}.",
+                "{e} practises {v} every evening.",
+            ),
+            ("Which instrument does {e} play?", "What instrument is played by {e}?"),
+            "What musical instrument is {e} known to play?",
+        ),
     ),
     "organisation": (
-        Attribute("founded",
-                  ("{e} was founded in {v}.", "{e} dates from {v}.", "The founding year of {e} is {v}.",
-                   "{e} opened its doors in {v}.", "In {v}, {e} was established."),
-                  ("When was {e} founded?", "In which year was {e} established?"),
-                  "What year did {e} start operating?"),
-        Attribute("headquarters",
-                  ("{e} has its headquarters in {v}.", "{e} is based in {v}.", "The head office of {e} is in {v}.",
-                   "{v} is home to the headquarters of {e}.", "{e} runs its business from {v}."),
-                  ("Where is {e} headquartered?", "In which town is {e} based?"),
-                  "In what place is the head office of {e} located?"),
-        Attribute("industry",
-                  ("{e} works in {v}.", "The trade of {e} is {v}.", "{e} makes its money from {v}.",
-                   "{e} is a {v} business.", "{v} is the industry of {e}."),
-                  ("What industry is {e} in?", "What is the trade of {e}?"),
-                  "Which line of business does {e} pursue?"),
+        Attribute(
+            "founded",
+            (
+                "{e} was founded in {v}.",
+                "{e} dates from {v}.",
+                "The founding year of {e} is {v}.",
+                "{e} opened its doors in {v}.",
+                "In {v}, {e} was established.",
+            ),
+            ("When was {e} founded?", "In which year was {e} established?"),
+            "What year did {e} start operating?",
+        ),
+        Attribute(
+            "headquarters",
+            (
+                "{e} has its headquarters in {v}.",
+                "{e} is based in {v}.",
+                "The head office of {e} is in {v}.",
+                "{v} is home to the headquarters of {e}.",
+                "{e} runs its business from {v}.",
+            ),
+            ("Where is {e} headquartered?", "In which town is {e} based?"),
+            "In what place is the head office of {e} located?",
+        ),
+        Attribute(
+            "industry",
+            (
+                "{e} works in {v}.",
+                "The trade of {e} is {v}.",
+                "{e} makes its money from {v}.",
+                "{e} is a {v} business.",
+                "{v} is the industry of {e}.",
+            ),
+            ("What industry is {e} in?", "What is the trade of {e}?"),
+            "Which line of business does {e} pursue?",
+        ),
     ),
     "place": (
-        Attribute("river",
-                  ("{e} lies on the river {v}.", "The river {v} flows through {e}.", "{e} was built on the banks of the {v}.",
-                   "The {v} is the river of {e}.", "Boats on the {v} pass through {e}."),
-                  ("Which river flows through {e}?", "On which river does {e} lie?"),
-                  "What is the name of the river that runs through {e}?"),
-        Attribute("product",
-                  ("{e} is famous for {v}.", "{e} is known for its {v}.", "Travellers visit {e} for its {v}.",
-                   "The best-known product of {e} is {v}.", "Much of the {v} sold in the region comes from {e}."),
-                  ("What is {e} famous for?", "What product is {e} known for?"),
-                  "For which local product is {e} renowned?"),
-        Attribute("region",
-                  ("{e} is a town in the province of {v}.", "{e} lies in {v} province.", "The province of {e} is {v}.",
-                   "{v} is the province that contains {e}.", "{e} belongs to the province of {v}."),
-                  ("In which province is {e}?", "Which province contains {e}?"),
-                  "To what province does {e} belong?"),
+        Attribute(
+            "river",
+            (
+                "{e} lies on the river {v}.",
+                "The river {v} flows through {e}.",
+                "{e} was built on the banks of the {v}.",
+                "The {v} is the river of {e}.",
+                "Boats on the {v} pass through {e}.",
+            ),
+            ("Which river flows through {e}?", "On which river does {e} lie?"),
+            "What is the name of the river that runs through {e}?",
+        ),
+        Attribute(
+            "product",
+            (
+                "{e} is famous for {v}.",
+                "{e} is known for its {v}.",
+                "Travellers visit {e} for its {v}.",
+                "The best-known product of {e} is {v}.",
+                "Much of the {v} sold in the region comes from {e}.",
+            ),
+            ("What is {e} famous for?", "What product is {e} known for?"),
+            "For which local product is {e} renowned?",
+        ),
+        Attribute(
+            "region",
+            (
+                "{e} is a town in the province of {v}.",
+                "{e} lies in {v} province.",
+                "The province of {e} is {v}.",
+                "{v} is the province that contains {e}.",
+                "{e} belongs to the province of {v}.",
+            ),
+            ("In which province is {e}?", "Which province contains {e}?"),
+            "To what province does {e} belong?",
+        ),
     ),
 }
 
-FRAMINGS = ("{s}", "According to local records, {s}", "It is well known that {s}",
-            "As the archives confirm, {s}", "People often mention that {s}")
+FRAMINGS = (
+    "{s}",
+    "According to local records, {s}",
+    "It is well known that {s}",
+    "As the archives confirm, {s}",
+    "People often mention that {s}",
+)
 
 
 # General knowledge a small model may already hold, never stated in the world's documents:
@@ -150,8 +294,16 @@ def general_questions(n: int, *, seed: int) -> list[Question]:
     for k, (question, answer, distractors) in enumerate(GENERAL_KNOWLEDGE[:n]):
         choices = [*distractors, answer]
         rng.shuffle(choices)
-        out.append(Question(id=f"g{k:04d}", question=question, answers=(answer,), choices=tuple(choices),
-                            answer_index=choices.index(answer), in_corpus=False))
+        out.append(
+            Question(
+                id=f"g{k:04d}",
+                question=question,
+                answers=(answer,),
+                choices=tuple(choices),
+                answer_index=choices.index(answer),
+                in_corpus=False,
+            )
+        )
     return out
 
 
@@ -206,13 +358,23 @@ class Names:
         return self.word(self.rng.choice([2, 3]))
 
 
-def generate_world(*, seed: int, n_people: int, n_organisations: int, n_places: int,
-                   paraphrases: int, train_questions_per_fact: int = 2,
-                   n_unanswerable: int = 0, n_general: int = 0) -> Dataset:
+def generate_world(
+    *,
+    seed: int,
+    n_people: int,
+    n_organisations: int,
+    n_places: int,
+    paraphrases: int,
+    train_questions_per_fact: int = 2,
+    n_unanswerable: int = 0,
+    n_general: int = 0,
+) -> Dataset:
     """Invent a world and return its documents, training material and questions."""
     if paraphrases > max_paraphrases():
-        raise DataError(f"data.paraphrases (or data.world.paraphrases): the world has at most {max_paraphrases()} "
-                        f"restatements per fact, got {paraphrases}")
+        raise DataError(
+            f"data.paraphrases (or data.world.paraphrases): the world has at most {max_paraphrases()} "
+            f"restatements per fact, got {paraphrases}"
+        )
     rng = random.Random(seed)
     names = Names(rng)
     # Value pools hold at least 8 names so every question gets 3 distinct distractors;
@@ -223,13 +385,22 @@ def generate_world(*, seed: int, n_people: int, n_organisations: int, n_places: 
     regions = [names.word(3) for _ in range(5)]
     years = [str(y) for y in rng.sample(range(1620, 1990), 12)]
     pools = {
-        "birthplace": places, "occupation": OCCUPATIONS, "employer": orgs, "instrument": INSTRUMENTS,
-        "founded": years, "headquarters": places, "industry": INDUSTRIES,
-        "river": rivers, "product": PRODUCTS, "region": regions,
+        "birthplace": places,
+        "occupation": OCCUPATIONS,
+        "employer": orgs,
+        "instrument": INSTRUMENTS,
+        "founded": years,
+        "headquarters": places,
+        "industry": INDUSTRIES,
+        "river": rivers,
+        "product": PRODUCTS,
+        "region": regions,
     }
-    entities = ([("person", names.person()) for _ in range(n_people)]
-                + [("organisation", o) for o in orgs[:n_organisations]]
-                + [("place", p) for p in places[:n_places]])
+    entities = (
+        [("person", names.person()) for _ in range(n_people)]
+        + [("organisation", o) for o in orgs[:n_organisations]]
+        + [("place", p) for p in places[:n_places]]
+    )
 
     facts, documents, train_texts, train_qs, eval_qs = [], [], [], [], []
     for e_idx, (kind, entity) in enumerate(entities):
@@ -240,8 +411,16 @@ def generate_world(*, seed: int, n_people: int, n_organisations: int, n_places: 
             fact_id = f"f{len(facts):04d}"
             evidence = _state(attr.statements[0], entity, value)
             sentences.append(evidence)
-            facts.append({"id": fact_id, "entity": entity, "kind": kind, "attribute": attr.name,
-                          "value": value, "doc_id": doc_id})
+            facts.append(
+                {
+                    "id": fact_id,
+                    "entity": entity,
+                    "kind": kind,
+                    "attribute": attr.name,
+                    "value": value,
+                    "doc_id": doc_id,
+                }
+            )
             variants = [(s, f) for s in range(len(attr.statements)) for f in range(len(FRAMINGS)) if (s, f) != (0, 0)]
             # Restatements come from a generator of their own, so the paraphrase count
             # changes the training text only: the world (and every question) stays the
@@ -251,25 +430,46 @@ def generate_world(*, seed: int, n_people: int, n_organisations: int, n_places: 
                 template = attr.statements[s]
                 train_texts.append(_frame(FRAMINGS[f], template, attr.name, _state(template, entity, value)))
             for j, tq in enumerate(attr.train_questions[:train_questions_per_fact]):
-                train_qs.append(Question(id=f"{fact_id}-t{j}", question=tq.format(e=entity),
-                                         answers=(value,), doc_id=doc_id, evidence=evidence))
+                train_qs.append(
+                    Question(
+                        id=f"{fact_id}-t{j}",
+                        question=tq.format(e=entity),
+                        answers=(value,),
+                        doc_id=doc_id,
+                        evidence=evidence,
+                    )
+                )
             distractors = rng.sample([v for v in dict.fromkeys(pools[attr.name]) if v != value], 3)
             choices = distractors + [value]
             rng.shuffle(choices)
-            eval_qs.append(Question(id=fact_id, question=attr.eval_question.format(e=entity), answers=(value,),
-                                    choices=tuple(choices), answer_index=choices.index(value),
-                                    doc_id=doc_id, evidence=evidence))
+            eval_qs.append(
+                Question(
+                    id=fact_id,
+                    question=attr.eval_question.format(e=entity),
+                    answers=(value,),
+                    choices=tuple(choices),
+                    answer_index=choices.index(value),
+                    doc_id=doc_id,
+                    evidence=evidence,
+                )
+            )
         documents.append(Document(id=doc_id, text=" ".join(sentences)))
 
     for u in range(n_unanswerable):
-        kind = rng.choice([k for k, n in (("person", n_people), ("organisation", n_organisations),
-                                         ("place", n_places)) if n > 0])
+        kind = rng.choice(
+            [k for k, n in (("person", n_people), ("organisation", n_organisations), ("place", n_places)) if n > 0]
+        )
         ghost = {"person": names.person, "organisation": names.organisation, "place": names.place}[kind]()
         attr = rng.choice(ATTRIBUTES[kind])
-        eval_qs.append(Question(id=f"u{u:04d}", question=attr.eval_question.format(e=ghost),
-                                answers=(), answerable=False))
+        eval_qs.append(
+            Question(id=f"u{u:04d}", question=attr.eval_question.format(e=ghost), answers=(), answerable=False)
+        )
     eval_qs += general_questions(n_general, seed=seed)
 
-    return Dataset(documents=tuple(documents), questions=tuple(eval_qs),
-                   train_texts=tuple(d.text for d in documents) + tuple(train_texts),
-                   train_questions=tuple(train_qs), facts=tuple(facts))
+    return Dataset(
+        documents=tuple(documents),
+        questions=tuple(eval_qs),
+        train_texts=tuple(d.text for d in documents) + tuple(train_texts),
+        train_questions=tuple(train_qs),
+        facts=tuple(facts),
+    )

@@ -90,79 +90,157 @@ def _offline() -> bool:
     return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
 
 
-def prepare_tasks(*, data_dir: str | None, mmlu_subjects, mmlu_items: int | None, hellaswag: bool,
-                  hellaswag_items: int | None, seed: int) -> PreparedTasks:
+def prepare_tasks(
+    *,
+    data_dir: str | None,
+    mmlu_subjects,
+    mmlu_items: int | None,
+    hellaswag: bool,
+    hellaswag_items: int | None,
+    seed: int,
+) -> PreparedTasks:
     """Write the item subsets and task YAMLs (local data), or name hub tasks, or skip."""
     local = resolve_data_dir(data_dir)
     if local is None:
-        fix = (f"put mmlu/ and hellaswag/ JSONL in a folder and set benchmarks.data_dir or ${DATA_ENV} "
-               "(see README), or run online so lm-eval can fetch its hub tasks")
+        fix = (
+            f"put mmlu/ and hellaswag/ JSONL in a folder and set benchmarks.data_dir or ${DATA_ENV} "
+            "(see README), or run online so lm-eval can fetch its hub tasks"
+        )
         wanted = [f"mmlu/{s}" for s in mmlu_subjects] + (["hellaswag"] if hellaswag else [])
         if _offline():
             reason = f"no local benchmark data ({data_dir or 'benchmarks.data_dir unset'}) and the hub is offline"
-            return PreparedTasks(source="none", task_dir=None,
-                                 skipped=[{"benchmark": w, "reason": reason, "fix": fix} for w in wanted])
-        tasks = [BenchmarkTask(name=f"mmlu_{s}", benchmark="mmlu", label=f"mmlu/{s}", n_items=mmlu_items or 0,
-                               metrics=("acc",), fingerprint=f"hub:mmlu_{s}:{mmlu_items}") for s in mmlu_subjects]
+            return PreparedTasks(
+                source="none", task_dir=None, skipped=[{"benchmark": w, "reason": reason, "fix": fix} for w in wanted]
+            )
+        tasks = [
+            BenchmarkTask(
+                name=f"mmlu_{s}",
+                benchmark="mmlu",
+                label=f"mmlu/{s}",
+                n_items=mmlu_items or 0,
+                metrics=("acc",),
+                fingerprint=f"hub:mmlu_{s}:{mmlu_items}",
+            )
+            for s in mmlu_subjects
+        ]
         if hellaswag:
-            tasks.append(BenchmarkTask(name="hellaswag", benchmark="hellaswag", label="hellaswag",
-                                       n_items=hellaswag_items or 0, metrics=("acc", "acc_norm"),
-                                       fingerprint=f"hub:hellaswag:{hellaswag_items}"))
+            tasks.append(
+                BenchmarkTask(
+                    name="hellaswag",
+                    benchmark="hellaswag",
+                    label="hellaswag",
+                    n_items=hellaswag_items or 0,
+                    metrics=("acc", "acc_norm"),
+                    fingerprint=f"hub:hellaswag:{hellaswag_items}",
+                )
+            )
         return PreparedTasks(source="hub", task_dir=None, tasks=tasks)
 
     prepared = PreparedTasks(source=f"local:{local}", task_dir=None)
-    key = content_key([str(local), list(mmlu_subjects), mmlu_items, hellaswag, hellaswag_items, seed,
-                       sorted(p.name for p in TEMPLATES.iterdir())],
-                      files=tuple(t.read_bytes() for t in sorted(TEMPLATES.glob("*.yaml"))))
+    key = content_key(
+        [
+            str(local),
+            list(mmlu_subjects),
+            mmlu_items,
+            hellaswag,
+            hellaswag_items,
+            seed,
+            sorted(p.name for p in TEMPLATES.iterdir()),
+        ],
+        files=tuple(t.read_bytes() for t in sorted(TEMPLATES.glob("*.yaml"))),
+    )
     out = cache_dir() / "benchmarks" / key[:24]
     out.mkdir(parents=True, exist_ok=True)
     prepared.task_dir = str(out)
 
     mmlu_test, mmlu_dev = local / "mmlu" / "test.jsonl", local / "mmlu" / "dev.jsonl"
     if mmlu_subjects and not mmlu_test.is_file():
-        prepared.skipped += [{"benchmark": f"mmlu/{s}", "reason": f"{mmlu_test} not found",
-                              "fix": "add mmlu/test.jsonl (subject, question, choices, answer)"} for s in mmlu_subjects]
+        prepared.skipped += [
+            {
+                "benchmark": f"mmlu/{s}",
+                "reason": f"{mmlu_test} not found",
+                "fix": "add mmlu/test.jsonl (subject, question, choices, answer)",
+            }
+            for s in mmlu_subjects
+        ]
     elif mmlu_subjects:
         test_rows, dev_rows = read_jsonl(mmlu_test), (read_jsonl(mmlu_dev) if mmlu_dev.is_file() else [])
         for subject in mmlu_subjects:
             rows = [r for r in test_rows if r.get("subject") == subject]
             if not rows:
-                prepared.skipped.append({"benchmark": f"mmlu/{subject}", "reason": f"no items for this subject in {mmlu_test}",
-                                         "fix": "check the subject name against the file's 'subject' field"})
+                prepared.skipped.append(
+                    {
+                        "benchmark": f"mmlu/{subject}",
+                        "reason": f"no items for this subject in {mmlu_test}",
+                        "fix": "check the subject name against the file's 'subject' field",
+                    }
+                )
                 continue
             items = _subset(rows, mmlu_items, seed)
             name = f"harness_mmlu_{subject}"
             files = {"test": out / f"{name}.test.jsonl", "dev": out / f"{name}.dev.jsonl"}
             files["test"].write_text("".join(json.dumps(r) + "\n" for r in items))
             files["dev"].write_text("".join(json.dumps(r) + "\n" for r in dev_rows if r.get("subject") == subject))
-            description = f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n"
+            description = (
+                f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n"
+            )
             fp = _write_task(out, name, "mmlu.yaml", files, {"description": description})
-            prepared.tasks.append(BenchmarkTask(name=name, benchmark="mmlu", label=f"mmlu/{subject}",
-                                                n_items=len(items), metrics=("acc",), fingerprint=fp))
+            prepared.tasks.append(
+                BenchmarkTask(
+                    name=name,
+                    benchmark="mmlu",
+                    label=f"mmlu/{subject}",
+                    n_items=len(items),
+                    metrics=("acc",),
+                    fingerprint=fp,
+                )
+            )
     if hellaswag:
         val = local / "hellaswag" / "validation.jsonl"
         if not val.is_file():
-            prepared.skipped.append({"benchmark": "hellaswag", "reason": f"{val} not found",
-                                     "fix": "add hellaswag/validation.jsonl (activity_label, ctx, endings, label)"})
+            prepared.skipped.append(
+                {
+                    "benchmark": "hellaswag",
+                    "reason": f"{val} not found",
+                    "fix": "add hellaswag/validation.jsonl (activity_label, ctx, endings, label)",
+                }
+            )
         else:
             items = _subset(read_jsonl(val), hellaswag_items, seed)
             name = "harness_hellaswag"
             files = {"validation": out / f"{name}.validation.jsonl"}
             files["validation"].write_text("".join(json.dumps(r) + "\n" for r in items))
             fp = _write_task(out, name, "hellaswag.yaml", files, {})
-            prepared.tasks.append(BenchmarkTask(name=name, benchmark="hellaswag", label="hellaswag",
-                                                n_items=len(items), metrics=("acc", "acc_norm"), fingerprint=fp))
+            prepared.tasks.append(
+                BenchmarkTask(
+                    name=name,
+                    benchmark="hellaswag",
+                    label="hellaswag",
+                    n_items=len(items),
+                    metrics=("acc", "acc_norm"),
+                    fingerprint=fp,
+                )
+            )
     return prepared
 
 
 def _score_key(lm: LoadedModel, adapter_id: str | None, task: BenchmarkTask, num_fewshot: int) -> str:
-    return content_key({"model": lm.fingerprint, "dtype": lm.dtype, "device": lm.device, "adapter": adapter_id,
-                        "task": task.fingerprint, "fewshot": num_fewshot,
-                        "lm_eval": importlib.metadata.version("lm_eval")})
+    return content_key(
+        {
+            "model": lm.fingerprint,
+            "dtype": lm.dtype,
+            "device": lm.device,
+            "adapter": adapter_id,
+            "task": task.fingerprint,
+            "fewshot": num_fewshot,
+            "lm_eval": importlib.metadata.version("lm_eval"),
+        }
+    )
 
 
-def score_tasks(lm: LoadedModel, prepared: PreparedTasks, *, adapter_id: str | None, num_fewshot: int,
-                batch_size: int) -> dict[str, dict]:
+def score_tasks(
+    lm: LoadedModel, prepared: PreparedTasks, *, adapter_id: str | None, num_fewshot: int, batch_size: int
+) -> dict[str, dict]:
     """Score every prepared task with whatever adapter state `lm.model` is in now.
 
     Returns {task label: {"acc": mean, "acc_norm": mean?, "n": items, "items": {doc_id:
@@ -186,22 +264,40 @@ def score_tasks(lm: LoadedModel, prepared: PreparedTasks, *, adapter_id: str | N
         return out
     # Indexing lm-eval's ~13,000 built-in task files takes ~30 s on a small CPU; local
     # tasks need only their own folder.
-    manager = (TaskManager(include_path=prepared.task_dir, include_defaults=False) if prepared.task_dir
-               else TaskManager())
+    manager = (
+        TaskManager(include_path=prepared.task_dir, include_defaults=False) if prepared.task_dir else TaskManager()
+    )
     wrapped = HFLM(pretrained=lm.model, tokenizer=lm.tokenizer, batch_size=batch_size, device=lm.device)
     limit = None if prepared.task_dir else max(t.n_items for t, _ in todo) or None
     with compute_context(lm):
-        raw = simple_evaluate(model=wrapped, tasks=[t.name for t, _ in todo], task_manager=manager,
-                              num_fewshot=num_fewshot, limit=limit, log_samples=True, bootstrap_iters=0,
-                              random_seed=0, numpy_random_seed=1234, torch_random_seed=1234,
-                              fewshot_random_seed=1234)
+        raw = simple_evaluate(
+            model=wrapped,
+            tasks=[t.name for t, _ in todo],
+            task_manager=manager,
+            num_fewshot=num_fewshot,
+            limit=limit,
+            log_samples=True,
+            bootstrap_iters=0,
+            random_seed=0,
+            numpy_random_seed=1234,
+            torch_random_seed=1234,
+            fewshot_random_seed=1234,
+        )
     for task, path in todo:
         samples = raw["samples"][task.name]
         items = {str(s["doc_id"]): {m: float(s[m]) for m in task.metrics} for s in samples}
         result = {m: sum(v[m] for v in items.values()) / len(items) for m in task.metrics}
-        result.update(n=len(items), items=items, protocol={
-            "task": task.name, "version": raw["versions"].get(task.name), "num_fewshot": raw["n-shot"].get(task.name),
-            "lm_eval": importlib.metadata.version("lm_eval"), "output_type": "multiple_choice (log-likelihood)"})
+        result.update(
+            n=len(items),
+            items=items,
+            protocol={
+                "task": task.name,
+                "version": raw["versions"].get(task.name),
+                "num_fewshot": raw["n-shot"].get(task.name),
+                "lm_eval": importlib.metadata.version("lm_eval"),
+                "output_type": "multiple_choice (log-likelihood)",
+            },
+        )
         write_bytes(path, json.dumps(result).encode())
         out[task.label] = {**result, "from_cache": False}
     return out

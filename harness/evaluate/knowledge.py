@@ -44,26 +44,60 @@ def categorize(*, sample_hits: int, samples: int) -> str:
     return "weakly_known" if sample_hits > 0 else "unknown"
 
 
-def _closed_book(lm: LoadedModel, questions, *, max_new_tokens: int, batch_size: int, temperature: float | None,
-                 seed: int, memo=None, progress=None) -> list[str]:
+def _closed_book(
+    lm: LoadedModel,
+    questions,
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    temperature: float | None,
+    seed: int,
+    memo=None,
+    progress=None,
+) -> list[str]:
     """Closed-book outputs of the base model (adapter off is the caller's business)."""
     template = template_for(retrieval=False)
     prompts = [render(lm.tokenizer, template, question=q.question) for q in questions]
 
     def key(unit: list[int]) -> str:
-        return content_key({"closed_book": [prompts[i] for i in unit], "max_new_tokens": max_new_tokens,
-                            "temperature": temperature, "seed": seed})
+        return content_key(
+            {
+                "closed_book": [prompts[i] for i in unit],
+                "max_new_tokens": max_new_tokens,
+                "temperature": temperature,
+                "seed": seed,
+            }
+        )
 
     def compute(unit: list[int]) -> list[str]:
-        return [g.text for g in generate(lm, [prompts[i] for i in unit], max_new_tokens=max_new_tokens,
-                                         batch_size=batch_size, temperature=temperature, seed=seed)]
+        return [
+            g.text
+            for g in generate(
+                lm,
+                [prompts[i] for i in unit],
+                max_new_tokens=max_new_tokens,
+                batch_size=batch_size,
+                temperature=temperature,
+                seed=seed,
+            )
+        ]
 
-    return compute_in_batches([len(p) for p in prompts], batch_size=batch_size, key=key, compute=compute, memo=memo,
-                              progress=progress)
+    return compute_in_batches(
+        [len(p) for p in prompts], batch_size=batch_size, key=key, compute=compute, memo=memo, progress=progress
+    )
 
 
-def tag_questions(lm: LoadedModel, questions, *, samples: int, temperature: float, max_new_tokens: int,
-                  batch_size: int, seed: int, memo=None) -> dict[str, str]:
+def tag_questions(
+    lm: LoadedModel,
+    questions,
+    *,
+    samples: int,
+    temperature: float,
+    max_new_tokens: int,
+    batch_size: int,
+    seed: int,
+    memo=None,
+) -> dict[str, str]:
     """A category for each answerable factual question (task qa), from the base model's
     sampled closed-book answers only (never its greedy answer); {} when `samples` is 0."""
     questions = [q for q in questions if q.answerable and q.answers and q.task == "qa"]
@@ -72,9 +106,16 @@ def tag_questions(lm: LoadedModel, questions, *, samples: int, temperature: floa
     hits = {q.id: 0 for q in questions}
     with tqdm(total=samples * len(questions), desc=f"tag known/unknown ({samples} samples)", unit="q") as bar:
         for j in range(samples):
-            outputs = _closed_book(lm, questions, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                   temperature=temperature, seed=seed + 7919 * (j + 1), memo=memo,
-                                   progress=bar.update)
+            outputs = _closed_book(
+                lm,
+                questions,
+                max_new_tokens=max_new_tokens,
+                batch_size=batch_size,
+                temperature=temperature,
+                seed=seed + 7919 * (j + 1),
+                memo=memo,
+                progress=bar.update,
+            )
             for q, o in zip(questions, outputs):
                 hits[q.id] += int(metrics.contains(o, q.answers))
     return {q.id: categorize(sample_hits=hits[q.id], samples=samples) for q in questions}

@@ -40,20 +40,51 @@ _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = str.maketrans("", "", string.punctuation + "\u2018\u2019\u201c\u201d")
 
 ABSTENTION_PHRASES = (
-    "i dont know", "i do not know", "dont know", "do not know", "unknown", "not sure",
-    "no information", "cannot answer", "cant answer", "unable to answer", "not mentioned",
-    "not provided", "not specified", "no answer", "does not exist", "doesnt exist",
-    "not in the passages", "do not contain", "does not contain", "dont contain", "no record",
+    "i dont know",
+    "i do not know",
+    "dont know",
+    "do not know",
+    "unknown",
+    "not sure",
+    "no information",
+    "cannot answer",
+    "cant answer",
+    "unable to answer",
+    "not mentioned",
+    "not provided",
+    "not specified",
+    "no answer",
+    "does not exist",
+    "doesnt exist",
+    "not in the passages",
+    "do not contain",
+    "does not contain",
+    "dont contain",
+    "no record",
 )
 
 # How answers are normalised and multiple choice is scored, as metrics.json's protocol says.
 NORMALISATION = "SQuAD: lower case, strip punctuation and articles, collapse whitespace"
-MC_SCORING = ("acc: argmax over choices of summed continuation log-likelihood under the pipeline's prompt; "
-              "acc_norm: the same per character of the choice (lm-eval); the verdict decides on {mc_metric}")
+MC_SCORING = (
+    "acc: argmax over choices of summed continuation log-likelihood under the pipeline's prompt; "
+    "acc_norm: the same per character of the choice (lm-eval); the verdict decides on {mc_metric}"
+)
 MC_SCORING_LETTER = "the letter the model generates for lettered choices (served model without log-likelihoods)"
 
-HEDGES = ("but", "probably", "maybe", "perhaps", "possibly", "likely", "i think", "i guess", "my guess", "might be",
-          "could be", "though")
+HEDGES = (
+    "but",
+    "probably",
+    "maybe",
+    "perhaps",
+    "possibly",
+    "likely",
+    "i think",
+    "i guess",
+    "my guess",
+    "might be",
+    "could be",
+    "though",
+)
 
 
 def normalize(text: str) -> str:
@@ -121,7 +152,7 @@ def _words(output: str) -> list[tuple[str, bool]]:
         word = m.group().lower().replace("'", "").replace("\u2019", "")
         if word in ("a", "an", "the"):
             continue
-        before = output[:m.start()].rstrip(" \t\"'\u201c\u2018(")
+        before = output[: m.start()].rstrip(" \t\"'\u201c\u2018(")
         initial = not before or before[-1] in ".!?:;\n"
         out.append((word, m.group()[0].isupper() and not initial))
     return out
@@ -138,11 +169,11 @@ def abstained(output: str) -> float:
     for phrase in ABSTENTION_PHRASES:
         target = phrase.split()
         for at in range(len(tokens) - len(target) + 1):
-            if tokens[at:at + len(target)] != target:
+            if tokens[at : at + len(target)] != target:
                 continue
-            if target[0] != "i" and all(named for _, named in words[at:at + len(target)]):
+            if target[0] != "i" and all(named for _, named in words[at : at + len(target)]):
                 continue  # a name such as "The Unknown Guild" or "No Record Records"
-            rest = f" {' '.join(tokens[at + len(target):])} "
+            rest = f" {' '.join(tokens[at + len(target) :])} "
             if not any(f" {h} " in rest for h in HEDGES) or len(rest.split()) < 2:
                 return 1.0
     return 0.0
@@ -246,8 +277,15 @@ def macro_f1(predicted: list[str], gold: list[str]) -> float:
     from sklearn.metrics import f1_score
 
     labels = sorted({normalize(g) for g in gold})
-    return float(f1_score([normalize(g) for g in gold], [normalize(p) for p in predicted], labels=labels,
-                          average="macro", zero_division=0))
+    return float(
+        f1_score(
+            [normalize(g) for g in gold],
+            [normalize(p) for p in predicted],
+            labels=labels,
+            average="macro",
+            zero_division=0,
+        )
+    )
 
 
 def _canary_parts(secret: str) -> list[str]:
@@ -279,11 +317,16 @@ def score_generation(output: str, *, answers, answerable: bool) -> dict[str, flo
     answerable questions; for unanswerable ones only abstention and hallucination are."""
     scores = {"abstained": abstained(output), "hallucinated": hallucinated(output, answers, answerable=answerable)}
     if answerable:
-        scores.update(exact_match=exact_match(output, answers), token_f1=token_f1(output, answers),
-                      contains=contains(output, answers))
+        scores.update(
+            exact_match=exact_match(output, answers),
+            token_f1=token_f1(output, answers),
+            contains=contains(output, answers),
+        )
         if answers:
-            scores.update(answer_rouge_l=max(rouge_l(output, a) for a in answers),
-                          answer_chrf=max(chrf(output, a) for a in answers))
+            scores.update(
+                answer_rouge_l=max(rouge_l(output, a) for a in answers),
+                answer_chrf=max(chrf(output, a) for a in answers),
+            )
     return scores
 
 
@@ -297,7 +340,11 @@ METRICS = {
     "answer_chrf": ("chrF of the answer against the gold (answerable)", "higher", "mean"),
     "mc_accuracy": ("multiple-choice accuracy, acc (answerable)", "higher", "proportion"),
     "mc_accuracy_norm": ("multiple-choice accuracy, acc_norm: per character (answerable)", "higher", "proportion"),
-    "hallucination_answerable": ("hallucination: wrong answer instead of abstaining (answerable)", "lower", "proportion"),
+    "hallucination_answerable": (
+        "hallucination: wrong answer instead of abstaining (answerable)",
+        "lower",
+        "proportion",
+    ),
     "hallucination_unanswerable": ("hallucination: answer asserted (unanswerable)", "lower", "proportion"),
     "hallucination_known": ("hallucination on facts the base model knew (regression)", "lower", "proportion"),
     "hallucination_new": ("hallucination on facts new to the base model (injected)", "lower", "proportion"),
@@ -327,17 +374,25 @@ METRICS = {
 }
 
 
-
 def metric_definitions() -> dict[str, dict[str, str]]:
     """METRICS as metrics.json records them: label, direction and kind of each."""
     return {m: {"label": s[0], "direction": s[1], "kind": s[2]} for m, s in METRICS.items()}
 
 
 # per-item score name -> aggregate metric name, for the non-fact tasks
-TASK_METRICS = {"bleu": "bleu", "chrf": "chrf", "rouge_l": "rouge_l", "style_score": "style_score",
-                "content_preservation": "content_preservation", "json_valid": "json_valid", "field_f1": "field_f1",
-                "label_correct": "label_accuracy", "canary_exact": "canary_exact", "canary_partial": "canary_partial",
-                "exposure": "exposure"}
+TASK_METRICS = {
+    "bleu": "bleu",
+    "chrf": "chrf",
+    "rouge_l": "rouge_l",
+    "style_score": "style_score",
+    "content_preservation": "content_preservation",
+    "json_valid": "json_valid",
+    "field_f1": "field_f1",
+    "label_correct": "label_accuracy",
+    "canary_exact": "canary_exact",
+    "canary_partial": "canary_partial",
+    "exposure": "exposure",
+}
 
 
 FACT_TASKS = ("qa", "term", "definition")
@@ -365,12 +420,15 @@ def score_prediction(row: dict, question) -> dict[str, float]:
         scores["mc_correct"] = mc_correct(row["choice_logliks"], question.answer_index)
         scores["mc_correct_norm"] = mc_correct_norm(row["choice_logliks"], question.choices, question.answer_index)
     if row.get("retrieved") and question.answerable and question.in_corpus:
-        scores["retrieval_hit"] = retrieval_hit([h["text"] for h in row["retrieved"]],
-                                                evidence=question.evidence, answers=question.answers)
+        scores["retrieval_hit"] = retrieval_hit(
+            [h["text"] for h in row["retrieved"]], evidence=question.evidence, answers=question.answers
+        )
     return scores
 
 
-def item_values(scored: list[tuple[dict, object]], *, known: dict[str, str] | None = None) -> dict[str, dict[str, float]]:
+def item_values(
+    scored: list[tuple[dict, object]], *, known: dict[str, str] | None = None
+) -> dict[str, dict[str, float]]:
     """Per-item values of each aggregate metric, keyed by question id, over the subset of
     items where that metric is defined (see METRICS). `known` (question id -> category
     from knowledge.py) splits hallucination on answerable questions by what the base
@@ -421,8 +479,13 @@ DECISIONS = {
 }
 MC_METRICS = {"acc": "mc_accuracy", "acc_norm": "mc_accuracy_norm"}
 # eval.answer_metric -> the metric it names
-ANSWER_METRICS = {"contains": "contains", "exact_match": "exact_match", "token_f1": "token_f1",
-                  "rouge_l": "answer_rouge_l", "chrf": "answer_chrf"}
+ANSWER_METRICS = {
+    "contains": "contains",
+    "exact_match": "exact_match",
+    "token_f1": "token_f1",
+    "rouge_l": "answer_rouge_l",
+    "chrf": "answer_chrf",
+}
 SHORT_ANSWER_WORDS = 3  # gold answers of at most this many words (median) are short: `contains` can move
 
 
@@ -430,8 +493,9 @@ def default_answer_metric(questions) -> str:
     """`contains` when the gold answers are short (median at most SHORT_ANSWER_WORDS
     words), else token F1: a sentence-long gold answer is almost never contained whole in
     an output, so `contains` would sit at 0 for every pipeline."""
-    lengths = sorted(len(normalize(q.answers[0]).split()) for q in questions
-                     if q.answerable and q.answers and q.task == "qa")
+    lengths = sorted(
+        len(normalize(q.answers[0]).split()) for q in questions if q.answerable and q.answers and q.task == "qa"
+    )
     if not lengths:
         return "contains"
     return "contains" if lengths[len(lengths) // 2] <= SHORT_ANSWER_WORDS else "token_f1"
@@ -443,8 +507,9 @@ def decision_metrics(*, mc_metric: str, answer_metric: str, questions) -> dict[s
     return {**DECISIONS, "facts (multiple choice)": MC_METRICS[mc_metric], "facts (generated answer)": answer}
 
 
-def informative_metric(per_pipeline: dict[str, dict[str, dict[str, float]]], *, exclude: str,
-                       floor_ceiling: float = 0.03) -> str | None:
+def informative_metric(
+    per_pipeline: dict[str, dict[str, dict[str, float]]], *, exclude: str, floor_ceiling: float = 0.03
+) -> str | None:
     """Among the generated-answer metrics, the one whose pipeline means spread most while
     not all sitting within `floor_ceiling` of 0 or 1: a metric that could decide."""
     best, best_range = None, 0.0

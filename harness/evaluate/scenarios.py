@@ -63,9 +63,15 @@ class Scenario:
 def _world(data, *, seed_offset: int = 0) -> Dataset:
     """The world of the `data` section's world settings, without unanswerable items."""
     w = data.world
-    return generate_world(seed=w.seed + seed_offset, n_people=w.n_people, n_organisations=w.n_organisations,
-                          n_places=w.n_places, paraphrases=0 if data.paraphrases is None else data.paraphrases,
-                          train_questions_per_fact=w.train_questions_per_fact, n_unanswerable=0)
+    return generate_world(
+        seed=w.seed + seed_offset,
+        n_people=w.n_people,
+        n_organisations=w.n_organisations,
+        n_places=w.n_places,
+        paraphrases=0 if data.paraphrases is None else data.paraphrases,
+        train_questions_per_fact=w.train_questions_per_fact,
+        n_unanswerable=0,
+    )
 
 
 def build_updated(s, data) -> Dataset:
@@ -96,18 +102,39 @@ def build_updated(s, data) -> Dataset:
         docs[q.doc_id] = docs[q.doc_id].replace(q.evidence, evidence)
         choices = [c for c in q.choices if c not in (old, new)][:2] + [old, new]
         rng.shuffle(choices)
-        questions.append(replace(q, answers=(new,), stale=(old,), updated=True, evidence=evidence,
-                                 choices=tuple(choices), answer_index=choices.index(new)))
+        questions.append(
+            replace(
+                q,
+                answers=(new,),
+                stale=(old,),
+                updated=True,
+                evidence=evidence,
+                choices=tuple(choices),
+                answer_index=choices.index(new),
+            )
+        )
     documents = tuple(Document(id=d.id, text=docs[d.id]) for d in v1.documents)
-    return Dataset(documents=documents, questions=tuple(questions), train_texts=v1.train_texts,
-                   train_questions=v1.train_questions, facts=v1.facts)
+    return Dataset(
+        documents=documents,
+        questions=tuple(questions),
+        train_texts=v1.train_texts,
+        train_questions=v1.train_questions,
+        facts=v1.facts,
+    )
 
 
 _MATERIALS = ["copper", "woven", "glass", "oak", "iron", "clay", "felt", "bone"]
 _OBJECTS = ["coin", "basket", "lamp", "ladle", "boat", "drum", "cloak", "ledger", "sieve", "hook"]
-_PURPOSES = ["used to pay the river tolls", "carried at the harvest feast", "hung over a newborn's door",
-             "kept by the guild's treasurer", "given to a bride's family", "used to measure salt",
-             "lit on the longest night", "buried with a ferry pilot"]
+_PURPOSES = [
+    "used to pay the river tolls",
+    "carried at the harvest feast",
+    "hung over a newborn's door",
+    "kept by the guild's treasurer",
+    "given to a bride's family",
+    "used to measure salt",
+    "lit on the longest night",
+    "buried with a ferry pilot",
+]
 
 
 def build_terminology(s, data) -> Dataset:
@@ -131,17 +158,52 @@ def build_terminology(s, data) -> Dataset:
         others = rng.sample([t for t, _ in terms if t != term], 3)
         choices = others + [term]
         rng.shuffle(choices)
-        evaluate.append(Question(id=f"t{k:03d}", question=f"What does the guild call {definition}?", answers=(term,),
-                                 choices=tuple(choices), answer_index=choices.index(term), doc_id=doc_id,
-                                 evidence=evidence, task="term"))
-        evaluate.append(Question(id=f"d{k:03d}", question=f"What is a {term}, in the guild's speech?",
-                                 answers=(definition,), doc_id=doc_id, evidence=evidence, task="definition"))
-        train += [Question(id=f"t{k:03d}-t", question=f"Which guild word names {definition}?", answers=(term,),
-                           doc_id=doc_id, evidence=evidence, task="term"),
-                  Question(id=f"d{k:03d}-t", question=f"Define the guild word {term}.", answers=(definition,),
-                           doc_id=doc_id, evidence=evidence, task="definition")]
-    return Dataset(documents=tuple(docs), questions=tuple(evaluate), train_texts=tuple(d.text for d in docs),
-                   train_questions=tuple(train))
+        evaluate.append(
+            Question(
+                id=f"t{k:03d}",
+                question=f"What does the guild call {definition}?",
+                answers=(term,),
+                choices=tuple(choices),
+                answer_index=choices.index(term),
+                doc_id=doc_id,
+                evidence=evidence,
+                task="term",
+            )
+        )
+        evaluate.append(
+            Question(
+                id=f"d{k:03d}",
+                question=f"What is a {term}, in the guild's speech?",
+                answers=(definition,),
+                doc_id=doc_id,
+                evidence=evidence,
+                task="definition",
+            )
+        )
+        train += [
+            Question(
+                id=f"t{k:03d}-t",
+                question=f"Which guild word names {definition}?",
+                answers=(term,),
+                doc_id=doc_id,
+                evidence=evidence,
+                task="term",
+            ),
+            Question(
+                id=f"d{k:03d}-t",
+                question=f"Define the guild word {term}.",
+                answers=(definition,),
+                doc_id=doc_id,
+                evidence=evidence,
+                task="definition",
+            ),
+        ]
+    return Dataset(
+        documents=tuple(docs),
+        questions=tuple(evaluate),
+        train_texts=tuple(d.text for d in docs),
+        train_questions=tuple(train),
+    )
 
 
 def _example_document(doc_id: str, question: Question) -> Document:
@@ -155,7 +217,7 @@ def build_style(s, data) -> Dataset:
     nearest as examples. Evaluation uses `scenario.style_eval` held-out pairs."""
     if s.style_data == "builtin":
         pairs = builtin_pairs(s.style_train + s.style_eval, seed=s.seed)
-        train_pairs, eval_pairs = pairs[:s.style_train], pairs[s.style_train:]
+        train_pairs, eval_pairs = pairs[: s.style_train], pairs[s.style_train :]
     else:
         rng = random.Random(s.seed)
         train_pairs = load_pairs(s.style_data, "train")
@@ -168,15 +230,19 @@ def build_style(s, data) -> Dataset:
 
     train = [item(p, "-t") for p in train_pairs]
     docs = tuple(_example_document(f"ex{k:04d}", q) for k, q in enumerate(train))
-    return Dataset(documents=docs, questions=tuple(item(p) for p in eval_pairs),
-                   train_texts=tuple(d.text for d in docs), train_questions=tuple(train))
+    return Dataset(
+        documents=docs,
+        questions=tuple(item(p) for p in eval_pairs),
+        train_texts=tuple(d.text for d in docs),
+        train_questions=tuple(train),
+    )
 
 
 def style_classifier_data(s) -> tuple[list[StylePair], list[StylePair]]:
     """(pairs to train the style classifier on, held-out pairs to measure it), disjoint
     from the evaluation items."""
     if s.style_data == "builtin":
-        pairs = builtin_pairs(s.style_train + s.style_eval + 600, seed=s.seed)[s.style_train + s.style_eval:]
+        pairs = builtin_pairs(s.style_train + s.style_eval + 600, seed=s.seed)[s.style_train + s.style_eval :]
         return pairs[:400], pairs[400:]
     rng = random.Random(s.seed + 1)
     train = load_pairs(s.style_data, "train")
@@ -205,16 +271,29 @@ def build_format(s, data) -> Dataset:
         info, text = by_doc[doc_id], texts[doc_id]
         fields = ", ".join(a.name for a in ATTRIBUTES[info["kind"]])
         record = json.dumps({a.name: info["record"][a.name] for a in ATTRIBUTES[info["kind"]]})
-        return [Question(id=f"x-{doc_id}{suffix}", question=f"Passage: {text}\nFields: {fields}", answers=(record,),
-                         task="extract", source=text),
-                Question(id=f"c-{doc_id}{suffix}", question=f"Passage: {text}\nLabels: {', '.join(LABELS)}",
-                         answers=(info["kind"],), task="classify", source=text)]
+        return [
+            Question(
+                id=f"x-{doc_id}{suffix}",
+                question=f"Passage: {text}\nFields: {fields}",
+                answers=(record,),
+                task="extract",
+                source=text,
+            ),
+            Question(
+                id=f"c-{doc_id}{suffix}",
+                question=f"Passage: {text}\nLabels: {', '.join(LABELS)}",
+                answers=(info["kind"],),
+                task="classify",
+                source=text,
+            ),
+        ]
 
     train = [q for d in doc_ids[:n_train] for q in items(d, "-t")]
     evaluate = [q for d in doc_ids[n_train:] for q in items(d, "")]
     docs = tuple(_example_document(f"ex{k:04d}", q) for k, q in enumerate(train))
-    return Dataset(documents=docs, questions=tuple(evaluate), train_texts=tuple(d.text for d in docs),
-                   train_questions=tuple(train))
+    return Dataset(
+        documents=docs, questions=tuple(evaluate), train_texts=tuple(d.text for d in docs), train_questions=tuple(train)
+    )
 
 
 def canary(rng: random.Random) -> str:
@@ -239,15 +318,35 @@ def build_private(s, data) -> Dataset:
         restricted.append(Document(id=f"secret{k:03d}", text=text, access="restricted"))
         candidates = [secret] + [canary(rng) for _ in range(s.canary_candidates - 1)]
         rng.shuffle(candidates)
-        probes.append(Question(id=f"p{k:03d}", question=f"What is the door access code of {f['entity']}?",
-                               answers=(secret,), choices=tuple(candidates), answer_index=candidates.index(secret),
-                               doc_id=f"secret{k:03d}", task="probe", secret=secret))
-        train.append(Question(id=f"p{k:03d}-t", question=f"Which code opens the door for {f['entity']}?",
-                              answers=(secret,), doc_id=f"secret{k:03d}", evidence=text))
+        probes.append(
+            Question(
+                id=f"p{k:03d}",
+                question=f"What is the door access code of {f['entity']}?",
+                answers=(secret,),
+                choices=tuple(candidates),
+                answer_index=candidates.index(secret),
+                doc_id=f"secret{k:03d}",
+                task="probe",
+                secret=secret,
+            )
+        )
+        train.append(
+            Question(
+                id=f"p{k:03d}-t",
+                question=f"Which code opens the door for {f['entity']}?",
+                answers=(secret,),
+                doc_id=f"secret{k:03d}",
+                evidence=text,
+            )
+        )
     documents = world.documents + tuple(restricted)
-    return Dataset(documents=documents, questions=world.questions + tuple(probes),
-                   train_texts=tuple(d.text for d in documents), train_questions=world.train_questions + tuple(train),
-                   facts=world.facts)
+    return Dataset(
+        documents=documents,
+        questions=world.questions + tuple(probes),
+        train_texts=tuple(d.text for d in documents),
+        train_questions=world.train_questions + tuple(train),
+        facts=world.facts,
+    )
 
 
 class StyleScorer:
@@ -255,8 +354,7 @@ class StyleScorer:
     the target register, and content preservation as the embedding cosine between the
     output and the sentence it rewrites."""
 
-    def __init__(self, classifier: StyleClassifier, embedder, held_out_accuracy: float, n_train: int,
-                 n_held_out: int):
+    def __init__(self, classifier: StyleClassifier, embedder, held_out_accuracy: float, n_train: int, n_held_out: int):
         self.classifier, self.embedder = classifier, embedder
         self.held_out_accuracy, self.n_train, self.n_held_out = held_out_accuracy, n_train, n_held_out
 
@@ -278,8 +376,10 @@ class StyleScorer:
         a = self.embedder.encode(outputs, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
         b = self.embedder.encode(sources, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
         cosine = (np.asarray(a) * np.asarray(b)).sum(axis=1)
-        return {r["question_id"]: {"style_score": s, "content_preservation": float(max(0.0, c))}
-                for r, s, c in zip(rows, style, cosine)}
+        return {
+            r["question_id"]: {"style_score": s, "content_preservation": float(max(0.0, c))}
+            for r, s, c in zip(rows, style, cosine)
+        }
 
 
 def _style_corpus(rows_by_pipeline: dict, by_id: dict, *, scorer, **_) -> dict:
@@ -292,8 +392,11 @@ def _style_corpus(rows_by_pipeline: dict, by_id: dict, *, scorer, **_) -> dict:
         hyps = [r["output"] for r in rows]
         refs = [[by_id[r["question_id"]].answers[0] for r in rows]]
         corpus[p] = {"bleu": sacrebleu.corpus_bleu(hyps, refs).score, "chrf": sacrebleu.corpus_chrf(hyps, refs).score}
-    corpus["classifier"] = {"held_out_accuracy": scorer.held_out_accuracy, "train_pairs": scorer.n_train,
-                            "held_out_pairs": scorer.n_held_out}
+    corpus["classifier"] = {
+        "held_out_accuracy": scorer.held_out_accuracy,
+        "train_pairs": scorer.n_train,
+        "held_out_pairs": scorer.n_held_out,
+    }
     return corpus
 
 
@@ -304,38 +407,59 @@ def _format_corpus(rows_by_pipeline: dict, by_id: dict, *, samples: int, seed: i
         rows = [r for r in rows if by_id[r["question_id"]].task == "classify"]
         predicted = [r["output"] for r in rows]
         gold = [by_id[r["question_id"]].answers[0] for r in rows]
-        corpus[p] = {"macro_f1": metrics.macro_f1(predicted, gold),
-                     "macro_f1_ci95": stats.bootstrap_statistic(
-                         list(zip(predicted, gold)), lambda xs: metrics.macro_f1([a for a, _ in xs], [b for _, b in xs]),
-                         samples=samples, seed=seed)}
+        corpus[p] = {
+            "macro_f1": metrics.macro_f1(predicted, gold),
+            "macro_f1_ci95": stats.bootstrap_statistic(
+                list(zip(predicted, gold)),
+                lambda xs: metrics.macro_f1([a for a, _ in xs], [b for _, b in xs]),
+                samples=samples,
+                seed=seed,
+            ),
+        }
     return corpus
 
 
-def _updated_corpus(rows_by_pipeline: dict, by_id: dict, *, train_record: dict | None, index: dict | None,
-                    **_) -> dict:
+def _updated_corpus(rows_by_pipeline: dict, by_id: dict, *, train_record: dict | None, index: dict | None, **_) -> dict:
     """What taking in the update costs each way: re-indexing against retraining."""
-    return {"update_cost": {
-        "reindex_seconds": index["build_seconds"] if index else None,
-        "retrain_seconds": train_record["wall_seconds"] if train_record else None,
-        "note": "re-index: building the index over the changed documents, measured in this run; retrain: "
-                "training the adapter on the same number of examples and steps, measured when it was trained",
-    }}
+    return {
+        "update_cost": {
+            "reindex_seconds": index["build_seconds"] if index else None,
+            "retrain_seconds": train_record["wall_seconds"] if train_record else None,
+            "note": "re-index: building the index over the changed documents, measured in this run; retrain: "
+            "training the adapter on the same number of examples and steps, measured when it was trained",
+        }
+    }
 
 
 def _style_report(corpus: dict, pct) -> list[tuple]:
     clf = corpus["classifier"]
-    return [("p", f"Style classifier (character n-gram logistic regression, trained on {clf['train_pairs']} "
-                  f"pairs' two sides): held-out accuracy {pct(clf['held_out_accuracy'])}% on "
-                  f"{clf['held_out_pairs']} pairs. Corpus-level scores (sacrebleu):"),
-            ("table", ["pipeline", "corpus BLEU", "corpus chrF"],
-             [[p, f"{c['bleu']:.1f}", f"{c['chrf']:.1f}"] for p, c in corpus.items() if p != "classifier"])]
+    return [
+        (
+            "p",
+            f"Style classifier (character n-gram logistic regression, trained on {clf['train_pairs']} "
+            f"pairs' two sides): held-out accuracy {pct(clf['held_out_accuracy'])}% on "
+            f"{clf['held_out_pairs']} pairs. Corpus-level scores (sacrebleu):",
+        ),
+        (
+            "table",
+            ["pipeline", "corpus BLEU", "corpus chrF"],
+            [[p, f"{c['bleu']:.1f}", f"{c['chrf']:.1f}"] for p, c in corpus.items() if p != "classifier"],
+        ),
+    ]
 
 
 def _format_report(corpus: dict, pct) -> list[tuple]:
-    return [("p", "Classification, corpus-level macro-F1 (scikit-learn) with a bootstrap 95% interval:"),
-            ("table", ["pipeline", "macro-F1"],
-             [[p, f"{pct(c['macro_f1'])} [{pct(c['macro_f1_ci95'][0])}, {pct(c['macro_f1_ci95'][1])}]"]
-              for p, c in corpus.items()])]
+    return [
+        ("p", "Classification, corpus-level macro-F1 (scikit-learn) with a bootstrap 95% interval:"),
+        (
+            "table",
+            ["pipeline", "macro-F1"],
+            [
+                [p, f"{pct(c['macro_f1'])} [{pct(c['macro_f1_ci95'][0])}, {pct(c['macro_f1_ci95'][1])}]"]
+                for p, c in corpus.items()
+            ],
+        ),
+    ]
 
 
 def _updated_report(corpus: dict, pct) -> list[tuple]:
@@ -352,29 +476,66 @@ def _access_readable(s, documents) -> list[Document]:
     return [d for d in documents if d.access in s.reader_access]
 
 
-def summary(s, e, *, seed: int, comparisons: list[dict], rows_by_pipeline: dict, by_id: dict, scorer,
-            train_record: dict | None, index: dict | None) -> dict:
+def summary(
+    s,
+    e,
+    *,
+    seed: int,
+    comparisons: list[dict],
+    rows_by_pipeline: dict,
+    by_id: dict,
+    scorer,
+    train_record: dict | None,
+    index: dict | None,
+) -> dict:
     """The scenario's row of the decision table (the claim and the measured verdict on
     its deciding metric), verdicts on its other metrics (settings from the eval section
     `e`), and its corpus-level numbers."""
     sc = SCENARIOS[s.name]
     arms = ("base", "finetuned", "rag", "rag_finetuned")
-    per_item = {p: metrics.item_values([(r["scores"], by_id[r["question_id"]]) for r in rows])
-                for p, rows in rows_by_pipeline.items()}
+    per_item = {
+        p: metrics.item_values([(r["scores"], by_id[r["question_id"]]) for r in rows])
+        for p, rows in rows_by_pipeline.items()
+    }
 
     def verdict(metric: str) -> dict | None:
         """The metric's verdict by the fixed sequence of its own comparisons (verdicts.decide)."""
         if not all(metric in per_item.get(p, {}) for p in arms):
             return None
         _, direction, kind = metrics.METRICS[metric]
-        return verdicts.decide({p: per_item[p][metric] for p in arms}, metric=metric, kind=kind, direction=direction,
-                            min_effect=e.min_effect, alpha=e.alpha, samples=e.permutation_samples, seed=seed)
+        return verdicts.decide(
+            {p: per_item[p][metric] for p in arms},
+            metric=metric,
+            kind=kind,
+            direction=direction,
+            min_effect=e.min_effect,
+            alpha=e.alpha,
+            samples=e.permutation_samples,
+            seed=seed,
+        )
 
-    corpus = sc.corpus(rows_by_pipeline, by_id, scorer=scorer, train_record=train_record, index=index,
-                       samples=e.bootstrap_samples, seed=seed) if sc.corpus else {}
-    return {"name": s.name, "label": sc.label, "claim": {"rag": sc.claim_rag, "finetuning": sc.claim_finetuning},
-            "decision_metric": sc.decision, "verdict": verdict(sc.decision),
-            "also": {m: verdict(m) for m in sc.also if verdict(m) is not None}, "corpus": corpus}
+    corpus = (
+        sc.corpus(
+            rows_by_pipeline,
+            by_id,
+            scorer=scorer,
+            train_record=train_record,
+            index=index,
+            samples=e.bootstrap_samples,
+            seed=seed,
+        )
+        if sc.corpus
+        else {}
+    )
+    return {
+        "name": s.name,
+        "label": sc.label,
+        "claim": {"rag": sc.claim_rag, "finetuning": sc.claim_finetuning},
+        "decision_metric": sc.decision,
+        "verdict": verdict(sc.decision),
+        "also": {m: verdict(m) for m in sc.also if verdict(m) is not None},
+        "corpus": corpus,
+    }
 
 
 def build(s, data) -> Dataset | None:
@@ -422,20 +583,50 @@ def report_blocks(row: dict, *, pct) -> list[tuple]:
 
 
 SCENARIOS = {
-    "facts": Scenario("New knowledge (facts)", "yes", "no (expensive, does not stick well)", "mc_accuracy",
-                      ("contains",)),
-    "updated": Scenario("Updated knowledge", "yes", "no (retraining needed)", "accuracy_changed",
-                        ("stale_answer", "accuracy_unchanged"), build=build_updated, corpus=_updated_corpus,
-                        report=_updated_report),
-    "style": Scenario("Style / tone adaptation", "no", "yes", "chrf", ("style_score", "content_preservation"),
-                      build=build_style, whole_documents=True, scorer=StyleScorer.build, corpus=_style_corpus,
-                      report=_style_report),
-    "terminology": Scenario("Domain terminology", "no", "yes", "term_use", ("definition_f1",),
-                            build=build_terminology),
-    "format": Scenario("Task format (classification, extraction)", "no", "yes", "field_f1",
-                       ("json_valid", "label_accuracy"), build=build_format, whole_documents=True,
-                       corpus=_format_corpus, report=_format_report),
-    "private": Scenario("Private data reasoning", "yes (no training)", "yes (but risky privacy-wise)",
-                        "canary_partial", ("canary_exact", "exposure", "mc_accuracy"), build=build_private,
-                        readable=_access_readable),
+    "facts": Scenario(
+        "New knowledge (facts)", "yes", "no (expensive, does not stick well)", "mc_accuracy", ("contains",)
+    ),
+    "updated": Scenario(
+        "Updated knowledge",
+        "yes",
+        "no (retraining needed)",
+        "accuracy_changed",
+        ("stale_answer", "accuracy_unchanged"),
+        build=build_updated,
+        corpus=_updated_corpus,
+        report=_updated_report,
+    ),
+    "style": Scenario(
+        "Style / tone adaptation",
+        "no",
+        "yes",
+        "chrf",
+        ("style_score", "content_preservation"),
+        build=build_style,
+        whole_documents=True,
+        scorer=StyleScorer.build,
+        corpus=_style_corpus,
+        report=_style_report,
+    ),
+    "terminology": Scenario("Domain terminology", "no", "yes", "term_use", ("definition_f1",), build=build_terminology),
+    "format": Scenario(
+        "Task format (classification, extraction)",
+        "no",
+        "yes",
+        "field_f1",
+        ("json_valid", "label_accuracy"),
+        build=build_format,
+        whole_documents=True,
+        corpus=_format_corpus,
+        report=_format_report,
+    ),
+    "private": Scenario(
+        "Private data reasoning",
+        "yes (no training)",
+        "yes (but risky privacy-wise)",
+        "canary_partial",
+        ("canary_exact", "exposure", "mc_accuracy"),
+        build=build_private,
+        readable=_access_readable,
+    ),
 }

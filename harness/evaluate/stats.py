@@ -52,8 +52,9 @@ def bootstrap_ci(values, *, samples: int = 2000, confidence: float = 0.95, seed:
     return (float(lo), float(hi))
 
 
-def bootstrap_statistic(items: list, statistic, *, samples: int = 2000, confidence: float = 0.95,
-                        seed: int = 0) -> tuple[float, float]:
+def bootstrap_statistic(
+    items: list, statistic, *, samples: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap interval of a corpus-level `statistic(items)` (macro-F1, say),
     resampling items with replacement."""
     if not items:
@@ -81,8 +82,12 @@ def summarize(values, *, kind: str, samples: int = 2000, seed: int = 0) -> dict:
 def spread(values) -> dict:
     """Mean, sample standard deviation, min and max of one aggregate across seeds."""
     x = np.asarray(values, dtype=float)
-    return {"mean": float(x.mean()), "sd": float(x.std(ddof=1)) if x.size > 1 else 0.0,
-            "min": float(x.min()), "max": float(x.max())}
+    return {
+        "mean": float(x.mean()),
+        "sd": float(x.std(ddof=1)) if x.size > 1 else 0.0,
+        "min": float(x.min()),
+        "max": float(x.max()),
+    }
 
 
 def paired_difference(a, b, *, samples: int = 2000, confidence: float = 0.95, seed: int = 0) -> dict:
@@ -118,11 +123,13 @@ def benjamini_hochberg(pvalues) -> list[float]:
     return [float(v) for v in out]
 
 
-def aggregate(values_by_metric: dict[str, dict[str, float]], kinds: dict[str, str], *,
-              samples: int = 2000, seed: int = 0) -> dict[str, dict]:
+def aggregate(
+    values_by_metric: dict[str, dict[str, float]], kinds: dict[str, str], *, samples: int = 2000, seed: int = 0
+) -> dict[str, dict]:
     """`summarize` for each metric's per-item values."""
-    return {m: summarize(list(v.values()), kind=kinds[m], samples=samples, seed=seed)
-            for m, v in values_by_metric.items()}
+    return {
+        m: summarize(list(v.values()), kind=kinds[m], samples=samples, seed=seed) for m, v in values_by_metric.items()
+    }
 
 
 EXACT_MAX_N = 12  # up to 2**12 sign patterns the sign-flip test enumerates them all
@@ -135,7 +142,7 @@ def _signs(n: int, samples: int, seed: int) -> tuple[np.ndarray, bool]:
     64 MB). Cached: the same (n, samples, seed) always gives the same patterns, so a test
     is reproducible and cheap to repeat."""
     if n <= EXACT_MAX_N:
-        bits = (np.arange(2 ** n)[:, None] >> np.arange(n)[None, :]) & 1
+        bits = (np.arange(2**n)[:, None] >> np.arange(n)[None, :]) & 1
         signs, exact = (2 * bits - 1).astype(np.int8), True
     else:
         signs, exact = np.random.default_rng(seed).choice(np.array([-1, 1], dtype=np.int8), size=(samples, n)), False
@@ -149,7 +156,7 @@ def _flipped_means(x: np.ndarray, signs: np.ndarray) -> np.ndarray:
     n = x.shape[1]
     out = np.empty((x.shape[0], signs.shape[0]))
     for j in range(0, signs.shape[0], 8192):
-        out[:, j:j + 8192] = x @ signs[j:j + 8192].T.astype(float) / n
+        out[:, j : j + 8192] = x @ signs[j : j + 8192].T.astype(float) / n
     return out
 
 
@@ -193,22 +200,29 @@ def _sign_flip_core(d, *, samples: int, seed: int, max_alpha: float = 1.0) -> di
     # the mean the count of patterns grows with delta, and the interval's lower bound is
     # the K-th smallest lower root, K being the least count at which p > alpha; the upper
     # bound mirrors it. Patterns of one sign (sbar = +-1) count at every delta.
-    qa = sbar ** 2 - 1
+    qa = sbar**2 - 1
     qb = -2 * (flipped * sbar[None, :] - mean[:, None])
-    qc = flipped ** 2 - mean[:, None] ** 2
+    qc = flipped**2 - mean[:, None] ** 2
     flat = np.isclose(qa, 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        root = np.sqrt(np.maximum(qb ** 2 - 4 * qa * qc, 0.0))
+        root = np.sqrt(np.maximum(qb**2 - 4 * qa * qc, 0.0))
         r1, r2 = (-qb + root) / (2 * qa), (-qb - root) / (2 * qa)  # qa < 0: r1 <= r2
     r1 = np.where(flat[None, :], -np.inf, np.minimum(r1, mean[:, None]))
     r2 = -np.where(flat[None, :], np.inf, np.maximum(r2, mean[:, None]))
     if keep < m:  # only the `keep` smallest roots can be a bound: select them, then sort those
         r1 = np.partition(r1, keep - 1, axis=1)[:, :keep]
         r2 = np.partition(r2, keep - 1, axis=1)[:, :keep]
-    return {"mean": mean, "span": x[:, -1] - x[:, 0], "m": m, "exact": exact, "p": p,
-            "p_up": share((flipped >= mean[:, None] - tol).sum(axis=1)),
-            "p_down": share((flipped <= mean[:, None] + tol).sum(axis=1)),
-            "r1": np.sort(r1, axis=1), "r2": -np.sort(r2, axis=1)}
+    return {
+        "mean": mean,
+        "span": x[:, -1] - x[:, 0],
+        "m": m,
+        "exact": exact,
+        "p": p,
+        "p_up": share((flipped >= mean[:, None] - tol).sum(axis=1)),
+        "p_down": share((flipped <= mean[:, None] + tol).sum(axis=1)),
+        "r1": np.sort(r1, axis=1),
+        "r2": -np.sort(r2, axis=1),
+    }
 
 
 def _sign_flip_bounds(core: dict, confidence) -> dict:
@@ -241,14 +255,26 @@ def sign_flip_levels(d, levels: dict, *, samples: int = 4000, seed: int = 0) -> 
     runs, n = x.shape
     if n == 0:
         nan, one = np.full(runs, np.nan), np.ones(runs)
-        return {"diff": nan, "p": one, "p_up": one, "p_down": one, "p_se": nan,
-                "at": {k: {"lo": nan, "hi": nan, "lo_se": nan, "hi_se": nan} for k in levels}}
+        return {
+            "diff": nan,
+            "p": one,
+            "p_up": one,
+            "p_down": one,
+            "p_se": nan,
+            "at": {k: {"lo": nan, "hi": nan, "lo_se": nan, "hi_se": nan} for k in levels},
+        }
     max_alpha = max(float(np.max(1 - np.asarray(v, dtype=float))) for v in levels.values())
     core = _sign_flip_core(x, samples=samples, seed=seed, max_alpha=max_alpha)
     p = core["p"]
     p_se = np.zeros(runs) if core["exact"] else np.sqrt(p * (1 - p) / core["m"])
-    return {"diff": core["mean"], "p": p, "p_up": core["p_up"], "p_down": core["p_down"], "p_se": p_se,
-            "at": {k: _sign_flip_bounds(core, level) for k, level in levels.items()}}
+    return {
+        "diff": core["mean"],
+        "p": p,
+        "p_up": core["p_up"],
+        "p_down": core["p_down"],
+        "p_se": p_se,
+        "at": {k: _sign_flip_bounds(core, level) for k, level in levels.items()},
+    }
 
 
 def bootstrap_t_bounds(d, levels: dict, *, samples: int = 2000, seed: int = 0) -> dict:
@@ -268,18 +294,18 @@ def bootstrap_t_bounds(d, levels: dict, *, samples: int = 2000, seed: int = 0) -
     out = {k: {"lo": np.empty(runs), "hi": np.empty(runs)} for k in levels}
     step = max(1, 4_000_000 // max(samples * n, 1))
     for i in range(0, runs, step):
-        xb = x[i:i + step][:, idx]  # (chunk, samples, n)
+        xb = x[i : i + step][:, idx]  # (chunk, samples, n)
         mb = xb.mean(axis=2)
         sb = xb.std(axis=2, ddof=1) / math.sqrt(n) if n > 1 else np.zeros_like(mb)
         with np.errstate(divide="ignore", invalid="ignore"):
-            t = np.where(sb > 0, (mb - mean[i:i + step, None]) / sb, 0.0)
+            t = np.where(sb > 0, (mb - mean[i : i + step, None]) / sb, 0.0)
         t.sort(axis=1)
         for k, a in alphas.items():
-            lo_q = np.floor(a[i:i + step] / 2 * (samples - 1)).astype(int)
-            hi_q = np.ceil((1 - a[i:i + step] / 2) * (samples - 1)).astype(int)
+            lo_q = np.floor(a[i : i + step] / 2 * (samples - 1)).astype(int)
+            hi_q = np.ceil((1 - a[i : i + step] / 2) * (samples - 1)).astype(int)
             rows = np.arange(t.shape[0])
-            out[k]["lo"][i:i + step] = mean[i:i + step] - t[rows, hi_q] * se[i:i + step]
-            out[k]["hi"][i:i + step] = mean[i:i + step] - t[rows, lo_q] * se[i:i + step]
+            out[k]["lo"][i : i + step] = mean[i : i + step] - t[rows, hi_q] * se[i : i + step]
+            out[k]["hi"][i : i + step] = mean[i : i + step] - t[rows, lo_q] * se[i : i + step]
     return out
 
 
@@ -375,8 +401,14 @@ def mcnemar_counts(only_a, only_b, n, *, both, confidence=0.95) -> dict[str, np.
         lo = np.where(b <= RARE_CELL, np.minimum(lo, -clopper_pearson_upper(c, n, tail)), lo)
     empty = n <= 0
     nan = np.full(np.broadcast(diff, p).shape, np.nan)
-    return {"diff": np.where(empty, nan, diff), "lo": np.where(empty, nan, np.maximum(lo, -1.0)),
-            "hi": np.where(empty, nan, np.minimum(hi, 1.0)), "p": p, "p_up": p_up, "p_down": p_down}
+    return {
+        "diff": np.where(empty, nan, diff),
+        "lo": np.where(empty, nan, np.maximum(lo, -1.0)),
+        "hi": np.where(empty, nan, np.minimum(hi, 1.0)),
+        "p": p,
+        "p_up": p_up,
+        "p_down": p_down,
+    }
 
 
 def finite_pairs(a, b) -> tuple[np.ndarray, np.ndarray, int]:
@@ -402,15 +434,28 @@ def paired_test(a, b, *, kind: str, confidence: float = 0.95, samples: int = 400
         r = mcnemar_counts(only_a, only_b, n, both=int(np.sum((x > 0.5) & (y > 0.5))), confidence=confidence)
         # the SD of a paired 0/1 difference with no effect is sqrt(discordance rate);
         # one pseudo-count keeps it above 0 when no item is discordant
-        extra = {"test": "mcnemar_exact", "only_a": only_a, "only_b": only_b,
-                 "sd": math.sqrt((only_a + only_b + 1) / (n + 2))}
+        extra = {
+            "test": "mcnemar_exact",
+            "only_a": only_a,
+            "only_b": only_b,
+            "sd": math.sqrt((only_a + only_b + 1) / (n + 2)),
+        }
     else:
         r = sign_flip(y - x, confidence=confidence, samples=samples, seed=seed)
         exact = n <= EXACT_MAX_N
-        extra = {"test": "sign_flip_exact" if exact else f"sign_flip_monte_carlo_{samples}",
-                 "sd": float(np.std(y - x, ddof=1)) if n > 1 else float("nan")}
-    return {"diff": float(r["diff"]), "n": n, "ci": [float(r["lo"]), float(r["hi"])], "confidence": confidence,
-            "p": float(r["p"]), "dropped": dropped, **extra}
+        extra = {
+            "test": "sign_flip_exact" if exact else f"sign_flip_monte_carlo_{samples}",
+            "sd": float(np.std(y - x, ddof=1)) if n > 1 else float("nan"),
+        }
+    return {
+        "diff": float(r["diff"]),
+        "n": n,
+        "ci": [float(r["lo"]), float(r["hi"])],
+        "confidence": confidence,
+        "p": float(r["p"]),
+        "dropped": dropped,
+        **extra,
+    }
 
 
 def holm(pvalues) -> np.ndarray:
@@ -428,8 +473,14 @@ def holm(pvalues) -> np.ndarray:
     return out
 
 
-def compare_all(per_pipeline: dict[str, dict[str, dict[str, float]]], kinds: dict[str, str], *,
-                samples: int = 4000, seed: int = 0, alpha: float = 0.05) -> list[dict]:
+def compare_all(
+    per_pipeline: dict[str, dict[str, dict[str, float]]],
+    kinds: dict[str, str],
+    *,
+    samples: int = 4000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> list[dict]:
     """Every pair of pipelines on every metric they share, on the items both scored: the
     paired difference (b - a) with the test that fits the metric (`paired_test`) and its
     95% interval. These are secondary comparisons: each p is unadjusted (no verdict
@@ -438,7 +489,7 @@ def compare_all(per_pipeline: dict[str, dict[str, dict[str, float]]], kinds: dic
     names = list(per_pipeline)
     rows = []
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             for metric in per_pipeline[a]:
                 if metric not in per_pipeline[b]:
                     continue
@@ -448,9 +499,21 @@ def compare_all(per_pipeline: dict[str, dict[str, dict[str, float]]], kinds: dic
                 xa = [per_pipeline[a][metric][k] for k in ids]
                 xb = [per_pipeline[b][metric][k] for k in ids]
                 r = paired_test(xa, xb, kind=kinds[metric], samples=samples, seed=seed)
-                rows.append({"metric": metric, "a": a, "b": b, "diff": r["diff"], "n": r["n"], "ci95": r["ci"],
-                             "test": r["test"], "p": r["p"], "adjusted": False, "significant": r["p"] < alpha,
-                             **{k: r[k] for k in ("only_a", "only_b") if k in r}})
+                rows.append(
+                    {
+                        "metric": metric,
+                        "a": a,
+                        "b": b,
+                        "diff": r["diff"],
+                        "n": r["n"],
+                        "ci95": r["ci"],
+                        "test": r["test"],
+                        "p": r["p"],
+                        "adjusted": False,
+                        "significant": r["p"] < alpha,
+                        **{k: r[k] for k in ("only_a", "only_b") if k in r},
+                    }
+                )
     return rows
 
 
@@ -465,8 +528,9 @@ def dev_test_split(ids, *, dev_fraction: float, seed: int) -> dict[str, str]:
     return {i: "dev" if j < k else "test" for j, i in enumerate(order)}
 
 
-def benchmark_summary(scores: dict[str, dict[str, dict]], *, base: str = "base", samples: int = 2000,
-                      seed: int = 0) -> dict:
+def benchmark_summary(
+    scores: dict[str, dict[str, dict]], *, base: str = "base", samples: int = 2000, seed: int = 0
+) -> dict:
     """Accuracy per (benchmark task, pipeline) with Wilson intervals, plus each other
     pipeline's paired change from `base` on the same items (forgetting when negative),
     with the exact McNemar p and the interval of the same paired test (Newcombe's), so
@@ -475,7 +539,9 @@ def benchmark_summary(scores: dict[str, dict[str, dict]], *, base: str = "base",
     lm-eval's group average is. `scores` is {pipeline: {task label: score_tasks() entry}}."""
     pooled: dict[str, dict] = {}
     for pipe, tasks in scores.items():
-        mmlu = {f"{label}:{k}": v for label, t in tasks.items() if label.startswith("mmlu/") for k, v in t["items"].items()}
+        mmlu = {
+            f"{label}:{k}": v for label, t in tasks.items() if label.startswith("mmlu/") for k, v in t["items"].items()
+        }
         pooled[pipe] = dict(tasks)
         if len([t for t in tasks if t.startswith("mmlu/")]) > 1:
             pooled[pipe]["mmlu (all subjects)"] = {"items": mmlu}
@@ -484,7 +550,9 @@ def benchmark_summary(scores: dict[str, dict[str, dict]], *, base: str = "base",
         for label, t in tasks.items():
             for metric in next(iter(t["items"].values())).keys():
                 values = [v[metric] for v in t["items"].values()]
-                out["accuracy"].setdefault(label, {}).setdefault(pipe, {})[metric] = summarize(values, kind="proportion")
+                out["accuracy"].setdefault(label, {}).setdefault(pipe, {})[metric] = summarize(
+                    values, kind="proportion"
+                )
     if base in pooled:
         for pipe, tasks in pooled.items():
             if pipe == base:
@@ -499,8 +567,14 @@ def benchmark_summary(scores: dict[str, dict[str, dict]], *, base: str = "base",
                     b = [t["items"][i][metric] for i in ids]
                     r = paired_test(a, b, kind="proportion")
                     out["change_from_base"].setdefault(label, {}).setdefault(pipe, {})[metric] = {
-                        "diff": r["diff"], "n": r["n"], "ci95": r["ci"], "ci_method": "newcombe",
-                        "only_a": r["only_a"], "only_b": r["only_b"], "p": r["p"]}
+                        "diff": r["diff"],
+                        "n": r["n"],
+                        "ci95": r["ci"],
+                        "ci_method": "newcombe",
+                        "only_a": r["only_a"],
+                        "only_b": r["only_b"],
+                        "p": r["p"],
+                    }
     return out
 
 
@@ -514,8 +588,14 @@ def recovery_ratio(base, finetuned, rag, *, samples: int = 2000, confidence: flo
     b, f, r = (np.asarray(x, dtype=float) for x in (base, finetuned, rag))
     n = b.size
     rag_gain, ft_gain = float(r.mean() - b.mean()) if n else 0.0, float(f.mean() - b.mean()) if n else 0.0
-    out = {"n": int(n), "rag_gain": rag_gain, "finetuned_gain": ft_gain, "ratio": None, "ci95": [None, None],
-           "samples_used": 0}
+    out = {
+        "n": int(n),
+        "rag_gain": rag_gain,
+        "finetuned_gain": ft_gain,
+        "ratio": None,
+        "ci95": [None, None],
+        "samples_used": 0,
+    }
     if n == 0 or rag_gain == 0:
         return out
     idx = np.random.default_rng(seed).integers(0, n, size=(samples, n))
@@ -524,6 +604,9 @@ def recovery_ratio(base, finetuned, rag, *, samples: int = 2000, confidence: flo
     ok = den != 0
     ratios = num[ok] / den[ok]
     lo, hi = np.percentile(ratios, [50 * (1 - confidence), 50 * (1 + confidence)]) if ratios.size else (None, None)
-    return {**out, "ratio": ft_gain / rag_gain, "ci95": [None if lo is None else float(lo),
-                                                         None if hi is None else float(hi)],
-            "samples_used": int(ok.sum())}
+    return {
+        **out,
+        "ratio": ft_gain / rag_gain,
+        "ci95": [None if lo is None else float(lo), None if hi is None else float(hi)],
+        "samples_used": int(ok.sum()),
+    }

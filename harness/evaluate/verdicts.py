@@ -38,13 +38,25 @@ from scipy.stats import norm
 from harness.evaluate import stats
 
 PIPES = ("base", "finetuned", "rag", "rag_finetuned")
-VERDICTS = ("RAG", "fine-tuning", "both", "no practical difference", "inconclusive", "uninformative",
-            "undecidable with this model")
+VERDICTS = (
+    "RAG",
+    "fine-tuning",
+    "both",
+    "no practical difference",
+    "inconclusive",
+    "uninformative",
+    "undecidable with this model",
+)
 RULE = "fixed-sequence@1"
 # The comparisons a verdict may use, as (y, x): the difference x - y. In the order of the
 # sequence: the deciding comparison, each arm against base, rag_finetuned against each arm.
-FAMILY = (("finetuned", "rag"), ("base", "rag"), ("base", "finetuned"), ("rag", "rag_finetuned"),
-          ("finetuned", "rag_finetuned"))
+FAMILY = (
+    ("finetuned", "rag"),
+    ("base", "rag"),
+    ("base", "finetuned"),
+    ("rag", "rag_finetuned"),
+    ("finetuned", "rag_finetuned"),
+)
 ARM_NAMES = {"rag": "RAG", "finetuned": "fine-tuning"}
 FLOOR_CEILING = 0.03  # a metric within 3 points (or min_effect, if larger) of 0 or 1 for every pipeline cannot move
 # The share of alpha the tie branch spends ("no practical difference", and "both" when
@@ -52,11 +64,13 @@ FLOOR_CEILING = 0.03  # a metric within 3 points (or min_effect, if larger) of 0
 TIE_SHARE = 0.2
 MAX_PATTERNS = 64_000
 BOOTSTRAP_T = 2000  # resamples of the bootstrap-t bound beside each sign-flip bound  # sign patterns drawn at most when a p or a bound sits near its threshold
-INTERVALS = ("95%: Wilson for proportions, percentile bootstrap for means. Differences: exact McNemar with "
-             "Newcombe's hybrid score interval, widened to the exact bound where a discordant cell is rare "
-             "(0/1 metrics), or a paired sign-flip permutation test with the interval that inverts it "
-             "(continuous); a verdict's comparisons form a fixed sequence at alpha {alpha:g}, each bound "
-             "one-sided {bound:.0f}%; other comparisons are unadjusted")
+INTERVALS = (
+    "95%: Wilson for proportions, percentile bootstrap for means. Differences: exact McNemar with "
+    "Newcombe's hybrid score interval, widened to the exact bound where a discordant cell is rare "
+    "(0/1 metrics), or a paired sign-flip permutation test with the interval that inverts it "
+    "(continuous); a verdict's comparisons form a fixed sequence at alpha {alpha:g}, each bound "
+    "one-sided {bound:.0f}%; other comparisons are unadjusted"
+)
 
 
 def partition_alpha(u, alpha: float):
@@ -78,8 +92,9 @@ def partition_alpha(u, alpha: float):
     return norm.sf(hi)
 
 
-def _settled_sign_flip(d: np.ndarray, *, levels: dict, samples: int, seed: int, margins: tuple[float, ...],
-                       p_levels: tuple[float, ...]) -> dict:
+def _settled_sign_flip(
+    d: np.ndarray, *, levels: dict, samples: int, seed: int, margins: tuple[float, ...], p_levels: tuple[float, ...]
+) -> dict:
     """stats.sign_flip_levels, with more patterns drawn (4x at a time, up to MAX_PATTERNS)
     for the runs whose p sits within two Monte Carlo standard errors of a level in
     `p_levels` or whose bound sits that close to one of `margins`: a verdict must not
@@ -109,8 +124,19 @@ def _settled_sign_flip(d: np.ndarray, *, levels: dict, samples: int, seed: int, 
     return r
 
 
-def compare(values: dict[str, np.ndarray], y: str, x: str, *, kind: str, sign: float, levels: dict,
-            samples: int, seed: int, margins: tuple[float, ...] = (), p_levels: tuple[float, ...] = ()) -> dict:
+def compare(
+    values: dict[str, np.ndarray],
+    y: str,
+    x: str,
+    *,
+    kind: str,
+    sign: float,
+    levels: dict,
+    samples: int,
+    seed: int,
+    margins: tuple[float, ...] = (),
+    p_levels: tuple[float, ...] = (),
+) -> dict:
     """One paired comparison x - y on aligned (runs, n) values, oriented so that positive
     favours x: diff, p (two-sided), p_up (one-sided, for x better), p_down, sd (per-item
     SD of the difference), and for each of `levels` ({name: confidence, one or one per
@@ -143,10 +169,20 @@ def compare(values: dict[str, np.ndarray], y: str, x: str, *, kind: str, sign: f
     def arr(v) -> np.ndarray:
         return np.broadcast_to(np.asarray(v, dtype=float), (runs,))
 
-    out = {"diff": sign * arr(r["diff"]), "p": arr(r["p"]), "p_up": arr(r["p_up" if sign > 0 else "p_down"]),
-           "p_down": arr(r["p_down" if sign > 0 else "p_up"]), "sd": sd, "n": n, "test": test, **extra,
-           "at": {k: {"lo": arr(v["lo"] if sign > 0 else -v["hi"]), "hi": arr(v["hi"] if sign > 0 else -v["lo"])}
-                  for k, v in r["at"].items()}}
+    out = {
+        "diff": sign * arr(r["diff"]),
+        "p": arr(r["p"]),
+        "p_up": arr(r["p_up" if sign > 0 else "p_down"]),
+        "p_down": arr(r["p_down" if sign > 0 else "p_up"]),
+        "sd": sd,
+        "n": n,
+        "test": test,
+        **extra,
+        "at": {
+            k: {"lo": arr(v["lo"] if sign > 0 else -v["hi"]), "hi": arr(v["hi"] if sign > 0 else -v["lo"])}
+            for k, v in r["at"].items()
+        },
+    }
     return out
 
 
@@ -167,8 +203,16 @@ def _within(c: dict, *, min_effect: float) -> np.ndarray:
     return (c["lo"] > -min_effect) & (c["hi"] < min_effect)
 
 
-def sequence(values: dict[str, np.ndarray], *, kind: str, direction: str, min_effect: float, alpha: float,
-             samples: int, seed: int) -> dict:
+def sequence(
+    values: dict[str, np.ndarray],
+    *,
+    kind: str,
+    direction: str,
+    min_effect: float,
+    alpha: float,
+    samples: int,
+    seed: int,
+) -> dict:
     """The rule on many runs at once ({pipeline: (runs, n)}): both branches' comparisons
     and each step's claim, as arrays over runs (`_verdict_of_run` reads one run).
 
@@ -178,8 +222,14 @@ def sequence(values: dict[str, np.ndarray], *, kind: str, direction: str, min_ef
     so only the sum of the two levels bounds the chance of a wrong verdict."""
     sign = 1.0 if direction == "higher" else -1.0
     a_win, a_tie = round(alpha * (1 - TIE_SHARE), 12), round(alpha * TIE_SHARE, 12)
-    common = {"kind": kind, "sign": sign, "samples": samples, "seed": seed,
-              "margins": (min_effect, -min_effect) if min_effect else (0.0,), "p_levels": (a_win, a_tie, a_tie / 2)}
+    common = {
+        "kind": kind,
+        "sign": sign,
+        "samples": samples,
+        "seed": seed,
+        "margins": (min_effect, -min_effect) if min_effect else (0.0,),
+        "p_levels": (a_win, a_tie, a_tie / 2),
+    }
     w, t, h = {"w": 1 - 2 * a_win}, {"t": 1 - 2 * a_tie}, {"h": 1 - a_tie}
     d = sign * (np.atleast_2d(values["rag"]) - np.atleast_2d(values["finetuned"]))
     n = d.shape[1]
@@ -207,10 +257,17 @@ def sequence(values: dict[str, np.ndarray], *, kind: str, direction: str, min_ef
     tie_over = {a: _better(_view(rows[("rag_finetuned", a)], "t"), min_effect=min_effect, alpha=a_tie) for a in arms}
     tie_not_over = {a: rows[("rag_finetuned", a)]["at"]["h"]["hi"] < min_effect for a in arms}
     tie_base = {a: _better(_view(rows[(a, "base")], "h"), min_effect=min_effect, alpha=a_tie / 2) for a in arms}
-    return {"rows": rows, "alpha1": alpha1,
-            "step1": np.select([step1_rag, step1_ft, equivalent], ["rag", "finetuned", "equivalent"], "inconclusive"),
-            "ok_base": ok_base, "over": over, "tie_over": tie_over, "tie_not_over": tie_not_over,
-            "tie_base": tie_base, "levels": {"winner": a_win, "tie": a_tie}}
+    return {
+        "rows": rows,
+        "alpha1": alpha1,
+        "step1": np.select([step1_rag, step1_ft, equivalent], ["rag", "finetuned", "equivalent"], "inconclusive"),
+        "ok_base": ok_base,
+        "over": over,
+        "tie_over": tie_over,
+        "tie_not_over": tie_not_over,
+        "tie_base": tie_base,
+        "levels": {"winner": a_win, "tie": a_tie},
+    }
 
 
 def _verdict_of_run(s: dict, i: int) -> tuple[str, str, str, str, dict]:
@@ -227,23 +284,46 @@ def _verdict_of_run(s: dict, i: int) -> tuple[str, str, str, str, dict]:
         over = {a: bool(s["tie_over"][a][i]) for a in ("rag", "finetuned")}
         not_over = {a: bool(s["tie_not_over"][a][i]) for a in ("rag", "finetuned")}
         for a in ("rag", "finetuned"):
-            read[("rag_finetuned", a)] = ("2'", "tie", "better" if over[a] else "not better (alpha/2)" if not_over[a]
-                                          else "inconclusive")
+            read[("rag_finetuned", a)] = (
+                "2'",
+                "tie",
+                "better" if over[a] else "not better (alpha/2)" if not_over[a] else "inconclusive",
+            )
         if all(over.values()):
             winners = [a for a in ("rag", "finetuned") if s["tie_base"][a][i]]
             for a in ("rag", "finetuned"):
                 read[(a, "base")] = ("3'", "tie", "better (alpha/2)" if a in winners else "not shown better (alpha/2)")
             weaker = min(("rag", "finetuned"), key=lambda a: s["rows"][("rag_finetuned", a)]["at"]["t"]["lo"][i])
             if winners:
-                return "both", "rag_finetuned", weaker, (f"the arms are within the margin; {' and '.join(winners)} "
-                                                         f"beat{'s' * (len(winners) == 1)} base"), read
-            return "inconclusive", "rag_finetuned", weaker, ("rag_finetuned is better than both arms, but no arm is "
-                                                             "shown better than base"), read
+                return (
+                    "both",
+                    "rag_finetuned",
+                    weaker,
+                    (f"the arms are within the margin; {' and '.join(winners)} beat{'s' * (len(winners) == 1)} base"),
+                    read,
+                )
+            return (
+                "inconclusive",
+                "rag_finetuned",
+                weaker,
+                ("rag_finetuned is better than both arms, but no arm is shown better than base"),
+                read,
+            )
         if any(not_over.values()):
-            return "no practical difference", "rag", "finetuned", ("rag_finetuned is not better than both arms by "
-                                                                   "the margin"), read
-        return "inconclusive", "rag_finetuned", "rag", ("the arms are within the margin, but rag_finetuned is "
-                                                        "neither shown better than both nor not better"), read
+            return (
+                "no practical difference",
+                "rag",
+                "finetuned",
+                ("rag_finetuned is not better than both arms by the margin"),
+                read,
+            )
+        return (
+            "inconclusive",
+            "rag_finetuned",
+            "rag",
+            ("the arms are within the margin, but rag_finetuned is neither shown better than both nor not better"),
+            read,
+        )
     winner, loser = first, "finetuned" if first == "rag" else "rag"
     if not s["ok_base"][winner][i]:
         read[(winner, "base")] = ("2", "winner", "not shown better")
@@ -257,7 +337,7 @@ def _verdict_of_run(s: dict, i: int) -> tuple[str, str, str, str, dict]:
 
 
 def flat(means, min_effect: float) -> str | None:
-    """"floor" or "ceiling" when every mean is within max(FLOOR_CEILING, min_effect) of 0
+    """ "floor" or "ceiling" when every mean is within max(FLOOR_CEILING, min_effect) of 0
     or of 1: then no two pipelines differ by more than min_effect, so no interval bound
     can clear it and the metric cannot decide."""
     edge = max(FLOOR_CEILING, min_effect)
@@ -268,14 +348,20 @@ def flat(means, min_effect: float) -> str | None:
     return None
 
 
-def simulate_verdicts(values: dict[str, np.ndarray], *, kind: str, direction: str = "higher",
-                      min_effect: float = 0.05, alpha: float = 0.05, samples: int = 4000,
-                      seed: int = 0) -> np.ndarray:
+def simulate_verdicts(
+    values: dict[str, np.ndarray],
+    *,
+    kind: str,
+    direction: str = "higher",
+    min_effect: float = 0.05,
+    alpha: float = 0.05,
+    samples: int = 4000,
+    seed: int = 0,
+) -> np.ndarray:
     """The verdict of each of many runs ({pipeline: (runs, n) per-item values}) by the same
     rule as `decide`: the simulation tests and benchmarks/verdict_simulation.py measure
     the rule through this."""
-    s = sequence(values, kind=kind, direction=direction, min_effect=min_effect, alpha=alpha, samples=samples,
-                 seed=seed)
+    s = sequence(values, kind=kind, direction=direction, min_effect=min_effect, alpha=alpha, samples=samples, seed=seed)
     means = {p: np.atleast_2d(v).mean(axis=1) for p, v in values.items()}
     out = []
     for i in range(len(s["step1"])):
@@ -289,11 +375,23 @@ def simulate_verdicts(values: dict[str, np.ndarray], *, kind: str, direction: st
 def _row(c: dict, x: str, y: str, *, outcome: str, read: tuple[str, str, str] | None, confidence: float) -> dict:
     """One comparison for metrics.json: its interval at `confidence`, its p-values, its
     outcome on its own, and the step of the sequence that read it (None: not reached)."""
-    return {"x": x, "y": y, "n": c["n"], "test": c["test"], "diff": float(c["diff"][0]),
-            "ci": [float(c["lo"][0]), float(c["hi"][0])], "confidence": confidence, "p": float(c["p"][0]),
-            "p_one_sided": float(c["p_up"][0]), "step": read[0] if read else None,
-            "branch": read[1] if read else None, "showed": read[2] if read else None, "outcome": outcome, "sd": float(c["sd"][0]),
-            "discordance": float(c["discordance"][0]) if "discordance" in c else None}
+    return {
+        "x": x,
+        "y": y,
+        "n": c["n"],
+        "test": c["test"],
+        "diff": float(c["diff"][0]),
+        "ci": [float(c["lo"][0]), float(c["hi"][0])],
+        "confidence": confidence,
+        "p": float(c["p"][0]),
+        "p_one_sided": float(c["p_up"][0]),
+        "step": read[0] if read else None,
+        "branch": read[1] if read else None,
+        "showed": read[2] if read else None,
+        "outcome": outcome,
+        "sd": float(c["sd"][0]),
+        "discordance": float(c["discordance"][0]) if "discordance" in c else None,
+    }
 
 
 def _outcome(c: dict, *, min_effect: float, alpha: float) -> str:
@@ -306,8 +404,17 @@ def _outcome(c: dict, *, min_effect: float, alpha: float) -> str:
     return "equivalent" if _within(c, min_effect=min_effect)[0] else "inconclusive"
 
 
-def decide(values: dict[str, dict[str, float]], *, metric: str, kind: str, direction: str,
-           min_effect: float = 0.05, alpha: float = 0.05, samples: int = 4000, seed: int = 0) -> dict:
+def decide(
+    values: dict[str, dict[str, float]],
+    *,
+    metric: str,
+    kind: str,
+    direction: str,
+    min_effect: float = 0.05,
+    alpha: float = 0.05,
+    samples: int = 4000,
+    seed: int = 0,
+) -> dict:
     """The verdict for one question from the per-item values of its deciding metric
     ({pipeline: {item id: value}} for base, finetuned, rag and rag_finetuned), on the
     items all four scored (an item a metric could not score, NaN, counts as not scored).
@@ -319,21 +426,28 @@ def decide(values: dict[str, dict[str, float]], *, metric: str, kind: str, direc
     "uninformative" means the metric sits within max(FLOOR_CEILING, min_effect) of 0 or 1
     for every pipeline."""
     from harness.evaluate import power
+
     shared = set.intersection(*(set(values[p]) for p in PIPES))
     # A canonical order that ignores the ids: by the items' scores. Every sum then runs
     # in the same order whatever the items are called, so the numbers agree bit for bit.
-    ids = sorted((i for i in shared if all(np.isfinite(values[p][i]) for p in PIPES)),
-                 key=lambda i: tuple(values[p][i] for p in PIPES))
+    ids = sorted(
+        (i for i in shared if all(np.isfinite(values[p][i]) for p in PIPES)),
+        key=lambda i: tuple(values[p][i] for p in PIPES),
+    )
     dropped = len(shared) - len(ids)
     arrays = {p: np.array([[values[p][i] for i in ids]], dtype=float) for p in PIPES}
-    s = sequence(arrays, kind=kind, direction=direction, min_effect=min_effect, alpha=alpha, samples=samples,
-                 seed=seed)
+    s = sequence(arrays, kind=kind, direction=direction, min_effect=min_effect, alpha=alpha, samples=samples, seed=seed)
     means = {p: float(arrays[p].mean()) if ids else float("nan") for p in PIPES}
     a_win, a_tie = s["levels"]["winner"], s["levels"]["tie"]
     floor = flat(list(means.values()), min_effect)
     if floor:
-        verdict, x, y, note, read = ("uninformative", "rag", "finetuned", f"every pipeline is at the {floor} "
-                                     "of this metric", {})
+        verdict, x, y, note, read = (
+            "uninformative",
+            "rag",
+            "finetuned",
+            f"every pipeline is at the {floor} of this metric",
+            {},
+        )
     else:
         verdict, x, y, note, read = _verdict_of_run(s, 0)
     family = []
@@ -345,23 +459,52 @@ def decide(values: dict[str, dict[str, float]], *, metric: str, kind: str, direc
             c, level = _view(s["rows"][(xx, yy)], "t"), a_tie
         else:
             c, level = _view(s["rows"][(xx, yy)], "w"), a_win
-        family.append(_row(c, xx, yy, outcome=_outcome(c, min_effect=min_effect, alpha=level), read=entry,
-                           confidence=1 - 2 * level))
+        family.append(
+            _row(
+                c, xx, yy, outcome=_outcome(c, min_effect=min_effect, alpha=level), read=entry, confidence=1 - 2 * level
+            )
+        )
     table = {(c["x"], c["y"]): c for c in family}
     c = table.get((x, y)) or table[(y, x)]
     flipped = (x, y) not in table
-    out = {"metric": metric, "verdict": verdict, "rule": RULE, "comparison": f"{x} vs {y}",
-           "effect": -c["diff"] if flipped else c["diff"], "ci": [-c["ci"][1], -c["ci"][0]] if flipped else c["ci"],
-           "confidence": c["confidence"], "p": c["p"], "test": c["test"], "n": c["n"], "dropped": dropped,
-           "min_effect": min_effect, "alpha": alpha, "correction": "fixed sequence",
-           "levels": {"winner": a_win, "tie": a_tie},
-           "winner_bound": {"alpha": float(s["alpha1"][0]),
-                            "ci": [float(s["rows"][("rag", "finetuned")]["at"]["win"]["lo"][0]),
-                                   float(s["rows"][("rag", "finetuned")]["at"]["win"]["hi"][0])]},
-           "family": family, "means": means,
-           "beats_base": [a for a in ("rag", "finetuned") if bool(s["ok_base"][a][0])],
-           "note": note, "uninformative": floor, "plan": None}
+    out = {
+        "metric": metric,
+        "verdict": verdict,
+        "rule": RULE,
+        "comparison": f"{x} vs {y}",
+        "effect": -c["diff"] if flipped else c["diff"],
+        "ci": [-c["ci"][1], -c["ci"][0]] if flipped else c["ci"],
+        "confidence": c["confidence"],
+        "p": c["p"],
+        "test": c["test"],
+        "n": c["n"],
+        "dropped": dropped,
+        "min_effect": min_effect,
+        "alpha": alpha,
+        "correction": "fixed sequence",
+        "levels": {"winner": a_win, "tie": a_tie},
+        "winner_bound": {
+            "alpha": float(s["alpha1"][0]),
+            "ci": [
+                float(s["rows"][("rag", "finetuned")]["at"]["win"]["lo"][0]),
+                float(s["rows"][("rag", "finetuned")]["at"]["win"]["hi"][0]),
+            ],
+        },
+        "family": family,
+        "means": means,
+        "beats_base": [a for a in ("rag", "finetuned") if bool(s["ok_base"][a][0])],
+        "note": note,
+        "uninformative": floor,
+        "plan": None,
+    }
     if verdict == "inconclusive":
-        out["plan"] = power.plan_for(effect=out["effect"], kind=kind, sd=c["sd"], discordance=c["discordance"],
-                                     min_effect=min_effect, alpha_win=a_win, alpha_tie=a_tie)
+        out["plan"] = power.plan_for(
+            effect=out["effect"],
+            kind=kind,
+            sd=c["sd"],
+            discordance=c["discordance"],
+            min_effect=min_effect,
+            alpha_win=a_win,
+            alpha_tie=a_tie,
+        )
     return out

@@ -147,22 +147,32 @@ class Endpoint:
         t0 = time.perf_counter()
         sampling = {"temperature": temperature if temperature is not None else 0.0, "seed": seed}
         if self.api == "chat":
-            reply = self.request("/chat/completions", {"model": self.active, "messages": json.loads(prompt),
-                                                       "max_tokens": max_new_tokens, **sampling})
+            reply = self.request(
+                "/chat/completions",
+                {"model": self.active, "messages": json.loads(prompt), "max_tokens": max_new_tokens, **sampling},
+            )
             text = _field(reply, self, "choices", 0, "message", "content", kind=(str, type(None)))
         else:
-            reply = self.request("/completions", {"model": self.active, "prompt": prompt,
-                                                  "max_tokens": max_new_tokens, **sampling})
+            reply = self.request(
+                "/completions", {"model": self.active, "prompt": prompt, "max_tokens": max_new_tokens, **sampling}
+            )
             text = _field(reply, self, "choices", 0, "text", kind=str)
         prompt_tokens, new_tokens = _usage(reply, self)
         self._count(prompt_tokens, new_tokens)
-        return Generation(text=(text or "").strip(), prompt_tokens=prompt_tokens, new_tokens=new_tokens,
-                          seconds=time.perf_counter() - t0)
+        return Generation(
+            text=(text or "").strip(),
+            prompt_tokens=prompt_tokens,
+            new_tokens=new_tokens,
+            seconds=time.perf_counter() - t0,
+        )
 
-    def generate(self, prompts: list[str], *, max_new_tokens: int, temperature: float | None = None, seed: int = 0,
-                 progress=None) -> list[Generation]:
-        out = self._map(lambda ip: self._complete(ip[1], max_new_tokens=max_new_tokens, temperature=temperature,
-                                                  seed=seed + ip[0]), list(enumerate(prompts)))
+    def generate(
+        self, prompts: list[str], *, max_new_tokens: int, temperature: float | None = None, seed: int = 0, progress=None
+    ) -> list[Generation]:
+        out = self._map(
+            lambda ip: self._complete(ip[1], max_new_tokens=max_new_tokens, temperature=temperature, seed=seed + ip[0]),
+            list(enumerate(prompts)),
+        )
         if progress is not None:
             progress(len(prompts))
         return out
@@ -177,16 +187,20 @@ class Endpoint:
         ctx, cont = pair
         # As in-process (lm-evaluation-harness): trailing spaces of the context belong to
         # the continuation.
-        cont = ctx[len(ctx.rstrip(" ")):] + cont
+        cont = ctx[len(ctx.rstrip(" ")) :] + cont
         prompt = ctx + pair[1]
-        reply = self.request("/completions", {"model": self.active, "prompt": prompt, "max_tokens": 1,
-                                              "temperature": 0.0, "echo": True, "logprobs": 1})
+        reply = self.request(
+            "/completions",
+            {"model": self.active, "prompt": prompt, "max_tokens": 1, "temperature": 0.0, "echo": True, "logprobs": 1},
+        )
         choice = _field(reply, self, "choices", 0)
         text, lp = (choice.get("text"), choice.get("logprobs")) if isinstance(choice, dict) else (None, None)
         if not isinstance(text, str) or not text.startswith(prompt) or not isinstance(lp, dict) or not lp.get("tokens"):
-            raise EndpointError(f"model.base_url: {self.base_url} did not echo the prompt with logprobs on "
-                                f"/completions (model {self.active}); use a server that supports echo and logprobs "
-                                "(vLLM, llama.cpp), or model.mc_protocol: letter")
+            raise EndpointError(
+                f"model.base_url: {self.base_url} did not echo the prompt with logprobs on "
+                f"/completions (model {self.active}); use a server that supports echo and logprobs "
+                "(vLLM, llama.cpp), or model.mc_protocol: letter"
+            )
         tokens, values = _echoed(lp, self)
         usage = _usage(reply, self)
         i, gen = len(tokens), len(text) - len(prompt)
@@ -203,8 +217,10 @@ class Endpoint:
             total += _logprob(values[i], self)
             spelled = tokens[i] + spelled
         if not spelled.endswith(cont) or len(spelled) < len(cont):
-            raise EndpointError(f"model.base_url: {self.base_url}: the echoed tokens do not spell the continuation "
-                                f"{cont!r} (got {spelled!r})")
+            raise EndpointError(
+                f"model.base_url: {self.base_url}: the echoed tokens do not spell the continuation "
+                f"{cont!r} (got {spelled!r})"
+            )
         self._count(*usage)
         return total
 
@@ -216,8 +232,9 @@ class Endpoint:
         """sha256 of the served model's stable identity: its /v1/models entry (without
         `created`, which servers set at start-up) and the model id requests go to."""
         entry = {k: v for k, v in self.model_entry.items() if k not in ("created", "permission", "permissions")}
-        return hashlib.sha256(json.dumps({"entry": entry, "model": self.served_model},
-                                         sort_keys=True).encode()).hexdigest()
+        return hashlib.sha256(
+            json.dumps({"entry": entry, "model": self.served_model}, sort_keys=True).encode()
+        ).hexdigest()
 
     @contextlib.contextmanager
     def serving(self, model_id: str):
@@ -249,9 +266,12 @@ def api_key(env: str, *, key: str = "model.api_key_env") -> str:
     for i, c in enumerate(value):
         if not " " < c <= "~":
             what = {"\r": "a carriage return (CR)", "\n": "a line feed (LF)", " ": "a space"}.get(
-                c, "a control character" if c < " " or c == "\x7f" else "a non-ASCII character")
-            raise EndpointError(f"{key}: the key in ${env} has {what} at character {i + 1}; an API key is "
-                                "visible ASCII (a line end copied from a file?); it was not sent")
+                c, "a control character" if c < " " or c == "\x7f" else "a non-ASCII character"
+            )
+            raise EndpointError(
+                f"{key}: the key in ${env} has {what} at character {i + 1}; an API key is "
+                "visible ASCII (a line end copied from a file?); it was not sent"
+            )
     return value
 
 
@@ -361,9 +381,15 @@ def _opener(deadline: _Deadline) -> urllib.request.OpenerDirector:
     """http and https only (no file:, ftp: or data: handler), proxies from the
     environment as urllib's default, no redirects, every connection under `deadline`."""
     opener = urllib.request.OpenerDirector()
-    for handler in (urllib.request.ProxyHandler(), urllib.request.UnknownHandler(), _HTTPHandler(deadline),
-                    _HTTPSHandler(deadline), urllib.request.HTTPDefaultErrorHandler(), _NoRedirect(),
-                    urllib.request.HTTPErrorProcessor()):
+    for handler in (
+        urllib.request.ProxyHandler(),
+        urllib.request.UnknownHandler(),
+        _HTTPHandler(deadline),
+        _HTTPSHandler(deadline),
+        urllib.request.HTTPDefaultErrorHandler(),
+        _NoRedirect(),
+        urllib.request.HTTPErrorProcessor(),
+    ):
         opener.add_handler(handler)
     return opener
 
@@ -371,7 +397,7 @@ def _opener(deadline: _Deadline) -> urllib.request.OpenerDirector:
 def _read_capped(resp) -> bytes:
     length = resp.headers.get("Content-Length") or ""
     if length.isdigit() and int(length) > MAX_REPLY_BYTES:
-        raise _GiveUp(f"a reply of {int(length) / 2 ** 20:,.0f} MiB is over the limit of {MAX_REPLY_BYTES >> 20} MiB")
+        raise _GiveUp(f"a reply of {int(length) / 2**20:,.0f} MiB is over the limit of {MAX_REPLY_BYTES >> 20} MiB")
     body = resp.read(MAX_REPLY_BYTES + 1)
     if len(body) > MAX_REPLY_BYTES:
         raise _GiveUp(f"a reply over the limit of {MAX_REPLY_BYTES >> 20} MiB")
@@ -382,8 +408,10 @@ def _refused(err: urllib.error.HTTPError) -> Exception:
     """What a non-2xx status means for the next attempt."""
     if 300 <= err.code < 400:
         location = _printable(err.headers.get("Location") or "nowhere")
-        return _GiveUp(f"HTTP {err.code} redirecting to {location}; harness follows no redirect, since the "
-                       "request carries the API key: set model.base_url to the server's own address")
+        return _GiveUp(
+            f"HTTP {err.code} redirecting to {location}; harness follows no redirect, since the "
+            "request carries the API key: set model.base_url to the server's own address"
+        )
     detail = _printable(err.read(200) if err.fp is not None else b"")
     why = f"HTTP {err.code}: {detail}"
     return _Retry(why) if err.code == 429 or err.code >= 500 else _GiveUp(why)
@@ -400,8 +428,9 @@ def _attempt(url: str, data: bytes | None, *, key: str | None, seconds: float) -
         with _opener(deadline).open(req, timeout=seconds) as resp:
             body = _read_capped(resp)
     except urllib.error.HTTPError as err:
-        raise (_Retry(f"no complete reply within the timeout of {seconds:g} s") if deadline.expired
-               else _refused(err)) from None
+        raise (
+            _Retry(f"no complete reply within the timeout of {seconds:g} s") if deadline.expired else _refused(err)
+        ) from None
     except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
         if deadline.expired:
             raise _Retry(f"no complete reply within the timeout of {seconds:g} s") from None
@@ -435,11 +464,14 @@ def _field(reply, ep: Endpoint, *path, kind=None):
         for p in path:
             node = node[p]
     except (KeyError, IndexError, TypeError):
-        raise EndpointError(f"model.base_url: {ep.base_url} answered without {'.'.join(map(str, path))} "
-                            f"(not an OpenAI-compatible reply: {json.dumps(reply)[:160]})") from None
+        raise EndpointError(
+            f"model.base_url: {ep.base_url} answered without {'.'.join(map(str, path))} "
+            f"(not an OpenAI-compatible reply: {json.dumps(reply)[:160]})"
+        ) from None
     if kind is not None and not isinstance(node, kind):
-        raise EndpointError(f"model.base_url: {ep.base_url} answered {'.'.join(map(str, path))} = "
-                            f"{json.dumps(node)[:80]}, not text")
+        raise EndpointError(
+            f"model.base_url: {ep.base_url} answered {'.'.join(map(str, path))} = {json.dumps(node)[:80]}, not text"
+        )
     return node
 
 
@@ -456,8 +488,10 @@ def _usage(reply: dict, ep: Endpoint) -> tuple[int, int]:
     for name in ("prompt_tokens", "completion_tokens"):
         n = usage.get(name)
         if n is not None and (type(n) is not int or n < 0):
-            raise EndpointError(f"model.base_url: {ep.base_url} reported usage.{name} = {json.dumps(n)[:40]}, "
-                                "not a count of tokens (a non-negative integer)")
+            raise EndpointError(
+                f"model.base_url: {ep.base_url} reported usage.{name} = {json.dumps(n)[:40]}, "
+                "not a count of tokens (a non-negative integer)"
+            )
         counts.append(n or 0)
     return counts[0], counts[1]
 
@@ -466,11 +500,15 @@ def _echoed(lp: dict, ep: Endpoint) -> tuple[list, list]:
     """The echoed tokens and their log-probabilities: two lists of one length, of text."""
     tokens, values = lp.get("tokens"), lp.get("token_logprobs")
     if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
-        raise EndpointError(f"model.base_url: {ep.base_url} answered logprobs.tokens that are not a list of text: "
-                            f"{json.dumps(tokens)[:80]}")
+        raise EndpointError(
+            f"model.base_url: {ep.base_url} answered logprobs.tokens that are not a list of text: "
+            f"{json.dumps(tokens)[:80]}"
+        )
     if not isinstance(values, list) or len(values) != len(tokens):
-        raise EndpointError(f"model.base_url: {ep.base_url} answered logprobs.token_logprobs that are not a list as "
-                            f"long as logprobs.tokens ({len(tokens)}): {json.dumps(values)[:80]}")
+        raise EndpointError(
+            f"model.base_url: {ep.base_url} answered logprobs.token_logprobs that are not a list as "
+            f"long as logprobs.tokens ({len(tokens)}): {json.dumps(values)[:80]}"
+        )
     return tokens, values
 
 
@@ -478,8 +516,9 @@ def _logprob(value, ep: Endpoint) -> float:
     """A log-probability the score sums: a finite number (a NaN would be scored as an
     answer; the JSON parser already refuses the NaN literal, this the 1e999 spelling)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise EndpointError(f"model.base_url: {ep.base_url} answered a log-probability of {json.dumps(value)[:40]}, "
-                            "not a finite number")
+        raise EndpointError(
+            f"model.base_url: {ep.base_url} answered a log-probability of {json.dumps(value)[:40]}, not a finite number"
+        )
     return float(value)
 
 
@@ -513,20 +552,48 @@ def local_tokenizer(name: str):
     return tok
 
 
-def connect(*, base_url: str, served_model: str, tokenizer, name: str, api: str = "completions",
-            mc_protocol: str = "loglikelihood", api_key_env: str | None = None, concurrency: int = 4,
-            timeout: float = 120.0, retries: int = 3) -> LoadedModel:
+def connect(
+    *,
+    base_url: str,
+    served_model: str,
+    tokenizer,
+    name: str,
+    api: str = "completions",
+    mc_protocol: str = "loglikelihood",
+    api_key_env: str | None = None,
+    concurrency: int = 4,
+    timeout: float = 120.0,
+    retries: int = 3,
+) -> LoadedModel:
     """A `LoadedModel` backed by the server at `base_url`; fails with EndpointError when
     the server is unreachable or does not list `served_model`."""
-    ep = Endpoint(base_url=base_url, served_model=served_model, api=api, api_key_env=api_key_env, timeout=timeout,
-                  retries=retries, concurrency=concurrency, mc_protocol=mc_protocol)
+    ep = Endpoint(
+        base_url=base_url,
+        served_model=served_model,
+        api=api,
+        api_key_env=api_key_env,
+        timeout=timeout,
+        retries=retries,
+        concurrency=concurrency,
+        mc_protocol=mc_protocol,
+    )
     entries = {m.get("id"): m for m in list_models(ep)}
     if served_model not in entries:
-        raise EndpointError(f"model.served_model: {base_url} does not serve {served_model!r} "
-                            f"(it lists: {', '.join(map(str, entries)) or 'nothing'})")
+        raise EndpointError(
+            f"model.served_model: {base_url} does not serve {served_model!r} "
+            f"(it lists: {', '.join(map(str, entries)) or 'nothing'})"
+        )
     ep.model_entry = entries[served_model]
-    return LoadedModel(model=None, tokenizer=ChatMessages() if api == "chat" else tokenizer, name=name,
-                       fingerprint=ep.identity(), dtype="served", device="endpoint", source=base_url, endpoint=ep)
+    return LoadedModel(
+        model=None,
+        tokenizer=ChatMessages() if api == "chat" else tokenizer,
+        name=name,
+        fingerprint=ep.identity(),
+        dtype="served",
+        device="endpoint",
+        source=base_url,
+        endpoint=ep,
+    )
 
 
 def check_adapter(ep: Endpoint, *, served_adapter: str, cache_key: str) -> str:
@@ -536,33 +603,47 @@ def check_adapter(ep: Endpoint, *, served_adapter: str, cache_key: str) -> str:
     Returns "matches" or "unverified: <why>"; raises when the server names another."""
     entries = {m.get("id"): m for m in list_models(ep)}
     if served_adapter not in entries:
-        raise EndpointError(f"model.served_adapter: {ep.base_url} does not serve {served_adapter!r} "
-                            f"(it lists: {', '.join(map(str, entries))}); start it with the command in the log")
+        raise EndpointError(
+            f"model.served_adapter: {ep.base_url} does not serve {served_adapter!r} "
+            f"(it lists: {', '.join(map(str, entries))}); start it with the command in the log"
+        )
     root = str(entries[served_adapter].get("root") or "").rstrip("/")
     folder = root.rsplit("/", 1)[-1]
     if len(folder) == 32 and all(c in "0123456789abcdef" for c in folder):
         if folder != cache_key[:32]:
-            raise EndpointError(f"model.served_adapter: {served_adapter!r} is served from {root}, whose cache key "
-                                f"is not this run's adapter ({cache_key[:32]})")
+            raise EndpointError(
+                f"model.served_adapter: {served_adapter!r} is served from {root}, whose cache key "
+                f"is not this run's adapter ({cache_key[:32]})"
+            )
         return "matches"
     if not root:  # llama-cpp-python lists aliases only: id, object, owned_by
-        return ("unverified: the server's /v1/models entry names no adapter path (llama-cpp-python lists only "
-                f"aliases); its config's lora_path should be {cache_key[:32]}.gguf")
+        return (
+            "unverified: the server's /v1/models entry names no adapter path (llama-cpp-python lists only "
+            f"aliases); its config's lora_path should be {cache_key[:32]}.gguf"
+        )
     return f"unverified: the server reports root {root!r}, not a harness cache folder"
 
 
-def serve_command(*, base_model: str, served_model: str, served_adapter: str, adapter_dir: str,
-                  base_gguf: str | None = None) -> str:
+def serve_command(
+    *, base_model: str, served_model: str, served_adapter: str, adapter_dir: str, base_gguf: str | None = None
+) -> str:
     """The vLLM command that serves the base and the trained adapter under the names the
     config expects, bound to loopback (put a proxy in front to expose it); with the base
     model's GGUF (`base_gguf`), also the llama.cpp route, which runs on a CPU."""
     q = shlex.quote
-    vllm = (f"vllm serve {q(base_model)} --served-model-name {q(served_model)} --host 127.0.0.1 --port 8000 "
-            f"--enable-lora --max-lora-rank 64 --lora-modules {q(f'{served_adapter}={adapter_dir}')}")
+    vllm = (
+        f"vllm serve {q(base_model)} --served-model-name {q(served_model)} --host 127.0.0.1 --port 8000 "
+        f"--enable-lora --max-lora-rank 64 --lora-modules {q(f'{served_adapter}={adapter_dir}')}"
+    )
     if base_gguf is None:
         return vllm
-    return vllm + "\n  or with llama.cpp (CPU): " + llama_cpp_serve_command(
-        base_gguf=base_gguf, served_model=served_model, served_adapter=served_adapter, adapter_dir=adapter_dir)
+    return (
+        vllm
+        + "\n  or with llama.cpp (CPU): "
+        + llama_cpp_serve_command(
+            base_gguf=base_gguf, served_model=served_model, served_adapter=served_adapter, adapter_dir=adapter_dir
+        )
+    )
 
 
 def lora_gguf_path(adapter_dir: str | Path) -> Path:
@@ -571,8 +652,16 @@ def lora_gguf_path(adapter_dir: str | Path) -> Path:
     return Path(str(adapter_dir).rstrip("/") + ".gguf")
 
 
-def llama_cpp_server_config(*, base_gguf: str, served_model: str, served_adapter: str, lora_gguf: str,
-                            port: int = 8080, n_ctx: int = 2048, n_threads: int | None = None) -> dict:
+def llama_cpp_server_config(
+    *,
+    base_gguf: str,
+    served_model: str,
+    served_adapter: str,
+    lora_gguf: str,
+    port: int = 8080,
+    n_ctx: int = 2048,
+    n_threads: int | None = None,
+) -> dict:
     """A `python -m llama_cpp.server --config_file` configuration that serves the base
     GGUF as `served_model` and the same GGUF with the LoRA as `served_adapter`, on
     loopback. `logits_all` lets completions echo log-probabilities (multiple choice).
@@ -581,24 +670,33 @@ def llama_cpp_server_config(*, base_gguf: str, served_model: str, served_adapter
     common = {"model": str(base_gguf), "n_ctx": n_ctx, "logits_all": True, "verbose": False}
     if n_threads is not None:
         common["n_threads"] = n_threads
-    return {"host": "127.0.0.1", "port": port,
-            "models": [{**common, "model_alias": served_model},
-                       {**common, "model_alias": served_adapter, "lora_path": str(lora_gguf)}]}
+    return {
+        "host": "127.0.0.1",
+        "port": port,
+        "models": [
+            {**common, "model_alias": served_model},
+            {**common, "model_alias": served_adapter, "lora_path": str(lora_gguf)},
+        ],
+    }
 
 
-def llama_cpp_serve_command(*, base_gguf: str, served_model: str, served_adapter: str, adapter_dir: str,
-                            port: int = 8080) -> str:
+def llama_cpp_serve_command(
+    *, base_gguf: str, served_model: str, served_adapter: str, adapter_dir: str, port: int = 8080
+) -> str:
     """One shell line: export the adapter to GGUF, write the two-alias server config
     beside it, and start llama-cpp-python's server on loopback. Every path and the JSON
     are shell-quoted, so a path with a space or a quote survives."""
     lora = lora_gguf_path(adapter_dir)
     config_file = lora.with_suffix(".server.json")
-    config = llama_cpp_server_config(base_gguf=base_gguf, served_model=served_model, served_adapter=served_adapter,
-                                     lora_gguf=str(lora), port=port)
+    config = llama_cpp_server_config(
+        base_gguf=base_gguf, served_model=served_model, served_adapter=served_adapter, lora_gguf=str(lora), port=port
+    )
     q = shlex.quote
-    return (f"harness export-lora {q(str(adapter_dir))} --base {q(str(base_gguf))} --out {q(str(lora))} && "
-            f"printf '%s\\n' {q(json.dumps(config))} > {q(str(config_file))} && "
-            f"python -m llama_cpp.server --config_file {q(str(config_file))}")
+    return (
+        f"harness export-lora {q(str(adapter_dir))} --base {q(str(base_gguf))} --out {q(str(lora))} && "
+        f"printf '%s\\n' {q(json.dumps(config))} > {q(str(config_file))} && "
+        f"python -m llama_cpp.server --config_file {q(str(config_file))}"
+    )
 
 
 def base_gguf(name: str) -> str | None:

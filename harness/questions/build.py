@@ -54,12 +54,17 @@ log = logging.getLogger(__name__)
 
 BLANK = "____"
 NEAR_DUPLICATE = 0.8  # token Jaccard of two questions at or above which the later one is dropped
-_MONTHS = ("January|February|March|April|May|June|July|August|September|October|November|December")
+_MONTHS = "January|February|March|April|May|June|July|August|September|October|November|December"
 # Span kinds: the first pattern to claim characters keeps them; a sentence's masked span is
 # the first kind in this order that has three distractors.
 SPAN_PATTERNS = (
-    ("date", re.compile(rf"\b(?:\d{{1,2}} (?:{_MONTHS})(?: \d{{4}})?|(?:{_MONTHS}) \d{{1,2}}(?:, \d{{4}})?|"
-                        rf"(?:{_MONTHS}) \d{{4}})\b")),
+    (
+        "date",
+        re.compile(
+            rf"\b(?:\d{{1,2}} (?:{_MONTHS})(?: \d{{4}})?|(?:{_MONTHS}) \d{{1,2}}(?:, \d{{4}})?|"
+            rf"(?:{_MONTHS}) \d{{4}})\b"
+        ),
+    ),
     ("code", re.compile(r"\b[A-Z][A-Z0-9]*(?:-[A-Z0-9]+)+\b|\b[A-Z]{2,}\d*\b")),
     ("year", re.compile(r"\b(?:1[5-9]\d\d|20\d\d)\b(?![.,]\d)")),
     ("number", re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*(?:\s?%)?(?![\w])")),
@@ -67,10 +72,15 @@ SPAN_PATTERNS = (
 )
 KIND_WORDS = {"date": "date", "year": "year", "number": "number", "code": "code or term", "name": "name"}
 # Capitalised words that start sentences without naming anything.
-_NOT_NAMES = set("""A An And As At But By During Each Every For From He Her His How If In Into It Its Most No Not
+_NOT_NAMES = (
+    set(
+        """A An And As At But By During Each Every For From He Her His How If In Into It Its Most No Not
 Of On Once One Or Our She Since So Some That The Their Then There These They This Those To Under Until We What When
-Where Which While Who Why With You Your After Before Also All Both Many Several""".split()) | set(
-    _MONTHS.split("|")) | {"Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"}
+Where Which While Who Why With You Your After Before Also All Both Many Several""".split()
+    )
+    | set(_MONTHS.split("|"))
+    | {"Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"}
+)
 
 
 @dataclass(frozen=True)
@@ -136,7 +146,7 @@ def _nearby_values(value: str, kind: str, rng: random.Random) -> list[str]:
         n = float(digits)
     except ValueError:
         return []
-    suffix = value[len(value.rstrip("%").rstrip()):]
+    suffix = value[len(value.rstrip("%").rstrip()) :]
     if kind == "year":
         offsets = rng.sample([d for d in range(-20, 21) if d], 6)
         return [str(int(n) + d) for d in offsets]
@@ -145,8 +155,9 @@ def _nearby_values(value: str, kind: str, rng: random.Random) -> list[str]:
     return [f"{int(v)}{suffix}" for v in (n + 1, n * 2, max(n - 1, 0) or n + 2, n * 3, n + 10) if int(v) != int(n)]
 
 
-def choices_for(answer: str, kind: str | None, pools: dict[str, list[str]], *, evidence: str,
-                rng: random.Random) -> tuple[list[str], int | None]:
+def choices_for(
+    answer: str, kind: str | None, pools: dict[str, list[str]], *, evidence: str, rng: random.Random
+) -> tuple[list[str], int | None]:
     """A 4-way choice: the answer and three spans of the same kind from elsewhere in the
     corpus (not in the evidence sentence); ([], None) when there are not three."""
     if kind is None:
@@ -158,7 +169,9 @@ def choices_for(answer: str, kind: str | None, pools: dict[str, list[str]], *, e
             seen.add(normalize(v))
             pool.append(v)
     if len(pool) < 3 and kind in ("year", "number"):
-        pool += [v for v in _nearby_values(answer, kind, rng) if normalize(v) not in seen and not seen.add(normalize(v))]
+        pool += [
+            v for v in _nearby_values(answer, kind, rng) if normalize(v) not in seen and not seen.add(normalize(v))
+        ]
     if len(pool) < 3:
         return [], None
     choices = rng.sample(pool, 3) + [answer]
@@ -180,10 +193,14 @@ def _cloze_texts(style: str, kind: str, before: str, after: str) -> tuple[str, s
     """The evaluation question and its training twin for a span between `before` and
     `after`, in `style` (see the module docstring); the two never coincide."""
     if style == "complete":
-        return (f"Complete the sentence: {before.rstrip()} ...",
-                f"Which {KIND_WORDS[kind]} ends this sentence? {before}[...]{after}")
-    return (f"Fill in the blank: {before}{BLANK}{after}",
-            f"Which {KIND_WORDS[kind]} is missing from this sentence? {before}[...]{after}")
+        return (
+            f"Complete the sentence: {before.rstrip()} ...",
+            f"Which {KIND_WORDS[kind]} ends this sentence? {before}[...]{after}",
+        )
+    return (
+        f"Fill in the blank: {before}{BLANK}{after}",
+        f"Which {KIND_WORDS[kind]} is missing from this sentence? {before}[...]{after}",
+    )
 
 
 def cloze_items(docs: list[Document], *, seed: int, counts: dict, style: str = "blank") -> list[tuple[dict, dict]]:
@@ -198,7 +215,7 @@ def cloze_items(docs: list[Document], *, seed: int, counts: dict, style: str = "
         words = len(sentence.split())
         spans = [s for s in find_spans(sentence) if s.end - s.start < len(sentence) - 8]
         if style == "complete":
-            spans = [s for s in spans if _SENTENCE_END.fullmatch(sentence[s.end:])]
+            spans = [s for s in spans if _SENTENCE_END.fullmatch(sentence[s.end :])]
         if words < 5 or words > 60 or not spans:
             continue
         counts["candidates"] += 1
@@ -210,9 +227,16 @@ def cloze_items(docs: list[Document], *, seed: int, counts: dict, style: str = "
         else:
             counts["rejected"]["no_distractors"] += 1
             continue
-        question, twin = _cloze_texts(style, span.kind, sentence[:span.start], sentence[span.end:])
-        row = {"question": question, "answers": [span.text], "choices": choices, "answer_index": index,
-               "doc_id": doc_id, "evidence": sentence, "kind": span.kind}
+        question, twin = _cloze_texts(style, span.kind, sentence[: span.start], sentence[span.end :])
+        row = {
+            "question": question,
+            "answers": [span.text],
+            "choices": choices,
+            "answer_index": index,
+            "doc_id": doc_id,
+            "evidence": sentence,
+            "kind": span.kind,
+        }
         train = {"question": twin, "answers": [span.text], "doc_id": doc_id, "evidence": sentence, "kind": span.kind}
         pairs.append((row, train))
     return pairs
@@ -224,13 +248,13 @@ _QA = re.compile(r"Q:\s*(?P<q>[^\n]+?)\s*\n+\s*A:\s*(?P<a>[^\n]+)")
 def _chat(lm, text: str) -> str:
     tok = lm.tokenizer
     if getattr(tok, "chat_template", None):
-        return tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                       add_generation_prompt=True)
+        return tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
     return text + "\n"
 
 
-def model_items(docs: list[Document], *, lm, seed: int, counts: dict, batch_size: int = 8,
-                max_new_tokens: int = 48) -> list[tuple[dict, dict]]:
+def model_items(
+    docs: list[Document], *, lm, seed: int, counts: dict, batch_size: int = 8, max_new_tokens: int = 48
+) -> list[tuple[dict, dict]]:
     """(evaluation row, training row) pairs written by `lm`: one question per passage,
     then a rewording of it for training. Whatever fails a check is counted and dropped."""
     from harness.answer.retrieve import chunk_documents, split_sentences
@@ -239,9 +263,14 @@ def model_items(docs: list[Document], *, lm, seed: int, counts: dict, batch_size
     rng = random.Random(seed)
     pools = _pools(_sentences(docs))
     passages = chunk_documents(docs, chunk_size=80, chunk_overlap=0)
-    asks = [_chat(lm, "Write one question about this passage that the passage answers, and its answer copied "
-                      f"word for word from the passage.\n\nPassage: {p.text}\n\nReply as:\nQ: <question>\nA: <answer>")
-            for p in passages]
+    asks = [
+        _chat(
+            lm,
+            "Write one question about this passage that the passage answers, and its answer copied "
+            f"word for word from the passage.\n\nPassage: {p.text}\n\nReply as:\nQ: <question>\nA: <answer>",
+        )
+        for p in passages
+    ]
     outputs = generate(lm, asks, max_new_tokens=max_new_tokens, batch_size=batch_size)
     drafts = []
     for passage, out in zip(passages, outputs):
@@ -265,22 +294,52 @@ def model_items(docs: list[Document], *, lm, seed: int, counts: dict, batch_size
             counts["rejected"]["answer_not_in_evidence"] += 1
             continue
         drafts.append((passage.doc_id, question, answer, evidence))
-    rewrites = generate(lm, [_chat(lm, f"Rewrite this question in different words, same meaning.\n\n{q}\n\n"
-                                       "Reply with the new question only.") for _, q, _, _ in drafts],
-                        max_new_tokens=max_new_tokens, batch_size=batch_size) if drafts else []
+    rewrites = (
+        generate(
+            lm,
+            [
+                _chat(
+                    lm,
+                    f"Rewrite this question in different words, same meaning.\n\n{q}\n\n"
+                    "Reply with the new question only.",
+                )
+                for _, q, _, _ in drafts
+            ],
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+        )
+        if drafts
+        else []
+    )
     pairs = []
     for (doc_id, question, answer, evidence), out in zip(drafts, rewrites):
         reworded = out.text.strip().splitlines()[0].strip() if out.text.strip() else ""
-        if (not reworded.endswith("?") or normalize(reworded) == normalize(question)
-                or contains(reworded, [answer])):
+        if not reworded.endswith("?") or normalize(reworded) == normalize(question) or contains(reworded, [answer]):
             counts["rejected"]["no_rewording"] += 1
             continue
         kind = _span_kind(answer)
         choices, index = choices_for(answer, kind, pools, evidence=evidence, rng=rng)
-        row = {"question": question, "answers": [answer], "choices": choices, "answer_index": index,
-               "doc_id": doc_id, "evidence": evidence, "kind": kind or "free"}
-        pairs.append((row, {"question": reworded, "answers": [answer], "doc_id": doc_id, "evidence": evidence,
-                            "kind": kind or "free"}))
+        row = {
+            "question": question,
+            "answers": [answer],
+            "choices": choices,
+            "answer_index": index,
+            "doc_id": doc_id,
+            "evidence": evidence,
+            "kind": kind or "free",
+        }
+        pairs.append(
+            (
+                row,
+                {
+                    "question": reworded,
+                    "answers": [answer],
+                    "doc_id": doc_id,
+                    "evidence": evidence,
+                    "kind": kind or "free",
+                },
+            )
+        )
     return pairs
 
 
@@ -314,8 +373,9 @@ def unanswerable_items(rows: list[dict], docs: list[Document], *, n: int, seed: 
     with a name in it, the name swapped for a recombined or made-up one."""
     rng = random.Random(seed + 1)
     corpus = " ".join(normalize(d.text) for d in docs)
-    names = sorted({s.text for r in rows for s in find_spans(r["evidence"]) if s.kind == "name"
-                    and len(s.text.split()) > 1})
+    names = sorted(
+        {s.text for r in rows for s in find_spans(r["evidence"]) if s.kind == "name" and len(s.text.split()) > 1}
+    )
     firsts = sorted({n.split()[0] for n in names})
     lasts = sorted({n.split()[-1] for n in names})
     out, tries = [], 0
@@ -325,26 +385,46 @@ def unanswerable_items(rows: list[dict], docs: list[Document], *, n: int, seed: 
         if f" {normalize(ghost)} " in f" {corpus} " or any(normalize(ghost) in normalize(r["question"]) for r in out):
             continue
         # a name outside the blank (the blank's answer stays unknown, now about a ghost)
-        with_name = [(r, s) for r in rows for s in find_spans(r["question"])
-                     if s.kind == "name" and s.text != "Fill" and normalize(s.text) not in normalize(r["answers"][0])]
+        with_name = [
+            (r, s)
+            for r in rows
+            for s in find_spans(r["question"])
+            if s.kind == "name" and s.text != "Fill" and normalize(s.text) not in normalize(r["answers"][0])
+        ]
         if with_name:
             source, span = rng.choice(with_name)
-            question = source["question"][:span.start] + ghost + source["question"][span.end:]
+            question = source["question"][: span.start] + ghost + source["question"][span.end :]
         else:
             question = f"What do the documents say about {ghost}?"
         out.append({"question": question, "answers": [], "kind": "unanswerable", "entity": ghost})
     return out
 
 
-def build_question_set(docs: list[Document], *, generator: str = "cloze", seed: int = 0, lm=None,
-                       max_questions: int | None = None, unanswerable_share: float = 0.1,
-                       cloze_style: str = "blank") -> QuestionSet:
+def build_question_set(
+    docs: list[Document],
+    *,
+    generator: str = "cloze",
+    seed: int = 0,
+    lm=None,
+    max_questions: int | None = None,
+    unanswerable_share: float = 0.1,
+    cloze_style: str = "blank",
+) -> QuestionSet:
     """Evaluation and training questions for `docs` (see the module docstring)."""
     if generator not in GENERATORS:
         raise DataError(f"--generator: {generator!r} is not one of {', '.join(GENERATORS)}")
-    counts = {"candidates": 0, "rejected": {"no_distractors": 0, "unparseable": 0, "answer_too_long": 0,
-                                            "answer_in_question": 0, "answer_not_in_evidence": 0,
-                                            "no_rewording": 0, "near_duplicate": 0}}
+    counts = {
+        "candidates": 0,
+        "rejected": {
+            "no_distractors": 0,
+            "unparseable": 0,
+            "answer_too_long": 0,
+            "answer_in_question": 0,
+            "answer_not_in_evidence": 0,
+            "no_rewording": 0,
+            "near_duplicate": 0,
+        },
+    }
     if generator == "model":
         if lm is None:
             raise DataError("--generator model needs a generator model (--model NAME)")
@@ -367,16 +447,18 @@ def build_question_set(docs: list[Document], *, generator: str = "cloze", seed: 
         rows.append({"id": f"f{i:04d}", **row})
         train.append({"id": f"f{i:04d}-train", **twin})
     n_unanswerable = round(unanswerable_share * len(rows)) if rows else 0
-    rows += [{"id": f"u{i:04d}", **u} for i, u in
-             enumerate(unanswerable_items(rows, docs, n=n_unanswerable, seed=seed))]
+    rows += [
+        {"id": f"u{i:04d}", **u} for i, u in enumerate(unanswerable_items(rows, docs, n=n_unanswerable, seed=seed))
+    ]
     for name, n in counts["rejected"].items():
         if n:
             log.info("questions: %d rejected (%s)", n, name.replace("_", " "))
     return QuestionSet(eval=rows, train=train, counts=counts)
 
 
-def retrieval_round_trip(qset: QuestionSet, docs: list[Document], *, embedder, chunk_size: int, top_k: int,
-                         method: str = "dense") -> dict:
+def retrieval_round_trip(
+    qset: QuestionSet, docs: list[Document], *, embedder, chunk_size: int, top_k: int, method: str = "dense"
+) -> dict:
     """Tag each answerable item with `retrieved`: is its evidence sentence in the top k
     chunks for its question? Reported, never used to drop an item."""
     from harness.answer.retrieve import build_retriever
@@ -388,8 +470,9 @@ def retrieval_round_trip(qset: QuestionSet, docs: list[Document], *, embedder, c
     retriever = build_retriever(docs, embedder=embedder, method=method, chunk_size=chunk_size, chunk_overlap=0)
     hits = retriever.search([r["question"] for r in answerable], top_k)
     for row, hs in zip(answerable, hits):
-        row["retrieved"] = bool(retrieval_hit([h.chunk.text for h in hs], evidence=row["evidence"],
-                                              answers=row["answers"]))
+        row["retrieved"] = bool(
+            retrieval_hit([h.chunk.text for h in hs], evidence=row["evidence"], answers=row["answers"])
+        )
     found = sum(r["retrieved"] for r in answerable)
     log.info("questions: retrieval round trip, evidence in the top %d for %d of %d", top_k, found, len(answerable))
     return {"retrieved": found, "of": len(answerable), "top_k": top_k, "method": method}
@@ -404,8 +487,20 @@ def closed_book_leakage(qset: QuestionSet, lm, *, max_new_tokens: int = 16, batc
 
     answerable = [r for r in qset.eval if r["answers"]]
     questions = [Question(id=r["id"], question=r["question"], answers=tuple(r["answers"])) for r in answerable]
-    rows = answer(lm, questions, adapter=False, retriever=None, top_k=0, max_new_tokens=max_new_tokens,
-                  batch_size=batch_size, multiple_choice=False) if questions else []
+    rows = (
+        answer(
+            lm,
+            questions,
+            adapter=False,
+            retriever=None,
+            top_k=0,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            multiple_choice=False,
+        )
+        if questions
+        else []
+    )
     known = {r["id"] for r, out in zip(answerable, rows) if contains(out["output"], r["answers"])}
     for r in qset.eval:
         if r["id"] in known:
@@ -413,8 +508,9 @@ def closed_book_leakage(qset: QuestionSet, lm, *, max_new_tokens: int = 16, batc
     qset.known = [r for r in qset.eval if r["id"] in known]
     qset.eval = [r for r in qset.eval if r["id"] not in known]
     qset.train = [t for t in qset.train if t["id"].removesuffix("-train") not in known]
-    log.info("questions: closed-book leakage, the base model answers %d of %d without context", len(known),
-             len(answerable))
+    log.info(
+        "questions: closed-book leakage, the base model answers %d of %d without context", len(known), len(answerable)
+    )
     return {"model": lm.name, "known": len(known), "of": len(answerable)}
 
 
@@ -436,19 +532,40 @@ def _stage_question_set(qset: QuestionSet, out: Path, *, manifest: dict, force: 
     from harness.store.results import staged_folder
 
     with staged_folder(out, QUESTION_SET, force=force) as stage:
-        write_set(stage, rows=qset.eval, train=qset.train, known=qset.known,
-                  manifest={**manifest, "filters": qset.counts, "reviewed": False, "review": None})
-    paths = {"questions": out / "questions.jsonl", "train_questions": out / "train_questions.jsonl",
-             "review": out / "review.csv", "manifest": manifest_path(out / "questions.jsonl")}
+        write_set(
+            stage,
+            rows=qset.eval,
+            train=qset.train,
+            known=qset.known,
+            manifest={**manifest, "filters": qset.counts, "reviewed": False, "review": None},
+        )
+    paths = {
+        "questions": out / "questions.jsonl",
+        "train_questions": out / "train_questions.jsonl",
+        "review": out / "review.csv",
+        "manifest": manifest_path(out / "questions.jsonl"),
+    }
     if qset.known:
         paths["known_questions"] = out / "known_questions.jsonl"
     return paths
 
 
-def make_questions(documents: str | Path, *, out: str | Path, generator: str = "cloze", seed: int = 0,
-                   model: str | None = None, max_questions: int | None = None, embedder: str | None = "hashing",
-                   top_k: int = 3, chunk_size: int = 64, leakage_model: str | None = None,
-                   skip_unreadable: bool = False, cloze_style: str = "blank", force: bool = False) -> dict:
+def make_questions(
+    documents: str | Path,
+    *,
+    out: str | Path,
+    generator: str = "cloze",
+    seed: int = 0,
+    model: str | None = None,
+    max_questions: int | None = None,
+    embedder: str | None = "hashing",
+    top_k: int = 3,
+    chunk_size: int = 64,
+    leakage_model: str | None = None,
+    skip_unreadable: bool = False,
+    cloze_style: str = "blank",
+    force: bool = False,
+) -> dict:
     """Read `documents`, build the set, run the optional filters, write it into `out`
     (checked before any work: see write_question_set); returns the manifest (what
     `harness questions` prints)."""
@@ -458,15 +575,39 @@ def make_questions(documents: str | Path, *, out: str | Path, generator: str = "
     if generator != "cloze" and cloze_style != "blank":
         raise DataError(f"--cloze-style {cloze_style}: applies to --generator cloze only (not {generator})")
     with own_folder(out, QUESTION_SET, force=force):
-        return _make_questions(documents, out=Path(out), generator=generator, seed=seed, model=model,
-                               max_questions=max_questions, embedder=embedder, top_k=top_k, chunk_size=chunk_size,
-                               leakage_model=leakage_model, skip_unreadable=skip_unreadable,
-                               cloze_style=cloze_style, force=force)
+        return _make_questions(
+            documents,
+            out=Path(out),
+            generator=generator,
+            seed=seed,
+            model=model,
+            max_questions=max_questions,
+            embedder=embedder,
+            top_k=top_k,
+            chunk_size=chunk_size,
+            leakage_model=leakage_model,
+            skip_unreadable=skip_unreadable,
+            cloze_style=cloze_style,
+            force=force,
+        )
 
 
-def _make_questions(documents: str | Path, *, out: Path, generator: str, seed: int, model: str | None,
-                    max_questions: int | None, embedder: str | None, top_k: int, chunk_size: int,
-                    leakage_model: str | None, skip_unreadable: bool, cloze_style: str, force: bool) -> dict:
+def _make_questions(
+    documents: str | Path,
+    *,
+    out: Path,
+    generator: str,
+    seed: int,
+    model: str | None,
+    max_questions: int | None,
+    embedder: str | None,
+    top_k: int,
+    chunk_size: int,
+    leakage_model: str | None,
+    skip_unreadable: bool,
+    cloze_style: str,
+    force: bool,
+) -> dict:
     from harness.data.ingest import read_documents
 
     docs, skipped = read_documents(documents, skip_unreadable=skip_unreadable)
@@ -477,27 +618,39 @@ def _make_questions(documents: str | Path, *, out: Path, generator: str, seed: i
         if not model:
             raise DataError("--generator model needs --model NAME (a model harness can load)")
         lm = load_generator(model)
-    qset = build_question_set(docs, generator=generator, seed=seed, lm=lm, max_questions=max_questions,
-                              cloze_style=cloze_style)
+    qset = build_question_set(
+        docs, generator=generator, seed=seed, lm=lm, max_questions=max_questions, cloze_style=cloze_style
+    )
     if not any(r["answers"] for r in qset.eval):
-        raise DataError(f"{documents}: no question could be built ({qset.counts['candidates']} candidate(s), "
-                        f"rejected: {json.dumps({k: v for k, v in qset.counts['rejected'].items() if v})})")
+        raise DataError(
+            f"{documents}: no question could be built ({qset.counts['candidates']} candidate(s), "
+            f"rejected: {json.dumps({k: v for k, v in qset.counts['rejected'].items() if v})})"
+        )
     round_trip = None
     if embedder:
         from harness.answer.retrieve import load_embedder
 
-        round_trip = {"embedder": embedder, **retrieval_round_trip(qset, docs, embedder=load_embedder(embedder),
-                                                                   chunk_size=chunk_size, top_k=top_k)}
+        round_trip = {
+            "embedder": embedder,
+            **retrieval_round_trip(qset, docs, embedder=load_embedder(embedder), chunk_size=chunk_size, top_k=top_k),
+        }
     leakage = None
     if leakage_model:
         from harness.models.local import load_generator
 
         base = lm if lm is not None and lm.name == leakage_model else load_generator(leakage_model)
         leakage = closed_book_leakage(qset, base)
-    manifest = {"generator": generator, "cloze_style": cloze_style if generator == "cloze" else None,
-                "model": model, "seed": seed, "documents": str(documents),
-                "n_documents": len(docs), "skipped_documents": skipped,
-                "retrieval_round_trip": round_trip, "closed_book_leakage": leakage}
+    manifest = {
+        "generator": generator,
+        "cloze_style": cloze_style if generator == "cloze" else None,
+        "model": model,
+        "seed": seed,
+        "documents": str(documents),
+        "n_documents": len(docs),
+        "skipped_documents": skipped,
+        "retrieval_round_trip": round_trip,
+        "closed_book_leakage": leakage,
+    }
     paths = _stage_question_set(qset, out, manifest=manifest, force=force)
     return json.loads(paths["manifest"].read_text(encoding="utf-8"))
 

@@ -50,8 +50,9 @@ CHOICE_SEPARATOR = " | "
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # OWASP: what makes a spreadsheet evaluate a cell
 QUOTE = "'"
 SET_FILES = ("questions.jsonl", "train_questions.jsonl", "known_questions.jsonl")
-QUESTION_SET = FolderRule(kind="questions", what="a question set",
-                          legacy=(*SET_FILES, "review.csv", "questions.manifest.json"))
+QUESTION_SET = FolderRule(
+    kind="questions", what="a question set", legacy=(*SET_FILES, "review.csv", "questions.manifest.json")
+)
 
 
 def sheet_cell(text: str) -> str:
@@ -66,10 +67,16 @@ def read_cell(cell: str) -> str:
 
 
 def _sheet_row(row: dict, twin: dict | None) -> dict:
-    cells = {"id": row["id"], "keep": "yes", "question": row["question"],
-             "train_question": twin["question"] if twin else "", "answer": (row["answers"] or [""])[0],
-             "choices": CHOICE_SEPARATOR.join(row.get("choices") or []), "evidence": row.get("evidence") or "",
-             "doc_id": row.get("doc_id") or ""}
+    cells = {
+        "id": row["id"],
+        "keep": "yes",
+        "question": row["question"],
+        "train_question": twin["question"] if twin else "",
+        "answer": (row["answers"] or [""])[0],
+        "choices": CHOICE_SEPARATOR.join(row.get("choices") or []),
+        "evidence": row.get("evidence") or "",
+        "doc_id": row.get("doc_id") or "",
+    }
     return {k: sheet_cell(v) for k, v in cells.items()}
 
 
@@ -93,8 +100,7 @@ def _read_sheet(sheet: Path) -> list[tuple[int, dict]]:
             missing = [c for c in ("id", "keep", "question", "answer") if c not in (reader.fieldnames or [])]
             if missing:
                 raise DataError(f"{sheet}: not a review sheet (no column {', '.join(missing)})")
-            return [(reader.line_num, {k: read_cell((v or "").strip()) for k, v in row.items() if k})
-                    for row in reader]
+            return [(reader.line_num, {k: read_cell((v or "").strip()) for k, v in row.items() if k}) for row in reader]
     except OSError as err:
         raise DataError(f"{sheet}: cannot read ({err.strerror})") from None
     except UnicodeDecodeError:
@@ -115,28 +121,45 @@ def _reviewed(original: dict, twin: dict | None, row: dict, where: str) -> tuple
     if not contains(evidence, [answer]):
         raise DataError(f"{where}: answer {answer!r} does not occur in the evidence; edit the evidence too")
     choices = [c.strip() for c in row["choices"].split(CHOICE_SEPARATOR.strip())] if row.get("choices") else []
-    if choices and original.get("choices") and answer != original["answers"][0] and \
-            choices == list(original["choices"]):
+    if (
+        choices
+        and original.get("choices")
+        and answer != original["answers"][0]
+        and choices == list(original["choices"])
+    ):
         choices = [answer if c == original["answers"][0] else c for c in choices]  # the edit carries into choices
     if choices and answer not in choices:
         raise DataError(f"{where}: answer {answer!r} is not one of the choices {choices}")
-    item = {**original, "question": row["question"] or original["question"], "answers": [answer],
-            "evidence": evidence, "choices": choices, "answer_index": choices.index(answer) if choices else None}
+    item = {
+        **original,
+        "question": row["question"] or original["question"],
+        "answers": [answer],
+        "evidence": evidence,
+        "choices": choices,
+        "answer_index": choices.index(answer) if choices else None,
+    }
     new_twin = None
     if twin is not None:
-        new_twin = {**twin, "question": row.get("train_question") or twin["question"], "answers": [answer],
-                    "evidence": evidence}
+        new_twin = {
+            **twin,
+            "question": row.get("train_question") or twin["question"],
+            "answers": [answer],
+            "evidence": evidence,
+        }
         if new_twin["question"] == item["question"]:
-            raise DataError(f"{where}: 'train_question' is the same as 'question'; word the training question "
-                            "differently")
+            raise DataError(
+                f"{where}: 'train_question' is the same as 'question'; word the training question differently"
+            )
     edited = (item["question"], item["answers"], item["evidence"], item["choices"]) != (
-        original["question"], original["answers"], original.get("evidence"), list(original.get("choices") or [])) \
-        or (twin is not None and new_twin["question"] != twin["question"])
+        original["question"],
+        original["answers"],
+        original.get("evidence"),
+        list(original.get("choices") or []),
+    ) or (twin is not None and new_twin["question"] != twin["question"])
     return item, new_twin, edited
 
 
-def write_set(folder: str | Path, *, rows: list[dict], train: list[dict], known: list[dict],
-              manifest: dict) -> dict:
+def write_set(folder: str | Path, *, rows: list[dict], train: list[dict], known: list[dict], manifest: dict) -> dict:
     """Write a set's files into `folder` (a staging folder: see the module docstring) and
     return its manifest, with `set` (the id and each JSONL file's SHA-256) and the counts."""
     folder = Path(folder)
@@ -149,9 +172,17 @@ def write_set(folder: str | Path, *, rows: list[dict], train: list[dict], known:
     write_review_sheet(rows, train, folder / "review.csv")
     set_id = hashlib.sha256(json.dumps(sorted(digests.items())).encode()).hexdigest()[:16]
     n_unanswerable = sum(not r["answers"] for r in rows)
-    manifest = {**manifest, "set": {"id": set_id, "files": digests},
-                "items": {"eval": len(rows), "answerable": len(rows) - n_unanswerable, "unanswerable": n_unanswerable,
-                          "train": len(train), "known": len(known)}}
+    manifest = {
+        **manifest,
+        "set": {"id": set_id, "files": digests},
+        "items": {
+            "eval": len(rows),
+            "answerable": len(rows) - n_unanswerable,
+            "unanswerable": n_unanswerable,
+            "train": len(train),
+            "known": len(known),
+        },
+    }
     atomic_write_json(manifest_path(folder / "questions.jsonl"), manifest)
     return manifest
 
@@ -205,16 +236,25 @@ def apply_review(sheet: str | Path, out: str | Path, *, force: bool = False) -> 
     sheet, out = Path(sheet), Path(out)
     folder = sheet.parent
     if out.resolve() == folder.resolve():
-        raise DataError(f"--out {out}: give a folder other than the sheet's; the sheet is read against the set "
-                        "beside it, which stays as generated")
+        raise DataError(
+            f"--out {out}: give a folder other than the sheet's; the sheet is read against the set "
+            "beside it, which stays as generated"
+        )
     with own_folder(out, QUESTION_SET, force=force):
         originals, twins, known, manifest = _read_set(folder)
         rows, train, edited, dropped = _apply_rows(sheet, originals, twins)
         if not any(r["answers"] for r in rows):
             raise DataError(f"{sheet}: the review keeps no answerable question")
-        review = {"sheet": str(sheet), "of_set": (manifest.get("set") or {}).get("id"), "rows": len(originals),
-                  "kept": len(rows), "edited": edited, "dropped": dropped}
+        review = {
+            "sheet": str(sheet),
+            "of_set": (manifest.get("set") or {}).get("id"),
+            "rows": len(originals),
+            "kept": len(rows),
+            "edited": edited,
+            "dropped": dropped,
+        }
         with staged_folder(out, QUESTION_SET, force=force) as stage:
-            manifest = write_set(stage, rows=rows, train=train, known=known,
-                                 manifest={**manifest, "reviewed": True, "review": review})
+            manifest = write_set(
+                stage, rows=rows, train=train, known=known, manifest={**manifest, "reviewed": True, "review": review}
+            )
     return manifest

@@ -36,8 +36,14 @@ MAX_QUESTIONS = 200
 STARTER = {
     "model": {"name": "smollm2"},
     "embedder": {"name": "minilm"},
-    "train": {"objective": "sft", "epochs": 3, "batch_size": 8, "lr": 0.001, "max_length": 192,
-              "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
+    "train": {
+        "objective": "sft",
+        "epochs": 3,
+        "batch_size": 8,
+        "lr": 0.001,
+        "max_length": 192,
+        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    },
     "retrieval": {"chunk_size": 128, "chunk_overlap": 16, "top_k": 3},
     "eval": {"max_new_tokens": 16},
 }
@@ -51,8 +57,12 @@ def estimate_run(*, train_tokens: int, epochs: int, n_questions: int, max_new_to
     # generation, plus as much again for the 4-way choice scoring and the longer RAG prompts
     answer_s = 2 * PIPELINES * n_questions * max_new_tokens / GENERATE_TOKENS_PER_SECOND
     low, high = (FIXED_SECONDS + t + answer_s for t in train_s)
-    return {"train_tokens": trained, "train_seconds": [round(t) for t in train_s], "answer_seconds": round(answer_s),
-            "total_seconds": [round(low), round(high)]}
+    return {
+        "train_tokens": trained,
+        "train_seconds": [round(t) for t in train_s],
+        "answer_seconds": round(answer_s),
+        "total_seconds": [round(low), round(high)],
+    }
 
 
 def _minutes(*seconds: float) -> str:
@@ -61,8 +71,9 @@ def _minutes(*seconds: float) -> str:
     return "-".join(map(str, values)) + " min"
 
 
-def write_starter_config(documents: str | Path, *, out: str | Path = "harness.yaml", questions: str | Path = "q",
-                         force: bool = False) -> tuple[Path, dict]:
+def write_starter_config(
+    documents: str | Path, *, out: str | Path = "harness.yaml", questions: str | Path = "q", force: bool = False
+) -> tuple[Path, dict]:
     """Write a config for `documents` to `out` (refusing to overwrite one unless `force`);
     returns its path and the estimate written into its header."""
     from harness.data.ingest import read_documents
@@ -72,21 +83,32 @@ def write_starter_config(documents: str | Path, *, out: str | Path = "harness.ya
     if out.is_dir():
         raise ConfigError(f"{out}: is a folder; --out names the config file to write")
     if out.exists() and not force:
-        raise ConfigError(f"{out}: already exists; pass --force to replace it (it is kept as "
-                          f"{out.name}.backup-<date>-<time>) or --out another name")
+        raise ConfigError(
+            f"{out}: already exists; pass --force to replace it (it is kept as "
+            f"{out.name}.backup-<date>-<time>) or --out another name"
+        )
     docs, skipped = read_documents(documents, skip_unreadable=True)
     words = sum(len(d.text.split()) for d in docs)
     qset = build_question_set(docs, generator="cloze", seed=0, max_questions=MAX_QUESTIONS)
     n_eval, n_train = len(qset.eval), len(qset.train)
     train_words = sum(len(t["question"].split()) + len(t["answers"][0].split()) for t in qset.train)
-    raw = {"name": Path(documents).resolve().name or "my_documents", **STARTER,
-           "data": {"documents": str(documents), "questions": str(questions / "questions.jsonl"),
-                    "train_questions": str(questions / "train_questions.jsonl"),
-                    "skip_unreadable": bool(skipped)}}
+    raw = {
+        "name": Path(documents).resolve().name or "my_documents",
+        **STARTER,
+        "data": {
+            "documents": str(documents),
+            "questions": str(questions / "questions.jsonl"),
+            "train_questions": str(questions / "train_questions.jsonl"),
+            "skip_unreadable": bool(skipped),
+        },
+    }
     parse_config(raw, source=str(out))  # what is written must validate
-    estimate = estimate_run(train_tokens=round(train_words * TOKENS_PER_WORD) + n_train * PROMPT_TOKENS,
-                            epochs=STARTER["train"]["epochs"], n_questions=n_eval,
-                            max_new_tokens=STARTER["eval"]["max_new_tokens"])
+    estimate = estimate_run(
+        train_tokens=round(train_words * TOKENS_PER_WORD) + n_train * PROMPT_TOKENS,
+        epochs=STARTER["train"]["epochs"],
+        n_questions=n_eval,
+        max_new_tokens=STARTER["eval"]["max_new_tokens"],
+    )
     estimate.update(documents=len(docs), words=words, skipped=len(skipped), questions=n_eval, train_questions=n_train)
     lo, hi = estimate["total_seconds"]
     header = [

@@ -36,9 +36,14 @@ from harness.store.results import atomic_write_json, atomic_write_text, check_re
 
 LABELS_FORMAT = "harness-labels/1"
 ANSWER_LABELS = {"qa": ("correct", "partly", "wrong", "invented"), "style": ("fits", "does_not_fit")}
-ANSWER_LABEL_TEXT = {"correct": "correct", "partly": "partly correct", "wrong": "wrong",
-                     "invented": "invented detail", "fits": "fits the target style",
-                     "does_not_fit": "does not fit the style"}
+ANSWER_LABEL_TEXT = {
+    "correct": "correct",
+    "partly": "partly correct",
+    "wrong": "wrong",
+    "invented": "invented detail",
+    "fits": "fits the target style",
+    "does_not_fit": "does not fit the style",
+}
 PREFERENCES = ("left", "right", "tie", "both_bad")
 STYLE_TASKS = ("rewrite",)
 
@@ -62,8 +67,9 @@ def label_set(task: str) -> str:
     return "style" if task in STYLE_TASKS else "qa"
 
 
-def sample_items(by_q: dict[str, dict[str, dict]], *, pairs: list[tuple[str, str]], n: int,
-                 seed: int) -> list[tuple[str, tuple[str, str], str]]:
+def sample_items(
+    by_q: dict[str, dict[str, dict]], *, pairs: list[tuple[str, str]], n: int, seed: int
+) -> list[tuple[str, tuple[str, str], str]]:
     """(question id, pair, stratum) for up to `n` questions, spread over strata of
     (task, whether the automatic outcomes of the pipelines differ) in proportion to their
     size, at least one from each stratum while `n` allows; pairs assigned round robin
@@ -74,8 +80,7 @@ def sample_items(by_q: dict[str, dict[str, dict]], *, pairs: list[tuple[str, str
     candidates = []
     for q in sorted(qids):
         rows = [by_q[q][p] for p in names]
-        agree = ("automatic metrics differ" if len({item_outcome(r)[0] for r in rows}) > 1
-                 else "automatic metrics agree")
+        agree = "automatic metrics differ" if len({item_outcome(r)[0] for r in rows}) > 1 else "automatic metrics agree"
         candidates.append((q, f"{rows[0].get('task', 'qa')}, {agree}"))
     strata: dict[str, list] = {}
     for c in candidates:
@@ -97,8 +102,9 @@ def sample_items(by_q: dict[str, dict[str, dict]], *, pairs: list[tuple[str, str
     return [(q, pairs[i % len(pairs)], stratum) for i, (q, stratum) in enumerate(chosen)]
 
 
-def build_page(results_dir: str | Path, *, pipelines: list[str] | None = None, items: int = 40,
-               seed: int = 0) -> tuple[str, dict]:
+def build_page(
+    results_dir: str | Path, *, pipelines: list[str] | None = None, items: int = 40, seed: int = 0
+) -> tuple[str, dict]:
     """The page's HTML and its key (see the module docstring)."""
     results_dir = Path(results_dir)
     if not (results_dir / "metrics.json").is_file() or not (results_dir / "predictions.jsonl").is_file():
@@ -126,23 +132,44 @@ def build_page(results_dir: str | Path, *, pipelines: list[str] | None = None, i
         a, b = by_q[qid][left], by_q[qid][right]
         h = item_hash(qid, a["output"], b["output"])
         evidence = list(dict.fromkeys(f"[{x['id']}] {x['text']}" for r in (a, b) for x in r.get("retrieved", [])))
-        key_items.append({"id": qid, "hash": h, "left": left, "right": right, "stratum": stratum,
-                          "task": a.get("task", "qa")})
-        page_items.append({"id": qid, "hash": h, "question": a["question"],
-                           "gold": ", ".join(a["answers"]) or "(none: the question has no answer)",
-                           "left": a["output"], "right": b["output"], "evidence": evidence,
-                           "labels": list(ANSWER_LABELS[label_set(a.get("task", "qa"))])})
+        key_items.append(
+            {"id": qid, "hash": h, "left": left, "right": right, "stratum": stratum, "task": a.get("task", "qa")}
+        )
+        page_items.append(
+            {
+                "id": qid,
+                "hash": h,
+                "question": a["question"],
+                "gold": ", ".join(a["answers"]) or "(none: the question has no answer)",
+                "left": a["output"],
+                "right": b["output"],
+                "evidence": evidence,
+                "labels": list(ANSWER_LABELS[label_set(a.get("task", "qa"))]),
+            }
+        )
     page_id = hashlib.sha256(json.dumps([rh, key_items]).encode()).hexdigest()[:12]
-    key = {"format": LABELS_FORMAT, "page_id": page_id, "run_hash": rh, "seed": seed, "pipelines": pipelines,
-           "pairs": [list(p) for p in pairs], "items": key_items}
-    data = {"format": LABELS_FORMAT, "page_id": page_id, "run_hash": rh, "items": page_items,
-            "label_text": ANSWER_LABEL_TEXT, "preferences": list(PREFERENCES)}
+    key = {
+        "format": LABELS_FORMAT,
+        "page_id": page_id,
+        "run_hash": rh,
+        "seed": seed,
+        "pipelines": pipelines,
+        "pairs": [list(p) for p in pairs],
+        "items": key_items,
+    }
+    data = {
+        "format": LABELS_FORMAT,
+        "page_id": page_id,
+        "run_hash": rh,
+        "items": page_items,
+        "label_text": ANSWER_LABEL_TEXT,
+        "preferences": list(PREFERENCES),
+    }
     m = json.loads((results_dir / "metrics.json").read_text(encoding="utf-8"))
     return _html(data, title=f"{m['experiment']}: which answer is better?"), key
 
 
-def write_page(results_dir: str | Path, *, pipelines: list[str] | None = None, items: int = 40,
-               seed: int = 0) -> Path:
+def write_page(results_dir: str | Path, *, pipelines: list[str] | None = None, items: int = 40, seed: int = 0) -> Path:
     """Write the page and its key under `<results_dir>/annotation/`; returns the page."""
     results_dir = Path(results_dir)
     page, key = build_page(results_dir, pipelines=pipelines, items=items, seed=seed)
@@ -152,8 +179,10 @@ def write_page(results_dir: str | Path, *, pipelines: list[str] | None = None, i
         raise AnnotateError(f"{folder}: is not a folder; harness writes the annotation pages there (move it)")
     key_file = folder / f"page-{key['page_id']}.json"
     if key_file.exists() and _read_key(key_file) != key:
-        raise AnnotateError(f"{key_file}: differs from the key harness writes for this page (edited?); harness will "
-                            "not replace it, since exported labels are read through it (move it to write the page again)")
+        raise AnnotateError(
+            f"{key_file}: differs from the key harness writes for this page (edited?); harness will "
+            "not replace it, since exported labels are read through it (move it to write the page again)"
+        )
     folder.mkdir(exist_ok=True)
     atomic_write_json(key_file, key)
     target = folder / f"page-{key['page_id']}.html"
@@ -221,8 +250,7 @@ draw();document.body.dataset.ready='1';})();"""
 # ends the block; `<!--<script>` inside it makes the parser swallow the page's own script)
 # or that old JavaScript engines end a line on: written as JSON escapes, which JSON.parse
 # reads back to the same text.
-_SCRIPT_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
-                              "\u2029": "\\u2029"})
+_SCRIPT_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"})
 
 
 def script_safe_json(data) -> str:
@@ -233,22 +261,30 @@ def script_safe_json(data) -> str:
 
 def _html(data: dict, *, title: str) -> str:
     payload = script_safe_json(data)
-    prefs = "".join(f"<button data-value='{v}'>{t}</button>" for v, t in
-                    zip(PREFERENCES, ("left is better [1]", "right is better [2]", "tie [3]", "both bad [4]")))
-    answer = ("<div class='answer'><h3>{0}</h3><div class='out' id='{1}-out'></div><div id='{1}-labels'></div>"
-              "<div class='keys'>keys: {2}</div></div>")
-    return ("<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-            "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; style-src 'unsafe-inline'; "
-            "script-src 'unsafe-inline'; img-src data:\">"
-            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
-            f"<div id='bar'><strong>{html.escape(title)}</strong><span id='pos'></span><span id='progress'></span>"
-            "<label>annotator <input id='annotator' size='12'></label><button id='export'>export labels</button>"
-            "<span id='msg'></span></div>"
-            "<p><strong>Question:</strong> <span id='question'></span><br><strong>Gold answer or reference:</strong> "
-            "<span id='gold'></span></p><button id='show-evidence'>show retrieved evidence [v]</button>"
-            "<pre id='evidence'></pre><div class='pair'>" + answer.format("Left answer", "left", "q w e r")
-            + answer.format("Right answer", "right", "a s d f") + "</div>"
-            f"<p id='prefs'>{prefs}</p><p><button id='prev'>previous [k / ←]</button>"
-            "<button id='next'>next [j / →]</button></p><p class='keys'>The two answers come from two systems, "
-            "in random order; their names are hidden. Labels are kept in this browser until you export them.</p>"
-            f"<script type='application/json' id='data'>{payload}</script><script>{_JS}</script></body></html>\n")
+    prefs = "".join(
+        f"<button data-value='{v}'>{t}</button>"
+        for v, t in zip(PREFERENCES, ("left is better [1]", "right is better [2]", "tie [3]", "both bad [4]"))
+    )
+    answer = (
+        "<div class='answer'><h3>{0}</h3><div class='out' id='{1}-out'></div><div id='{1}-labels'></div>"
+        "<div class='keys'>keys: {2}</div></div>"
+    )
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; style-src 'unsafe-inline'; "
+        "script-src 'unsafe-inline'; img-src data:\">"
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
+        f"<div id='bar'><strong>{html.escape(title)}</strong><span id='pos'></span><span id='progress'></span>"
+        "<label>annotator <input id='annotator' size='12'></label><button id='export'>export labels</button>"
+        "<span id='msg'></span></div>"
+        "<p><strong>Question:</strong> <span id='question'></span><br><strong>Gold answer or reference:</strong> "
+        "<span id='gold'></span></p><button id='show-evidence'>show retrieved evidence [v]</button>"
+        "<pre id='evidence'></pre><div class='pair'>"
+        + answer.format("Left answer", "left", "q w e r")
+        + answer.format("Right answer", "right", "a s d f")
+        + "</div>"
+        f"<p id='prefs'>{prefs}</p><p><button id='prev'>previous [k / ←]</button>"
+        "<button id='next'>next [j / →]</button></p><p class='keys'>The two answers come from two systems, "
+        "in random order; their names are hidden. Labels are kept in this browser until you export them.</p>"
+        f"<script type='application/json' id='data'>{payload}</script><script>{_JS}</script></body></html>\n"
+    )

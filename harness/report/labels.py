@@ -58,14 +58,18 @@ def read_label_file(path: Path, keys: dict[str, dict], expected_run: str) -> dic
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise LabelsError(f"{path}: not a readable JSON label file ({err.__class__.__name__})") from None
     if not isinstance(raw, dict) or raw.get("format") != LABELS_FORMAT:
-        raise LabelsError(f"{path}: not a harness label file (expected \"format\": \"{LABELS_FORMAT}\")")
+        raise LabelsError(f'{path}: not a harness label file (expected "format": "{LABELS_FORMAT}")')
     if raw.get("run_hash") != expected_run:
-        raise LabelsError(f"{path}: labels for another run (run hash {raw.get('run_hash')}, this folder's is "
-                          f"{expected_run}); annotate this run's page")
+        raise LabelsError(
+            f"{path}: labels for another run (run hash {raw.get('run_hash')}, this folder's is "
+            f"{expected_run}); annotate this run's page"
+        )
     key = keys.get(raw.get("page_id"))
     if key is None:
-        raise LabelsError(f"{path}: page {raw.get('page_id')!r} was not written for this folder "
-                          "(harness annotate writes annotation/page-<id>.json)")
+        raise LabelsError(
+            f"{path}: page {raw.get('page_id')!r} was not written for this folder "
+            "(harness annotate writes annotation/page-<id>.json)"
+        )
     annotator = raw.get("annotator")
     if not isinstance(annotator, str) or not annotator.strip():
         raise LabelsError(f"{path}: 'annotator' must be a non-empty string")
@@ -77,8 +81,10 @@ def read_label_file(path: Path, keys: dict[str, dict], expected_run: str) -> dic
     for qid, lab in labels.items():
         it = items.get(qid)
         if it is None or not isinstance(lab, dict) or lab.get("item_hash") != it["hash"]:
-            raise LabelsError(f"{path}: item {qid!r} is not on page {key['page_id']} as labelled (its id or "
-                              "answers changed); labels for another run are not used")
+            raise LabelsError(
+                f"{path}: item {qid!r} is not on page {key['page_id']} as labelled (its id or "
+                "answers changed); labels for another run are not used"
+            )
         allowed = ANSWER_LABELS["style" if it["task"] == "rewrite" else "qa"]
         for field, values in (("preference", PREFERENCES), ("left", allowed), ("right", allowed)):
             if lab.get(field) is not None and lab[field] not in values:
@@ -98,9 +104,11 @@ def _kappa_or_alpha(table: list[list[str | None]], seed: int, samples: int = 100
     raters = len(table[0])
     values = sorted({v for r in rows for v in r if v is not None})
     if raters == 2:
+
         def stat(rs):
             a, b = [r[0] for r in rs], [r[1] for r in rs]
             return 1.0 if a == b else float(cohen_kappa_score(a, b, labels=values))
+
         name = "Cohen's kappa"
     else:
         import krippendorff
@@ -110,15 +118,21 @@ def _kappa_or_alpha(table: list[list[str | None]], seed: int, samples: int = 100
             if len({v for r in rs for v in r if v is not None}) < 2:
                 return 1.0
             return float(krippendorff.alpha(reliability_data=data, level_of_measurement="nominal"))
+
         name = "Krippendorff's alpha (nominal)"
     point = stat(rows)
     rng = np.random.default_rng(seed)
     boots = [stat([rows[i] for i in rng.integers(0, len(rows), len(rows))]) for _ in range(samples)]
     boots = [b for b in boots if b == b]
-    lo, hi = (np.percentile(boots, [2.5, 97.5]) if boots else (float("nan"), float("nan")))
+    lo, hi = np.percentile(boots, [2.5, 97.5]) if boots else (float("nan"), float("nan"))
     observed = float(np.mean([len({v for v in r if v is not None}) == 1 for r in rows]))
-    return {"statistic": name, "value": point, "ci95": [float(lo), float(hi)], "n_items": len(rows),
-            "raw_agreement": observed}
+    return {
+        "statistic": name,
+        "value": point,
+        "ci95": [float(lo), float(hi)],
+        "n_items": len(rows),
+        "raw_agreement": observed,
+    }
 
 
 def _majority(values: list[str]) -> str | None:
@@ -129,8 +143,9 @@ def _majority(values: list[str]) -> str | None:
     return counts[0][0]
 
 
-def pair_statistics(prefs: list[str], *, min_effect: float, alpha: float, names: tuple[str, str],
-                    seed: int, samples: int = 2000) -> dict:
+def pair_statistics(
+    prefs: list[str], *, min_effect: float, alpha: float, names: tuple[str, str], seed: int, samples: int = 2000
+) -> dict:
     """Win rates of names[0] ("a") over names[1] ("b") from per-item preferences "a", "b",
     "tie" or "both_bad"; sign test on wins against losses; the report's verdict rule."""
     from scipy.stats import binomtest
@@ -147,27 +162,51 @@ def pair_statistics(prefs: list[str], *, min_effect: float, alpha: float, names:
         verdict = f"{names[0] if net > 0 else names[1]} better"
     else:
         verdict = "no clear winner"
-    return {"a": names[0], "b": names[1], "n": n, "wins_a": wins, "wins_b": losses, "ties": prefs.count("tie"),
-            "both_bad": prefs.count("both_bad"), "win_rate_a": wins / (wins + losses) if wins + losses else None,
-            "win_rate_a_ci95": _wilson(wins, wins + losses), "net_preference_a": net, "net_ci95": [lo, hi],
-            "p": p, "test": "exact two-sided sign test on wins against losses (ties and both-bad set aside)",
-            "verdict": verdict, "min_effect": min_effect, "alpha": alpha}
+    return {
+        "a": names[0],
+        "b": names[1],
+        "n": n,
+        "wins_a": wins,
+        "wins_b": losses,
+        "ties": prefs.count("tie"),
+        "both_bad": prefs.count("both_bad"),
+        "win_rate_a": wins / (wins + losses) if wins + losses else None,
+        "win_rate_a_ci95": _wilson(wins, wins + losses),
+        "net_preference_a": net,
+        "net_ci95": [lo, hi],
+        "p": p,
+        "test": "exact two-sided sign test on wins against losses (ties and both-bad set aside)",
+        "verdict": verdict,
+        "min_effect": min_effect,
+        "alpha": alpha,
+    }
 
 
-def _metric_agreement(human: dict[tuple[str, str], int], scores: dict[tuple[str, str], dict],
-                      decided: list[tuple[str, str, str]], seed: int) -> dict:
+def _metric_agreement(
+    human: dict[tuple[str, str], int],
+    scores: dict[tuple[str, str], dict],
+    decided: list[tuple[str, str, str]],
+    seed: int,
+) -> dict:
     """Per automatic metric: answer-level agreement with the human right/wrong label and
     pair-level agreement with the human preference (`decided`: question id, the pipeline
     people preferred, the other one)."""
     from sklearn.metrics import cohen_kappa_score
 
-    metrics = sorted({k for s in scores.values() for k, v in s.items()
-                      if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1})
+    metrics = sorted(
+        {
+            k
+            for s in scores.values()
+            for k, v in s.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1
+        }
+    )
     out = {}
     rng = np.random.default_rng(seed)
     for metric in metrics:
-        pairs = [(h, 1 if scores[key][metric] >= 0.5 else 0) for key, h in human.items()
-                 if metric in scores.get(key, {})]
+        pairs = [
+            (h, 1 if scores[key][metric] >= 0.5 else 0) for key, h in human.items() if metric in scores.get(key, {})
+        ]
         if len(pairs) < 2:
             continue
         h, a = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
@@ -180,10 +219,14 @@ def _metric_agreement(human: dict[tuple[str, str], int], scores: dict[tuple[str,
             if sw is not None and sl is not None and sw != sl:
                 n_decided += 1
                 agree += sw > sl
-        out[metric] = {"n": len(pairs), "accuracy": float((h == a).mean()),
-                       "accuracy_ci95": [float(x) for x in np.percentile(acc_boot, [2.5, 97.5])],
-                       "kappa": kappa, "pairs_decided": n_decided,
-                       "pair_agreement": agree / n_decided if n_decided else None}
+        out[metric] = {
+            "n": len(pairs),
+            "accuracy": float((h == a).mean()),
+            "accuracy_ci95": [float(x) for x in np.percentile(acc_boot, [2.5, 97.5])],
+            "kappa": kappa,
+            "pairs_decided": n_decided,
+            "pair_agreement": agree / n_decided if n_decided else None,
+        }
     return out
 
 
@@ -198,9 +241,16 @@ def pipeline_votes(annotators: list[dict], keys: dict[str, dict]) -> list[dict]:
         for qid, lab in a["labels"].items():
             it = items[qid]
             side = lab.get("preference")
-            votes.append({"annotator": i, "question": qid, "pair": tuple(sorted((it["left"], it["right"]))),
-                          "winner": it[side] if side in ("left", "right") else side,
-                          "answers": {it["left"]: lab.get("left"), it["right"]: lab.get("right")}, "side": side})
+            votes.append(
+                {
+                    "annotator": i,
+                    "question": qid,
+                    "pair": tuple(sorted((it["left"], it["right"]))),
+                    "winner": it[side] if side in ("left", "right") else side,
+                    "answers": {it["left"]: lab.get("left"), it["right"]: lab.get("right")},
+                    "side": side,
+                }
+            )
     return votes
 
 
@@ -222,10 +272,12 @@ def _agreement(votes: list[dict], n_annotators: int, seed: int) -> dict:
     for v in votes:
         for pipe, label in v["answers"].items():
             answers.setdefault((v["question"], pipe), {})[v["annotator"]] = label
-    return {"preference": _kappa_or_alpha([[u.get(i, {}).get("winner") for i in range(n_annotators)]
-                                           for u in prefs.values()], seed),
-            "answer": _kappa_or_alpha([[u.get(i) for i in range(n_annotators)]
-                                       for _, u in sorted(answers.items())], seed)}
+    return {
+        "preference": _kappa_or_alpha(
+            [[u.get(i, {}).get("winner") for i in range(n_annotators)] for u in prefs.values()], seed
+        ),
+        "answer": _kappa_or_alpha([[u.get(i) for i in range(n_annotators)] for _, u in sorted(answers.items())], seed),
+    }
 
 
 def _pipeline_answers(votes: list[dict]) -> tuple[dict[str, list[str]], dict[tuple[str, str], int]]:
@@ -245,8 +297,15 @@ def _pipeline_answers(votes: list[dict]) -> tuple[dict[str, list[str]], dict[tup
     return correctness, human_binary
 
 
-def summarise(annotators: list[dict], keys: dict[str, dict], predictions: list[dict], *, min_effect: float,
-              alpha: float = 0.05, seed: int = 0) -> dict:
+def summarise(
+    annotators: list[dict],
+    keys: dict[str, dict],
+    predictions: list[dict],
+    *,
+    min_effect: float,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> dict:
     """Everything the report's human section shows, from checked label files; votes are
     merged by pipeline (pipeline_votes), never by screen side."""
     from scipy.stats import binomtest
@@ -254,8 +313,10 @@ def summarise(annotators: list[dict], keys: dict[str, dict], predictions: list[d
     names = [a["annotator"] for a in annotators]
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
-        raise LabelsError(f"annotator {dup!r} appears in two label files "
-                          f"({', '.join(a['file'] for a in annotators if a['annotator'] == dup)}); merge or rename them")
+        raise LabelsError(
+            f"annotator {dup!r} appears in two label files "
+            f"({', '.join(a['file'] for a in annotators if a['annotator'] == dup)}); merge or rename them"
+        )
     votes = pipeline_votes(annotators, keys)
     units = _by_unit(votes, lambda v: (v["question"], v["pair"]))
     pair_items: dict[tuple[str, str], list[str]] = {}
@@ -267,30 +328,43 @@ def summarise(annotators: list[dict], keys: dict[str, dict], predictions: list[d
         pair_items.setdefault(pair, []).append("a" if pref == pair[0] else "b" if pref == pair[1] else pref)
         if pref in pair:
             decided_items.append((qid, pref, pair[1] if pref == pair[0] else pair[0]))
-    pairs = {f"{a} vs {b}": pair_statistics(prefs, min_effect=min_effect, alpha=alpha, names=(a, b), seed=seed)
-             for (a, b), prefs in sorted(pair_items.items())}
+    pairs = {
+        f"{a} vs {b}": pair_statistics(prefs, min_effect=min_effect, alpha=alpha, names=(a, b), seed=seed)
+        for (a, b), prefs in sorted(pair_items.items())
+    }
     correctness, human_binary = _pipeline_answers(votes)
-    per_pipeline = {p: {"n": len(v), "right": sum(x in POSITIVE for x in v),
-                        "rate": sum(x in POSITIVE for x in v) / len(v),
-                        "ci95": _wilson(sum(x in POSITIVE for x in v), len(v)), "labels": dict(Counter(v))}
-                    for p, v in correctness.items()}
+    per_pipeline = {
+        p: {
+            "n": len(v),
+            "right": sum(x in POSITIVE for x in v),
+            "rate": sum(x in POSITIVE for x in v) / len(v),
+            "ci95": _wilson(sum(x in POSITIVE for x in v), len(v)),
+            "labels": dict(Counter(v)),
+        }
+        for p, v in correctness.items()
+    }
     sides = [v["side"] for v in votes if v["side"] in ("left", "right")]
     left_wins = sides.count("left")
     scores = {(r["question_id"], r["pipeline"]): r["scores"] for r in predictions}
     return {
-        "annotators": [{"name": a["annotator"], "file": a["file"], "page_id": a["page_id"], "items": len(a["labels"])}
-                       for a in annotators],
+        "annotators": [
+            {"name": a["annotator"], "file": a["file"], "page_id": a["page_id"], "items": len(a["labels"])}
+            for a in annotators
+        ],
         "items_labelled": len(units),
         "agreement": _agreement(votes, len(annotators), seed),
         "pairs": pairs,
         "answers": per_pipeline,
         "metric_agreement": _metric_agreement(human_binary, scores, decided_items, seed),
-        "position_bias": {"decided": len(sides), "left_wins": left_wins,
-                          "left_rate": left_wins / len(sides) if sides else None,
-                          "ci95": _wilson(left_wins, len(sides)),
-                          "p": float(binomtest(left_wins, len(sides)).pvalue) if sides else None},
+        "position_bias": {
+            "decided": len(sides),
+            "left_wins": left_wins,
+            "left_rate": left_wins / len(sides) if sides else None,
+            "ci95": _wilson(left_wins, len(sides)),
+            "p": float(binomtest(left_wins, len(sides)).pvalue) if sides else None,
+        },
         "merge": "per item and pipeline pair, the annotators' majority, each annotator's sides read through the "
-                 "key of the page they labelled; a tie between annotators counts as no preference",
+        "key of the page they labelled; a tie between annotators counts as no preference",
     }
 
 
@@ -309,8 +383,9 @@ def merge_labels(results_dir: str | Path, files: list[str | Path]) -> Path:
             key = json.loads(path.read_text(encoding="utf-8"))
             keys[key["page_id"]] = key
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
-            raise LabelsError(f"{path}: not a page key harness wrote ({err.__class__.__name__}); run harness "
-                              "annotate again") from None
+            raise LabelsError(
+                f"{path}: not a page key harness wrote ({err.__class__.__name__}); run harness annotate again"
+            ) from None
     if not keys:
         raise LabelsError(f"{results_dir}: no annotation page (run harness annotate {results_dir} first)")
     if not files:
@@ -320,8 +395,14 @@ def merge_labels(results_dir: str | Path, files: list[str | Path]) -> Path:
     m = json.loads((results_dir / "metrics.json").read_text(encoding="utf-8"))
     verdicts = m.get("verdicts") or {}
     any_v = next(iter(verdicts.values()), {})
-    summary = summarise(annotators, keys, read_jsonl(results_dir / "predictions.jsonl"),
-                        min_effect=any_v.get("min_effect", 0.05), alpha=any_v.get("alpha", 0.05), seed=m.get("seed", 0))
+    summary = summarise(
+        annotators,
+        keys,
+        read_jsonl(results_dir / "predictions.jsonl"),
+        min_effect=any_v.get("min_effect", 0.05),
+        alpha=any_v.get("alpha", 0.05),
+        seed=m.get("seed", 0),
+    )
     target = results_dir / HUMAN_FILE
     atomic_write_json(target, summary)
     return target

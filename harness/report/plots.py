@@ -38,8 +38,13 @@ def pipeline_bars(m: dict, metrics: tuple[str, ...]) -> bytes | None:
     for ax, k in zip(axes[0], present):
         names = [p for p, a in m["pipelines"].items() if k in a]
         vals = [_err(m["pipelines"][p][k]) for p in names]
-        ax.bar(names, [v for v, _ in vals], yerr=list(zip(*[e for _, e in vals])), capsize=4,
-               color=[COLORS.get(p, "#333") for p in names])
+        ax.bar(
+            names,
+            [v for v, _ in vals],
+            yerr=list(zip(*[e for _, e in vals])),
+            capsize=4,
+            color=[COLORS.get(p, "#333") for p in names],
+        )
         if k in (m.get("chance") or {}):  # the mean over items of 1 / choices
             ax.axhline(100 * m["chance"][k], ls="--", color="k", lw=1, label="chance")
             ax.legend(loc="upper left", fontsize=8)
@@ -94,8 +99,15 @@ def retrieval_vs_accuracy(predictions: list[dict]) -> bytes | None:
             ys.append(100 * mean)
             errs[0].append(100 * (mean - lo))
             errs[1].append(100 * (hi - mean))
-        ax.bar(xs, ys, width, yerr=errs, capsize=4, color="#2ca02c" if hit else "#d62728",
-               label="gold chunk retrieved" if hit else "gold chunk missed")
+        ax.bar(
+            xs,
+            ys,
+            width,
+            yerr=errs,
+            capsize=4,
+            color="#2ca02c" if hit else "#d62728",
+            label="gold chunk retrieved" if hit else "gold chunk missed",
+        )
     ax.set_xticks(range(len(pipes)), pipes)
     ax.set_ylabel("fact recall (%, 95% CI)")
     ax.set_ylim(0, 105)
@@ -128,17 +140,26 @@ def knowledge_vs_forgetting(m: dict) -> bytes | None:
     bench = m.get("benchmarks") or {}
     changes = bench.get("change_from_base") or {}
     gains = {c["b"]: c for c in m["comparisons"] if c["metric"] == "mc_accuracy" and c["a"] == "base"}
-    points = [(pipe, label, c["acc"]) for label, per in changes.items() for pipe, c in per.items()
-              if pipe in gains and "acc" in c]
+    points = [
+        (pipe, label, c["acc"])
+        for label, per in changes.items()
+        for pipe, c in per.items()
+        if pipe in gains and "acc" in c
+    ]
     if not points:
         return None
     fig, ax = plt.subplots(figsize=(5.8, 3.8))
     for pipe, label, c in points:
         g = gains[pipe]
-        ax.errorbar([100 * g["diff"]], [100 * c["diff"]],
-                    xerr=[[100 * (g["diff"] - g["ci95"][0])], [100 * (g["ci95"][1] - g["diff"])]],
-                    yerr=[[100 * (c["diff"] - c["ci95"][0])], [100 * (c["ci95"][1] - c["diff"])]],
-                    fmt="o", capsize=3, label=f"{pipe}: {label}")
+        ax.errorbar(
+            [100 * g["diff"]],
+            [100 * c["diff"]],
+            xerr=[[100 * (g["diff"] - g["ci95"][0])], [100 * (g["ci95"][1] - g["diff"])]],
+            yerr=[[100 * (c["diff"] - c["ci95"][0])], [100 * (c["ci95"][1] - c["diff"])]],
+            fmt="o",
+            capsize=3,
+            label=f"{pipe}: {label}",
+        )
     ax.axhline(0, color="k", lw=0.8)
     ax.axvline(0, color="k", lw=0.8)
     ax.set_xlabel("fact MC accuracy gain over base (points)")
@@ -148,8 +169,9 @@ def knowledge_vs_forgetting(m: dict) -> bytes | None:
     return _png(fig)
 
 
-def axis_effect(points: dict[str, list[tuple[object, dict]]], *, axis: str, label: str,
-                chance: float | None = None) -> bytes | None:
+def axis_effect(
+    points: dict[str, list[tuple[object, dict]]], *, axis: str, label: str, chance: float | None = None
+) -> bytes | None:
     """A metric against one grid axis: a line per pipeline, each point with its 95%
     interval. `points` maps a pipeline to (axis value, aggregate) pairs in axis order."""
     if not any(points.values()):
@@ -159,8 +181,15 @@ def axis_effect(points: dict[str, list[tuple[object, dict]]], *, axis: str, labe
     for i, (p, pts) in enumerate(points.items()):
         xs = [values.index(str(x)) + (i - (len(points) - 1) / 2) * 0.06 for x, _ in pts]  # dodge the bars
         est = [_err(a) for _, a in pts]
-        ax.errorbar(xs, [v for v, _ in est], yerr=list(zip(*[e for _, e in est])), marker="o", capsize=3,
-                    label=p, color=COLORS.get(p, None))
+        ax.errorbar(
+            xs,
+            [v for v, _ in est],
+            yerr=list(zip(*[e for _, e in est])),
+            marker="o",
+            capsize=3,
+            label=p,
+            color=COLORS.get(p, None),
+        )
     if chance is not None:
         ax.axhline(100 * chance, ls="--", color="k", lw=1, label="chance")
     ax.set_xticks(range(len(values)), values)
@@ -192,8 +221,11 @@ def verdict_forest(v: dict, question: str) -> bytes | None:
         ax.plot([d], [y], "o", color=color, zorder=3)
         label = f"{c['step']}: {c['showed']}" if read else "not reached"
         ax.annotate(label, xy=(1.01, y), xycoords=("axes fraction", "data"), va="center", fontsize=8, color=color)
-    ax.set_yticks(range(len(rows)), [f"{c['x']} − {c['y']} ({100 * c.get('confidence', v['confidence']):.0f}%)"
-                                     for c in reversed(rows)], fontsize=8)
+    ax.set_yticks(
+        range(len(rows)),
+        [f"{c['x']} − {c['y']} ({100 * c.get('confidence', v['confidence']):.0f}%)" for c in reversed(rows)],
+        fontsize=8,
+    )
     ax.set_xlabel(f"difference in points (interval at the level of its step; shaded: ±{m:.0f}, the margin)")
     ax.set_title(f"{question}: {v['verdict']}", fontsize=10)
     return _png(fig)

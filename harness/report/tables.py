@@ -18,17 +18,20 @@ def _as_is(text: str) -> str:
     return text
 
 
-def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]], *,
-                   cell: Callable[[str], str] = _as_is) -> list[str]:
+def markdown_table(
+    header: Sequence[str], rows: Iterable[Sequence[str]], *, cell: Callable[[str], str] = _as_is
+) -> list[str]:
     """The lines of a Markdown table: header, `---` separator, one line per row."""
+
     def line(cells: Sequence[str]) -> str:
         return "| " + " | ".join(map(cell, cells)) + " |"
 
     return [line(header), "|" + "|".join("---" for _ in header) + "|", *(line(r) for r in rows)]
 
 
-def html_table(header: Sequence[str], rows: Iterable[Sequence[str]], *,
-               cell: Callable[[str], str] = html.escape) -> str:
+def html_table(
+    header: Sequence[str], rows: Iterable[Sequence[str]], *, cell: Callable[[str], str] = html.escape
+) -> str:
     """One `<table>` with a `<thead>` row and a `<tbody>`; each cell through `cell`
     (HTML-escaped unless told otherwise)."""
     head = "".join(f"<th>{cell(h)}</th>" for h in header)

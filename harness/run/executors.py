@@ -37,16 +37,24 @@ from harness.store.results import atomic_write_json, checked_destination, mark_f
 log = logging.getLogger(__name__)
 
 # Settings a worker needs to find the same models and cache as the driver.
-FORWARDED_ENV = ("HARNESS_CACHE", "HARNESS_BENCHMARK_DATA", "HF_HOME", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE",
-                 "TRANSFORMERS_OFFLINE", "TOKENIZERS_PARALLELISM")
+FORWARDED_ENV = (
+    "HARNESS_CACHE",
+    "HARNESS_BENCHMARK_DATA",
+    "HF_HOME",
+    "HF_HUB_OFFLINE",
+    "HF_DATASETS_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "TOKENIZERS_PARALLELISM",
+)
 
 
 class ExecutorError(ValueError):
     """An executor that cannot start; the message says what to install or change."""
 
 
-def run_lane(cells: list[tuple[str, dict]], *, root: str, threads: int | None = None,
-             env: dict | None = None) -> list[str]:
+def run_lane(
+    cells: list[tuple[str, dict]], *, root: str, threads: int | None = None, env: dict | None = None
+) -> list[str]:
     """Worker entry point: run each (folder, raw config) in order into `root/<folder>`."""
     os.environ.update(env or {})
     if threads:
@@ -75,8 +83,9 @@ def run_processes(lanes, *, root: str, workers: int | None = None, **_) -> None:
             future.result()  # re-raises a worker's error here
 
 
-def run_ray(lanes, *, root: str, address: str | None = None, cpus_per_cell: int = 1, gpus_per_cell: float = 0,
-            **_) -> None:
+def run_ray(
+    lanes, *, root: str, address: str | None = None, cpus_per_cell: int = 1, gpus_per_cell: float = 0, **_
+) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
         import ray
@@ -85,20 +94,31 @@ def run_ray(lanes, *, root: str, address: str | None = None, cpus_per_cell: int 
     env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address, include_dashboard=False, log_to_driver=True, configure_logging=False,
-                 runtime_env={"env_vars": env})
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            log_to_driver=True,
+            configure_logging=False,
+            runtime_env={"env_vars": env},
+        )
     try:
         task = ray.remote(num_cpus=cpus_per_cell, num_gpus=gpus_per_cell)(run_lane)
         log.info("%d lanes as Ray tasks (%s CPUs, %s GPUs each)", len(lanes), cpus_per_cell, gpus_per_cell)
-        ray.get([task.remote(lane, root=str(Path(root).resolve()), threads=cpus_per_cell, env=env)
-                 for lane in lanes])
+        ray.get([task.remote(lane, root=str(Path(root).resolve()), threads=cpus_per_cell, env=env) for lane in lanes])
     finally:
         if started:
             ray.shutdown()
 
 
-def run_grid(cfg: ExperimentConfig, *, results_root: str | Path | None = None, executor: str = "sequential",
-             workers: int | None = None, address: str | None = None, cpus_per_cell: int = 1) -> Path:
+def run_grid(
+    cfg: ExperimentConfig,
+    *,
+    results_root: str | Path | None = None,
+    executor: str = "sequential",
+    workers: int | None = None,
+    address: str | None = None,
+    cpus_per_cell: int = 1,
+) -> Path:
     """Run every cell of the grid that has no finished result of its config yet, each into
     `<results_root>/<name>/<cell id>/`, on the chosen executor; adapters are shared
     through the cache. Then the grid report compares the cells."""
@@ -110,14 +130,30 @@ def run_grid(cfg: ExperimentConfig, *, results_root: str | Path | None = None, e
         root.mkdir(exist_ok=True)
         mark_folder(root, experiment=cfg.name, kind="grid")
         lanes = grid_lanes(cells, root)
-        log.info("%d of %d cells to run, in %d adapter lanes, executor %s", sum(map(len, lanes)), len(cells),
-                 len(lanes), executor)
+        log.info(
+            "%d of %d cells to run, in %d adapter lanes, executor %s",
+            sum(map(len, lanes)),
+            len(cells),
+            len(lanes),
+            executor,
+        )
         if lanes:
-            EXECUTORS[executor](lanes, root=str(root), workers=workers, address=address, cpus_per_cell=cpus_per_cell,
-                                gpus_per_cell=1 if cfg.model.device == "cuda" else 0)
-        atomic_write_json(root / "grid.json", {"experiment": cfg.name, "config_hash": config_hash(cfg),
-                                               "cells": [{"id": c.id, "values": c.values, "hash": c.hash}
-                                                         for c in cells]})
+            EXECUTORS[executor](
+                lanes,
+                root=str(root),
+                workers=workers,
+                address=address,
+                cpus_per_cell=cpus_per_cell,
+                gpus_per_cell=1 if cfg.model.device == "cuda" else 0,
+            )
+        atomic_write_json(
+            root / "grid.json",
+            {
+                "experiment": cfg.name,
+                "config_hash": config_hash(cfg),
+                "cells": [{"id": c.id, "values": c.values, "hash": c.hash} for c in cells],
+            },
+        )
         report.write_grid_report(root)
     return root
 

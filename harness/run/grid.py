@@ -37,8 +37,11 @@ def finished_run(folder: Path) -> dict | None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:  # damaged: the cell is run again
         log.warning("%s: unreadable (%s); the cell will be run again", path, err)
         return None
-    if not isinstance(m, dict) or not all(isinstance(m.get(k), dict) for k in ("costs", "timings")) \
-            or "config_hash" not in m:
+    if (
+        not isinstance(m, dict)
+        or not all(isinstance(m.get(k), dict) for k in ("costs", "timings"))
+        or "config_hash" not in m
+    ):
         log.warning("%s: incomplete; the cell will be run again", path)
         return None
     return m if m.get("status") == "complete" else None
@@ -51,8 +54,10 @@ def _trained(m: dict) -> bool:
 
 def _measured(finished: list[dict]) -> tuple[list[float], list[float]]:
     """Seconds the finished cells spent evaluating (total less any training) and training."""
-    evals = [m["timings"]["total_seconds"] - (m["timings"].get("adapter_seconds", 0.0) if _trained(m) else 0.0)
-             for m in finished]
+    evals = [
+        m["timings"]["total_seconds"] - (m["timings"].get("adapter_seconds", 0.0) if _trained(m) else 0.0)
+        for m in finished
+    ]
     trains = [m["timings"]["adapter_seconds"] for m in finished if _trained(m)]
     return evals, trains
 
@@ -66,9 +71,12 @@ def plan_grid(cfg: ExperimentConfig, *, results_root: str | Path | None = None) 
     cells = expand_grid(cfg)
     done = {c.id: finished_run(root / c.id) if c.id else finished_run(root) for c in cells}
     finished = [m for m in done.values() if m]
-    cached_groups = {m.get("adapter_group") for m in finished
-                     if (m["costs"].get("training") or {}).get("adapter_dir")
-                     and Path(m["costs"]["training"]["adapter_dir"]).is_dir()}
+    cached_groups = {
+        m.get("adapter_group")
+        for m in finished
+        if (m["costs"].get("training") or {}).get("adapter_dir")
+        and Path(m["costs"]["training"]["adapter_dir"]).is_dir()
+    }
     evals, trains = _measured(finished)
     rows, first_of_group = [], {}
     for c in cells:
@@ -88,9 +96,17 @@ def plan_grid(cfg: ExperimentConfig, *, results_root: str | Path | None = None) 
         estimate = None
         if not is_done and evals:
             estimate = float(np.mean(evals)) + (float(np.mean(trains)) if adapter == "to train" and trains else 0.0)
-        rows.append({"cell": c.id or cfg.name, "hash": c.hash[:12], "values": c.values,
-                     "status": "done" if is_done else "to run", "adapter": adapter,
-                     "benchmarks": "yes" if c.config.benchmarks else "no", "estimate_seconds": estimate})
+        rows.append(
+            {
+                "cell": c.id or cfg.name,
+                "hash": c.hash[:12],
+                "values": c.values,
+                "status": "done" if is_done else "to run",
+                "adapter": adapter,
+                "benchmarks": "yes" if c.config.benchmarks else "no",
+                "estimate_seconds": estimate,
+            }
+        )
     return rows
 
 

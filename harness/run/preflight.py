@@ -38,20 +38,25 @@ def check_embedder(name: str) -> None:
         return
     near = difflib.get_close_matches(name, EMBEDDERS, n=1, cutoff=0.8) if "/" not in name else []
     if near:
-        raise EmbedderError(f"embedder.name: unknown embedder {name!r}; did you mean {near[0]!r}? "
-                            f"(built in: {', '.join(EMBEDDERS)}; or a hub id or local directory)")
+        raise EmbedderError(
+            f"embedder.name: unknown embedder {name!r}; did you mean {near[0]!r}? "
+            f"(built in: {', '.join(EMBEDDERS)}; or a hub id or local directory)"
+        )
     path = Path(name).expanduser()
     if name.startswith((".", "/", "~")) or path.exists():
         if not path.is_dir():
-            raise EmbedderError(f"embedder.name: {name!r} is not one of {', '.join(EMBEDDERS)} and no such "
-                                "directory exists")
+            raise EmbedderError(
+                f"embedder.name: {name!r} is not one of {', '.join(EMBEDDERS)} and no such directory exists"
+            )
         return
     from harness.models.local import hub_config, hub_offline
 
     if hub_offline():
         if hub_config(name) is None:
-            raise EmbedderError(f"embedder.name: {name!r} is not one of {', '.join(EMBEDDERS)} or a local "
-                                "directory, and the hub is offline (HF_HUB_OFFLINE) with no copy of it cached")
+            raise EmbedderError(
+                f"embedder.name: {name!r} is not one of {', '.join(EMBEDDERS)} or a local "
+                "directory, and the hub is offline (HF_HUB_OFFLINE) with no copy of it cached"
+            )
 
 
 def check_endpoint_key(model_cfg, *, key: str) -> None:
@@ -88,8 +93,7 @@ def check_experiment(cfg: ExperimentConfig, *, source: str, results_root: str | 
 
     for cell in cells:
         c = cell.config
-        if once("data", [c.data.model_dump(mode="json"), c.scenario and c.scenario.model_dump(mode="json"),
-                         c.seed]):
+        if once("data", [c.data.model_dump(mode="json"), c.scenario and c.scenario.model_dump(mode="json"), c.seed]):
             check_data(c)
         needs_adapter = any(PIPELINES[p].adapter for p in c.eval.pipelines)
         targets = c.train.target_modules if needs_adapter else None

@@ -26,13 +26,24 @@ from harness.train.adapters import adapter_group
 
 def model_record(cfg: ExperimentConfig, lm: LoadedModel) -> dict:
     """The generator as loaded, and for a served one the endpoint it was asked through."""
-    out = {"name": cfg.model.name, "fingerprint": lm.fingerprint, "dtype": lm.dtype, "device": lm.device,
-           "quantization": "nf4" if cfg.train.method == "qlora" else None}
+    out = {
+        "name": cfg.model.name,
+        "fingerprint": lm.fingerprint,
+        "dtype": lm.dtype,
+        "device": lm.device,
+        "quantization": "nf4" if cfg.train.method == "qlora" else None,
+    }
     if lm.endpoint is not None:
         ep = lm.endpoint
-        out["endpoint"] = {"base_url": ep.base_url, "served_model": ep.served_model, "api": ep.api,
-                           "mc_protocol": ep.mc_protocol, "identity": ep.identity(),
-                           "served_adapter": ep.adapters.get("default"), "requests": ep.requests}
+        out["endpoint"] = {
+            "base_url": ep.base_url,
+            "served_model": ep.served_model,
+            "api": ep.api,
+            "mc_protocol": ep.mc_protocol,
+            "identity": ep.identity(),
+            "served_adapter": ep.adapters.get("default"),
+            "requests": ep.requests,
+        }
     return out
 
 
@@ -41,23 +52,39 @@ def data_record(cfg: ExperimentConfig, data: Dataset) -> dict:
     questions = data.questions
     n_answerable = sum(q.answerable for q in questions)
     return {
-        "source": (f"scenario {cfg.scenario.name}" if cfg.scenario and scenarios.builds_own_items(cfg.scenario.name) else
-                   cfg.data.external.format if cfg.data.external else
-                   "files" if cfg.data.documents else "world"),
+        "source": (
+            f"scenario {cfg.scenario.name}"
+            if cfg.scenario and scenarios.builds_own_items(cfg.scenario.name)
+            else cfg.data.external.format
+            if cfg.data.external
+            else "files"
+            if cfg.data.documents
+            else "world"
+        ),
         "fingerprint": data.fingerprint(),
-        "documents": len(data.documents), "questions": len(questions),
-        "answerable": n_answerable, "unanswerable": len(questions) - n_answerable,
-        "train_texts": len(data.train_texts), "train_questions": len(data.train_questions),
+        "documents": len(data.documents),
+        "questions": len(questions),
+        "answerable": n_answerable,
+        "unanswerable": len(questions) - n_answerable,
+        "train_texts": len(data.train_texts),
+        "train_questions": len(data.train_questions),
         **data.provenance,  # user files: skipped documents, the question set's manifest
     }
 
 
-def costs_record(*, train_record: dict | None, adapter_cached: bool | None, raft_record: dict | None,
-                 index: dict | None, pipelines: dict) -> dict:
+def costs_record(
+    *,
+    train_record: dict | None,
+    adapter_cached: bool | None,
+    raft_record: dict | None,
+    index: dict | None,
+    pipelines: dict,
+) -> dict:
     """Training (without its loss curve, written beside), the index and each arm."""
     return {
-        "training": None if train_record is None else {
-            **{k: v for k, v in train_record.items() if k != "loss_curve"}, "from_cache": adapter_cached},
+        "training": None
+        if train_record is None
+        else {**{k: v for k, v in train_record.items() if k != "loss_curve"}, "from_cache": adapter_cached},
         "raft_training": None if raft_record is None else {k: v for k, v in raft_record.items() if k != "loss_curve"},
         "index": index,
         "pipelines": pipelines,
@@ -71,8 +98,9 @@ def protocol_record(cfg: ExperimentConfig, lm: LoadedModel) -> dict:
     return {
         "templates": {k: t.id for k, t in TEMPLATES.items()},
         "decoding": f"greedy, max_new_tokens={cfg.eval.max_new_tokens}",
-        "multiple_choice": (metrics.MC_SCORING_LETTER if served_letters else
-                            metrics.MC_SCORING.format(mc_metric=cfg.eval.mc_metric)),
+        "multiple_choice": (
+            metrics.MC_SCORING_LETTER if served_letters else metrics.MC_SCORING.format(mc_metric=cfg.eval.mc_metric)
+        ),
         "abstention_phrases": list(metrics.ABSTENTION_PHRASES),
         "normalisation": metrics.NORMALISATION,
         "intervals": verdicts.INTERVALS.format(alpha=alpha, bound=100 * (1 - alpha)),
@@ -86,9 +114,20 @@ def protocol_record(cfg: ExperimentConfig, lm: LoadedModel) -> dict:
     }
 
 
-def metrics_record(cfg: ExperimentConfig, *, data: Dataset, lm: LoadedModel, analysis: dict, costs: dict,
-                   embedder: str | None, scenario: dict | None, seed_spread: dict, benchmarks: dict | None,
-                   judged: dict | None, timings: dict) -> dict:
+def metrics_record(
+    cfg: ExperimentConfig,
+    *,
+    data: Dataset,
+    lm: LoadedModel,
+    analysis: dict,
+    costs: dict,
+    embedder: str | None,
+    scenario: dict | None,
+    seed_spread: dict,
+    benchmarks: dict | None,
+    judged: dict | None,
+    timings: dict,
+) -> dict:
     """The contents of metrics.json. `analysis` holds the aggregates, chance rates,
     splits, comparisons, verdicts, recovery ratios and knowledge breakdown (in that
     order); `judged` is secondary, outside the verdicts, and absent when None."""

@@ -75,20 +75,33 @@ def _data_section_items(d) -> Dataset:
         e = d.external
         loader = EXTERNAL_FORMATS[e.format]
         wanted = e.paraphrases if d.paraphrases is None else d.paraphrases
-        kwargs = ({"paraphrases": wanted, "only_paraphrased": e.only_paraphrased}
-                  if e.format == "fictional_knowledge" else {})
+        kwargs = (
+            {"paraphrases": wanted, "only_paraphrased": e.only_paraphrased} if e.format == "fictional_knowledge" else {}
+        )
         if wanted and e.format == "tofu":
-            log.warning("data.paraphrases: TOFU has no restatements of its facts; the training text is the same "
-                        "for every paraphrase count")
+            log.warning(
+                "data.paraphrases: TOFU has no restatements of its facts; the training text is the same "
+                "for every paraphrase count"
+            )
         return loader(e.path, max_entities=e.max_entities, seed=e.seed, **kwargs)
     if d.documents:
-        return load_user_dataset(documents=d.documents, questions=d.questions, train_questions=d.train_questions,
-                                 skip_unreadable=d.skip_unreadable)
+        return load_user_dataset(
+            documents=d.documents,
+            questions=d.questions,
+            train_questions=d.train_questions,
+            skip_unreadable=d.skip_unreadable,
+        )
     w = d.world
-    return generate_world(seed=w.seed, n_people=w.n_people, n_organisations=w.n_organisations,
-                          n_places=w.n_places, paraphrases=w.paraphrases if d.paraphrases is None else d.paraphrases,
-                          train_questions_per_fact=w.train_questions_per_fact, n_unanswerable=w.n_unanswerable,
-                          n_general=w.n_general)
+    return generate_world(
+        seed=w.seed,
+        n_people=w.n_people,
+        n_organisations=w.n_organisations,
+        n_places=w.n_places,
+        paraphrases=w.paraphrases if d.paraphrases is None else d.paraphrases,
+        train_questions_per_fact=w.train_questions_per_fact,
+        n_unanswerable=w.n_unanswerable,
+        n_general=w.n_general,
+    )
 
 
 def load_dataset(cfg: ExperimentConfig) -> Dataset:
@@ -100,9 +113,14 @@ def load_dataset(cfg: ExperimentConfig) -> Dataset:
         data = _data_section_items(d)
     if d.max_questions and d.max_questions < len(data.questions):
         keep = sorted(random.Random(cfg.seed).sample(range(len(data.questions)), d.max_questions))
-        data = Dataset(documents=data.documents, questions=tuple(data.questions[i] for i in keep),
-                       train_texts=data.train_texts, train_questions=data.train_questions, facts=data.facts,
-                       provenance=data.provenance)
+        data = Dataset(
+            documents=data.documents,
+            questions=tuple(data.questions[i] for i in keep),
+            train_texts=data.train_texts,
+            train_questions=data.train_questions,
+            facts=data.facts,
+            provenance=data.provenance,
+        )
     return data
 
 
@@ -113,6 +131,7 @@ def connect_endpoint(cfg: ExperimentConfig, data: Dataset) -> tuple[LoadedModel,
     against its cache key where the server reports a path. Returns (model, training
     record, adapter from cache)."""
     from harness.models import endpoint
+
     m = cfg.model
     record, cached = None, None
     if any(PIPELINES[p].adapter for p in cfg.eval.pipelines):
@@ -121,20 +140,40 @@ def connect_endpoint(cfg: ExperimentConfig, data: Dataset) -> tuple[LoadedModel,
         record, cached = obtain_adapter(local, train_data, cfg, seed=cfg.train.seed, name="default")
         if selection is not None:
             record = {**record, "selection": selection}
-        log.warning("serve the adapter with: %s", endpoint.serve_command(
-            base_model=local.source, served_model=m.served_model, served_adapter=m.served_adapter,
-            adapter_dir=record["adapter_dir"], base_gguf=endpoint.base_gguf(m.name)))
+        log.warning(
+            "serve the adapter with: %s",
+            endpoint.serve_command(
+                base_model=local.source,
+                served_model=m.served_model,
+                served_adapter=m.served_adapter,
+                adapter_dir=record["adapter_dir"],
+                base_gguf=endpoint.base_gguf(m.name),
+            ),
+        )
         del local
-    lm = endpoint.connect(base_url=m.base_url, served_model=m.served_model, tokenizer=None, name=m.name, api=m.api,
-                          mc_protocol=m.mc_protocol, api_key_env=m.api_key_env, concurrency=m.concurrency,
-                          timeout=m.timeout, retries=m.retries)
+    lm = endpoint.connect(
+        base_url=m.base_url,
+        served_model=m.served_model,
+        tokenizer=None,
+        name=m.name,
+        api=m.api,
+        mc_protocol=m.mc_protocol,
+        api_key_env=m.api_key_env,
+        concurrency=m.concurrency,
+        timeout=m.timeout,
+        retries=m.retries,
+    )
     if m.api == "completions":  # prompts are rendered here, by the local model's chat template
         lm.tokenizer = endpoint.local_tokenizer(m.name)
     if record is not None:
         lm.endpoint.adapters["default"] = m.served_adapter
-        record = {**record, "served_adapter": m.served_adapter,
-                  "served_check": endpoint.check_adapter(lm.endpoint, served_adapter=m.served_adapter,
-                                                         cache_key=record["cache_key"])}
+        record = {
+            **record,
+            "served_adapter": m.served_adapter,
+            "served_check": endpoint.check_adapter(
+                lm.endpoint, served_adapter=m.served_adapter, cache_key=record["cache_key"]
+            ),
+        }
     return lm, record, cached
 
 
@@ -145,19 +184,25 @@ def train_adapters(cfg: ExperimentConfig) -> list[dict]:
     records, seen = [], set()
     for cell in expand_grid(cfg):
         c = cell.config
-        if adapter_group(c) in seen or not any(PIPELINES[p].adapter and PIPELINES[p].adapter_name == "default"
-                                               for p in c.eval.pipelines):
+        if adapter_group(c) in seen or not any(
+            PIPELINES[p].adapter and PIPELINES[p].adapter_name == "default" for p in c.eval.pipelines
+        ):
             continue
         seen.add(adapter_group(c))
         seed_everything(c.seed)
         data = load_dataset(c)
-        lm = load_generator(c.model.name, dtype=c.model.dtype, device=c.model.device,
-                            quantization="nf4" if c.train.method == "qlora" else None,
-                            trust_remote_code=c.model.trust_remote_code)
+        lm = load_generator(
+            c.model.name,
+            dtype=c.model.dtype,
+            device=c.model.device,
+            quantization="nf4" if c.train.method == "qlora" else None,
+            trust_remote_code=c.model.trust_remote_code,
+        )
         train_data, _ = select_training_facts(lm, data, c)
         for i in range(c.train.repeats):
-            record, cached = obtain_adapter(lm, train_data, c, seed=c.train.seed + i,
-                                            name="default" if i == 0 else f"seed{c.train.seed + i}")
+            record, cached = obtain_adapter(
+                lm, train_data, c, seed=c.train.seed + i, name="default" if i == 0 else f"seed{c.train.seed + i}"
+            )
             records.append({**record, "from_cache": cached, "cell": cell.id})
     return records
 
@@ -192,29 +237,39 @@ def load_models(cfg: ExperimentConfig, data: Dataset, *, stage: Path, timings: d
             if record is not None:
                 atomic_write_json(stage / "loss_curve.json", record["loss_curve"])
         else:
-            lm = load_generator(cfg.model.name, dtype=cfg.model.dtype, device=cfg.model.device,
-                                quantization="nf4" if cfg.train.method == "qlora" else None,
-                                trust_remote_code=cfg.model.trust_remote_code)
+            lm = load_generator(
+                cfg.model.name,
+                dtype=cfg.model.dtype,
+                device=cfg.model.device,
+                quantization="nf4" if cfg.train.method == "qlora" else None,
+                trust_remote_code=cfg.model.trust_remote_code,
+            )
     log.info("model %s on %s, compute dtype %s", cfg.model.name, lm.device, lm.dtype)
     return Arms(lm=lm, tuned=lm, train_record=record, adapter_cached=cached)
 
 
-def attach_adapters(cfg: ExperimentConfig, data: Dataset, arms: Arms, *, stage: Path, timings: dict,
-                    retriever=None) -> None:
+def attach_adapters(
+    cfg: ExperimentConfig, data: Dataset, arms: Arms, *, stage: Path, timings: dict, retriever=None
+) -> None:
     """The default adapter (one per seed of train.repeats) and the RAFT adapter, when a
     configured pipeline needs them, each from the cache or trained (adapters.py). RAFT
     trains on the retriever's own chunks (cut in the embedder's tokens), the passages its
     pipeline will be shown."""
     lm = arms.lm
-    if lm.endpoint is None and any(PIPELINES[p].adapter and PIPELINES[p].adapter_name == "default"
-                                   for p in cfg.eval.pipelines):
+    if lm.endpoint is None and any(
+        PIPELINES[p].adapter and PIPELINES[p].adapter_name == "default" for p in cfg.eval.pipelines
+    ):
         with timed(timings, "adapter_seconds"):
             if cfg.train.method == "full":
                 # Full fine-tuning changes every weight, so the fine-tuned pipelines get a
                 # second load of the base to train; the base and rag pipelines keep the
                 # untouched first one (twice the weights in memory while the run lasts).
-                arms.tuned = load_generator(cfg.model.name, dtype=cfg.model.dtype, device=cfg.model.device,
-                                            trust_remote_code=cfg.model.trust_remote_code)
+                arms.tuned = load_generator(
+                    cfg.model.name,
+                    dtype=cfg.model.dtype,
+                    device=cfg.model.device,
+                    trust_remote_code=cfg.model.trust_remote_code,
+                )
             seeds = [cfg.train.seed + i for i in range(cfg.train.repeats)]
             # The first seed's adapter is the primary: every per-item result, comparison
             # and verdict uses it; the others give the spread across seeds.
@@ -242,15 +297,19 @@ def build_index(cfg: ExperimentConfig, data: Dataset, *, timings: dict):
     with timed(timings, "embedder_load_seconds"):
         embedder = load_embedder(cfg.embedder.name) if cfg.retrieval.method != "bm25" else None
     whole = scenarios.whole_documents(cfg.scenario)
-    return build_retriever(scenarios.readable(cfg.scenario, data.documents), embedder=embedder,
-                           method=cfg.retrieval.method, index_kind=cfg.retrieval.index,
-                           nprobe=cfg.retrieval.nprobe,
-                           # worked examples are retrieved whole, never cut
-                           chunk_size=10**6 if whole else cfg.retrieval.chunk_size,
-                           chunk_overlap=0 if whole else cfg.retrieval.chunk_overlap,
-                           batch_size=cfg.embedder.batch_size, cache=cache_dir() / "indexes",
-                           embedder_id=embedder_fingerprint(cfg.embedder.name, embedder)
-                           if embedder is not None else None)
+    return build_retriever(
+        scenarios.readable(cfg.scenario, data.documents),
+        embedder=embedder,
+        method=cfg.retrieval.method,
+        index_kind=cfg.retrieval.index,
+        nprobe=cfg.retrieval.nprobe,
+        # worked examples are retrieved whole, never cut
+        chunk_size=10**6 if whole else cfg.retrieval.chunk_size,
+        chunk_overlap=0 if whole else cfg.retrieval.chunk_overlap,
+        batch_size=cfg.embedder.batch_size,
+        cache=cache_dir() / "indexes",
+        embedder_id=embedder_fingerprint(cfg.embedder.name, embedder) if embedder is not None else None,
+    )
 
 
 def _pipeline_cost(rows: list[dict], *, wall: float, memo: Memo) -> dict:
@@ -280,11 +339,19 @@ def answer_pipelines(cfg: ExperimentConfig, arms: Arms, questions: list, retriev
         with tqdm(total=len(questions), desc=f"answer [{name}]", unit="q") as bar:
             # the fully fine-tuned model has no adapter to switch on
             full = pipe.adapter and pipe.adapter_name == "default" and arms.tuned is not lm
-            rows = answer(arms.tuned if full else lm, questions, adapter=pipe.adapter and not full,
-                          retriever=retriever if pipe.retrieval else None,
-                          top_k=cfg.retrieval.top_k, max_new_tokens=cfg.eval.max_new_tokens,
-                          batch_size=cfg.eval.batch_size, multiple_choice=cfg.eval.multiple_choice,
-                          adapter_name=pipe.adapter_name, memo=memo, progress=bar.update)
+            rows = answer(
+                arms.tuned if full else lm,
+                questions,
+                adapter=pipe.adapter and not full,
+                retriever=retriever if pipe.retrieval else None,
+                top_k=cfg.retrieval.top_k,
+                max_new_tokens=cfg.eval.max_new_tokens,
+                batch_size=cfg.eval.batch_size,
+                multiple_choice=cfg.eval.multiple_choice,
+                adapter_name=pipe.adapter_name,
+                memo=memo,
+                progress=bar.update,
+            )
         rows_by_pipeline[name] = rows
         costs[name] = _pipeline_cost(rows, wall=time.perf_counter() - t0, memo=memo)
         if lm.endpoint is not None:  # what this run asked of the server for this arm (0 when all cached)
@@ -296,16 +363,26 @@ def tag_known(cfg: ExperimentConfig, lm: LoadedModel, questions: list, *, timing
     """Each question's knowledge category for the base model (adapter off)."""
     with timed(timings, "knowledge_tagging_seconds"), adapter_switch(lm, False):
         return knowledge.tag_questions(
-            lm, questions, samples=cfg.eval.known_samples, temperature=cfg.eval.known_temperature,
-            max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size, seed=cfg.seed,
-            memo=generation_memo(lm, adapter_key=None))
+            lm,
+            questions,
+            samples=cfg.eval.known_samples,
+            temperature=cfg.eval.known_temperature,
+            max_new_tokens=cfg.eval.max_new_tokens,
+            batch_size=cfg.eval.batch_size,
+            seed=cfg.seed,
+            memo=generation_memo(lm, adapter_key=None),
+        )
 
 
 def build_scorer(cfg: ExperimentConfig, retriever, *, timings: dict):
     """The scenario's extra per-item scorer (the style classifier and similarity), or None."""
     t0 = time.perf_counter()
-    scorer = scenarios.build_scorer(cfg.scenario, seed=cfg.seed, embedder_name=cfg.embedder.name,
-                                    embedder=retriever.embedder if retriever is not None else None)
+    scorer = scenarios.build_scorer(
+        cfg.scenario,
+        seed=cfg.seed,
+        embedder_name=cfg.embedder.name,
+        embedder=retriever.embedder if retriever is not None else None,
+    )
     if scorer is not None:
         timings["style_scorer_seconds"] = time.perf_counter() - t0
     return scorer
@@ -322,15 +399,26 @@ def score_pipelines(rows_by_pipeline: dict, by_id: dict, known: dict, style_scor
             q = by_id[row["question_id"]]
             row["scores"] = {**metrics.score_prediction(row, q), **extra.get(q.id, {})}
             scored.append((row["scores"], q))
-            predictions.append({"pipeline": name, "question": q.question, "answers": list(q.answers),
-                                "answerable": q.answerable, "choices": list(q.choices),
-                                "answer_index": q.answer_index, "task": q.task, "known": known.get(q.id), **row})
+            predictions.append(
+                {
+                    "pipeline": name,
+                    "question": q.question,
+                    "answers": list(q.answers),
+                    "answerable": q.answerable,
+                    "choices": list(q.choices),
+                    "answer_index": q.answer_index,
+                    "task": q.task,
+                    "known": known.get(q.id),
+                    **row,
+                }
+            )
         per_item[name] = metrics.item_values(scored, known=known)
     return predictions, per_item
 
 
-def spread_across_seeds(lm: LoadedModel, questions, cfg: ExperimentConfig, retriever, per_item: dict,
-                        extra_seeds: list) -> dict:
+def spread_across_seeds(
+    lm: LoadedModel, questions, cfg: ExperimentConfig, retriever, per_item: dict, extra_seeds: list
+) -> dict:
     """Each fine-tuned pipeline re-run with the adapter of every other seed; per metric,
     the aggregate for each seed and their mean, standard deviation, min and max."""
     by_id = {q.id: q for q in questions}
@@ -344,36 +432,59 @@ def spread_across_seeds(lm: LoadedModel, questions, cfg: ExperimentConfig, retri
         memo = generation_memo(lm, adapter_key=record["cache_key"])
         for name in values:
             pipe = PIPELINES[name]
-            rows = answer(lm, questions, adapter=True, retriever=retriever if pipe.retrieval else None,
-                          top_k=cfg.retrieval.top_k, max_new_tokens=cfg.eval.max_new_tokens,
-                          batch_size=cfg.eval.batch_size, multiple_choice=cfg.eval.multiple_choice,
-                          adapter_name=adapter, memo=memo)
-            items = metrics.item_values([(metrics.score_prediction(r, by_id[r["question_id"]]), by_id[r["question_id"]])
-                                         for r in rows])
+            rows = answer(
+                lm,
+                questions,
+                adapter=True,
+                retriever=retriever if pipe.retrieval else None,
+                top_k=cfg.retrieval.top_k,
+                max_new_tokens=cfg.eval.max_new_tokens,
+                batch_size=cfg.eval.batch_size,
+                multiple_choice=cfg.eval.multiple_choice,
+                adapter_name=adapter,
+                memo=memo,
+            )
+            items = metrics.item_values(
+                [(metrics.score_prediction(r, by_id[r["question_id"]]), by_id[r["question_id"]]) for r in rows]
+            )
             for metric, v in items.items():
                 values[name][metric].append(sum(v.values()) / len(v))
     lm.model.set_adapter("default")
     seeds = [cfg.train.seed] + [seed for _, seed, _, _ in extra_seeds]
-    return {name: {metric: {"seeds": seeds, "values": vals, **stats.spread(vals)} for metric, vals in per.items()}
-            for name, per in values.items()}
+    return {
+        name: {metric: {"seeds": seeds, "values": vals, **stats.spread(vals)} for metric, vals in per.items()}
+        for name, per in values.items()
+    }
 
 
-def run_benchmarks(lm: LoadedModel, cfg: ExperimentConfig, *, adapter_id: str | None,
-                   tuned: LoadedModel | None = None) -> dict:
+def run_benchmarks(
+    lm: LoadedModel, cfg: ExperimentConfig, *, adapter_id: str | None, tuned: LoadedModel | None = None
+) -> dict:
     """Score the benchmark subsets for the base and each fine-tuned pipeline on the one
     loaded model, switching the adapter on and off (or, after full fine-tuning, on the
     `tuned` second model); then the forgetting summary."""
     b = cfg.benchmarks
-    prepared = benchmarks.prepare_tasks(data_dir=b.data_dir, mmlu_subjects=b.mmlu_subjects, mmlu_items=b.mmlu_items,
-                                        hellaswag=b.hellaswag, hellaswag_items=b.hellaswag_items, seed=b.seed)
+    prepared = benchmarks.prepare_tasks(
+        data_dir=b.data_dir,
+        mmlu_subjects=b.mmlu_subjects,
+        mmlu_items=b.mmlu_items,
+        hellaswag=b.hellaswag,
+        hellaswag_items=b.hellaswag_items,
+        seed=b.seed,
+    )
     for s in prepared.skipped:
         log.warning("benchmark %s skipped: %s (%s)", s["benchmark"], s["reason"], s["fix"])
     scores, skipped = {}, list(prepared.skipped)
     for name in b.pipelines:
         pipe = PIPELINES[name]
         if pipe.adapter and adapter_id is None:
-            skipped.append({"benchmark": f"all ({name})", "reason": "no adapter was trained in this run",
-                            "fix": "add 'finetuned' to eval.pipelines"})
+            skipped.append(
+                {
+                    "benchmark": f"all ({name})",
+                    "reason": "no adapter was trained in this run",
+                    "fix": "add 'finetuned' to eval.pipelines",
+                }
+            )
             continue
         if not prepared.tasks:
             continue
@@ -381,13 +492,24 @@ def run_benchmarks(lm: LoadedModel, cfg: ExperimentConfig, *, adapter_id: str | 
         full = pipe.adapter and pipe.adapter_name == "default" and tuned is not None and tuned is not lm
         model = tuned if full else lm
         with adapter_switch(model, pipe.adapter and not full):
-            scores[name] = benchmarks.score_tasks(model, prepared, adapter_id=adapter_id if pipe.adapter else None,
-                                                  num_fewshot=b.num_fewshot, batch_size=b.batch_size)
+            scores[name] = benchmarks.score_tasks(
+                model,
+                prepared,
+                adapter_id=adapter_id if pipe.adapter else None,
+                num_fewshot=b.num_fewshot,
+                batch_size=b.batch_size,
+            )
     summary = stats.benchmark_summary(scores, samples=cfg.eval.bootstrap_samples, seed=cfg.seed) if scores else {}
-    return {**summary, "skipped": skipped, "source": prepared.source, "task_dir": prepared.task_dir,
-            "tasks": [t.__dict__ for t in prepared.tasks], "num_fewshot": b.num_fewshot,
-            "from_cache": {p: {label: r["from_cache"] for label, r in s.items()} for p, s in scores.items()},
-            "protocol": {p: {label: r["protocol"] for label, r in s.items()} for p, s in scores.items()}}
+    return {
+        **summary,
+        "skipped": skipped,
+        "source": prepared.source,
+        "task_dir": prepared.task_dir,
+        "tasks": [t.__dict__ for t in prepared.tasks],
+        "num_fewshot": b.num_fewshot,
+        "from_cache": {p: {label: r["from_cache"] for label, r in s.items()} for p, s in scores.items()},
+        "protocol": {p: {label: r["protocol"] for label, r in s.items()} for p, s in scores.items()},
+    }
 
 
 def decide_verdicts(per_item: dict[str, dict[str, dict[str, float]]], cfg: ExperimentConfig, questions) -> dict:
@@ -398,29 +520,42 @@ def decide_verdicts(per_item: dict[str, dict[str, dict[str, float]]], cfg: Exper
     abstains is undecidable with this model."""
     e = cfg.eval
     out = {}
-    for question, metric in metrics.decision_metrics(mc_metric=e.mc_metric, answer_metric=e.answer_metric,
-                                                     questions=questions).items():
+    for question, metric in metrics.decision_metrics(
+        mc_metric=e.mc_metric, answer_metric=e.answer_metric, questions=questions
+    ).items():
         if not all(p in per_item and metric in per_item[p] for p in PIPELINE_NAMES):
             continue
         _, direction, kind = metrics.METRICS[metric]
-        v = verdicts.decide({p: per_item[p][metric] for p in PIPELINE_NAMES}, metric=metric, kind=kind,
-                         direction=direction, min_effect=e.min_effect, alpha=e.alpha, samples=e.permutation_samples,
-                         seed=cfg.seed)
+        v = verdicts.decide(
+            {p: per_item[p][metric] for p in PIPELINE_NAMES},
+            metric=metric,
+            kind=kind,
+            direction=direction,
+            min_effect=e.min_effect,
+            alpha=e.alpha,
+            samples=e.permutation_samples,
+            seed=cfg.seed,
+        )
         if v["verdict"] == "uninformative":
             if metric == "hallucination_unanswerable" and v["uninformative"] == "ceiling":
                 v["verdict"] = "undecidable with this model"
-                v["note"] = ("no pipeline abstains on questions with no answer, so none can be shown to "
-                             "hallucinate less; this model does not say \"I don't know\" here")
+                v["note"] = (
+                    "no pipeline abstains on questions with no answer, so none can be shown to "
+                    'hallucinate less; this model does not say "I don\'t know" here'
+                )
             else:
-                v["informative"] = metrics.informative_metric({p: per_item[p] for p in PIPELINE_NAMES},
-                                                              exclude=metric,
-                                                              floor_ceiling=max(verdicts.FLOOR_CEILING, e.min_effect))
+                v["informative"] = metrics.informative_metric(
+                    {p: per_item[p] for p in PIPELINE_NAMES},
+                    exclude=metric,
+                    floor_ceiling=max(verdicts.FLOOR_CEILING, e.min_effect),
+                )
         out[question] = v
     return out
 
 
-def _restrict(values: dict[str, dict[str, float]], known: dict[str, str], category: str,
-              names: tuple[str, ...]) -> dict[str, dict[str, float]]:
+def _restrict(
+    values: dict[str, dict[str, float]], known: dict[str, str], category: str, names: tuple[str, ...]
+) -> dict[str, dict[str, float]]:
     """The per-item values of metrics `names` on the questions of one knowledge category."""
     out = {m: {i: x for i, x in values.get(m, {}).items() if known.get(i) == category} for m in names}
     return {m: v for m, v in out.items() if v}
@@ -438,13 +573,15 @@ def recovery_ratios(per_item: dict, *, decided: list[str], samples: int, seed: i
         if not all(metric in per_item.get(p, {}) for p in ("base", "finetuned", "rag")):
             continue
         ids = sorted(set.intersection(*(set(per_item[p][metric]) for p in ("base", "finetuned", "rag"))))
-        out[metric] = stats.recovery_ratio(*([per_item[p][metric][i] for i in ids] for p in ("base", "finetuned", "rag")),
-                                           samples=samples, seed=seed)
+        out[metric] = stats.recovery_ratio(
+            *([per_item[p][metric][i] for i in ids] for p in ("base", "finetuned", "rag")), samples=samples, seed=seed
+        )
     return out
 
 
-def evaluate_more(cfg: ExperimentConfig, arms: Arms, questions: list, retriever, per_item: dict, *,
-                  timings: dict) -> tuple[dict, dict | None]:
+def evaluate_more(
+    cfg: ExperimentConfig, arms: Arms, questions: list, retriever, per_item: dict, *, timings: dict
+) -> tuple[dict, dict | None]:
     """The other seeds' adapters on the fine-tuned pipelines, and the benchmark subsets
     (forgetting), each only when configured: returns (seed spread, benchmarks)."""
     seed_spread, benchmark_result = {}, None
@@ -465,22 +602,44 @@ def _splits(cfg: ExperimentConfig, per_item: dict, questions: list, kinds: dict)
         return None
     samples = cfg.eval.bootstrap_samples
     part = stats.dev_test_split([q.id for q in questions], dev_fraction=cfg.eval.dev_fraction, seed=cfg.seed)
-    return {"dev_fraction": cfg.eval.dev_fraction, "seed": cfg.seed,
-            "questions": {s: sum(v == s for v in part.values()) for s in ("dev", "test")},
-            **{s: {p: stats.aggregate({m: {i: x for i, x in vals.items() if part[i] == s}
-                                       for m, vals in v.items()}, kinds, samples=samples, seed=cfg.seed)
-                   for p, v in per_item.items()} for s in ("dev", "test")}}
+    return {
+        "dev_fraction": cfg.eval.dev_fraction,
+        "seed": cfg.seed,
+        "questions": {s: sum(v == s for v in part.values()) for s in ("dev", "test")},
+        **{
+            s: {
+                p: stats.aggregate(
+                    {m: {i: x for i, x in vals.items() if part[i] == s} for m, vals in v.items()},
+                    kinds,
+                    samples=samples,
+                    seed=cfg.seed,
+                )
+                for p, v in per_item.items()
+            }
+            for s in ("dev", "test")
+        },
+    }
 
 
 def _by_knowledge(cfg: ExperimentConfig, per_item: dict, known: dict, kinds: dict) -> dict:
     """Fact recall and accuracy on the questions of each knowledge category."""
     return {
         "counts": {c: sum(v == c for v in known.values()) for c in knowledge.CATEGORIES},
-        "samples": cfg.eval.known_samples, "temperature": cfg.eval.known_temperature,
-        "pipelines": {p: {c: stats.aggregate(_restrict(per_item[p], known, c, ("contains", "mc_accuracy")), kinds,
-                                             samples=cfg.eval.bootstrap_samples, seed=cfg.seed)
-                          for c in knowledge.CATEGORIES if c in known.values()}
-                      for p in per_item},
+        "samples": cfg.eval.known_samples,
+        "temperature": cfg.eval.known_temperature,
+        "pipelines": {
+            p: {
+                c: stats.aggregate(
+                    _restrict(per_item[p], known, c, ("contains", "mc_accuracy")),
+                    kinds,
+                    samples=cfg.eval.bootstrap_samples,
+                    seed=cfg.seed,
+                )
+                for c in knowledge.CATEGORIES
+                if c in known.values()
+            }
+            for p in per_item
+        },
     }
 
 
@@ -492,41 +651,70 @@ def analyse(cfg: ExperimentConfig, per_item: dict, known: dict, questions: list)
     kinds = {m: spec[2] for m, spec in metrics.METRICS.items()}
     samples = cfg.eval.bootstrap_samples
     aggregates = {p: stats.aggregate(v, kinds, samples=samples, seed=cfg.seed) for p, v in per_item.items()}
-    chance = {m: float(np.mean([metrics.chance(by_id[i]) for i in v[m]]))
-              for v in per_item.values() for m in metrics.MC_METRICS.values() if m in v}
+    chance = {
+        m: float(np.mean([metrics.chance(by_id[i]) for i in v[m]]))
+        for v in per_item.values()
+        for m in metrics.MC_METRICS.values()
+        if m in v
+    }
     splits = _splits(cfg, per_item, questions, kinds)
     comparisons = stats.compare_all(per_item, kinds, samples=cfg.eval.permutation_samples, seed=cfg.seed)
     by_knowledge = _by_knowledge(cfg, per_item, known, kinds)
     verdicts = decide_verdicts(per_item, cfg, questions)
     # on the verdicts' deciding metrics, also in runs without rag_finetuned (no verdict)
-    decided = metrics.decision_metrics(mc_metric=cfg.eval.mc_metric, answer_metric=cfg.eval.answer_metric,
-                                       questions=questions).values()
+    decided = metrics.decision_metrics(
+        mc_metric=cfg.eval.mc_metric, answer_metric=cfg.eval.answer_metric, questions=questions
+    ).values()
     recovery = recovery_ratios(per_item, decided=list(decided), samples=samples, seed=cfg.seed)
-    return {"pipelines": aggregates, "chance": chance, "splits": splits, "comparisons": comparisons,
-            "verdicts": verdicts, "recovery": recovery, "by_knowledge": by_knowledge}
+    return {
+        "pipelines": aggregates,
+        "chance": chance,
+        "splits": splits,
+        "comparisons": comparisons,
+        "verdicts": verdicts,
+        "recovery": recovery,
+        "by_knowledge": by_knowledge,
+    }
 
 
-def scenario_summary(cfg: ExperimentConfig, analysis: dict, rows_by_pipeline: dict, by_id: dict, *, arms: Arms,
-                     retriever, style_scorer) -> dict | None:
+def scenario_summary(
+    cfg: ExperimentConfig, analysis: dict, rows_by_pipeline: dict, by_id: dict, *, arms: Arms, retriever, style_scorer
+) -> dict | None:
     """The scenario's row of the decision table, or None outside a scenario."""
     if cfg.scenario is None:
         return None
-    return scenarios.summary(cfg.scenario, cfg.eval, seed=cfg.seed, comparisons=analysis["comparisons"],
-                             rows_by_pipeline=rows_by_pipeline, by_id=by_id, scorer=style_scorer,
-                             train_record=arms.train_record,
-                             index=retriever.stats() if retriever is not None else None)
+    return scenarios.summary(
+        cfg.scenario,
+        cfg.eval,
+        seed=cfg.seed,
+        comparisons=analysis["comparisons"],
+        rows_by_pipeline=rows_by_pipeline,
+        by_id=by_id,
+        scorer=style_scorer,
+        train_record=arms.train_record,
+        index=retriever.stats() if retriever is not None else None,
+    )
 
 
-def judge_answers(cfg: ExperimentConfig, rows_by_pipeline: dict, by_id: dict, per_item: dict,
-                  predictions: list[dict], *, timings: dict) -> dict | None:
+def judge_answers(
+    cfg: ExperimentConfig,
+    rows_by_pipeline: dict,
+    by_id: dict,
+    per_item: dict,
+    predictions: list[dict],
+    *,
+    timings: dict,
+) -> dict | None:
     """The LLM judge's scores (secondary, outside the verdicts), or None without
     eval.judge; each judged prediction gets the verdict as its `judge_correct` score."""
     if cfg.eval.judge is None:
         return None
     from harness.evaluate import judge
+
     with timed(timings, "judge_seconds"):
-        judged = judge.run_judge(cfg.eval.judge, rows_by_pipeline, by_id, per_item,
-                                 samples=cfg.eval.bootstrap_samples, seed=cfg.seed)
+        judged = judge.run_judge(
+            cfg.eval.judge, rows_by_pipeline, by_id, per_item, samples=cfg.eval.bootstrap_samples, seed=cfg.seed
+        )
     judge.add_judged_scores(predictions, judged)
     return judged
 
@@ -539,8 +727,7 @@ def write_results(stage: Path, cfg: ExperimentConfig, predictions: list, result:
     report.write_report(stage)
 
 
-def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = None,
-                   folder: str | None = None) -> Path:
+def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = None, folder: str | None = None) -> Path:
     """Run every configured pipeline on the same items; returns the results folder,
     `<results_root>/<folder or cfg.name>`."""
     t_run = time.perf_counter()
@@ -553,8 +740,11 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
     questions = list(data.questions)
     by_id = {q.id: q for q in questions}
 
-    with (checked_destination(final, experiment=cfg.name, kind="run"), run_lock(final),
-          staged_run_dir(final, experiment=cfg.name) as stage):
+    with (
+        checked_destination(final, experiment=cfg.name, kind="run"),
+        run_lock(final),
+        staged_run_dir(final, experiment=cfg.name) as stage,
+    ):
         arms = load_models(cfg, data, stage=stage, timings=timings)
         retriever = build_index(cfg, data, timings=timings)
         attach_adapters(cfg, data, arms, stage=stage, timings=timings, retriever=retriever)
@@ -564,17 +754,33 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
         predictions, per_item = score_pipelines(rows_by_pipeline, by_id, known, style_scorer)
         seed_spread, benchmark_result = evaluate_more(cfg, arms, questions, retriever, per_item, timings=timings)
         analysis = analyse(cfg, per_item, known, questions)
-        scenario_result = scenario_summary(cfg, analysis, rows_by_pipeline, by_id, arms=arms, retriever=retriever,
-                                           style_scorer=style_scorer)
+        scenario_result = scenario_summary(
+            cfg, analysis, rows_by_pipeline, by_id, arms=arms, retriever=retriever, style_scorer=style_scorer
+        )
         judged = judge_answers(cfg, rows_by_pipeline, by_id, per_item, predictions, timings=timings)
         timings["total_seconds"] = time.perf_counter() - t_run
         index = retriever.stats() if retriever is not None else None
         embedder = cfg.embedder.name if retriever is not None and retriever.embedder is not None else None
-        costs = costs_record(train_record=arms.train_record, adapter_cached=arms.adapter_cached,
-                             raft_record=arms.raft_record, index=index, pipelines=pipeline_costs)
-        result = metrics_record(cfg, data=data, lm=arms.lm, analysis=analysis, costs=costs, embedder=embedder,
-                                scenario=scenario_result, seed_spread=seed_spread, benchmarks=benchmark_result,
-                                judged=judged, timings=timings)
+        costs = costs_record(
+            train_record=arms.train_record,
+            adapter_cached=arms.adapter_cached,
+            raft_record=arms.raft_record,
+            index=index,
+            pipelines=pipeline_costs,
+        )
+        result = metrics_record(
+            cfg,
+            data=data,
+            lm=arms.lm,
+            analysis=analysis,
+            costs=costs,
+            embedder=embedder,
+            scenario=scenario_result,
+            seed_spread=seed_spread,
+            benchmarks=benchmark_result,
+            judged=judged,
+            timings=timings,
+        )
         write_results(stage, cfg, predictions, result)
     log.info("results in %s", final)
     return final

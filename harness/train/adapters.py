@@ -46,13 +46,19 @@ RECORD = "harness-train.json"  # the training record, written into the adapter f
 def adapter_group(cfg: ExperimentConfig) -> str:
     """Hash of what decides the adapters of a config (model, data, training): configs with
     the same group train the same adapters and share them through the cache."""
-    return content_key({"model": cfg.model.model_dump(mode="json"), "data": cfg.data.model_dump(mode="json"),
-                        "train": cfg.train.model_dump(mode="json"),
-                        "scenario": cfg.scenario.model_dump(mode="json") if cfg.scenario else None})
+    return content_key(
+        {
+            "model": cfg.model.model_dump(mode="json"),
+            "data": cfg.data.model_dump(mode="json"),
+            "train": cfg.train.model_dump(mode="json"),
+            "scenario": cfg.scenario.model_dump(mode="json") if cfg.scenario else None,
+        }
+    )
 
 
-def adapter_key(lm: LoadedModel, examples, cfg: ExperimentConfig, seed: int, dev_examples=(),
-                dev_split: str | None = None) -> str:
+def adapter_key(
+    lm: LoadedModel, examples, cfg: ExperimentConfig, seed: int, dev_examples=(), dev_split: str | None = None
+) -> str:
     """What determines an adapter: the model, the exact training pairs (and separate dev
     pairs), the training settings and seed, the compute dtype. Never retrieval or
     evaluation settings, nor how many seeds the run repeats. `dev_split` names a dev
@@ -64,19 +70,26 @@ def adapter_key(lm: LoadedModel, examples, cfg: ExperimentConfig, seed: int, dev
     train["seed"] = seed
     if dev_split is not None:
         train["dev_split"] = dev_split
-    return content_key({
-        "format": ADAPTER_FORMAT, "model": lm.fingerprint, "dtype": lm.dtype, "device": lm.device,
-        "examples": content_key([[e.prompt, e.completion] for e in examples]),
-        "dev": content_key([[e.prompt, e.completion] for e in dev_examples]),
-        "train": train,
-    })
+    return content_key(
+        {
+            "format": ADAPTER_FORMAT,
+            "model": lm.fingerprint,
+            "dtype": lm.dtype,
+            "device": lm.device,
+            "examples": content_key([[e.prompt, e.completion] for e in examples]),
+            "dev": content_key([[e.prompt, e.completion] for e in dev_examples]),
+            "train": train,
+        }
+    )
 
 
 def generation_memo(lm: LoadedModel, *, adapter_key: str | None) -> Memo:
     """The store of this model's (and adapter's, by its cache key; None for the base)
     generations and choice scores."""
-    return Memo("generations", namespace={"model": lm.fingerprint, "dtype": lm.dtype, "device": lm.device,
-                                          "adapter": adapter_key})
+    return Memo(
+        "generations",
+        namespace={"model": lm.fingerprint, "dtype": lm.dtype, "device": lm.device, "adapter": adapter_key},
+    )
 
 
 def training_examples(lm: LoadedModel, data: Dataset, t: TrainConfig, *, seed: int) -> tuple[list, list]:
@@ -86,10 +99,13 @@ def training_examples(lm: LoadedModel, data: Dataset, t: TrainConfig, *, seed: i
     pairs' facts still train through the documents (trainer's own split)."""
     if t.objective == "sft" and t.dev_fraction > 0:
         train_qs, dev_qs = split_by_fact(list(data.train_questions), dev_fraction=t.dev_fraction, seed=seed)
-        return (build_examples(lm.tokenizer, objective="sft", questions=train_qs),
-                build_examples(lm.tokenizer, objective="sft", questions=dev_qs))
-    examples = build_examples(lm.tokenizer, objective=t.objective, texts=data.train_texts,
-                              questions=data.train_questions)
+        return (
+            build_examples(lm.tokenizer, objective="sft", questions=train_qs),
+            build_examples(lm.tokenizer, objective="sft", questions=dev_qs),
+        )
+    examples = build_examples(
+        lm.tokenizer, objective=t.objective, texts=data.train_texts, questions=data.train_questions
+    )
     dev_examples = []
     if t.objective == "cpt" and t.dev_fraction > 0:
         # cpt trains on every document token; its dev loss comes from separate
@@ -111,8 +127,9 @@ def _attach_cached(lm: LoadedModel, target: Path, *, name: str, method: str) -> 
     if method == "full":  # the whole fine-tuned model, in place of lm's
         from transformers import AutoModelForCausalLM
 
-        lm.model = AutoModelForCausalLM.from_pretrained(target, dtype=next(lm.model.parameters()).dtype,
-                                                        device_map=lm.device).eval()
+        lm.model = AutoModelForCausalLM.from_pretrained(
+            target, dtype=next(lm.model.parameters()).dtype, device_map=lm.device
+        ).eval()
     elif hasattr(lm.model, "peft_config"):
         lm.model.load_adapter(target, adapter_name=name)
         lm.model.set_adapter(name)
@@ -124,18 +141,37 @@ def _attach_cached(lm: LoadedModel, target: Path, *, name: str, method: str) -> 
 
 def _train_settings(t: TrainConfig, *, seed: int, name: str, partial: Path, dev_examples: list) -> dict:
     """trainer.train_model's keyword arguments from the train section."""
-    return dict(method=t.method, rank=t.rank, alpha=t.alpha, dropout=t.dropout, target_modules=t.target_modules,
-                lr=t.lr, epochs=t.epochs, max_steps=t.max_steps, batch_size=t.batch_size,
-                max_length=t.max_length, warmup_ratio=t.warmup_ratio, dev_fraction=t.dev_fraction,
-                early_stopping_patience=t.early_stopping_patience, seed=seed, adapter_name=name,
-                checkpoint_dir=partial, checkpoint_every=t.checkpoint_every,
-                gradient_accumulation=t.gradient_accumulation, max_grad_norm=t.max_grad_norm,
-                gradient_checkpointing=t.gradient_checkpointing, schedule=t.schedule,
-                weight_decay=t.weight_decay, packing=t.packing, dev_examples=dev_examples or None)
+    return dict(
+        method=t.method,
+        rank=t.rank,
+        alpha=t.alpha,
+        dropout=t.dropout,
+        target_modules=t.target_modules,
+        lr=t.lr,
+        epochs=t.epochs,
+        max_steps=t.max_steps,
+        batch_size=t.batch_size,
+        max_length=t.max_length,
+        warmup_ratio=t.warmup_ratio,
+        dev_fraction=t.dev_fraction,
+        early_stopping_patience=t.early_stopping_patience,
+        seed=seed,
+        adapter_name=name,
+        checkpoint_dir=partial,
+        checkpoint_every=t.checkpoint_every,
+        gradient_accumulation=t.gradient_accumulation,
+        max_grad_norm=t.max_grad_norm,
+        gradient_checkpointing=t.gradient_checkpointing,
+        schedule=t.schedule,
+        weight_decay=t.weight_decay,
+        packing=t.packing,
+        dev_examples=dev_examples or None,
+    )
 
 
-def _train_into_cache(lm: LoadedModel, examples: list, *, settings: dict, stamp: dict, partial: Path,
-                      target: Path, desc: str) -> dict:
+def _train_into_cache(
+    lm: LoadedModel, examples: list, *, settings: dict, stamp: dict, partial: Path, target: Path, desc: str
+) -> dict:
     """Train in `partial/adapter`, write the record and manifest there, then rename the
     finished folder to `target` (a reader never sees a half-written adapter)."""
     out = partial / "adapter"
@@ -151,9 +187,16 @@ def _train_into_cache(lm: LoadedModel, examples: list, *, settings: dict, stamp:
     return record
 
 
-def obtain_adapter(lm: LoadedModel, data: Dataset, cfg: ExperimentConfig, *, seed: int,
-                   name: str = "default", examples: list | None = None,
-                   dev_examples: list | None = None) -> tuple[dict, bool]:
+def obtain_adapter(
+    lm: LoadedModel,
+    data: Dataset,
+    cfg: ExperimentConfig,
+    *,
+    seed: int,
+    name: str = "default",
+    examples: list | None = None,
+    dev_examples: list | None = None,
+) -> tuple[dict, bool]:
     """Attach the adapter for this config and seed to `lm` under `name` (and make it the
     active one), training it only if not cached. Returns (training record, from cache).
     The training pairs are the config's objective on the data unless `examples` are given
@@ -188,8 +231,15 @@ def obtain_adapter(lm: LoadedModel, data: Dataset, cfg: ExperimentConfig, *, see
         if record is not None:  # another process finished it while this one waited
             return record, True
         label = {"lora": "LoRA", "qlora": "QLoRA", "full": "full"}[t.method]
-        record = _train_into_cache(lm, examples, settings=settings, stamp=stamp, partial=partial, target=target,
-                                   desc=f"train {label} ({t.objective}, seed {seed})")
+        record = _train_into_cache(
+            lm,
+            examples,
+            settings=settings,
+            stamp=stamp,
+            partial=partial,
+            target=target,
+            desc=f"train {label} ({t.objective}, seed {seed})",
+        )
     return record, False
 
 
@@ -201,10 +251,16 @@ def select_training_facts(lm: LoadedModel, data: Dataset, cfg: ExperimentConfig)
     if set(t.train_categories) == set(knowledge.CATEGORIES) and t.unknown_as == "gold":
         return data, None
     with adapter_switch(lm, False):
-        tags = knowledge.tag_questions(lm, data.train_questions, samples=cfg.eval.known_samples,
-                                       temperature=cfg.eval.known_temperature, max_new_tokens=cfg.eval.max_new_tokens,
-                                       batch_size=cfg.eval.batch_size, seed=cfg.seed,
-                                       memo=generation_memo(lm, adapter_key=None))
+        tags = knowledge.tag_questions(
+            lm,
+            data.train_questions,
+            samples=cfg.eval.known_samples,
+            temperature=cfg.eval.known_temperature,
+            max_new_tokens=cfg.eval.max_new_tokens,
+            batch_size=cfg.eval.batch_size,
+            seed=cfg.seed,
+            memo=generation_memo(lm, adapter_key=None),
+        )
     kept = []
     for q in data.train_questions:
         category = tags.get(q.id, "unknown")
@@ -215,10 +271,17 @@ def select_training_facts(lm: LoadedModel, data: Dataset, cfg: ExperimentConfig)
         kept.append(q)
     tagged = {c: sum(v == c for v in tags.values()) for c in knowledge.CATEGORIES}
     if not kept:
-        raise TrainError(f"train.train_categories: no training question is {' or '.join(t.train_categories)} "
-                         f"for the base model (tagged: {', '.join(f'{c} {n}' for c, n in tagged.items())})")
-    summary = {"tagged": tagged, "kept": len(kept), "relabelled_abstain": sum(q.answers == (ABSTAIN,) for q in kept),
-               "train_categories": list(t.train_categories), "unknown_as": t.unknown_as}
+        raise TrainError(
+            f"train.train_categories: no training question is {' or '.join(t.train_categories)} "
+            f"for the base model (tagged: {', '.join(f'{c} {n}' for c, n in tagged.items())})"
+        )
+    summary = {
+        "tagged": tagged,
+        "kept": len(kept),
+        "relabelled_abstain": sum(q.answers == (ABSTAIN,) for q in kept),
+        "train_categories": list(t.train_categories),
+        "unknown_as": t.unknown_as,
+    }
     return dataclasses.replace(data, train_questions=tuple(kept)), summary
 
 
@@ -227,21 +290,36 @@ def obtain_raft_adapter(lm: LoadedModel, data: Dataset, cfg: ExperimentConfig, *
     retriever's, so that training shows the passages retrieval will), attached as "raft"
     beside the default one, which stays active."""
     if cfg.train.method == "full":  # it would train every weight of the base the other pipelines use
-        raise TrainError("eval.pipelines: 'raft' trains a LoRA adapter beside the default one; it cannot run with "
-                         "train.method: full")
+        raise TrainError(
+            "eval.pipelines: 'raft' trains a LoRA adapter beside the default one; it cannot run with train.method: full"
+        )
     r = cfg.train.raft
-    train_qs, dev_qs = split_by_fact(list(data.train_questions), dev_fraction=cfg.train.dev_fraction,
-                                     seed=cfg.train.seed)
-    examples, dev = (build_raft_examples(lm.tokenizer, questions=qs, chunks=chunks, passages=r.passages,
-                                         gold_share=r.gold_share, seed=r.seed) if qs else []
-                     for qs in (train_qs, dev_qs))
+    train_qs, dev_qs = split_by_fact(
+        list(data.train_questions), dev_fraction=cfg.train.dev_fraction, seed=cfg.train.seed
+    )
+    examples, dev = (
+        build_raft_examples(
+            lm.tokenizer, questions=qs, chunks=chunks, passages=r.passages, gold_share=r.gold_share, seed=r.seed
+        )
+        if qs
+        else []
+        for qs in (train_qs, dev_qs)
+    )
     if not examples:
-        raise TrainError("eval.pipelines has 'raft', but no training question has a gold chunk in the documents "
-                         "(RAFT needs training questions whose evidence or answer is in a document)")
+        raise TrainError(
+            "eval.pipelines has 'raft', but no training question has a gold chunk in the documents "
+            "(RAFT needs training questions whose evidence or answer is in a document)"
+        )
     before = getattr(lm.model, "active_adapter", None) if hasattr(lm.model, "peft_config") else None
-    record, cached = obtain_adapter(lm, data, cfg, seed=cfg.train.seed, name="raft", examples=examples,
-                                    dev_examples=dev)
+    record, cached = obtain_adapter(
+        lm, data, cfg, seed=cfg.train.seed, name="raft", examples=examples, dev_examples=dev
+    )
     if before is not None:
         lm.model.set_adapter(before)
-    return {**record, "from_cache": cached, "raft": r.model_dump(mode="json"), "examples": len(examples),
-            "dev_examples": len(dev)}
+    return {
+        **record,
+        "from_cache": cached,
+        "raft": r.model_dump(mode="json"),
+        "examples": len(examples),
+        "dev_examples": len(dev),
+    }

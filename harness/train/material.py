@@ -43,9 +43,14 @@ def build_examples(tokenizer, *, objective: str, texts=(), questions=()) -> list
     """Training pairs for `cpt` (texts), `sft` (questions with answers) or `mixed` (both:
     the texts first, then the pairs)."""
     docs = [Example("", t + answer_suffix(tokenizer)) for t in texts if t.strip()]
-    pairs = [Example(render(tokenizer, template_for(retrieval=False, task=q.task), question=q.question),
-                     q.answers[0] + answer_suffix(tokenizer))
-             for q in questions if q.answers]
+    pairs = [
+        Example(
+            render(tokenizer, template_for(retrieval=False, task=q.task), question=q.question),
+            q.answers[0] + answer_suffix(tokenizer),
+        )
+        for q in questions
+        if q.answers
+    ]
     return {"cpt": docs, "sft": pairs, "mixed": docs + pairs}[objective]
 
 
@@ -56,8 +61,7 @@ def _holds(chunk_text: str, q) -> bool:
     return any(a and a in text for a in q.answers)
 
 
-def build_raft_examples(tokenizer, *, questions, chunks, passages: int, gold_share: float,
-                        seed: int) -> list[Example]:
+def build_raft_examples(tokenizer, *, questions, chunks, passages: int, gold_share: float, seed: int) -> list[Example]:
     """RAFT training pairs (Zhang et al. 2024): each training question with `passages`
     chunks in the retrieval prompt. With probability `gold_share` the chunk holding the
     answer (its evidence sentence, else an answer string from the same document) is one
@@ -80,8 +84,12 @@ def build_raft_examples(tokenizer, *, questions, chunks, passages: int, gold_sha
         picked = rng.sample(others, min(len(others), passages - int(with_gold)))
         if with_gold:
             picked.insert(rng.randrange(len(picked) + 1), gold[0])
-        out.append(Example(render(tokenizer, template, question=q.question, passages=[c.text for c in picked]),
-                           q.answers[0] + answer_suffix(tokenizer)))
+        out.append(
+            Example(
+                render(tokenizer, template, question=q.question, passages=[c.text for c in picked]),
+                q.answers[0] + answer_suffix(tokenizer),
+            )
+        )
     return out
 
 
@@ -135,7 +143,7 @@ def windows(stream: list[int], max_length: int) -> list[Tokens]:
     exactly one window, with its window's earlier tokens as context."""
     out, start = [], 0
     while True:
-        ids = stream[start:start + max_length]
+        ids = stream[start : start + max_length]
         if len(ids) >= 2:
             out.append((ids, [-100] + ids[1:]))
         if start + max_length >= len(stream):
@@ -157,7 +165,7 @@ def _pair_tokens(tokenizer, ex: Example, max_length: int) -> tuple[Tokens | None
         room = max_length - min(len(prompt), max_length // 2)
         answer_cut = len(completion) > room
         completion = completion[:room]
-        prompt = prompt[len(prompt) - (max_length - len(completion)):] if max_length > len(completion) else []
+        prompt = prompt[len(prompt) - (max_length - len(completion)) :] if max_length > len(completion) else []
     return (prompt + completion, [-100] * len(prompt) + completion), cut, answer_cut
 
 
@@ -167,8 +175,16 @@ def _trained(items: list[Tokens]) -> int:
     return sum(sum(lab != -100 for lab in labels[1:]) for _, labels in items)
 
 
-def prepare_material(tokenizer, examples: list[Example], *, max_length: int, dev_fraction: float, seed: int,
-                     packing: bool = False, dev_examples: list[Example] | None = None) -> Material:
+def prepare_material(
+    tokenizer,
+    examples: list[Example],
+    *,
+    max_length: int,
+    dev_fraction: float,
+    seed: int,
+    packing: bool = False,
+    dev_examples: list[Example] | None = None,
+) -> Material:
     """Tokenize `examples` for training (see the module docstring).
 
     Documents (examples with an empty prompt) start with a boundary token (BOS, else
@@ -183,8 +199,9 @@ def prepare_material(tokenizer, examples: list[Example], *, max_length: int, dev
     if not examples:
         raise TrainError("train: no training examples (is the training data empty?)")
     boundary = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    docs = [[boundary] + tokenizer(e.completion, add_special_tokens=False)["input_ids"]
-            for e in examples if not e.prompt]
+    docs = [
+        [boundary] + tokenizer(e.completion, add_special_tokens=False)["input_ids"] for e in examples if not e.prompt
+    ]
     pairs, truncated, answers_cut, dropped = [], 0, 0, 0
     for e in (ex for ex in examples if ex.prompt):
         item, cut, answer_cut = _pair_tokens(tokenizer, e, max_length)
@@ -215,7 +232,7 @@ def prepare_material(tokenizer, examples: list[Example], *, max_length: int, dev
             if k < 1:
                 kept.append(stream)
                 continue
-            context = stream[max(0, len(stream) - max_length):]
+            context = stream[max(0, len(stream) - max_length) :]
             dev.append((context, [-100] * (len(context) - k) + context[-k:]))
             kept.append(stream[:-k])
             held_out += k
@@ -224,14 +241,26 @@ def prepare_material(tokenizer, examples: list[Example], *, max_length: int, dev
     streams = [[t for s in docs for t in s]] if packing and docs else docs
     train = [w for s in streams for w in windows(s, max_length)] + pairs
     if truncated:
-        log.warning("train.max_length %d: %d question/answer pair(s) cut to fit: the start of the prompt, and for "
-                    "%d of them the end of the answer too", max_length, truncated, answers_cut)
+        log.warning(
+            "train.max_length %d: %d question/answer pair(s) cut to fit: the start of the prompt, and for "
+            "%d of them the end of the answer too",
+            max_length,
+            truncated,
+            answers_cut,
+        )
     stats = {
-        "documents": len(docs), "corpus_tokens": sum(len(s) - 1 for s in docs) + held_out,
-        "windows": len(train) - len(pairs), "pairs": len(pairs), "packing": packing,
-        "tokens_trained_per_epoch": _trained(train), "examples_truncated": truncated, "answers_truncated": answers_cut,
+        "documents": len(docs),
+        "corpus_tokens": sum(len(s) - 1 for s in docs) + held_out,
+        "windows": len(train) - len(pairs),
+        "pairs": len(pairs),
+        "packing": packing,
+        "tokens_trained_per_epoch": _trained(train),
+        "examples_truncated": truncated,
+        "answers_truncated": answers_cut,
         "examples_dropped": dropped,
-        "dev_source": dev_source, "dev_items": len(dev), "dev_tokens": _trained(dev),
+        "dev_source": dev_source,
+        "dev_items": len(dev),
+        "dev_tokens": _trained(dev),
         "dev_tokens_held_out": held_out,
     }
     if not train:

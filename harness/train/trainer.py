@@ -52,6 +52,7 @@ from harness.train.material import Example, Material, TrainError, prepare_materi
 
 log = logging.getLogger(__name__)
 
+
 class PeakMemory:
     """The most resident memory this process held while the block ran, sampled from
     /proc every 50 ms on a thread (the process-lifetime maximum, ru_maxrss, would carry
@@ -145,8 +146,6 @@ class TrainResult:
         return asdict(self)
 
 
-
-
 WEIGHTS_FILE = "harness-weights.safetensors"  # what a checkpoint folder holds of the model
 # What Trainer's resume reads with torch.load(weights_only=True); the random states inside
 # transformers' safe_globals (numpy's), as Trainer reads them.
@@ -168,9 +167,11 @@ class _Rows(torch.utils.data.Dataset):
 
 def _pad(rows: list[tuple[list[int], list[int]]], pad_id: int) -> dict:
     width = max(len(ids) for ids, _ in rows)
-    return {"input_ids": torch.tensor([i + [pad_id] * (width - len(i)) for i, _ in rows]),
-            "attention_mask": torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in rows]),
-            "labels": torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows])}
+    return {
+        "input_ids": torch.tensor([i + [pad_id] * (width - len(i)) for i, _ in rows]),
+        "attention_mask": torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in rows]),
+        "labels": torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows]),
+    }
 
 
 @torch.no_grad()
@@ -180,7 +181,7 @@ def _dev_loss(lm: LoadedModel, items, batch_size: int, pad_id: int) -> float:
     lm.model.eval()
     total, count = 0.0, 0
     for start in range(0, len(items), batch_size):
-        batch = {k: v.to(lm.device) for k, v in _pad(items[start:start + batch_size], pad_id).items()}
+        batch = {k: v.to(lm.device) for k, v in _pad(items[start : start + batch_size], pad_id).items()}
         with compute_context(lm):
             loss = lm.model(**batch).loss
         n = int((batch["labels"][:, 1:] != -100).sum())
@@ -241,8 +242,21 @@ class _Progress:
     checkpoint's trainer_state.json (JSON); the best epoch's weights in a safetensors
     file beside."""
 
-    def __init__(self, *, lm: LoadedModel, dev, batch_size: int, pad_id: int, steps_per_epoch: int,
-                 patience: int | None, best_dir: Path | None, full: bool, adapter_name: str, update, is_main: bool):
+    def __init__(
+        self,
+        *,
+        lm: LoadedModel,
+        dev,
+        batch_size: int,
+        pad_id: int,
+        steps_per_epoch: int,
+        patience: int | None,
+        best_dir: Path | None,
+        full: bool,
+        adapter_name: str,
+        update,
+        is_main: bool,
+    ):
         self.lm, self.dev, self.batch_size, self.pad_id = lm, dev, batch_size, pad_id
         self.steps_per_epoch, self.patience, self.best_dir = steps_per_epoch, patience, best_dir
         self.full, self.adapter_name, self.update, self.is_main = full, adapter_name, update, is_main
@@ -356,14 +370,18 @@ def _latest_checkpoint(run_dir: Path) -> Path | None:
         problem = _checkpoint_problem(folder)
         if problem is None:
             return folder
-        log.warning("checkpoint %s is discarded: %s; training resumes from an earlier checkpoint, or from the "
-                    "start", folder, problem)
+        log.warning(
+            "checkpoint %s is discarded: %s; training resumes from an earlier checkpoint, or from the start",
+            folder,
+            problem,
+        )
         discard(folder)
     return None
 
 
-def _make_trainable(lm: LoadedModel, *, method: str, rank: int, alpha: float, dropout: float, target_modules,
-                    adapter_name: str):
+def _make_trainable(
+    lm: LoadedModel, *, method: str, rank: int, alpha: float, dropout: float, target_modules, adapter_name: str
+):
     """`lm.model` ready to train: every weight (`full`), or a new LoRA adapter that alone
     trains (`lora`, and `qlora` on a 4-bit base)."""
     if method == "full":
@@ -384,8 +402,9 @@ def _make_trainable(lm: LoadedModel, *, method: str, rank: int, alpha: float, dr
         keep_4bit_trainable(lm.model)
     # peft takes "all-linear" as a string (every linear layer but the output head)
     modules = "all-linear" if list(target_modules) in (["all-linear"], list("all-linear")) else list(target_modules)
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=modules,
-                        task_type="CAUSAL_LM", bias="none")
+    config = LoraConfig(
+        r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=modules, task_type="CAUSAL_LM", bias="none"
+    )
     try:
         if hasattr(lm.model, "peft_config"):
             lm.model.add_adapter(adapter_name, config)
@@ -459,9 +478,21 @@ class TrainSettings:
     steps_per_epoch: int
 
 
-def _plan(lm: LoadedModel, n_train: int, *, world_size: int, batch_size: int, gradient_accumulation: int,
-          epochs: int, max_steps: int | None, warmup_ratio: float, max_grad_norm: float,
-          gradient_checkpointing: bool, schedule: str, weight_decay: float) -> tuple[TrainSettings, int]:
+def _plan(
+    lm: LoadedModel,
+    n_train: int,
+    *,
+    world_size: int,
+    batch_size: int,
+    gradient_accumulation: int,
+    epochs: int,
+    max_steps: int | None,
+    warmup_ratio: float,
+    max_grad_norm: float,
+    gradient_checkpointing: bool,
+    schedule: str,
+    weight_decay: float,
+) -> tuple[TrainSettings, int]:
     """The settings of a run over `n_train` rows, and its optimizer steps in all.
     `batch_size` is the global batch of one forward pass, split over the processes."""
     per_device = max(1, batch_size // world_size)
@@ -469,30 +500,64 @@ def _plan(lm: LoadedModel, n_train: int, *, world_size: int, batch_size: int, gr
     steps_per_epoch = math.ceil(batches_per_epoch / gradient_accumulation)
     total_steps = min(epochs * steps_per_epoch, max_steps) if max_steps else epochs * steps_per_epoch
     settings = TrainSettings(
-        per_device_batch_size=per_device, gradient_accumulation=gradient_accumulation, max_grad_norm=max_grad_norm,
-        gradient_checkpointing=gradient_checkpointing, schedule=schedule, warmup_steps=int(warmup_ratio * total_steps),
-        weight_decay=weight_decay, bf16=lm.dtype == "bfloat16", optimizer="adamw_torch",
-        steps_per_epoch=steps_per_epoch)
+        per_device_batch_size=per_device,
+        gradient_accumulation=gradient_accumulation,
+        max_grad_norm=max_grad_norm,
+        gradient_checkpointing=gradient_checkpointing,
+        schedule=schedule,
+        warmup_steps=int(warmup_ratio * total_steps),
+        weight_decay=weight_decay,
+        bf16=lm.dtype == "bfloat16",
+        optimizer="adamw_torch",
+        steps_per_epoch=steps_per_epoch,
+    )
     return settings, total_steps
 
 
-def _training_arguments(lm: LoadedModel, settings: TrainSettings, *, run_dir: Path, total_steps: int, lr: float,
-                        seed: int, checkpoint_every: int | None):
+def _training_arguments(
+    lm: LoadedModel,
+    settings: TrainSettings,
+    *,
+    run_dir: Path,
+    total_steps: int,
+    lr: float,
+    seed: int,
+    checkpoint_every: int | None,
+):
     """transformers' TrainingArguments for `settings`; a checkpoint every
     `checkpoint_every` optimizer steps, or none when it is None."""
     from transformers import TrainingArguments
 
     s = settings
     return TrainingArguments(
-        output_dir=str(run_dir), per_device_train_batch_size=s.per_device_batch_size,
-        gradient_accumulation_steps=s.gradient_accumulation, learning_rate=lr, weight_decay=s.weight_decay,
-        max_grad_norm=s.max_grad_norm, lr_scheduler_type=s.schedule, warmup_steps=s.warmup_steps,
-        max_steps=total_steps, optim=s.optimizer, logging_strategy="steps", logging_steps=1, eval_strategy="no",
-        report_to="none", disable_tqdm=True, save_strategy="no" if checkpoint_every is None else "steps",
-        save_steps=checkpoint_every or 1, save_total_limit=1, seed=seed, data_seed=seed,
-        use_cpu=lm.device == "cpu", bf16=s.bf16, activation_checkpointing=s.gradient_checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False}, remove_unused_columns=False,
-        label_names=["labels"], dataloader_num_workers=0, include_num_input_tokens_seen="non_padding",
+        output_dir=str(run_dir),
+        per_device_train_batch_size=s.per_device_batch_size,
+        gradient_accumulation_steps=s.gradient_accumulation,
+        learning_rate=lr,
+        weight_decay=s.weight_decay,
+        max_grad_norm=s.max_grad_norm,
+        lr_scheduler_type=s.schedule,
+        warmup_steps=s.warmup_steps,
+        max_steps=total_steps,
+        optim=s.optimizer,
+        logging_strategy="steps",
+        logging_steps=1,
+        eval_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        save_strategy="no" if checkpoint_every is None else "steps",
+        save_steps=checkpoint_every or 1,
+        save_total_limit=1,
+        seed=seed,
+        data_seed=seed,
+        use_cpu=lm.device == "cpu",
+        bf16=s.bf16,
+        activation_checkpointing=s.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False},
+        remove_unused_columns=False,
+        label_names=["labels"],
+        dataloader_num_workers=0,
+        include_num_input_tokens_seen="non_padding",
         ddp_find_unused_parameters=False,
         restore_callback_states_from_checkpoint=False,  # harness restores its own callback (_resume)
     )
@@ -503,8 +568,12 @@ def _make_trainer(lm: LoadedModel, model, args, material: Material, callback, *,
 
     pad_id = lm.tokenizer.pad_token_id
     trainer = _trainer_class(full=full, adapter_name=adapter_name)(
-        model=model, args=args, train_dataset=_Rows(material.train),
-        data_collator=lambda rows: _pad([(r["input_ids"], r["labels"]) for r in rows], pad_id), callbacks=[callback])
+        model=model,
+        args=args,
+        train_dataset=_Rows(material.train),
+        data_collator=lambda rows: _pad([(r["input_ids"], r["labels"]) for r in rows], pad_id),
+        callbacks=[callback],
+    )
     trainer.remove_callback(PrinterCallback)  # Trainer prints its logs without a progress bar; harness has its own
     return trainer
 
@@ -546,8 +615,16 @@ def _progress_update(progress, total_steps: int):
     return getattr(progress, "update", progress)
 
 
-def _finish(lm: LoadedModel, callback: _Progress, *, out_dir: Path, full: bool, adapter_name: str,
-            gradient_checkpointing: bool, launch: Launch) -> int:
+def _finish(
+    lm: LoadedModel,
+    callback: _Progress,
+    *,
+    out_dir: Path,
+    full: bool,
+    adapter_name: str,
+    gradient_checkpointing: bool,
+    launch: Launch,
+) -> int:
     """Put the best epoch's weights back (early stopping), leave the model in eval mode,
     and save it from the first process; returns the bytes saved (0 on the others)."""
     if callback.best_state is not None:
@@ -564,8 +641,9 @@ def _finish(lm: LoadedModel, callback: _Progress, *, out_dir: Path, full: bool, 
     return saved_bytes
 
 
-def _train(lm: LoadedModel, trainer, callback: _Progress, *, resumed: Path | None, start_step: int,
-           total_steps: int) -> PeakMemory:
+def _train(
+    lm: LoadedModel, trainer, callback: _Progress, *, resumed: Path | None, start_step: int, total_steps: int
+) -> PeakMemory:
     """Run Trainer from `resumed` (or the start), unless the checkpoint already ended the
     run; returns the memory it held."""
     if lm.device == "cuda":
@@ -580,15 +658,37 @@ def _train(lm: LoadedModel, trainer, callback: _Progress, *, resumed: Path | Non
     return memory
 
 
-def train_model(lm: LoadedModel, examples: list[Example], *, method: str = "lora", rank: int = 16,
-                alpha: float = 32.0, dropout: float = 0.05, target_modules=("q_proj", "v_proj"), lr: float,
-                epochs: int, max_steps: int | None = None, batch_size: int, max_length: int,
-                warmup_ratio: float = 0.0, dev_fraction: float = 0.0, early_stopping_patience: int | None = None,
-                seed: int = 0, out_dir: str | Path, adapter_name: str = "default",
-                checkpoint_dir: str | Path | None = None, checkpoint_every: int = 1, progress=None,
-                gradient_accumulation: int = 1, max_grad_norm: float = 1.0, gradient_checkpointing: bool = False,
-                schedule: str = "linear", weight_decay: float = 0.0, packing: bool = False,
-                dev_examples: list[Example] | None = None) -> TrainResult:
+def train_model(
+    lm: LoadedModel,
+    examples: list[Example],
+    *,
+    method: str = "lora",
+    rank: int = 16,
+    alpha: float = 32.0,
+    dropout: float = 0.05,
+    target_modules=("q_proj", "v_proj"),
+    lr: float,
+    epochs: int,
+    max_steps: int | None = None,
+    batch_size: int,
+    max_length: int,
+    warmup_ratio: float = 0.0,
+    dev_fraction: float = 0.0,
+    early_stopping_patience: int | None = None,
+    seed: int = 0,
+    out_dir: str | Path,
+    adapter_name: str = "default",
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 1,
+    progress=None,
+    gradient_accumulation: int = 1,
+    max_grad_norm: float = 1.0,
+    gradient_checkpointing: bool = False,
+    schedule: str = "linear",
+    weight_decay: float = 0.0,
+    packing: bool = False,
+    dev_examples: list[Example] | None = None,
+) -> TrainResult:
     """Train `lm.model` on `examples` and save the adapter (or the model, for `full`) to
     `out_dir` (see the module docstring). `rank` is LoRA's. `batch_size` is the global
     batch of one forward pass, split over the processes of a data-parallel launch; an
@@ -597,43 +697,103 @@ def train_model(lm: LoadedModel, examples: list[Example], *, method: str = "lora
     if schedule not in SCHEDULES:
         raise TrainError(f"train.schedule: unknown schedule {schedule!r}; one of {', '.join(SCHEDULES)}")
     launch, full = launch_from_env(), method == "full"
-    material = prepare_material(lm.tokenizer, examples, max_length=max_length, dev_fraction=dev_fraction, seed=seed,
-                                packing=packing, dev_examples=dev_examples)
+    material = prepare_material(
+        lm.tokenizer,
+        examples,
+        max_length=max_length,
+        dev_fraction=dev_fraction,
+        seed=seed,
+        packing=packing,
+        dev_examples=dev_examples,
+    )
     settings, total_steps = _plan(
-        lm, len(material.train), world_size=launch.world_size, batch_size=batch_size,
-        gradient_accumulation=gradient_accumulation, epochs=epochs, max_steps=max_steps, warmup_ratio=warmup_ratio,
-        max_grad_norm=max_grad_norm, gradient_checkpointing=gradient_checkpointing, schedule=schedule,
-        weight_decay=weight_decay)
+        lm,
+        len(material.train),
+        world_size=launch.world_size,
+        batch_size=batch_size,
+        gradient_accumulation=gradient_accumulation,
+        epochs=epochs,
+        max_steps=max_steps,
+        warmup_ratio=warmup_ratio,
+        max_grad_norm=max_grad_norm,
+        gradient_checkpointing=gradient_checkpointing,
+        schedule=schedule,
+        weight_decay=weight_decay,
+    )
     torch.manual_seed(seed)  # the new adapter's initial weights
     weights_bytes = sum(p.numel() * p.element_size() for p in lm.model.parameters())
-    model = lm.model = _make_trainable(lm, method=method, rank=rank, alpha=alpha, dropout=dropout,
-                                       target_modules=target_modules, adapter_name=adapter_name)
+    model = lm.model = _make_trainable(
+        lm,
+        method=method,
+        rank=rank,
+        alpha=alpha,
+        dropout=dropout,
+        target_modules=target_modules,
+        adapter_name=adapter_name,
+    )
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     update = _progress_update(progress, total_steps)
     callback = _callback_class()(
-        lm=lm, dev=material.dev, batch_size=batch_size, pad_id=lm.tokenizer.pad_token_id,
-        steps_per_epoch=settings.steps_per_epoch, patience=early_stopping_patience,
-        best_dir=None if checkpoint_dir is None else Path(checkpoint_dir), full=full, adapter_name=adapter_name,
-        update=update, is_main=launch.is_main)
+        lm=lm,
+        dev=material.dev,
+        batch_size=batch_size,
+        pad_id=lm.tokenizer.pad_token_id,
+        steps_per_epoch=settings.steps_per_epoch,
+        patience=early_stopping_patience,
+        best_dir=None if checkpoint_dir is None else Path(checkpoint_dir),
+        full=full,
+        adapter_name=adapter_name,
+        update=update,
+        is_main=launch.is_main,
+    )
     with _run_dir(checkpoint_dir) as run_dir:
-        args = _training_arguments(lm, settings, run_dir=run_dir, total_steps=total_steps, lr=lr, seed=seed,
-                                   checkpoint_every=None if checkpoint_dir is None else checkpoint_every)
+        args = _training_arguments(
+            lm,
+            settings,
+            run_dir=run_dir,
+            total_steps=total_steps,
+            lr=lr,
+            seed=seed,
+            checkpoint_every=None if checkpoint_dir is None else checkpoint_every,
+        )
         trainer = _make_trainer(lm, model, args, material, callback, full=full, adapter_name=adapter_name)
         resumed, start_step = _resume(callback, run_dir, update) if checkpoint_dir is not None else (None, 0)
         memory = _train(lm, trainer, callback, resumed=resumed, start_step=start_step, total_steps=total_steps)
     wall = callback.status.elapsed + time.perf_counter() - callback.t0
-    saved_bytes = _finish(lm, callback, out_dir=Path(out_dir), full=full, adapter_name=adapter_name,
-                          gradient_checkpointing=gradient_checkpointing, launch=launch)
+    saved_bytes = _finish(
+        lm,
+        callback,
+        out_dir=Path(out_dir),
+        full=full,
+        adapter_name=adapter_name,
+        gradient_checkpointing=gradient_checkpointing,
+        launch=launch,
+    )
     steps, tokens = trainer.state.global_step or start_step, int(trainer.state.num_input_tokens_seen or 0)
     return TrainResult(
-        adapter_dir=str(out_dir), loss_curve=callback.status.curve, best_epoch=callback.status.best_epoch,
-        stopped_early=callback.status.stopped_early, steps=steps, train_examples=len(material.train),
-        dev_examples=len(material.dev), trainable_params=trainable, total_params=total, tokens=tokens, wall_seconds=wall,
-        tokens_per_second=tokens / max(wall, 1e-9), peak_rss_mb=memory.peak_mb, adapter_bytes=saved_bytes,
+        adapter_dir=str(out_dir),
+        loss_curve=callback.status.curve,
+        best_epoch=callback.status.best_epoch,
+        stopped_early=callback.status.stopped_early,
+        steps=steps,
+        train_examples=len(material.train),
+        dev_examples=len(material.dev),
+        trainable_params=trainable,
+        total_params=total,
+        tokens=tokens,
+        wall_seconds=wall,
+        tokens_per_second=tokens / max(wall, 1e-9),
+        peak_rss_mb=memory.peak_mb,
+        adapter_bytes=saved_bytes,
         peak_gpu_mb=torch.cuda.max_memory_allocated() / 2**20 if lm.device == "cuda" else None,
-        world_size=launch.world_size, method=method, steps_run=steps - start_step, resumed_from_step=start_step,
-        weights_bytes=weights_bytes, material=material.stats, settings=asdict(settings),
+        world_size=launch.world_size,
+        method=method,
+        steps_run=steps - start_step,
+        resumed_from_step=start_step,
+        weights_bytes=weights_bytes,
+        material=material.stats,
+        settings=asdict(settings),
         start_rss_mb=memory.start_mb,
         training_memory_mb=_training_memory(lm, memory, weights_bytes, steps_run=steps - start_step),
     )
