@@ -10,7 +10,7 @@ import typing
 import pytest
 
 from harness import config
-from harness.answer import pipelines, retrieve
+from harness.answer import pipelines
 from harness.data import items
 from harness.evaluate import metrics, scenarios
 

@@ -124,6 +124,29 @@ def _compute_unit(
     ]
 
 
+def render_prompts(lm: LoadedModel, questions, templates, hits) -> tuple[list[str], list[str] | None]:
+    """Each question's prompt (its template, its retrieved passages), and for an endpoint
+    that answers multiple choice by letter the lettered prompts too (else None)."""
+    prompts = [
+        render(lm.tokenizer, t, question=q.question, passages=[h.chunk.text for h in hs])
+        for q, t, hs in zip(questions, templates, hits)
+    ]
+    if lm.endpoint is None or lm.endpoint.mc_protocol != "letter":
+        return prompts, None
+    from harness.models.endpoint import letter_question
+
+    letter_prompts = [
+        render(
+            lm.tokenizer,
+            t,
+            question=letter_question(q.question, q.choices) if q.choices else q.question,
+            passages=[h.chunk.text for h in hs],
+        )
+        for q, t, hs in zip(questions, templates, hits)
+    ]
+    return prompts, letter_prompts
+
+
 def answer(
     lm: LoadedModel,
     questions,
@@ -151,23 +174,8 @@ def answer(
         if retriever is not None
         else [[] for _ in questions]
     )
-    prompts = [
-        render(lm.tokenizer, t, question=q.question, passages=[h.chunk.text for h in hs])
-        for q, t, hs in zip(questions, templates, hits)
-    ]
-    letter = lm.endpoint is not None and lm.endpoint.mc_protocol == "letter"
-    if letter:
-        from harness.models.endpoint import letter_question
-
-        letter_prompts = [
-            render(
-                lm.tokenizer,
-                t,
-                question=letter_question(q.question, q.choices) if q.choices else q.question,
-                passages=[h.chunk.text for h in hs],
-            )
-            for q, t, hs in zip(questions, templates, hits)
-        ]
+    prompts, letter_prompts = render_prompts(lm, questions, templates, hits)
+    letter = letter_prompts is not None
 
     def key(unit: list[int]) -> str:
         return content_key(

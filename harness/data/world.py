@@ -358,25 +358,8 @@ class Names:
         return self.word(self.rng.choice([2, 3]))
 
 
-def generate_world(
-    *,
-    seed: int,
-    n_people: int,
-    n_organisations: int,
-    n_places: int,
-    paraphrases: int,
-    train_questions_per_fact: int = 2,
-    n_unanswerable: int = 0,
-    n_general: int = 0,
-) -> Dataset:
-    """Invent a world and return its documents, training material and questions."""
-    if paraphrases > max_paraphrases():
-        raise DataError(
-            f"data.paraphrases (or data.world.paraphrases): the world has at most {max_paraphrases()} "
-            f"restatements per fact, got {paraphrases}"
-        )
-    rng = random.Random(seed)
-    names = Names(rng)
+def _pools(rng: random.Random, names: Names, *, n_places: int, n_organisations: int) -> tuple[list, list, dict]:
+    """The places, the organisations and every attribute's pool of values."""
     # Value pools hold at least 8 names so every question gets 3 distinct distractors;
     # the first n_places / n_organisations of them are also entities with documents.
     places = [names.place() for _ in range(max(n_places, 8))]
@@ -396,6 +379,72 @@ def generate_world(
         "product": PRODUCTS,
         "region": regions,
     }
+    return places, orgs, pools
+
+
+def _fact_items(rng, *, seed, fact_id, attr, entity, value, pool, doc_id, paraphrases, train_questions_per_fact):
+    """One fact's evidence sentence, restatements, training questions and its evaluation
+    question (three distractors from the attribute's pool)."""
+    evidence = _state(attr.statements[0], entity, value)
+    variants = [(s, f) for s in range(len(attr.statements)) for f in range(len(FRAMINGS)) if (s, f) != (0, 0)]
+    # Restatements come from a generator of their own, so the paraphrase count
+    # changes the training text only: the world (and every question) stays the
+    # same, and the first k restatements of a fact are the same for every k.
+    random.Random(f"{seed}/{fact_id}").shuffle(variants)
+    texts = [
+        _frame(FRAMINGS[f], attr.statements[s], attr.name, _state(attr.statements[s], entity, value))
+        for s, f in variants[:paraphrases]
+    ]
+    train_qs = [
+        Question(id=f"{fact_id}-t{j}", question=tq.format(e=entity), answers=(value,), doc_id=doc_id, evidence=evidence)
+        for j, tq in enumerate(attr.train_questions[:train_questions_per_fact])
+    ]
+    distractors = rng.sample([v for v in dict.fromkeys(pool) if v != value], 3)
+    choices = distractors + [value]
+    rng.shuffle(choices)
+    eval_q = Question(
+        id=fact_id,
+        question=attr.eval_question.format(e=entity),
+        answers=(value,),
+        choices=tuple(choices),
+        answer_index=choices.index(value),
+        doc_id=doc_id,
+        evidence=evidence,
+    )
+    return evidence, texts, train_qs, eval_q
+
+
+def _unanswerable(rng: random.Random, names: Names, n: int, counts: dict[str, int]) -> list[Question]:
+    """Questions about invented entities that have no document (no answer exists)."""
+    out = []
+    for u in range(n):
+        kind = rng.choice([k for k, c in counts.items() if c > 0])
+        ghost = {"person": names.person, "organisation": names.organisation, "place": names.place}[kind]()
+        attr = rng.choice(ATTRIBUTES[kind])
+        out.append(Question(id=f"u{u:04d}", question=attr.eval_question.format(e=ghost), answers=(), answerable=False))
+    return out
+
+
+def generate_world(
+    *,
+    seed: int,
+    n_people: int,
+    n_organisations: int,
+    n_places: int,
+    paraphrases: int,
+    train_questions_per_fact: int = 2,
+    n_unanswerable: int = 0,
+    n_general: int = 0,
+) -> Dataset:
+    """Invent a world and return its documents, training material and questions."""
+    if paraphrases > max_paraphrases():
+        raise DataError(
+            f"data.paraphrases (or data.world.paraphrases): the world has at most {max_paraphrases()} "
+            f"restatements per fact, got {paraphrases}"
+        )
+    rng = random.Random(seed)
+    names = Names(rng)
+    places, orgs, pools = _pools(rng, names, n_places=n_places, n_organisations=n_organisations)
     entities = (
         [("person", names.person()) for _ in range(n_people)]
         + [("organisation", o) for o in orgs[:n_organisations]]
@@ -409,8 +458,6 @@ def generate_world(
         for attr in ATTRIBUTES[kind]:
             value = rng.choice(pools[attr.name])
             fact_id = f"f{len(facts):04d}"
-            evidence = _state(attr.statements[0], entity, value)
-            sentences.append(evidence)
             facts.append(
                 {
                     "id": fact_id,
@@ -421,49 +468,26 @@ def generate_world(
                     "doc_id": doc_id,
                 }
             )
-            variants = [(s, f) for s in range(len(attr.statements)) for f in range(len(FRAMINGS)) if (s, f) != (0, 0)]
-            # Restatements come from a generator of their own, so the paraphrase count
-            # changes the training text only: the world (and every question) stays the
-            # same, and the first k restatements of a fact are the same for every k.
-            random.Random(f"{seed}/{fact_id}").shuffle(variants)
-            for s, f in variants[:paraphrases]:
-                template = attr.statements[s]
-                train_texts.append(_frame(FRAMINGS[f], template, attr.name, _state(template, entity, value)))
-            for j, tq in enumerate(attr.train_questions[:train_questions_per_fact]):
-                train_qs.append(
-                    Question(
-                        id=f"{fact_id}-t{j}",
-                        question=tq.format(e=entity),
-                        answers=(value,),
-                        doc_id=doc_id,
-                        evidence=evidence,
-                    )
-                )
-            distractors = rng.sample([v for v in dict.fromkeys(pools[attr.name]) if v != value], 3)
-            choices = distractors + [value]
-            rng.shuffle(choices)
-            eval_qs.append(
-                Question(
-                    id=fact_id,
-                    question=attr.eval_question.format(e=entity),
-                    answers=(value,),
-                    choices=tuple(choices),
-                    answer_index=choices.index(value),
-                    doc_id=doc_id,
-                    evidence=evidence,
-                )
+            evidence, texts, tqs, eval_q = _fact_items(
+                rng,
+                seed=seed,
+                fact_id=fact_id,
+                attr=attr,
+                entity=entity,
+                value=value,
+                pool=pools[attr.name],
+                doc_id=doc_id,
+                paraphrases=paraphrases,
+                train_questions_per_fact=train_questions_per_fact,
             )
+            sentences.append(evidence)
+            train_texts += texts
+            train_qs += tqs
+            eval_qs.append(eval_q)
         documents.append(Document(id=doc_id, text=" ".join(sentences)))
 
-    for u in range(n_unanswerable):
-        kind = rng.choice(
-            [k for k, n in (("person", n_people), ("organisation", n_organisations), ("place", n_places)) if n > 0]
-        )
-        ghost = {"person": names.person, "organisation": names.organisation, "place": names.place}[kind]()
-        attr = rng.choice(ATTRIBUTES[kind])
-        eval_qs.append(
-            Question(id=f"u{u:04d}", question=attr.eval_question.format(e=ghost), answers=(), answerable=False)
-        )
+    counts = {"person": n_people, "organisation": n_organisations, "place": n_places}
+    eval_qs += _unanswerable(rng, names, n_unanswerable, counts)
     eval_qs += general_questions(n_general, seed=seed)
 
     return Dataset(

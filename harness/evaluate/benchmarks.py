@@ -90,69 +90,46 @@ def _offline() -> bool:
     return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
 
 
-def prepare_tasks(
-    *,
-    data_dir: str | None,
-    mmlu_subjects,
-    mmlu_items: int | None,
-    hellaswag: bool,
-    hellaswag_items: int | None,
-    seed: int,
-) -> PreparedTasks:
-    """Write the item subsets and task YAMLs (local data), or name hub tasks, or skip."""
-    local = resolve_data_dir(data_dir)
-    if local is None:
-        fix = (
-            f"put mmlu/ and hellaswag/ JSONL in a folder and set benchmarks.data_dir or ${DATA_ENV} "
-            "(see README), or run online so lm-eval can fetch its hub tasks"
-        )
-        wanted = [f"mmlu/{s}" for s in mmlu_subjects] + (["hellaswag"] if hellaswag else [])
-        if _offline():
-            reason = f"no local benchmark data ({data_dir or 'benchmarks.data_dir unset'}) and the hub is offline"
-            return PreparedTasks(
-                source="none", task_dir=None, skipped=[{"benchmark": w, "reason": reason, "fix": fix} for w in wanted]
-            )
-        tasks = [
-            BenchmarkTask(
-                name=f"mmlu_{s}",
-                benchmark="mmlu",
-                label=f"mmlu/{s}",
-                n_items=mmlu_items or 0,
-                metrics=("acc",),
-                fingerprint=f"hub:mmlu_{s}:{mmlu_items}",
-            )
-            for s in mmlu_subjects
-        ]
-        if hellaswag:
-            tasks.append(
-                BenchmarkTask(
-                    name="hellaswag",
-                    benchmark="hellaswag",
-                    label="hellaswag",
-                    n_items=hellaswag_items or 0,
-                    metrics=("acc", "acc_norm"),
-                    fingerprint=f"hub:hellaswag:{hellaswag_items}",
-                )
-            )
-        return PreparedTasks(source="hub", task_dir=None, tasks=tasks)
-
-    prepared = PreparedTasks(source=f"local:{local}", task_dir=None)
-    key = content_key(
-        [
-            str(local),
-            list(mmlu_subjects),
-            mmlu_items,
-            hellaswag,
-            hellaswag_items,
-            seed,
-            sorted(p.name for p in TEMPLATES.iterdir()),
-        ],
-        files=tuple(t.read_bytes() for t in sorted(TEMPLATES.glob("*.yaml"))),
+def _hub_tasks(*, data_dir, mmlu_subjects, mmlu_items, hellaswag, hellaswag_items) -> PreparedTasks:
+    """Without local data: lm-eval's hub tasks when online, else every benchmark skipped
+    with the reason and the fix."""
+    fix = (
+        f"put mmlu/ and hellaswag/ JSONL in a folder and set benchmarks.data_dir or ${DATA_ENV} "
+        "(see README), or run online so lm-eval can fetch its hub tasks"
     )
-    out = cache_dir() / "benchmarks" / key[:24]
-    out.mkdir(parents=True, exist_ok=True)
-    prepared.task_dir = str(out)
+    wanted = [f"mmlu/{s}" for s in mmlu_subjects] + (["hellaswag"] if hellaswag else [])
+    if _offline():
+        reason = f"no local benchmark data ({data_dir or 'benchmarks.data_dir unset'}) and the hub is offline"
+        return PreparedTasks(
+            source="none", task_dir=None, skipped=[{"benchmark": w, "reason": reason, "fix": fix} for w in wanted]
+        )
+    tasks = [
+        BenchmarkTask(
+            name=f"mmlu_{s}",
+            benchmark="mmlu",
+            label=f"mmlu/{s}",
+            n_items=mmlu_items or 0,
+            metrics=("acc",),
+            fingerprint=f"hub:mmlu_{s}:{mmlu_items}",
+        )
+        for s in mmlu_subjects
+    ]
+    if hellaswag:
+        tasks.append(
+            BenchmarkTask(
+                name="hellaswag",
+                benchmark="hellaswag",
+                label="hellaswag",
+                n_items=hellaswag_items or 0,
+                metrics=("acc", "acc_norm"),
+                fingerprint=f"hub:hellaswag:{hellaswag_items}",
+            )
+        )
+    return PreparedTasks(source="hub", task_dir=None, tasks=tasks)
 
+
+def _mmlu_tasks(prepared: PreparedTasks, local: Path, out: Path, *, mmlu_subjects, mmlu_items, seed) -> None:
+    """Each MMLU subject's item subset and task YAML, or the reason it is skipped."""
     mmlu_test, mmlu_dev = local / "mmlu" / "test.jsonl", local / "mmlu" / "dev.jsonl"
     if mmlu_subjects and not mmlu_test.is_file():
         prepared.skipped += [
@@ -195,32 +172,76 @@ def prepare_tasks(
                     fingerprint=fp,
                 )
             )
+
+
+def _hellaswag_task(prepared: PreparedTasks, local: Path, out: Path, *, hellaswag_items, seed) -> None:
+    """HellaSwag's item subset and task YAML, or the reason it is skipped."""
+    val = local / "hellaswag" / "validation.jsonl"
+    if not val.is_file():
+        prepared.skipped.append(
+            {
+                "benchmark": "hellaswag",
+                "reason": f"{val} not found",
+                "fix": "add hellaswag/validation.jsonl (activity_label, ctx, endings, label)",
+            }
+        )
+    else:
+        items = _subset(read_jsonl(val), hellaswag_items, seed)
+        name = "harness_hellaswag"
+        files = {"validation": out / f"{name}.validation.jsonl"}
+        files["validation"].write_text("".join(json.dumps(r) + "\n" for r in items))
+        fp = _write_task(out, name, "hellaswag.yaml", files, {})
+        prepared.tasks.append(
+            BenchmarkTask(
+                name=name,
+                benchmark="hellaswag",
+                label="hellaswag",
+                n_items=len(items),
+                metrics=("acc", "acc_norm"),
+                fingerprint=fp,
+            )
+        )
+
+
+def prepare_tasks(
+    *,
+    data_dir: str | None,
+    mmlu_subjects,
+    mmlu_items: int | None,
+    hellaswag: bool,
+    hellaswag_items: int | None,
+    seed: int,
+) -> PreparedTasks:
+    """Write the item subsets and task YAMLs (local data), or name hub tasks, or skip."""
+    local = resolve_data_dir(data_dir)
+    if local is None:
+        return _hub_tasks(
+            data_dir=data_dir,
+            mmlu_subjects=mmlu_subjects,
+            mmlu_items=mmlu_items,
+            hellaswag=hellaswag,
+            hellaswag_items=hellaswag_items,
+        )
+    prepared = PreparedTasks(source=f"local:{local}", task_dir=None)
+    key = content_key(
+        [
+            str(local),
+            list(mmlu_subjects),
+            mmlu_items,
+            hellaswag,
+            hellaswag_items,
+            seed,
+            sorted(p.name for p in TEMPLATES.iterdir()),
+        ],
+        files=tuple(t.read_bytes() for t in sorted(TEMPLATES.glob("*.yaml"))),
+    )
+    out = cache_dir() / "benchmarks" / key[:24]
+    out.mkdir(parents=True, exist_ok=True)
+    prepared.task_dir = str(out)
+
+    _mmlu_tasks(prepared, local, out, mmlu_subjects=mmlu_subjects, mmlu_items=mmlu_items, seed=seed)
     if hellaswag:
-        val = local / "hellaswag" / "validation.jsonl"
-        if not val.is_file():
-            prepared.skipped.append(
-                {
-                    "benchmark": "hellaswag",
-                    "reason": f"{val} not found",
-                    "fix": "add hellaswag/validation.jsonl (activity_label, ctx, endings, label)",
-                }
-            )
-        else:
-            items = _subset(read_jsonl(val), hellaswag_items, seed)
-            name = "harness_hellaswag"
-            files = {"validation": out / f"{name}.validation.jsonl"}
-            files["validation"].write_text("".join(json.dumps(r) + "\n" for r in items))
-            fp = _write_task(out, name, "hellaswag.yaml", files, {})
-            prepared.tasks.append(
-                BenchmarkTask(
-                    name=name,
-                    benchmark="hellaswag",
-                    label="hellaswag",
-                    n_items=len(items),
-                    metrics=("acc", "acc_norm"),
-                    fingerprint=fp,
-                )
-            )
+        _hellaswag_task(prepared, local, out, hellaswag_items=hellaswag_items, seed=seed)
     return prepared
 
 

@@ -404,6 +404,37 @@ def _outcome(c: dict, *, min_effect: float, alpha: float) -> str:
     return "equivalent" if _within(c, min_effect=min_effect)[0] else "inconclusive"
 
 
+def canonical_ids(values: dict[str, dict[str, float]]) -> tuple[list, int]:
+    """The items every pipeline scored with a finite value, in a canonical order that
+    ignores their ids (by their scores), and how many shared items were dropped as NaN.
+    Every sum then runs in the same order whatever the items are called, so the numbers
+    agree bit for bit."""
+    shared = set.intersection(*(set(values[p]) for p in PIPES))
+    ids = sorted(
+        (i for i in shared if all(np.isfinite(values[p][i]) for p in PIPES)),
+        key=lambda i: tuple(values[p][i] for p in PIPES),
+    )
+    return ids, len(shared) - len(ids)
+
+
+def _family(s: dict, read: dict, *, min_effect: float) -> list[dict]:
+    """Every comparison of the family, each viewed at the level the sequence read it at
+    (the arms against base at a_tie / 2, the tie branch at a_tie, else a_win)."""
+    a_win, a_tie = s["levels"]["winner"], s["levels"]["tie"]
+    family = []
+    for yy, xx in FAMILY:
+        entry = read.get((xx, yy))
+        if entry and entry[0] == "3'":
+            c, level = _view(s["rows"][(xx, yy)], "h"), a_tie / 2
+        elif entry and entry[1] == "tie":
+            c, level = _view(s["rows"][(xx, yy)], "t"), a_tie
+        else:
+            c, level = _view(s["rows"][(xx, yy)], "w"), a_win
+        outcome = _outcome(c, min_effect=min_effect, alpha=level)
+        family.append(_row(c, xx, yy, outcome=outcome, read=entry, confidence=1 - 2 * level))
+    return family
+
+
 def decide(
     values: dict[str, dict[str, float]],
     *,
@@ -427,43 +458,18 @@ def decide(
     for every pipeline."""
     from harness.evaluate import power
 
-    shared = set.intersection(*(set(values[p]) for p in PIPES))
-    # A canonical order that ignores the ids: by the items' scores. Every sum then runs
-    # in the same order whatever the items are called, so the numbers agree bit for bit.
-    ids = sorted(
-        (i for i in shared if all(np.isfinite(values[p][i]) for p in PIPES)),
-        key=lambda i: tuple(values[p][i] for p in PIPES),
-    )
-    dropped = len(shared) - len(ids)
+    ids, dropped = canonical_ids(values)
     arrays = {p: np.array([[values[p][i] for i in ids]], dtype=float) for p in PIPES}
     s = sequence(arrays, kind=kind, direction=direction, min_effect=min_effect, alpha=alpha, samples=samples, seed=seed)
     means = {p: float(arrays[p].mean()) if ids else float("nan") for p in PIPES}
     a_win, a_tie = s["levels"]["winner"], s["levels"]["tie"]
     floor = flat(list(means.values()), min_effect)
     if floor:
-        verdict, x, y, note, read = (
-            "uninformative",
-            "rag",
-            "finetuned",
-            f"every pipeline is at the {floor} of this metric",
-            {},
-        )
+        verdict, x, y, read = "uninformative", "rag", "finetuned", {}
+        note = f"every pipeline is at the {floor} of this metric"
     else:
         verdict, x, y, note, read = _verdict_of_run(s, 0)
-    family = []
-    for yy, xx in FAMILY:
-        entry = read.get((xx, yy))
-        if entry and entry[0] == "3'":  # the arms against base, at a_tie / 2 each
-            c, level = _view(s["rows"][(xx, yy)], "h"), a_tie / 2
-        elif entry and entry[1] == "tie":
-            c, level = _view(s["rows"][(xx, yy)], "t"), a_tie
-        else:
-            c, level = _view(s["rows"][(xx, yy)], "w"), a_win
-        family.append(
-            _row(
-                c, xx, yy, outcome=_outcome(c, min_effect=min_effect, alpha=level), read=entry, confidence=1 - 2 * level
-            )
-        )
+    family = _family(s, read, min_effect=min_effect)
     table = {(c["x"], c["y"]): c for c in family}
     c = table.get((x, y)) or table[(y, x)]
     flipped = (x, y) not in table

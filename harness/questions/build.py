@@ -252,12 +252,39 @@ def _chat(lm, text: str) -> str:
     return text + "\n"
 
 
+def _draft(passage, out, counts: dict) -> tuple | None:
+    """(doc id, question, answer, evidence) from the model's reply about one passage, or
+    None, counted under the check it failed."""
+    from harness.answer.retrieve import split_sentences
+
+    counts["candidates"] += 1
+    m = _QA.search(out.text if "Q:" in out.text else "Q: " + out.text)
+    if m is None:
+        counts["rejected"]["unparseable"] += 1
+        return None
+    question, answer = m.group("q").strip(), m.group("a").strip().rstrip(".").strip()
+    if not normalize(answer) or not question.endswith("?"):
+        counts["rejected"]["unparseable"] += 1
+        return None
+    if len(answer.split()) > 12:
+        counts["rejected"]["answer_too_long"] += 1
+        return None
+    if contains(question, [answer]):
+        counts["rejected"]["answer_in_question"] += 1
+        return None
+    evidence = next((" ".join(s.split()) for s in split_sentences(passage.text) if contains(s, [answer])), None)
+    if evidence is None:
+        counts["rejected"]["answer_not_in_evidence"] += 1
+        return None
+    return passage.doc_id, question, answer, evidence
+
+
 def model_items(
     docs: list[Document], *, lm, seed: int, counts: dict, batch_size: int = 8, max_new_tokens: int = 48
 ) -> list[tuple[dict, dict]]:
     """(evaluation row, training row) pairs written by `lm`: one question per passage,
     then a rewording of it for training. Whatever fails a check is counted and dropped."""
-    from harness.answer.retrieve import chunk_documents, split_sentences
+    from harness.answer.retrieve import chunk_documents
     from harness.models.local import generate
 
     rng = random.Random(seed)
@@ -272,28 +299,7 @@ def model_items(
         for p in passages
     ]
     outputs = generate(lm, asks, max_new_tokens=max_new_tokens, batch_size=batch_size)
-    drafts = []
-    for passage, out in zip(passages, outputs):
-        counts["candidates"] += 1
-        m = _QA.search(out.text if "Q:" in out.text else "Q: " + out.text)
-        if m is None:
-            counts["rejected"]["unparseable"] += 1
-            continue
-        question, answer = m.group("q").strip(), m.group("a").strip().rstrip(".").strip()
-        if not normalize(answer) or not question.endswith("?"):
-            counts["rejected"]["unparseable"] += 1
-            continue
-        if len(answer.split()) > 12:
-            counts["rejected"]["answer_too_long"] += 1
-            continue
-        if contains(question, [answer]):
-            counts["rejected"]["answer_in_question"] += 1
-            continue
-        evidence = next((" ".join(s.split()) for s in split_sentences(passage.text) if contains(s, [answer])), None)
-        if evidence is None:
-            counts["rejected"]["answer_not_in_evidence"] += 1
-            continue
-        drafts.append((passage.doc_id, question, answer, evidence))
+    drafts = [d for d in (_draft(p, out, counts) for p, out in zip(passages, outputs)) if d is not None]
     rewrites = (
         generate(
             lm,

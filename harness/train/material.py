@@ -175,6 +175,38 @@ def _trained(items: list[Tokens]) -> int:
     return sum(sum(lab != -100 for lab in labels[1:]) for _, labels in items)
 
 
+def _dev_split(tokenizer, pairs, docs, *, dev_examples, dev_fraction: float, max_length: int, seed: int):
+    """(dev items, where they came from, training pairs, document streams, tokens held
+    out): the separate dev material, else held-out pairs, else held-out document ends."""
+    dev, dev_source, held_out = [], "none", 0
+    if dev_examples:
+        for e in dev_examples:
+            item, _, _ = _pair_tokens(tokenizer, e, max_length)
+            if item is not None:
+                dev.append(item)
+        dev_source = "separate"
+    elif pairs and split_sizes(len(pairs), dev_fraction)[1]:
+        order = list(range(len(pairs)))
+        random.Random(seed).shuffle(order)
+        n_dev = split_sizes(len(pairs), dev_fraction)[1]
+        dev = [pairs[i] for i in order[:n_dev]]
+        pairs = [pairs[i] for i in order[n_dev:]]
+        dev_source = "held-out pairs"
+    elif docs and dev_fraction > 0:
+        kept = []
+        for stream in docs:
+            k = min(int(round((len(stream) - 1) * dev_fraction)), max_length - 1, len(stream) - 2)
+            if k < 1:
+                kept.append(stream)
+                continue
+            context = stream[max(0, len(stream) - max_length) :]
+            dev.append((context, [-100] * (len(context) - k) + context[-k:]))
+            kept.append(stream[:-k])
+            held_out += k
+        docs, dev_source = kept, "held-out document ends"
+    return dev, dev_source, pairs, docs, held_out
+
+
 def prepare_material(
     tokenizer,
     examples: list[Example],
@@ -211,32 +243,9 @@ def prepare_material(
         else:
             pairs.append(item)
 
-    dev, dev_source, held_out = [], "none", 0
-    if dev_examples:
-        for e in dev_examples:
-            item, _, _ = _pair_tokens(tokenizer, e, max_length)
-            if item is not None:
-                dev.append(item)
-        dev_source = "separate"
-    elif pairs and split_sizes(len(pairs), dev_fraction)[1]:
-        order = list(range(len(pairs)))
-        random.Random(seed).shuffle(order)
-        n_dev = split_sizes(len(pairs), dev_fraction)[1]
-        dev = [pairs[i] for i in order[:n_dev]]
-        pairs = [pairs[i] for i in order[n_dev:]]
-        dev_source = "held-out pairs"
-    elif docs and dev_fraction > 0:
-        kept = []
-        for stream in docs:
-            k = min(int(round((len(stream) - 1) * dev_fraction)), max_length - 1, len(stream) - 2)
-            if k < 1:
-                kept.append(stream)
-                continue
-            context = stream[max(0, len(stream) - max_length) :]
-            dev.append((context, [-100] * (len(context) - k) + context[-k:]))
-            kept.append(stream[:-k])
-            held_out += k
-        docs, dev_source = kept, "held-out document ends"
+    dev, dev_source, pairs, docs, held_out = _dev_split(
+        tokenizer, pairs, docs, dev_examples=dev_examples, dev_fraction=dev_fraction, max_length=max_length, seed=seed
+    )
 
     streams = [[t for s in docs for t in s]] if packing and docs else docs
     train = [w for s in streams for w in windows(s, max_length)] + pairs

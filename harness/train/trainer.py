@@ -42,6 +42,7 @@ import time
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -696,57 +697,16 @@ def train_model(
     callable taking a step count, or a tqdm bar (its total is set to the planned steps)."""
     if schedule not in SCHEDULES:
         raise TrainError(f"train.schedule: unknown schedule {schedule!r}; one of {', '.join(SCHEDULES)}")
+    o = SimpleNamespace(**{k: v for k, v in locals().items() if k not in ("lm", "examples")})
     launch, full = launch_from_env(), method == "full"
-    material = prepare_material(
-        lm.tokenizer,
-        examples,
-        max_length=max_length,
-        dev_fraction=dev_fraction,
-        seed=seed,
-        packing=packing,
-        dev_examples=dev_examples,
-    )
-    settings, total_steps = _plan(
-        lm,
-        len(material.train),
-        world_size=launch.world_size,
-        batch_size=batch_size,
-        gradient_accumulation=gradient_accumulation,
-        epochs=epochs,
-        max_steps=max_steps,
-        warmup_ratio=warmup_ratio,
-        max_grad_norm=max_grad_norm,
-        gradient_checkpointing=gradient_checkpointing,
-        schedule=schedule,
-        weight_decay=weight_decay,
-    )
+    material, settings, total_steps = _material_and_plan(lm, examples, o, launch)
     torch.manual_seed(seed)  # the new adapter's initial weights
     weights_bytes = sum(p.numel() * p.element_size() for p in lm.model.parameters())
-    model = lm.model = _make_trainable(
-        lm,
-        method=method,
-        rank=rank,
-        alpha=alpha,
-        dropout=dropout,
-        target_modules=target_modules,
-        adapter_name=adapter_name,
-    )
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    lora = {"rank": rank, "alpha": alpha, "dropout": dropout, "target_modules": target_modules}
+    model = lm.model = _make_trainable(lm, method=method, adapter_name=adapter_name, **lora)
+    params = (sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters()))
     update = _progress_update(progress, total_steps)
-    callback = _callback_class()(
-        lm=lm,
-        dev=material.dev,
-        batch_size=batch_size,
-        pad_id=lm.tokenizer.pad_token_id,
-        steps_per_epoch=settings.steps_per_epoch,
-        patience=early_stopping_patience,
-        best_dir=None if checkpoint_dir is None else Path(checkpoint_dir),
-        full=full,
-        adapter_name=adapter_name,
-        update=update,
-        is_main=launch.is_main,
-    )
+    callback = _make_callback(lm, material, settings, o, launch, update)
     with _run_dir(checkpoint_dir) as run_dir:
         args = _training_arguments(
             lm,
@@ -760,16 +720,116 @@ def train_model(
         trainer = _make_trainer(lm, model, args, material, callback, full=full, adapter_name=adapter_name)
         resumed, start_step = _resume(callback, run_dir, update) if checkpoint_dir is not None else (None, 0)
         memory = _train(lm, trainer, callback, resumed=resumed, start_step=start_step, total_steps=total_steps)
+    return _saved_result(
+        lm,
+        trainer,
+        callback,
+        material,
+        memory,
+        settings,
+        o,
+        launch,
+        start_step=start_step,
+        params=params,
+        weights_bytes=weights_bytes,
+    )
+
+
+def _saved_result(lm, trainer, callback, material, memory, settings, o, launch, *, start_step, params, weights_bytes):
+    """Save the adapter (or model) and return what the call measured."""
     wall = callback.status.elapsed + time.perf_counter() - callback.t0
     saved_bytes = _finish(
         lm,
         callback,
-        out_dir=Path(out_dir),
-        full=full,
-        adapter_name=adapter_name,
-        gradient_checkpointing=gradient_checkpointing,
+        out_dir=Path(o.out_dir),
+        full=o.method == "full",
+        adapter_name=o.adapter_name,
+        gradient_checkpointing=o.gradient_checkpointing,
         launch=launch,
     )
+    return _result(
+        lm,
+        trainer,
+        callback,
+        material,
+        memory,
+        settings,
+        out_dir=o.out_dir,
+        start_step=start_step,
+        params=params,
+        wall=wall,
+        saved_bytes=saved_bytes,
+        world_size=launch.world_size,
+        method=o.method,
+        weights_bytes=weights_bytes,
+    )
+
+
+def _material_and_plan(lm: LoadedModel, examples: list[Example], o: SimpleNamespace, launch):
+    """The tokenized material, the Trainer settings and the planned optimizer steps, from
+    train_model's options `o`."""
+    material = prepare_material(
+        lm.tokenizer,
+        examples,
+        max_length=o.max_length,
+        dev_fraction=o.dev_fraction,
+        seed=o.seed,
+        packing=o.packing,
+        dev_examples=o.dev_examples,
+    )
+    settings, total_steps = _plan(
+        lm,
+        len(material.train),
+        world_size=launch.world_size,
+        batch_size=o.batch_size,
+        gradient_accumulation=o.gradient_accumulation,
+        epochs=o.epochs,
+        max_steps=o.max_steps,
+        warmup_ratio=o.warmup_ratio,
+        max_grad_norm=o.max_grad_norm,
+        gradient_checkpointing=o.gradient_checkpointing,
+        schedule=o.schedule,
+        weight_decay=o.weight_decay,
+    )
+    return material, settings, total_steps
+
+
+def _make_callback(lm: LoadedModel, material: Material, settings, o: SimpleNamespace, launch, update):
+    """The callback that runs the dev loss, early stopping, checkpoints and progress."""
+    return _callback_class()(
+        lm=lm,
+        dev=material.dev,
+        batch_size=o.batch_size,
+        pad_id=lm.tokenizer.pad_token_id,
+        steps_per_epoch=settings.steps_per_epoch,
+        patience=o.early_stopping_patience,
+        best_dir=None if o.checkpoint_dir is None else Path(o.checkpoint_dir),
+        full=o.method == "full",
+        adapter_name=o.adapter_name,
+        update=update,
+        is_main=launch.is_main,
+    )
+
+
+def _result(
+    lm,
+    trainer,
+    callback,
+    material,
+    memory,
+    settings,
+    *,
+    out_dir,
+    start_step,
+    params,
+    wall,
+    saved_bytes,
+    world_size,
+    method,
+    weights_bytes,
+) -> TrainResult:
+    """What one training call measured and saved, as the adapter's record reads it."""
+    trainable, total = params
     steps, tokens = trainer.state.global_step or start_step, int(trainer.state.num_input_tokens_seen or 0)
     return TrainResult(
         adapter_dir=str(out_dir),
@@ -787,7 +847,7 @@ def train_model(
         peak_rss_mb=memory.peak_mb,
         adapter_bytes=saved_bytes,
         peak_gpu_mb=torch.cuda.max_memory_allocated() / 2**20 if lm.device == "cuda" else None,
-        world_size=launch.world_size,
+        world_size=world_size,
         method=method,
         steps_run=steps - start_step,
         resumed_from_step=start_step,
