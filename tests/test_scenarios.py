@@ -336,3 +336,41 @@ def test_report_shows_each_scenario_s_corpus_lines(name, corpus):
         "terminology": [],
     }
     assert blocks == expected[name]
+
+
+def test_scenario_rows_get_the_run_s_verdict_post_processing():
+    """One verdict producer (#24): a scenario row's verdict at the ceiling names the metric
+    that would inform, as the run's own verdicts do (before: a bare "uninformative")."""
+    from types import SimpleNamespace
+
+    from harness.config import EvalConfig
+    from harness.evaluate import verdicts
+
+    ids = [f"q{i}" for i in range(40)]
+    contains = {"base": 0.1, "finetuned": 0.3, "rag": 0.6, "rag_finetuned": 0.7}
+    per_item = {
+        p: {
+            "mc_accuracy": dict.fromkeys(ids, 1.0),
+            "contains": {i: float(k < 40 * share) for k, i in enumerate(ids)},
+        }
+        for p, share in contains.items()
+    }
+    e = EvalConfig()
+    row = scenarios.summary(
+        SimpleNamespace(name="facts"),
+        e,
+        seed=0,
+        comparisons=[],
+        per_item=per_item,
+        rows_by_pipeline={p: [] for p in per_item},
+        by_id={},
+        scorer=None,
+        train_record=None,
+        index=None,
+    )
+    assert row["verdict"]["verdict"] == "uninformative"
+    assert row["verdict"]["informative"] == "contains"
+    assert row["verdict"] == verdicts.verdict_on(
+        per_item, "mc_accuracy", min_effect=e.min_effect, alpha=e.alpha, samples=e.permutation_samples, seed=0
+    )
+    assert row["also"]["contains"]["verdict"] == "RAG"

@@ -482,6 +482,7 @@ def summary(
     *,
     seed: int,
     comparisons: list[dict],
+    per_item: dict,
     rows_by_pipeline: dict,
     by_id: dict,
     scorer,
@@ -490,28 +491,15 @@ def summary(
 ) -> dict:
     """The scenario's row of the decision table (the claim and the measured verdict on
     its deciding metric), verdicts on its other metrics (settings from the eval section
-    `e`), and its corpus-level numbers."""
+    `e`), and its corpus-level numbers. `per_item` is the run's own per-item values
+    (runner.score_pipelines), so the row and the run read the same scores."""
     sc = SCENARIOS[s.name]
-    arms = ("base", "finetuned", "rag", "rag_finetuned")
-    per_item = {
-        p: metrics.item_values([(r["scores"], by_id[r["question_id"]]) for r in rows])
-        for p, rows in rows_by_pipeline.items()
-    }
 
     def verdict(metric: str) -> dict | None:
-        """The metric's verdict by the fixed sequence of its own comparisons (verdicts.decide)."""
-        if not all(metric in per_item.get(p, {}) for p in arms):
-            return None
-        _, direction, kind = metrics.METRICS[metric]
-        return verdicts.decide(
-            {p: per_item[p][metric] for p in arms},
-            metric=metric,
-            kind=kind,
-            direction=direction,
-            min_effect=e.min_effect,
-            alpha=e.alpha,
-            samples=e.permutation_samples,
-            seed=seed,
+        """The metric's verdict from the run's per-item values (verdicts.verdict_on, the
+        one producer: the same post-processing as the run's own questions)."""
+        return verdicts.verdict_on(
+            per_item, metric, min_effect=e.min_effect, alpha=e.alpha, samples=e.permutation_samples, seed=seed
         )
 
     corpus = (

@@ -35,7 +35,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import norm
 
-from harness.evaluate import stats
+from harness.evaluate import metrics, stats
 
 PIPES = ("base", "finetuned", "rag", "rag_finetuned")
 VERDICTS = (
@@ -514,3 +514,44 @@ def decide(
             alpha_tie=a_tie,
         )
     return out
+
+
+def verdict_on(
+    per_item: dict[str, dict[str, dict[str, float]]],
+    metric: str,
+    *,
+    min_effect: float,
+    alpha: float,
+    samples: int,
+    seed: int,
+) -> dict | None:
+    """The one verdict producer, for the run's questions and the scenario rows alike: the
+    fixed sequence on `metric` (decide), or None when not all four pipelines scored it.
+    A verdict at floor or ceiling names a metric that would inform; a hallucination
+    question on which no pipeline ever abstains is undecidable with this model."""
+    if not all(p in per_item and metric in per_item[p] for p in PIPES):
+        return None
+    _, direction, kind = metrics.METRICS[metric]
+    v = decide(
+        {p: per_item[p][metric] for p in PIPES},
+        metric=metric,
+        kind=kind,
+        direction=direction,
+        min_effect=min_effect,
+        alpha=alpha,
+        samples=samples,
+        seed=seed,
+    )
+    if v["verdict"] != "uninformative":
+        return v
+    if metric == "hallucination_unanswerable" and v["uninformative"] == "ceiling":
+        v["verdict"] = "undecidable with this model"
+        v["note"] = (
+            "no pipeline abstains on questions with no answer, so none can be shown to "
+            'hallucinate less; this model does not say "I don\'t know" here'
+        )
+    else:
+        v["informative"] = metrics.informative_metric(
+            {p: per_item[p] for p in PIPES}, exclude=metric, floor_ceiling=max(FLOOR_CEILING, min_effect)
+        )
+    return v

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from harness.answer.pipelines import PIPELINES, adapter_switch, answer
 from harness.answer.retrieve import build_retriever, embedder_fingerprint, load_embedder
-from harness.config import PIPELINE_NAMES, ExperimentConfig, config_to_dict, expand_grid
+from harness.config import ExperimentConfig, config_to_dict, expand_grid
 from harness.data.ingest import load_user_dataset
 from harness.data.items import EXTERNAL_FORMATS, Dataset
 from harness.data.world import generate_world
@@ -388,17 +388,28 @@ def build_scorer(cfg: ExperimentConfig, retriever, *, timings: dict):
     return scorer
 
 
+def score_rows(rows: list[dict], by_id: dict, *, known: dict, style_scorer) -> dict[str, dict[str, float]]:
+    """The one scoring path: each answer's scores (metrics.score_prediction, plus the
+    scenario's style scores) set on its row, and the pipeline's per-item metric values
+    (with the knowledge tags). The run, the seed spread and the scenario row all read
+    what this returns, so no copy of the scoring can drift from another."""
+    extra = style_scorer.scores(rows, by_id) if style_scorer is not None else {}
+    scored = []
+    for row in rows:
+        q = by_id[row["question_id"]]
+        row["scores"] = {**metrics.score_prediction(row, q), **extra.get(q.id, {})}
+        scored.append((row["scores"], q))
+    return metrics.item_values(scored, known=known)
+
+
 def score_pipelines(rows_by_pipeline: dict, by_id: dict, known: dict, style_scorer) -> tuple[list, dict]:
-    """Score every answer (metrics.score_prediction, plus the style scores): returns the
-    prediction rows to write and each pipeline's per-item metric values."""
+    """Score every answer (score_rows): returns the prediction rows to write and each
+    pipeline's per-item metric values."""
     predictions, per_item = [], {}
     for name, rows in rows_by_pipeline.items():
-        scored = []
-        extra = style_scorer.scores(rows, by_id) if style_scorer is not None else {}
+        per_item[name] = score_rows(rows, by_id, known=known, style_scorer=style_scorer)
         for row in rows:
             q = by_id[row["question_id"]]
-            row["scores"] = {**metrics.score_prediction(row, q), **extra.get(q.id, {})}
-            scored.append((row["scores"], q))
             predictions.append(
                 {
                     "pipeline": name,
@@ -412,31 +423,36 @@ def score_pipelines(rows_by_pipeline: dict, by_id: dict, known: dict, style_scor
                     **row,
                 }
             )
-        per_item[name] = metrics.item_values(scored, known=known)
     return predictions, per_item
 
 
 def spread_across_seeds(
-    lm: LoadedModel, questions, cfg: ExperimentConfig, retriever, per_item: dict, extra_seeds: list
+    lm: LoadedModel,
+    questions,
+    cfg: ExperimentConfig,
+    retriever,
+    per_item: dict,
+    extra_seeds: list,
+    *,
+    known: dict | None = None,
+    style_scorer=None,
 ) -> dict:
-    """Each fine-tuned pipeline re-run with the adapter of every other seed; per metric,
-    the aggregate for each seed and their mean, standard deviation, min and max."""
+    """Each fine-tuned pipeline re-run with the adapter of every other seed and scored by
+    the run's own path (score_rows, with the same knowledge tags and style scorer); per
+    metric, the aggregate for each seed and their mean, standard deviation, min and max.
+    Only metrics every seed scored are spread, so no entry mixes N seeds with one."""
     by_id = {q.id: q for q in questions}
-    values: dict[str, dict[str, list]] = {}
-    for name in cfg.eval.pipelines:
-        if PIPELINES[name].adapter and PIPELINES[name].adapter_name == "default":  # raft has one seed
-            for metric, v in per_item[name].items():
-                values.setdefault(name, {})[metric] = [sum(v.values()) / len(v)]
+    names = [n for n in cfg.eval.pipelines if PIPELINES[n].adapter and PIPELINES[n].adapter_name == "default"]
+    runs = {name: [per_item[name]] for name in names}  # raft has one seed
     for adapter, _seed, record, _cached in extra_seeds:
         lm.model.set_adapter(adapter)
         memo = generation_memo(lm, adapter_key=record["cache_key"])
-        for name in values:
-            pipe = PIPELINES[name]
+        for name in names:
             rows = answer(
                 lm,
                 questions,
                 adapter=True,
-                retriever=retriever if pipe.retrieval else None,
+                retriever=retriever if PIPELINES[name].retrieval else None,
                 top_k=cfg.retrieval.top_k,
                 max_new_tokens=cfg.eval.max_new_tokens,
                 batch_size=cfg.eval.batch_size,
@@ -444,17 +460,15 @@ def spread_across_seeds(
                 adapter_name=adapter,
                 memo=memo,
             )
-            items = metrics.item_values(
-                [(metrics.score_prediction(r, by_id[r["question_id"]]), by_id[r["question_id"]]) for r in rows]
-            )
-            for metric, v in items.items():
-                values[name][metric].append(sum(v.values()) / len(v))
+            runs[name].append(score_rows(rows, by_id, known=known or {}, style_scorer=style_scorer))
     lm.model.set_adapter("default")
     seeds = [cfg.train.seed] + [seed for _, seed, _, _ in extra_seeds]
-    return {
-        name: {metric: {"seeds": seeds, "values": vals, **stats.spread(vals)} for metric, vals in per.items()}
-        for name, per in values.items()
-    }
+    out = {}
+    for name, per_seed in runs.items():
+        shared = [m for m in per_seed[0] if all(m in run and run[m] for run in per_seed)]
+        vals = {m: [sum(run[m].values()) / len(run[m]) for run in per_seed] for m in shared}
+        out[name] = {m: {"seeds": seeds, "values": v, **stats.spread(v)} for m, v in vals.items()}
+    return out
 
 
 def run_benchmarks(
@@ -514,42 +528,18 @@ def run_benchmarks(
 
 def decide_verdicts(per_item: dict[str, dict[str, dict[str, float]]], cfg: ExperimentConfig, questions) -> dict:
     """One verdict per question of metrics.DECISIONS whose metric all four pipelines
-    scored, each by the fixed sequence of its own comparisons (verdicts.decide), so adding
-    or dropping any other metric changes no verdict. A verdict at floor or ceiling names
-    a metric that would inform; a hallucination question on which no pipeline ever
-    abstains is undecidable with this model."""
+    scored, each by the fixed sequence of its own comparisons (verdicts.verdict_on), so
+    adding or dropping any other metric changes no verdict."""
     e = cfg.eval
     out = {}
     for question, metric in metrics.decision_metrics(
         mc_metric=e.mc_metric, answer_metric=e.answer_metric, questions=questions
     ).items():
-        if not all(p in per_item and metric in per_item[p] for p in PIPELINE_NAMES):
-            continue
-        _, direction, kind = metrics.METRICS[metric]
-        v = verdicts.decide(
-            {p: per_item[p][metric] for p in PIPELINE_NAMES},
-            metric=metric,
-            kind=kind,
-            direction=direction,
-            min_effect=e.min_effect,
-            alpha=e.alpha,
-            samples=e.permutation_samples,
-            seed=cfg.seed,
+        v = verdicts.verdict_on(
+            per_item, metric, min_effect=e.min_effect, alpha=e.alpha, samples=e.permutation_samples, seed=cfg.seed
         )
-        if v["verdict"] == "uninformative":
-            if metric == "hallucination_unanswerable" and v["uninformative"] == "ceiling":
-                v["verdict"] = "undecidable with this model"
-                v["note"] = (
-                    "no pipeline abstains on questions with no answer, so none can be shown to "
-                    'hallucinate less; this model does not say "I don\'t know" here'
-                )
-            else:
-                v["informative"] = metrics.informative_metric(
-                    {p: per_item[p] for p in PIPELINE_NAMES},
-                    exclude=metric,
-                    floor_ceiling=max(verdicts.FLOOR_CEILING, e.min_effect),
-                )
-        out[question] = v
+        if v is not None:
+            out[question] = v
     return out
 
 
@@ -580,14 +570,32 @@ def recovery_ratios(per_item: dict, *, decided: list[str], samples: int, seed: i
 
 
 def evaluate_more(
-    cfg: ExperimentConfig, arms: Arms, questions: list, retriever, per_item: dict, *, timings: dict
+    cfg: ExperimentConfig,
+    arms: Arms,
+    questions: list,
+    retriever,
+    per_item: dict,
+    *,
+    known: dict,
+    style_scorer,
+    timings: dict,
 ) -> tuple[dict, dict | None]:
-    """The other seeds' adapters on the fine-tuned pipelines, and the benchmark subsets
-    (forgetting), each only when configured: returns (seed spread, benchmarks)."""
+    """The other seeds' adapters on the fine-tuned pipelines (scored as the run is), and
+    the benchmark subsets (forgetting), each only when configured: returns (seed spread,
+    benchmarks)."""
     seed_spread, benchmark_result = {}, None
     if arms.extra_seeds:
         with timed(timings, "extra_seeds_seconds"):
-            seed_spread = spread_across_seeds(arms.lm, questions, cfg, retriever, per_item, arms.extra_seeds)
+            seed_spread = spread_across_seeds(
+                arms.lm,
+                questions,
+                cfg,
+                retriever,
+                per_item,
+                arms.extra_seeds,
+                known=known,
+                style_scorer=style_scorer,
+            )
     if cfg.benchmarks is not None:
         with timed(timings, "benchmarks_seconds"):
             adapter_id = arms.train_record["cache_key"] if arms.train_record else None
@@ -678,7 +686,15 @@ def analyse(cfg: ExperimentConfig, per_item: dict, known: dict, questions: list)
 
 
 def scenario_summary(
-    cfg: ExperimentConfig, analysis: dict, rows_by_pipeline: dict, by_id: dict, *, arms: Arms, retriever, style_scorer
+    cfg: ExperimentConfig,
+    analysis: dict,
+    rows_by_pipeline: dict,
+    by_id: dict,
+    *,
+    per_item: dict,
+    arms: Arms,
+    retriever,
+    style_scorer,
 ) -> dict | None:
     """The scenario's row of the decision table, or None outside a scenario."""
     if cfg.scenario is None:
@@ -688,6 +704,7 @@ def scenario_summary(
         cfg.eval,
         seed=cfg.seed,
         comparisons=analysis["comparisons"],
+        per_item=per_item,
         rows_by_pipeline=rows_by_pipeline,
         by_id=by_id,
         scorer=style_scorer,
@@ -752,10 +769,19 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
         known = tag_known(cfg, arms.lm, questions, timings=timings)
         style_scorer = build_scorer(cfg, retriever, timings=timings)
         predictions, per_item = score_pipelines(rows_by_pipeline, by_id, known, style_scorer)
-        seed_spread, benchmark_result = evaluate_more(cfg, arms, questions, retriever, per_item, timings=timings)
+        seed_spread, benchmark_result = evaluate_more(
+            cfg, arms, questions, retriever, per_item, known=known, style_scorer=style_scorer, timings=timings
+        )
         analysis = analyse(cfg, per_item, known, questions)
         scenario_result = scenario_summary(
-            cfg, analysis, rows_by_pipeline, by_id, arms=arms, retriever=retriever, style_scorer=style_scorer
+            cfg,
+            analysis,
+            rows_by_pipeline,
+            by_id,
+            per_item=per_item,
+            arms=arms,
+            retriever=retriever,
+            style_scorer=style_scorer,
         )
         judged = judge_answers(cfg, rows_by_pipeline, by_id, per_item, predictions, timings=timings)
         timings["total_seconds"] = time.perf_counter() - t_run
