@@ -2,9 +2,9 @@
 
 One YAML experiment trains a LoRA adapter, builds a FAISS retriever over the same facts,
 and scores the `base`, `finetuned`, `rag` and `rag_finetuned` pipelines, writing a
-self-describing results folder and a report. See README.md; the modules, one per stage:
-config, data, world, models, train, retrieve, prompts, pipelines, metrics, stats,
-benchmarks, runner, results, report, plots, cli.
+self-describing results folder and a report. The package is in wings named for their
+jobs, one floor each (README, "Layout"): `config` (ground floor), `store`, `models`,
+`data`, `answer`, `evaluate`, `train`, `questions`, `report`, `run`, and `cli` on top.
 """
 
 __version__ = "0.1.0"

@@ -200,6 +200,12 @@ class TrainConfig(_Section):
     dropout: float = Field(0.05, ge=0, lt=1)
     # a list of module names, or "all-linear" (every linear layer but the output head)
     target_modules: str | tuple[str, ...] = ("q_proj", "v_proj")
+    # Any other option of peft.LoraConfig, passed through as is and checked by peft before
+    # the run starts (harness validate): {use_dora: true} trains DoRA, {use_rslora: true}
+    # rank-stabilised LoRA, {init_lora_weights: pissa} PiSSA. rank, alpha, dropout and
+    # target_modules stay the keys above. The options are part of the adapter's cache key
+    # (an empty mapping leaves the key as it was before the option existed).
+    lora: dict[str, Any] = Field(default_factory=dict)
     lr: float = Field(1e-3, gt=0, le=1)  # above 1 no optimiser here converges
     epochs: int = Field(3, ge=1)
     max_steps: int | None = Field(None, ge=1)

@@ -311,3 +311,48 @@ def test_no_training_memory_is_claimed_for_a_process_that_ran_no_step(tiny_lm):
         pass
     assert _training_memory(tiny_lm, memory, 4 * 2**20, steps_run=0) is None
     assert _training_memory(tiny_lm, memory, 4 * 2**20, steps_run=3) == pytest.approx(4 + memory.rise_mb)
+
+
+def test_lora_options_pass_to_peft_so_dora_is_a_config_entry(tiny_model_dir, tmp_path):
+    """`train.lora: {use_dora: true}` trains DoRA through peft with no code of harness's:
+    the saved adapter holds DoRA's magnitude vectors and its config says use_dora."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from harness.models.local import load_generator
+
+    lm = load_generator(str(tiny_model_dir), dtype="float32", device="cpu")
+    _train(lm, tmp_path, epochs=1, lora_options={"use_dora": True})
+    saved = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    assert any("lora_magnitude_vector" in k for k in saved)
+    assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["use_dora"] is True
+
+
+def test_lora_options_harness_sets_or_peft_rejects_name_the_key():
+    from harness.train.trainer import lora_config
+
+    kw = dict(rank=4, alpha=8, dropout=0.0, target_modules=["q_proj"])
+    with pytest.raises(TrainError, match=r"^train\.lora: lora_alpha, r set by harness"):
+        lora_config(**kw, options={"r": 8, "lora_alpha": 2})
+    with pytest.raises(TrainError, match=r"^train\.lora: .*no_such_option"):
+        lora_config(**kw, options={"no_such_option": 1})
+    assert lora_config(**kw, options={"use_rslora": True}).use_rslora is True
+
+
+def test_an_empty_lora_mapping_leaves_the_adapter_key_as_before(tiny_lm, monkeypatch):
+    """Adapters cached before train.lora existed keep their keys: an empty mapping is not
+    in what the key hashes (so the hash is the old one), a non-empty one is."""
+    from conftest import tiny_config
+    from harness.config import parse_config
+    from harness.train import adapters
+
+    hashed = []
+    real = adapters.content_key
+    monkeypatch.setattr(adapters, "content_key", lambda obj, **kw: hashed.append(obj) or real(obj, **kw))
+    raw = tiny_config("unused")
+    plain = adapters.adapter_key(tiny_lm, [], parse_config(raw), 0)
+    assert "lora" not in hashed[-1]["train"] and "rank" in hashed[-1]["train"]
+    raw["train"] = {**raw.get("train", {}), "lora": {"use_dora": True}}
+    assert adapters.adapter_key(tiny_lm, [], parse_config(raw), 0) != plain
+    assert hashed[-1]["train"]["lora"] == {"use_dora": True}

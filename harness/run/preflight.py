@@ -100,6 +100,11 @@ def check_experiment(cfg: ExperimentConfig, *, source: str, results_root: str | 
         check_endpoint_key(c.model, key="model")
         if c.eval.judge is not None:
             check_endpoint_key(c.eval.judge.model, key="eval.judge.model")
+        if needs_adapter and c.train.lora and once("lora", [c.train.model_dump(mode="json")]):
+            from harness.train.trainer import lora_config
+
+            t = c.train
+            lora_config(rank=t.rank, alpha=t.alpha, dropout=t.dropout, target_modules=t.target_modules, options=t.lora)
         if once("model", [c.model.name, targets, c.model.trust_remote_code]):
             check_generator(c.model.name, target_modules=targets, trust_remote_code=c.model.trust_remote_code)
         if any(PIPELINES[p].retrieval for p in c.eval.pipelines) and c.retrieval.method != "bm25":

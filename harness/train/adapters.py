@@ -67,6 +67,8 @@ def adapter_key(
     train.pop("repeats")
     train.pop("checkpoint_every")
     train.pop("raft")  # the RAFT settings reach an adapter through its examples only
+    if not train["lora"]:
+        train.pop("lora")  # keys of adapters trained before train.lora existed stay the same
     train["seed"] = seed
     if dev_split is not None:
         train["dev_split"] = dev_split
@@ -147,6 +149,7 @@ def _train_settings(t: TrainConfig, *, seed: int, name: str, partial: Path, dev_
         alpha=t.alpha,
         dropout=t.dropout,
         target_modules=t.target_modules,
+        lora_options=dict(t.lora),
         lr=t.lr,
         epochs=t.epochs,
         max_steps=t.max_steps,

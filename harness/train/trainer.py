@@ -380,8 +380,43 @@ def _latest_checkpoint(run_dir: Path) -> Path | None:
     return None
 
 
+def lora_config(*, rank: int, alpha: float, dropout: float, target_modules, options: dict | None = None):
+    """peft's LoraConfig for harness's keys and the user's other LoRA options
+    (`train.lora`); a wrong option is a TrainError naming it."""
+    from peft import LoraConfig
+
+    # peft takes "all-linear" as a string (every linear layer but the output head)
+    modules = "all-linear" if list(target_modules) in (["all-linear"], list("all-linear")) else list(target_modules)
+    options = dict(options or {})
+    taken = sorted(set(options) & {"r", "lora_alpha", "lora_dropout", "target_modules", "task_type", "bias"})
+    if taken:
+        raise TrainError(
+            f"train.lora: {', '.join(taken)} set by harness (use train.rank, alpha, dropout, target_modules)"
+        )
+    try:
+        return LoraConfig(
+            r=rank,
+            lora_alpha=alpha,
+            lora_dropout=dropout,
+            target_modules=modules,
+            task_type="CAUSAL_LM",
+            bias="none",
+            **options,
+        )
+    except (TypeError, ValueError) as err:
+        raise TrainError(f"train.lora: {str(err).splitlines()[0]}") from None
+
+
 def _make_trainable(
-    lm: LoadedModel, *, method: str, rank: int, alpha: float, dropout: float, target_modules, adapter_name: str
+    lm: LoadedModel,
+    *,
+    method: str,
+    rank: int,
+    alpha: float,
+    dropout: float,
+    target_modules,
+    adapter_name: str,
+    lora_options: dict | None = None,
 ):
     """`lm.model` ready to train: every weight (`full`), or a new LoRA adapter that alone
     trains (`lora`, and `qlora` on a 4-bit base)."""
@@ -391,7 +426,7 @@ def _make_trainable(
         for param in lm.model.parameters():
             param.requires_grad = True
         return lm.model
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
     if getattr(lm.model, "is_loaded_in_4bit", False):  # QLoRA
         from peft import prepare_model_for_kbit_training
@@ -401,11 +436,7 @@ def _make_trainable(
         if not hasattr(lm.model, "peft_config"):
             lm.model = prepare_model_for_kbit_training(lm.model, use_gradient_checkpointing=False)
         keep_4bit_trainable(lm.model)
-    # peft takes "all-linear" as a string (every linear layer but the output head)
-    modules = "all-linear" if list(target_modules) in (["all-linear"], list("all-linear")) else list(target_modules)
-    config = LoraConfig(
-        r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=modules, task_type="CAUSAL_LM", bias="none"
-    )
+    config = lora_config(rank=rank, alpha=alpha, dropout=dropout, target_modules=target_modules, options=lora_options)
     try:
         if hasattr(lm.model, "peft_config"):
             lm.model.add_adapter(adapter_name, config)
@@ -668,6 +699,7 @@ def train_model(
     alpha: float = 32.0,
     dropout: float = 0.05,
     target_modules=("q_proj", "v_proj"),
+    lora_options: dict | None = None,
     lr: float,
     epochs: int,
     max_steps: int | None = None,
@@ -702,7 +734,7 @@ def train_model(
     material, settings, total_steps = _material_and_plan(lm, examples, o, launch)
     torch.manual_seed(seed)  # the new adapter's initial weights
     weights_bytes = sum(p.numel() * p.element_size() for p in lm.model.parameters())
-    lora = {"rank": rank, "alpha": alpha, "dropout": dropout, "target_modules": target_modules}
+    lora = {k: getattr(o, k) for k in ("rank", "alpha", "dropout", "target_modules", "lora_options")}
     model = lm.model = _make_trainable(lm, method=method, adapter_name=adapter_name, **lora)
     params = (sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters()))
     update = _progress_update(progress, total_steps)
