@@ -65,8 +65,8 @@ def main() -> int:
     from lm_eval.tasks import TaskManager
     from peft import PeftModel
 
-    from harness.answer.pipelines import adapter_switch
     from harness.evaluate import benchmarks
+    from harness.models.generator import adapter_switch
     from harness.models.local import cache_dir, load_generator
 
     work = Path(tempfile.mkdtemp(prefix="bench-forgetting-"))

@@ -1,6 +1,6 @@
 """The bad-input matrix: what a new user gets wrong, through the real command line.
 
-Every case in CASES is one row of README's "Bad inputs" table (`python
+Every case in CASES is one row of the "Bad inputs" table in docs/reference.md (`python
 tests/test_bad_inputs.py` prints the table). A case builds its files in a fresh folder,
 runs `harness ...` (in process through `harness.cli.main`, or as a subprocess of the
 installed console script where the case needs its own process: dropped privileges, a
@@ -1749,15 +1749,17 @@ def test_bad_input(case: Case, tiny_model_dir, tmp_path, monkeypatch, capsys):
         case.check(box, out)
 
 
-def test_the_matrix_is_large_and_in_the_readme():
+def test_the_matrix_is_large_and_in_the_reference():
     assert len(CASES) >= 40 and len({c.id for c in CASES}) == len(CASES)
     assert sum(c.process for c in CASES) >= 1  # the installed console script, in its own process
-    readme = (ROOT / "README.md").read_text()
-    assert markdown_table() in readme, "README's Bad inputs table is stale: python tests/test_bad_inputs.py"
+    reference = (ROOT / "docs" / "reference.md").read_text()
+    assert markdown_table() in reference, (
+        "docs/reference.md's Bad inputs table is stale: python tests/test_bad_inputs.py"
+    )
 
 
 def markdown_table() -> str:
-    """README's table, from CASES (so README cannot claim a case the tests do not run)."""
+    """The reference's table, from CASES (so the docs cannot claim a case the tests do not run)."""
     rows = ["| area | input | what harness does |", "|---|---|---|"]
     for c in CASES:
         if c.match is None:

@@ -103,8 +103,8 @@ def _standalone_lm_eval(model_dir, prepared, tmp_path, peft=None):
 
 @needs_data
 def test_accuracies_equal_a_standalone_lm_eval_run(prepared, tiny_model_dir, tmp_path):
-    from harness.answer.pipelines import adapter_switch
     from harness.data.world import generate_world
+    from harness.models.generator import adapter_switch
     from harness.train.material import build_examples
     from harness.train.trainer import train_model
 

@@ -260,6 +260,21 @@ def test_every_wing_imports_only_the_wings_below_it():
     assert not found, "imports against the layout (move the code down, or the import up):\n" + "\n".join(found)
 
 
+def endpoint_reads(path: Path) -> list[str]:
+    """Every `x.endpoint` attribute read in the file: the backend a LoadedModel answers
+    from, which only harness/models/ may look at (the Generator seam)."""
+    return [
+        f"{_rel(path)}:{node.lineno}: {ast.unparse(node)}"
+        for node in ast.walk(_tree(path))
+        if isinstance(node, ast.Attribute) and node.attr == "endpoint" and _dotted(node) != "harness.models.endpoint"
+    ]
+
+
+def test_only_the_models_wing_tells_the_backends_apart():
+    found = [hit for m, path in MODULES.items() if wing_of(m) != "models" for hit in endpoint_reads(path)]
+    assert not found, "a backend branch outside harness/models/ (use harness.models.generator):\n" + "\n".join(found)
+
+
 def test_report_imports_no_torch():
     """The report reads results folders on any machine: importing it loads no torch."""
     import subprocess
@@ -325,6 +340,7 @@ def test_the_checks_catch_each_kind_of_violation(tmp_path, monkeypatch):
             "b": "import harness.c\n\ndef g():\n    return harness.c._deep\n",
             "c": "def h(scenario, cfg):\n    from harness.a import f\n    return cfg.scenario.name != 'style' or 'facts' == scenario.name\n",
             "d": "def long():\n" + "    x = 1\n" * 80 + "\n\nclass K:\n    def short(self):\n        return 1\n",
+        "e": "def f(lm):\n    return lm.endpoint\n",
         },
     )
     monkeypatch.setitem(globals(), "MODULES", files)
@@ -348,6 +364,7 @@ def test_the_checks_catch_each_kind_of_violation(tmp_path, monkeypatch):
         "harness.report.z (line 7, report/) imports harness.models.w (models/)",
         "harness.store.x (line 3, store/) imports harness.run.y (run/)",
     ]
+    assert endpoint_reads(files["harness.e"]) == ["harness/e.py:2: lm.endpoint"]
     assert scenario_name_comparisons(files["harness.c"]) == [
         "harness/c.py:3: cfg.scenario.name != 'style'",
         "harness/c.py:3: 'facts' == scenario.name",
@@ -359,6 +376,7 @@ def test_readme_layout_names_every_module_once():
     module that is gone (so the map a newcomer reads is the package as it is)."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     layout = readme[readme.index("## Layout") :]
+    layout = layout[: layout.find("\n## ", 3)] if "\n## " in layout[3:] else layout
     listed = [line.split("`")[1] for line in layout.splitlines() if line.startswith("| `") and ".py`" in line]
     modules = sorted(p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py") if p.name != "__init__.py")
     assert sorted(listed) == modules

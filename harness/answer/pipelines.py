@@ -16,11 +16,11 @@ settings: with the switch off, PEFT's `disable_adapter()` runs the untouched bas
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 from harness.answer.prompts import continuation, render, template_for
-from harness.models.local import LoadedModel, generate, loglikelihood
+from harness.models.generator import adapter_switch, generate, loglikelihood, mc_protocol
+from harness.models.local import LoadedModel
 from harness.store.memo import compute_in_batches, content_key
 
 # Part of every generation's cache key; bump it when stored generations may be wrong.
@@ -34,32 +34,6 @@ class Pipeline:
     adapter: bool
     retrieval: bool
     adapter_name: str = "default"  # which attached adapter, when `adapter` is on
-
-
-@contextlib.contextmanager
-def adapter_switch(lm: LoadedModel, on: bool, name: str = "default"):
-    """Run the body with the LoRA adapter `name` on, or with every adapter off."""
-    if lm.endpoint is not None:  # a served model: the adapter is another model id on the same server
-        if on and name not in lm.endpoint.adapters:
-            raise RuntimeError(f"a fine-tuned pipeline was asked for, but the endpoint serves no adapter {name!r}")
-        with lm.endpoint.serving(lm.endpoint.adapters[name] if on else lm.endpoint.served_model):
-            yield
-        return
-    has_adapter = hasattr(lm.model, "disable_adapter") and hasattr(lm.model, "peft_config")
-    if on and not (has_adapter and name in lm.model.peft_config):
-        raise RuntimeError(f"a fine-tuned pipeline was asked for, but no adapter {name!r} is attached to the model")
-    if has_adapter and not on:
-        with lm.model.disable_adapter():
-            yield
-    elif on and lm.model.active_adapter != name:
-        before = lm.model.active_adapter
-        lm.model.set_adapter(name)
-        try:
-            yield
-        finally:
-            lm.model.set_adapter(before)
-    else:
-        yield
 
 
 def _letter_choices(lm: LoadedModel, prompts: list[str], questions, *, batch_size: int) -> dict[int, list[float]]:
@@ -131,7 +105,7 @@ def render_prompts(lm: LoadedModel, questions, templates, hits) -> tuple[list[st
         render(lm.tokenizer, t, question=q.question, passages=[h.chunk.text for h in hs])
         for q, t, hs in zip(questions, templates, hits)
     ]
-    if lm.endpoint is None or lm.endpoint.mc_protocol != "letter":
+    if mc_protocol(lm) != "letter":
         return prompts, None
     from harness.models.endpoint import letter_question
 

@@ -2,7 +2,7 @@
 
 lm-eval is the scoring engine, through its Python API and the already-loaded model
 object: the base is loaded once, and each adapter is switched on, scored and switched off
-in turn (`harness.answer.pipelines.adapter_switch`), where a plain `lm_eval` run reloads the base
+in turn (`harness.models.generator.adapter_switch`), where a plain `lm_eval` run reloads the base
 for every adapter. The protocol is lm-eval's own (prompt, choices, `acc` for MMLU, `acc`
 and `acc_norm` for HellaSwag); the task definitions for local data ship in
 `harness/evaluate/benchmark_tasks/` and are recorded with the results.

@@ -596,6 +596,13 @@ def connect(
     )
 
 
+def serve_adapter(lm, *, served_adapter: str, cache_key: str) -> str:
+    """Make the server's model id `served_adapter` the run's default adapter, and say
+    whether it is the one harness trained (check_adapter)."""
+    lm.endpoint.adapters["default"] = served_adapter
+    return check_adapter(lm.endpoint, served_adapter=served_adapter, cache_key=cache_key)
+
+
 def check_adapter(ep: Endpoint, *, served_adapter: str, cache_key: str) -> str:
     """Whether the server's adapter `served_adapter` is the one harness trained (cache key
     `cache_key`): vLLM lists a LoRA module with `root` = the path it was given, whose last

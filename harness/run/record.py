@@ -18,6 +18,7 @@ from harness.answer.prompts import TEMPLATES
 from harness.config import ExperimentConfig, config_hash
 from harness.data.items import Dataset
 from harness.evaluate import metrics, scenarios, verdicts
+from harness.models import generator
 from harness.models.local import LoadedModel
 from harness.store.results import provenance
 from harness.store.schema import SCHEMA_VERSION, validate_metrics
@@ -33,17 +34,8 @@ def model_record(cfg: ExperimentConfig, lm: LoadedModel) -> dict:
         "device": lm.device,
         "quantization": "nf4" if cfg.train.method == "qlora" else None,
     }
-    if lm.endpoint is not None:
-        ep = lm.endpoint
-        out["endpoint"] = {
-            "base_url": ep.base_url,
-            "served_model": ep.served_model,
-            "api": ep.api,
-            "mc_protocol": ep.mc_protocol,
-            "identity": ep.identity(),
-            "served_adapter": ep.adapters.get("default"),
-            "requests": ep.requests,
-        }
+    if generator.served(lm):
+        out["endpoint"] = generator.describe(lm)
     return out
 
 
@@ -94,7 +86,7 @@ def costs_record(
 def protocol_record(cfg: ExperimentConfig, lm: LoadedModel) -> dict:
     """The evaluation protocol, pinned: templates, decoding, scoring, intervals, retrieval."""
     alpha = cfg.eval.alpha
-    served_letters = lm.endpoint is not None and lm.endpoint.mc_protocol == "letter"
+    served_letters = generator.mc_protocol(lm) == "letter"
     return {
         "templates": {k: t.id for k, t in TEMPLATES.items()},
         "decoding": f"greedy, max_new_tokens={cfg.eval.max_new_tokens}",

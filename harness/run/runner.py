@@ -31,13 +31,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from harness.answer.pipelines import PIPELINES, adapter_switch, answer
+from harness.answer.pipelines import PIPELINES, answer
 from harness.answer.retrieve import build_retriever, embedder_fingerprint, load_embedder
 from harness.config import ExperimentConfig, config_to_dict, expand_grid
 from harness.data.ingest import load_user_dataset
 from harness.data.items import EXTERNAL_FORMATS, Dataset
 from harness.data.world import generate_world
 from harness.evaluate import benchmarks, knowledge, metrics, scenarios, stats, verdicts
+from harness.models import generator
+from harness.models.generator import adapter_switch
 from harness.models.local import LoadedModel, load_generator
 from harness.report import run as report
 from harness.run.record import costs_record, metrics_record
@@ -166,14 +168,8 @@ def connect_endpoint(cfg: ExperimentConfig, data: Dataset) -> tuple[LoadedModel,
     if m.api == "completions":  # prompts are rendered here, by the local model's chat template
         lm.tokenizer = endpoint.local_tokenizer(m.name)
     if record is not None:
-        lm.endpoint.adapters["default"] = m.served_adapter
-        record = {
-            **record,
-            "served_adapter": m.served_adapter,
-            "served_check": endpoint.check_adapter(
-                lm.endpoint, served_adapter=m.served_adapter, cache_key=record["cache_key"]
-            ),
-        }
+        check = endpoint.serve_adapter(lm, served_adapter=m.served_adapter, cache_key=record["cache_key"])
+        record = {**record, "served_adapter": m.served_adapter, "served_check": check}
     return lm, record, cached
 
 
@@ -256,7 +252,7 @@ def attach_adapters(
     trains on the retriever's own chunks (cut in the embedder's tokens), the passages its
     pipeline will be shown."""
     lm = arms.lm
-    if lm.endpoint is None and any(
+    if not generator.served(lm) and any(
         PIPELINES[p].adapter and PIPELINES[p].adapter_name == "default" for p in cfg.eval.pipelines
     ):
         with timed(timings, "adapter_seconds"):
@@ -329,8 +325,7 @@ def answer_pipelines(cfg: ExperimentConfig, arms: Arms, questions: list, retriev
     (rows by pipeline, costs by pipeline)."""
     lm = arms.lm
     rows_by_pipeline, costs = {}, {}
-    if lm.endpoint is not None:
-        lm.endpoint.take_usage()
+    generator.take_usage(lm)  # a server's count starts at this run's first question
     for name in cfg.eval.pipelines:
         pipe = PIPELINES[name]
         t0 = time.perf_counter()
@@ -354,8 +349,8 @@ def answer_pipelines(cfg: ExperimentConfig, arms: Arms, questions: list, retriev
             )
         rows_by_pipeline[name] = rows
         costs[name] = _pipeline_cost(rows, wall=time.perf_counter() - t0, memo=memo)
-        if lm.endpoint is not None:  # what this run asked of the server for this arm (0 when all cached)
-            costs[name]["served_tokens"] = lm.endpoint.take_usage()
+        if generator.served(lm):  # what this run asked of the server for this arm (0 when all cached)
+            costs[name]["served_tokens"] = generator.take_usage(lm)
     return rows_by_pipeline, costs
 
 

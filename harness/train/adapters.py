@@ -25,11 +25,11 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from harness.answer.pipelines import adapter_switch
 from harness.answer.prompts import ABSTAIN
 from harness.config import ExperimentConfig, TrainConfig
 from harness.data.items import Dataset
 from harness.evaluate import knowledge
+from harness.models.generator import adapter_switch
 from harness.models.local import LoadedModel
 from harness.store.cache import cache_dir, content_key, discard, verify_dir, write_manifest
 from harness.store.memo import Memo
