@@ -37,6 +37,7 @@ import re
 
 import numpy as np
 
+from harness.answer.pipelines import PIPELINES
 from harness.answer.prompts import Template, continuation, render
 from harness.evaluate import stats
 from harness.models.local import generate, loglikelihood
@@ -44,7 +45,6 @@ from harness.store.memo import Memo, content_key
 
 log = logging.getLogger(__name__)
 
-RETRIEVAL_PIPELINES = ("rag", "rag_finetuned", "raft")
 
 
 def load_judge(model_cfg):
@@ -302,7 +302,7 @@ def run_judge(
 
     if cfg.faithfulness:
         for name, rows in rows_by_pipeline.items():
-            if name not in RETRIEVAL_PIPELINES:
+            if not PIPELINES[name].retrieval:  # faithfulness is to retrieved passages
                 continue
             out["faithfulness"][name] = _faithfulness(lm, memo, rows, by_id, kw, protocol)
 
