@@ -46,7 +46,6 @@ from harness.store.memo import Memo, content_key
 log = logging.getLogger(__name__)
 
 
-
 def load_judge(model_cfg):
     """The judge model from its ModelConfig: in-process, or from an endpoint."""
     from harness.models.local import load_generator

@@ -43,6 +43,12 @@ ADAPTER_FORMAT = 2  # bump when a change to train.py makes old cached adapters i
 RECORD = "harness-train.json"  # the training record, written into the adapter folder
 
 
+def _without_empty_lora(train: dict) -> dict:
+    """The train settings as keys hash them: an empty `lora` mapping left out, so keys
+    made before train.lora existed stay the same."""
+    return {k: v for k, v in train.items() if not (k == "lora" and not v)}
+
+
 def adapter_group(cfg: ExperimentConfig) -> str:
     """Hash of what decides the adapters of a config (model, data, training): configs with
     the same group train the same adapters and share them through the cache."""
@@ -50,7 +56,7 @@ def adapter_group(cfg: ExperimentConfig) -> str:
         {
             "model": cfg.model.model_dump(mode="json"),
             "data": cfg.data.model_dump(mode="json"),
-            "train": cfg.train.model_dump(mode="json"),
+            "train": _without_empty_lora(cfg.train.model_dump(mode="json")),
             "scenario": cfg.scenario.model_dump(mode="json") if cfg.scenario else None,
         }
     )
@@ -67,8 +73,7 @@ def adapter_key(
     train.pop("repeats")
     train.pop("checkpoint_every")
     train.pop("raft")  # the RAFT settings reach an adapter through its examples only
-    if not train["lora"]:
-        train.pop("lora")  # keys of adapters trained before train.lora existed stay the same
+    train = _without_empty_lora(train)
     train["seed"] = seed
     if dev_split is not None:
         train["dev_split"] = dev_split
