@@ -13,6 +13,7 @@ from harness import config
 from harness.answer import pipelines
 from harness.data import items
 from harness.evaluate import metrics, scenarios
+from harness.train import methods
 
 
 def literal_values(model, field: str) -> set[str]:
@@ -29,6 +30,7 @@ REGISTRIES = [
     ("eval.mc_metric", config.EvalConfig, "mc_metric", set(metrics.MC_METRICS)),
     ("eval.answer_metric", config.EvalConfig, "answer_metric", set(metrics.ANSWER_METRICS) | {"auto"}),
     ("data.external.format", config.ExternalDataConfig, "format", set(items.EXTERNAL_FORMATS)),
+    ("train.method", config.TrainConfig, "method", set(methods.METHODS)),
 ]
 
 

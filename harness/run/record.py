@@ -23,6 +23,7 @@ from harness.models.local import LoadedModel
 from harness.store.results import provenance
 from harness.store.schema import SCHEMA_VERSION, validate_metrics
 from harness.train.adapters import adapter_group
+from harness.train.methods import METHODS
 
 
 def model_record(cfg: ExperimentConfig, lm: LoadedModel) -> dict:
@@ -32,7 +33,7 @@ def model_record(cfg: ExperimentConfig, lm: LoadedModel) -> dict:
         "fingerprint": lm.fingerprint,
         "dtype": lm.dtype,
         "device": lm.device,
-        "quantization": "nf4" if cfg.train.method == "qlora" else None,
+        "quantization": METHODS[cfg.train.method].quantization,
     }
     if generator.served(lm):
         out["endpoint"] = generator.describe(lm)

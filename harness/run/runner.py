@@ -61,6 +61,7 @@ from harness.train.adapters import (
     obtain_raft_adapter,
     select_training_facts,
 )
+from harness.train.methods import METHODS
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +192,7 @@ def train_adapters(cfg: ExperimentConfig) -> list[dict]:
             c.model.name,
             dtype=c.model.dtype,
             device=c.model.device,
-            quantization="nf4" if c.train.method == "qlora" else None,
+            quantization=METHODS[c.train.method].quantization,
             trust_remote_code=c.model.trust_remote_code,
         )
         train_data, _ = select_training_facts(lm, data, c)
@@ -237,7 +238,7 @@ def load_models(cfg: ExperimentConfig, data: Dataset, *, stage: Path, timings: d
                 cfg.model.name,
                 dtype=cfg.model.dtype,
                 device=cfg.model.device,
-                quantization="nf4" if cfg.train.method == "qlora" else None,
+                quantization=METHODS[cfg.train.method].quantization,
                 trust_remote_code=cfg.model.trust_remote_code,
             )
     log.info("model %s on %s, compute dtype %s", cfg.model.name, lm.device, lm.dtype)
@@ -256,7 +257,7 @@ def attach_adapters(
         PIPELINES[p].adapter and PIPELINES[p].adapter_name == "default" for p in cfg.eval.pipelines
     ):
         with timed(timings, "adapter_seconds"):
-            if cfg.train.method == "full":
+            if not METHODS[cfg.train.method].adapter:
                 # Full fine-tuning changes every weight, so the fine-tuned pipelines get a
                 # second load of the base to train; the base and rag pipelines keep the
                 # untouched first one (twice the weights in memory while the run lasts).

@@ -35,6 +35,7 @@ from harness.store.cache import cache_dir, content_key, discard, verify_dir, wri
 from harness.store.memo import Memo
 from harness.store.results import atomic_write_json, run_lock
 from harness.train.material import TrainError, build_examples, build_raft_examples, split_by_fact
+from harness.train.methods import METHODS
 from harness.train.trainer import TrainResult, launch_from_env, train_model
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,7 @@ def _attach_cached(lm: LoadedModel, target: Path, *, name: str, method: str) -> 
     from peft import PeftModel
 
     log.info("adapter %s from cache: %s", name, target)
-    if method == "full":  # the whole fine-tuned model, in place of lm's
+    if not METHODS[method].adapter:  # the whole fine-tuned model, in place of lm's
         from transformers import AutoModelForCausalLM
 
         lm.model = AutoModelForCausalLM.from_pretrained(
@@ -238,7 +239,7 @@ def obtain_adapter(
         record = _attach_cached(lm, target, name=name, method=t.method)
         if record is not None:  # another process finished it while this one waited
             return record, True
-        label = {"lora": "LoRA", "qlora": "QLoRA", "full": "full"}[t.method]
+        label = METHODS[t.method].label
         record = _train_into_cache(
             lm,
             examples,
@@ -297,7 +298,7 @@ def obtain_raft_adapter(lm: LoadedModel, data: Dataset, cfg: ExperimentConfig, *
     """The RAFT adapter (see train.build_raft_examples) trained on `chunks` (the
     retriever's, so that training shows the passages retrieval will), attached as "raft"
     beside the default one, which stays active."""
-    if cfg.train.method == "full":  # it would train every weight of the base the other pipelines use
+    if not METHODS[cfg.train.method].adapter:  # it would train every weight of the base the other pipelines use
         raise TrainError(
             "eval.pipelines: 'raft' trains a LoRA adapter beside the default one; it cannot run with train.method: full"
         )

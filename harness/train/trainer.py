@@ -50,6 +50,7 @@ from harness.models.local import LoadedModel, compute_context
 from harness.store.cache import discard
 from harness.store.results import atomic_write_file
 from harness.train.material import Example, Material, TrainError, prepare_material
+from harness.train.methods import METHODS
 
 log = logging.getLogger(__name__)
 
@@ -420,7 +421,7 @@ def _make_trainable(
 ):
     """`lm.model` ready to train: every weight (`full`), or a new LoRA adapter that alone
     trains (`lora`, and `qlora` on a 4-bit base)."""
-    if method == "full":
+    if not METHODS[method].adapter:
         if hasattr(lm.model, "peft_config"):
             raise TrainError("train.method: full fine-tuning needs a model without LoRA adapters")
         for param in lm.model.parameters():
@@ -730,7 +731,7 @@ def train_model(
     if schedule not in SCHEDULES:
         raise TrainError(f"train.schedule: unknown schedule {schedule!r}; one of {', '.join(SCHEDULES)}")
     o = SimpleNamespace(**{k: v for k, v in locals().items() if k not in ("lm", "examples")})
-    launch, full = launch_from_env(), method == "full"
+    launch, full = launch_from_env(), not METHODS[method].adapter
     material, settings, total_steps = _material_and_plan(lm, examples, o, launch)
     torch.manual_seed(seed)  # the new adapter's initial weights
     weights_bytes = sum(p.numel() * p.element_size() for p in lm.model.parameters())
@@ -774,7 +775,7 @@ def _saved_result(lm, trainer, callback, material, memory, settings, o, launch, 
         lm,
         callback,
         out_dir=Path(o.out_dir),
-        full=o.method == "full",
+        full=not METHODS[o.method].adapter,
         adapter_name=o.adapter_name,
         gradient_checkpointing=o.gradient_checkpointing,
         launch=launch,
@@ -836,7 +837,7 @@ def _make_callback(lm: LoadedModel, material: Material, settings, o: SimpleNames
         steps_per_epoch=settings.steps_per_epoch,
         patience=o.early_stopping_patience,
         best_dir=None if o.checkpoint_dir is None else Path(o.checkpoint_dir),
-        full=o.method == "full",
+        full=not METHODS[o.method].adapter,
         adapter_name=o.adapter_name,
         update=update,
         is_main=launch.is_main,
