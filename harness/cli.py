@@ -6,6 +6,8 @@
                                              torchrun or accelerate launch)
     harness plan CONFIG                      a grid's cells: done, adapter cached, estimated cost
     harness validate CONFIG                  check a config without loading any model
+    run, train, plan, validate: --set KEY=VALUE (repeatable) sets one config key before
+                                             validation, e.g. --set train.rank=4
     harness report RESULTS_DIR               rewrite report.md/.html from result files alone
     harness compare DIR_A DIR_B              two runs side by side, Markdown on stdout
     harness annotate RESULTS_DIR [--pipelines A B ...] [--items N] [--seed S]
@@ -79,7 +81,7 @@ def _run(args) -> int:
 
     if args.executor not in EXECUTORS:
         raise ExecutorError(f"--executor: {args.executor!r} is not one of {', '.join(EXECUTORS)}")
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, overrides=args.overrides)
     check_experiment(cfg, source=args.config, results_root=args.results_dir)
     if cfg.grid is not None:
         out = run_grid(
@@ -104,7 +106,7 @@ def _train(args) -> int:
     from harness.run.runner import train_adapters
     from harness.train.trainer import launch_from_env
 
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, overrides=args.overrides)
     check_experiment(cfg, source=args.config)
     records = train_adapters(cfg)
     if launch_from_env().process_rank == 0:
@@ -120,7 +122,7 @@ def _plan(args) -> int:
     from harness.run.grid import plan_grid
     from harness.run.preflight import check_experiment
 
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, overrides=args.overrides)
     check_experiment(cfg, source=args.config, results_root=args.results_dir)
     rows = plan_grid(cfg, results_root=args.results_dir)
     table = [
@@ -209,7 +211,7 @@ def _validate(args) -> int:
     from harness.run.preflight import check_experiment
     from harness.store.results import check_destination
 
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, overrides=args.overrides)
     cells = check_experiment(cfg, source=args.config)  # every grid cell, its data, model and embedder
     check_destination(
         Path(args.results_dir or cfg.output_dir) / cfg.name, experiment=cfg.name, kind="grid" if cfg.grid else "run"
@@ -404,13 +406,27 @@ def _add_questions_parser(sub) -> None:
     p.set_defaults(func=_questions)
 
 
+def _config_arguments(p) -> None:
+    """CONFIG and `--set KEY=VALUE` (repeatable), for the commands that read a config."""
+    p.add_argument("config", help="the experiment's YAML file")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        dest="overrides",
+        metavar="KEY=VALUE",
+        help="set one config key before validation, the value read as YAML (repeatable; later wins), "
+        "e.g. --set train.rank=4 --set eval.pipelines=[base,rag]; the results' config.yaml holds it",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line: one subcommand per job, each calling one `_command` function."""
     parser = argparse.ArgumentParser(prog="harness", description="Fine-tune, retrieve, or both? Measure it.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="run an experiment")
-    p.add_argument("config")
+    _config_arguments(p)
     p.add_argument("--results-dir", default=None, help="parent folder of results (default: the config's output_dir)")
     p.add_argument("--executor", default="sequential", help="where a grid's cells run: sequential, processes, ray")
     p.add_argument("--workers", type=int, default=None, help="processes executor: worker processes (default: cores)")
@@ -421,14 +437,14 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train a config's adapters into the cache, evaluate nothing (torchrun / accelerate launch: data parallel)",
     )
-    p.add_argument("config")
+    _config_arguments(p)
     p.set_defaults(func=_train)
     p = sub.add_parser(
         "plan",
         help="list a grid's cells, what is done or cached, and an estimate; and the "
         "paired items the verdict rule needs",
     )
-    p.add_argument("config")
+    _config_arguments(p)
     p.add_argument("--results-dir", default=None)
     p.add_argument(
         "--pilot",
@@ -438,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--power", type=float, default=0.8, help="chance of settling the question (default 0.8)")
     p.set_defaults(func=_plan)
     p = sub.add_parser("validate", help="check a config file without loading models")
-    p.add_argument("config")
+    _config_arguments(p)
     p.add_argument(
         "--results-dir",
         default=None,

@@ -92,3 +92,36 @@ def test_export_lora_replaces_its_own_file_but_not_someone_elses(tmp_path, capsy
     capsys.readouterr()
     assert out.read_bytes() == exported and len(list(tmp_path.glob("ad.gguf.backup-*"))) == 1
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("ad.gguf.backup-")) == ["ad", "ad.gguf"]
+
+
+def test_run_with_set_overrides_records_them_in_the_results(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    """`harness run cfg.yaml --set train.epochs=1 --set retrieval.top_k=2`: the results'
+    config.yaml holds both values (not the file's), and provenance the command line."""
+    from conftest import tiny_config
+    from harness.store.schema import load_metrics
+
+    raw = tiny_config(tiny_model_dir, name="over", output_dir=str(tmp_path / "results"))
+    raw["train"]["epochs"], raw["retrieval"]["top_k"] = 2, 3
+    raw["eval"].update(pipelines=["base", "finetuned"], known_samples=0)
+    (tmp_path / "over.yaml").write_text(yaml.safe_dump(raw))
+    argv = ["run", str(tmp_path / "over.yaml"), "--set", "train.epochs=1", "--set", "retrieval.top_k=2"]
+    monkeypatch.setattr(sys, "argv", ["harness", *argv])
+    assert main(argv) == 0
+    out = tmp_path / "results" / "over"
+    snapshot = yaml.safe_load((out / "config.yaml").read_text())
+    assert (snapshot["train"]["epochs"], snapshot["retrieval"]["top_k"]) == (1, 2)
+    m = load_metrics(out / "metrics.json")
+    assert m.protocol.top_k == 2
+    assert m.provenance.argv[-4:] == ["--set", "train.epochs=1", "--set", "retrieval.top_k=2"]
+    assert f"report: {out / 'report.md'}" in capsys.readouterr().out
+
+
+def test_validate_with_a_bad_override_names_it_in_one_line(capsys):
+    demo = str(ROOT / "experiments" / "demo.yaml")
+    assert main(["validate", demo, "--set", "retrieval.top_k=0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"harness: error: {demo} (--set retrieval.top_k=0): retrieval.top_k: Input should be greater than or equal to 1"
+    )
+    assert main(["validate", demo, "--set", "retrieval.top_k=1"]) == 0
+    assert "ok" in capsys.readouterr().out
