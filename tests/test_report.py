@@ -61,6 +61,48 @@ def test_what_a_run_writes_is_the_schema_and_survives_its_round_trip(run_dir):
     assert json.dumps(load_metrics(run_dir / "metrics.json").raw(), sort_keys=True) == json.dumps(raw, sort_keys=True)
 
 
+def _no_constant(name: str):
+    raise AssertionError(f"{name} is not JSON")
+
+
+def test_every_json_file_a_run_writes_is_standard_json(run_dir):
+    files = [*run_dir.rglob("*.json"), *run_dir.rglob("*.jsonl")]
+    assert {"metrics.json", "predictions.jsonl", "loss_curve.json"} <= {f.name for f in files}
+    for f in files:
+        for line in f.read_text().splitlines() if f.suffix == ".jsonl" else [f.read_text()]:
+            json.loads(line, parse_constant=_no_constant)
+
+
+def test_an_undefined_number_is_null_on_disk_and_n_a_in_the_report(run_dir, tmp_path):
+    """NaN (a mean over no items, an interval of nothing) is written as null, which any
+    JSON reader takes; the schema loads it and the report shows n/a."""
+    from harness.store.results import atomic_write_json
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    nan = float("nan")
+    m = json.loads((copy / "metrics.json").read_text())
+    m["pipelines"]["rag"]["mc_accuracy"].update(mean=nan, ci95=[nan, nan])
+    for c in m["comparisons"]:
+        c.update(diff=nan, ci95=[nan, float("inf")], p=nan)
+    m["chance"] = {k: nan for k in m["chance"]}
+    atomic_write_json(copy / "metrics.json", m)
+    again = json.loads((copy / "metrics.json").read_text(), parse_constant=_no_constant)
+    assert again["pipelines"]["rag"]["mc_accuracy"] | {"n": 0} == {
+        "mean": None,
+        "ci95": [None, None],
+        "n": 0,
+        "ci_method": "wilson",
+    }
+    assert {(c["diff"], *c["ci95"], c["p"]) for c in again["comparisons"]} == {(None, None, None, None)}
+    assert load_metrics(copy / "metrics.json").pipelines["rag"]["mc_accuracy"].mean is None
+    write_report(copy)
+    md = (copy / "report.md").read_text().splitlines()
+    row = next(line for line in md if line.startswith("| multiple-choice accuracy, acc (answerable)"))
+    assert row.split(" | ")[4] == "n/a [n/a, n/a]"  # columns: metric, n, base, finetuned, rag, rag_finetuned
+    assert "| rag − base | n/a | [n/a, n/a] | n/a |  |" in md
+
+
 def test_the_report_reads_through_the_schema_and_names_a_foreign_version(run_dir, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(run_dir, copy)

@@ -43,6 +43,7 @@ import hashlib
 import importlib.metadata
 import json
 import logging
+import math
 import os
 import platform
 import shutil
@@ -116,12 +117,31 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def finite_or_null(obj):
+    """`obj` with every NaN and infinity (numpy's too) as None. JSON has no NaN: Python
+    writes the literal `NaN`, which jq, JavaScript's JSON.parse, Go and Rust reject, so
+    "nothing to measure" (a mean over no items, a kappa of one label) is written as null,
+    which harness's readers take as "n/a"."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_null(v) for v in obj]
+    return obj
+
+
+def json_text(data, **kwargs) -> str:
+    """`data` as standard JSON (no NaN or Infinity literal: `finite_or_null`)."""
+    return json.dumps(finite_or_null(data), ensure_ascii=False, allow_nan=False, **kwargs)
+
+
 def atomic_write_json(path: str | Path, data) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False, allow_nan=True) + "\n")
+    atomic_write_text(path, json_text(data, indent=2) + "\n")
 
 
 def atomic_write_jsonl(path: str | Path, rows) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    atomic_write_text(path, "".join(json_text(r) + "\n" for r in rows))
 
 
 def atomic_write_yaml(path: str | Path, data) -> None:
