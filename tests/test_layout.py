@@ -231,7 +231,8 @@ MAY_IMPORT = {
     "questions": {"evaluate"} | BELOW_EVALUATE,
     "report": {"evaluate", "store", "config"},
     "run": {"report", "train", "questions", "evaluate"} | BELOW_EVALUATE,
-    "cli": {"run", "report", "train", "questions", "evaluate"} | BELOW_EVALUATE,
+    # cli reads the package's __version__ (harness/__init__.py imports nothing at import time)
+    "cli": {"run", "report", "train", "questions", "evaluate", "harness"} | BELOW_EVALUATE,
     "harness": set(),
 }
 
