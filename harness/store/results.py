@@ -59,7 +59,7 @@ import yaml
 log = logging.getLogger(__name__)
 
 PACKAGES = (
-    "harness",
+    "ft-or-rag-harness",  # this package, by its distribution name (pyproject.toml)
     "torch",
     "transformers",
     "peft",
