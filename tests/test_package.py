@@ -137,3 +137,24 @@ def test_the_built_wheel_installs_into_a_fresh_venv_and_runs(tmp_path):
     demo = str(ROOT / "experiments" / "demo.yaml")
     ok = harness("validate", demo)
     assert ok.returncode == 0 and ok.stdout.startswith(f"{demo}: ok (experiment 'demo'"), ok.stdout + ok.stderr
+
+
+def test_the_python_api_is_re_exported_lazily():
+    """`import harness` loads no torch or pydantic; each API name is the library's own
+    function, imported on first use; a wrong name is an AttributeError."""
+    code = (
+        "import sys, harness; assert 'torch' not in sys.modules and 'pydantic' not in sys.modules, 'loaded'; "
+        "import harness.config, harness.run.runner, harness.report.run, harness.store.schema; "
+        "assert harness.parse_config is harness.config.parse_config; "
+        "assert harness.load_config is harness.config.load_config; "
+        "assert harness.run_experiment is harness.run.runner.run_experiment; "
+        "assert harness.write_report is harness.report.run.write_report; "
+        "assert harness.load_metrics is harness.store.schema.load_metrics; "
+        "assert set(harness.__all__) <= set(dir(harness)); print(len(harness.__all__))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert (out.returncode, out.stdout) == (0, "6\n"), out.stderr
+    import harness
+
+    with pytest.raises(AttributeError, match="module 'harness' has no attribute 'run_experimnet'"):
+        harness.run_experimnet

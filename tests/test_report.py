@@ -289,3 +289,32 @@ def test_emphasis_renders_in_html_and_item_text_stays_text():
     )
     assert _md_inline("**RAG** and 2 * 3 * 4") == "<strong>RAG</strong> and 2 * 3 * 4"
     assert "<em>" not in _md_inline(f"asked: {item_text('*not markup*')}")
+
+
+def test_from_python_dict_to_config_to_metrics_to_pandas(run_dir, tiny_model_dir, tmp_path):
+    """README's "From Python": the re-exported functions, and metrics into a DataFrame."""
+    import pandas as pd
+
+    import harness
+
+    cfg = harness.parse_config(tiny_config(tiny_model_dir, name="report-fixture"))
+    assert cfg.name == run_dir.name  # the config the fixture ran (harness.run_experiment)
+    m = harness.load_metrics(run_dir / "metrics.json")
+    df = pd.DataFrame(
+        [
+            {"pipeline": p, "metric": k, "mean": a.mean, "n": a.n}
+            for p, per in m.pipelines.items()
+            for k, a in per.items()
+        ]
+    )
+    raw = json.loads((run_dir / "metrics.json").read_text())
+    row = df[(df.pipeline == "rag") & (df.metric == "mc_accuracy")].iloc[0]
+    assert (row["mean"], row["n"]) == (
+        raw["pipelines"]["rag"]["mc_accuracy"]["mean"],
+        raw["pipelines"]["rag"]["mc_accuracy"]["n"],
+    )
+    assert set(df.pipeline) == {"base", "finetuned", "rag", "rag_finetuned"}
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    (copy / "report.md").unlink()
+    assert harness.write_report(copy) == copy / "report.md" and (copy / "report.md").is_file()
