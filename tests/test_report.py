@@ -318,3 +318,27 @@ def test_from_python_dict_to_config_to_metrics_to_pandas(run_dir, tiny_model_dir
     shutil.copytree(run_dir, copy)
     (copy / "report.md").unlink()
     assert harness.write_report(copy) == copy / "report.md" and (copy / "report.md").is_file()
+
+
+def test_the_lm_eval_shaped_results_match_metrics_json_and_lm_evals_own_stderr(run_dir):
+    """lm_eval_results.json beside metrics.json: a task per pipeline, `metric,none` keys
+    equal to metrics.json's means, and the standard error lm-eval's own mean_stderr gives
+    on the per-item scores of predictions.jsonl."""
+    from lm_eval.api.metrics import mean_stderr
+
+    from harness.store.results import read_jsonl
+
+    doc = json.loads((run_dir / "lm_eval_results.json").read_text(), parse_constant=_no_constant)
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert set(doc["results"]) == {f"facts@{p}" for p in m["pipelines"]}
+    assert {"configs", "versions", "n-shot", "higher_is_better", "n-samples", "config"} <= set(doc)
+    rows = read_jsonl(run_dir / "predictions.jsonl")
+    for p in m["pipelines"]:
+        task, agg = doc["results"][f"facts@{p}"], m["pipelines"][p]["mc_accuracy"]
+        assert task["mc_accuracy,none"] == agg["mean"] and doc["n-samples"][f"facts@{p}"]["original"] >= agg["n"]
+        items = [r["scores"]["mc_correct"] for r in rows if r["pipeline"] == p and r["answerable"] and r["choices"]]
+        assert len(items) == agg["n"]
+        assert task["mc_accuracy_stderr,none"] == pytest.approx(mean_stderr(items), rel=1e-12)
+        assert doc["higher_is_better"][f"facts@{p}"]["mc_accuracy"] is True
+        assert doc["higher_is_better"][f"facts@{p}"]["hallucination_unanswerable"] is False
+    assert doc["config"]["config_hash"] == m["config_hash"]

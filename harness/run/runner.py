@@ -39,6 +39,7 @@ from harness.data.items import EXTERNAL_FORMATS, Dataset
 from harness.data.world import generate_world
 from harness.evaluate import benchmarks, knowledge, metrics, scenarios, stats, verdicts
 from harness.models.local import LoadedModel, load_generator
+from harness.report import lm_eval_results as lm_eval_format
 from harness.report import run as report
 from harness.run.record import costs_record, metrics_record
 from harness.store.cache import cache_dir
@@ -720,10 +721,12 @@ def judge_answers(
 
 
 def write_results(stage: Path, cfg: ExperimentConfig, predictions: list, result: dict) -> None:
-    """The config snapshot, every prediction, metrics.json, then the report from them."""
+    """The config snapshot, every prediction, metrics.json and its lm-eval-shaped copy,
+    then the report from them."""
     atomic_write_yaml(stage / "config.yaml", config_to_dict(cfg))
     atomic_write_jsonl(stage / "predictions.jsonl", predictions)
     atomic_write_json(stage / "metrics.json", result)
+    atomic_write_json(stage / lm_eval_format.FILE, lm_eval_format.lm_eval_results(result))
     report.write_report(stage)
 
 
