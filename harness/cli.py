@@ -55,6 +55,7 @@ def _input_errors() -> tuple[type[BaseException], ...]:
     from harness.report.labels import LabelsError
     from harness.report.run import ReportError
     from harness.run.executors import ExecutorError
+    from harness.run.tracking import TrackingError
     from harness.store.cache import CacheError
     from harness.store.results import ResultsFolderError, RunLockedError
     from harness.train.material import TrainError
@@ -72,6 +73,7 @@ def _input_errors() -> tuple[type[BaseException], ...]:
         LabelsError,
         CacheError,
         ReportError,
+        TrackingError,
     )
 
 

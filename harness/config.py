@@ -411,6 +411,20 @@ class ScenarioConfig(_Section):
     canary_candidates: int = Field(20, ge=2)  # private: same-format candidates for a canary's exposure
 
 
+class TrackingConfig(_Section):
+    """Experiment tracking (harness/run/tracking.py): after a run, MLflow at `uri` gets
+    its flattened config as params, each pipeline x metric with its interval and n as
+    metrics, the verdicts as tags and the results folder as artifacts. `uri`: a server
+    (`http://...`), a database (`sqlite:///mlflow.db`, full mlflow), or a folder
+    (`file:./mlruns`; MLflow 3 asks for MLFLOW_ALLOW_FILE_STORE=true to use one). Not in
+    `config_hash`: where results are logged changes none of them."""
+
+    backend: Literal["mlflow"] = "mlflow"
+    uri: str = "file:./mlruns"
+    experiment: str | None = None  # the MLflow experiment; default: the config's name
+    artifacts: bool = True  # log the results folder (a few MB: predictions, report, figures)
+
+
 class ExperimentConfig(_Section):
     name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     seed: int = 0
@@ -424,6 +438,7 @@ class ExperimentConfig(_Section):
     benchmarks: BenchmarksConfig | None = None
     scenario: ScenarioConfig | None = None
     grid: GridConfig | None = None
+    tracking: TrackingConfig | None = None
 
     @model_validator(mode="after")
     def _sft_needs_questions(self) -> "ExperimentConfig":
@@ -654,8 +669,12 @@ def config_to_dict(cfg: ExperimentConfig) -> dict:
 
 
 def config_hash(cfg: ExperimentConfig) -> str:
-    """sha256 of the resolved config's canonical JSON; equal configs hash equal."""
-    blob = json.dumps(config_to_dict(cfg), sort_keys=True, separators=(",", ":"))
+    """sha256 of the resolved config's canonical JSON without `tracking` (where results
+    are logged changes none of them, and configs from before it hash as they did); equal
+    configs hash equal."""
+    resolved = config_to_dict(cfg)
+    resolved.pop("tracking")
+    blob = json.dumps(resolved, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

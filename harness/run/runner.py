@@ -41,6 +41,7 @@ from harness.evaluate import benchmarks, knowledge, metrics, scenarios, stats, v
 from harness.models.local import LoadedModel, load_generator
 from harness.report import lm_eval_results as lm_eval_format
 from harness.report import run as report
+from harness.run import tracking
 from harness.run.record import costs_record, metrics_record
 from harness.store.cache import cache_dir
 from harness.store.memo import Memo
@@ -786,4 +787,6 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
         )
         write_results(stage, cfg, predictions, result)
     log.info("results in %s", final)
+    if cfg.tracking is not None:  # after the folder is in place: a tracking failure leaves the results whole
+        tracking.log_run(cfg.tracking, folder=final, metrics=result, config=config_to_dict(cfg))
     return final
