@@ -1437,7 +1437,8 @@ def compare_runs(dir_a: str | Path, dir_b: str | Path) -> str:
         for p in ma["pipelines"]:
             a, bb = ma["pipelines"][p].get(k), mb["pipelines"].get(p, {}).get(k)
             if a and bb:
-                rows.append([defs[k]["label"], p, _cell(a), _cell(bb), _pts(bb["mean"] - a["mean"])])
+                diff = None if undefined(a["mean"]) or undefined(bb["mean"]) else bb["mean"] - a["mean"]
+                rows.append([defs[k]["label"], p, _cell(a), _cell(bb), _pts(diff)])
     out += markdown_table(["metric", "pipeline", "A", "B", "B − A"], rows)
     for name, m in (("A", ma), ("B", mb)):
         for question, v in (m.get("verdicts") or {}).items():
