@@ -4,7 +4,8 @@ A run writes into a hidden staging folder next to its final place
 (`results/.<name>.partial-<pid>/`) and, only when every file is written, swaps it into
 `results/<name>/` with a rename. So `results/<name>/` is either the previous complete run
 or the new complete run, never a half-written one; a failed run removes its staging
-folder. Single files are written through a temp file and `os.replace` as well.
+folder. Single files are written through a temp file and `os.replace` as well. JSON and
+JSONL are standard JSON (`json_text`): a number that was not measured (NaN) is null.
 
 Layout of `results/<name>/`:
 
