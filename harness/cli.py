@@ -6,6 +6,8 @@
                                              torchrun or accelerate launch)
     harness plan CONFIG                      a grid's cells: done, adapter cached, estimated cost
     harness validate CONFIG                  check a config without loading any model
+    run, train, plan, validate: --set KEY=VALUE (repeatable) sets one config key before
+                                             validation, e.g. --set train.rank=4
     harness report RESULTS_DIR               rewrite report.md/.html from result files alone
     harness compare DIR_A DIR_B              two runs side by side, Markdown on stdout
     harness annotate RESULTS_DIR [--pipelines A B ...] [--items N] [--seed S]
@@ -27,7 +29,9 @@ results folder that another live run is writing, a path in the way of the result
 harness did not write (it is never replaced), or a place that cannot be written (results
 or cache folder, disk full), 1 anything else. Input problems print one line naming the
 file, line or key. `run`, `train`, `plan` and `validate` check everything a run would
-reject before any work (harness/run/preflight.py).
+reject before any work (harness/run/preflight.py). `harness --help` lists the exit codes,
+the environment variables harness reads and examples (EPILOG); `-q`, `-v` and
+`--log-level` set the logging level, `--version` prints the version.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ def _input_errors() -> tuple[type[BaseException], ...]:
     from harness.report.labels import LabelsError
     from harness.report.run import ReportError
     from harness.run.executors import ExecutorError
+    from harness.run.tracking import TrackingError
     from harness.store.cache import CacheError
     from harness.store.results import ResultsFolderError, RunLockedError
     from harness.train.material import TrainError
@@ -68,6 +73,7 @@ def _input_errors() -> tuple[type[BaseException], ...]:
         LabelsError,
         CacheError,
         ReportError,
+        TrackingError,
     )
 
 
@@ -79,7 +85,7 @@ def _run(args) -> int:
 
     if args.executor not in EXECUTORS:
         raise ExecutorError(f"--executor: {args.executor!r} is not one of {', '.join(EXECUTORS)}")
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, overrides=args.overrides)
     check_experiment(cfg, source=args.config, results_root=args.results_dir)
     if cfg.grid is not None:
         out = run_grid(
@@ -104,7 +110,7 @@ def _train(args) -> int:
     from harness.run.runner import train_adapters
     from harness.train.trainer import launch_from_env
 
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, overrides=args.overrides)
     check_experiment(cfg, source=args.config)
     records = train_adapters(cfg)
     if launch_from_env().process_rank == 0:
@@ -120,7 +126,7 @@ def _plan(args) -> int:
     from harness.run.grid import plan_grid
     from harness.run.preflight import check_experiment
 
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, overrides=args.overrides)
     check_experiment(cfg, source=args.config, results_root=args.results_dir)
     rows = plan_grid(cfg, results_root=args.results_dir)
     table = [
@@ -209,7 +215,7 @@ def _validate(args) -> int:
     from harness.run.preflight import check_experiment
     from harness.store.results import check_destination
 
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, overrides=args.overrides)
     cells = check_experiment(cfg, source=args.config)  # every grid cell, its data, model and embedder
     check_destination(
         Path(args.results_dir or cfg.output_dir) / cfg.name, experiment=cfg.name, kind="grid" if cfg.grid else "run"
@@ -367,52 +373,66 @@ def _export_lora(args) -> int:
     return 0
 
 
-def _add_questions_parser(sub) -> None:
-    """`harness questions`: its arguments (build_parser would pass 80 lines with them)."""
-    p = sub.add_parser("questions", help="build a question set from a folder of documents, or apply its review")
-    p.add_argument("documents", nargs="?", help="a folder of documents (or a JSONL file with id and text)")
-    p.add_argument("--out", required=True, help="folder for questions.jsonl, train_questions.jsonl, review.csv")
-    p.add_argument("--generator", default="cloze", help="cloze (no model, the default) or model")
-    p.add_argument(
-        "--cloze-style",
-        default="blank",
-        choices=["blank", "complete"],
-        help="cloze items: fill in a blank (default), or complete a sentence that stops before its "
-        "last span, as Fictional Knowledge's probes ask",
-    )
-    p.add_argument("--model", default=None, help="--generator model: the model that writes questions")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-questions", type=int, default=None, help="keep at most this many (a seeded sample)")
-    p.add_argument(
-        "--items",
-        type=int,
-        default=None,
-        help="the evaluation items wanted (from `harness plan`): "
-        "a seeded sample if the documents give more, and a "
-        "note of how many more documents if they give fewer",
-    )
-    p.add_argument("--embedder", default="hashing", help="embedder of the retrieval round trip ('' for none)")
-    p.add_argument("--leakage-model", default=None, help="set aside the questions this model answers closed-book")
-    p.add_argument("--skip-unreadable", action="store_true", help="leave out files that cannot be read")
-    p.add_argument("--apply-review", default=None, metavar="SHEET", help="write the reviewed set into --out")
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="replace a question set in --out that was edited since "
-        "harness wrote it, keeping it as OUT.backup-<date>-<time>",
-    )
-    p.set_defaults(func=_questions)
+# The registries' names, for `choices`: importing run/executors or questions/build loads
+# torch, which `harness --help` should not wait for (tests/test_cli.py keeps them equal).
+EXECUTOR_NAMES = ("sequential", "processes", "ray")  # run/executors.py: EXECUTORS
+GENERATOR_NAMES = ("cloze", "model")  # questions/build.py: GENERATORS
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+EPILOG = """\
+exit codes:
+  0  success
+  2  a problem with the input, named in one line (file, line or key): a config, --set,
+     data, a model name; a results folder another live run is writing; a path in the
+     way that harness did not write (never replaced); a place that cannot be written
+     (results or cache folder, full disk)
+  1  anything else (a bug: the traceback is printed)
+
+environment variables:
+  HARNESS_CACHE           cache of adapters, indexes, generations and benchmark scores
+                          (default ~/.cache/harness); move it with this variable
+  HARNESS_BENCHMARK_DATA  folder with mmlu/ and hellaswag/ JSONL for the forgetting
+                          checks, when benchmarks.data_dir is not set
+  HF_HOME                 Hugging Face's own cache (models from the hub)
+  HF_HUB_OFFLINE=1        never contact the hub; also HF_DATASETS_OFFLINE, TRANSFORMERS_OFFLINE
+  TOKENIZERS_PARALLELISM  passed on to grid workers, as the variables above
+  RANK, WORLD_SIZE        set by torchrun / accelerate launch: `harness train` data parallel
+  the variable that model.api_key_env names holds an endpoint's API key
+
+examples:
+  harness validate experiments/demo.yaml --set train.rank=4
+  harness -q run experiments/demo.yaml --set train.epochs=1 --set retrieval.top_k=2
+"""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line: one subcommand per job, each calling one `_command` function."""
-    parser = argparse.ArgumentParser(prog="harness", description="Fine-tune, retrieve, or both? Measure it.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("run", help="run an experiment")
-    p.add_argument("config")
-    p.add_argument("--results-dir", default=None, help="parent folder of results (default: the config's output_dir)")
-    p.add_argument("--executor", default="sequential", help="where a grid's cells run: sequential, processes, ray")
+def _config_arguments(p) -> None:
+    """CONFIG and `--set KEY=VALUE` (repeatable), for the commands that read a config."""
+    p.add_argument("config", help="the experiment's YAML file")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        dest="overrides",
+        metavar="KEY=VALUE",
+        help="set one config key before validation, the value read as YAML (repeatable; later wins), "
+        "e.g. --set train.rank=4 --set eval.pipelines=[base,rag]; the results' config.yaml holds it",
+    )
+
+
+def _results_dir_argument(p, what: str) -> None:
+    p.add_argument("--results-dir", default=None, help=f"parent folder {what} (default: the config's output_dir)")
+
+
+def _force_argument(p, what: str) -> None:
+    p.add_argument("--force", action="store_true", help=f"replace {what}, keeping it as OUT.backup-<date>-<time>")
+
+
+def _add_config_commands(sub) -> None:
+    """run, train, plan, validate: the commands that read an experiment config."""
+    p = sub.add_parser("run", help="run an experiment (or a grid's cells): train, retrieve, score, report")
+    _config_arguments(p)
+    _results_dir_argument(p, "of the results folder")
+    p.add_argument("--executor", default="sequential", choices=EXECUTOR_NAMES, help="where a grid's cells run")
     p.add_argument("--workers", type=int, default=None, help="processes executor: worker processes (default: cores)")
     p.add_argument("--address", default=None, help="ray executor: an existing cluster (default: start a local one)")
     p.add_argument("--cpus-per-cell", type=int, default=1, help="ray executor: CPUs each cell's task asks for")
@@ -421,15 +441,14 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train a config's adapters into the cache, evaluate nothing (torchrun / accelerate launch: data parallel)",
     )
-    p.add_argument("config")
+    _config_arguments(p)
     p.set_defaults(func=_train)
     p = sub.add_parser(
         "plan",
-        help="list a grid's cells, what is done or cached, and an estimate; and the "
-        "paired items the verdict rule needs",
+        help="list a grid's cells, what is done or cached, and an estimate; and the paired items the verdict rule needs",
     )
-    p.add_argument("config")
-    p.add_argument("--results-dir", default=None)
+    _config_arguments(p)
+    _results_dir_argument(p, "in which finished cells are looked for")
     p.add_argument(
         "--pilot",
         default=None,
@@ -437,58 +456,119 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--power", type=float, default=0.8, help="chance of settling the question (default 0.8)")
     p.set_defaults(func=_plan)
-    p = sub.add_parser("validate", help="check a config file without loading models")
-    p.add_argument("config")
-    p.add_argument(
-        "--results-dir",
-        default=None,
-        help="parent folder of results the run would write (default: the config's output_dir)",
+    p = sub.add_parser(
+        "validate", help="check a config file (and its data, model and destination) without loading models"
     )
+    _config_arguments(p)
+    _results_dir_argument(p, "the run would write its results in")
     p.set_defaults(func=_validate)
-    p = sub.add_parser("report", help="rewrite report.md from a results folder")
-    p.add_argument("results_dir")
+
+
+def _add_results_commands(sub) -> None:
+    """report, compare, annotate, labels: the commands that read a finished results folder."""
+    p = sub.add_parser("report", help="rewrite report.md and report.html from a results folder")
+    p.add_argument("results_dir", help="a finished run's results folder (holding metrics.json)")
     p.set_defaults(func=_report)
     p = sub.add_parser("compare", help="put two results folders side by side (Markdown on stdout)")
-    p.add_argument("dir_a")
-    p.add_argument("dir_b")
+    p.add_argument("dir_a", help="the first run's results folder")
+    p.add_argument("dir_b", help="the second run's results folder (differences are B - A)")
     p.set_defaults(func=_compare)
     p = sub.add_parser("annotate", help="write a blind side-by-side page for human annotators")
-    p.add_argument("results_dir")
+    p.add_argument("results_dir", help="a finished run's results folder")
     p.add_argument("--pipelines", nargs="+", default=None, help="pipelines to compare (default: rag finetuned)")
     p.add_argument("--items", type=int, default=40, help="items to sample (stratified by task and agreement)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the sample and of the left/right order")
     p.set_defaults(func=_annotate)
     p = sub.add_parser("labels", help="check and merge annotators' label files into the report")
-    p.add_argument("results_dir")
-    p.add_argument("files", nargs="*")
+    p.add_argument("results_dir", help="the results folder the annotation page was written for")
+    p.add_argument("files", nargs="*", help="label files exported from the annotation page (labels-*.json)")
     p.set_defaults(func=_labels)
+
+
+def _add_questions_parser(sub) -> None:
+    """`harness questions`: its arguments."""
+    p = sub.add_parser("questions", help="build a question set from a folder of documents, or apply its review")
+    p.add_argument("documents", nargs="?", help="a folder of documents (or a JSONL file with id and text)")
+    p.add_argument("--out", required=True, help="folder for questions.jsonl, train_questions.jsonl, review.csv")
+    p.add_argument(
+        "--generator", default="cloze", choices=GENERATOR_NAMES, help="cloze (no model, the default) or model"
+    )
+    p.add_argument(
+        "--cloze-style",
+        default="blank",
+        choices=["blank", "complete"],
+        help="cloze items: fill in a blank (default), or complete a sentence that stops before its "
+        "last span, as Fictional Knowledge's probes ask",
+    )
+    p.add_argument("--model", default=None, help="--generator model: the model that writes questions")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling and of the item order")
+    p.add_argument("--max-questions", type=int, default=None, help="keep at most this many (a seeded sample)")
+    p.add_argument(
+        "--items",
+        type=int,
+        default=None,
+        help="the evaluation items wanted (from `harness plan`): a seeded sample if the documents give more, "
+        "and a note of how many more documents if they give fewer",
+    )
+    p.add_argument("--embedder", default="hashing", help="embedder of the retrieval round trip ('' for none)")
+    p.add_argument("--leakage-model", default=None, help="set aside the questions this model answers closed-book")
+    p.add_argument("--skip-unreadable", action="store_true", help="leave out files that cannot be read")
+    p.add_argument("--apply-review", default=None, metavar="SHEET", help="write the reviewed set into --out")
+    _force_argument(p, "a question set in --out that was edited since harness wrote it")
+    p.set_defaults(func=_questions)
+
+
+def _add_writing_commands(sub) -> None:
+    """init, questions, export-lora: the commands that write a user's files."""
     p = sub.add_parser("init", help="write a starter config for a folder of documents, with a run-time estimate")
-    p.add_argument("documents")
+    p.add_argument("documents", help="a folder of the documents the questions will be about")
     p.add_argument("--out", default="harness.yaml", help="config file to write (default: harness.yaml)")
     p.add_argument("--questions", default="q", help="folder the config expects the question set in (default: q)")
-    p.add_argument(
-        "--force", action="store_true", help="replace an existing config, keeping it as OUT.backup-<date>-<time>"
-    )
+    _force_argument(p, "an existing config")
     p.set_defaults(func=_init)
     _add_questions_parser(sub)
     p = sub.add_parser("export-lora", help="write a PEFT LoRA adapter as a GGUF adapter for llama.cpp's server")
-    p.add_argument("adapter_dir")
+    p.add_argument("adapter_dir", help="a PEFT adapter folder (adapter_config.json, adapter_model.safetensors)")
     p.add_argument("--base", required=True, help="the base model's GGUF file (its architecture and shapes)")
     p.add_argument("--out", default=None, help="the GGUF file to write (default: ADAPTER_DIR.gguf)")
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="replace a file at --out that harness did not export, keeping it as OUT.backup-<date>-<time>",
-    )
+    _force_argument(p, "a file at --out that harness did not export")
     p.set_defaults(func=_export_lora)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: one subcommand per job, each calling one `_command` function."""
+    from harness import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="harness",
+        description="Fine-tune, retrieve, or both? Measure it.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("-v", "--verbose", action="store_true", help="debug logging (--log-level DEBUG)")
+    loudness.add_argument(
+        "-q", "--quiet", action="store_true", help="log warnings and errors only (--log-level WARNING)"
+    )
+    loudness.add_argument("--log-level", choices=LOG_LEVELS, default=None, help="logging level (default: INFO)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_config_commands(sub)
+    _add_results_commands(sub)
+    _add_writing_commands(sub)
     return parser
+
+
+def log_level(args) -> str:
+    """The logging level the flags ask for: --log-level, -v (DEBUG), -q (WARNING), else INFO."""
+    return args.log_level or ("DEBUG" if args.verbose else "WARNING" if args.quiet else "INFO")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    level = log_level(args)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(level)  # basicConfig leaves a root logger that already has handlers alone
     for noisy in ("httpx", "urllib3", "sentence_transformers", "transformers", "filelock", "faiss.loader"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:

@@ -3,9 +3,10 @@
 An experiment is one YAML file whose keys equal the field names below. Unknown keys and
 wrong types are errors that name the key; loading a config has no side effects (it seeds
 nothing, creates no directory). `load_config(path)` is the one entry point;
-`config_hash(cfg)` fingerprints the resolved config for provenance.
+`config_hash(cfg)` fingerprints the resolved config for provenance. The command line's
+`--set train.rank=4` (repeatable) sets one dotted key before validation:
 
-    cfg = load_config("experiments/demo.yaml")
+    cfg = load_config("experiments/demo.yaml", overrides=["train.rank=4"])
     cfg.train.rank, cfg.retrieval.top_k
 """
 
@@ -16,6 +17,7 @@ import itertools
 import json
 import re
 import urllib.parse
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -415,6 +417,20 @@ class ScenarioConfig(_Section):
     canary_candidates: int = Field(20, ge=2)  # private: same-format candidates for a canary's exposure
 
 
+class TrackingConfig(_Section):
+    """Experiment tracking (harness/run/tracking.py): after a run, MLflow at `uri` gets
+    its flattened config as params, each pipeline x metric with its interval and n as
+    metrics, the verdicts as tags and the results folder as artifacts. `uri`: a server
+    (`http://...`), a database (`sqlite:///mlflow.db`, full mlflow), or a folder
+    (`file:./mlruns`; MLflow 3 asks for MLFLOW_ALLOW_FILE_STORE=true to use one). Not in
+    `config_hash`: where results are logged changes none of them."""
+
+    backend: Literal["mlflow"] = "mlflow"
+    uri: str = "file:./mlruns"
+    experiment: str | None = None  # the MLflow experiment; default: the config's name
+    artifacts: bool = True  # log the results folder (a few MB: predictions, report, figures)
+
+
 class ExperimentConfig(_Section):
     name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     seed: int = 0
@@ -428,6 +444,7 @@ class ExperimentConfig(_Section):
     benchmarks: BenchmarksConfig | None = None
     scenario: ScenarioConfig | None = None
     grid: GridConfig | None = None
+    tracking: TrackingConfig | None = None
 
     @model_validator(mode="after")
     def _sft_needs_questions(self) -> "ExperimentConfig":
@@ -469,8 +486,9 @@ class ExperimentConfig(_Section):
         return self
 
 
-def parse_config(raw: object, *, source: str = "<config>") -> ExperimentConfig:
-    """Validate an already-parsed YAML mapping; errors name `source` and the key path."""
+def parse_config(raw: object, *, source: str = "<config>", overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Validate an already-parsed YAML mapping; errors name `source` and the key path,
+    and the `--set` override (of `overrides`, as given) that set that key, if one did."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of config keys at the top level")
     try:
@@ -479,7 +497,18 @@ def parse_config(raw: object, *, source: str = "<config>") -> ExperimentConfig:
         first = err.errors()[0]
         key = ".".join(str(p) for p in first["loc"]) or "<top level>"
         more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
-        raise ConfigError(f"{source}: {key}: {first['msg']}{more}") from None
+        setting = _override_of(key, overrides)
+        where = f"{source} (--set {setting})" if setting else source
+        raise ConfigError(f"{where}: {key}: {first['msg']}{more}") from None
+
+
+def _override_of(key: str, overrides: Sequence[str]) -> str | None:
+    """The last of `overrides` that set `key`, a key inside it, or the section holding it."""
+    for text in reversed(overrides):
+        path = text.partition("=")[0]
+        if key == path or key.startswith(path + ".") or path.startswith(key + "."):
+            return text
+    return None
 
 
 # Resource limits on a config file: a few kB is typical, so these only stop files that
@@ -581,9 +610,63 @@ def read_yaml(path: str | Path) -> object:
     return raw
 
 
-def load_config(path: str | Path) -> ExperimentConfig:
-    """Read and validate one experiment YAML file."""
-    return parse_config(read_yaml(path), source=str(path))
+# --set KEY=VALUE on the command line: a dotted config key and a YAML value
+_OVERRIDE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """One `--set KEY=VALUE`: the dotted key and the value read as YAML (`4`, `0.001`,
+    `[q_proj, v_proj]`, `null`), or ConfigError naming it."""
+    key, sep, value = text.partition("=")
+    if not sep or not _OVERRIDE_KEY.fullmatch(key):
+        raise ConfigError(f"--set {text}: expected KEY=VALUE with a dotted config key, e.g. --set train.rank=4")
+    try:
+        return key, yaml.load(value, Loader=_StrictLoader)  # plain data only, as in a config file
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {text}: the value is not valid YAML ({getattr(err, 'problem', err)})") from None
+
+
+def _unshared(obj):
+    """A copy of plain YAML data in which no mapping or list is shared, so setting a key
+    under one YAML alias does not change the other places the anchor is used."""
+    if isinstance(obj, dict):
+        return {k: _unshared(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_unshared(v) for v in obj]
+    return obj
+
+
+def apply_overrides(raw: object, overrides: Sequence[str]) -> dict:
+    """`raw` (a config file's mapping) with each `KEY=VALUE` set in order (a later one
+    wins); a section the file leaves out (or sets to null) is started. The result is
+    validated as the file is, by `parse_config`, which names a misspelt key. Unlike the
+    grid's `_set_path`, which sets keys of the resolved config (every field present, so an
+    absent one is a typo), this sets the file's own mapping, where leaving keys out is
+    normal, and so an override can also complete a file that lacks a required key."""
+    if not isinstance(raw, dict):
+        return raw  # parse_config names the file's problem
+    raw = _unshared(raw)
+    for text in overrides:
+        key, value = parse_override(text)
+        node, parts = raw, key.split(".")
+        for depth, k in enumerate(parts[:-1]):
+            if node.get(k) is None:
+                node[k] = {}
+            elif not isinstance(node[k], dict):
+                raise ConfigError(f"--set {text}: {'.'.join(parts[: depth + 1])} is a value, not a section")
+            node = node[k]
+        node[parts[-1]] = value
+    return raw
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Read and validate one experiment YAML file, with `--set KEY=VALUE` overrides
+    (`apply_overrides`) set before validation, so an overridden value is checked as the
+    file's own would be, and the config a run records holds it."""
+    raw = read_yaml(path)
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+    return parse_config(raw, source=str(path), overrides=overrides)
 
 
 def config_to_dict(cfg: ExperimentConfig) -> dict:
@@ -592,8 +675,12 @@ def config_to_dict(cfg: ExperimentConfig) -> dict:
 
 
 def config_hash(cfg: ExperimentConfig) -> str:
-    """sha256 of the resolved config's canonical JSON; equal configs hash equal."""
-    blob = json.dumps(config_to_dict(cfg), sort_keys=True, separators=(",", ":"))
+    """sha256 of the resolved config's canonical JSON without `tracking` (where results
+    are logged changes none of them, and configs from before it hash as they did); equal
+    configs hash equal."""
+    resolved = config_to_dict(cfg)
+    resolved.pop("tracking")
+    blob = json.dumps(resolved, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

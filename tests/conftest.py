@@ -147,6 +147,7 @@ STRICT_SKIPS = (
     "torchrun",
     "'playwright",
     "llama-cpp-python",
+    "'mlflow'",
 )
 
 

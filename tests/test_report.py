@@ -61,6 +61,48 @@ def test_what_a_run_writes_is_the_schema_and_survives_its_round_trip(run_dir):
     assert json.dumps(load_metrics(run_dir / "metrics.json").raw(), sort_keys=True) == json.dumps(raw, sort_keys=True)
 
 
+def _no_constant(name: str):
+    raise AssertionError(f"{name} is not JSON")
+
+
+def test_every_json_file_a_run_writes_is_standard_json(run_dir):
+    files = [*run_dir.rglob("*.json"), *run_dir.rglob("*.jsonl")]
+    assert {"metrics.json", "predictions.jsonl", "loss_curve.json"} <= {f.name for f in files}
+    for f in files:
+        for line in f.read_text().splitlines() if f.suffix == ".jsonl" else [f.read_text()]:
+            json.loads(line, parse_constant=_no_constant)
+
+
+def test_an_undefined_number_is_null_on_disk_and_n_a_in_the_report(run_dir, tmp_path):
+    """NaN (a mean over no items, an interval of nothing) is written as null, which any
+    JSON reader takes; the schema loads it and the report shows n/a."""
+    from harness.store.results import atomic_write_json
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    nan = float("nan")
+    m = json.loads((copy / "metrics.json").read_text())
+    m["pipelines"]["rag"]["mc_accuracy"].update(mean=nan, ci95=[nan, nan])
+    for c in m["comparisons"]:
+        c.update(diff=nan, ci95=[nan, float("inf")], p=nan)
+    m["chance"] = {k: nan for k in m["chance"]}
+    atomic_write_json(copy / "metrics.json", m)
+    again = json.loads((copy / "metrics.json").read_text(), parse_constant=_no_constant)
+    assert again["pipelines"]["rag"]["mc_accuracy"] | {"n": 0} == {
+        "mean": None,
+        "ci95": [None, None],
+        "n": 0,
+        "ci_method": "wilson",
+    }
+    assert {(c["diff"], *c["ci95"], c["p"]) for c in again["comparisons"]} == {(None, None, None, None)}
+    assert load_metrics(copy / "metrics.json").pipelines["rag"]["mc_accuracy"].mean is None
+    write_report(copy)
+    md = (copy / "report.md").read_text().splitlines()
+    row = next(line for line in md if line.startswith("| multiple-choice accuracy, acc (answerable)"))
+    assert row.split(" | ")[4] == "n/a [n/a, n/a]"  # columns: metric, n, base, finetuned, rag, rag_finetuned
+    assert "| rag − base | n/a | [n/a, n/a] | n/a |  |" in md
+
+
 def test_the_report_reads_through_the_schema_and_names_a_foreign_version(run_dir, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(run_dir, copy)
@@ -247,3 +289,56 @@ def test_emphasis_renders_in_html_and_item_text_stays_text():
     )
     assert _md_inline("**RAG** and 2 * 3 * 4") == "<strong>RAG</strong> and 2 * 3 * 4"
     assert "<em>" not in _md_inline(f"asked: {item_text('*not markup*')}")
+
+
+def test_from_python_dict_to_config_to_metrics_to_pandas(run_dir, tiny_model_dir, tmp_path):
+    """README's "From Python": the re-exported functions, and metrics into a DataFrame."""
+    import pandas as pd
+
+    import harness
+
+    cfg = harness.parse_config(tiny_config(tiny_model_dir, name="report-fixture"))
+    assert cfg.name == run_dir.name  # the config the fixture ran (harness.run_experiment)
+    m = harness.load_metrics(run_dir / "metrics.json")
+    df = pd.DataFrame(
+        [
+            {"pipeline": p, "metric": k, "mean": a.mean, "n": a.n}
+            for p, per in m.pipelines.items()
+            for k, a in per.items()
+        ]
+    )
+    raw = json.loads((run_dir / "metrics.json").read_text())
+    row = df[(df.pipeline == "rag") & (df.metric == "mc_accuracy")].iloc[0]
+    assert (row["mean"], row["n"]) == (
+        raw["pipelines"]["rag"]["mc_accuracy"]["mean"],
+        raw["pipelines"]["rag"]["mc_accuracy"]["n"],
+    )
+    assert set(df.pipeline) == {"base", "finetuned", "rag", "rag_finetuned"}
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    (copy / "report.md").unlink()
+    assert harness.write_report(copy) == copy / "report.md" and (copy / "report.md").is_file()
+
+
+def test_the_lm_eval_shaped_results_match_metrics_json_and_lm_evals_own_stderr(run_dir):
+    """lm_eval_results.json beside metrics.json: a task per pipeline, `metric,none` keys
+    equal to metrics.json's means, and the standard error lm-eval's own mean_stderr gives
+    on the per-item scores of predictions.jsonl."""
+    from lm_eval.api.metrics import mean_stderr
+
+    from harness.store.results import read_jsonl
+
+    doc = json.loads((run_dir / "lm_eval_results.json").read_text(), parse_constant=_no_constant)
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert set(doc["results"]) == {f"facts@{p}" for p in m["pipelines"]}
+    assert {"configs", "versions", "n-shot", "higher_is_better", "n-samples", "config"} <= set(doc)
+    rows = read_jsonl(run_dir / "predictions.jsonl")
+    for p in m["pipelines"]:
+        task, agg = doc["results"][f"facts@{p}"], m["pipelines"][p]["mc_accuracy"]
+        assert task["mc_accuracy,none"] == agg["mean"] and doc["n-samples"][f"facts@{p}"]["original"] >= agg["n"]
+        items = [r["scores"]["mc_correct"] for r in rows if r["pipeline"] == p and r["answerable"] and r["choices"]]
+        assert len(items) == agg["n"]
+        assert task["mc_accuracy_stderr,none"] == pytest.approx(mean_stderr(items), rel=1e-12)
+        assert doc["higher_is_better"][f"facts@{p}"]["mc_accuracy"] is True
+        assert doc["higher_is_better"][f"facts@{p}"]["hallucination_unanswerable"] is False
+    assert doc["config"]["config_hash"] == m["config_hash"]

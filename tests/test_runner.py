@@ -24,6 +24,7 @@ def test_results_folder_has_every_file(tiny_run):
         ".harness-results.json",
         "config.yaml",
         "figures",
+        "lm_eval_results.json",
         "loss_curve.json",
         "metrics.json",
         "predictions.jsonl",

@@ -115,3 +115,21 @@ def test_shapes_written_by_earlier_harness_versions_still_load(tmp_path):
     assert loaded.comparisons[0].adjusted is None and loaded.comparisons[0].p_adj == m["comparisons"][0]["p"]
     assert loaded.splits is None and loaded.chance == {} and loaded.protocol.permutation_samples is None
     assert json.dumps(loaded.raw(), sort_keys=True) == json.dumps(m, sort_keys=True)
+
+
+def test_the_json_writers_write_null_for_nan_and_infinity(tmp_path):
+    import numpy as np
+
+    from harness.store.results import atomic_write_json, atomic_write_jsonl
+
+    def no_constant(name):
+        raise AssertionError(f"{name} written")
+
+    nan, inf = float("nan"), float("inf")
+    data = {"a": nan, "b": [np.float64(inf), 1.5, (2, -inf)], "c": {"d": np.nan}, "e": None, "f": "NaN"}
+    want = {"a": None, "b": [None, 1.5, [2, None]], "c": {"d": None}, "e": None, "f": "NaN"}
+    atomic_write_json(tmp_path / "x.json", data)
+    assert json.loads((tmp_path / "x.json").read_text(), parse_constant=no_constant) == want
+    atomic_write_jsonl(tmp_path / "x.jsonl", [data, {"g": nan}])
+    lines = (tmp_path / "x.jsonl").read_text().splitlines()
+    assert [json.loads(line, parse_constant=no_constant) for line in lines] == [want, {"g": None}]

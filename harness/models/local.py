@@ -194,7 +194,7 @@ def _nf4_config(dtype: str):
     except ImportError:
         raise ModelError(
             "train.method: qlora loads the base in 4-bit through bitsandbytes, which is not "
-            "installed; pip install 'harness[qlora]'"
+            "installed; pip install 'ft-or-rag-harness[qlora]'"
         ) from None
     from transformers import BitsAndBytesConfig
 

@@ -32,7 +32,7 @@ import random
 from pathlib import Path
 
 from harness.report.run import item_outcome
-from harness.store.results import atomic_write_json, atomic_write_text, check_results_folder, read_jsonl
+from harness.store.results import atomic_write_json, atomic_write_text, check_results_folder, json_text, read_jsonl
 
 LABELS_FORMAT = "harness-labels/1"
 ANSWER_LABELS = {"qa": ("correct", "partly", "wrong", "invented"), "style": ("fits", "does_not_fit")}
@@ -256,7 +256,7 @@ _SCRIPT_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\
 def script_safe_json(data) -> str:
     """`data` as JSON text that no item text can end or break inside a
     `<script type="application/json">` block: no `<`, `>` or `&` anywhere in it."""
-    return json.dumps(data, ensure_ascii=False).translate(_SCRIPT_SAFE)
+    return json_text(data).translate(_SCRIPT_SAFE)  # JSON.parse takes no NaN: json_text writes null
 
 
 def _html(data: dict, *, title: str) -> str:

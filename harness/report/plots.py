@@ -24,8 +24,13 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+def _num(x: float | None) -> float:
+    """A number from a results file, null (not measured) as NaN, which matplotlib leaves out."""
+    return float("nan") if x is None else x
+
+
 def _err(agg: dict) -> tuple[float, list[float]]:
-    mean, (lo, hi) = 100 * agg["mean"], agg["ci95"]
+    mean, (lo, hi) = 100 * _num(agg["mean"]), (_num(x) for x in agg["ci95"])
     return mean, [mean - 100 * lo, 100 * hi - mean]
 
 
@@ -46,7 +51,7 @@ def pipeline_bars(m: dict, metrics: tuple[str, ...]) -> bytes | None:
             color=[COLORS.get(p, "#333") for p in names],
         )
         if k in (m.get("chance") or {}):  # the mean over items of 1 / choices
-            ax.axhline(100 * m["chance"][k], ls="--", color="k", lw=1, label="chance")
+            ax.axhline(100 * _num(m["chance"][k]), ls="--", color="k", lw=1, label="chance")
             ax.legend(loc="upper left", fontsize=8)
         ax.set_title(m["metric_definitions"][k]["label"], fontsize=9, wrap=True)
         ax.set_ylabel("% of items (95% CI)")
@@ -63,7 +68,7 @@ def accuracy_vs_cost(m: dict, metric: str = "mc_accuracy") -> bytes | None:
     fig, ax = plt.subplots(figsize=(5, 3.6))
     for p in names:
         v, e = _err(m["pipelines"][p][metric])
-        x = 1000 * m["costs"]["pipelines"][p]["latency_p50_s"]
+        x = 1000 * _num(m["costs"]["pipelines"][p]["latency_p50_s"])
         ax.errorbar([x], [v], yerr=[[e[0]], [e[1]]], fmt="o", capsize=4, color=COLORS.get(p, "#333"), label=p)
     ax.set_xlabel("latency per query, p50 (ms)")
     ax.set_ylabel(f"{m['metric_definitions'][metric]['label'].split('(')[0].strip()} (%)")
@@ -150,12 +155,12 @@ def knowledge_vs_forgetting(m: dict) -> bytes | None:
         return None
     fig, ax = plt.subplots(figsize=(5.8, 3.8))
     for pipe, label, c in points:
-        g = gains[pipe]
+        (gx, glo, ghi), (cy, clo, chi) = ([100 * _num(x) for x in (d["diff"], *d["ci95"])] for d in (gains[pipe], c))
         ax.errorbar(
-            [100 * g["diff"]],
-            [100 * c["diff"]],
-            xerr=[[100 * (g["diff"] - g["ci95"][0])], [100 * (g["ci95"][1] - g["diff"])]],
-            yerr=[[100 * (c["diff"] - c["ci95"][0])], [100 * (c["ci95"][1] - c["diff"])]],
+            [gx],
+            [cy],
+            xerr=[[gx - glo], [ghi - gx]],
+            yerr=[[cy - clo], [chi - cy]],
             fmt="o",
             capsize=3,
             label=f"{pipe}: {label}",
@@ -191,7 +196,7 @@ def axis_effect(
             color=COLORS.get(p, None),
         )
     if chance is not None:
-        ax.axhline(100 * chance, ls="--", color="k", lw=1, label="chance")
+        ax.axhline(100 * _num(chance), ls="--", color="k", lw=1, label="chance")
     ax.set_xticks(range(len(values)), values)
     ax.set_xlabel(axis)
     ax.set_ylabel("% of items (95% CI)")
@@ -214,7 +219,7 @@ def verdict_forest(v: dict, question: str) -> bytes | None:
     ax.axvline(0, color="k", lw=0.8, zorder=1)
     for i, c in enumerate(rows):
         y = len(rows) - 1 - i
-        lo, hi, d = (100 * c["ci"][0], 100 * c["ci"][1], 100 * c["diff"])
+        lo, hi, d = (100 * _num(x) for x in (*c["ci"], c["diff"]))
         read = c.get("step") is not None
         color = "#1f3b73" if read else "#a0a0a0"
         ax.plot([lo, hi], [y, y], color=color, lw=2.2 if read else 1.4, zorder=2)

@@ -51,8 +51,19 @@ class ReportError(ValueError):
     """Result files that cannot be read as a finished run; the message names the file."""
 
 
-def _pct(x: float) -> str:
-    return "n/a" if x != x else f"{100 * x:.1f}"
+def undefined(x: float | None) -> bool:
+    """A number that was not measured: null in the file (NaN in files written before
+    harness wrote null, and in memory)."""
+    return x is None or x != x
+
+
+def _fmt(x: float | None, spec: str) -> str:
+    """`x` in the format `spec`, or n/a when it was not measured."""
+    return "n/a" if undefined(x) else format(x, spec)
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if undefined(x) else f"{100 * x:.1f}"
 
 
 def _cell(agg: dict | None) -> str:
@@ -62,8 +73,8 @@ def _cell(agg: dict | None) -> str:
     return f"{_pct(agg['mean'])} [{_pct(lo)}, {_pct(hi)}]"
 
 
-def _pts(x: float) -> str:
-    return f"{100 * x:+.1f}"
+def _pts(x: float | None) -> str:
+    return "n/a" if undefined(x) else f"{100 * x:+.1f}"
 
 
 def item_outcome(row: dict) -> tuple[str, str]:
@@ -494,7 +505,7 @@ def _fine_tuning_blocks(m: dict) -> list[tuple]:
             f"{_pts(r['rag_gain'])}",
             "undefined (RAG gains nothing)"
             if r["ratio"] is None
-            else f"{r['ratio']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]",
+            else f"{r['ratio']:.2f} [{_fmt(r['ci95'][0], '.2f')}, {_fmt(r['ci95'][1], '.2f')}]",
             str(r["n"]),
         ]
         for k, r in recovery.items()
@@ -538,7 +549,7 @@ def _human_blocks(h: dict | None, m: dict) -> list[tuple]:
             (
                 "p",
                 f"Position bias: the left answer won {pb['left_wins']} of {pb['decided']} decided judgments "
-                f"({_pct(pb['left_rate'])}% {_ci(pb['ci95'])}; 50 means none; sign test p = {pb['p']:.3g}).",
+                f"({_pct(pb['left_rate'])}% {_ci(pb['ci95'])}; 50 means none; sign test p = {_fmt(pb['p'], '.3g')}).",
             )
         )
     return b
@@ -550,7 +561,7 @@ def _annotator_agreement_blocks(h: dict) -> list[tuple]:
         [
             field,
             a["statistic"],
-            f"{a['value']:.2f} [{a['ci95'][0]:.2f}, {a['ci95'][1]:.2f}]",
+            _interval(a),
             str(a["n_items"]),
             _pct(a["raw_agreement"]),
         ]
@@ -634,7 +645,7 @@ def _human_answer_blocks(h: dict) -> list[tuple]:
             k,
             str(a["n"]),
             f"{_pct(a['accuracy'])} {_ci(a['accuracy_ci95'])}",
-            f"{a['kappa']:.2f}",
+            _fmt(a["kappa"], ".2f"),
             "–" if a["pair_agreement"] is None else f"{_pct(a['pair_agreement'])} of {a['pairs_decided']}",
         ]
         for k, a in sorted(h["metric_agreement"].items(), key=lambda kv: -kv[1]["kappa"])
@@ -855,7 +866,7 @@ def _comparison_blocks(m: dict, headline: tuple[str, ...]) -> list[tuple]:
                             f"{c['b']} − {c['a']}",
                             _pts(c["diff"]),
                             f"[{_pts(c['ci95'][0])}, {_pts(c['ci95'][1])}]",
-                            f"{c['p']:.3g}",
+                            _fmt(c["p"], ".3g"),
                             "✔" if c["significant"] else "",
                         ]
                         for c in comps
@@ -887,10 +898,10 @@ def _cost_blocks(m: dict) -> list[tuple]:
                 [
                     p,
                     f"{c['wall_seconds']:.1f}",
-                    f"{1000 * c['latency_p50_s']:.0f}",
-                    f"{1000 * c['latency_p95_s']:.0f}",
-                    f"{c['prompt_tokens_mean']:.0f}",
-                    f"{c['new_tokens_mean']:.1f}",
+                    _fmt(None if undefined(c["latency_p50_s"]) else 1000 * c["latency_p50_s"], ".0f"),
+                    _fmt(None if undefined(c["latency_p95_s"]) else 1000 * c["latency_p95_s"], ".0f"),
+                    _fmt(c["prompt_tokens_mean"], ".0f"),
+                    _fmt(c["new_tokens_mean"], ".1f"),
                 ]
                 for p, c in costs["pipelines"].items()
             ],
@@ -1048,7 +1059,7 @@ def _interval(x: dict | None) -> str:
     if not x:
         return "n/a"
     lo, hi = x["ci95"]
-    return f"{x['value']:.2f} [{lo:.2f}, {hi:.2f}]"
+    return f"{_fmt(x['value'], '.2f')} [{_fmt(lo, '.2f')}, {_fmt(hi, '.2f')}]"
 
 
 def _judge_human_check(human: dict | None) -> str:
@@ -1060,7 +1071,7 @@ def _judge_human_check(human: dict | None) -> str:
     return (
         f"Checked against human labels of this run: on {h['n']} answers the judge's correct/incorrect "
         f"matches the people's right/wrong on {_pct(h['accuracy'])} {_ci(h['accuracy_ci95'])} %, Cohen's "
-        f"kappa {h['kappa']:.2f} (Human evaluation)."
+        f"kappa {_fmt(h['kappa'], '.2f')} (Human evaluation)."
     )
 
 
@@ -1426,7 +1437,8 @@ def compare_runs(dir_a: str | Path, dir_b: str | Path) -> str:
         for p in ma["pipelines"]:
             a, bb = ma["pipelines"][p].get(k), mb["pipelines"].get(p, {}).get(k)
             if a and bb:
-                rows.append([defs[k]["label"], p, _cell(a), _cell(bb), _pts(bb["mean"] - a["mean"])])
+                diff = None if undefined(a["mean"]) or undefined(bb["mean"]) else bb["mean"] - a["mean"]
+                rows.append([defs[k]["label"], p, _cell(a), _cell(bb), _pts(diff)])
     out += markdown_table(["metric", "pipeline", "A", "B", "B − A"], rows)
     for name, m in (("A", ma), ("B", mb)):
         for question, v in (m.get("verdicts") or {}).items():

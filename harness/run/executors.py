@@ -16,7 +16,7 @@ results folder and the cache must be on storage every node sees.
 | processes | in `workers` spawned processes, torch threads split between them | one machine with cores and memory to spare |
 | ray | as Ray tasks, each asking for `cpus_per_cell` CPUs and, for a CUDA model, one GPU | a Ray cluster (`address`), or a local Ray instance |
 
-Ray is an optional extra (`pip install 'harness[ray]'`). It is started with the dashboard
+Ray is an optional extra (`pip install 'ft-or-rag-harness[ray]'`). It is started with the dashboard
 and usage statistics off. It still probes the network when it starts; on a machine that
 must not reach any address but loopback, start it inside a loopback-only network
 namespace (see README.md).
@@ -90,7 +90,7 @@ def run_ray(
     try:
         import ray
     except ImportError:
-        raise ExecutorError("--executor ray: Ray is not installed; pip install 'harness[ray]'") from None
+        raise ExecutorError("--executor ray: Ray is not installed; pip install 'ft-or-rag-harness[ray]'") from None
     env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
     started = not ray.is_initialized()
     if started:

@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 from harness.config import Cell, ConfigError, ExperimentConfig, expand_grid
+from harness.run.tracking import check_tracking
 from harness.store.cache import check_cache_dir, writable_problem
 
 
@@ -110,6 +111,7 @@ def check_experiment(cfg: ExperimentConfig, *, source: str, results_root: str | 
         if any(PIPELINES[p].retrieval for p in c.eval.pipelines) and c.retrieval.method != "bm25":
             if once("embedder", c.embedder.name):
                 check_embedder(c.embedder.name)
+    check_tracking(cfg.tracking)
     key = "--results-dir" if results_root is not None else f"{source}: output_dir"
     check_results_root(Path(results_root if results_root is not None else cfg.output_dir), key=key)
     check_cache_dir()

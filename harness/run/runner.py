@@ -41,7 +41,9 @@ from harness.evaluate import benchmarks, knowledge, metrics, scenarios, stats, v
 from harness.models import generator
 from harness.models.generator import adapter_switch
 from harness.models.local import LoadedModel, load_generator
+from harness.report import lm_eval_results as lm_eval_format
 from harness.report import run as report
+from harness.run import tracking
 from harness.run.record import costs_record, metrics_record
 from harness.store.cache import cache_dir
 from harness.store.memo import Memo
@@ -733,10 +735,12 @@ def judge_answers(
 
 
 def write_results(stage: Path, cfg: ExperimentConfig, predictions: list, result: dict) -> None:
-    """The config snapshot, every prediction, metrics.json, then the report from them."""
+    """The config snapshot, every prediction, metrics.json and its lm-eval-shaped copy,
+    then the report from them."""
     atomic_write_yaml(stage / "config.yaml", config_to_dict(cfg))
     atomic_write_jsonl(stage / "predictions.jsonl", predictions)
     atomic_write_json(stage / "metrics.json", result)
+    atomic_write_json(stage / lm_eval_format.FILE, lm_eval_format.lm_eval_results(result))
     report.write_report(stage)
 
 
@@ -805,4 +809,6 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
         )
         write_results(stage, cfg, predictions, result)
     log.info("results in %s", final)
+    if cfg.tracking is not None:  # after the folder is in place: a tracking failure leaves the results whole
+        tracking.log_run(cfg.tracking, folder=final, metrics=result, config=config_to_dict(cfg))
     return final

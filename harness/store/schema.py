@@ -32,7 +32,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 SCHEMA_VERSION = 1
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "results" / "metrics.schema.json"
 
-Interval = Annotated[list[float], Field(min_length=2, max_length=2)]  # [low, high]; NaN when nothing was scored
+Interval = Annotated[list[float | None], Field(min_length=2, max_length=2)]  # [low, high]; null when nothing was scored
+# A number that can be undefined (a mean over no items): null in the file (JSON has no NaN;
+# files written before harness wrote null hold the NaN literal, read as NaN)
+Number = float | None
 
 
 class MetricsError(ValueError):
@@ -46,7 +49,7 @@ class _Part(BaseModel):
 class Aggregate(_Part):
     """One metric over one pipeline's items: mean, n and the 95% interval (stats.summarize)."""
 
-    mean: float
+    mean: Number
     n: int
     ci95: Interval
     ci_method: Literal["wilson", "bootstrap"]
@@ -104,11 +107,11 @@ class Comparison(_Part):
     metric: str
     a: str
     b: str
-    diff: float
+    diff: Number
     n: int
     ci95: Interval
     test: str
-    p: float
+    p: Number
     adjusted: bool | None = None  # False: p is unadjusted (absent in files written before declared families)
     p_adj: float | None = None  # files written before declared families: Benjamini-Hochberg over all comparisons
     significant: bool
@@ -120,8 +123,8 @@ class Recovery(_Part):
     """(finetuned − base) / (rag − base) on one deciding metric (stats.recovery_ratio)."""
 
     n: int
-    rag_gain: float
-    finetuned_gain: float
+    rag_gain: Number
+    finetuned_gain: Number
     ratio: float | None  # None when RAG gains nothing
     ci95: Annotated[list[float | None], Field(min_length=2, max_length=2)]
     samples_used: int
@@ -140,22 +143,22 @@ class SeedSpread(_Part):
     """One metric's aggregate per training seed, and their spread (stats.spread)."""
 
     seeds: list[int]
-    values: list[float]
-    mean: float
-    sd: float
-    min: float
-    max: float
+    values: list[Number]
+    mean: Number
+    sd: Number
+    min: Number
+    max: Number
 
 
 class BenchmarkChange(_Part):
     """A pipeline's paired change from base on one benchmark metric."""
 
-    diff: float
+    diff: Number
     n: int
     ci95: Interval
     only_a: int
     only_b: int
-    p: float
+    p: Number
     ci_method: Literal["newcombe"] | None = None  # absent before the interval matched the test: bootstrap
 
 
@@ -194,10 +197,10 @@ class IndexStats(_Part):
 
 class PipelineCost(_Part):
     wall_seconds: float
-    latency_p50_s: float
-    latency_p95_s: float
-    prompt_tokens_mean: float
-    new_tokens_mean: float
+    latency_p50_s: Number
+    latency_p95_s: Number
+    prompt_tokens_mean: Number
+    new_tokens_mean: Number
     batches: dict[str, int]  # generations reused from the memo and computed
     served_tokens: dict[str, int] | None = None  # endpoint runs: what the server reported
 
@@ -254,7 +257,7 @@ class Metrics(_Part):
     embedder: str | None
     data: DataInfo
     pipelines: dict[str, dict[str, Aggregate]]  # pipeline -> metric -> aggregate
-    chance: dict[str, float] = {}
+    chance: dict[str, Number] = {}
     splits: Splits | None = None
     comparisons: list[Comparison]
     verdicts: dict[str, dict[str, Any]] = {}  # question -> verdict; two shapes (with and before `family`)
