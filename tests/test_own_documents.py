@@ -6,7 +6,14 @@ import json
 import yaml
 
 from conftest import tiny_config
-from docfiles import write_docx, write_html, write_image_only_pdf, write_pdf
+from docfiles import (
+    write_docx,
+    write_html,
+    write_image_only_pdf,
+    write_pdf,
+    write_printed_pdf,
+    write_saved_page,
+)
 from harness.cli import main
 from harness.config import load_config
 from harness.questions.starter import GENERATE_TOKENS_PER_SECOND, TRAIN_TOKENS_PER_SECOND, estimate_run
@@ -137,3 +144,75 @@ def test_init_force_keeps_the_config_it_replaces(tmp_path, capsys, monkeypatch):
     (tmp_path / "cfgdir").mkdir()
     assert main(["init", "docs", "--out", "cfgdir", "--force"]) == 2
     assert "cfgdir: is a folder" in capsys.readouterr().err
+
+
+def _furniture_folder(root):
+    """The issue's mixed folder, small: saved wiki pages with navigation, breadcrumbs,
+    sidebar, footers and scripts, PDFs printed by a browser with its header and footer,
+    a DOCX and Markdown."""
+    docs = root / "furnished"
+    docs.mkdir()
+    pages = {
+        "Astoria": "<p>Astoria is a port city founded in 1887 by Ilse Varga.</p><p>The harbour of Astoria has 12 "
+        "piers and a lighthouse built by Tomas Brink.</p>",
+        "Derby": "<p>Derby is a river town on the Vessin where Petra Hollis opened a mill in 1902.</p>",
+        "Meridia": "<p>Meridia is an island whose ferry was launched in 1931 by Mira Tolland.</p>",
+    }
+    for title, body in pages.items():
+        write_saved_page(docs / f"{title.lower()}.html", body, title=title)
+    write_printed_pdf(
+        docs / "halvard.pdf",
+        [
+            ["Halvard Station is a research outpost opened in 2091 by Kestrel Ostrel."],
+            ["Its reactor delivers 40 megawatts to 12 people."],
+        ],
+        title="Halvard",
+        url="file:///home/ana/wiki/halvard.html",
+    )
+    write_printed_pdf(
+        docs / "lund.pdf",
+        [["The archive at Lund Harbour was built in 1923 by Petra Hollis."]],
+        title="Lund",
+        url="file:///home/ana/wiki/lund.html",
+    )
+    write_docx(docs / "engineering.docx", ["The chief engineer Dorran Quell joined in 2087."])
+    (docs / "notes.md").write_text("The archivist Tomas Brink catalogued 300 charts in 1951.", encoding="utf-8")
+    return docs
+
+
+FURNITURE_WORDS = (
+    "Home",
+    "Sign in",
+    "Northwind",
+    "Places",
+    "Recent changes",
+    "Random page",
+    "©",
+    "Privacy",
+    "last edited",
+    "11:15",
+    "file:",
+    "1/2",
+    "2/2",
+    "1/1",
+    "track",
+)
+
+
+def test_no_question_chunk_or_training_example_holds_page_furniture(tmp_path):
+    from harness.answer.retrieve import chunk_documents
+    from harness.data.ingest import load_documents
+    from harness.questions.build import make_questions
+
+    docs = _furniture_folder(tmp_path)
+    manifest = make_questions(docs, out=tmp_path / "q", cloze_style="blank")
+    rows = [
+        json.loads(line)
+        for name in ("questions.jsonl", "train_questions.jsonl")
+        for line in (tmp_path / "q" / name).read_text().splitlines()
+    ]
+    texts = [r["question"] for r in rows] + [r.get("evidence") or "" for r in rows]
+    texts += [c.text for c in chunk_documents(load_documents(docs), chunk_size=24, chunk_overlap=0)]
+    assert len(rows) > 10
+    assert not [(word, t) for t in texts for word in FURNITURE_WORDS if word in t]
+    assert manifest["furniture"] == {"repeated_lines": 1, "repeated_line_copies": 3}  # the articles' own footer

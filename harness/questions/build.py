@@ -616,7 +616,8 @@ def _make_questions(
 ) -> dict:
     from harness.data.ingest import read_documents
 
-    docs, skipped = read_documents(documents, skip_unreadable=skip_unreadable)
+    furniture: dict = {}
+    docs, skipped = read_documents(documents, skip_unreadable=skip_unreadable, counts=furniture)
     lm = None
     if generator == "model":
         from harness.models.local import load_generator
@@ -654,6 +655,7 @@ def _make_questions(
         "documents": str(documents),
         "n_documents": len(docs),
         "skipped_documents": skipped,
+        "furniture": furniture or None,
         "retrieval_round_trip": round_trip,
         "closed_book_leakage": leakage,
     }

@@ -123,6 +123,16 @@ def _provenance_blocks(d: dict) -> list[tuple]:
                 + ".",
             )
         )
+    furniture = (qs or {}).get("furniture") or {}
+    if furniture.get("repeated_lines"):
+        out.append(
+            (
+                "p",
+                f"Page furniture left out of the documents (questions, chunks and training text): "
+                f"{furniture['repeated_lines']} line(s) repeated across documents "
+                f"({furniture['repeated_line_copies']} copies).",
+            )
+        )
     if d.get("skipped_documents"):
         out.append(
             (
