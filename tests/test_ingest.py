@@ -387,3 +387,39 @@ def test_chromium_print_header_footer_and_ligatures_are_gone_from_the_text():
     assert "significant" in text and "efficient" in text
     assert not any(0xFB00 <= ord(c) <= 0xFB06 for c in text)
     assert "6:32" not in text and "file:" not in text and "1/1" not in text
+
+
+@pytest.mark.parametrize(
+    "lines, text",
+    [
+        (["It is a signi-", "ficant port."], "It is a significant port."),  # "ficant" is a word ending
+        (["Its manage-", "ment is local."], "Its management is local."),
+        (["A people-", "friendly port."], "A people-friendly port."),  # a hyphen of the text
+        (
+            ["The harbour-", "master is Ilse.", "A harbourmaster works there."],
+            "The harbourmaster is Ilse.\nA harbourmaster works there.",
+        ),  # the document spells it without
+        (["A self-", "less act.", "It was self-less."], "A self-less act.\nIt was self-less."),  # spelt so
+        (["Founded in 1887 by Ilse Varga-", "Holm."], "Founded in 1887 by Ilse Varga-\nHolm."),  # upper case: kept
+    ],
+)
+def test_pdf_line_break_hyphens_join_by_the_documented_rule(lines, text):
+    assert pdf_content(["\n".join(lines)]) == text
+
+
+def test_a_pdf_title_and_headings_are_units_of_their_own(tmp_path):
+    write_pdf_pages(
+        tmp_path / "astoria.pdf",
+        [
+            [
+                "Astoria",
+                "Astoria is a port city on the Vessin coast, founded in 1887 by the harbourmaster Ilse Varga.",
+                "History",
+                "The first pier was built in 1890.",
+            ]
+        ],
+    )
+    assert ingest.read_file(tmp_path / "astoria.pdf") == (
+        "Astoria\n\nAstoria is a port city on the Vessin coast, founded in 1887 by the harbourmaster Ilse Varga."
+        "\n\nHistory\n\nThe first pier was built in 1890."
+    )

@@ -11,7 +11,10 @@ within `data.MAX_FILE_BYTES`):
 - `.pdf`: pypdf's text layer, page by page (`pdf_content`), NFKC-normalised (ligature
   glyphs such as U+FB01 become "fi"), without what a browser prints around a page (the
   date and time, the address, "1/3") or lines repeated on half the pages or more (a
-  running header or footer). A PDF without a text layer (a scan), an encrypted one or a
+  running header or footer). A line-break hyphen is joined by `_rejoin`'s rule ("signi-"
+  + "ficant" -> "significant", "people-" + "friendly" -> "people-friendly"), and a title
+  or heading line is a unit of its own (`_is_heading`), never the start of the first
+  sentence. A PDF without a text layer (a scan), an encrypted one or a
   damaged one is an error: harness does no OCR and guesses no passwords. Objects nested
   deeper than Python's recursion limit are a damaged file, not a crash.
 - `.docx`: python-docx, paragraphs and table rows in document order; a row is its
@@ -181,8 +184,56 @@ def pdf_content(pages: list[str]) -> str:
     return _tidy("\n".join(_pdf_page(page) for page in kept))
 
 
+# Endings that are no word of their own: a line-break hyphen before one ("signi-" +
+# "ficant", "manage-" + "ment") is a word broken by hyphenation, not a hyphen of the text.
+_WORD_ENDINGS = re.compile(
+    r"(?:ti|si|ca|fi|ri)?(?:on|ons|al|ally|ant|ants|ance|ances|ent|ents|ence|ences|ic|ics|ical|ically|cant|cance)"
+    r"|ment|ments|ness|ity|ities|ing|ings|ible|able|ably|ous|ive|ively|ly|ful|less|ise|ised|ize|ized|ure|ures"
+    r"|ed|er|ers|est|ary|ory|ism|ist|ists"
+)
+_WORD = re.compile(r"[^\W\d_]+(?:-[^\W\d_]+)*")
+_HEADING_WORDS = 12  # a line of at most this many words, without final punctuation, can be a heading
+
+
+def _rejoin(head: str, tail: str, words: set[str]) -> str:
+    """`head` ending in "x-" and `tail` starting with "y" (lower case) as one line: "xy"
+    when the document spells "xy" elsewhere or "y" is a word ending (`_WORD_ENDINGS`),
+    "x-y" when it spells "x-y" elsewhere or otherwise (browsers and word processors break
+    lines only at hyphens the text has)."""
+    x, y = re.search(r"([^\W\d_]+)-$", head).group(1), re.match(r"[^\W\d_]+", tail).group()
+    joined = (x + y).lower()
+    keep = f"{x}-{y}".lower() in words or (joined not in words and not _WORD_ENDINGS.fullmatch(y.lower()))
+    return head + tail if keep else head[:-1] + tail
+
+
+def _is_heading(lines: list[str], i: int, width: int) -> bool:
+    """A title or heading line: short (at most `_HEADING_WORDS` words and 60% of the
+    page's widest line), no final punctuation, after a sentence's end or the page's
+    start, and followed by a line that starts with a capital or a digit."""
+    line, after = lines[i], lines[i + 1] if i + 1 < len(lines) else ""
+    before = lines[i - 1] if i else "."
+    return (
+        len(line.split()) <= _HEADING_WORDS
+        and len(line) <= 0.6 * width
+        and not re.search(r"[.!?,;:)\-]$", line)
+        and re.search(r"[.!?:]['\")]?$", before) is not None
+        and after[:1].isupper() | after[:1].isdigit()
+    )
+
+
 def _pdf_page(lines: list[str]) -> str:
-    return "\n".join(lines)
+    """One page's lines as text: a line ending in a hyphen joined to the next one when
+    that starts in lower case (`_rejoin`), and headings set apart by blank lines (so a
+    title never runs into the first sentence)."""
+    words = set(_WORD.findall(" ".join(lines).lower()))
+    joined: list[str] = []
+    for line in lines:
+        if joined and re.search(r"[^\W\d_]-$", joined[-1]) and line[:1].islower():
+            joined[-1] = _rejoin(joined[-1], line, words)
+        else:
+            joined.append(line)
+    width = max((len(line) for line in joined), default=0)
+    return "\n".join(f"\n{line}\n" if _is_heading(joined, i, width) else line for i, line in enumerate(joined))
 
 
 def _check_unpacked_size(path: Path, raw: bytes) -> None:
