@@ -3,18 +3,22 @@ round trip (harness/questions/review.py): evidence-checked cloze items, unanswer
 
 import csv
 import json
+import random
 
 import pytest
 
-from harness.answer.retrieve import HashingEmbedder
+from harness.answer.retrieve import HashingEmbedder, split_sentences
 from harness.data.ingest import load_user_dataset
 from harness.data.items import DataError, Document, load_questions
 from harness.evaluate.metrics import contains, normalize
 from harness.questions.build import (
+    _pools,
     build_question_set,
+    choices_for,
     closed_book_leakage,
     find_spans,
     make_questions,
+    mid_sentence_capitals,
     retrieval_round_trip,
 )
 from harness.questions.review import apply_review
@@ -522,3 +526,69 @@ def test_every_formula_start_is_quoted_and_every_cell_reads_back():
         cell = sheet_cell(text)
         assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")) and read_cell(cell) == text
     assert sheet_cell("plain") == "plain" and sheet_cell("=1") == "'=1"
+
+
+MERIDIA = [
+    Document(
+        id="meridia",
+        text="Meridia\n\nThe island of Meridia lies in the Vessin Sea. The ferry to Meridia leaves from Astoria Harbour. "
+        "The governor of Meridia is Petra Hollis. Wool from Meridia is sold in Derby Town. Each summer Meridia hosts "
+        "the Lantern Fair. The school of Meridia was opened by Tomas Brink. A storm hit Meridia and Quell Point.",
+    ),
+    Document(
+        id="astoria",
+        text="The port of Astoria Harbour was built by Ilse Varga. Its lighthouse faces Halvard Rock. Traders from "
+        "Lund Bay and Kestrel Point meet there.",
+    ),
+    Document(id="rivers", text="The rivers Ostrel, Vanta and Quill meet at Corran before the sea."),
+    Document(id="sailors", text="Sailors from Brannock visit Tellis and Morrow every spring."),
+    Document(
+        id="varga",
+        text="The harbour of Lund Bay is old. Boats were repaired by Ilse Varga in spring. The old mill was sold "
+        "to Ilse Varga last year. The boats are painted by Ilse Varga each winter.",
+    ),
+]
+
+
+def test_one_answer_is_asked_at_most_twice_per_document_and_its_title_once():
+    qset = build_question_set(MERIDIA, seed=0, unanswerable_share=0)
+    answers = [(r["doc_id"], normalize(r["answers"][0])) for r in qset.eval]
+    assert answers.count(("meridia", "meridia")) == 1  # the document's title entity, once
+    assert answers.count(("varga", "ilse varga")) == 2 and qset.counts["rejected"]["answer_repeated"] == 1
+    assert sum(d == "meridia" for d, _ in answers) == 7  # a capped sentence asks about another of its names
+
+
+def test_distractors_have_the_answers_shape_and_context():
+    qset = build_question_set(MERIDIA, seed=0, unanswerable_share=0)
+    shapes = [{len(c.split()) for c in row["choices"]} for row in qset.eval]
+    assert {1} in shapes and {2} in shapes  # one-word names against one-word names, two against two
+    assert all(len(s) == 1 for s in shapes), [r["choices"] for r in qset.eval]
+    sentences = [
+        ("d", "It was built by Ana Lund."),
+        ("d", "It was opened by Bo Kerr."),
+        ("d", "Made by Cy Dunn."),
+        ("d", "Made by Di Holm."),
+        ("d", "It lies in Vessin Bay."),
+        ("d", "A port in Quell Sound."),
+        ("d", "A town in Derby Vale."),
+    ]
+    pools = _pools(sentences)
+    for seed in range(5):  # "by ____": the people found after "by", never the places found after "in"
+        choices, _ = choices_for(
+            "Ana Lund", "name", pools, evidence="It was built by Ana Lund.", rng=random.Random(seed), before="by"
+        )
+        assert sorted(choices) == ["Ana Lund", "Bo Kerr", "Cy Dunn", "Di Holm"]
+
+
+def test_a_sentences_first_word_is_not_glued_to_the_name_after_it():
+    docs = [
+        Document(
+            id="v",
+            text="Following Victoria the river turns north. The bridge at Victoria is old. "
+            "Ilse Varga built it in 1887. The mayor thanked Ilse Varga.",
+        )
+    ]
+    capitals = mid_sentence_capitals([("v", s) for s in split_sentences(docs[0].text)])
+    assert [s.text for s in find_spans("Following Victoria the river turns north.", capitals=capitals)] == ["Victoria"]
+    assert [s.text for s in find_spans("Ilse Varga built it in 1887.", capitals=capitals)] == ["Ilse Varga", "1887"]
+    assert [s.text for s in find_spans("Following Victoria the river turns north.")] == ["Following Victoria"]
