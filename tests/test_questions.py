@@ -592,3 +592,24 @@ def test_a_sentences_first_word_is_not_glued_to_the_name_after_it():
     assert [s.text for s in find_spans("Following Victoria the river turns north.", capitals=capitals)] == ["Victoria"]
     assert [s.text for s in find_spans("Ilse Varga built it in 1887.", capitals=capitals)] == ["Ilse Varga", "1887"]
     assert [s.text for s in find_spans("Following Victoria the river turns north.")] == ["Following Victoria"]
+
+
+def test_the_review_sheet_shows_what_an_unanswerable_item_was_checked_against(tmp_path):
+    make_questions(_docs_folder(tmp_path), out=tmp_path / "q", seed=0, embedder=None)
+    with open(tmp_path / "q" / "review.csv", encoding="utf-8-sig", newline="") as f:
+        rows = {r["id"]: r for r in csv.DictReader(f)}
+    ghosts = [r for r in rows.values() if not r["answer"]]
+    assert ghosts
+    for row in ghosts:
+        item = json.loads(
+            next(
+                line
+                for line in (tmp_path / "q" / "questions.jsonl").read_text().splitlines()
+                if json.loads(line)["id"] == row["id"]
+            )
+        )
+        assert row["evidence"].startswith(f"No document names {item['entity']!r} (checked); made from f")
+        source = rows[row["evidence"].split("made from ")[1].split(",")[0]]
+        assert row["evidence"].endswith(f": {source['evidence']}")  # the sentence the ghost question came from
+    manifest = apply_review(tmp_path / "q" / "review.csv", tmp_path / "reviewed")  # the cell reads back as no edit
+    assert manifest["review"]["edited"] == 0

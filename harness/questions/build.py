@@ -464,7 +464,9 @@ def _made_up_name(rng: random.Random) -> str:
 
 def unanswerable_items(rows: list[dict], docs: list[Document], *, n: int, seed: int) -> list[dict]:
     """`n` questions about entities absent from every document: an answerable question
-    with a name in it, the name swapped for a recombined or made-up one."""
+    with a name in it, the name swapped for a recombined or made-up one. Each row's
+    `check` says what was checked and what it was made from (the review sheet shows it as
+    the evidence)."""
     rng = random.Random(seed + 1)
     corpus = " ".join(normalize(d.text) for d in docs)
     names = sorted(
@@ -485,12 +487,14 @@ def unanswerable_items(rows: list[dict], docs: list[Document], *, n: int, seed: 
             for s in find_spans(r["question"])
             if s.kind == "name" and s.text != "Fill" and normalize(s.text) not in normalize(r["answers"][0])
         ]
+        check = f"No document names {ghost!r} (checked)"
         if with_name:
             source, span = rng.choice(with_name)
             question = source["question"][: span.start] + ghost + source["question"][span.end :]
+            check += f"; made from {source['id']}, {span.text!r} swapped out: {source['evidence']}"
         else:
             question = f"What do the documents say about {ghost}?"
-        out.append({"question": question, "answers": [], "kind": "unanswerable", "entity": ghost})
+        out.append({"question": question, "answers": [], "kind": "unanswerable", "entity": ghost, "check": check})
     return out
 
 
