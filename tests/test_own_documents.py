@@ -3,6 +3,7 @@
 import csv
 import json
 
+import pytest
 import yaml
 
 from conftest import tiny_config
@@ -216,3 +217,41 @@ def test_no_question_chunk_or_training_example_holds_page_furniture(tmp_path):
     assert len(rows) > 10
     assert not [(word, t) for t in texts for word in FURNITURE_WORDS if word in t]
     assert manifest["furniture"] == {"repeated_lines": 1, "repeated_line_copies": 3}  # the articles' own footer
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_every_file_init_and_questions_write_has_the_umasks_mode(tmp_path, monkeypatch, umask, mode):
+    import os
+
+    _mixed_folder(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    old = os.umask(umask)
+    try:
+        assert main(["init", "docs"]) == 0
+        assert main(["questions", "docs", "--out", "q"]) == 0
+    finally:
+        os.umask(old)
+    written = [tmp_path / "harness.yaml", *sorted((tmp_path / "q").iterdir())]
+    assert len(written) >= 5
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in written} == {p.name: oct(mode) for p in written}
+
+
+def test_a_replaced_file_keeps_the_mode_it_had(tmp_path):
+    from harness.store.results import atomic_write_text
+
+    path = tmp_path / "config.yaml"
+    path.write_text("old")
+    path.chmod(0o640)  # someone set it for their group
+    atomic_write_text(path, "new")
+    assert (path.read_text(), oct(path.stat().st_mode & 0o777)) == ("new", "0o640")
+
+
+def test_apply_review_names_the_paths_it_looked_at(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "review.csv").write_text("id,keep,question,answer\nf0000,yes,Q,A\n")
+    assert main(["questions", "--apply-review", "review.csv", "--out", "out"]) == 2
+    err = capsys.readouterr().err
+    assert f"looked for {tmp_path / 'questions.jsonl'}" in err and "keep review.csv in the folder" in err
+    assert main(["questions", "--apply-review", "elsewhere/review.csv", "--out", "out"]) == 2
+    assert f"no such file (looked for {tmp_path / 'elsewhere' / 'review.csv'})" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

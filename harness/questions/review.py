@@ -242,6 +242,13 @@ def apply_review(sheet: str | Path, out: str | Path, *, force: bool = False) -> 
             f"--out {out}: give a folder other than the sheet's; the sheet is read against the set "
             "beside it, which stays as generated"
         )
+    if not sheet.is_file():
+        raise DataError(f"--apply-review {sheet}: no such file (looked for {sheet.resolve()})")
+    if not (folder / "questions.jsonl").is_file():
+        raise DataError(
+            f"--apply-review {sheet}: the question set it reviews is not beside it (looked for "
+            f"{(folder / 'questions.jsonl').resolve()}); keep review.csv in the folder harness questions wrote"
+        )
     with own_folder(out, QUESTION_SET, force=force):
         originals, twins, known, manifest = _read_set(folder)
         rows, train, edited, dropped = _apply_rows(sheet, originals, twins)
