@@ -331,10 +331,9 @@ def _init(args) -> int:
     from harness.questions.starter import write_starter_config
 
     path, est = write_starter_config(args.documents, out=args.out, questions=args.questions, force=args.force)
-    lo, hi = (round(s / 60) for s in est["total_seconds"])
     print(
         f"wrote {path}: {est['documents']} documents, {est['words']:,} words, about {est['questions']} questions; "
-        f"estimated run {max(lo, 1)}-{max(hi, 1)} min on 2 CPU cores"
+        f"estimated run {est['run_time']} on a quiet 2-core CPU (the rates assumed are in its header)"
         + (f" ({est['skipped']} unreadable file(s) skipped)" if est["skipped"] else "")
     )
     plan = {r["effect"]: r["items"] for r in _plan_rows_assumed()}

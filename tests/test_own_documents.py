@@ -255,3 +255,26 @@ def test_apply_review_names_the_paths_it_looked_at(tmp_path, capsys, monkeypatch
     assert main(["questions", "--apply-review", "elsewhere/review.csv", "--out", "out"]) == 2
     assert f"no such file (looked for {tmp_path / 'elsewhere' / 'review.csv'})" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_init_prints_the_estimate_its_config_header_holds(tmp_path, capsys, monkeypatch):
+    import re
+
+    _mixed_folder(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(
+        "harness.questions.starter.estimate_run",
+        lambda **kw: {
+            "train_tokens": 3000,
+            "train_seconds": [570, 1000],
+            "answer_seconds": 30,
+            "total_seconds": [630, 1090],
+        },
+    )
+    assert main(["init", "docs"]) == 0  # 10.5-18.2 min: rounded 10-18, rounded up 11-19
+    printed = re.search(r"estimated run (\S+ min)", capsys.readouterr().out).group(1)
+    header = re.search(
+        r"Estimated run time on a quiet 2-core CPU \(README, Performance\): (\S+ min)",
+        (tmp_path / "harness.yaml").read_text(),
+    ).group(1)
+    assert printed == header == "11-19 min"

@@ -111,12 +111,13 @@ def write_starter_config(
     )
     estimate.update(documents=len(docs), words=words, skipped=len(skipped), questions=n_eval, train_questions=n_train)
     lo, hi = estimate["total_seconds"]
+    estimate["run_time"] = _minutes(lo, hi)  # the one string the header and `harness init`'s line both show
     header = [
         f"# Starter config from `harness init {documents}` ({datetime.date.today().isoformat()}): "
         f"{len(docs)} documents, {words:,} words" + (f", {len(skipped)} unreadable file(s) skipped" if skipped else ""),
         f"# (about {round(words * TOKENS_PER_WORD):,} tokens). `harness questions {documents} --out {questions}` "
         f"builds about {n_eval} questions and {n_train} training questions.",
-        f"# Estimated run time on a 2-core CPU (README, Performance): {_minutes(lo, hi)}: training "
+        f"# Estimated run time on a quiet 2-core CPU (README, Performance): {estimate['run_time']}: training "
         f"{_minutes(*estimate['train_seconds'])}",
         f"# ({STARTER['train']['epochs']} epochs x ~{estimate['train_tokens'] // STARTER['train']['epochs']:,} "
         f"tokens at {TRAIN_TOKENS_PER_SECOND[0]}-{TRAIN_TOKENS_PER_SECOND[1]} tokens/s), answering "
