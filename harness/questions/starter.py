@@ -45,9 +45,23 @@ STARTER = {
         "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
     },
     "retrieval": {"chunk_size": 128, "chunk_overlap": 16, "top_k": 3},
-    "eval": {"max_new_tokens": 16},
+    "eval": {"max_new_tokens": 16},  # replaced by answer_budget(documents)
 }
+MAX_NEW_TOKENS_RANGE = (16, 64)
 PIPELINES = 4  # base, finetuned, rag, rag_finetuned
+
+
+def answer_budget(docs) -> int:
+    """`eval.max_new_tokens` for these documents' questions: enough for 90% of the
+    complete-style items to be restated whole and then answered (a model that repeats
+    the sentence before its answer, as base models do, still reaches the answer), in
+    `MAX_NEW_TOKENS_RANGE`."""
+    from harness.questions.build import build_question_set
+
+    rows = build_question_set(docs, cloze_style="complete", seed=0, unanswerable_share=0).eval
+    words = sorted(len(r["evidence"].split()) for r in rows) or [0]
+    low, high = MAX_NEW_TOKENS_RANGE
+    return max(low, min(high, math.ceil(TOKENS_PER_WORD * words[int(0.9 * (len(words) - 1))]) + 4))
 
 
 def estimate_run(*, train_tokens: int, epochs: int, n_questions: int, max_new_tokens: int) -> dict:
@@ -95,6 +109,7 @@ def write_starter_config(
     raw = {
         "name": Path(documents).resolve().name or "my_documents",
         **STARTER,
+        "eval": {**STARTER["eval"], "max_new_tokens": answer_budget(docs)},
         "data": {
             "documents": str(documents),
             "questions": str(questions / "questions.jsonl"),
@@ -107,7 +122,7 @@ def write_starter_config(
         train_tokens=round(train_words * TOKENS_PER_WORD) + n_train * PROMPT_TOKENS,
         epochs=STARTER["train"]["epochs"],
         n_questions=n_eval,
-        max_new_tokens=STARTER["eval"]["max_new_tokens"],
+        max_new_tokens=raw["eval"]["max_new_tokens"],
     )
     estimate.update(documents=len(docs), words=words, skipped=len(skipped), questions=n_eval, train_questions=n_train)
     lo, hi = estimate["total_seconds"]
@@ -123,6 +138,8 @@ def write_starter_config(
         f"tokens at {TRAIN_TOKENS_PER_SECOND[0]}-{TRAIN_TOKENS_PER_SECOND[1]} tokens/s), answering "
         f"~{_minutes(estimate['answer_seconds'])} ({PIPELINES} pipelines x {n_eval} questions at "
         f"~{GENERATE_TOKENS_PER_SECOND} tokens/s).",
+        f"# eval.max_new_tokens: {raw['eval']['max_new_tokens']}, room for 90% of these sentences restated whole and "
+        "then answered (the report counts answers cut at the cap).",
         "# train.objective: sft learns from the training questions; cpt would train on the documents themselves.",
         "# retrieval.chunk_size and chunk_overlap count the embedder's tokens (MiniLM reads at most 254).",
     ]

@@ -133,6 +133,17 @@ def _provenance_blocks(d: dict) -> list[tuple]:
                 f"({furniture['repeated_line_copies']} copies).",
             )
         )
+    trained = d.get("document_sentences") or {}
+    if trained and trained["trained"] < trained["of"]:
+        out.append(
+            (
+                "p",
+                f"The adapter's training material (objective: {trained['objective']}) holds {trained['trained']} of "
+                f"{trained['of']} document sentences ({100 * trained['trained'] / trained['of']:.0f}%); the other "
+                f"{trained['of'] - trained['trained']} reach the fine-tuned arms only through retrieval"
+                + (" (objective: mixed trains on the documents too)." if trained["objective"] == "sft" else "."),
+            )
+        )
     if d.get("skipped_documents"):
         out.append(
             (
@@ -913,6 +924,18 @@ def _cost_blocks(m: dict) -> list[tuple]:
             "decoding). Eval wall time also includes retrieval and multiple-choice scoring.",
         )
     )
+    capped = {p: c["at_max_new_tokens"] for p, c in costs["pipelines"].items() if c.get("at_max_new_tokens")}
+    if capped:
+        n = m["data"]["questions"]
+        b.append(
+            (
+                "p",
+                f"**Answers cut at the generation cap** ({m['protocol']['decoding']}): "
+                + ", ".join(f"{p} {k} of {n}" for p, k in capped.items())
+                + ". A cut answer may stop before the answer, so fact recall there partly measures how much an arm "
+                "says first; raise `eval.max_new_tokens` to compare the arms on what they know.",
+            )
+        )
     if costs.get("training"):
         b.append(("p", _training_cost_line(costs["training"])))
     if costs.get("index"):

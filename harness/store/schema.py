@@ -84,6 +84,7 @@ class DataInfo(_Part):
     unanswerable: int
     train_texts: int
     train_questions: int
+    document_sentences: dict[str, Any] | None = None  # run.record.sentences_trained
     skipped_documents: list[dict[str, Any]] | None = None
     question_set: dict[str, Any] | None = None
 
@@ -198,7 +199,10 @@ class PipelineCost(_Part):
     latency_p95_s: float
     prompt_tokens_mean: float
     new_tokens_mean: float
-    batches: dict[str, int]  # generations reused from the memo and computed
+    batches: dict[str, int]
+    at_max_new_tokens: int | None = (
+        None  # answers cut at eval.max_new_tokens  # generations reused from the memo and computed
+    )
     served_tokens: dict[str, int] | None = None  # endpoint runs: what the server reported
 
 
