@@ -613,3 +613,43 @@ def test_the_review_sheet_shows_what_an_unanswerable_item_was_checked_against(tm
         assert row["evidence"].endswith(f": {source['evidence']}")  # the sentence the ghost question came from
     manifest = apply_review(tmp_path / "q" / "review.csv", tmp_path / "reviewed")  # the cell reads back as no edit
     assert manifest["review"]["edited"] == 0
+
+
+def test_the_elimination_rate_counts_items_a_closed_book_rule_answers_from_the_choices():
+    from harness.questions.build import elimination
+
+    rows = [
+        {
+            "question": "Fill in the blank: She moved to ____.",
+            "answers": ["USA"],
+            "answer_index": 0,
+            "choices": ["USA", "Ilse Varga", "Lund Bay", "Derby Town"],
+        },  # the odd shape out
+        {
+            "question": "Fill in the blank: Thalia Volcano stands above ____.",
+            "answers": ["Thalia Bay"],
+            "answer_index": 1,
+            "choices": ["Lund Bay", "Thalia Bay", "Derby Town", "Quell Point"],
+        },  # shares "Thalia"
+        {
+            "question": "Fill in the blank: The mill was sold to ____.",
+            "answers": ["Tomas Brink"],
+            "answer_index": 2,
+            "choices": ["Lund Bay", "Derby Town", "Tomas Brink", "Quell Point"],
+        },  # nothing to eliminate by
+        {
+            "question": "Fill in the blank: It opened in ____.",
+            "answers": ["DJ"],
+            "answer_index": 0,
+            "choices": ["DJ", "Petra Hollis", "AM", "UN"],
+        },  # the odd one out is a distractor: no credit
+        {"question": "What do the documents say about Kaven Dor?", "answers": [], "kind": "unanswerable"},
+    ]
+    assert elimination(rows) == {
+        "rule": "odd shape out, else the one choice sharing a word with the question",
+        "items": 4,
+        "answered": 2,
+        "rate": 0.5,
+    }
+    qset = build_question_set(MERIDIA, seed=0)
+    assert qset.counts["elimination"]["items"] == sum(bool(r.get("choices")) for r in qset.eval)

@@ -553,7 +553,36 @@ def build_question_set(
     for name, n in counts["rejected"].items():
         if n:
             log.info("questions: %d rejected (%s)", n, name.replace("_", " "))
+    counts["elimination"] = elimination(rows)
     return QuestionSet(eval=rows, train=train, counts=counts)
+
+
+def _eliminated(row: dict) -> str | None:
+    """The choice a reader without the documents would pick by elimination alone, or
+    None: the one choice of another shape than the other three (`_shape`: "USA" among
+    "Ilse Varga", "Lund Bay", "Derby Town"), else the one choice sharing a word with the
+    question (a name the question already holds)."""
+    shapes = [_shape(c) for c in row["choices"]]
+    odd = [c for c, sh in zip(row["choices"], shapes) if shapes.count(sh) == 1]
+    if len(odd) == 1 and len(set(shapes)) == 2:
+        return odd[0]
+    words = set(normalize(row["question"]).split())
+    sharing = [c for c in row["choices"] if set(normalize(c).split()) & words]
+    return sharing[0] if len(sharing) == 1 else None
+
+
+def elimination(rows: list[dict]) -> dict:
+    """How many multiple-choice items a closed-book rule (`_eliminated`) answers from the
+    choices and the question alone: items, those it answers right, and the rate. Chance is
+    25% for a guess; the rule guesses only when elimination points at one choice."""
+    asked = [r for r in rows if r.get("choices") and r["answers"]]
+    right = sum(_eliminated(r) == r["choices"][r["answer_index"]] for r in asked)
+    return {
+        "rule": "odd shape out, else the one choice sharing a word with the question",
+        "items": len(asked),
+        "answered": right,
+        "rate": round(right / len(asked), 3) if asked else None,
+    }
 
 
 def retrieval_round_trip(

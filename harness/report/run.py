@@ -123,6 +123,16 @@ def _provenance_blocks(d: dict) -> list[tuple]:
                 + ".",
             )
         )
+    eliminated = ((qs or {}).get("filters") or {}).get("elimination") or {}
+    if eliminated.get("items"):
+        out.append(
+            (
+                "p",
+                f"Answerable by elimination (a closed-book rule shown the question and its choices, no document: "
+                f"{eliminated['rule']}): {eliminated['answered']} of {eliminated['items']} multiple-choice items "
+                f"({100 * eliminated['rate']:.0f}%).",
+            )
+        )
     furniture = (qs or {}).get("furniture") or {}
     if furniture.get("repeated_lines"):
         out.append(
