@@ -330,10 +330,22 @@ def _questions(args) -> int:
 def _init(args) -> int:
     from harness.questions.starter import write_starter_config
 
-    path, est = write_starter_config(args.documents, out=args.out, questions=args.questions, force=args.force)
+    rates = None
+    if args.measure:
+        from harness.questions.starter import STARTER
+        from harness.run.probe import measure_rates
+
+        rates = measure_rates(STARTER["model"]["name"], target_modules=STARTER["train"]["target_modules"])
+        print(
+            f"measured in {rates['seconds']:.0f} s: training {rates['train_tokens_per_second']:g} tokens/s, "
+            f"generating {rates['generate_tokens_per_second']:g} tokens/s"
+        )
+    path, est = write_starter_config(
+        args.documents, out=args.out, questions=args.questions, force=args.force, rates=rates
+    )
     print(
         f"wrote {path}: {est['documents']} documents, {est['words']:,} words, about {est['questions']} questions; "
-        f"estimated run {est['run_time']} on a quiet 2-core CPU (the rates assumed are in its header)"
+        f"estimated run {est['run_time']}, rates {est['rates']['source']}"
         + (f" ({est['skipped']} unreadable file(s) skipped)" if est["skipped"] else "")
     )
     plan = {r["effect"]: r["items"] for r in _plan_rows_assumed()}
@@ -467,6 +479,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--questions", default="q", help="folder the config expects the question set in (default: q)")
     p.add_argument(
         "--force", action="store_true", help="replace an existing config, keeping it as OUT.backup-<date>-<time>"
+    )
+    p.add_argument(
+        "--measure",
+        action="store_true",
+        help="time a few steps of training and answering on this machine now (loads the model; seconds) "
+        "instead of assuming a quiet 2-core CPU's rates",
     )
     p.set_defaults(func=_init)
     _add_questions_parser(sub)

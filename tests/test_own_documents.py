@@ -126,6 +126,8 @@ def test_mixed_folder_to_a_reviewed_run(tmp_path, tiny_model_dir, capsys, monkey
     assert data["document_sentences"] == {"objective": "sft", "trained": n_rows - 2, "of": 10}
     text = (tmp_path / report).read_text()
     assert f"(objective: sft) holds {n_rows - 2} of 10 document sentences" in text
+    eliminated = qs["filters"]["elimination"]
+    assert f"{eliminated['answered']} of {eliminated['items']} multiple-choice items" in text
     cap = raw["eval"]["max_new_tokens"]
     predictions = [json.loads(line) for line in (tmp_path / report).with_name("predictions.jsonl").open()]
     cut = {p: sum(r["new_tokens"] >= cap for r in predictions if r["pipeline"] == p) for p in m["costs"]["pipelines"]}
@@ -283,7 +285,7 @@ def test_init_prints_the_estimate_its_config_header_holds(tmp_path, capsys, monk
     assert main(["init", "docs"]) == 0  # 10.5-18.2 min: rounded 10-18, rounded up 11-19
     printed = re.search(r"estimated run (\S+ min)", capsys.readouterr().out).group(1)
     header = re.search(
-        r"Estimated run time on a quiet 2-core CPU \(README, Performance\): (\S+ min)",
+        r"Estimated run time, rates assumed for a quiet 2-core CPU \(README, Performance\): (\S+ min)",
         (tmp_path / "harness.yaml").read_text(),
     ).group(1)
     assert printed == header == "11-19 min"
@@ -305,3 +307,27 @@ def test_the_starter_budget_lets_a_restated_sentence_reach_its_answer(tmp_path, 
     budget = load_config(tmp_path / "harness.yaml").eval.max_new_tokens
     assert budget == answer_budget(load_documents(docs)) and budget >= 16
     assert f"# eval.max_new_tokens: {budget}, room for 90%" in (tmp_path / "harness.yaml").read_text()
+
+
+def test_init_measure_times_this_machine_and_the_estimate_follows_the_rates(
+    tmp_path, tiny_model_dir, capsys, monkeypatch
+):
+    from harness.questions import starter
+    from harness.run import probe
+
+    rates = probe.measure_rates(str(tiny_model_dir), target_modules=["q_proj", "v_proj"], steps=1)
+    assert rates["train_tokens_per_second"] > 0 and rates["generate_tokens_per_second"] > 0
+    assert rates["seconds"] < 60
+    _mixed_folder(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    fixed = {"train_tokens_per_second": 50.0, "generate_tokens_per_second": 20.0, "seconds": 3.0}
+    monkeypatch.setattr(probe, "measure_rates", lambda model, **kw: fixed)
+    assert main(["init", "docs", "--measure"]) == 0
+    out = capsys.readouterr().out
+    assert "measured in 3 s: training 50 tokens/s, generating 20 tokens/s" in out
+    text = (tmp_path / "harness.yaml").read_text()
+    assert "rates measured on this machine (harness init --measure)" in text and "at 40-62 tokens/s" in text
+    _, assumed = starter.write_starter_config("docs", out="assumed.yaml")
+    _, measured = starter.write_starter_config("docs", out="measured.yaml", rates=fixed)
+    assert measured["train_seconds"] == [round(assumed["train_tokens"] / 62), round(assumed["train_tokens"] / 40)]
+    assert measured["answer_seconds"] == round(assumed["answer_seconds"] * 100 / 20)  # 20 tokens/s, not 100
