@@ -909,6 +909,7 @@ def _cost_blocks(m: dict) -> list[tuple]:
             [
                 "pipeline",
                 "eval wall s",
+                "generation s",
                 "latency p50 ms",
                 "latency p95 ms",
                 "prompt tokens / query",
@@ -918,6 +919,7 @@ def _cost_blocks(m: dict) -> list[tuple]:
                 [
                     p,
                     f"{c['wall_seconds']:.1f}",
+                    "–" if c.get("generation_seconds") is None else f"{c['generation_seconds']:.1f}",
                     f"{1000 * c['latency_p50_s']:.0f}",
                     f"{1000 * c['latency_p95_s']:.0f}",
                     f"{c['prompt_tokens_mean']:.0f}",
@@ -934,6 +936,9 @@ def _cost_blocks(m: dict) -> list[tuple]:
             "decoding). Eval wall time also includes retrieval and multiple-choice scoring.",
         )
     )
+    note = reuse_note(costs["pipelines"])
+    if note:
+        b.append(("p", note))
     capped = {p: c["at_max_new_tokens"] for p, c in costs["pipelines"].items() if c.get("at_max_new_tokens")}
     if capped:
         n = m["data"]["questions"]
@@ -952,6 +957,21 @@ def _cost_blocks(m: dict) -> list[tuple]:
         b += _index_blocks(costs["index"], top_k=m["protocol"]["top_k"])
     b.append(("figure", "cost", plots.accuracy_vs_cost(m), "Multiple-choice accuracy against per-query latency."))
     return b
+
+
+def reuse_note(pipelines: dict) -> str | None:
+    """What the cost table means for arms answered (partly) from the generation memo: eval
+    wall time is then the lookup, and generation s is what the answers took when they were
+    first computed; None when every answer was computed in this run."""
+    reused = {p: c["batches"]["reused"] for p, c in pipelines.items() if c.get("batches", {}).get("reused")}
+    if not reused:
+        return None
+    return (
+        "Answers reused from the generation memo (a resumed or repeated run): "
+        + ", ".join(f"{p} {n} batch(es)" for p, n in reused.items())
+        + ". Their eval wall time is the lookup; generation s is the time they took when first computed, "
+        "the cost to compare."
+    )
 
 
 def _training_cost_line(tr: dict) -> str:

@@ -199,10 +199,9 @@ class PipelineCost(_Part):
     latency_p95_s: float
     prompt_tokens_mean: float
     new_tokens_mean: float
-    batches: dict[str, int]
-    at_max_new_tokens: int | None = (
-        None  # answers cut at eval.max_new_tokens  # generations reused from the memo and computed
-    )
+    batches: dict[str, int]  # generations reused from the memo and computed
+    at_max_new_tokens: int | None = None  # answers cut at eval.max_new_tokens
+    generation_seconds: float | None = None  # the answers' generation time when first computed
     served_tokens: dict[str, int] | None = None  # endpoint runs: what the server reported
 
 
