@@ -37,6 +37,7 @@ import errno
 import logging
 import math
 import sys
+import warnings
 
 # OSErrors that mean a place cannot be written, which the user fixes, not a bug
 _PLACE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR}
@@ -508,6 +509,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("httpx", "urllib3", "sentence_transformers", "transformers", "filelock", "faiss.loader"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Warnings no one running harness can act on, printed on every run: bitsandbytes'
+    # optional CPU kernel for 4-bit layers (only QLoRA on a CPU would use it; its errors
+    # still show), and a deprecation inside peft's call into transformers.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     try:
         return args.func(args)
     except _input_errors() as err:

@@ -331,3 +331,20 @@ def test_init_measure_times_this_machine_and_the_estimate_follows_the_rates(
     _, measured = starter.write_starter_config("docs", out="measured.yaml", rates=fixed)
     assert measured["train_seconds"] == [round(assumed["train_tokens"] / 62), round(assumed["train_tokens"] / 40)]
     assert measured["answer_seconds"] == round(assumed["answer_seconds"] * 100 / 20)  # 20 tokens/s, not 100
+
+
+def test_warnings_a_user_cannot_act_on_are_not_printed(tmp_path, caplog, monkeypatch):
+    import logging
+    import warnings
+
+    _mixed_folder(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(logging.getLogger("bitsandbytes.backends.cpu.ops"), "level", logging.NOTSET)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["init", "docs"]) == 0
+        logging.getLogger("bitsandbytes.backends.cpu.ops").warning("Failed to load CPU gemm_4bit_forward")
+        warnings.warn("`is_gradient_checkpointing` is deprecated and will be removed in v6.", FutureWarning)
+        warnings.warn("a warning that matters", FutureWarning)
+    assert [str(w.message) for w in caught if w.category is FutureWarning] == ["a warning that matters"]
+    assert not [r for r in caplog.records if "gemm_4bit_forward" in r.getMessage()]
