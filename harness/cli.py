@@ -293,6 +293,7 @@ def _questions(args) -> int:
         skip_unreadable=args.skip_unreadable,
         cloze_style=args.cloze_style,
         force=args.force,
+        eval_sample=args.eval_sample,
     )
     items, rejected = m["items"], {k: v for k, v in m["filters"]["rejected"].items() if v}
     print(
@@ -379,6 +380,24 @@ def _export_lora(args) -> int:
     return 0
 
 
+def _add_init_parser(sub) -> None:
+    """`harness init`'s arguments."""
+    p = sub.add_parser("init", help="write a starter config for a folder of documents, with a run-time estimate")
+    p.add_argument("documents")
+    p.add_argument("--out", default="harness.yaml", help="config file to write (default: harness.yaml)")
+    p.add_argument("--questions", default="q", help="folder the config expects the question set in (default: q)")
+    p.add_argument(
+        "--force", action="store_true", help="replace an existing config, keeping it as OUT.backup-<date>-<time>"
+    )
+    p.add_argument(
+        "--measure",
+        action="store_true",
+        help="time a few steps of training and answering on this machine now (loads the model; seconds) "
+        "instead of assuming a quiet 2-core CPU's rates",
+    )
+    p.set_defaults(func=_init)
+
+
 def _add_questions_parser(sub) -> None:
     """`harness questions`: its arguments (build_parser would pass 80 lines with them)."""
     p = sub.add_parser("questions", help="build a question set from a folder of documents, or apply its review")
@@ -394,7 +413,15 @@ def _add_questions_parser(sub) -> None:
     )
     p.add_argument("--model", default=None, help="--generator model: the model that writes questions")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-questions", type=int, default=None, help="keep at most this many (a seeded sample)")
+    p.add_argument(
+        "--max-questions", type=int, default=None, help="keep at most this many facts (a seeded sample; training too)"
+    )
+    p.add_argument(
+        "--eval-sample",
+        type=int,
+        default=None,
+        help="evaluate a seeded sample of this many items, keeping every fact's training question",
+    )
     p.add_argument(
         "--items",
         type=int,
@@ -474,20 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results_dir")
     p.add_argument("files", nargs="*")
     p.set_defaults(func=_labels)
-    p = sub.add_parser("init", help="write a starter config for a folder of documents, with a run-time estimate")
-    p.add_argument("documents")
-    p.add_argument("--out", default="harness.yaml", help="config file to write (default: harness.yaml)")
-    p.add_argument("--questions", default="q", help="folder the config expects the question set in (default: q)")
-    p.add_argument(
-        "--force", action="store_true", help="replace an existing config, keeping it as OUT.backup-<date>-<time>"
-    )
-    p.add_argument(
-        "--measure",
-        action="store_true",
-        help="time a few steps of training and answering on this machine now (loads the model; seconds) "
-        "instead of assuming a quiet 2-core CPU's rates",
-    )
-    p.set_defaults(func=_init)
+    _add_init_parser(sub)
     _add_questions_parser(sub)
     p = sub.add_parser("export-lora", help="write a PEFT LoRA adapter as a GGUF adapter for llama.cpp's server")
     p.add_argument("adapter_dir")

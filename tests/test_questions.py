@@ -653,3 +653,18 @@ def test_the_elimination_rate_counts_items_a_closed_book_rule_answers_from_the_c
     }
     qset = build_question_set(MERIDIA, seed=0)
     assert qset.counts["elimination"]["items"] == sum(bool(r.get("choices")) for r in qset.eval)
+
+
+def test_eval_sample_evaluates_a_sample_and_trains_on_every_fact(tmp_path, capsys):
+    from harness.cli import main
+
+    folder = _docs_folder(tmp_path)
+    full = make_questions(folder, out=tmp_path / "all", seed=0, embedder=None)
+    assert main(["questions", str(folder), "--out", str(tmp_path / "q"), "--eval-sample", "4", "--embedder", ""]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "q" / "questions.jsonl").read_text().splitlines()]
+    train = [json.loads(line) for line in (tmp_path / "q" / "train_questions.jsonl").read_text().splitlines()]
+    assert sum(bool(r["answers"]) for r in rows) == 4
+    assert len(train) == full["items"]["train"] > 4  # every fact still trained
+    assert {r["id"] + "-train" for r in rows if r["answers"]} < {t["id"] for t in train}
+    manifest = apply_review(tmp_path / "q" / "review.csv", tmp_path / "reviewed")
+    assert manifest["items"]["train"] == len(train)  # the review keeps the training-only questions

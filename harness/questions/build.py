@@ -507,8 +507,13 @@ def build_question_set(
     max_questions: int | None = None,
     unanswerable_share: float = 0.1,
     cloze_style: str = "blank",
+    eval_sample: int | None = None,
 ) -> QuestionSet:
-    """Evaluation and training questions for `docs` (see the module docstring)."""
+    """Evaluation and training questions for `docs` (see the module docstring).
+    `max_questions` samples the facts (evaluation items and their twins together);
+    `eval_sample` samples only the evaluation items and keeps every fact's training
+    question, so the adapter still learns them all (ids `fNNNN-train` without an `fNNNN`
+    item are training only)."""
     if generator not in GENERATORS:
         raise DataError(f"--generator: {generator!r} is not one of {', '.join(GENERATORS)}")
     counts = {
@@ -542,9 +547,14 @@ def build_question_set(
         keep = sorted(random.Random(seed).sample(range(len(pairs)), max_questions))
         counts["over_max_questions"] = len(pairs) - max_questions
         pairs = [pairs[i] for i in keep]
+    asked = set(range(len(pairs)))
+    if eval_sample is not None and len(pairs) > eval_sample:
+        asked = set(random.Random(seed + 2).sample(range(len(pairs)), eval_sample))
+        counts["training_only"] = len(pairs) - eval_sample
     rows, train = [], []
     for i, (row, twin) in enumerate(pairs):
-        rows.append({"id": f"f{i:04d}", **row})
+        if i in asked:
+            rows.append({"id": f"f{i:04d}", **row})
         train.append({"id": f"f{i:04d}-train", **twin})
     n_unanswerable = round(unanswerable_share * len(rows)) if rows else 0
     rows += [
@@ -694,6 +704,7 @@ def make_questions(
     skip_unreadable: bool = False,
     cloze_style: str = "blank",
     force: bool = False,
+    eval_sample: int | None = None,
 ) -> dict:
     """Read `documents`, build the set, run the optional filters, write it into `out`
     (checked before any work: see write_question_set); returns the manifest (what
@@ -718,6 +729,7 @@ def make_questions(
             skip_unreadable=skip_unreadable,
             cloze_style=cloze_style,
             force=force,
+            eval_sample=eval_sample,
         )
 
 
@@ -736,6 +748,7 @@ def _make_questions(
     skip_unreadable: bool,
     cloze_style: str,
     force: bool,
+    eval_sample: int | None,
 ) -> dict:
     from harness.data.ingest import read_documents
 
@@ -749,7 +762,13 @@ def _make_questions(
             raise DataError("--generator model needs --model NAME (a model harness can load)")
         lm = load_generator(model)
     qset = build_question_set(
-        docs, generator=generator, seed=seed, lm=lm, max_questions=max_questions, cloze_style=cloze_style
+        docs,
+        generator=generator,
+        seed=seed,
+        lm=lm,
+        max_questions=max_questions,
+        cloze_style=cloze_style,
+        eval_sample=eval_sample,
     )
     if not any(r["answers"] for r in qset.eval):
         raise DataError(

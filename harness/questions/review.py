@@ -228,6 +228,7 @@ def _apply_rows(sheet: Path, originals: dict, twins: dict) -> tuple[list[dict], 
         rows.append(item)
         if twin is not None:
             train.append(twin)
+    train += [t for key, t in twins.items() if key not in originals]  # training only (--eval-sample): kept as is
     return rows, train, edited, dropped + len(set(originals) - seen)
 
 
