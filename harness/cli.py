@@ -41,6 +41,7 @@ import errno
 import logging
 import math
 import sys
+import warnings
 
 # OSErrors that mean a place cannot be written, which the user fixes, not a bug
 _PLACE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR}
@@ -298,6 +299,7 @@ def _questions(args) -> int:
         skip_unreadable=args.skip_unreadable,
         cloze_style=args.cloze_style,
         force=args.force,
+        eval_sample=args.eval_sample,
     )
     items, rejected = m["items"], {k: v for k, v in m["filters"]["rejected"].items() if v}
     print(
@@ -336,11 +338,22 @@ def _questions(args) -> int:
 def _init(args) -> int:
     from harness.questions.starter import write_starter_config
 
-    path, est = write_starter_config(args.documents, out=args.out, questions=args.questions, force=args.force)
-    lo, hi = (round(s / 60) for s in est["total_seconds"])
+    rates = None
+    if args.measure:
+        from harness.questions.starter import STARTER
+        from harness.run.probe import measure_rates
+
+        rates = measure_rates(STARTER["model"]["name"], target_modules=STARTER["train"]["target_modules"])
+        print(
+            f"measured in {rates['seconds']:.0f} s: training {rates['train_tokens_per_second']:g} tokens/s, "
+            f"generating {rates['generate_tokens_per_second']:g} tokens/s"
+        )
+    path, est = write_starter_config(
+        args.documents, out=args.out, questions=args.questions, force=args.force, rates=rates
+    )
     print(
         f"wrote {path}: {est['documents']} documents, {est['words']:,} words, about {est['questions']} questions; "
-        f"estimated run {max(lo, 1)}-{max(hi, 1)} min on 2 CPU cores"
+        f"estimated run {est['run_time']}, rates {est['rates']['source']}"
         + (f" ({est['skipped']} unreadable file(s) skipped)" if est["skipped"] else "")
     )
     plan = {r["effect"]: r["items"] for r in _plan_rows_assumed()}
@@ -502,7 +515,15 @@ def _add_questions_parser(sub) -> None:
     )
     p.add_argument("--model", default=None, help="--generator model: the model that writes questions")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling and of the item order")
-    p.add_argument("--max-questions", type=int, default=None, help="keep at most this many (a seeded sample)")
+    p.add_argument(
+        "--max-questions", type=int, default=None, help="keep at most this many facts (a seeded sample; training too)"
+    )
+    p.add_argument(
+        "--eval-sample",
+        type=int,
+        default=None,
+        help="evaluate a seeded sample of this many items, keeping every fact's training question",
+    )
     p.add_argument(
         "--items",
         type=int,
@@ -525,6 +546,12 @@ def _add_writing_commands(sub) -> None:
     p.add_argument("--out", default="harness.yaml", help="config file to write (default: harness.yaml)")
     p.add_argument("--questions", default="q", help="folder the config expects the question set in (default: q)")
     _force_argument(p, "an existing config")
+    p.add_argument(
+        "--measure",
+        action="store_true",
+        help="time a few steps of training and answering on this machine now (loads the model; seconds) "
+        "instead of assuming a quiet 2-core CPU's rates",
+    )
     p.set_defaults(func=_init)
     _add_questions_parser(sub)
     p = sub.add_parser("export-lora", help="write a PEFT LoRA adapter as a GGUF adapter for llama.cpp's server")
@@ -571,6 +598,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger().setLevel(level)  # basicConfig leaves a root logger that already has handlers alone
     for noisy in ("httpx", "urllib3", "sentence_transformers", "transformers", "filelock", "faiss.loader"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Warnings no one running harness can act on, printed on every run: bitsandbytes'
+    # optional CPU kernel for 4-bit layers (only QLoRA on a CPU would use it; its errors
+    # still show), and a deprecation inside peft's call into transformers.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     try:
         return args.func(args)
     except _input_errors() as err:

@@ -152,3 +152,53 @@ def write_html(path: Path, body: str, *, title: str = "") -> Path:
         encoding="utf-8",
     )
     return path
+
+
+def write_printed_pdf(path: Path, pages: list[list[str]], *, title: str, url: str) -> Path:
+    """A PDF laid out as Chromium prints a page with "Headers and footers" on: the date
+    and time top left, the title top centre, the address bottom left and "n/N" bottom
+    right of every page (what pypdf reads from a real print: "12/3/26, 6:32 PM Astoria",
+    "file:///tmp/page.html 1/1")."""
+    from fpdf import FPDF
+
+    class Printed(FPDF):
+        def header(self):
+            self.set_font("Helvetica", size=8)
+            self.cell(60, 5, "12/3/26, 11:15 AM")
+            self.cell(70, 5, title, align="C")
+            self.ln(10)
+
+        def footer(self):
+            self.set_y(-12)
+            self.set_font("Helvetica", size=8)
+            self.cell(150, 5, url)
+            self.cell(0, 5, f"{self.page_no()}/{{nb}}", align="R")
+
+    pdf = Printed()
+    for paragraphs in pages:
+        pdf.add_page()
+        pdf.set_font("Helvetica", size=11)
+        for text in paragraphs:
+            pdf.multi_cell(0, 6, text)
+            pdf.ln(3)
+    pdf.output(str(path))
+    return path
+
+
+def write_saved_page(path: Path, body: str, *, title: str) -> Path:
+    """A web page as a browser saves it from a company wiki: the site's header with its
+    navigation, breadcrumbs, a sidebar, the article, the site's footer and scripts."""
+    path.write_text(
+        f"<!doctype html><html><head><title>{title} - Northwind Internal Wiki</title>"
+        "<script>window.dataLayer = [];</script></head><body>"
+        '<header class="site-header"><a class="logo" href="/">Northwind</a>'
+        "<nav><ul><li>Home</li><li>Wiki</li><li>Search</li><li>Sign in</li></ul></nav></header>"
+        '<ol class="breadcrumb"><li>Wiki</li><li>Places</li><li>' + title + "</li></ol>"
+        '<div class="page-sidebar"><p>Recent changes</p><p>Random page</p></div>'
+        f"<main><article><header><h1>{title}</h1></header>{body}"
+        "<footer><p>This article was last edited by the wiki team.</p></footer></article></main>"
+        '<div role="contentinfo"><p>© 2026 Northwind Internal Wiki. All rights reserved.</p></div>'
+        '<footer><p>Privacy | Terms | Contact</p></footer><script>track("view");</script></body></html>',
+        encoding="utf-8",
+    )
+    return path

@@ -18,10 +18,12 @@ from docfiles import (
     write_html,
     write_image_only_pdf,
     write_pdf_pages,
+    write_printed_pdf,
+    write_saved_page,
     write_zip_bomb_docx,
 )
 from harness.data import ingest
-from harness.data.ingest import load_documents, load_user_dataset, read_documents
+from harness.data.ingest import load_documents, load_user_dataset, pdf_content, read_documents
 from harness.data.items import DataError
 
 W = 'xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"'
@@ -64,10 +66,10 @@ def test_every_type_reads_to_its_text(tmp_path):
         "Backups | Yes | Yes\n\nRoute | Vessin to Lund"
     )  # two equal cells both, a merged one once
     assert docs["page"] == (
-        "Power\n\nReactor\n\nThe reactor is called Kestrel.\n\nOutput: 40 MW\n\nCrew: 12\n\n"
-        "Role | Name\n\nCaptain | Ilse Varga"
+        "Reactor\n\nThe reactor is called Kestrel.\n\nOutput: 40 MW\n\nCrew: 12\n\nRole | Name\n\nCaptain | Ilse Varga"
     )
     assert "SCRIPT" not in docs["page"] and "TEMPLATE" not in docs["page"] and "color" not in docs["page"]
+    assert "Power" not in docs["page"]  # the head's title is the browser tab's, not content
     assert docs["notes/a"] == "# Notes\n\nDorran is the archivist."
     assert docs["b"] == "Ceyra keeps the logbook."  # the byte-order mark is dropped
 
@@ -298,3 +300,126 @@ def test_fifos_and_broken_links_are_named_not_waited_on(tmp_path):
         ("gone.txt", "a link to nothing, not a document; refused"),
         ("pipe.txt", "a FIFO, not a document; refused"),
     ]
+
+
+PAGES = {
+    "astoria": "<p>Astoria is a port city founded in 1887 by Ilse Varga.</p><p>Its harbour has 12 piers.</p>",
+    "derby": "<p>Derby is a river town on the Vessin.</p><table><tr><td>Mayor</td><td>Petra Hollis</td></tr></table>",
+    "meridia": "<p>Meridia is an island with one ferry.</p><nav>See also: Astoria</nav>",
+}
+FURNITURE = (
+    "Home",
+    "Sign in",
+    "Northwind",
+    "Places",
+    "Recent changes",
+    "Random page",
+    "©",
+    "Privacy",
+    "track",
+    "dataLayer",
+    "last edited",
+    "See also",
+)
+
+
+def test_saved_web_pages_lose_their_navigation_header_footer_and_repeated_lines(tmp_path):
+    for name, body in PAGES.items():
+        write_saved_page(tmp_path / f"{name}.html", body, title=name.title())
+    (tmp_path / "notes.md").write_text("# Notes\n\nThe wiki team meets on Mondays.\n", encoding="utf-8")
+    for day in ("Tuesday", "Friday", "Sunday", "Monday"):  # 3 pages of 8 documents: their footer is still theirs
+        (tmp_path / f"{day}.md").write_text(f"The canteen is closed on {day}.", encoding="utf-8")
+    counts = {}
+    docs = {d.id: d.text for d in read_documents(tmp_path, counts=counts)[0]}
+    assert (
+        docs["astoria"]
+        == "Astoria\n\nAstoria is a port city founded in 1887 by Ilse Varga.\n\nIts harbour has 12 piers."
+    )
+    assert docs["derby"] == "Derby\n\nDerby is a river town on the Vessin.\n\nMayor | Petra Hollis"
+    assert docs["meridia"] == "Meridia\n\nMeridia is an island with one ferry."
+    assert docs["notes"] == "# Notes\n\nThe wiki team meets on Mondays."
+    assert not [(d, f) for d, text in docs.items() for f in FURNITURE if f in text]
+    # the article's own footer is content by the element rule, and furniture by repetition
+    assert counts == {"repeated_lines": 1, "repeated_line_copies": 3}
+
+
+def test_a_line_in_half_the_documents_goes_and_one_in_fewer_stays(tmp_path):
+    for i, (name, extra) in enumerate(zip(["Ana", "Bo", "Cy", "Di"], ["Confidential.", "Confidential.", "", ""])):
+        lines = [f"{name} is {i} years old.", extra, "Only here." if i == 0 else "", f"Last page {i}."]
+        (tmp_path / f"d{i}.md").write_text("\n\n".join(line for line in lines if line))
+    docs = {d.id: d.text for d in load_documents(tmp_path)}
+    # "Confidential." in 2 of 4 goes; "Last page N." differs by its number in each, a fact
+    assert docs == {
+        "d0": "Ana is 0 years old.\n\nOnly here.\n\nLast page 0.",
+        "d1": "Bo is 1 years old.\n\nLast page 1.",
+        "d2": "Cy is 2 years old.\n\nLast page 2.",
+        "d3": "Di is 3 years old.\n\nLast page 3.",
+    }
+    (tmp_path / "d4.md").write_text("Ed is 4 years old.")  # now in 2 of 5: below half, kept
+    assert "Confidential." in {d.id: d.text for d in load_documents(tmp_path)}["d0"]
+
+
+def test_a_printed_pdf_loses_the_browsers_header_and_footer_and_its_running_lines(tmp_path):
+    pages = [
+        ["Halvard Station is a research outpost on the moon Ceyra.", "Northwind Internal - Confidential"],
+        ["It was opened in 2091 by the Ostrel Consortium.", "Northwind Internal - Confidential"],
+        ["The reactor is called Kestrel."],
+    ]
+    write_printed_pdf(tmp_path / "halvard.pdf", pages, title="Halvard", url="file:///home/ana/wiki/halvard.html")
+    assert ingest.read_file(tmp_path / "halvard.pdf") == (
+        "Halvard Station is a research outpost on the moon Ceyra.\nIt was opened in 2091 by the Ostrel "
+        "Consortium.\nThe reactor is called Kestrel."
+    )
+
+
+# What pypdf reads from a page Chromium printed with headers and footers (the text layer
+# of a real print of a wiki page, its ligature glyphs and all).
+CHROMIUM_PAGE = (
+    "Astoria\nAstoria is a small signi\ufb01cant port city with e\ufb03cient ferries founded in 1887.\n"
+    "It o\ufb00ers a people-friendly waterfront along the river that \ufb02ows into the sea.\n"
+    "12/3/26, 6:32 PM Astoria\n\ufb01le:///tmp/wiki/astoria.html 1/1"
+)
+
+
+def test_chromium_print_header_footer_and_ligatures_are_gone_from_the_text():
+    text = pdf_content([CHROMIUM_PAGE])
+    assert text.endswith("It offers a people-friendly waterfront along the river that flows into the sea.")
+    assert "significant" in text and "efficient" in text
+    assert not any(0xFB00 <= ord(c) <= 0xFB06 for c in text)
+    assert "6:32" not in text and "file:" not in text and "1/1" not in text
+
+
+@pytest.mark.parametrize(
+    "lines, text",
+    [
+        (["It is a signi-", "ficant port."], "It is a significant port."),  # "ficant" is a word ending
+        (["Its manage-", "ment is local."], "Its management is local."),
+        (["A people-", "friendly port."], "A people-friendly port."),  # a hyphen of the text
+        (
+            ["The harbour-", "master is Ilse.", "A harbourmaster works there."],
+            "The harbourmaster is Ilse.\nA harbourmaster works there.",
+        ),  # the document spells it without
+        (["A self-", "less act.", "It was self-less."], "A self-less act.\nIt was self-less."),  # spelt so
+        (["Founded in 1887 by Ilse Varga-", "Holm."], "Founded in 1887 by Ilse Varga-\nHolm."),  # upper case: kept
+    ],
+)
+def test_pdf_line_break_hyphens_join_by_the_documented_rule(lines, text):
+    assert pdf_content(["\n".join(lines)]) == text
+
+
+def test_a_pdf_title_and_headings_are_units_of_their_own(tmp_path):
+    write_pdf_pages(
+        tmp_path / "astoria.pdf",
+        [
+            [
+                "Astoria",
+                "Astoria is a port city on the Vessin coast, founded in 1887 by the harbourmaster Ilse Varga.",
+                "History",
+                "The first pier was built in 1890.",
+            ]
+        ],
+    )
+    assert ingest.read_file(tmp_path / "astoria.pdf") == (
+        "Astoria\n\nAstoria is a port city on the Vessin coast, founded in 1887 by the harbourmaster Ilse Varga."
+        "\n\nHistory\n\nThe first pier was built in 1890."
+    )

@@ -3,18 +3,22 @@ round trip (harness/questions/review.py): evidence-checked cloze items, unanswer
 
 import csv
 import json
+import random
 
 import pytest
 
-from harness.answer.retrieve import HashingEmbedder
+from harness.answer.retrieve import HashingEmbedder, split_sentences
 from harness.data.ingest import load_user_dataset
 from harness.data.items import DataError, Document, load_questions
 from harness.evaluate.metrics import contains, normalize
 from harness.questions.build import (
+    _pools,
     build_question_set,
+    choices_for,
     closed_book_leakage,
     find_spans,
     make_questions,
+    mid_sentence_capitals,
     retrieval_round_trip,
 )
 from harness.questions.review import apply_review
@@ -522,3 +526,145 @@ def test_every_formula_start_is_quoted_and_every_cell_reads_back():
         cell = sheet_cell(text)
         assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")) and read_cell(cell) == text
     assert sheet_cell("plain") == "plain" and sheet_cell("=1") == "'=1"
+
+
+MERIDIA = [
+    Document(
+        id="meridia",
+        text="Meridia\n\nThe island of Meridia lies in the Vessin Sea. The ferry to Meridia leaves from Astoria Harbour. "
+        "The governor of Meridia is Petra Hollis. Wool from Meridia is sold in Derby Town. Each summer Meridia hosts "
+        "the Lantern Fair. The school of Meridia was opened by Tomas Brink. A storm hit Meridia and Quell Point.",
+    ),
+    Document(
+        id="astoria",
+        text="The port of Astoria Harbour was built by Ilse Varga. Its lighthouse faces Halvard Rock. Traders from "
+        "Lund Bay and Kestrel Point meet there.",
+    ),
+    Document(id="rivers", text="The rivers Ostrel, Vanta and Quill meet at Corran before the sea."),
+    Document(id="sailors", text="Sailors from Brannock visit Tellis and Morrow every spring."),
+    Document(
+        id="varga",
+        text="The harbour of Lund Bay is old. Boats were repaired by Ilse Varga in spring. The old mill was sold "
+        "to Ilse Varga last year. The boats are painted by Ilse Varga each winter.",
+    ),
+]
+
+
+def test_one_answer_is_asked_at_most_twice_per_document_and_its_title_once():
+    qset = build_question_set(MERIDIA, seed=0, unanswerable_share=0)
+    answers = [(r["doc_id"], normalize(r["answers"][0])) for r in qset.eval]
+    assert answers.count(("meridia", "meridia")) == 1  # the document's title entity, once
+    assert answers.count(("varga", "ilse varga")) == 2 and qset.counts["rejected"]["answer_repeated"] == 1
+    assert sum(d == "meridia" for d, _ in answers) == 7  # a capped sentence asks about another of its names
+
+
+def test_distractors_have_the_answers_shape_and_context():
+    qset = build_question_set(MERIDIA, seed=0, unanswerable_share=0)
+    shapes = [{len(c.split()) for c in row["choices"]} for row in qset.eval]
+    assert {1} in shapes and {2} in shapes  # one-word names against one-word names, two against two
+    assert all(len(s) == 1 for s in shapes), [r["choices"] for r in qset.eval]
+    sentences = [
+        ("d", "It was built by Ana Lund."),
+        ("d", "It was opened by Bo Kerr."),
+        ("d", "Made by Cy Dunn."),
+        ("d", "Made by Di Holm."),
+        ("d", "It lies in Vessin Bay."),
+        ("d", "A port in Quell Sound."),
+        ("d", "A town in Derby Vale."),
+    ]
+    pools = _pools(sentences)
+    for seed in range(5):  # "by ____": the people found after "by", never the places found after "in"
+        choices, _ = choices_for(
+            "Ana Lund", "name", pools, evidence="It was built by Ana Lund.", rng=random.Random(seed), before="by"
+        )
+        assert sorted(choices) == ["Ana Lund", "Bo Kerr", "Cy Dunn", "Di Holm"]
+
+
+def test_a_sentences_first_word_is_not_glued_to_the_name_after_it():
+    docs = [
+        Document(
+            id="v",
+            text="Following Victoria the river turns north. The bridge at Victoria is old. "
+            "Ilse Varga built it in 1887. The mayor thanked Ilse Varga.",
+        )
+    ]
+    capitals = mid_sentence_capitals([("v", s) for s in split_sentences(docs[0].text)])
+    assert [s.text for s in find_spans("Following Victoria the river turns north.", capitals=capitals)] == ["Victoria"]
+    assert [s.text for s in find_spans("Ilse Varga built it in 1887.", capitals=capitals)] == ["Ilse Varga", "1887"]
+    assert [s.text for s in find_spans("Following Victoria the river turns north.")] == ["Following Victoria"]
+
+
+def test_the_review_sheet_shows_what_an_unanswerable_item_was_checked_against(tmp_path):
+    make_questions(_docs_folder(tmp_path), out=tmp_path / "q", seed=0, embedder=None)
+    with open(tmp_path / "q" / "review.csv", encoding="utf-8-sig", newline="") as f:
+        rows = {r["id"]: r for r in csv.DictReader(f)}
+    ghosts = [r for r in rows.values() if not r["answer"]]
+    assert ghosts
+    for row in ghosts:
+        item = json.loads(
+            next(
+                line
+                for line in (tmp_path / "q" / "questions.jsonl").read_text().splitlines()
+                if json.loads(line)["id"] == row["id"]
+            )
+        )
+        assert row["evidence"].startswith(f"No document names {item['entity']!r} (checked); made from f")
+        source = rows[row["evidence"].split("made from ")[1].split(",")[0]]
+        assert row["evidence"].endswith(f": {source['evidence']}")  # the sentence the ghost question came from
+    manifest = apply_review(tmp_path / "q" / "review.csv", tmp_path / "reviewed")  # the cell reads back as no edit
+    assert manifest["review"]["edited"] == 0
+
+
+def test_the_elimination_rate_counts_items_a_closed_book_rule_answers_from_the_choices():
+    from harness.questions.build import elimination
+
+    rows = [
+        {
+            "question": "Fill in the blank: She moved to ____.",
+            "answers": ["USA"],
+            "answer_index": 0,
+            "choices": ["USA", "Ilse Varga", "Lund Bay", "Derby Town"],
+        },  # the odd shape out
+        {
+            "question": "Fill in the blank: Thalia Volcano stands above ____.",
+            "answers": ["Thalia Bay"],
+            "answer_index": 1,
+            "choices": ["Lund Bay", "Thalia Bay", "Derby Town", "Quell Point"],
+        },  # shares "Thalia"
+        {
+            "question": "Fill in the blank: The mill was sold to ____.",
+            "answers": ["Tomas Brink"],
+            "answer_index": 2,
+            "choices": ["Lund Bay", "Derby Town", "Tomas Brink", "Quell Point"],
+        },  # nothing to eliminate by
+        {
+            "question": "Fill in the blank: It opened in ____.",
+            "answers": ["DJ"],
+            "answer_index": 0,
+            "choices": ["DJ", "Petra Hollis", "AM", "UN"],
+        },  # the odd one out is a distractor: no credit
+        {"question": "What do the documents say about Kaven Dor?", "answers": [], "kind": "unanswerable"},
+    ]
+    assert elimination(rows) == {
+        "rule": "odd shape out, else the one choice sharing a word with the question",
+        "items": 4,
+        "answered": 2,
+        "rate": 0.5,
+    }
+    qset = build_question_set(MERIDIA, seed=0)
+    assert qset.counts["elimination"]["items"] == sum(bool(r.get("choices")) for r in qset.eval)
+
+
+def test_eval_sample_evaluates_a_sample_and_trains_on_every_fact(tmp_path, capsys):
+    from harness.cli import main
+
+    folder = _docs_folder(tmp_path)
+    full = make_questions(folder, out=tmp_path / "all", seed=0, embedder=None)
+    assert main(["questions", str(folder), "--out", str(tmp_path / "q"), "--eval-sample", "4", "--embedder", ""]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "q" / "questions.jsonl").read_text().splitlines()]
+    train = [json.loads(line) for line in (tmp_path / "q" / "train_questions.jsonl").read_text().splitlines()]
+    assert sum(bool(r["answers"]) for r in rows) == 4
+    assert len(train) == full["items"]["train"] > 4  # every fact still trained
+    assert {r["id"] + "-train" for r in rows if r["answers"]} < {t["id"] for t in train}
+    manifest = apply_review(tmp_path / "q" / "review.csv", tmp_path / "reviewed")
+    assert manifest["items"]["train"] == len(train)  # the review keeps the training-only questions

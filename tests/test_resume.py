@@ -85,6 +85,15 @@ def test_a_run_that_dies_mid_generation_resumes_without_redoing_finished_batches
     batches = {p: c["batches"] for p, c in json.loads((out / "metrics.json").read_text())["costs"]["pipelines"].items()}
     assert sum(b["reused"] for b in batches.values()) == 8  # the batches finished before the crash
     assert batches["base"]["computed"] == 0 and batches["rag_finetuned"]["computed"] > 0
+    # base was answered from the memo: it is costed at the time its answers took when computed
+    base = json.loads((out / "metrics.json").read_text())["costs"]["pipelines"]["base"]
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").open()]
+    assert base["generation_seconds"] == pytest.approx(sum(r["latency_s"] for r in rows if r["pipeline"] == "base"))
+    assert base["generation_seconds"] > 0
+    assert (
+        "Their eval wall time is the lookup; generation s is the time they took when first computed"
+        in (out / "report.md").read_text()
+    )
 
 
 # `harness run` in a process that stops at a known point and says so: after Trainer has

@@ -32,8 +32,8 @@ def test_overlap_repeats_trailing_sentences():
 
 
 def test_long_sentence_is_its_own_chunk():
-    doc = Document(id="x", text="a b c d e f g h i j. k.")
-    assert [c.text for c in chunk_documents([doc], chunk_size=3, chunk_overlap=0)] == ["a b c d e f g h i j.", "k."]
+    doc = Document(id="x", text="a b c d e f g h i jo. Ko.")
+    assert [c.text for c in chunk_documents([doc], chunk_size=3, chunk_overlap=0)] == ["a b c d e f g h i jo.", "Ko."]
 
 
 def test_hashing_embedder_is_deterministic_and_normalised():
@@ -194,3 +194,32 @@ def test_index_stats_give_the_chunk_token_distribution():
     # the 300-word sentence became 256 + 44 words (never cut to 256), the 44 packed with the tail
     assert lengths == [3, 47, 256]
     assert (stats["min"], stats["max"], stats["median"]) == (3, 256, 47.0)
+
+
+@pytest.mark.parametrize(
+    "text, sentences",
+    [
+        (
+            "Acme Ltd. grew. Dr. Mira Tolland leads it, e.g. the No. 5 crane. J. R. Brink wrote it.",
+            ["Acme Ltd. grew.", "Dr. Mira Tolland leads it, e.g. the No. 5 crane.", "J. R. Brink wrote it."],
+        ),
+        (
+            "He founded Centurion Inc. Its rival is Beta Ltd. He was No. 1 in the U.K. Later he moved.",
+            ["He founded Centurion Inc.", "Its rival is Beta Ltd.", "He was No. 1 in the U.K.", "Later he moved."],
+        ),
+        (
+            '"Is it?" he asked. "Go." Then he went. No. That is wrong.\n\nHeading\n\nIt costs 3.5 dollars.',
+            [
+                '"Is it?" he asked.',
+                '"Go."',
+                "Then he went.",
+                "No.",
+                "That is wrong.",
+                "Heading",
+                "It costs 3.5 dollars.",
+            ],
+        ),
+    ],
+)
+def test_sentences_end_where_a_reader_ends_them(text, sentences):
+    assert split_sentences(text) == sentences

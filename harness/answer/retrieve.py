@@ -59,13 +59,51 @@ class Hit:
     score: float
 
 
-# A sentence ends at . ! ? or at a blank line (a heading, a paragraph or a table row of a
-# converted document without final punctuation).
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n\s*\n")
+# A sentence ends at a blank line (a heading, a paragraph or a table row of a converted
+# document without final punctuation), or at . ! ? (and closing quotes or brackets)
+# followed by white space, unless `_continues` says the text runs on.
+_PARAGRAPH = re.compile(r"\n\s*\n")
+_STOP = re.compile(r"[.!?][\"'\u201d\u2019)\]]*\s+")
+# Words that end in a full stop without ending the sentence: titles, Latin and reference
+# abbreviations, month abbreviations; `_NUMBERED` only before a number. A company form
+# ("Ltd.", "Inc."), "etc." and an acronym ("U.K.") run on only into a lower-case word:
+# before a capital they end a sentence as often as not ("... founded Centurion Inc. Its
+# ..."), and a cut there costs less than two sentences run together.
+_ABBREVIATIONS = frozenset(
+    """mr mrs ms mx dr prof sr jr st mt ft rev hon gen col lt maj capt cpt sgt cmdr adm gov sen rep pres
+    dept univ assn approx ca cf vs viz al e.g i.e et jan feb mar apr jun jul aug sep sept oct nov dec""".split()
+)
+_NUMBERED = frozenset("no nos nr art sec ch fig figs vol vols p pp op".split())
+
+
+def _continues(before: str, after: str) -> bool:
+    """Whether a stop ending `before` leaves the sentence running on into `after` (the
+    next character): a next word in lower case ("e.g. the", "approx. five", "Acme Ltd.
+    grew", '"Is it?" he asked'), an abbreviation (`_ABBREVIATIONS`, or `_NUMBERED` before
+    a digit: "No. 5") or an initial ("J. R. Tolkien")."""
+    if after.islower():
+        return True
+    if not before.endswith("."):
+        return False
+    word = re.split(r"[\s(\"'\u201c\u2018]", before)[-1][:-1].lower()
+    return (
+        word in _ABBREVIATIONS or re.fullmatch(r"[^\W\d_]", word) is not None or (word in _NUMBERED and after.isdigit())
+    )
 
 
 def split_sentences(text: str) -> list[str]:
-    return [s for s in (p.strip() for p in _SENTENCE_END.split(text)) if s]
+    """`text`'s sentences, in order, each stripped (see `_continues` for the stops that
+    end none)."""
+    out = []
+    for paragraph in _PARAGRAPH.split(text):
+        start = 0
+        for stop in _STOP.finditer(paragraph):
+            before = paragraph[max(start, stop.start() - 24) : stop.end()].rstrip()  # the word before the stop
+            if not _continues(before, paragraph[stop.end() : stop.end() + 1]):
+                out.append(paragraph[start : stop.end()].strip())
+                start = stop.end()
+        out.append(paragraph[start:].strip())
+    return [s for s in out if s]
 
 
 def token_counter(embedder) -> tuple[Callable[[str], int], int | None, str]:

@@ -8,9 +8,15 @@
 Readers (`READERS`, by suffix), all offline, each given the file's bytes (read once,
 within `data.MAX_FILE_BYTES`):
 
-- `.pdf`: pypdf's text layer, page by page. A PDF without one (a scan), an encrypted
-  one or a damaged one is an error: harness does no OCR and guesses no passwords.
-  Objects nested deeper than Python's recursion limit are a damaged file, not a crash.
+- `.pdf`: pypdf's text layer, page by page (`pdf_content`), NFKC-normalised (ligature
+  glyphs such as U+FB01 become "fi"), without what a browser prints around a page (the
+  date and time, the address, "1/3") or lines repeated on half the pages or more (a
+  running header or footer). A line-break hyphen is joined by `_rejoin`'s rule ("signi-"
+  + "ficant" -> "significant", "people-" + "friendly" -> "people-friendly"), and a title
+  or heading line is a unit of its own (`_is_heading`), never the start of the first
+  sentence. A PDF without a text layer (a scan), an encrypted one or a
+  damaged one is an error: harness does no OCR and guesses no passwords. Objects nested
+  deeper than Python's recursion limit are a damaged file, not a crash.
 - `.docx`: python-docx, paragraphs and table rows in document order; a row is its
   cells joined by ` | `, a cell merged across columns once, a cell merged down rows in
   each row it spans. The archive's uncompressed size is checked before anything is
@@ -19,14 +25,22 @@ within `data.MAX_FILE_BYTES`):
   XML nested deeper than 256 levels).
 - `.html`/`.htm`: the standard library's HTML parser, streamed (no tree is built, so
   nesting costs nothing), the bytes decoded by BeautifulSoup's encoding detection;
-  `script`, `style`, `noscript`, `template`, `svg`, `iframe` and the head (except the
-  title) are left out, block elements become line breaks and table cells are joined by
+  `script`, `style`, `noscript`, `template`, `svg`, `iframe`, the head (its title too)
+  and page furniture are left out: `nav`, `aside`, the page's own `header` and `footer`,
+  the ARIA roles navigation, banner, contentinfo, complementary, search, menubar and
+  toolbar, `hidden` elements and classes or ids such as `breadcrumb` or `site-footer`
+  (`_is_furniture`). Block elements become line breaks and table cells are joined by
   ` | `. More than `MAX_HTML_DEPTH` elements open at once is refused: a browser's parser
-  stops nesting there too (Chromium's at 512). A plain extractor keeps every sentence of
-  an exported company page; boilerplate removers such as trafilatura are tuned for news
-  sites and drop short blocks and tables, which is where facts live in such pages.
+  stops nesting there too (Chromium's at 512). Everything else of the page is kept:
+  boilerplate removers such as trafilatura are tuned for news sites and drop short
+  blocks and tables, which is where facts live in a company's pages.
 - `.md`/`.txt`: UTF-8 text (a byte-order mark is dropped); anything else is an error
   naming the first bad byte.
+
+A folder's documents then lose the lines repeated across them (`drop_repeated_lines`:
+in half the documents or more, at least two, of the folder or of one file type), which is
+where a site's or a template's furniture that no element marks ends up; the counts go to
+the question set's manifest and the report.
 
 Parsing one file may take `MAX_PARSE_SECONDS` (checked between PDF pages, DOCX blocks
 and HTML tags); past it the file is refused.
@@ -42,13 +56,16 @@ followed (its files are read where they are).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
+import math
 import os
 import re
 import stat
 import time
+import unicodedata
 import zipfile
 import zlib
 from collections import Counter
@@ -127,12 +144,96 @@ def _read_pdf(path: Path, raw: bytes, clock: _Clock) -> str:
         raise DataError(f"{path}: not a readable PDF ({_first_line(err)})") from None
     if encrypted:
         raise DataError(f"{path}: encrypted PDF (password-protected); save an unprotected copy")
-    text = "\n".join(pages)
-    if not text.strip():
+    if not "".join(pages).strip():
         raise DataError(
             f"{path}: PDF has no text layer ({len(pages)} page(s), a scan or images only); run OCR on it first"
         )
-    return _tidy(text)
+    return pdf_content(pages)
+
+
+# What a browser prints around each page (Chromium's "Headers and footers"): the date and
+# time (with the page title beside it), the page's address (with "1/3" beside it), and a
+# page number on its own line ("2/5", "Page 2 of 5").
+_PRINT_FURNITURE = re.compile(
+    r"\d{1,2}/\d{1,2}/\d{2,4},? \d{1,2}:\d{2}(?: ?[AP]M)?(?: .*)?"
+    r"|(?:file|https?)://\S+(?: \d+ ?/ ?\d+)?"
+    r"|(?:page )?\d+ ?(?:/|of) ?\d+",
+    re.IGNORECASE,
+)
+
+
+def _line_key(line: str, *, digits: bool = True) -> str:
+    """A line as furniture is compared: spaces collapsed, lower case, and with `digits`
+    False every digit a 0 (so "Page 2 of 5" on one page of a PDF and "Page 3 of 5" on
+    the next are the same line; documents are compared with their numbers, which are
+    facts)."""
+    key = " ".join(line.split()).lower()
+    return key if digits else re.sub(r"\d", "0", key)
+
+
+def pdf_content(pages: list[str]) -> str:
+    """The text of a PDF from its pages' text layers (pypdf's `extract_text`): NFKC-normalised (the ligature glyphs U+FB00-FB06 become
+    their letters), print headers and footers (`_PRINT_FURNITURE`) and lines repeated on
+    half the pages or more (at least two: a running header or footer) left out, then
+    each page's hyphenated line breaks joined and its headings set apart (`_pdf_page`)."""
+    pages = [[line.strip() for line in unicodedata.normalize("NFKC", page).splitlines()] for page in pages]
+    pages = [[line for line in page if line and not _PRINT_FURNITURE.fullmatch(line)] for page in pages]
+    on_pages = Counter(key for page in pages for key in {_line_key(line, digits=False) for line in page})
+    running = {key for key, n in on_pages.items() if n >= max(2, math.ceil(len(pages) / 2))}
+    kept = ([line for line in page if _line_key(line, digits=False) not in running] for page in pages)
+    return _tidy("\n".join(_pdf_page(page) for page in kept))
+
+
+# Endings that are no word of their own: a line-break hyphen before one ("signi-" +
+# "ficant", "manage-" + "ment") is a word broken by hyphenation, not a hyphen of the text.
+_WORD_ENDINGS = re.compile(
+    r"(?:ti|si|ca|fi|ri)?(?:on|ons|al|ally|ant|ants|ance|ances|ent|ents|ence|ences|ic|ics|ical|ically|cant|cance)"
+    r"|ment|ments|ness|ity|ities|ing|ings|ible|able|ably|ous|ive|ively|ly|ful|less|ise|ised|ize|ized|ure|ures"
+    r"|ed|er|ers|est|ary|ory|ism|ist|ists"
+)
+_WORD = re.compile(r"[^\W\d_]+(?:-[^\W\d_]+)*")
+_HEADING_WORDS = 12  # a line of at most this many words, without final punctuation, can be a heading
+
+
+def _rejoin(head: str, tail: str, words: set[str]) -> str:
+    """`head` ending in "x-" and `tail` starting with "y" (lower case) as one line: "xy"
+    when the document spells "xy" elsewhere or "y" is a word ending (`_WORD_ENDINGS`),
+    "x-y" when it spells "x-y" elsewhere or otherwise (browsers and word processors break
+    lines only at hyphens the text has)."""
+    x, y = re.search(r"([^\W\d_]+)-$", head).group(1), re.match(r"[^\W\d_]+", tail).group()
+    joined = (x + y).lower()
+    keep = f"{x}-{y}".lower() in words or (joined not in words and not _WORD_ENDINGS.fullmatch(y.lower()))
+    return head + tail if keep else head[:-1] + tail
+
+
+def _is_heading(lines: list[str], i: int, width: int) -> bool:
+    """A title or heading line: short (at most `_HEADING_WORDS` words and 60% of the
+    page's widest line), no final punctuation, after a sentence's end or the page's
+    start, and followed by a line that starts with a capital or a digit."""
+    line, after = lines[i], lines[i + 1] if i + 1 < len(lines) else ""
+    before = lines[i - 1] if i else "."
+    return (
+        len(line.split()) <= _HEADING_WORDS
+        and len(line) <= 0.6 * width
+        and not re.search(r"[.!?,;:)\-]$", line)
+        and re.search(r"[.!?:]['\")]?$", before) is not None
+        and after[:1].isupper() | after[:1].isdigit()
+    )
+
+
+def _pdf_page(lines: list[str]) -> str:
+    """One page's lines as text: a line ending in a hyphen joined to the next one when
+    that starts in lower case (`_rejoin`), and headings set apart by blank lines (so a
+    title never runs into the first sentence)."""
+    words = set(_WORD.findall(" ".join(lines).lower()))
+    joined: list[str] = []
+    for line in lines:
+        if joined and re.search(r"[^\W\d_]-$", joined[-1]) and line[:1].islower():
+            joined[-1] = _rejoin(joined[-1], line, words)
+        else:
+            joined.append(line)
+    width = max((len(line) for line in joined), default=0)
+    return "\n".join(f"\n{line}\n" if _is_heading(joined, i, width) else line for i, line in enumerate(joined))
 
 
 def _check_unpacked_size(path: Path, raw: bytes) -> None:
@@ -290,9 +391,37 @@ _CLOSES = {
 _CELL = "\x1f"  # marks a table cell's start in the text; each line's cells are joined by " | "
 
 
+# Page furniture, left out like `_HIDDEN`: the navigation and complementary elements, a
+# page's own header and footer (not one inside an article, main or section: that is the
+# article's heading or byline, ARIA's rule for banner and contentinfo), an element whose
+# ARIA role is one of `_FURNITURE_ROLES`, marked `hidden` or `aria-hidden`, or whose class
+# or id has a `-`/`_`-separated piece in `_FURNITURE_WORDS` (`breadcrumb`, `site-nav`,
+# `footer-links`, `skip-link`, `cookie-banner`).
+_FURNITURE_TAGS = frozenset({"nav", "aside"})
+_PAGE_ONLY = frozenset({"header", "footer"})
+_CONTENT = frozenset({"article", "main", "section"})
+_FURNITURE_ROLES = frozenset({"navigation", "banner", "contentinfo", "complementary", "search", "menubar", "toolbar"})
+_FURNITURE_WORDS = frozenset(
+    {"nav", "navbar", "navigation", "breadcrumb", "breadcrumbs", "sidebar", "footer", "skip", "cookie", "cookies"}
+)
+
+
+def _is_furniture(tag: str, attrs: list[tuple[str, str | None]], in_content: bool) -> bool:
+    """Whether an element is page furniture (see `_FURNITURE_TAGS` above)."""
+    if tag in _FURNITURE_TAGS or (tag in _PAGE_ONLY and not in_content):
+        return True
+    values = dict(attrs)
+    if "hidden" in values or (values.get("aria-hidden") or "").lower() == "true":
+        return True
+    if (values.get("role") or "").lower() in _FURNITURE_ROLES:
+        return True
+    names = f"{values.get('class') or ''} {values.get('id') or ''}".lower()
+    return any(piece in _FURNITURE_WORDS for piece in re.split(r"[\s_-]+", names))
+
+
 class _HtmlText(HTMLParser):
     """The text of an HTML page, streamed: each open element's (tag, hidden, in head,
-    in title, in a table cell) on a stack that only counts depth and matches end tags."""
+    in content, in a table cell) on a stack that only counts depth and matches end tags."""
 
     def __init__(self, path: Path, clock: _Clock):
         super().__init__(convert_charrefs=True)
@@ -327,16 +456,10 @@ class _HtmlText(HTMLParser):
             self.parts.append(_CELL)
         if tag in _VOID:
             return
-        hidden, head, title, cell = self._state()
-        self.stack.append(
-            (
-                tag,
-                hidden or tag in _HIDDEN,
-                head or tag == "head",
-                title or tag == "title",
-                tag in ("td", "th") or (cell and tag != "table"),
-            )
-        )
+        hidden, head, content, cell = self._state()
+        hidden = hidden or tag in _HIDDEN or _is_furniture(tag, attrs, content)
+        cell = tag in ("td", "th") or (cell and tag != "table")
+        self.stack.append((tag, hidden, head or tag == "head", content or tag in _CONTENT, cell))
         self.open[tag] += 1
         if len(self.stack) > MAX_HTML_DEPTH:
             raise DataError(
@@ -351,8 +474,8 @@ class _HtmlText(HTMLParser):
             self._break()
 
     def handle_data(self, data):
-        hidden, head, title, _ = self._state()
-        if not hidden and (title or not head):
+        hidden, head, _, _ = self._state()
+        if not hidden and not head:  # the head's title is the browser tab's, furniture like the rest
             self.parts.append(data.replace(_CELL, " "))
 
     def text(self) -> str:
@@ -445,14 +568,18 @@ def _document_path(entry: Path, root: Path) -> Path | None:
     return real
 
 
-def read_folder(folder: str | Path, *, skip_unreadable: bool = False) -> tuple[list[Document], list[dict]]:
+def read_folder(
+    folder: str | Path, *, skip_unreadable: bool = False, counts: dict | None = None
+) -> tuple[list[Document], list[dict]]:
     """Every document file under `folder` as a Document (id: relative path without
     suffix), in path order. An unreadable file, a link out of the folder or anything that
     is not a regular file is an error, or with `skip_unreadable` left out and listed in
-    the second return value as {"file", "reason"}. Empty files are left out silently."""
+    the second return value as {"file", "reason"}. Empty files are left out silently, and
+    so is a document that was only furniture (`drop_repeated_lines`, whose counts go into
+    `counts` when given)."""
     folder = Path(folder)
     root = folder.resolve()
-    docs, skipped, seen, total = [], [], {}, 0
+    docs, kinds, skipped, seen, total = [], [], [], {}, 0
 
     def unreadable(entry: Path, err: DataError) -> None:
         if not skip_unreadable:
@@ -487,16 +614,51 @@ def read_folder(folder: str | Path, *, skip_unreadable: bool = False) -> tuple[l
             continue
         if text:
             docs.append(Document(id=doc_id, text=text))
-    return docs, skipped
+            kinds.append(_KIND_OF.get(entry.suffix.lower(), entry.suffix.lower()))
+    docs, dropped = drop_repeated_lines(docs, kinds)
+    if counts is not None:
+        counts.update(dropped)
+    return [d for d in docs if d.text], skipped
 
 
-def read_documents(path: str | Path, *, skip_unreadable: bool = False) -> tuple[list[Document], list[dict]]:
+_KIND_OF = {".htm": ".html", ".txt": ".md"}  # suffixes that read alike share a group for drop_repeated_lines
+
+
+def drop_repeated_lines(docs: list[Document], kinds: list[str]) -> tuple[list[Document], dict]:
+    """`docs` without their furniture: a line (compared by `_line_key`) found in half the
+    documents or more, at least two, of the folder or of the documents of the same kind
+    (`kinds[i]`, a suffix: the 3 saved web pages of a folder of 12 share their
+    navigation), is left out of every document; copies of one file count as one document. Returns the documents and the counts
+    (`repeated_lines`: distinct lines left out, `repeated_line_copies`: every copy)."""
+    distinct = dict.fromkeys((kind, d.text) for kind, d in zip(kinds, docs))  # a copy of a file counts once
+    in_docs, by_kind, size = Counter(), Counter(), Counter(kind for kind, _ in distinct)
+    for kind, text in distinct:
+        doc_keys = {_line_key(line) for line in text.splitlines() if line.strip()}
+        in_docs.update(doc_keys)
+        by_kind.update((kind, key) for key in doc_keys)
+    repeated = {key for key, n in in_docs.items() if n >= max(2, math.ceil(len(distinct) / 2))}
+    repeated |= {key for (kind, key), n in by_kind.items() if n >= max(2, math.ceil(size[kind] / 2))}
+    out, copies = [], 0
+    for d in docs:
+        lines = d.text.splitlines()
+        kept = [line for line in lines if not line.strip() or _line_key(line) not in repeated]
+        copies += len(lines) - len(kept)
+        out.append(dataclasses.replace(d, text=_tidy("\n".join(kept))) if len(kept) < len(lines) else d)
+    if repeated:
+        log.info("documents: %d line(s) repeated across documents left out (%d copies)", len(repeated), copies)
+    return out, {"repeated_lines": len(repeated), "repeated_line_copies": copies}
+
+
+def read_documents(
+    path: str | Path, *, skip_unreadable: bool = False, counts: dict | None = None
+) -> tuple[list[Document], list[dict]]:
     """Documents from a folder of files (see harness/data/ingest.py for the types read) or from
     a JSONL file (`id`, `text`), and the files left out as unreadable (`skip_unreadable`;
-    otherwise an unreadable file is an error)."""
+    otherwise an unreadable file is an error). A folder's furniture counts go into `counts`
+    (see `read_folder`); a JSONL file's text is taken as it is."""
     path = Path(path)
     if path.is_dir():
-        docs, skipped = read_folder(path, skip_unreadable=skip_unreadable)
+        docs, skipped = read_folder(path, skip_unreadable=skip_unreadable, counts=counts)
         if not docs:
             raise DataError(
                 f"{path}: no non-empty documents found ({', '.join(READERS)})"

@@ -225,7 +225,7 @@ def export_lora(adapter_dir: str | Path, *, base_gguf: str | Path, out: str | Pa
     what may stand at `out`). Returns `out`."""
     from safetensors.numpy import load_file
 
-    from harness.store.results import backup_path
+    from harness.store.results import backup_path, file_mode
 
     adapter_dir, out = Path(adapter_dir), Path(out)
     check_out(out, force=force)  # before any work
@@ -243,6 +243,7 @@ def export_lora(adapter_dir: str | Path, *, base_gguf: str | Path, out: str | Pa
     os.close(fd)
     try:
         _write_gguf(partial, base=base, alpha=float(config["lora_alpha"]), name=adapter_dir.name, tensors=tensors)
+        os.chmod(partial, file_mode(out))  # mkstemp's 0600 otherwise
         if check_out(out, force=force):  # again: nothing new in the way since the start
             backup = backup_path(out)
             os.replace(out, backup)

@@ -10,8 +10,12 @@ normalisation). Two generators (`GENERATORS`):
 
 - `cloze` (no model, deterministic for a seed): a sentence with a specific span, a date,
   year, number, code or name, masked, as Fictional Knowledge's probes are built (Chang et
-  al. 2024), with a 4-way choice from spans of the same kind elsewhere in the corpus
-  (numbers and years get nearby values when the corpus has too few). The evaluation item
+  al. 2024), with a 4-way choice from spans of the same kind elsewhere in the corpus,
+  of the answer's shape and found after the same word when there are enough (`choices_for`;
+  numbers and years get nearby values when the corpus has too few). One document asks
+  one answer at most `MAX_SAME_ANSWER` times and its title entity (`title_entity`) at
+  most `MAX_TITLE_ITEMS` times; a capped sentence asks about another of its spans, or is
+  counted as `answer_repeated` or `title_entity`. The evaluation item
   asks "Fill in the blank: ... ____ ..."; its training twin asks the same fact as "Which
   <kind> is missing ...?" with the span bracketed, so the two strings always differ.
   `cloze_style="complete"` asks as Fictional Knowledge's probes do instead: only spans
@@ -44,6 +48,7 @@ import json
 import logging
 import random
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,8 +107,11 @@ class QuestionSet:
     counts: dict = field(default_factory=dict)
 
 
-def find_spans(sentence: str) -> list[Span]:
-    """The maskable spans of a sentence, without overlaps, in text order."""
+def find_spans(sentence: str, *, capitals: set[str] | None = None) -> list[Span]:
+    """The maskable spans of a sentence, without overlaps, in text order. With `capitals`
+    (the words the corpus capitalises inside sentences, `mid_sentence_capitals`), a name
+    that starts the sentence loses a first word glued to it (`_glued`: "Following
+    Victoria" is "Victoria" when the corpus says "Victoria" elsewhere)."""
     taken = [False] * len(sentence)
     spans = []
     for kind, pattern in SPAN_PATTERNS:
@@ -111,7 +119,7 @@ def find_spans(sentence: str) -> list[Span]:
             start, end, text = m.start(), m.end(), m.group()
             if kind == "name":
                 words = text.split()
-                while words and words[0] in _NOT_NAMES:
+                while words and (words[0] in _NOT_NAMES or _glued(words, start == 0, capitals)):
                     start += len(words[0]) + 1
                     words = words[1:]
                 text = " ".join(words)
@@ -125,18 +133,42 @@ def find_spans(sentence: str) -> list[Span]:
     return sorted(spans, key=lambda s: s.start)
 
 
+def _glued(words: list[str], first: bool, capitals: set[str] | None) -> bool:
+    """Whether a name's first word is a sentence's capitalised first word glued to it:
+    the corpus never capitalises that word inside a sentence, and does the rest."""
+    return first and capitals is not None and words[0] not in capitals and all(w in capitals for w in words[1:])
+
+
 def _sentences(docs: list[Document]) -> list[tuple[str, str]]:
     from harness.answer.retrieve import split_sentences
 
     return [(d.id, " ".join(s.split())) for d in docs for s in split_sentences(d.text)]
 
 
-def _pools(sentences: list[tuple[str, str]]) -> dict[str, list[str]]:
-    pools: dict[str, dict[str, None]] = {}
+def mid_sentence_capitals(sentences: list[tuple[str, str]]) -> set[str]:
+    """Every capitalised word found after the first word of a sentence."""
+    return {w.strip(",;:()\"'.") for _, s in sentences for w in s.split()[1:] if w[:1].isupper()}
+
+
+def _pools(sentences: list[tuple[str, str]], capitals: set[str] | None = None) -> dict[str, dict[str, set[str]]]:
+    """The corpus' spans by kind, each with the words found just before it (its
+    context: "in", "by", "of" ...), which `choices_for` matches distractors on."""
+    pools: dict[str, dict[str, set[str]]] = {}
     for _, s in sentences:
-        for span in find_spans(s):
-            pools.setdefault(span.kind, {})[span.text] = None
-    return {k: list(v) for k, v in pools.items()}
+        for span in find_spans(s, capitals=capitals):
+            pools.setdefault(span.kind, {}).setdefault(span.text, set()).add(_word_before(s, span.start))
+    return pools
+
+
+def _word_before(sentence: str, start: int) -> str:
+    words = sentence[:start].split()
+    return words[-1].lower().strip(",;:()\"'") if words else ""
+
+
+def _shape(text: str) -> tuple:
+    """A span's shape, for distractors of the same kind as the answer: its number of
+    words (1, 2, 3 or more), whether it is all capitals and whether it holds a digit or %."""
+    return (min(len(text.split()), 3), text.isupper(), any(c.isdigit() for c in text), "%" in text)
 
 
 def _nearby_values(value: str, kind: str, rng: random.Random) -> list[str]:
@@ -156,15 +188,23 @@ def _nearby_values(value: str, kind: str, rng: random.Random) -> list[str]:
 
 
 def choices_for(
-    answer: str, kind: str | None, pools: dict[str, list[str]], *, evidence: str, rng: random.Random
+    answer: str,
+    kind: str | None,
+    pools: dict[str, dict[str, set[str]]],
+    *,
+    evidence: str,
+    rng: random.Random,
+    before: str = "",
 ) -> tuple[list[str], int | None]:
     """A 4-way choice: the answer and three spans of the same kind from elsewhere in the
-    corpus (not in the evidence sentence); ([], None) when there are not three."""
+    corpus (not in the evidence sentence), of its shape (`_shape`: a two-word name
+    against two-word names) when there are three, and of those first the ones found after
+    the same word `before` ("in ____": places against places); ([], None) when there
+    are not three. Numbers and years get nearby values when the corpus has too few."""
     if kind is None:
         return [], None
-    seen = {normalize(answer)}
-    pool = []
-    for v in pools.get(kind, []):
+    seen, pool = {normalize(answer)}, []
+    for v in pools.get(kind, {}):
         if normalize(v) not in seen and not contains(evidence, [v]):
             seen.add(normalize(v))
             pool.append(v)
@@ -174,7 +214,13 @@ def choices_for(
         ]
     if len(pool) < 3:
         return [], None
-    choices = rng.sample(pool, 3) + [answer]
+    shaped = [v for v in pool if _shape(v) == _shape(answer)]
+    pool = shaped if len(shaped) >= 3 else pool
+    near = [v for v in pool if before and before in pools.get(kind, {}).get(v, ())]
+    picked = (
+        rng.sample(near, 3) if len(near) >= 3 else near + rng.sample([v for v in pool if v not in near], 3 - len(near))
+    )
+    choices = picked + [answer]
     rng.shuffle(choices)
     return choices, choices.index(answer)
 
@@ -203,30 +249,72 @@ def _cloze_texts(style: str, kind: str, before: str, after: str) -> tuple[str, s
     )
 
 
+MAX_SAME_ANSWER = 2  # items of one document with one answer ("Meridia" x7 is one fact asked seven times)
+MAX_TITLE_ITEMS = 1  # items of one document whose answer is what the document is about (`title_entity`)
+
+
+def title_entity(doc: Document) -> str | None:
+    """What a document is about, normalised: its first line when that is a title (at most
+    8 words without final punctuation), else the first name of its first sentence."""
+    from harness.answer.retrieve import split_sentences
+
+    first = next(iter(split_sentences(doc.text)), "")
+    if first and len(first.split()) <= 8 and not re.search(r"[.!?:;,]$", first):
+        return normalize(first) or None
+    names = [s for s in find_spans(first) if s.kind == "name"]
+    return normalize(names[0].text) if names else None
+
+
+def _pick_span(order: list[Span], sentence: str, pools: dict, rng: random.Random, *, taken, title: str | None):
+    """The first span of `order` with three distractors whose answer is not over its caps
+    (`MAX_SAME_ANSWER` for its document, `MAX_TITLE_ITEMS` for the title entity), with
+    its choices; or the reason none was: no_distractors, answer_repeated, title_entity.
+    `taken` counts the document's items by normalised answer, and under None its title
+    entity items."""
+    reason = "no_distractors"
+    for span in order:
+        answer = normalize(span.text)
+        if taken[answer] >= MAX_SAME_ANSWER:
+            reason = "answer_repeated" if reason == "no_distractors" else reason
+            continue
+        if title and f" {answer} " in f" {title} " and taken[None] >= MAX_TITLE_ITEMS:
+            reason = "title_entity"
+            continue
+        before = _word_before(sentence, span.start)
+        choices, index = choices_for(span.text, span.kind, pools, evidence=sentence, rng=rng, before=before)
+        if choices:
+            taken[answer] += 1
+            taken[None] += bool(title and f" {answer} " in f" {title} ")
+            return span, choices, index
+    return reason
+
+
 def cloze_items(docs: list[Document], *, seed: int, counts: dict, style: str = "blank") -> list[tuple[dict, dict]]:
-    """(evaluation row, training row) pairs, one per fact-bearing sentence."""
+    """(evaluation row, training row) pairs, at most one per fact-bearing sentence, within
+    the caps on one answer per document (`_pick_span`)."""
     if style not in CLOZE_STYLES:
         raise DataError(f"--cloze-style: {style!r} is not one of {', '.join(CLOZE_STYLES)}")
     rng = random.Random(seed)
     sentences = _sentences(docs)
-    pools = _pools(sentences)
+    capitals = mid_sentence_capitals(sentences)
+    pools = _pools(sentences, capitals)
+    titles = {d.id: title_entity(d) for d in docs}
+    taken: dict[str, Counter] = {d.id: Counter() for d in docs}
     pairs = []
     for doc_id, sentence in sentences:
         words = len(sentence.split())
-        spans = [s for s in find_spans(sentence) if s.end - s.start < len(sentence) - 8]
+        spans = [s for s in find_spans(sentence, capitals=capitals) if s.end - s.start < len(sentence) - 8]
         if style == "complete":
             spans = [s for s in spans if _SENTENCE_END.fullmatch(sentence[s.end :])]
         if words < 5 or words > 60 or not spans:
             continue
         counts["candidates"] += 1
         order = sorted(spans, key=lambda s: [k for k, _ in SPAN_PATTERNS].index(s.kind))
-        for span in order:
-            choices, index = choices_for(span.text, span.kind, pools, evidence=sentence, rng=rng)
-            if choices:
-                break
-        else:
-            counts["rejected"]["no_distractors"] += 1
+        picked = _pick_span(order, sentence, pools, rng, taken=taken[doc_id], title=titles[doc_id])
+        if isinstance(picked, str):
+            counts["rejected"][picked] += 1
             continue
+        span, choices, index = picked
         question, twin = _cloze_texts(style, span.kind, sentence[: span.start], sentence[span.end :])
         row = {
             "question": question,
@@ -376,7 +464,9 @@ def _made_up_name(rng: random.Random) -> str:
 
 def unanswerable_items(rows: list[dict], docs: list[Document], *, n: int, seed: int) -> list[dict]:
     """`n` questions about entities absent from every document: an answerable question
-    with a name in it, the name swapped for a recombined or made-up one."""
+    with a name in it, the name swapped for a recombined or made-up one. Each row's
+    `check` says what was checked and what it was made from (the review sheet shows it as
+    the evidence)."""
     rng = random.Random(seed + 1)
     corpus = " ".join(normalize(d.text) for d in docs)
     names = sorted(
@@ -397,12 +487,14 @@ def unanswerable_items(rows: list[dict], docs: list[Document], *, n: int, seed: 
             for s in find_spans(r["question"])
             if s.kind == "name" and s.text != "Fill" and normalize(s.text) not in normalize(r["answers"][0])
         ]
+        check = f"No document names {ghost!r} (checked)"
         if with_name:
             source, span = rng.choice(with_name)
             question = source["question"][: span.start] + ghost + source["question"][span.end :]
+            check += f"; made from {source['id']}, {span.text!r} swapped out: {source['evidence']}"
         else:
             question = f"What do the documents say about {ghost}?"
-        out.append({"question": question, "answers": [], "kind": "unanswerable", "entity": ghost})
+        out.append({"question": question, "answers": [], "kind": "unanswerable", "entity": ghost, "check": check})
     return out
 
 
@@ -415,14 +507,21 @@ def build_question_set(
     max_questions: int | None = None,
     unanswerable_share: float = 0.1,
     cloze_style: str = "blank",
+    eval_sample: int | None = None,
 ) -> QuestionSet:
-    """Evaluation and training questions for `docs` (see the module docstring)."""
+    """Evaluation and training questions for `docs` (see the module docstring).
+    `max_questions` samples the facts (evaluation items and their twins together);
+    `eval_sample` samples only the evaluation items and keeps every fact's training
+    question, so the adapter still learns them all (ids `fNNNN-train` without an `fNNNN`
+    item are training only)."""
     if generator not in GENERATORS:
         raise DataError(f"--generator: {generator!r} is not one of {', '.join(GENERATORS)}")
     counts = {
         "candidates": 0,
         "rejected": {
             "no_distractors": 0,
+            "answer_repeated": 0,
+            "title_entity": 0,
             "unparseable": 0,
             "answer_too_long": 0,
             "answer_in_question": 0,
@@ -448,9 +547,14 @@ def build_question_set(
         keep = sorted(random.Random(seed).sample(range(len(pairs)), max_questions))
         counts["over_max_questions"] = len(pairs) - max_questions
         pairs = [pairs[i] for i in keep]
+    asked = set(range(len(pairs)))
+    if eval_sample is not None and len(pairs) > eval_sample:
+        asked = set(random.Random(seed + 2).sample(range(len(pairs)), eval_sample))
+        counts["training_only"] = len(pairs) - eval_sample
     rows, train = [], []
     for i, (row, twin) in enumerate(pairs):
-        rows.append({"id": f"f{i:04d}", **row})
+        if i in asked:
+            rows.append({"id": f"f{i:04d}", **row})
         train.append({"id": f"f{i:04d}-train", **twin})
     n_unanswerable = round(unanswerable_share * len(rows)) if rows else 0
     rows += [
@@ -459,7 +563,36 @@ def build_question_set(
     for name, n in counts["rejected"].items():
         if n:
             log.info("questions: %d rejected (%s)", n, name.replace("_", " "))
+    counts["elimination"] = elimination(rows)
     return QuestionSet(eval=rows, train=train, counts=counts)
+
+
+def _eliminated(row: dict) -> str | None:
+    """The choice a reader without the documents would pick by elimination alone, or
+    None: the one choice of another shape than the other three (`_shape`: "USA" among
+    "Ilse Varga", "Lund Bay", "Derby Town"), else the one choice sharing a word with the
+    question (a name the question already holds)."""
+    shapes = [_shape(c) for c in row["choices"]]
+    odd = [c for c, sh in zip(row["choices"], shapes) if shapes.count(sh) == 1]
+    if len(odd) == 1 and len(set(shapes)) == 2:
+        return odd[0]
+    words = set(normalize(row["question"]).split())
+    sharing = [c for c in row["choices"] if set(normalize(c).split()) & words]
+    return sharing[0] if len(sharing) == 1 else None
+
+
+def elimination(rows: list[dict]) -> dict:
+    """How many multiple-choice items a closed-book rule (`_eliminated`) answers from the
+    choices and the question alone: items, those it answers right, and the rate. Chance is
+    25% for a guess; the rule guesses only when elimination points at one choice."""
+    asked = [r for r in rows if r.get("choices") and r["answers"]]
+    right = sum(_eliminated(r) == r["choices"][r["answer_index"]] for r in asked)
+    return {
+        "rule": "odd shape out, else the one choice sharing a word with the question",
+        "items": len(asked),
+        "answered": right,
+        "rate": round(right / len(asked), 3) if asked else None,
+    }
 
 
 def retrieval_round_trip(
@@ -571,6 +704,7 @@ def make_questions(
     skip_unreadable: bool = False,
     cloze_style: str = "blank",
     force: bool = False,
+    eval_sample: int | None = None,
 ) -> dict:
     """Read `documents`, build the set, run the optional filters, write it into `out`
     (checked before any work: see write_question_set); returns the manifest (what
@@ -595,6 +729,7 @@ def make_questions(
             skip_unreadable=skip_unreadable,
             cloze_style=cloze_style,
             force=force,
+            eval_sample=eval_sample,
         )
 
 
@@ -613,10 +748,12 @@ def _make_questions(
     skip_unreadable: bool,
     cloze_style: str,
     force: bool,
+    eval_sample: int | None,
 ) -> dict:
     from harness.data.ingest import read_documents
 
-    docs, skipped = read_documents(documents, skip_unreadable=skip_unreadable)
+    furniture: dict = {}
+    docs, skipped = read_documents(documents, skip_unreadable=skip_unreadable, counts=furniture)
     lm = None
     if generator == "model":
         from harness.models.local import load_generator
@@ -625,7 +762,13 @@ def _make_questions(
             raise DataError("--generator model needs --model NAME (a model harness can load)")
         lm = load_generator(model)
     qset = build_question_set(
-        docs, generator=generator, seed=seed, lm=lm, max_questions=max_questions, cloze_style=cloze_style
+        docs,
+        generator=generator,
+        seed=seed,
+        lm=lm,
+        max_questions=max_questions,
+        cloze_style=cloze_style,
+        eval_sample=eval_sample,
     )
     if not any(r["answers"] for r in qset.eval):
         raise DataError(
@@ -654,6 +797,7 @@ def _make_questions(
         "documents": str(documents),
         "n_documents": len(docs),
         "skipped_documents": skipped,
+        "furniture": furniture or None,
         "retrieval_round_trip": round_trip,
         "closed_book_leakage": leakage,
     }

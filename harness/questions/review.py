@@ -12,7 +12,9 @@ and then the old folder is kept as `<folder>.backup-<date>-<time>`.
 
 `review.csv` holds one row per evaluation item with its training twin, opened in any
 spreadsheet. The reviewer sets `keep` to `no` to drop an item, or edits `question`,
-`train_question`, `answer`, `choices` (separated by ` | `) or `evidence` in place.
+`train_question`, `answer`, `choices` (separated by ` | `) or `evidence` in place. An
+unanswerable item's evidence cell says what it was checked against (its `check`: the
+ghost name found in no document, and the item and sentence it was made from).
 `harness questions --apply-review review.csv --out DIR` then writes the reviewed set into
 DIR, with the manifest recording that it was reviewed and how many items were kept,
 edited and dropped (a row deleted from the sheet counts as dropped). An edited answer
@@ -74,7 +76,7 @@ def _sheet_row(row: dict, twin: dict | None) -> dict:
         "train_question": twin["question"] if twin else "",
         "answer": (row["answers"] or [""])[0],
         "choices": CHOICE_SEPARATOR.join(row.get("choices") or []),
-        "evidence": row.get("evidence") or "",
+        "evidence": row.get("evidence") or row.get("check") or "",
         "doc_id": row.get("doc_id") or "",
     }
     return {k: sheet_cell(v) for k, v in cells.items()}
@@ -226,6 +228,7 @@ def _apply_rows(sheet: Path, originals: dict, twins: dict) -> tuple[list[dict], 
         rows.append(item)
         if twin is not None:
             train.append(twin)
+    train += [t for key, t in twins.items() if key not in originals]  # training only (--eval-sample): kept as is
     return rows, train, edited, dropped + len(set(originals) - seen)
 
 
@@ -239,6 +242,13 @@ def apply_review(sheet: str | Path, out: str | Path, *, force: bool = False) -> 
         raise DataError(
             f"--out {out}: give a folder other than the sheet's; the sheet is read against the set "
             "beside it, which stays as generated"
+        )
+    if not sheet.is_file():
+        raise DataError(f"--apply-review {sheet}: no such file (looked for {sheet.resolve()})")
+    if not (folder / "questions.jsonl").is_file():
+        raise DataError(
+            f"--apply-review {sheet}: the question set it reviews is not beside it (looked for "
+            f"{(folder / 'questions.jsonl').resolve()}); keep review.csv in the folder harness questions wrote"
         )
     with own_folder(out, QUESTION_SET, force=force):
         originals, twins, known, manifest = _read_set(folder)

@@ -4,8 +4,11 @@
 
 The config trains LoRA on the training questions that `harness questions` writes
 (`sft`), retrieves with MiniLM over chunks of the embedder's tokens, and answers with the
-embedded SmolLM2. The estimate uses the rates measured on this project's 2-core CPU
-(README, Performance): LoRA training 70-170 tokens/s, generation about 100 tokens/s. The
+embedded SmolLM2. The estimate uses the rates measured on this project's quiet 2-core CPU
+(README, Performance): LoRA training 70-170 tokens/s, generation about 100 tokens/s, or
+with `rates` (`harness init --measure`, run/probe.py) those measured on this machine just
+now, which a busy shared machine needs. The header and the printed line show one string
+(`estimate["run_time"]`) and say where the rates came from. The
 number of questions is what the cloze generator would build from these documents (it
 needs no model, so counting them is cheap); token counts are words x `TOKENS_PER_WORD`.
 An existing config is never replaced without `force`, and then it is kept as
@@ -45,17 +48,40 @@ STARTER = {
         "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
     },
     "retrieval": {"chunk_size": 128, "chunk_overlap": 16, "top_k": 3},
-    "eval": {"max_new_tokens": 16},
+    "eval": {"max_new_tokens": 16},  # replaced by answer_budget(documents)
 }
+MAX_NEW_TOKENS_RANGE = (16, 64)
+MEASURED_BAND = 1.25  # a measured training rate r is estimated as r / 1.25 to r * 1.25
 PIPELINES = 4  # base, finetuned, rag, rag_finetuned
 
 
-def estimate_run(*, train_tokens: int, epochs: int, n_questions: int, max_new_tokens: int) -> dict:
-    """Seconds for training (a range over the measured rates), answering and the rest."""
+def answer_budget(docs) -> int:
+    """`eval.max_new_tokens` for these documents' questions: enough for 90% of the
+    complete-style items to be restated whole and then answered (a model that repeats
+    the sentence before its answer, as base models do, still reaches the answer), in
+    `MAX_NEW_TOKENS_RANGE`."""
+    from harness.questions.build import build_question_set
+
+    rows = build_question_set(docs, cloze_style="complete", seed=0, unanswerable_share=0).eval
+    words = sorted(len(r["evidence"].split()) for r in rows) or [0]
+    low, high = MAX_NEW_TOKENS_RANGE
+    return max(low, min(high, math.ceil(TOKENS_PER_WORD * words[int(0.9 * (len(words) - 1))]) + 4))
+
+
+def estimate_run(
+    *,
+    train_tokens: int,
+    epochs: int,
+    n_questions: int,
+    max_new_tokens: int,
+    train_rates: tuple[float, float] = TRAIN_TOKENS_PER_SECOND,
+    generate_rate: float = GENERATE_TOKENS_PER_SECOND,
+) -> dict:
+    """Seconds for training (a range over the rates, slow to fast), answering and the rest."""
     trained = epochs * train_tokens
-    train_s = [trained / r for r in reversed(TRAIN_TOKENS_PER_SECOND)]
+    train_s = [trained / r for r in reversed(train_rates)]
     # generation, plus as much again for the 4-way choice scoring and the longer RAG prompts
-    answer_s = 2 * PIPELINES * n_questions * max_new_tokens / GENERATE_TOKENS_PER_SECOND
+    answer_s = 2 * PIPELINES * n_questions * max_new_tokens / generate_rate
     low, high = (FIXED_SECONDS + t + answer_s for t in train_s)
     return {
         "train_tokens": trained,
@@ -71,11 +97,42 @@ def _minutes(*seconds: float) -> str:
     return "-".join(map(str, values)) + " min"
 
 
+def _header(documents, questions: Path, *, raw: dict, estimate: dict, n_docs: int, skipped: int) -> list[str]:
+    """The config's comment header: the documents, the estimate and where its rates came
+    from, and what the starter's choices mean."""
+    words, n_eval, epochs = estimate["words"], estimate["questions"], STARTER["train"]["epochs"]
+    (slow, fast), generate_rate = (
+        estimate["rates"]["train_tokens_per_second"],
+        estimate["rates"]["generate_tokens_per_second"],
+    )
+    return [
+        f"# Starter config from `harness init {documents}` ({datetime.date.today().isoformat()}): "
+        f"{n_docs} documents, {words:,} words" + (f", {skipped} unreadable file(s) skipped" if skipped else ""),
+        f"# (about {round(words * TOKENS_PER_WORD):,} tokens). `harness questions {documents} --out {questions}` "
+        f"builds about {n_eval} questions and {estimate['train_questions']} training questions.",
+        f"# Estimated run time, rates {estimate['rates']['source']}: {estimate['run_time']}: training "
+        f"{_minutes(*estimate['train_seconds'])}",
+        f"# ({epochs} epochs x ~{estimate['train_tokens'] // epochs:,} tokens at {slow}-{fast} tokens/s), answering "
+        f"~{_minutes(estimate['answer_seconds'])} ({PIPELINES} pipelines x {n_eval} questions at "
+        f"~{generate_rate:g} tokens/s). Fewer epochs (train.epochs) or fewer questions shorten it.",
+        f"# eval.max_new_tokens: {raw['eval']['max_new_tokens']}, room for 90% of these sentences restated whole and "
+        "then answered (the report counts answers cut at the cap).",
+        "# train.objective: sft learns from the training questions; cpt would train on the documents themselves.",
+        "# retrieval.chunk_size and chunk_overlap count the embedder's tokens (MiniLM reads at most 254).",
+    ]
+
+
 def write_starter_config(
-    documents: str | Path, *, out: str | Path = "harness.yaml", questions: str | Path = "q", force: bool = False
+    documents: str | Path,
+    *,
+    out: str | Path = "harness.yaml",
+    questions: str | Path = "q",
+    force: bool = False,
+    rates: dict | None = None,
 ) -> tuple[Path, dict]:
     """Write a config for `documents` to `out` (refusing to overwrite one unless `force`);
-    returns its path and the estimate written into its header."""
+    returns its path and the estimate written into its header. `rates` (run.probe's
+    `measure_rates`) replaces the assumed speeds with ones measured on this machine."""
     from harness.data.ingest import read_documents
     from harness.questions.build import build_question_set
 
@@ -95,6 +152,7 @@ def write_starter_config(
     raw = {
         "name": Path(documents).resolve().name or "my_documents",
         **STARTER,
+        "eval": {**STARTER["eval"], "max_new_tokens": answer_budget(docs)},
         "data": {
             "documents": str(documents),
             "questions": str(questions / "questions.jsonl"),
@@ -103,28 +161,30 @@ def write_starter_config(
         },
     }
     parse_config(raw, source=str(out))  # what is written must validate
+    train_rates, generate_rate = TRAIN_TOKENS_PER_SECOND, GENERATE_TOKENS_PER_SECOND
+    if rates:  # measured just now: a band of MEASURED_BAND either side for the probe's noise
+        measured = rates["train_tokens_per_second"]
+        train_rates = (round(measured / MEASURED_BAND), round(measured * MEASURED_BAND))
+        generate_rate = rates["generate_tokens_per_second"]
     estimate = estimate_run(
         train_tokens=round(train_words * TOKENS_PER_WORD) + n_train * PROMPT_TOKENS,
         epochs=STARTER["train"]["epochs"],
         n_questions=n_eval,
-        max_new_tokens=STARTER["eval"]["max_new_tokens"],
+        max_new_tokens=raw["eval"]["max_new_tokens"],
+        train_rates=train_rates,
+        generate_rate=generate_rate,
     )
     estimate.update(documents=len(docs), words=words, skipped=len(skipped), questions=n_eval, train_questions=n_train)
     lo, hi = estimate["total_seconds"]
-    header = [
-        f"# Starter config from `harness init {documents}` ({datetime.date.today().isoformat()}): "
-        f"{len(docs)} documents, {words:,} words" + (f", {len(skipped)} unreadable file(s) skipped" if skipped else ""),
-        f"# (about {round(words * TOKENS_PER_WORD):,} tokens). `harness questions {documents} --out {questions}` "
-        f"builds about {n_eval} questions and {n_train} training questions.",
-        f"# Estimated run time on a 2-core CPU (README, Performance): {_minutes(lo, hi)}: training "
-        f"{_minutes(*estimate['train_seconds'])}",
-        f"# ({STARTER['train']['epochs']} epochs x ~{estimate['train_tokens'] // STARTER['train']['epochs']:,} "
-        f"tokens at {TRAIN_TOKENS_PER_SECOND[0]}-{TRAIN_TOKENS_PER_SECOND[1]} tokens/s), answering "
-        f"~{_minutes(estimate['answer_seconds'])} ({PIPELINES} pipelines x {n_eval} questions at "
-        f"~{GENERATE_TOKENS_PER_SECOND} tokens/s).",
-        "# train.objective: sft learns from the training questions; cpt would train on the documents themselves.",
-        "# retrieval.chunk_size and chunk_overlap count the embedder's tokens (MiniLM reads at most 254).",
-    ]
+    estimate["run_time"] = _minutes(lo, hi)  # the one string the header and `harness init`'s line both show
+    estimate["rates"] = {
+        "train_tokens_per_second": list(train_rates),
+        "generate_tokens_per_second": generate_rate,
+        "source": "measured on this machine (harness init --measure)"
+        if rates
+        else "assumed for a quiet 2-core CPU (README, Performance)",
+    }
+    header = _header(documents, questions, raw=raw, estimate=estimate, n_docs=len(docs), skipped=len(skipped))
     from harness.store.results import atomic_write_text, backup_path
 
     out.parent.mkdir(parents=True, exist_ok=True)

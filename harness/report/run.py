@@ -134,6 +134,37 @@ def _provenance_blocks(d: dict) -> list[tuple]:
                 + ".",
             )
         )
+    eliminated = ((qs or {}).get("filters") or {}).get("elimination") or {}
+    if eliminated.get("items"):
+        out.append(
+            (
+                "p",
+                f"Answerable by elimination (a closed-book rule shown the question and its choices, no document: "
+                f"{eliminated['rule']}): {eliminated['answered']} of {eliminated['items']} multiple-choice items "
+                f"({100 * eliminated['rate']:.0f}%).",
+            )
+        )
+    furniture = (qs or {}).get("furniture") or {}
+    if furniture.get("repeated_lines"):
+        out.append(
+            (
+                "p",
+                f"Page furniture left out of the documents (questions, chunks and training text): "
+                f"{furniture['repeated_lines']} line(s) repeated across documents "
+                f"({furniture['repeated_line_copies']} copies).",
+            )
+        )
+    trained = d.get("document_sentences") or {}
+    if trained and trained["trained"] < trained["of"]:
+        out.append(
+            (
+                "p",
+                f"The adapter's training material (objective: {trained['objective']}) holds {trained['trained']} of "
+                f"{trained['of']} document sentences ({100 * trained['trained'] / trained['of']:.0f}%); the other "
+                f"{trained['of'] - trained['trained']} reach the fine-tuned arms only through retrieval"
+                + (" (objective: mixed trains on the documents too)." if trained["objective"] == "sft" else "."),
+            )
+        )
     if d.get("skipped_documents"):
         out.append(
             (
@@ -889,6 +920,7 @@ def _cost_blocks(m: dict) -> list[tuple]:
             [
                 "pipeline",
                 "eval wall s",
+                "generation s",
                 "latency p50 ms",
                 "latency p95 ms",
                 "prompt tokens / query",
@@ -898,6 +930,7 @@ def _cost_blocks(m: dict) -> list[tuple]:
                 [
                     p,
                     f"{c['wall_seconds']:.1f}",
+                    "–" if c.get("generation_seconds") is None else f"{c['generation_seconds']:.1f}",
                     _fmt(None if undefined(c["latency_p50_s"]) else 1000 * c["latency_p50_s"], ".0f"),
                     _fmt(None if undefined(c["latency_p95_s"]) else 1000 * c["latency_p95_s"], ".0f"),
                     _fmt(c["prompt_tokens_mean"], ".0f"),
@@ -914,12 +947,42 @@ def _cost_blocks(m: dict) -> list[tuple]:
             "decoding). Eval wall time also includes retrieval and multiple-choice scoring.",
         )
     )
+    note = reuse_note(costs["pipelines"])
+    if note:
+        b.append(("p", note))
+    capped = {p: c["at_max_new_tokens"] for p, c in costs["pipelines"].items() if c.get("at_max_new_tokens")}
+    if capped:
+        n = m["data"]["questions"]
+        b.append(
+            (
+                "p",
+                f"**Answers cut at the generation cap** ({m['protocol']['decoding']}): "
+                + ", ".join(f"{p} {k} of {n}" for p, k in capped.items())
+                + ". A cut answer may stop before the answer, so fact recall there partly measures how much an arm "
+                "says first; raise `eval.max_new_tokens` to compare the arms on what they know.",
+            )
+        )
     if costs.get("training"):
         b.append(("p", _training_cost_line(costs["training"])))
     if costs.get("index"):
         b += _index_blocks(costs["index"], top_k=m["protocol"]["top_k"])
     b.append(("figure", "cost", plots.accuracy_vs_cost(m), "Multiple-choice accuracy against per-query latency."))
     return b
+
+
+def reuse_note(pipelines: dict) -> str | None:
+    """What the cost table means for arms answered (partly) from the generation memo: eval
+    wall time is then the lookup, and generation s is what the answers took when they were
+    first computed; None when every answer was computed in this run."""
+    reused = {p: c["batches"]["reused"] for p, c in pipelines.items() if c.get("batches", {}).get("reused")}
+    if not reused:
+        return None
+    return (
+        "Answers reused from the generation memo (a resumed or repeated run): "
+        + ", ".join(f"{p} {n} batch(es)" for p, n in reused.items())
+        + ". Their eval wall time is the lookup; generation s is the time they took when first computed, "
+        "the cost to compare."
+    )
 
 
 def _training_cost_line(tr: dict) -> str:

@@ -61,8 +61,28 @@ def data_record(cfg: ExperimentConfig, data: Dataset) -> dict:
         "unanswerable": len(questions) - n_answerable,
         "train_texts": len(data.train_texts),
         "train_questions": len(data.train_questions),
+        "document_sentences": sentences_trained(data, objective=cfg.train.objective),
         **data.provenance,  # user files: skipped documents, the question set's manifest
     }
+
+
+def sentences_trained(data: Dataset, *, objective: str) -> dict | None:
+    """How many of the documents' sentences the adapter's training material holds: under
+    `sft` those that are the evidence of a training question, under `cpt` and `mixed`
+    those of the training texts too (the documents themselves, for a user's files). None
+    without documents."""
+    from harness.answer.retrieve import split_sentences
+
+    def sentences(texts) -> set[str]:
+        return {" ".join(s.split()) for t in texts for s in split_sentences(t)}
+
+    documents = sentences(d.text for d in data.documents)
+    if not documents:
+        return None
+    seen = {" ".join(q.evidence.split()) for q in data.train_questions if q.evidence}
+    if objective != "sft":
+        seen |= sentences(data.train_texts)
+    return {"objective": objective, "trained": len(documents & seen), "of": len(documents)}
 
 
 def costs_record(

@@ -311,9 +311,14 @@ def build_index(cfg: ExperimentConfig, data: Dataset, *, timings: dict):
     )
 
 
-def _pipeline_cost(rows: list[dict], *, wall: float, memo: Memo) -> dict:
-    """What one arm cost: wall time, latency percentiles, tokens, memo reuse."""
+def _pipeline_cost(rows: list[dict], *, wall: float, memo: Memo, max_new_tokens: int) -> dict:
+    """What one arm cost: wall time, generation time (as first computed, so an arm
+    answered from the memo is not free), latency percentiles, tokens, memo reuse, and how
+    many answers stopped at `max_new_tokens` (cut before they may have said the answer)."""
     return {
+        "at_max_new_tokens": sum(r["new_tokens"] >= max_new_tokens for r in rows),
+        # what the answers took when first generated: a memo hit keeps its original latency
+        "generation_seconds": float(sum(r["latency_s"] for r in rows)),
         "wall_seconds": wall,
         "latency_p50_s": _percentile([r["latency_s"] for r in rows], 50),
         "latency_p95_s": _percentile([r["latency_s"] for r in rows], 95),
@@ -351,7 +356,9 @@ def answer_pipelines(cfg: ExperimentConfig, arms: Arms, questions: list, retriev
                 progress=bar.update,
             )
         rows_by_pipeline[name] = rows
-        costs[name] = _pipeline_cost(rows, wall=time.perf_counter() - t0, memo=memo)
+        costs[name] = _pipeline_cost(
+            rows, wall=time.perf_counter() - t0, memo=memo, max_new_tokens=cfg.eval.max_new_tokens
+        )
         if generator.served(lm):  # what this run asked of the server for this arm (0 when all cached)
             costs[name]["served_tokens"] = generator.take_usage(lm)
     return rows_by_pipeline, costs

@@ -49,6 +49,7 @@ import math
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -78,12 +79,36 @@ PACKAGES = (
 )
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux shows it (`os.umask`
+    can only be read by setting it, which would race with other threads' files)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        umask = os.umask(0o022)
+        os.umask(umask)
+        return umask
+
+
+def file_mode(path: str | Path) -> int:
+    """The permission bits a file written at `path` gets: those of the file it replaces,
+    or what `open()` gives a new file under the umask (0o644 under umask 022). Temp files
+    are created 0o600; without this every file harness writes would be unreadable to the
+    team sharing the folder or the web server serving the report."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write `data` to a temp file beside `path`, fsync it and rename it into place, so a
-    reader sees the old file or the new one, never a part."""
+    reader sees the old file or the new one, never a part; the file gets `file_mode`."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, file_mode(path))
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -100,12 +125,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 def atomic_write_file(path: str | Path, write) -> None:
     """`write(tmp)` writes a temp file beside `path` (a library's own save function,
     streaming to disk, so nothing the size of the file is held in memory); the file is
-    then fsynced and renamed into place, as `atomic_write_bytes` does."""
+    then fsynced and renamed into place with `file_mode`, as `atomic_write_bytes` does."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, file_mode(path))
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

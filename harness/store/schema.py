@@ -87,6 +87,7 @@ class DataInfo(_Part):
     unanswerable: int
     train_texts: int
     train_questions: int
+    document_sentences: dict[str, Any] | None = None  # run.record.sentences_trained
     skipped_documents: list[dict[str, Any]] | None = None
     question_set: dict[str, Any] | None = None
 
@@ -202,6 +203,8 @@ class PipelineCost(_Part):
     prompt_tokens_mean: Number
     new_tokens_mean: Number
     batches: dict[str, int]  # generations reused from the memo and computed
+    at_max_new_tokens: int | None = None  # answers cut at eval.max_new_tokens
+    generation_seconds: float | None = None  # the answers' generation time when first computed
     served_tokens: dict[str, int] | None = None  # endpoint runs: what the server reported
 
 
