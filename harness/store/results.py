@@ -45,10 +45,12 @@ import json
 import logging
 import os
 import platform
+import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -521,6 +523,27 @@ class RunLockedError(RuntimeError):
     """Another live process is writing the same results folder."""
 
 
+# A lock's lease: its holder rewrites the heartbeat in the lock file every quarter of
+# this, and a lock whose heartbeat is older than this is stale on any host (a Slurm
+# requeue or a restarted pod comes back under a new hostname and finds its dead
+# holder's lock). Hosts sharing a results folder must agree on the time to well within it.
+LEASE_SECONDS = 120.0
+
+
+def lease_seconds() -> float:
+    """The lease new locks state: LEASE_SECONDS, or HARNESS_LOCK_LEASE_SECONDS when set."""
+    raw = os.environ.get("HARNESS_LOCK_LEASE_SECONDS")
+    if raw is None:
+        return LEASE_SECONDS
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise RunLockedError(f"HARNESS_LOCK_LEASE_SECONDS: {raw!r} is not a positive number of seconds")
+    return value
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -538,50 +561,111 @@ def _mtime(path: Path) -> float:
         return time.time()
 
 
+def _lock_holder(lock: Path) -> dict:
+    """What the lock file says of its holder ({} when unreadable or not a lock this code wrote)."""
+    try:
+        holder = json.loads(lock.read_text() or "{}")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _stale(holder: dict, lock: Path, host: str) -> str | None:
+    """Why the lock's holder is gone (None: it may be alive): an empty lock file older than
+    10 s (its writer died between creating and filling it), a holder on this host whose
+    process is gone, or a heartbeat older than the lease the holder stated (any host)."""
+    pid, beat, lease = holder.get("pid"), holder.get("heartbeat"), holder.get("lease_seconds")
+    if not holder:
+        return "empty lock file" if time.time() - _mtime(lock) > 10 else None
+    if isinstance(pid, int) and holder.get("host") == host and not _pid_alive(pid):
+        return f"process {pid} is gone"
+    if _is_number(beat) and _is_number(lease) and time.time() - beat > lease:
+        return f"no heartbeat for {time.time() - beat:.0f} s (lease {lease:g} s)"
+    return None
+
+
+def _heartbeat(lock: Path, me: dict, stop, every: float) -> None:
+    """The holder's thread: rewrite the lock's heartbeat every `every` seconds until
+    `stop` is set, or until the lock is no longer this holder's (taken over after a
+    stall longer than the lease: said loudly, once)."""
+    while not stop.wait(every):
+        if _lock_holder(lock).get("token") != me["token"]:
+            log.error("%s: this run's lock was taken over (its heartbeat stalled past the lease)", lock)
+            return
+        me["heartbeat"] = time.time()
+        try:
+            atomic_write_json(lock, me)
+        except OSError as err:  # a full disk for a moment: the next beat tries again
+            log.warning("%s: heartbeat not written (%s)", lock, err)
+
+
+def _take(lock: Path, me: dict) -> bool:
+    """Create the lock file holding `me`, or return False when it exists."""
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as f:
+        json.dump(me, f)
+    return True
+
+
 @contextlib.contextmanager
-def run_lock(final: str | Path, *, wait: bool = False, poll_seconds: float = 2.0):
-    """Hold `results/.<name>.lock` for the length of a run. A second run on the same
-    folder is refused while the holder lives (or, with `wait`, waits for it to finish);
-    a lock left by a process that is gone (killed, crashed) on this machine is stale and
-    taken over."""
+def run_lock(final: str | Path, *, wait: bool = False, poll_seconds: float = 2.0, lease: float | None = None):
+    """Hold `results/.<name>.lock` for the length of a run, with a heartbeat lease: a
+    thread rewrites the lock's `heartbeat` every quarter of `lease` (default
+    `lease_seconds()`). A second run on the same folder is refused while the holder lives
+    (or, with `wait`, waits for it to finish). A lock is stale, and taken over, when its
+    holder is a process on this machine that is gone, or when its heartbeat is older than
+    the lease it states, on any host."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     lock = final.parent / f".{final.name}.lock"
-    me = {"pid": os.getpid(), "host": platform.node(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    attempts = 0
-    while True:
-        attempts += 1
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                holder = json.loads(lock.read_text() or "{}")
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-                holder = {}
-            if not isinstance(holder, dict):  # not a lock this code wrote: say whose it might be, no crash
-                holder = {}
-            pid, host = holder.get("pid"), holder.get("host")
-            if not holder and time.time() - _mtime(lock) > 10 and attempts < 5:
-                lock.unlink(missing_ok=True)  # its writer died between creating and filling it
-                continue
-            if isinstance(pid, int) and host == me["host"] and not _pid_alive(pid) and attempts < 5:
-                lock.unlink(missing_ok=True)  # stale: its process is gone
-                continue
-            if wait:
-                time.sleep(poll_seconds)
-                continue
-            raise RunLockedError(
-                f"{final}: another run is writing it (pid {pid} on {host}, since "
-                f"{holder.get('started')}); wait for it, or delete {lock} if that process "
-                "is gone"
-            ) from None
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
-        break
+    lease = lease_seconds() if lease is None else lease
+    me = {
+        "pid": os.getpid(),
+        "host": platform.node(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "token": secrets.token_hex(8),
+        "lease_seconds": lease,
+        "heartbeat": time.time(),
+    }
+    takeovers = 0
+    while not _take(lock, me):
+        holder = _lock_holder(lock)
+        why = _stale(holder, lock, me["host"])
+        if why is not None and takeovers < 5:  # a bound, should two stale-lock takers race forever
+            log.warning(
+                "%s: stale lock of pid %s on %s taken over (%s)", lock, holder.get("pid"), holder.get("host"), why
+            )
+            lock.unlink(missing_ok=True)
+            takeovers += 1
+            continue
+        if wait:
+            time.sleep(poll_seconds)
+            continue
+        raise RunLockedError(
+            f"{final}: another run is writing it (pid {holder.get('pid')} on {holder.get('host')}, since "
+            f"{holder.get('started')}); wait for it, or delete {lock} if that process is gone (a lock whose "
+            f"heartbeat stops is taken over after its lease, {holder.get('lease_seconds', '?')} s)"
+        ) from None
+    me["heartbeat"] = time.time()
+    stop = threading.Event()
+    beat = threading.Thread(
+        target=_heartbeat, args=(lock, dict(me), stop, lease / 4), daemon=True, name=f"heartbeat {lock.name}"
+    )
+    beat.start()
     try:
         yield lock
     finally:
-        lock.unlink(missing_ok=True)
+        stop.set()
+        beat.join()
+        if _lock_holder(lock).get("token") == me["token"]:  # never remove the lock of a run that took it over
+            lock.unlink(missing_ok=True)
 
 
 def package_versions() -> dict[str, str | None]:
