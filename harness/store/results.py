@@ -701,10 +701,42 @@ def git_state(repo: str | Path | None = None) -> dict:
 
 
 def provenance() -> dict:
+    """Where and with what a run ran: versions, commit, Python, platform, command line, the
+    host and the GPUs it was given (CUDA_VISIBLE_DEVICES as an executor pinned it), and
+    its log file in the results folder (RUN_LOG)."""
     return {
         "versions": package_versions(),
         "git": git_state(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "argv": sys.argv,
+        "host": platform.node(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "log": RUN_LOG,
     }
+
+
+RUN_LOG = "run.log"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+@contextlib.contextmanager
+def run_log(path: str | Path):
+    """Append this process's log records (INFO and above, every logger) to `path` while
+    the block runs: a run's `run.log` in its results folder, a grid's in the grid folder,
+    so a cell's log is its own even when many cells run on one Ray driver. Each record is
+    one append, so concurrent writers of one file (a grid's jobs) interleave whole lines."""
+    handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    if root.getEffectiveLevel() > logging.INFO:  # a worker process that configured no logging
+        root.setLevel(logging.INFO)
+    try:
+        yield Path(path)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+        handler.close()
