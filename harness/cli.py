@@ -2,11 +2,13 @@
 
     harness run CONFIG [--results-dir DIR]   run an experiment, write results and report
         [--executor sequential|processes|ray] [--workers N] [--address RAY] [--cpus-per-cell N]
+        [--gpus-per-cell G] [--lane K | --shard I/N]   (a grid: one job of a job array)
     harness train CONFIG                     only train its adapters into the cache (multi-GPU: under
                                              torchrun or accelerate launch)
-    harness plan CONFIG                      a grid's cells: done, adapter cached, estimated cost
+    harness plan CONFIG [--json]             a grid's cells: done, adapter cached, estimated cost; its lanes
     harness validate CONFIG                  check a config without loading any model
-    harness report RESULTS_DIR               rewrite report.md/.html from result files alone
+    harness report RESULTS_DIR               rewrite report.md/.html from result files alone (a grid's
+                                             folder: grid.md, once every cell is finished)
     harness compare DIR_A DIR_B              two runs side by side, Markdown on stdout
     harness annotate RESULTS_DIR [--pipelines A B ...] [--items N] [--seed S]
                                              a blind side-by-side page for human annotators
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import logging
 import math
 import sys
@@ -73,6 +76,7 @@ def _input_errors() -> tuple[type[BaseException], ...]:
 
 def _run(args) -> int:
     from harness.config import load_config
+    from harness.report.run import missing_cells
     from harness.run.executors import EXECUTORS, ExecutorError, run_grid
     from harness.run.preflight import check_experiment
     from harness.run.runner import run_experiment
@@ -80,6 +84,9 @@ def _run(args) -> int:
     if args.executor not in EXECUTORS:
         raise ExecutorError(f"--executor: {args.executor!r} is not one of {', '.join(EXECUTORS)}")
     cfg = load_config(args.config)
+    part = args.lane is not None or args.shard is not None
+    if cfg.grid is None and part:
+        raise ExecutorError(f"{args.config}: has no grid; --lane and --shard pick lanes of a grid")
     check_experiment(cfg, source=args.config, results_root=args.results_dir)
     if cfg.grid is not None:
         out = run_grid(
@@ -89,8 +96,15 @@ def _run(args) -> int:
             workers=args.workers,
             address=args.address,
             cpus_per_cell=args.cpus_per_cell,
+            gpus_per_cell=args.gpus_per_cell,
+            lane=args.lane,
+            shard=args.shard,
         )
-        print(f"grid report: {out / 'grid.md'}")
+        missing = missing_cells(out) if part else []
+        if missing:
+            print(f"{len(missing)} cell(s) of the grid not finished yet; when they are: harness report {out}")
+        else:
+            print(f"grid report: {out / 'grid.md'}")
         return 0
     out = run_experiment(cfg, results_root=args.results_dir)
     print(f"report: {out / 'report.md'}")
@@ -123,6 +137,9 @@ def _plan(args) -> int:
     cfg = load_config(args.config)
     check_experiment(cfg, source=args.config, results_root=args.results_dir)
     rows = plan_grid(cfg, results_root=args.results_dir)
+    if args.json:
+        print(json.dumps(_plan_json(cfg, rows, args), indent=2))
+        return 0
     table = [
         [
             r["cell"],
@@ -145,6 +162,25 @@ def _plan(args) -> int:
     print()
     print("\n".join(_items_plan_lines(cfg, pilot=args.pilot, power=args.power)))
     return 0
+
+
+def _plan_json(cfg, rows: list[dict], args) -> dict:
+    """`harness plan --json`: what a scheduler needs to start one job a lane."""
+    from pathlib import Path
+
+    from harness.run.executors import check_gpus_per_cell
+    from harness.run.grid import plan_lanes
+
+    check_gpus_per_cell(args.gpus_per_cell)
+    lanes = plan_lanes(cfg, rows, gpus_per_cell=args.gpus_per_cell)
+    return {
+        "experiment": cfg.name,
+        "grid_dir": str(Path(args.results_dir or cfg.output_dir) / cfg.name),
+        "lanes": lanes,
+        "cells": rows,
+        "run_lane": f"harness run {args.config} --lane K",
+        "report": f"harness report {Path(args.results_dir or cfg.output_dir) / cfg.name}",
+    }
 
 
 def _plan_rows_assumed() -> list[dict]:
@@ -222,9 +258,12 @@ def _validate(args) -> int:
 def _report(args) -> int:
     from pathlib import Path
 
-    from harness.report.run import write_report
+    from harness.report.run import assemble_grid_report, write_report
 
     folder = Path(args.results_dir)
+    if (folder / "grid.json").is_file():  # a grid's folder: its report once every cell is finished
+        print(f"grid report: {assemble_grid_report(folder)}")
+        return 0
     if not (folder / "metrics.json").is_file():
         print(f"harness: error: {folder}: no metrics.json (not a finished results folder)", file=sys.stderr)
         return 2
@@ -404,25 +443,28 @@ def _add_questions_parser(sub) -> None:
     p.set_defaults(func=_questions)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line: one subcommand per job, each calling one `_command` function."""
-    parser = argparse.ArgumentParser(prog="harness", description="Fine-tune, retrieve, or both? Measure it.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("run", help="run an experiment")
+def _add_run_parser(sub) -> None:
+    """`harness run`: its arguments, the executors' and a job array's included."""
+    p = sub.add_parser("run", help="run an experiment, a grid, or one lane or shard of a grid (a job array's job)")
     p.add_argument("config")
     p.add_argument("--results-dir", default=None, help="parent folder of results (default: the config's output_dir)")
     p.add_argument("--executor", default="sequential", help="where a grid's cells run: sequential, processes, ray")
     p.add_argument("--workers", type=int, default=None, help="processes executor: worker processes (default: cores)")
     p.add_argument("--address", default=None, help="ray executor: an existing cluster (default: start a local one)")
     p.add_argument("--cpus-per-cell", type=int, default=1, help="ray executor: CPUs each cell's task asks for")
-    p.set_defaults(func=_run)
-    p = sub.add_parser(
-        "train",
-        help="train a config's adapters into the cache, evaluate nothing (torchrun / accelerate launch: data parallel)",
+    p.add_argument(
+        "--gpus-per-cell",
+        type=float,
+        default=None,
+        help="ray and processes executors: GPUs each cell gets (a fraction shares one; default: 1 where the model "
+        "is on CUDA or on device auto and GPUs exist, else 0)",
     )
-    p.add_argument("config")
-    p.set_defaults(func=_train)
+    p.add_argument("--lane", type=int, default=None, help="run only this lane of the grid (harness plan --json)")
+    p.add_argument("--shard", default=None, metavar="I/N", help="run only lanes I, I+N, I+2N, ... of the grid")
+    p.set_defaults(func=_run)
+
+
+def _add_plan_parser(sub) -> None:
     p = sub.add_parser(
         "plan",
         help="list a grid's cells, what is done or cached, and an estimate; and the "
@@ -436,7 +478,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="a finished run's results folder: plan the items from its discordance and price them in its time",
     )
     p.add_argument("--power", type=float, default=0.8, help="chance of settling the question (default 0.8)")
+    p.add_argument("--json", action="store_true", help="the lanes and cells as JSON, for a scheduler")
+    p.add_argument("--gpus-per-cell", type=float, default=None, help="--json: the GPUs each cell will ask for")
     p.set_defaults(func=_plan)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: one subcommand per job, each calling one `_command` function."""
+    parser = argparse.ArgumentParser(prog="harness", description="Fine-tune, retrieve, or both? Measure it.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_run_parser(sub)
+    p = sub.add_parser(
+        "train",
+        help="train a config's adapters into the cache, evaluate nothing (torchrun / accelerate launch: data parallel)",
+    )
+    p.add_argument("config")
+    p.set_defaults(func=_train)
+    _add_plan_parser(sub)
     p = sub.add_parser("validate", help="check a config file without loading models")
     p.add_argument("config")
     p.add_argument(

@@ -67,9 +67,17 @@ def test_unchanged_rerun_computes_nothing_and_an_extension_only_the_new_cell(tin
         and "](figures/effect-top_k-mc_accuracy.png)" in (root / "grid.md").read_text()
     )
 
+    for cell, other in (("top_k=1", "top_k=2"), ("top_k=2", "top_k=1")):  # each cell's own log, listed
+        log = (root / cell / "run.log").read_text()
+        assert f"into {root / cell}" in log and f"into {root / other}" not in log and " INFO harness." in log
+        assert json.loads((root / cell / "metrics.json").read_text())["provenance"]["log"] == "run.log"
+        assert "run.log" in json.loads((root / cell / ".harness-results.json").read_text())["files"]
+
     computed.clear()
     executors.run_grid(parse_config(raw), results_root=tmp_path)
     assert computed == []
+    grid_log = (root / "run.log").read_text()  # the grid's own log, appended to by each run of it
+    assert grid_log.count("2 of 2 cells to run") == 1 and grid_log.count("0 of 2 cells to run") == 1
 
     raw["grid"] = {"axes": {"retrieval.top_k": [1, 2, 3]}}
     plan = {r["cell"]: r for r in grid.plan_grid(parse_config(raw), results_root=tmp_path)}
@@ -108,18 +116,77 @@ def test_lanes_group_cells_by_adapter(tiny_model_dir, tmp_path):
     ]
 
 
-def test_parallel_processes_give_the_sequential_metrics(tiny_model_dir, tmp_path, monkeypatch):
+LANE_CELLS = (("rank=2,top_k=1", "rank=2,top_k=2"), ("rank=4,top_k=1", "rank=4,top_k=2"))
+
+
+def _devices(root) -> list[set]:
+    """The CUDA_VISIBLE_DEVICES each lane's cells saw (their provenance)."""
+    return [
+        {json.loads((root / c / "metrics.json").read_text())["provenance"]["cuda_visible_devices"] for c in lane}
+        for lane in LANE_CELLS
+    ]
+
+
+def test_parallel_processes_give_the_sequential_metrics_each_worker_on_its_own_gpu(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    """Two workers on a machine that shows two GPUs (the count faked here): each pinned
+    to its own through CUDA_VISIBLE_DEVICES; the model is on the CPU, so the metrics are
+    the sequential run's."""
     raw = _two_lane_grid(tiny_model_dir)
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache-seq"))
     seq = executors.run_grid(parse_config(raw), results_root=tmp_path / "seq")
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache-par"))
-    par = executors.run_grid(parse_config(raw), results_root=tmp_path / "par", executor="processes", workers=2)
+    monkeypatch.setattr(executors, "visible_gpus", lambda: ["0", "1"])
+    par = executors.run_grid(
+        parse_config(raw), results_root=tmp_path / "par", executor="processes", workers=2, gpus_per_cell=1
+    )
     assert len(_cells(seq)) == 4 and _cells(par) == _cells(seq)
     trained = [
         json.loads((par / c / "metrics.json").read_text())["costs"]["training"]["from_cache"]
-        for c in ("rank=2,top_k=1", "rank=2,top_k=2", "rank=4,top_k=1", "rank=4,top_k=2")
+        for lane in LANE_CELLS
+        for c in lane
     ]
     assert trained == [False, True, False, True]  # each lane trained its adapter once
+    assert sorted(_devices(par), key=str) == [{"0"}, {"1"}]  # one GPU a lane, each its own
+    assert _devices(seq) == [{None}, {None}]
+    for lane, other in (LANE_CELLS, LANE_CELLS[::-1]):  # a worker's log lines only in its own cells' logs
+        log = (par / lane[0] / "run.log").read_text()
+        assert f"into {par / lane[0]}" in log and f"into {par / other[0]}" not in log
+
+
+def test_gpus_per_cell_by_default_and_as_given(tiny_model_dir, monkeypatch):
+    """The default asks for a GPU whenever the model is on CUDA, or on device auto where
+    GPUs exist (Ray's cluster, this machine); never for a CPU or endpoint model."""
+    raw = tiny_config(tiny_model_dir)
+    for device, available, want in (("auto", 2, 1), ("auto", 0, 0), ("cuda", 0, 1), ("cpu", 8, 0)):
+        raw["model"]["device"] = device
+        assert grid.cell_gpus(parse_config(raw), requested=None, available=available) == want, device
+    assert grid.cell_gpus(parse_config(raw), requested=0.5, available=0) == 0.5
+    gpus = ["0", "1", "2", "3"]
+    assert executors.gpu_slots(gpus, 2) == ["0,1", "2,3"] and executors.gpu_slots(gpus, 3) == ["0,1,2"]
+    assert executors.gpu_slots(gpus[:2], 0.5) == ["0", "1", "0", "1"] and executors.gpu_slots(gpus, 0) == []
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2, 5")
+    assert executors.visible_gpus() == ["2", "5"]
+    for bad in (1.5, -1, float("nan")):
+        with pytest.raises(executors.ExecutorError, match="--gpus-per-cell: .* is not 0, a fraction"):
+            executors.check_gpus_per_cell(bad)
+
+
+def test_lanes_and_shards_are_numbered_over_every_cell(tiny_model_dir, tmp_path):
+    cells = expand_grid(parse_config(_two_lane_grid(tiny_model_dir)))
+    assert [[c.id for c in g] for g in grid.lane_groups(cells)] == [list(lane) for lane in LANE_CELLS]
+    assert [[c for c, _ in lane] for lane in grid.grid_lanes(cells, tmp_path, select=[1])] == [list(LANE_CELLS[1])]
+    assert executors.select_lanes(5, shard="1/2") == [1, 3] and executors.select_lanes(5, lane=4) == [4]
+    assert executors.select_lanes(5) is None and executors.select_lanes(1, shard="1/3") == []
+    for kw, message in (
+        ({"lane": 2}, "--lane 2: the grid has 2 lanes"),
+        ({"shard": "2/2"}, "--shard '2/2': give I/N"),
+        ({"shard": "a"}, "--shard 'a': give I/N"),
+        ({"lane": 0, "shard": "0/2"}, "give one of them"),
+    ):
+        with pytest.raises(executors.ExecutorError, match=message):
+            executors.select_lanes(2, **kw)
 
 
 def test_an_unknown_executor_is_named(tiny_model_dir, tmp_path):
