@@ -150,6 +150,7 @@ def connect_endpoint(cfg: ExperimentConfig, data: Dataset) -> tuple[LoadedModel,
                 served_adapter=m.served_adapter,
                 adapter_dir=record["adapter_dir"],
                 base_gguf=endpoint.base_gguf(m.name),
+                lora_rank=cfg.train.rank,
             ),
         )
         del local
