@@ -196,6 +196,77 @@ def test_an_unknown_executor_is_named(tiny_model_dir, tmp_path):
         executors.run_grid(parse_config(_two_lane_grid(tiny_model_dir)), results_root=tmp_path, executor="slurm")
 
 
+def _without_training_times(grid_md: str) -> str:
+    """grid.md less its training-cost table, whose seconds and memory differ run to run."""
+    out, skipping = [], False
+    for line in grid_md.splitlines():
+        if line.startswith("## "):
+            skipping = line.startswith("## Training cost")
+        if not skipping:
+            out.append(line)
+    return "\n".join(out)
+
+
+def test_a_grid_run_lane_by_lane_in_separate_processes_gives_the_single_runs_grid_md(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    """A job array's jobs: `plan --json` lists the lanes, `run --lane 1` then `--lane 0`
+    in separate processes, `report GRID_DIR` names the missing cells until both are done;
+    the grid.md is the single run's."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    raw = _two_lane_grid(tiny_model_dir)
+    raw["grid"] = {"axes": {"train.rank": [2, 4]}}  # two lanes of one cell each
+    lanes = [["rank=2"], ["rank=4"]]
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache-whole"))
+    whole = executors.run_grid(parse_config(raw), results_root=tmp_path / "whole")
+    config, jobs = tmp_path / "lanes.yaml", tmp_path / "jobs"
+    config.write_text(yaml.safe_dump(raw, sort_keys=False))
+    env = {**os.environ, "HARNESS_CACHE": str(tmp_path / "cache-jobs"), "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+
+    def harness(*argv):
+        command = [sys.executable, "-m", "harness.cli", *argv]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+
+    first = harness("run", str(config), "--results-dir", str(jobs), "--lane", "1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "1 cell(s) of the grid not finished yet; when they are: harness report" in first.stdout
+    assert not (jobs / "lanes" / "grid.md").exists() and "(lanes 1)" in (jobs / "lanes" / "run.log").read_text()
+    plan = json.loads(harness("plan", str(config), "--results-dir", str(jobs), "--json").stdout)
+    assert [lane["cells"] for lane in plan["lanes"]] == lanes
+    assert [lane["to_run"] for lane in plan["lanes"]] == [lanes[0], []]
+    assert plan["lanes"][0]["estimate_seconds"] > 0 and [lane["gpus_per_cell"] for lane in plan["lanes"]] == [0, 0]
+    assert plan["lanes"][0]["adapter_group"] != plan["lanes"][1]["adapter_group"]
+    early = harness("report", str(jobs / "lanes"))
+    errors = [line for line in early.stderr.splitlines() if line.startswith("harness: error")]
+    assert early.returncode == 2 and len(errors) == 1 and "Traceback" not in early.stderr
+    assert "1 of 2 cells not finished (rank=2)" in errors[0]
+    second = harness("run", str(config), "--results-dir", str(jobs), "--lane", "0")
+    assert second.returncode == 0 and f"grid report: {jobs / 'lanes' / 'grid.md'}" in second.stdout
+    assert _cells(jobs / "lanes") == _cells(whole)
+    expected = _without_training_times((whole / "grid.md").read_text())
+    assert _without_training_times((jobs / "lanes" / "grid.md").read_text()) == expected
+    (jobs / "lanes" / "grid.md").unlink()
+    again = harness("report", str(jobs / "lanes"))
+    assert again.returncode == 0 and _without_training_times((jobs / "lanes" / "grid.md").read_text()) == expected
+
+
+def test_a_lane_out_of_range_is_refused_before_any_work(tiny_model_dir, tmp_path, capsys):
+    import yaml
+
+    from harness.cli import main
+
+    config = tmp_path / "lanes.yaml"
+    config.write_text(yaml.safe_dump(_two_lane_grid(tiny_model_dir), sort_keys=False))
+    assert main(["run", str(config), "--results-dir", str(tmp_path / "r"), "--lane", "2"]) == 2
+    assert "harness: error: --lane 2: the grid has 2 lanes (0 to 1" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
 def _loopback_only() -> bool:
     import shutil
     import subprocess
@@ -206,9 +277,15 @@ def _loopback_only() -> bool:
 
 
 @pytest.mark.skipif(not _loopback_only(), reason="needs `unshare -n` to keep Ray off every network but loopback")
-def test_a_local_ray_instance_gives_the_sequential_metrics(tiny_model_dir, tmp_path, monkeypatch):
-    """Ray starts only inside a loopback-only network namespace: on start it probes a
-    cloud metadata address and DNS, and no traffic may leave loopback here."""
+def test_a_local_ray_instance_gives_the_sequential_metrics_each_lane_on_its_own_gpu(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    """Ray on a node that declares two GPUs (RAY_OVERRIDE_RESOURCES; none exist here): the
+    default config (device auto) asks one GPU a cell, so Ray gives each lane its own
+    CUDA_VISIBLE_DEVICES; the model finds no CUDA and runs on the CPU, so the metrics are
+    the sequential run's. Ray starts only inside a loopback-only network namespace: on
+    start it probes a cloud metadata address and DNS, and no traffic may leave loopback
+    here."""
     import os
     import shlex
     import shutil
@@ -220,6 +297,7 @@ def test_a_local_ray_instance_gives_the_sequential_metrics(tiny_model_dir, tmp_p
 
     pytest.importorskip("ray")
     raw = _two_lane_grid(tiny_model_dir)
+    raw["model"]["device"] = "auto"
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache-seq"))
     seq = executors.run_grid(parse_config(raw), results_root=tmp_path / "seq")
     config = tmp_path / "lanes.yaml"
@@ -245,6 +323,7 @@ def test_a_local_ray_instance_gives_the_sequential_metrics(tiny_model_dir, tmp_p
         "RAY_AUTH_MODE": "disabled",
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_TMPDIR": ray_tmp,
+        "RAY_OVERRIDE_RESOURCES": json.dumps({"GPU": 2}),
     }
     try:
         done = subprocess.run(
@@ -257,8 +336,9 @@ def test_a_local_ray_instance_gives_the_sequential_metrics(tiny_model_dir, tmp_p
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "Ray" in done.stderr or "ray" in done.stderr
+    assert "2 lanes as Ray tasks (1 CPUs, 1.0 GPUs each; 2 GPUs in the cluster)" in done.stderr
     assert len(_cells(tmp_path / "ray" / "lanes")) == 4 and _cells(tmp_path / "ray" / "lanes") == _cells(seq)
+    assert sorted(_devices(tmp_path / "ray" / "lanes"), key=str) == [{"0"}, {"1"}]  # each lane its own GPU
 
 
 @pytest.mark.parametrize(
