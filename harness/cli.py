@@ -3,6 +3,7 @@
     harness run CONFIG [--results-dir DIR]   run an experiment, write results and report
         [--executor sequential|processes|ray] [--workers N] [--address RAY] [--cpus-per-cell N]
         [--gpus-per-cell G] [--lane K | --shard I/N]   (a grid: one job of a job array)
+        [--executor submitit --submitit KEY=VALUE ...]   (a grid as a Slurm job array)
     harness train CONFIG                     only train its adapters into the cache (multi-GPU: under
                                              torchrun or accelerate launch)
     harness plan CONFIG [--json]             a grid's cells: done, adapter cached, estimated cost; its lanes
@@ -77,7 +78,7 @@ def _input_errors() -> tuple[type[BaseException], ...]:
 def _run(args) -> int:
     from harness.config import load_config
     from harness.report.run import missing_cells
-    from harness.run.executors import EXECUTORS, ExecutorError, run_grid
+    from harness.run.executors import EXECUTORS, ExecutorError, parse_submitit, run_grid
     from harness.run.preflight import check_experiment
     from harness.run.runner import run_experiment
 
@@ -85,6 +86,7 @@ def _run(args) -> int:
         raise ExecutorError(f"--executor: {args.executor!r} is not one of {', '.join(EXECUTORS)}")
     cfg = load_config(args.config)
     part = args.lane is not None or args.shard is not None
+    submitit_params = parse_submitit(args.submitit)
     if cfg.grid is None and part:
         raise ExecutorError(f"{args.config}: has no grid; --lane and --shard pick lanes of a grid")
     check_experiment(cfg, source=args.config, results_root=args.results_dir)
@@ -99,6 +101,7 @@ def _run(args) -> int:
             gpus_per_cell=args.gpus_per_cell,
             lane=args.lane,
             shard=args.shard,
+            submitit_params=submitit_params,
         )
         missing = missing_cells(out) if part else []
         if missing:
@@ -448,7 +451,9 @@ def _add_run_parser(sub) -> None:
     p = sub.add_parser("run", help="run an experiment, a grid, or one lane or shard of a grid (a job array's job)")
     p.add_argument("config")
     p.add_argument("--results-dir", default=None, help="parent folder of results (default: the config's output_dir)")
-    p.add_argument("--executor", default="sequential", help="where a grid's cells run: sequential, processes, ray")
+    p.add_argument(
+        "--executor", default="sequential", help="where a grid's cells run: sequential, processes, ray, submitit"
+    )
     p.add_argument("--workers", type=int, default=None, help="processes executor: worker processes (default: cores)")
     p.add_argument("--address", default=None, help="ray executor: an existing cluster (default: start a local one)")
     p.add_argument("--cpus-per-cell", type=int, default=1, help="ray executor: CPUs each cell's task asks for")
@@ -461,6 +466,13 @@ def _add_run_parser(sub) -> None:
     )
     p.add_argument("--lane", type=int, default=None, help="run only this lane of the grid (harness plan --json)")
     p.add_argument("--shard", default=None, metavar="I/N", help="run only lanes I, I+N, I+2N, ... of the grid")
+    p.add_argument(
+        "--submitit",
+        nargs="+",
+        default=None,
+        metavar="KEY=VALUE",
+        help="submitit executor: AutoExecutor parameters (slurm_partition=gpu timeout_min=240; cluster=local)",
+    )
     p.set_defaults(func=_run)
 
 

@@ -179,6 +179,12 @@ def test_lanes_and_shards_are_numbered_over_every_cell(tiny_model_dir, tmp_path)
     assert [[c for c, _ in lane] for lane in grid.grid_lanes(cells, tmp_path, select=[1])] == [list(LANE_CELLS[1])]
     assert executors.select_lanes(5, shard="1/2") == [1, 3] and executors.select_lanes(5, lane=4) == [4]
     assert executors.select_lanes(5) is None and executors.select_lanes(1, shard="1/3") == []
+    assert executors.parse_submitit(["slurm_partition=gpu", "timeout_min=240"]) == {
+        "slurm_partition": "gpu",
+        "timeout_min": 240,
+    }
+    with pytest.raises(executors.ExecutorError, match="--submitit 'gpu': give KEY=VALUE"):
+        executors.parse_submitit(["gpu"])
     for kw, message in (
         ({"lane": 2}, "--lane 2: the grid has 2 lanes"),
         ({"shard": "2/2"}, "--shard '2/2': give I/N"),
@@ -212,7 +218,7 @@ def test_a_grid_run_lane_by_lane_in_separate_processes_gives_the_single_runs_gri
 ):
     """A job array's jobs: `plan --json` lists the lanes, `run --lane 1` then `--lane 0`
     in separate processes, `report GRID_DIR` names the missing cells until both are done;
-    the grid.md is the single run's."""
+    the grid.md is the single run's, and so is the one submitit's local executor gives."""
     import os
     import subprocess
     import sys
@@ -253,6 +259,17 @@ def test_a_grid_run_lane_by_lane_in_separate_processes_gives_the_single_runs_gri
     (jobs / "lanes" / "grid.md").unlink()
     again = harness("report", str(jobs / "lanes"))
     assert again.returncode == 0 and _without_training_times((jobs / "lanes" / "grid.md").read_text()) == expected
+
+    pytest.importorskip("submitit")  # the same grid as a job array through submitit's local executor
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache-submitit"))
+    array = executors.run_grid(
+        parse_config(raw),
+        results_root=tmp_path / "submitit",
+        executor="submitit",
+        submitit_params={"cluster": "local", "timeout_min": 20},
+    )
+    assert _cells(array) == _cells(whole) and _without_training_times((array / "grid.md").read_text()) == expected
+    assert "lanes as a local job array" in (array / "run.log").read_text()
 
 
 def test_a_lane_out_of_range_is_refused_before_any_work(tiny_model_dir, tmp_path, capsys):

@@ -17,6 +17,7 @@ results folder and the cache must be on storage every node sees.
 | sequential | one after another in this process | the default; a laptop |
 | processes | in `workers` spawned processes, torch threads split between them, each pinned to its own GPU(s) | one machine with cores, memory or GPUs to spare |
 | ray | as Ray tasks, each asking for `cpus_per_cell` CPUs and `gpus_per_cell` GPUs | a Ray cluster (`address`), or a local Ray instance |
+| submitit | as one job array through submitit's AutoExecutor, a task a lane | Slurm (`sbatch` on the PATH), or local processes (`cluster=local`) |
 
 GPUs per cell (`--gpus-per-cell`, grid.cell_gpus): by default one whenever the model is
 on CUDA, or on `device: auto` and GPUs exist (the Ray cluster's, or the ones this machine
@@ -204,6 +205,64 @@ def run_ray(lanes, *, root: str, address: str | None = None, cpus_per_cell: int 
             ray.shutdown()
 
 
+def _submitit_executor(folder: Path, params: dict, *, cpus: int, gpus: float):
+    """submitit's AutoExecutor (Slurm where `sbatch` is found, else local processes; the
+    `cluster` key picks one) with harness's defaults under the user's parameters."""
+    import submitit
+
+    params = dict(params)
+    if gpus != int(gpus):
+        raise ExecutorError(f"--executor submitit: --gpus-per-cell {gpus:g}: submitit asks for whole GPUs")
+    try:
+        executor = submitit.AutoExecutor(folder=folder, cluster=params.pop("cluster", None))
+        executor.update_parameters(
+            **{
+                "name": "harness-lane",
+                "timeout_min": 24 * 60,
+                "cpus_per_task": cpus,
+                "gpus_per_node": int(gpus),
+                **params,
+            }
+        )
+    except (NameError, AssertionError, ValueError) as err:  # submitit's own ways of naming a bad parameter
+        raise ExecutorError(f"--submitit: {str(err).splitlines()[0]}") from None
+    return executor
+
+
+def run_submitit(lanes, *, root: str, cpus_per_cell: int = 1, gpus_for=None, submitit_params=None, **_) -> None:
+    """The lanes as one job array through submitit, a task a lane; each task's output and
+    pickled result go to `<grid folder>/.submitit/`. `submitit_params` holds AutoExecutor
+    parameters (`--submitit KEY=VALUE`: slurm_partition, timeout_min, mem_gb, cluster=local)."""
+    try:
+        import submitit  # noqa: F401  (here only to say what to install)
+    except ImportError:
+        raise ExecutorError("--executor submitit: submitit is not installed; pip install 'harness[slurm]'") from None
+    gpus = gpus_for(available=len(visible_gpus())) if gpus_for is not None else 0.0
+    executor = _submitit_executor(Path(root) / ".submitit", submitit_params or {}, cpus=cpus_per_cell, gpus=gpus)
+    env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+    work = functools.partial(run_lane, root=str(Path(root).resolve()), threads=cpus_per_cell, env=env)
+    jobs = executor.map_array(work, lanes)
+    log.info("%d lanes as a %s job array (%s), %g GPUs a task", len(lanes), executor.cluster, jobs[0].job_id, gpus)
+    for job in jobs:
+        job.result()  # re-raises a task's error here
+
+
+def parse_submitit(pairs: list[str] | None) -> dict | None:
+    """`--submitit KEY=VALUE ...` as AutoExecutor parameters, each value read as a YAML
+    scalar (`timeout_min=240` is a number); a pair without `=` is refused in one line."""
+    if not pairs:
+        return None
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ExecutorError(f"--submitit {pair!r}: give KEY=VALUE, e.g. slurm_partition=gpu or timeout_min=240")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
 def check_gpus_per_cell(value: float | None) -> None:
     """Refuse, in one line, a --gpus-per-cell Ray could not grant: negative, or above 1 and
     not a whole number."""
@@ -281,6 +340,7 @@ def run_grid(
     gpus_per_cell: float | None = None,
     lane: int | None = None,
     shard: str | None = None,
+    submitit_params: dict | None = None,
 ) -> Path:
     """Run every cell of the grid (or of its `lane` or `shard`, select_lanes) that has no
     finished result of its config yet, each into `<results_root>/<name>/<cell id>/`, on
@@ -299,6 +359,7 @@ def run_grid(
         "address": address,
         "cpus_per_cell": cpus_per_cell,
         "gpus_for": functools.partial(cell_gpus, cfg, requested=gpus_per_cell),
+        "submitit_params": submitit_params,
     }
     # The whole grid holds the grid folder's lock throughout (a second run of it is
     # refused); a part holds it only to set the folder up and to write the report, so
@@ -319,4 +380,5 @@ EXECUTORS = {
     "sequential": run_sequential,
     "processes": run_processes,
     "ray": run_ray,
+    "submitit": run_submitit,
 }
