@@ -397,3 +397,26 @@ def test_the_paraphrase_sweep_runs_on_each_data_source(tiny_model_dir, tmp_path,
     same_adapter = cells["paraphrases=1"]["costs"]["training"]["from_cache"]
     assert same_adapter == (n0 == n1)  # TOFU: identical training text, one adapter
     assert (root / "figures" / "effect-paraphrases-contains.png").is_file()
+
+
+def test_report_of_a_grid_folder_names_the_cells_not_finished(tmp_path, capsys):
+    """A cell counts as finished only with a complete run of the config hash grid.json
+    records: a missing folder, a run still going or one of another config does not."""
+    from harness.cli import main
+    from harness.report import run as report
+
+    root = tmp_path / "g"
+    cells = [{"id": f"c{i}", "values": {}, "hash": f"h{i}"} for i in range(4)]
+    root.mkdir()
+    (root / "grid.json").write_text(json.dumps({"experiment": "g", "config_hash": "x", "cells": cells}))
+    for cid, status, config in (("c0", "complete", "h0"), ("c1", "running", "h1"), ("c2", "complete", "old")):
+        (root / cid).mkdir()
+        (root / cid / "metrics.json").write_text(json.dumps({"status": status, "config_hash": config}))
+    assert report.missing_cells(root) == ["c1", "c2", "c3"]
+    assert main(["report", str(root)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"harness: error: {root}: 3 of 4 cells not finished (c1, c2, c3); run them" in err[0]
+    assert not (root / "grid.md").exists()
+    (root / "grid.json").write_text("{")
+    assert main(["report", str(root)]) == 2
+    assert f"{root / 'grid.json'}: not a grid's record" in capsys.readouterr().err
