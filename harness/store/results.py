@@ -649,10 +649,15 @@ def run_lock(final: str | Path, *, wait: bool = False, poll_seconds: float = 2.0
         if wait:
             time.sleep(poll_seconds)
             continue
+        their_lease = holder.get("lease_seconds")
         raise RunLockedError(
             f"{final}: another run is writing it (pid {holder.get('pid')} on {holder.get('host')}, since "
-            f"{holder.get('started')}); wait for it, or delete {lock} if that process is gone (a lock whose "
-            f"heartbeat stops is taken over after its lease, {holder.get('lease_seconds', '?')} s)"
+            f"{holder.get('started')}); wait for it, or delete {lock} if that process is gone"
+            + (
+                f" (a lock whose heartbeat stops is taken over after its lease, {their_lease:g} s)"
+                if _is_number(their_lease)
+                else ""
+            )
         ) from None
     me["heartbeat"] = time.time()
     stop = threading.Event()
