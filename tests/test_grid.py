@@ -1,4 +1,6 @@
-"""Grids: expansion, never redoing a finished cell, sharing adapters, plan."""
+"""Grids: expansion, never redoing a finished cell, sharing adapters, plan; GPUs per lane
+(Ray, processes), a job array's lanes and shards (plan --json, run --lane, report GRID_DIR,
+submitit), and each folder's run.log."""
 
 import json
 
