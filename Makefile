@@ -29,7 +29,7 @@ demo: $(STAMP)
 # The tests also cover the optional extras: Ray executor, QLoRA, and a llama.cpp server for
 # the endpoint backend (a source build: about 630 CPU-seconds, 5-6 minutes on 2 cores).
 $(EXTRAS): $(STAMP)
-	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PIP) install -c constraints.txt -e '.[test,ray,qlora,serve,tracking]'
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PIP) install -c constraints.txt -e '.[test,ray,slurm,qlora,serve,tracking]'
 	touch $@
 
 # Lint and format first (ruff check: pyproject.toml says which rules, import order

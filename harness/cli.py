@@ -2,13 +2,16 @@
 
     harness run CONFIG [--results-dir DIR]   run an experiment, write results and report
         [--executor sequential|processes|ray] [--workers N] [--address RAY] [--cpus-per-cell N]
+        [--gpus-per-cell G] [--lane K | --shard I/N]   (a grid: one job of a job array)
+        [--executor submitit --submitit KEY=VALUE ...]   (a grid as a Slurm job array)
     harness train CONFIG                     only train its adapters into the cache (multi-GPU: under
                                              torchrun or accelerate launch)
-    harness plan CONFIG                      a grid's cells: done, adapter cached, estimated cost
+    harness plan CONFIG [--json]             a grid's cells: done, adapter cached, estimated cost; its lanes
     harness validate CONFIG                  check a config without loading any model
     run, train, plan, validate: --set KEY=VALUE (repeatable) sets one config key before
                                              validation, e.g. --set train.rank=4
-    harness report RESULTS_DIR               rewrite report.md/.html from result files alone
+    harness report RESULTS_DIR               rewrite report.md/.html from result files alone (a grid's
+                                             folder: grid.md, once every cell is finished)
     harness compare DIR_A DIR_B              two runs side by side, Markdown on stdout
     harness annotate RESULTS_DIR [--pipelines A B ...] [--items N] [--seed S]
                                              a blind side-by-side page for human annotators
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import logging
 import math
 import sys
@@ -80,13 +84,18 @@ def _input_errors() -> tuple[type[BaseException], ...]:
 
 def _run(args) -> int:
     from harness.config import load_config
-    from harness.run.executors import EXECUTORS, ExecutorError, run_grid
+    from harness.report.run import missing_cells
+    from harness.run.executors import EXECUTORS, ExecutorError, parse_submitit, run_grid
     from harness.run.preflight import check_experiment
     from harness.run.runner import run_experiment
 
     if args.executor not in EXECUTORS:
         raise ExecutorError(f"--executor: {args.executor!r} is not one of {', '.join(EXECUTORS)}")
     cfg = load_config(args.config, overrides=args.overrides)
+    part = args.lane is not None or args.shard is not None
+    submitit_params = parse_submitit(args.submitit)
+    if cfg.grid is None and part:
+        raise ExecutorError(f"{args.config}: has no grid; --lane and --shard pick lanes of a grid")
     check_experiment(cfg, source=args.config, results_root=args.results_dir)
     if cfg.grid is not None:
         out = run_grid(
@@ -96,8 +105,16 @@ def _run(args) -> int:
             workers=args.workers,
             address=args.address,
             cpus_per_cell=args.cpus_per_cell,
+            gpus_per_cell=args.gpus_per_cell,
+            lane=args.lane,
+            shard=args.shard,
+            submitit_params=submitit_params,
         )
-        print(f"grid report: {out / 'grid.md'}")
+        missing = missing_cells(out) if part else []
+        if missing:
+            print(f"{len(missing)} cell(s) of the grid not finished yet; when they are: harness report {out}")
+        else:
+            print(f"grid report: {out / 'grid.md'}")
         return 0
     out = run_experiment(cfg, results_root=args.results_dir)
     print(f"report: {out / 'report.md'}")
@@ -130,6 +147,9 @@ def _plan(args) -> int:
     cfg = load_config(args.config, overrides=args.overrides)
     check_experiment(cfg, source=args.config, results_root=args.results_dir)
     rows = plan_grid(cfg, results_root=args.results_dir)
+    if args.json:
+        print(json.dumps(_plan_json(cfg, rows, args), indent=2))
+        return 0
     table = [
         [
             r["cell"],
@@ -152,6 +172,25 @@ def _plan(args) -> int:
     print()
     print("\n".join(_items_plan_lines(cfg, pilot=args.pilot, power=args.power)))
     return 0
+
+
+def _plan_json(cfg, rows: list[dict], args) -> dict:
+    """`harness plan --json`: what a scheduler needs to start one job a lane."""
+    from pathlib import Path
+
+    from harness.run.executors import check_gpus_per_cell
+    from harness.run.grid import plan_lanes
+
+    check_gpus_per_cell(args.gpus_per_cell)
+    lanes = plan_lanes(cfg, rows, gpus_per_cell=args.gpus_per_cell)
+    return {
+        "experiment": cfg.name,
+        "grid_dir": str(Path(args.results_dir or cfg.output_dir) / cfg.name),
+        "lanes": lanes,
+        "cells": rows,
+        "run_lane": f"harness run {args.config} --lane K",
+        "report": f"harness report {Path(args.results_dir or cfg.output_dir) / cfg.name}",
+    }
 
 
 def _plan_rows_assumed() -> list[dict]:
@@ -229,9 +268,12 @@ def _validate(args) -> int:
 def _report(args) -> int:
     from pathlib import Path
 
-    from harness.report.run import write_report
+    from harness.report.run import assemble_grid_report, write_report
 
     folder = Path(args.results_dir)
+    if (folder / "grid.json").is_file():  # a grid's folder: its report once every cell is finished
+        print(f"grid report: {assemble_grid_report(folder)}")
+        return 0
     if not (folder / "metrics.json").is_file():
         print(f"harness: error: {folder}: no metrics.json (not a finished results folder)", file=sys.stderr)
         return 2
@@ -388,7 +430,7 @@ def _export_lora(args) -> int:
 
 # The registries' names, for `choices`: importing run/executors or questions/build loads
 # torch, which `harness --help` should not wait for (tests/test_cli.py keeps them equal).
-EXECUTOR_NAMES = ("sequential", "processes", "ray")  # run/executors.py: EXECUTORS
+EXECUTOR_NAMES = ("sequential", "processes", "ray", "submitit")  # run/executors.py: EXECUTORS
 GENERATOR_NAMES = ("cloze", "model")  # questions/build.py: GENERATORS
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -449,6 +491,22 @@ def _add_config_commands(sub) -> None:
     p.add_argument("--workers", type=int, default=None, help="processes executor: worker processes (default: cores)")
     p.add_argument("--address", default=None, help="ray executor: an existing cluster (default: start a local one)")
     p.add_argument("--cpus-per-cell", type=int, default=1, help="ray executor: CPUs each cell's task asks for")
+    p.add_argument(
+        "--gpus-per-cell",
+        type=float,
+        default=None,
+        help="ray and processes executors: GPUs each cell gets (a fraction shares one; default: 1 where the model "
+        "is on CUDA or on device auto and GPUs exist, else 0)",
+    )
+    p.add_argument("--lane", type=int, default=None, help="run only this lane of the grid (harness plan --json)")
+    p.add_argument("--shard", default=None, metavar="I/N", help="run only lanes I, I+N, I+2N, ... of the grid")
+    p.add_argument(
+        "--submitit",
+        nargs="+",
+        default=None,
+        metavar="KEY=VALUE",
+        help="submitit executor: AutoExecutor parameters (slurm_partition=gpu timeout_min=240; cluster=local)",
+    )
     p.set_defaults(func=_run)
     p = sub.add_parser(
         "train",
@@ -468,6 +526,8 @@ def _add_config_commands(sub) -> None:
         help="a finished run's results folder: plan the items from its discordance and price them in its time",
     )
     p.add_argument("--power", type=float, default=0.8, help="chance of settling the question (default 0.8)")
+    p.add_argument("--json", action="store_true", help="the lanes and cells as JSON, for a scheduler")
+    p.add_argument("--gpus-per-cell", type=float, default=None, help="--json: the GPUs each cell will ask for")
     p.set_defaults(func=_plan)
     p = sub.add_parser(
         "validate", help="check a config file (and its data, model and destination) without loading models"

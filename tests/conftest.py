@@ -136,13 +136,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # Under HARNESS_STRICT=1 (set by .ci/run) these skips are failures: each means CI lacks
 # something it is meant to test (the shared data, Chromium, Ray in a loopback-only
-# namespace, bitsandbytes, torchrun, Playwright, the llama.cpp server), so a green run
+# namespace, submitit, bitsandbytes, torchrun, Playwright, the llama.cpp server), so a green run
 # would not have tested it. Other skips (no CUDA GPU) stay skips.
 STRICT_SKIPS = (
     "shared/data",
     "Chromium",
     "unshare -n",
     "'ray'",
+    "'submitit'",
     "'bitsandbytes'",
     "torchrun",
     "'playwright",

@@ -245,6 +245,15 @@ def test_llama_cpp_route_for_the_served_adapter(tmp_path):
     assert base_gguf("/m/x.gguf") == "/m/x.gguf" and base_gguf("HuggingFaceTB/SmolLM2-135M") is None
     vllm_only = serve_command(base_model="/m/hf", served_model="sm", served_adapter="sm-ft", adapter_dir=adapter)
     assert "llama" not in vllm_only and f"--lora-modules sm-ft={adapter}" in vllm_only
+    for rank, flag in ((4, 8), (8, 8), (64, 64), (200, 256)):  # train.rank, vLLM's next allowed value
+        line = serve_command(
+            base_model="/m/hf", served_model="sm", served_adapter="sm-ft", adapter_dir=adapter, lora_rank=rank
+        )
+        assert f" --max-lora-rank {flag} " in line, rank
+    too_big = serve_command(
+        base_model="/m/hf", served_model="sm", served_adapter="sm-ft", adapter_dir=adapter, lora_rank=1024
+    )
+    assert too_big == "(not vLLM: it serves LoRA ranks up to 512, and train.rank is 1024)"
     both = serve_command(
         base_model="/m/hf", served_model="sm", served_adapter="sm-ft", adapter_dir=adapter, base_gguf="/m/x.gguf"
     )

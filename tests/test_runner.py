@@ -30,6 +30,7 @@ def test_results_folder_has_every_file(tiny_run):
         "predictions.jsonl",
         "report.html",
         "report.md",
+        "run.log",
     ]
     assert not list(out.parent.glob(".*partial*"))
 

@@ -631,16 +631,36 @@ def check_adapter(ep: Endpoint, *, served_adapter: str, cache_key: str) -> str:
     return f"unverified: the server reports root {root!r}, not a harness cache folder"
 
 
+# The values vLLM's --max-lora-rank accepts (vllm/config/lora.py, MaxLoRARanks).
+VLLM_MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def vllm_max_lora_rank(rank: int) -> int | None:
+    """The smallest --max-lora-rank vLLM accepts that holds an adapter of `rank` (train.rank);
+    None above vLLM's largest."""
+    return next((allowed for allowed in VLLM_MAX_LORA_RANKS if allowed >= rank), None)
+
+
 def serve_command(
-    *, base_model: str, served_model: str, served_adapter: str, adapter_dir: str, base_gguf: str | None = None
+    *,
+    base_model: str,
+    served_model: str,
+    served_adapter: str,
+    adapter_dir: str,
+    base_gguf: str | None = None,
+    lora_rank: int = 64,
 ) -> str:
     """The vLLM command that serves the base and the trained adapter under the names the
-    config expects, bound to loopback (put a proxy in front to expose it); with the base
+    config expects, bound to loopback (put a proxy in front to expose it), with a
+    --max-lora-rank that holds the adapter's `lora_rank` (train.rank); with the base
     model's GGUF (`base_gguf`), also the llama.cpp route, which runs on a CPU."""
     q = shlex.quote
+    max_rank = vllm_max_lora_rank(lora_rank)
     vllm = (
         f"vllm serve {q(base_model)} --served-model-name {q(served_model)} --host 127.0.0.1 --port 8000 "
-        f"--enable-lora --max-lora-rank 64 --lora-modules {q(f'{served_adapter}={adapter_dir}')}"
+        f"--enable-lora --max-lora-rank {max_rank} --lora-modules {q(f'{served_adapter}={adapter_dir}')}"
+        if max_rank is not None
+        else f"(not vLLM: it serves LoRA ranks up to {VLLM_MAX_LORA_RANKS[-1]}, and train.rank is {lora_rank})"
     )
     if base_gguf is None:
         return vllm

@@ -1742,6 +1742,47 @@ def grid_figures(grid: dict, cells: dict[str, dict]) -> dict[str, bytes]:
     return out
 
 
+def _grid_json(grid_dir: Path) -> dict:
+    """A grid folder's grid.json, or ReportError naming the file."""
+    try:
+        grid = json.loads((grid_dir / "grid.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ReportError(f"{grid_dir / 'grid.json'}: not a grid's record ({err})") from None
+    if not isinstance(grid, dict) or not isinstance(grid.get("cells"), list):
+        raise ReportError(f"{grid_dir / 'grid.json'}: not a grid's record (no list of cells)")
+    return grid
+
+
+def _cell_finished(folder: Path, config_hash: str | None) -> bool:
+    try:
+        m = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(m, dict) and m.get("status") == "complete" and m.get("config_hash") == config_hash
+
+
+def missing_cells(grid_dir: str | Path) -> list[str]:
+    """The cells of a grid folder (its grid.json) without a finished run of the config
+    grid.json records for them: what a grid split over jobs still lacks before its report."""
+    grid_dir = Path(grid_dir)
+    return [c["id"] for c in _grid_json(grid_dir)["cells"] if not _cell_finished(grid_dir / c["id"], c.get("hash"))]
+
+
+def assemble_grid_report(grid_dir: str | Path) -> Path:
+    """`harness report GRID_DIR`: the grid report once every cell is finished; else
+    ReportError naming the cells that are not."""
+    grid_dir = Path(grid_dir)
+    missing = missing_cells(grid_dir)
+    if missing:
+        n = len(_grid_json(grid_dir)["cells"])
+        shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+        raise ReportError(
+            f"{grid_dir}: {len(missing)} of {n} cells not finished ({shown}); run them "
+            "(harness run CONFIG, or --lane K for their lanes: harness plan CONFIG --json), then report again"
+        )
+    return write_grid_report(grid_dir)
+
+
 def write_grid_report(grid_dir: str | Path) -> Path:
     """(Re)write `grid.md` (and its figures) in a grid's folder from `grid.json` and the
     cells' metrics."""

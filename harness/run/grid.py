@@ -6,6 +6,7 @@ decides what is still to do, without loading any model:
 
     rows = plan_grid(cfg)                # per cell: done or to run, adapter, cost estimate
     lanes = grid_lanes(cells, root)      # the cells to run, grouped by adapter group
+    plan_lanes(cfg, rows)                # the lanes as jobs: cells, adapter group, GPUs, time
 
 Cells that share an adapter group (`adapters.adapter_group`: same model, data and
 training) form one lane, so an executor (executors.py) trains that adapter once and the
@@ -110,15 +111,69 @@ def plan_grid(cfg: ExperimentConfig, *, results_root: str | Path | None = None) 
     return rows
 
 
-def grid_lanes(cells: list[Cell], root: Path) -> list[list[tuple[str, dict]]]:
-    """The cells still to run, grouped by adapter group in grid order: one lane trains
-    its adapter once and the rest of the lane reuses it (see executors.py). Each cell is
-    (folder, raw config), ready to send to a worker process."""
-    lanes: dict[str, list[tuple[str, dict]]] = {}
+def lane_groups(cells: list[Cell]) -> list[list[Cell]]:
+    """Every cell of the grid, grouped by adapter group in grid order: lane K is the K-th
+    group, finished cells included, so a lane's number is the same in every job of a job
+    array however many of its cells are done."""
+    groups: dict[str, list[Cell]] = {}
     for c in cells:
-        m = finished_run(root / c.id)
-        if m is not None and m["config_hash"] == c.hash:
-            log.info("cell %s: done already, skipped", c.id)
+        groups.setdefault(adapter_group(c.config), []).append(c)
+    return list(groups.values())
+
+
+def grid_lanes(cells: list[Cell], root: Path, *, select: list[int] | None = None) -> list[list[tuple[str, dict]]]:
+    """The cells still to run, grouped by adapter group in grid order: one lane trains
+    its adapter once and the rest of the lane reuses it (see executors.py). `select`
+    keeps only those lane numbers (lane_groups). Each cell is (folder, raw config), ready
+    to send to a worker process."""
+    lanes = []
+    for k, group in enumerate(lane_groups(cells)):
+        if select is not None and k not in select:
             continue
-        lanes.setdefault(adapter_group(c.config), []).append((c.id, config_to_dict(c.config)))
-    return list(lanes.values())
+        lane = []
+        for c in group:
+            m = finished_run(root / c.id)
+            if m is not None and m["config_hash"] == c.hash:
+                log.info("cell %s: done already, skipped", c.id)
+                continue
+            lane.append((c.id, config_to_dict(c.config)))
+        if lane:
+            lanes.append(lane)
+    return lanes
+
+
+def cell_gpus(cfg: ExperimentConfig, *, requested: float | None, available: float) -> float:
+    """The GPUs each cell asks its executor for: `requested` (--gpus-per-cell) when given;
+    else none for a model behind an endpoint or pinned to the CPU, and one for a model on
+    CUDA or on `device: auto` where `available` GPUs exist (auto would find them, and a
+    lane given no GPU of its own would load onto every lane's GPU 0)."""
+    if requested is not None:
+        return requested
+    if cfg.model.backend == "endpoint" or cfg.model.device == "cpu":
+        return 0.0
+    return 1.0 if cfg.model.device == "cuda" or available > 0 else 0.0
+
+
+def plan_lanes(cfg: ExperimentConfig, rows: list[dict], *, gpus_per_cell: float | None = None) -> list[dict]:
+    """The lanes a scheduler runs as jobs (`harness run GRID --lane K`), from plan_grid's
+    rows: each lane's cells and those still to run, its adapter group, the GPUs each of its
+    cells needs (where a GPU exists, for `device: auto`) and its estimated seconds (None
+    while a cell to run has no estimate)."""
+    by_cell = {r["cell"]: r for r in rows}
+    need = cell_gpus(cfg, requested=gpus_per_cell, available=1)
+    lanes = []
+    for k, group in enumerate(lane_groups(expand_grid(cfg))):
+        ids = [c.id or cfg.name for c in group]
+        todo = [i for i in ids if by_cell[i]["status"] != "done"]
+        estimates = [by_cell[i]["estimate_seconds"] for i in todo]
+        lanes.append(
+            {
+                "lane": k,
+                "cells": ids,
+                "to_run": todo,
+                "adapter_group": adapter_group(group[0].config),
+                "gpus_per_cell": need,
+                "estimate_seconds": None if None in estimates else float(sum(estimates)),
+            }
+        )
+    return lanes

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from harness.answer.pipelines import PIPELINES, answer
 from harness.answer.retrieve import build_retriever, embedder_fingerprint, load_embedder
-from harness.config import ExperimentConfig, config_to_dict, expand_grid
+from harness.config import ExperimentConfig, config_hash, config_to_dict, expand_grid
 from harness.data.ingest import load_user_dataset
 from harness.data.items import EXTERNAL_FORMATS, Dataset
 from harness.data.world import generate_world
@@ -48,12 +48,14 @@ from harness.run.record import costs_record, metrics_record
 from harness.store.cache import cache_dir
 from harness.store.memo import Memo
 from harness.store.results import (
+    RUN_LOG,
     atomic_write_json,
     atomic_write_jsonl,
     atomic_write_yaml,
     check_destination,
     checked_destination,
     run_lock,
+    run_log,
     staged_run_dir,
 )
 from harness.train.adapters import (
@@ -153,6 +155,7 @@ def connect_endpoint(cfg: ExperimentConfig, data: Dataset) -> tuple[LoadedModel,
                 served_adapter=m.served_adapter,
                 adapter_dir=record["adapter_dir"],
                 base_gguf=endpoint.base_gguf(m.name),
+                lora_rank=cfg.train.rank,
             ),
         )
         del local
@@ -768,7 +771,9 @@ def run_experiment(cfg: ExperimentConfig, *, results_root: str | Path | None = N
         checked_destination(final, experiment=cfg.name, kind="run"),
         run_lock(final),
         staged_run_dir(final, experiment=cfg.name) as stage,
+        run_log(stage / RUN_LOG),
     ):
+        log.info("run of %s (config %s) into %s", cfg.name, config_hash(cfg)[:12], final)
         arms = load_models(cfg, data, stage=stage, timings=timings)
         retriever = build_index(cfg, data, timings=timings)
         attach_adapters(cfg, data, arms, stage=stage, timings=timings, retriever=retriever)

@@ -244,6 +244,9 @@ class Provenance(_Part):
     python: str
     platform: str
     argv: list[str]
+    host: str | None = None  # absent in runs before the run log (#27)
+    cuda_visible_devices: str | None = None
+    log: str | None = None
 
 
 class Metrics(_Part):
