@@ -192,6 +192,7 @@ INTEGRATION_MODULES = {
     "test_human_eval.py",
     "test_methods.py",
     "test_own_documents.py",
+    "test_package.py",
     "test_qlora.py",
     "test_real_models.py",
     "test_recovery.py",
@@ -200,6 +201,7 @@ INTEGRATION_MODULES = {
     "test_runner.py",
     "test_security.py",
     "test_strict.py",
+    "test_tracking.py",
     "test_train.py",
 }
 INTEGRATION_TESTS = {
