@@ -1,0 +1,255 @@
+"""Mutation testing of the guards users rely on (issue #22): each guard module is mutated
+by mutmut and run against its own targeted test files only, and the table of mutants,
+killed, survived, equivalent and % killed is printed (docs/mutation.md has the measured
+table and every survivor's answer).
+
+    PYTHONPATH=$PWD nice .venv/bin/python benchmarks/mutation.py            # seeded sample, all guards
+    PYTHONPATH=$PWD nice .venv/bin/python benchmarks/mutation.py --guard verdicts --sample 0   # every mutant
+    PYTHONPATH=$PWD nice .venv/bin/python benchmarks/mutation.py --guard ingest --show        # survivors' diffs
+
+Each guard runs in a copy of the working tree under `.mutation/<guard>/` (gitignored,
+replaced on every run), with a `[tool.mutmut]` section naming its module and its tests, so
+mutmut collects which test covers which function from those tests alone. Where a module
+holds more than the guard, only the guard's functions are mutated (`functions` below).
+`--sample N` draws N mutants per module with a fixed seed (0: all of them): on the 2-core
+machine a full run of every guard takes hours, a sample of 100 per module about half an
+hour. Needs the `mutation` extra (`pip install -e '.[mutation]'`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+WORK = REPO / ".mutation"
+
+# name -> the modules mutated ({path: function names, None for all}) and the tests run.
+GUARDS = {
+    "verdicts": {
+        "modules": {"harness/evaluate/verdicts.py": None},
+        "tests": ["tests/test_rule.py", "tests/test_verdicts.py", "tests/test_stats.py"],
+    },
+    "destination": {
+        # results.py also holds the atomic writers, the JSONL reader and provenance: only
+        # the results folder's destination, marker, staging, lock and restore functions.
+        "modules": {
+            "harness/store/results.py": [
+                "_files",
+                "_regenerated",
+                "_read_marker",
+                "_legacy_kind",
+                "_check_in_the_way",
+                "check_destination",
+                "check_results_folder",
+                "checked_destination",
+                "made_parents",
+                "mark_folder",
+                "recover_folder",
+                "backup_path",
+                "swap_folder",
+                "staged_run_dir",
+                "_sha256",
+                "mark_own_folder",
+                "_own_folder_problem",
+                "check_own_folder",
+                "own_folder",
+                "staged_folder",
+                "_pid_alive",
+                "_mtime",
+                "run_lock",
+            ]
+        },
+        "tests": ["tests/test_destination.py", "tests/test_recovery.py", "tests/test_resume.py"],
+    },
+    "cache": {
+        "modules": {"harness/store/cache.py": None, "harness/store/memo.py": None},
+        "tests": ["tests/test_cache.py", "tests/test_memo.py"],
+    },
+    "ingest": {
+        "modules": {"harness/data/ingest.py": None},
+        "tests": ["tests/test_ingest.py", "tests/test_security.py"],
+    },
+    "labels": {
+        "modules": {"harness/report/labels.py": None, "harness/report/annotate.py": None},
+        "tests": ["tests/test_human_eval.py"],
+    },
+    "escaping": {
+        # run.py builds the whole report: only its escaping and HTML rendering functions.
+        "modules": {
+            "harness/report/run.py": [
+                "md_escape",
+                "item_text",
+                "_md_inert",
+                "md_literal",
+                "_md_text",
+                "_md_cell",
+                "to_markdown",
+                "_md_inline",
+                "_items_html",
+                "_side_by_side_html",
+                "content_security_policy",
+                "to_html",
+            ],
+            "harness/report/tables.py": None,
+        },
+        "tests": ["tests/test_report.py", "tests/test_security.py"],
+    },
+}
+
+# Surviving mutants that no test can kill, each with the reason (docs/mutation.md).
+EQUIVALENT: dict[str, str] = {}
+
+KILLED = {1, 3, 36, -24, 24, 152, 255, -11, -9}  # a failing test, pytest's internal error, a timeout, a crash
+SURVIVED = {0, 5, 33}  # all tests passed, or no test reached the function
+SKIP = {".git", ".venv", ".mutation", "__pycache__", ".pytest_cache", "results", "mutants"}
+
+
+def _function(key: str) -> str:
+    """The source name of a mutant's function: `harness.x.x_f__mutmut_3` -> `f`,
+    `harness.x.xǁCǁm__mutmut_1` -> `C.m`."""
+    name = key.rpartition(".")[2].partition("__mutmut_")[0]
+    if name.startswith("xǁ"):
+        return ".".join(name[2:].split("ǁ"))
+    return name[2:] if name.startswith("x_") else name
+
+
+def _copy(dest: Path, guard: dict) -> None:
+    """The working tree (without git, venv or results) at `dest`, its pyproject.toml
+    given the guard's [tool.mutmut] section."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(REPO, dest, ignore=lambda d, names: [n for n in names if n in SKIP])
+    (dest / "results").mkdir()
+    lines = [
+        "",
+        "[tool.mutmut]",
+        'source_paths = ["harness"]',
+        f"only_mutate = {json.dumps(sorted(guard['modules']))}",
+        f"pytest_add_cli_args_test_selection = {json.dumps(guard['tests'])}",
+        'pytest_add_cli_args = ["-p", "no:cacheprovider"]',
+        "",
+    ]
+    with open(dest / "pyproject.toml", "a") as f:
+        f.write("\n".join(lines))
+
+
+GENERATE = """
+import os
+from mutmut.__main__ import copy_also_copy_files, copy_src_dir, create_mutants
+os.makedirs("mutants", exist_ok=True)
+copy_src_dir(); copy_also_copy_files(); create_mutants(1)
+"""
+
+
+def _meta(dest: Path, module: str) -> dict:
+    return json.loads((dest / "mutants" / (module + ".meta")).read_text())["exit_code_by_key"]
+
+
+def _mutmut(dest: Path, args: list[str], **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": str(dest)}
+    return subprocess.run([sys.executable, "-m", "mutmut", *args], cwd=dest, env=env, text=True, **kw)
+
+
+def chosen(dest: Path, guard: dict, *, sample: int, seed: int, only: list[str]) -> dict[str, list[str]]:
+    """The mutants to run per module: those of the guard's functions, matching `only`
+    (patterns), a seeded sample of `sample` per module (0: all)."""
+    out = {}
+    for module, functions in guard["modules"].items():
+        keys = sorted(k for k in _meta(dest, module) if functions is None or _function(k) in functions)
+        if only:
+            keys = [k for k in keys if any(fnmatch.fnmatch(k, p) for p in only)]
+        if sample and len(keys) > sample:
+            keys = sorted(random.Random(f"{seed}:{module}").sample(keys, sample))
+        out[module] = keys
+    return out
+
+
+def run_guard(name: str, *, sample: int, seed: int, jobs: int, only: list[str], show: bool) -> list[dict]:
+    """Mutate one guard and run its tests on each chosen mutant; one row per module."""
+    guard, dest = GUARDS[name], WORK / name
+    _copy(dest, guard)
+    env = {**os.environ, "PYTHONPATH": str(dest)}
+    subprocess.run([sys.executable, "-c", GENERATE], cwd=dest, env=env, check=True, capture_output=True)
+    picked = chosen(dest, guard, sample=sample, seed=seed, only=only)
+    names = [k for keys in picked.values() for k in keys]
+    if not names:
+        return []
+    with open(dest / "mutmut.log", "w") as log:
+        _mutmut(dest, ["run", "--max-children", str(jobs), *names], stdout=log, stderr=subprocess.STDOUT)
+    rows = []
+    for module, keys in picked.items():
+        codes = _meta(dest, module)
+        total = sum(
+            1
+            for k in _meta(dest, module)
+            if guard["modules"][module] is None or _function(k) in guard["modules"][module]
+        )
+        killed = [k for k in keys if codes.get(k) in KILLED]
+        survived = [k for k in keys if codes.get(k) not in KILLED]
+        equivalent = [k for k in survived if k in EQUIVALENT]
+        rows.append(
+            {
+                "guard": name,
+                "module": module,
+                "mutants": total,
+                "tried": len(keys),
+                "killed": len(killed),
+                "survived": len(survived) - len(equivalent),
+                "equivalent": len(equivalent),
+                "survivors": [k for k in survived if k not in EQUIVALENT],
+                "status": {k: codes.get(k) for k in survived},
+            }
+        )
+    if show:
+        for row in rows:
+            for k in row["survivors"]:
+                print(_mutmut(dest, ["show", k], capture_output=True).stdout)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    head = "| module | mutants | tried | killed | survived | equivalent | % killed |"
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        judged = r["tried"] - r["equivalent"]
+        pct = f"{100 * r['killed'] / judged:.1f}" if judged else "-"
+        lines.append(
+            f"| `{r['module']}` | {r['mutants']} | {r['tried']} | {r['killed']} | {r['survived']} | "
+            f"{r['equivalent']} | {pct} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--guard", action="append", choices=sorted(GUARDS), help="a guard (repeat; default all)")
+    ap.add_argument("--sample", type=int, default=100, help="mutants per module, seeded (0: every mutant)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--jobs", type=int, default=2, help="mutmut's --max-children")
+    ap.add_argument("--mutant", action="append", default=[], help="only mutants matching this pattern (repeat)")
+    ap.add_argument("--show", action="store_true", help="print each survivor's diff")
+    args = ap.parse_args(argv)
+    rows = []
+    for name in args.guard or list(GUARDS):
+        rows += run_guard(name, sample=args.sample, seed=args.seed, jobs=args.jobs, only=args.mutant, show=args.show)
+        print(table(rows[-len(GUARDS[name]["modules"]) :]), flush=True)
+    WORK.mkdir(exist_ok=True)
+    (WORK / "summary.json").write_text(json.dumps(rows, indent=1))
+    print()
+    print(table(rows))
+    for r in rows:
+        for k in r["survivors"]:
+            print(f"survived: {k} (exit {r['status'][k]})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
