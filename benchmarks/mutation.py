@@ -128,13 +128,21 @@ def _copy(dest: Path, guard: dict) -> None:
         shutil.rmtree(dest)
     shutil.copytree(REPO, dest, ignore=lambda d, names: [n for n in names if n in SKIP])
     (dest / "results").mkdir()
+    # mutmut runs the tests in dest/mutants/, where it copies the sources and tests/: the
+    # rest of the tree (README, experiments, examples, notebooks) is what the tests read
+    rest = sorted(p.name for p in dest.iterdir() if p.name not in ("harness", "tests", "pyproject.toml"))
     lines = [
         "",
         "[tool.mutmut]",
         'source_paths = ["harness"]',
         f"only_mutate = {json.dumps(sorted(guard['modules']))}",
         f"pytest_add_cli_args_test_selection = {json.dumps(guard['tests'])}",
+        f"also_copy = {json.dumps(rest)}",
         'pytest_add_cli_args = ["-p", "no:cacheprovider"]',
+        # a mutant whose tests take 2x their clean CPU time plus 5 s is stopped, and counted
+        # as killed (mutmut's default, 15x plus 1 s, spends minutes on each mutant that loops)
+        "timeout_multiplier = 2.0",
+        "timeout_constant = 5.0",
         "",
     ]
     with open(dest / "pyproject.toml", "a") as f:
@@ -183,7 +191,10 @@ def run_guard(name: str, *, sample: int, seed: int, jobs: int, only: list[str], 
     if not names:
         return []
     with open(dest / "mutmut.log", "w") as log:
-        _mutmut(dest, ["run", "--max-children", str(jobs), *names], stdout=log, stderr=subprocess.STDOUT)
+        done = _mutmut(dest, ["run", "--max-children", str(jobs), *names], stdout=log, stderr=subprocess.STDOUT)
+    if done.returncode != 0:  # the clean tests failed, or mutmut did: no mutant was judged
+        tail = (dest / "mutmut.log").read_text(errors="replace").replace("\r", "\n").splitlines()[-15:]
+        raise SystemExit(f"{name}: mutmut exited {done.returncode}; {dest / 'mutmut.log'} ends:\n" + "\n".join(tail))
     rows = []
     for module, keys in picked.items():
         codes = _meta(dest, module)
