@@ -349,7 +349,10 @@ def test_a_damaged_single_file_entry_is_logged_with_its_path_and_reason(tmp_path
     path = tmp_path / "x.json"
     cases = [
         (lambda: path.write_bytes(b"changed"), "differs from its manifest (truncated or changed)"),
-        (lambda: (tmp_path / "x.json.manifest.json").unlink(), "no manifest (written last, so the entry was never finished)"),
+        (
+            lambda: (tmp_path / "x.json.manifest.json").unlink(),
+            "no manifest (written last, so the entry was never finished)",
+        ),
         (lambda: (tmp_path / "x.json.manifest.json").write_text("{"), "unreadable manifest (Expecting"),
     ]
     for damage, reason in cases:
@@ -361,3 +364,18 @@ def test_a_damaged_single_file_entry_is_logged_with_its_path_and_reason(tmp_path
         assert caplog.messages[0].startswith(f"cache entry {path} is damaged: {reason}"), caplog.messages
         assert caplog.messages[0].endswith("; discarding it, it will be computed again")
         assert sorted(tmp_path.iterdir()) == []
+
+
+def test_the_write_probe_is_a_hidden_harness_file_and_is_removed(tmp_path, monkeypatch):
+    made = []
+    real = cache.tempfile.mkstemp
+
+    def spy(**kw):
+        fd, name = real(**kw)
+        made.append(Path(name))
+        return fd, name
+
+    monkeypatch.setattr(cache.tempfile, "mkstemp", spy)
+    assert cache.writable_problem(tmp_path) is None
+    assert [p.parent for p in made] == [tmp_path] and made[0].name.startswith(".harness-probe-")
+    assert list(tmp_path.iterdir()) == []
