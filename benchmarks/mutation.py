@@ -40,10 +40,12 @@ WORK = REPO / ".mutation"
 # name -> the modules mutated ({path: function names, None for all}) and the tests run.
 GUARDS = {
     "verdicts": {
+        "setup": 30,  # CPU seconds its tests' fixtures may take to set up
         "modules": {"harness/evaluate/verdicts.py": None},
         "tests": ["tests/test_rule.py", "tests/test_verdicts.py", "tests/test_stats.py"],
     },
     "destination": {
+        "setup": 120,  # CPU seconds its tests' fixtures may take to set up
         # results.py also holds the atomic writers, the JSONL reader and provenance: only
         # the results folder's destination, marker, staging, lock and restore functions.
         "modules": {
@@ -76,18 +78,22 @@ GUARDS = {
         "tests": ["tests/test_destination.py", "tests/test_recovery.py", "tests/test_resume.py"],
     },
     "cache": {
+        "setup": 90,  # CPU seconds its tests' fixtures may take to set up
         "modules": {"harness/store/cache.py": None, "harness/store/memo.py": None},
         "tests": ["tests/test_cache.py", "tests/test_memo.py"],
     },
     "ingest": {
+        "setup": 30,  # CPU seconds its tests' fixtures may take to set up
         "modules": {"harness/data/ingest.py": None},
         "tests": ["tests/test_ingest.py", "tests/test_security.py"],
     },
     "labels": {
+        "setup": 240,  # CPU seconds its tests' fixtures may take to set up
         "modules": {"harness/report/labels.py": None, "harness/report/annotate.py": None},
         "tests": ["tests/test_human_eval.py"],
     },
     "escaping": {
+        "setup": 240,  # CPU seconds its tests' fixtures may take to set up
         # run.py builds the whole report: only its escaping and HTML rendering functions.
         "modules": {
             "harness/report/run.py": [
@@ -116,7 +122,8 @@ EQUIVALENT: dict[str, str] = {
     "ends at / or ., which always exist",
 }
 
-KILLED = {1, 3, 36, -24, 24, 152, 255, -11, -9}  # a failing test, pytest's internal error, a timeout, a crash
+TIMEOUT = {36, -24, 24, 152, 255}  # over its time (SIGXCPU): a mutant that loops
+KILLED = {1, 3, -11, -9} | TIMEOUT  # a failing test, pytest's internal error, a crash, a timeout
 SURVIVED = {0, 5, 33}  # all tests passed, or no test reached the function
 SKIP = {".git", ".venv", ".mutation", "__pycache__", ".pytest_cache", "results", "mutants"}
 
@@ -148,11 +155,11 @@ def _copy(dest: Path, guard: dict) -> None:
         f"pytest_add_cli_args_test_selection = {json.dumps(guard['tests'])}",
         f"also_copy = {json.dumps(rest)}",
         'pytest_add_cli_args = ["-p", "no:cacheprovider"]',
-        # a mutant whose tests take 3x (mutmut doubles this) their clean time plus 3 s of CPU
-        # is stopped and counted as killed (the default, 30x plus 1 s, spends minutes on each
-        # mutant that loops)
-        "timeout_multiplier = 1.5",
-        "timeout_constant = 3.0",
+        # a mutant is stopped (a timeout, counted as killed) after twice the CPU time of its
+        # tests' calls plus their fixtures' setup, which mutmut does not time (the default,
+        # 30 x the calls plus 30 s, spends minutes on each mutant that loops)
+        "timeout_multiplier = 1.0",
+        f"timeout_constant = {guard['setup']:.1f}",
         "",
     ]
     with open(dest / "pyproject.toml", "a") as f:
@@ -171,9 +178,22 @@ def _meta(dest: Path, module: str) -> dict:
     return json.loads((dest / "mutants" / (module + ".meta")).read_text())["exit_code_by_key"]
 
 
+# mutmut's command line, less its clean run: the stats run just before it runs the same
+# tests with no mutant active and must pass (mutmut stops when it does not), so the clean
+# run would only repeat it, minutes a guard on the 2-core machine.
+MUTMUT = """
+import sys
+from mutmut.workers.isolation import ForkRunner
+ForkRunner.run_clean_tests = lambda self, tests: 0
+from mutmut.__main__ import cli
+sys.argv[0] = "mutmut"
+cli()
+"""
+
+
 def _mutmut(dest: Path, args: list[str], **kw) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": str(dest)}
-    return subprocess.run([sys.executable, "-m", "mutmut", *args], cwd=dest, env=env, text=True, **kw)
+    return subprocess.run([sys.executable, "-c", MUTMUT, *args], cwd=dest, env=env, text=True, **kw)
 
 
 def chosen(dest: Path, guard: dict, *, sample: int, seed: int, only: list[str]) -> dict[str, list[str]]:
@@ -203,6 +223,7 @@ def _rows(name: str, state: dict) -> list[dict]:
                 "mutants": state["total"][module],
                 "tried": len(keys),
                 "killed": len(keys) - len(survived),
+                "timeouts": sum(state["status"].get(k) in TIMEOUT for k in keys),
                 "survived": len(survived) - len(equivalent),
                 "equivalent": len(equivalent),
                 "survivors": {k: state["status"].get(k) for k in survived if k not in EQUIVALENT},
@@ -211,7 +232,9 @@ def _rows(name: str, state: dict) -> list[dict]:
     return rows
 
 
-def run_guard(name: str, *, sample: int, seed: int, jobs: int, only: list[str], survivors: bool, show: bool):
+def run_guard(
+    name: str, *, sample: int, seed: int, jobs: int, only: list[str], survivors: bool, timeouts: bool, show: bool
+):
     """Mutate one guard and run its tests on each chosen mutant (with `survivors`, only on
     the last run's survivors, the rest of its results kept: tests are only ever added);
     the results are kept in .mutation/<guard>.json. One row per module."""
@@ -222,6 +245,8 @@ def run_guard(name: str, *, sample: int, seed: int, jobs: int, only: list[str], 
     if survivors:
         state = json.loads(saved.read_text())
         names = [k for row in _rows(name, state) for k in row["survivors"]]
+        if timeouts:
+            names += [k for k, code in state["status"].items() if code in TIMEOUT]
     else:
         picked = chosen(dest, guard, sample=sample, seed=seed, only=only)
         total = {
@@ -250,13 +275,13 @@ def run_guard(name: str, *, sample: int, seed: int, jobs: int, only: list[str], 
 
 
 def table(rows: list[dict]) -> str:
-    head = "| module | mutants | tried | killed | survived | equivalent | % killed |"
+    head = "| module | mutants | tried | killed (timeouts) | survived | equivalent | % killed |"
     lines = [head, "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         judged = r["tried"] - r["equivalent"]
         pct = f"{100 * r['killed'] / judged:.1f}" if judged else "-"
         lines.append(
-            f"| `{r['module']}` | {r['mutants']} | {r['tried']} | {r['killed']} | {r['survived']} | "
+            f"| `{r['module']}` | {r['mutants']} | {r['tried']} | {r['killed']} ({r['timeouts']}) | {r['survived']} | "
             f"{r['equivalent']} | {pct} |"
         )
     return "\n".join(lines)
@@ -270,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=2, help="mutmut's --max-children")
     ap.add_argument("--mutant", action="append", default=[], help="only mutants matching this pattern (repeat)")
     ap.add_argument("--survivors", action="store_true", help="run the last run's survivors again, keep the rest")
+    ap.add_argument("--timeouts", action="store_true", help="with --survivors: the timeouts too")
     ap.add_argument("--show", action="store_true", help="print each survivor's diff")
     args = ap.parse_args(argv)
     rows = []
@@ -281,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             jobs=args.jobs,
             only=args.mutant,
             survivors=args.survivors,
+            timeouts=args.timeouts,
             show=args.show,
         )
         print(table(rows[-len(GUARDS[name]["modules"]) :]), flush=True)
