@@ -379,3 +379,46 @@ def test_the_write_probe_is_a_hidden_harness_file_and_is_removed(tmp_path, monke
     assert cache.writable_problem(tmp_path) is None
     assert [p.parent for p in made] == [tmp_path] and made[0].name.startswith(".harness-probe-")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_damaged_folder_entry_is_logged_with_its_reason(tmp_path, caplog):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "w.bin").write_bytes(b"weights")
+    manifest = folder / cache.MANIFEST
+    cases = [
+        (lambda: manifest.unlink(), "no manifest (written last, so the entry was never finished)"),
+        (lambda: manifest.write_text("{"), "unreadable manifest (Expecting property name"),
+        (lambda: manifest.write_text('{"files": []}'), "unreadable manifest (no file list)"),
+        (lambda: manifest.write_text('{"files": {"w.bin": {"bytes": 7}}}'), "w.bin has no sha256 in its manifest"),
+        (lambda: (folder / "w.bin").rename(folder / "v.bin"), "w.bin missing"),
+    ]
+    for damage, reason in cases:
+        cache.write_manifest(folder)
+        damage()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            assert cache.verified_files(folder) is None
+        assert caplog.messages[0].startswith(f"cache entry {folder} is damaged: {reason}"), caplog.messages
+        assert caplog.messages[0].endswith("; discarding it, it will be computed again")
+        if (folder / "v.bin").exists():
+            (folder / "v.bin").rename(folder / "w.bin")
+
+
+def test_hashes_that_cannot_be_remembered_are_logged_and_the_entry_still_verifies(tmp_path, monkeypatch, caplog):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "w.bin").write_bytes(b"weights")
+    cache.write_manifest(folder)
+
+    def refuse(path, data):
+        raise PermissionError(13, "read-only")
+
+    monkeypatch.setattr(cache, "atomic_write_bytes", refuse)
+    now = time.time_ns
+    monkeypatch.setattr(cache.time, "time_ns", lambda: now() + 10**10)  # 10 s on: past RACY_SECONDS
+    with caplog.at_level(logging.INFO):
+        assert cache.verified_files(folder) == {"w.bin": hashlib.sha256(b"weights").hexdigest()}
+    assert caplog.messages == [
+        f"cache entry {folder}: hashes not remembered ([Errno 13] read-only); they are computed again next time"
+    ]
