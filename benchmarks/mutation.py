@@ -40,12 +40,12 @@ WORK = REPO / ".mutation"
 # name -> the modules mutated ({path: function names, None for all}) and the tests run.
 GUARDS = {
     "verdicts": {
-        "setup": 30,  # CPU seconds its tests' fixtures may take to set up
+        "setup": 300,  # CPU seconds allowed beyond its tests' timed calls
         "modules": {"harness/evaluate/verdicts.py": None},
         "tests": ["tests/test_rule.py", "tests/test_verdicts.py", "tests/test_stats.py"],
     },
     "destination": {
-        "setup": 120,  # CPU seconds its tests' fixtures may take to set up
+        "setup": 300,  # CPU seconds allowed beyond its tests' timed calls
         # results.py also holds the atomic writers, the JSONL reader and provenance: only
         # the results folder's destination, marker, staging, lock and restore functions.
         "modules": {
@@ -78,22 +78,22 @@ GUARDS = {
         "tests": ["tests/test_destination.py", "tests/test_recovery.py", "tests/test_resume.py"],
     },
     "cache": {
-        "setup": 90,  # CPU seconds its tests' fixtures may take to set up
+        "setup": 300,  # CPU seconds allowed beyond its tests' timed calls
         "modules": {"harness/store/cache.py": None, "harness/store/memo.py": None},
         "tests": ["tests/test_cache.py", "tests/test_memo.py"],
     },
     "ingest": {
-        "setup": 30,  # CPU seconds its tests' fixtures may take to set up
+        "setup": 300,  # CPU seconds allowed beyond its tests' timed calls
         "modules": {"harness/data/ingest.py": None},
         "tests": ["tests/test_ingest.py", "tests/test_security.py"],
     },
     "labels": {
-        "setup": 240,  # CPU seconds its tests' fixtures may take to set up
+        "setup": 600,  # CPU seconds allowed beyond its tests' timed calls
         "modules": {"harness/report/labels.py": None, "harness/report/annotate.py": None},
         "tests": ["tests/test_human_eval.py"],
     },
     "escaping": {
-        "setup": 240,  # CPU seconds its tests' fixtures may take to set up
+        "setup": 600,  # CPU seconds allowed beyond its tests' timed calls
         # run.py builds the whole report: only its escaping and HTML rendering functions.
         "modules": {
             "harness/report/run.py": [
@@ -120,6 +120,8 @@ GUARDS = {
 EQUIVALENT: dict[str, str] = {
     "harness.store.cache.x_writable_problem__mutmut_7": "the message of an unreachable branch: the walk up a path "
     "ends at / or ., which always exist",
+    "harness.data.ingest.x__kind__mutmut_22": "the message of an unreachable branch: after resolve() a path that is "
+    "neither a folder nor a regular file is a FIFO, socket or device (each named), or missing",
 }
 
 TIMEOUT = {36, -24, 24, 152, 255}  # over its time (SIGXCPU): a mutant that loops
@@ -156,9 +158,13 @@ def _copy(dest: Path, guard: dict) -> None:
         f"also_copy = {json.dumps(rest)}",
         'pytest_add_cli_args = ["-p", "no:cacheprovider"]',
         # a mutant is stopped (a timeout, counted as killed) after twice the CPU time of its
-        # tests' calls plus their fixtures' setup, which mutmut does not time (the default,
-        # 30 x the calls plus 30 s, spends minutes on each mutant that loops)
+        # tests' calls plus `setup`: mutmut times neither the fixtures' setup nor the CPU of
+        # torch's and numpy's threads, and a tighter limit stopped mutants that did not loop
         "timeout_multiplier = 1.0",
+        # each mutant forked from a server that has only imported the tests, not from
+        # mutmut's own process, which has run them: a fork of a process whose torch threads
+        # have run can hang on a lock no thread will release (mutants hung with no CPU)
+        'process_isolation = "forkserver"',
         f"timeout_constant = {guard['setup']:.1f}",
         "",
     ]
@@ -183,8 +189,8 @@ def _meta(dest: Path, module: str) -> dict:
 # run would only repeat it, minutes a guard on the 2-core machine.
 MUTMUT = """
 import sys
-from mutmut.workers.isolation import ForkRunner
-ForkRunner.run_clean_tests = lambda self, tests: 0
+from mutmut.workers.isolation import ForkRunner, ForkServerRunner
+ForkRunner.run_clean_tests = ForkServerRunner.run_clean_tests = lambda self, tests: 0
 from mutmut.__main__ import cli
 sys.argv[0] = "mutmut"
 cli()
