@@ -298,3 +298,38 @@ def test_fifos_and_broken_links_are_named_not_waited_on(tmp_path):
         ("gone.txt", "a link to nothing, not a document; refused"),
         ("pipe.txt", "a FIFO, not a document; refused"),
     ]
+
+
+def test_a_folder_that_cannot_be_listed_is_named_with_the_reason(tmp_path, monkeypatch):
+    docs = tmp_path / "docs"
+    (docs / "locked").mkdir(parents=True)
+    (docs / "ok.txt").write_text("A fine document.")
+    real = os.scandir
+
+    def scandir(path):  # root lists any folder whatever its mode: the refusal is simulated
+        if Path(path) == docs / "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(DataError, match=rf"^{docs}/locked: cannot list folder \(Permission denied\)$"):
+        load_documents(docs)
+    read, skipped = read_documents(docs, skip_unreadable=True)
+    assert [d.id for d in read] == ["ok"]
+    assert [(s["file"], s["reason"]) for s in skipped] == [
+        ("locked", f"{docs}/locked: cannot list folder (Permission denied)")
+    ]
+
+
+def test_the_question_sets_manifest_is_kept_in_the_provenance(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("Mira Tolland runs engineering.")
+    (tmp_path / "q.jsonl").write_text('{"question": "Who runs engineering?", "answers": ["Mira Tolland"]}\n')
+    args = {"documents": str(tmp_path / "docs"), "questions": str(tmp_path / "q.jsonl"), "train_questions": None}
+    assert load_user_dataset(**args).provenance["question_set"] is None
+    (tmp_path / "q.manifest.json").write_text('{"generator": "cloze", "kept": 1}')
+    data = load_user_dataset(**args)
+    assert data.provenance == {"skipped_documents": [], "question_set": {"generator": "cloze", "kept": 1}}
+    (tmp_path / "q.manifest.json").write_text("{")
+    with pytest.raises(DataError, match=r"q\.manifest\.json: not a valid JSON manifest \(delete it or rerun"):
+        load_user_dataset(**args)
