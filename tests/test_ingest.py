@@ -333,3 +333,18 @@ def test_the_question_sets_manifest_is_kept_in_the_provenance(tmp_path):
     (tmp_path / "q.manifest.json").write_text("{")
     with pytest.raises(DataError, match=r"q\.manifest\.json: not a valid JSON manifest \(delete it or rerun"):
         load_user_dataset(**args)
+
+
+def test_read_folder_refuses_by_default_and_logs_each_file_it_skips(tmp_path, caplog):
+    import logging
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "ok.txt").write_text("A fine document.")
+    os.mkfifo(docs / "pipe.txt")
+    with pytest.raises(DataError, match=r"pipe\.txt: a FIFO, not a document; refused"):
+        ingest.read_folder(docs)
+    with caplog.at_level(logging.WARNING):
+        read, skipped = ingest.read_folder(docs, skip_unreadable=True)
+    assert [d.id for d in read] == ["ok"] and [s["file"] for s in skipped] == ["pipe.txt"]
+    assert caplog.messages == [f"skipped: {docs}/pipe.txt: a FIFO, not a document; refused"]
