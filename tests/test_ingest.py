@@ -348,3 +348,38 @@ def test_read_folder_refuses_by_default_and_logs_each_file_it_skips(tmp_path, ca
         read, skipped = ingest.read_folder(docs, skip_unreadable=True)
     assert [d.id for d in read] == ["ok"] and [s["file"] for s in skipped] == ["pipe.txt"]
     assert caplog.messages == [f"skipped: {docs}/pipe.txt: a FIFO, not a document; refused"]
+
+
+def test_documents_from_a_jsonl_file_and_each_bad_line_named(tmp_path):
+    path = tmp_path / "docs.jsonl"
+    path.write_text('{"id": 7, "text": "  Mira Tolland runs engineering. "}\n{"id": "b", "text": "Kestrel."}\n')
+    docs, skipped = read_documents(path)
+    assert [(d.id, d.text) for d in docs] == [("7", "Mira Tolland runs engineering."), ("b", "Kestrel.")]
+    assert skipped == []
+    for lines, error in [
+        ('{"id": "a", "text": "x"}\n{"id": "", "text": "y"}\n', r"docs\.jsonl:2: 'id' must be a non-empty string"),
+        ('{"id": "a", "text": " "}\n', r"docs\.jsonl:1: 'text' must be a non-empty string"),
+        ('{"id": "a", "text": "x"}\n{"id": "a", "text": "y"}\n', r"docs\.jsonl:2: duplicate id 'a'"),
+        ("", r"docs\.jsonl: no documents \(the file is empty\)"),
+    ]:
+        path.write_text(lines)
+        with pytest.raises(DataError, match=error):
+            read_documents(path)
+
+
+def test_a_folder_link_is_logged_as_not_followed_and_the_size_limit_named_in_mib(tmp_path, monkeypatch, caplog):
+    import logging
+
+    docs = tmp_path / "docs"
+    (docs / "a").mkdir(parents=True)
+    (docs / "a" / "x.txt").write_text("Ilse Varga founded the ferry line.")
+    (docs / "b").symlink_to("a", target_is_directory=True)
+    with caplog.at_level(logging.INFO, logger="harness.data.ingest"):
+        assert [d.id for d in load_documents(docs)] == ["a/x"]
+    assert f"{docs}/b: a link to a folder inside the documents folder, not followed" in caplog.messages
+    monkeypatch.setattr(ingest, "MAX_FILE_BYTES", 2 << 20)
+    (docs / "c.txt").write_text("x" * (3 << 20))
+    with pytest.raises(
+        DataError, match=rf"^{docs}: documents together are over the limit of 2 MiB \(at {docs}/c\.txt\)$"
+    ):
+        load_documents(docs)
