@@ -422,3 +422,19 @@ def test_hashes_that_cannot_be_remembered_are_logged_and_the_entry_still_verifie
     assert caplog.messages == [
         f"cache entry {folder}: hashes not remembered ([Errno 13] read-only); they are computed again next time"
     ]
+
+
+def test_a_damaged_folder_that_cannot_be_removed_is_still_out_of_the_way(tmp_path, monkeypatch):
+    folder = tmp_path / "models" / "m"
+    folder.mkdir(parents=True)
+    (folder / "w.bin").write_bytes(b"weights")
+
+    def refuse(*args, **kw):
+        raise PermissionError(13, "Permission denied")
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "unlink", refuse)  # what rmtree removes files with
+        cache.discard(folder)  # never fails a run: the entry is renamed aside, then removed as far as can be
+    assert not folder.exists()
+    (aside,) = (tmp_path / "models").iterdir()
+    assert aside.name == f".m.discarded-{os.getpid()}" and (aside / "w.bin").read_bytes() == b"weights"
