@@ -120,6 +120,8 @@ GUARDS = {
 EQUIVALENT: dict[str, str] = {
     "harness.store.cache.x_writable_problem__mutmut_7": "the message of an unreachable branch: the walk up a path "
     "ends at / or ., which always exist",
+    "harness.store.cache.x__remember__mutmut_11": "key order of VERIFIED, which is only read back as JSON and "
+    "compared as a dict",
     "harness.store.cache.x_discard__mutmut_11": "missing_ok on a file this process has just renamed to a name "
     "carrying its pid: it is there to unlink",
     "harness.data.ingest.x__kind__mutmut_22": "the message of an unreachable branch: after resolve() a path that is "
