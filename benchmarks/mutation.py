@@ -122,6 +122,10 @@ EQUIVALENT: dict[str, str] = {
     "ends at / or ., which always exist",
     "harness.store.cache.x__remember__mutmut_11": "key order of VERIFIED, which is only read back as JSON and "
     "compared as a dict",
+    "harness.store.cache.x_verified_files__mutmut_6": "keep's first value: it is replaced by _check_files' before "
+    "any use, or never used (no manifest)",
+    "harness.store.cache.x_write_manifest__mutmut_29": "key order of the manifest, which is only read back as JSON "
+    "and compared as dicts",
     "harness.store.cache.x_discard__mutmut_11": "missing_ok on a file this process has just renamed to a name "
     "carrying its pid: it is there to unlink",
     "harness.data.ingest.x__kind__mutmut_22": "the message of an unreachable branch: after resolve() a path that is "
