@@ -128,6 +128,9 @@ EQUIVALENT: dict[str, str] = {
     "and compared as dicts",
     "harness.store.cache.x_discard__mutmut_11": "missing_ok on a file this process has just renamed to a name "
     "carrying its pid: it is there to unlink",
+    "harness.store.results.x__read_marker__mutmut_3": "the marker is JSON that json.dumps wrote (ASCII), so any "
+    "locale's default encoding reads it the same",
+    "harness.store.results.x__legacy_kind__mutmut_8": '"UTF-8" and "utf-8" name the same codec',
     "harness.data.ingest.x__kind__mutmut_22": "the message of an unreachable branch: after resolve() a path that is "
     "neither a folder nor a regular file is a FIFO, socket or device (each named), or missing",
 }
