@@ -231,6 +231,7 @@ def _rows(name: str, state: dict) -> list[dict]:
     """One row per module of a guard's stored state ({"picked", "total", "status"})."""
     rows = []
     for module, keys in state["picked"].items():
+        keys = [k for k in keys if state["status"].get(k) is not None]  # a run stopped early judged the rest
         survived = [k for k in keys if state["status"].get(k) not in KILLED]
         equivalent = [k for k in survived if k in EQUIVALENT]
         rows.append(
@@ -250,12 +251,23 @@ def _rows(name: str, state: dict) -> list[dict]:
 
 
 def run_guard(
-    name: str, *, sample: int, seed: int, jobs: int, only: list[str], survivors: bool, timeouts: bool, show: bool
+    name: str,
+    *,
+    sample: int,
+    seed: int,
+    jobs: int,
+    only: list[str],
+    survivors: bool,
+    timeouts: bool,
+    show: bool,
+    tests=(),
 ):
     """Mutate one guard and run its tests on each chosen mutant (with `survivors`, only on
     the last run's survivors, the rest of its results kept: tests are only ever added);
     the results are kept in .mutation/<guard>.json. One row per module."""
     guard, dest, saved = GUARDS[name], WORK / name, WORK / f"{name}.json"
+    if tests:  # a subset of the guard's tests: a mutant it kills, the whole set kills too
+        guard = {**guard, "tests": tests}
     _copy(dest, guard)
     env = {**os.environ, "PYTHONPATH": str(dest)}
     subprocess.run([sys.executable, "-c", GENERATE], cwd=dest, env=env, check=True, capture_output=True)
@@ -313,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mutant", action="append", default=[], help="only mutants matching this pattern (repeat)")
     ap.add_argument("--survivors", action="store_true", help="run the last run's survivors again, keep the rest")
     ap.add_argument("--timeouts", action="store_true", help="with --survivors: the timeouts too")
+    ap.add_argument("--tests", nargs="+", default=(), help="with --survivors: only these of the guard's tests")
     ap.add_argument("--show", action="store_true", help="print each survivor's diff")
     args = ap.parse_args(argv)
     rows = []
@@ -326,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
             survivors=args.survivors,
             timeouts=args.timeouts,
             show=args.show,
+            tests=args.tests,
         )
         print(table(rows[-len(GUARDS[name]["modules"]) :]), flush=True)
     print()
