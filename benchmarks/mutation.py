@@ -126,6 +126,9 @@ EQUIVALENT: dict[str, str] = {
     "any use, or never used (no manifest)",
     "harness.store.cache.x_write_manifest__mutmut_29": "key order of the manifest, which is only read back as JSON "
     "and compared as dicts",
+    "harness.store.cache.x__check_files__mutmut_11": "the name of a key inside VERIFIED's records, which the same "
+    "code writes and reads (a record under the old name is only hashed again)",
+    "harness.store.cache.x__seen__mutmut_3": "VERIFIED is ASCII JSON (json.dumps), read the same in any locale",
     "harness.store.cache.x_discard__mutmut_11": "missing_ok on a file this process has just renamed to a name "
     "carrying its pid: it is there to unlink",
     "harness.store.results.x__read_marker__mutmut_3": "the marker is JSON that json.dumps wrote (ASCII), so any "
@@ -327,8 +330,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeouts", action="store_true", help="with --survivors: the timeouts too")
     ap.add_argument("--tests", nargs="+", default=(), help="with --survivors: only these of the guard's tests")
     ap.add_argument("--show", action="store_true", help="print each survivor's diff")
+    ap.add_argument("--table", action="store_true", help="only print the table of the results kept")
     args = ap.parse_args(argv)
     rows = []
+    if args.table:
+        for name in args.guard or list(GUARDS):
+            if (WORK / f"{name}.json").exists():
+                rows += _rows(name, json.loads((WORK / f"{name}.json").read_text()))
+        print(table(rows))
+        for r in rows:
+            for k, code in r["survivors"].items():
+                print(f"survived: {k} (exit {code})")
+        return 0
     for name in args.guard or list(GUARDS):
         rows += run_guard(
             name,

@@ -288,3 +288,17 @@ def test_a_lock_holder_is_alive_while_its_process_is_and_is_not_signalled(monkey
 
     monkeypatch.setattr(os, "kill", other_users)
     assert _pid_alive(1) is True
+
+
+def test_a_run_and_a_grid_of_one_experiment_never_overwrite_each_other(tmp_path):
+    for kind, other, words in [("run", "grid", ("single run", "grid")), ("grid", "run", ("grid", "single run"))]:
+        final = tmp_path / kind
+        final.mkdir()
+        (final / "metrics.json").write_text("{}")
+        mark_folder(final, experiment="e", kind=kind)
+        with pytest.raises(ResultsFolderError) as err:
+            check_destination(final, experiment="e", kind=other)
+        assert str(err.value) == (
+            f"{final}: holds a {words[0]}'s results of 'e'; a {words[1]} would overwrite them "
+            "(choose another name or output_dir)"
+        )
