@@ -134,6 +134,8 @@ EQUIVALENT: dict[str, str] = {
     "harness.store.results.x__read_marker__mutmut_3": "the marker is JSON that json.dumps wrote (ASCII), so any "
     "locale's default encoding reads it the same",
     "harness.store.results.x__legacy_kind__mutmut_8": '"UTF-8" and "utf-8" name the same codec',
+    "harness.report.annotate.x_build_page__mutmut_175": 'the default task of an answer without one: "XXqaXX", '
+    'like "qa", is no style task, so label_set gives "qa" either way',
     "harness.data.ingest.x__kind__mutmut_22": "the message of an unreachable branch: after resolve() a path that is "
     "neither a folder nor a regular file is a FIFO, socket or device (each named), or missing",
 }
