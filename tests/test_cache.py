@@ -316,3 +316,125 @@ def test_keys_are_the_ones_the_cache_was_built_with():
     # the memo's generation keys (before: sha256 of json.dumps(obj, sort_keys=True, ensure_ascii=False))
     assert memo_key(index) == "450375487f01e18f2d21fe9a26fb7c025cfd93d30c74c9d285974dc8bc4a5b54"
     assert cache.content_key(["x"], files=(b"ab", b"c")) == cache.content_key(["x"], files=(b"abc",))
+
+
+def test_a_cache_folder_is_checked_by_a_real_file_and_a_bad_one_named(tmp_path, monkeypatch):
+    # a folder still to be made is judged by the first existing folder above it
+    assert cache.writable_problem(tmp_path / "a" / "b" / "c") is None
+    assert not (tmp_path / "a").exists() and list(tmp_path.iterdir()) == []
+    (tmp_path / "f").write_text("x")
+    assert cache.writable_problem(tmp_path / "f" / "sub") == f"{tmp_path / 'f'} is a file, not a folder"
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "f" / "sub"))
+    with pytest.raises(cache.CacheError) as err:
+        cache.check_cache_dir()
+    assert str(err.value) == f"$HARNESS_CACHE: {tmp_path / 'f' / 'sub'}: {tmp_path / 'f'} is a file, not a folder"
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "new"))
+    assert cache.check_cache_dir() == tmp_path / "new"
+
+
+def test_an_unwritable_cache_folder_is_named_with_the_reason(tmp_path, monkeypatch):
+    # root writes through permission bits, so the refusal a read-only mount gives is simulated
+    def refuse(**kw):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(cache.tempfile, "mkstemp", refuse)
+    assert cache.writable_problem(tmp_path) == f"{tmp_path} is not writable (Permission denied)"
+    monkeypatch.delenv("HARNESS_CACHE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(cache.CacheError, match=r"^the cache folder: .*\.cache/harness: .* is not writable"):
+        cache.check_cache_dir()
+
+
+def test_a_damaged_single_file_entry_is_logged_with_its_path_and_reason(tmp_path, caplog):
+    path = tmp_path / "x.json"
+    cases = [
+        (lambda: path.write_bytes(b"changed"), "differs from its manifest (truncated or changed)"),
+        (
+            lambda: (tmp_path / "x.json.manifest.json").unlink(),
+            "no manifest (written last, so the entry was never finished)",
+        ),
+        (lambda: (tmp_path / "x.json.manifest.json").write_text("{"), "unreadable manifest (Expecting"),
+    ]
+    for damage, reason in cases:
+        cache.write_bytes(path, b"stored")
+        damage()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            assert cache.read_bytes(path) is None
+        assert caplog.messages[0].startswith(f"cache entry {path} is damaged: {reason}"), caplog.messages
+        assert caplog.messages[0].endswith("; discarding it, it will be computed again")
+        assert sorted(tmp_path.iterdir()) == []
+
+
+def test_the_write_probe_is_a_hidden_harness_file_and_is_removed(tmp_path, monkeypatch):
+    made = []
+    real = cache.tempfile.mkstemp
+
+    def spy(**kw):
+        fd, name = real(**kw)
+        made.append(Path(name))
+        return fd, name
+
+    monkeypatch.setattr(cache.tempfile, "mkstemp", spy)
+    assert cache.writable_problem(tmp_path) is None
+    assert [p.parent for p in made] == [tmp_path] and made[0].name.startswith(".harness-probe-")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_damaged_folder_entry_is_logged_with_its_reason(tmp_path, caplog):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "w.bin").write_bytes(b"weights")
+    manifest = folder / cache.MANIFEST
+    cases = [
+        (lambda: manifest.unlink(), "no manifest (written last, so the entry was never finished)"),
+        (lambda: manifest.write_text("{"), "unreadable manifest (Expecting property name"),
+        (lambda: manifest.write_text('{"files": []}'), "unreadable manifest (no file list)"),
+        (lambda: manifest.write_text('{"files": {"w.bin": {"bytes": 7}}}'), "w.bin has no sha256 in its manifest"),
+        (lambda: (folder / "w.bin").rename(folder / "v.bin"), "w.bin missing"),
+    ]
+    for damage, reason in cases:
+        cache.write_manifest(folder)
+        damage()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            assert cache.verified_files(folder) is None
+        assert caplog.messages[0].startswith(f"cache entry {folder} is damaged: {reason}"), caplog.messages
+        assert caplog.messages[0].endswith("; discarding it, it will be computed again")
+        if (folder / "v.bin").exists():
+            (folder / "v.bin").rename(folder / "w.bin")
+
+
+def test_hashes_that_cannot_be_remembered_are_logged_and_the_entry_still_verifies(tmp_path, monkeypatch, caplog):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "w.bin").write_bytes(b"weights")
+    cache.write_manifest(folder)
+
+    def refuse(path, data):
+        raise PermissionError(13, "read-only")
+
+    monkeypatch.setattr(cache, "atomic_write_bytes", refuse)
+    now = time.time_ns
+    monkeypatch.setattr(cache.time, "time_ns", lambda: now() + 10**10)  # 10 s on: past RACY_SECONDS
+    with caplog.at_level(logging.INFO):
+        assert cache.verified_files(folder) == {"w.bin": hashlib.sha256(b"weights").hexdigest()}
+    assert caplog.messages == [
+        f"cache entry {folder}: hashes not remembered ([Errno 13] read-only); they are computed again next time"
+    ]
+
+
+def test_a_damaged_folder_that_cannot_be_removed_is_still_out_of_the_way(tmp_path, monkeypatch):
+    folder = tmp_path / "models" / "m"
+    folder.mkdir(parents=True)
+    (folder / "w.bin").write_bytes(b"weights")
+
+    def refuse(*args, **kw):
+        raise PermissionError(13, "Permission denied")
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "unlink", refuse)  # what rmtree removes files with
+        cache.discard(folder)  # never fails a run: the entry is renamed aside, then removed as far as can be
+    assert not folder.exists()
+    (aside,) = (tmp_path / "models").iterdir()
+    assert aside.name == f".m.discarded-{os.getpid()}" and (aside / "w.bin").read_bytes() == b"weights"

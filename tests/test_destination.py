@@ -173,3 +173,133 @@ def test_results_moved_aside_by_a_killed_run_are_restored_not_deleted(tmp_path):
     with staged_run_dir(final, experiment="x") as stage:  # and a run that succeeds replaces them as usual
         (stage / "metrics.json").write_text("the new run")
     assert (final / "metrics.json").read_text() == "the new run" and sorted(os.listdir(tmp_path)) == ["r"]
+
+
+def test_the_results_folder_check_of_annotate_and_labels(tmp_path):
+    from harness.store.results import LEGACY_FILES, check_results_folder
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({"experiment": "e"}))
+    mark_folder(run, experiment="e", kind="run")
+    check_results_folder(run)  # its marker
+    grid = tmp_path / "grid"
+    grid.mkdir()
+    mark_folder(grid, experiment="e", kind="grid")
+    old = tmp_path / "old"  # an older harness's run: exactly its files, naming the experiment
+    old.mkdir()
+    for name in LEGACY_FILES:
+        (old / name).write_text("{}")
+    (old / "metrics.json").write_text(json.dumps({"experiment": "e"}))
+    check_results_folder(old)
+    (old / "notes.txt").write_text("mine")
+    for folder in (grid, old, tmp_path / "empty"):
+        with pytest.raises(ResultsFolderError) as err:
+            check_results_folder(folder)
+        assert str(err.value) == (
+            f"{folder}: not a run's results folder written by harness (no {MARKER} of a run); "
+            "harness adds annotation pages and labels to its own results only"
+        )
+
+
+def test_a_marker_that_is_not_an_object_marks_nothing_and_figures_are_regenerated(tmp_path):
+    final = tmp_path / "r"
+    final.mkdir()
+    (final / "metrics.json").write_text("{}")
+    mark_folder(final, experiment="e", kind="run")
+    (final / "figures").mkdir()
+    (final / "figures" / "loss.png").write_bytes(b"png")  # written by `harness report`
+    check_destination(final, experiment="e", kind="run")
+    (final / "figures" / "notes.txt").write_text("mine")
+    with pytest.raises(ResultsFolderError, match="holds 'figures/notes.txt', which no harness run wrote"):
+        check_destination(final, experiment="e", kind="run")
+    (final / "figures" / "notes.txt").unlink()
+    (final / MARKER).write_text('["e", "run"]')
+    with pytest.raises(ResultsFolderError, match="exists and was not written by a harness run of experiment 'e'"):
+        check_destination(final, experiment="e", kind="run")
+
+
+def test_a_killed_writers_staging_folder_is_removed(tmp_path):
+    from harness.store.results import recover_folder
+
+    final = tmp_path / "r"
+    final.mkdir()
+    (tmp_path / ".r.partial-123").mkdir()
+    (tmp_path / ".r.partial-123" / "metrics.json").write_text("{}")
+    recover_folder(final)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+
+
+def test_backup_names_are_dated_and_numbered_when_taken(tmp_path):
+    import re
+
+    from harness.store.results import backup_path
+
+    first = backup_path(tmp_path / "q")
+    assert re.fullmatch(r"q\.backup-\d{8}-\d{6}", first.name) and first.parent == tmp_path
+    first.mkdir()
+    assert backup_path(tmp_path / "q") == tmp_path / f"{first.name}-2"
+    (tmp_path / f"{first.name}-2").symlink_to("nowhere")
+    assert backup_path(tmp_path / "q") == tmp_path / f"{first.name}-3"
+
+
+def test_an_own_folder_is_replaced_only_while_no_file_in_it_was_added_or_edited(tmp_path):
+    import hashlib
+
+    from harness.store.results import FolderRule, check_own_folder, mark_own_folder
+
+    rule = FolderRule(kind="questions", what="a question set", legacy=("questions.jsonl",))
+    final = tmp_path / "q"
+    final.mkdir()
+    (final / "questions.jsonl").write_bytes(b"x" * 3_000_000)  # over one read block
+    mark_own_folder(final, rule)
+    marker = json.loads((final / MARKER).read_text())
+    assert marker == {"kind": "questions", "files": {"questions.jsonl": hashlib.sha256(b"x" * 3_000_000).hexdigest()}}
+    assert check_own_folder(final, rule) is False  # as written: replaced without --force
+    (final / "questions.jsonl").write_bytes(b"x" * 2_999_999 + b"y")
+    with pytest.raises(ResultsFolderError, match=r"questions\.jsonl: edited since harness wrote it; harness will not"):
+        check_own_folder(final, rule)
+    assert check_own_folder(final, rule, force=True) is True
+    (final / MARKER).write_text(json.dumps({**marker, "kind": "other"}))
+    with pytest.raises(ResultsFolderError, match=r"exists and is not a question set harness wrote"):
+        check_own_folder(final, rule, force=True)
+    (final / MARKER).unlink()
+    with pytest.raises(ResultsFolderError, match=r"written by an older harness, which kept no record"):
+        check_own_folder(final, rule)
+
+
+def test_a_lock_holder_is_alive_while_its_process_is_and_is_not_signalled(monkeypatch):
+    import signal
+    import subprocess
+
+    from harness.store.results import _pid_alive
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert _pid_alive(child.pid) is True
+        with pytest.raises(subprocess.TimeoutExpired):  # asked with signal 0: still running
+            child.wait(timeout=0.5)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert _pid_alive(child.pid) is False
+
+    def other_users(pid, sig):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "kill", other_users)
+    assert _pid_alive(1) is True
+
+
+def test_a_run_and_a_grid_of_one_experiment_never_overwrite_each_other(tmp_path):
+    for kind, other, words in [("run", "grid", ("single run", "grid")), ("grid", "run", ("grid", "single run"))]:
+        final = tmp_path / kind
+        final.mkdir()
+        (final / "metrics.json").write_text("{}")
+        mark_folder(final, experiment="e", kind=kind)
+        with pytest.raises(ResultsFolderError) as err:
+            check_destination(final, experiment="e", kind=other)
+        assert str(err.value) == (
+            f"{final}: holds a {words[0]}'s results of 'e'; a {words[1]} would overwrite them "
+            "(choose another name or output_dir)"
+        )

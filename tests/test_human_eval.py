@@ -490,3 +490,26 @@ def test_pages_and_labels_go_only_into_a_results_folder_harness_wrote(tmp_path, 
     key_file.write_text("{not json")
     assert main(["labels", str(run), str(labels)]) == 2
     assert f"{key_file}: not a page key harness wrote" in capsys.readouterr().err
+
+
+def test_one_annotator_in_two_label_files_is_refused_naming_both():
+    from harness.report.labels import summarise
+
+    annotators = [
+        {"annotator": "ann", "file": "a.json"},
+        {"annotator": "bo", "file": "b.json"},
+        {"annotator": "ann", "file": "c.json"},
+    ]
+    with pytest.raises(LabelsError) as err:
+        summarise(annotators, {}, [], min_effect=0.1)
+    assert str(err.value) == "annotator 'ann' appears in two label files (a.json, c.json); merge or rename them"
+
+
+def test_a_metric_is_checked_against_people_from_two_labelled_answers():
+    from harness.report.labels import _metric_agreement
+
+    human = {("q1", "rag"): 1, ("q2", "rag"): 0}
+    scores = {("q1", "rag"): {"contains": 1.0}, ("q2", "rag"): {"contains": 0.0}}
+    out = _metric_agreement(human, scores, [], seed=0)
+    assert out["contains"]["n"] == 2 and out["contains"]["accuracy"] == 1.0 and out["contains"]["kappa"] == 1.0
+    assert _metric_agreement({("q1", "rag"): 1}, scores, [], seed=0) == {}

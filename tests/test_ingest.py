@@ -423,3 +423,88 @@ def test_a_pdf_title_and_headings_are_units_of_their_own(tmp_path):
         "Astoria\n\nAstoria is a port city on the Vessin coast, founded in 1887 by the harbourmaster Ilse Varga."
         "\n\nHistory\n\nThe first pier was built in 1890."
     )
+
+
+def test_a_folder_that_cannot_be_listed_is_named_with_the_reason(tmp_path, monkeypatch):
+    docs = tmp_path / "docs"
+    (docs / "locked").mkdir(parents=True)
+    (docs / "ok.txt").write_text("A fine document.")
+    real = os.scandir
+
+    def scandir(path):  # root lists any folder whatever its mode: the refusal is simulated
+        if Path(path) == docs / "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(DataError, match=rf"^{docs}/locked: cannot list folder \(Permission denied\)$"):
+        load_documents(docs)
+    read, skipped = read_documents(docs, skip_unreadable=True)
+    assert [d.id for d in read] == ["ok"]
+    assert [(s["file"], s["reason"]) for s in skipped] == [
+        ("locked", f"{docs}/locked: cannot list folder (Permission denied)")
+    ]
+
+
+def test_the_question_sets_manifest_is_kept_in_the_provenance(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("Mira Tolland runs engineering.")
+    (tmp_path / "q.jsonl").write_text('{"question": "Who runs engineering?", "answers": ["Mira Tolland"]}\n')
+    args = {"documents": str(tmp_path / "docs"), "questions": str(tmp_path / "q.jsonl"), "train_questions": None}
+    assert load_user_dataset(**args).provenance["question_set"] is None
+    (tmp_path / "q.manifest.json").write_text('{"generator": "cloze", "kept": 1}')
+    data = load_user_dataset(**args)
+    assert data.provenance == {"skipped_documents": [], "question_set": {"generator": "cloze", "kept": 1}}
+    (tmp_path / "q.manifest.json").write_text("{")
+    with pytest.raises(DataError, match=r"q\.manifest\.json: not a valid JSON manifest \(delete it or rerun"):
+        load_user_dataset(**args)
+
+
+def test_read_folder_refuses_by_default_and_logs_each_file_it_skips(tmp_path, caplog):
+    import logging
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "ok.txt").write_text("A fine document.")
+    os.mkfifo(docs / "pipe.txt")
+    with pytest.raises(DataError, match=r"pipe\.txt: a FIFO, not a document; refused"):
+        ingest.read_folder(docs)
+    with caplog.at_level(logging.WARNING):
+        read, skipped = ingest.read_folder(docs, skip_unreadable=True)
+    assert [d.id for d in read] == ["ok"] and [s["file"] for s in skipped] == ["pipe.txt"]
+    assert caplog.messages == [f"skipped: {docs}/pipe.txt: a FIFO, not a document; refused"]
+
+
+def test_documents_from_a_jsonl_file_and_each_bad_line_named(tmp_path):
+    path = tmp_path / "docs.jsonl"
+    path.write_text('{"id": 7, "text": "  Mira Tolland runs engineering. "}\n{"id": "b", "text": "Kestrel."}\n')
+    docs, skipped = read_documents(path)
+    assert [(d.id, d.text) for d in docs] == [("7", "Mira Tolland runs engineering."), ("b", "Kestrel.")]
+    assert skipped == []
+    for lines, error in [
+        ('{"id": "a", "text": "x"}\n{"id": "", "text": "y"}\n', r"docs\.jsonl:2: 'id' must be a non-empty string"),
+        ('{"id": "a", "text": " "}\n', r"docs\.jsonl:1: 'text' must be a non-empty string"),
+        ('{"id": "a", "text": "x"}\n{"id": "a", "text": "y"}\n', r"docs\.jsonl:2: duplicate id 'a'"),
+        ("", r"docs\.jsonl: no documents \(the file is empty\)"),
+    ]:
+        path.write_text(lines)
+        with pytest.raises(DataError, match=error):
+            read_documents(path)
+
+
+def test_a_folder_link_is_logged_as_not_followed_and_the_size_limit_named_in_mib(tmp_path, monkeypatch, caplog):
+    import logging
+
+    docs = tmp_path / "docs"
+    (docs / "a").mkdir(parents=True)
+    (docs / "a" / "x.txt").write_text("Ilse Varga founded the ferry line.")
+    (docs / "b").symlink_to("a", target_is_directory=True)
+    with caplog.at_level(logging.INFO, logger="harness.data.ingest"):
+        assert [d.id for d in load_documents(docs)] == ["a/x"]
+    assert f"{docs}/b: a link to a folder inside the documents folder, not followed" in caplog.messages
+    monkeypatch.setattr(ingest, "MAX_FILE_BYTES", 2 << 20)
+    (docs / "c.txt").write_text("x" * (3 << 20))
+    with pytest.raises(
+        DataError, match=rf"^{docs}: documents together are over the limit of 2 MiB \(at {docs}/c\.txt\)$"
+    ):
+        load_documents(docs)

@@ -104,7 +104,11 @@ def test_an_edited_answer_is_logged_dropped_and_computed_again(tmp_path, caplog)
     with caplog.at_level(logging.WARNING):
         out = compute_in_batches([1, 1], batch_size=2, key=lambda b: "k", compute=compute, memo=_memo(tmp_path))
     assert out == ["zero", "one"] and calls == [[0, 1]]
-    assert "checksum does not match its key and value (edited or damaged)" in caplog.text
+    (path,) = _memo(tmp_path).folder.glob("*.jsonl")
+    assert (
+        f"skipped {path}:1: checksum does not match its key and value (edited or damaged); its value is computed again"
+        in caplog.messages
+    )
     compute, calls = _counting(values)  # the recomputed line serves later runs
     again = _memo(tmp_path)
     assert compute_in_batches([1, 1], batch_size=2, key=lambda b: "k", compute=compute, memo=again) == out
@@ -197,3 +201,51 @@ def test_compute_in_batches_computes_only_the_batches_the_memo_lacks(tmp_path):
     compute, calls = _counting(values)
     assert compute_in_batches([1, 4, 2, 3], batch_size=4, key=key, compute=compute, memo=_memo(tmp_path)) == values
     assert calls == [[1, 3, 2, 0]]
+
+
+def test_a_stored_null_is_dropped_once_and_logged_as_null(tmp_path, caplog):
+    _memo(tmp_path).put("k", None)
+    memo = _memo(tmp_path)
+    with caplog.at_level(logging.INFO):
+        assert memo.get("k") is None
+    assert caplog.messages == [f"memo {memo.folder}: dropped a stored value under key k: null; computing it again"]
+    caplog.clear()
+    with caplog.at_level(logging.INFO):  # dropped for good: not read, nor logged, again
+        assert memo.get("k") is None
+    assert caplog.messages == [] and memo.values["k"] == []
+
+
+def test_a_rejected_value_before_a_good_one_is_logged_as_info_and_the_good_one_served(tmp_path, caplog):
+    _memo(tmp_path).put("k", "bad")
+    _memo(tmp_path).put("k", "good")
+    memo = _memo(tmp_path)
+    assert memo.values["k"] == ["bad", "good"]
+    with caplog.at_level(logging.INFO):
+        assert memo.get("k", valid=lambda v: "rejected" if v == "bad" else None) == "good"
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.INFO, f"memo {memo.folder}: dropped a stored value under key k: rejected")
+    ]
+    assert memo.values["k"] == ["good"] and memo.counts() == {"reused": 1, "computed": 0}
+
+
+def test_a_line_after_a_torn_one_byte_line_starts_on_a_line_of_its_own(tmp_path):
+    import os
+    import platform
+
+    memo = _memo(tmp_path)
+    memo.put("a", "first")
+    path = memo.folder / f"{platform.node()}-{os.getpid()}.jsonl"
+    path.write_bytes(b"{")  # a writer killed after one byte
+    memo.put("k", "v")
+    memo.put("k2", "v2")
+    data = path.read_bytes()
+    assert data.startswith(b"{\n") and data.count(b"\n") == 3 and b"\n\n" not in data
+    again = _memo(tmp_path)
+    assert again.get("k") == "v" and again.get("k2") == "v2"
+
+
+def test_the_namespace_is_written_beside_the_values_for_people_to_read(tmp_path):
+    memo = _memo(tmp_path, model="m", seed=3)
+    memo.put("k", "v")
+    text = (memo.folder / "namespace.json").read_text()
+    assert text == json.dumps({"format": 2, "model": "m", "seed": 3}, indent=1, sort_keys=True)
