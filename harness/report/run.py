@@ -1672,7 +1672,7 @@ def _axis_effect_line(
         if axis in values[cid]:
             for p in pipes:
                 agg = cells[cid]["pipelines"].get(p, {}).get(metric)
-                if agg:
+                if agg and not undefined(agg["mean"]):  # a cell whose mean is undefined adds nothing
                     levels.setdefault(f"{p}|{values[cid][axis]}", []).append(agg["mean"])
     if not levels:
         return None
@@ -1689,12 +1689,17 @@ def best_cells(ids: list[str], cells: dict[str, dict], *, metric: str, pipes: li
     Choosing and reporting on the same items would favour the arm with more cells (the
     best of many noisy cells is optimistic); the test items took no part in the choice."""
     better = max if direction == "higher" else min
+    worst = float("-inf") if direction == "higher" else float("inf")
+
+    def rank(mean: float | None) -> float:  # an undefined mean (null in metrics.json) is never the best
+        return worst if undefined(mean) else mean
+
     lines = []
     for p in pipes:
         scored = [cid for cid in ids if metric in cells[cid]["pipelines"].get(p, {})]
         with_split = [cid for cid in scored if metric in ((cells[cid].get("splits") or {}).get("dev", {}).get(p) or {})]
         if with_split and len(with_split) == len(scored):
-            best_id = better(with_split, key=lambda c: cells[c]["splits"]["dev"][p][metric]["mean"])
+            best_id = better(with_split, key=lambda c: rank(cells[c]["splits"]["dev"][p][metric]["mean"]))
             sp = cells[best_id]["splits"]
             lines.append(
                 f"- best for `{p}` (chosen on {sp['questions']['dev']} dev questions, "
@@ -1702,7 +1707,7 @@ def best_cells(ids: list[str], cells: dict[str, dict], *, metric: str, pipes: li
                 f"questions {_cell(sp['test'][p].get(metric))}"
             )
         elif scored:
-            best_id = better(scored, key=lambda c: cells[c]["pipelines"][p][metric]["mean"])
+            best_id = better(scored, key=lambda c: rank(cells[c]["pipelines"][p][metric]["mean"]))
             lines.append(
                 f"- best for `{p}` ({len(scored)} cells tried; no dev/test split, so chosen and reported "
                 f"on the same items, optimistic): **{best_id}** {_cell(cells[best_id]['pipelines'][p][metric])}"
