@@ -448,10 +448,13 @@ environment variables:
                           (default ~/.cache/harness); move it with this variable
   HARNESS_BENCHMARK_DATA  folder with mmlu/ and hellaswag/ JSONL for the forgetting
                           checks, when benchmarks.data_dir is not set
+  HARNESS_LOCK_LEASE_SECONDS  how long a lock's heartbeat stays fresh (default 120 s): a
+                          lock older than that is taken over on any host (a requeued job)
   HF_HOME                 Hugging Face's own cache (models from the hub)
   HF_HUB_OFFLINE=1        never contact the hub; also HF_DATASETS_OFFLINE, TRANSFORMERS_OFFLINE
   TOKENIZERS_PARALLELISM  passed on to grid workers, as the variables above
   RANK, WORLD_SIZE        set by torchrun / accelerate launch: `harness train` data parallel
+  CUDA_VISIBLE_DEVICES    the GPUs a run may use; the processes executor sets it per worker
   the variable that model.api_key_env names holds an endpoint's API key
 
 examples:
@@ -622,11 +625,22 @@ def _add_writing_commands(sub) -> None:
     p.set_defaults(func=_export_lora)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a command-line mistake is one line, `harness: error: ...`, exit 2, as
+    every other input error is (argparse's own prints the usage block first). The
+    subcommands' parsers are of this class too (add_subparsers passes it on)."""
+
+    def error(self, message: str):
+        command = self.prog.removeprefix("harness").strip()
+        print(f"harness: error: {command + ': ' if command else ''}{message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line: one subcommand per job, each calling one `_command` function."""
     from harness import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="harness",
         description="Fine-tune, retrieve, or both? Measure it.",
         epilog=EPILOG,
