@@ -780,21 +780,33 @@ def _saved_result(lm, trainer, callback, material, memory, settings, o, launch, 
         gradient_checkpointing=o.gradient_checkpointing,
         launch=launch,
     )
-    return _result(
-        lm,
-        trainer,
-        callback,
-        material,
-        memory,
-        settings,
-        out_dir=o.out_dir,
-        start_step=start_step,
-        params=params,
-        wall=wall,
-        saved_bytes=saved_bytes,
+    trainable, total = params
+    steps, tokens = trainer.state.global_step or start_step, int(trainer.state.num_input_tokens_seen or 0)
+    return TrainResult(
+        adapter_dir=str(o.out_dir),
+        loss_curve=callback.status.curve,
+        best_epoch=callback.status.best_epoch,
+        stopped_early=callback.status.stopped_early,
+        steps=steps,
+        train_examples=len(material.train),
+        dev_examples=len(material.dev),
+        trainable_params=trainable,
+        total_params=total,
+        tokens=tokens,
+        wall_seconds=wall,
+        tokens_per_second=tokens / max(wall, 1e-9),
+        peak_rss_mb=memory.peak_mb,
+        adapter_bytes=saved_bytes,
+        peak_gpu_mb=torch.cuda.max_memory_allocated() / 2**20 if lm.device == "cuda" else None,
         world_size=launch.world_size,
         method=o.method,
+        steps_run=steps - start_step,
+        resumed_from_step=start_step,
         weights_bytes=weights_bytes,
+        material=material.stats,
+        settings=asdict(settings),
+        start_rss_mb=memory.start_mb,
+        training_memory_mb=_training_memory(lm, memory, weights_bytes, steps_run=steps - start_step),
     )
 
 
@@ -841,54 +853,6 @@ def _make_callback(lm: LoadedModel, material: Material, settings, o: SimpleNames
         adapter_name=o.adapter_name,
         update=update,
         is_main=launch.is_main,
-    )
-
-
-def _result(
-    lm,
-    trainer,
-    callback,
-    material,
-    memory,
-    settings,
-    *,
-    out_dir,
-    start_step,
-    params,
-    wall,
-    saved_bytes,
-    world_size,
-    method,
-    weights_bytes,
-) -> TrainResult:
-    """What one training call measured and saved, as the adapter's record reads it."""
-    trainable, total = params
-    steps, tokens = trainer.state.global_step or start_step, int(trainer.state.num_input_tokens_seen or 0)
-    return TrainResult(
-        adapter_dir=str(out_dir),
-        loss_curve=callback.status.curve,
-        best_epoch=callback.status.best_epoch,
-        stopped_early=callback.status.stopped_early,
-        steps=steps,
-        train_examples=len(material.train),
-        dev_examples=len(material.dev),
-        trainable_params=trainable,
-        total_params=total,
-        tokens=tokens,
-        wall_seconds=wall,
-        tokens_per_second=tokens / max(wall, 1e-9),
-        peak_rss_mb=memory.peak_mb,
-        adapter_bytes=saved_bytes,
-        peak_gpu_mb=torch.cuda.max_memory_allocated() / 2**20 if lm.device == "cuda" else None,
-        world_size=world_size,
-        method=method,
-        steps_run=steps - start_step,
-        resumed_from_step=start_step,
-        weights_bytes=weights_bytes,
-        material=material.stats,
-        settings=asdict(settings),
-        start_rss_mb=memory.start_mb,
-        training_memory_mb=_training_memory(lm, memory, weights_bytes, steps_run=steps - start_step),
     )
 
 
